@@ -1,0 +1,44 @@
+//! Files that appear only when complete: write to a temporary name in the same folder,
+//! flush and fsync, then rename over the final name.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name used while `path` is being written: `.<name>.tmp-<pid>` beside it.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+/// Writes `path` atomically: `fill` writes into a buffered temporary file, which is
+/// synced and renamed to `path` only if `fill` succeeds. On any error the temporary
+/// file is removed and `path` is left as it was.
+///
+/// # Errors
+/// Any I/O error from creating, writing, syncing or renaming the file, or from `fill`.
+pub fn write_atomic<F>(path: &Path, fill: F) -> io::Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+{
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_atomic`]).
+///
+/// # Errors
+/// Any I/O error; `path` is then left as it was.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic(path, |w| w.write_all(bytes))
+}

@@ -1,0 +1,30 @@
+/*!
+ctstream: fast, correct 3D CT deep learning.
+
+This crate reads CT scans (DICOM series, MetaImage) with exactly the geometry and
+Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, and
+generates synthetic LUNA-like datasets for tests and demos.
+
+Axis order, everywhere: physical vectors (origin, spacing, world points) are **(x, y, z)**
+in mm; array shapes and voxel indices are **(z, y, x)**. See [`geometry`].
+
+```no_run
+use ctstream::io::{read_scan, dicom::DicomOptions};
+let scan = read_scan("subset0/1.3.6.1.4.1.14519.5.2.1.6279.mhd".as_ref(), &DicomOptions::default(), &())?;
+let v = &scan.volume;
+// World position of the centre of voxel (z=10, y=200, x=250):
+let xyz = v.geometry.index_to_world([10.0, 200.0, 250.0]);
+println!("{:?} -> {:?} mm, HU {}", v.shape_zyx(), xyz, v.hu[[10, 200, 250]]);
+# Ok::<(), ctstream::io::ReadError>(())
+```
+*/
+#![deny(missing_docs)]
+
+pub mod annotations;
+pub mod fsutil;
+pub mod geometry;
+pub mod hu;
+pub mod io;
+pub mod progress;
+pub mod synth;
+pub mod volume;

@@ -1,0 +1,83 @@
+//! `ctstream`: the command-line tool. Each subcommand is a small module that parses its
+//! flags and calls the library; nothing here that a library user would also need.
+
+mod demo;
+mod info;
+mod progress;
+mod synth;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fast, correct 3D CT deep learning: read scans and LUNA16 annotations exactly,
+/// generate synthetic LUNA-like data.
+#[derive(Debug, Parser)]
+#[command(name = "ctstream", version, about, propagate_version = true)]
+struct Cli {
+    /// Turn progress bars off.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a scan's geometry and HU range (MetaImage file, DICOM file or folder).
+    Info(info::Args),
+    /// Write a synthetic LUNA16-style dataset (MetaImage, CSVs, optionally DICOM).
+    Synth(synth::Args),
+    /// Run the pipeline end to end on the embedded synthetic default.
+    Demo(demo::Args),
+}
+
+/// Failure classes, each with its own exit code.
+#[derive(Debug, Clone, Copy)]
+enum Exit {
+    /// A scan, CSV or store could not be read or written (1).
+    Failed = 1,
+    /// The request needs more from the user, e.g. `--series` (3).
+    NeedsChoice = 3,
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+struct ExitError(Exit, anyhow::Error);
+
+impl<E: Into<anyhow::Error>> From<E> for ExitError {
+    fn from(e: E) -> Self {
+        ExitError(Exit::Failed, e.into())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let progress = progress::Bars::new(cli.quiet);
+    let result = match cli.command {
+        Command::Info(a) => info::run(a, &progress),
+        Command::Synth(a) => synth::run(a, &progress),
+        Command::Demo(a) => demo::run(a, &progress),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ExitError(code, e)) => {
+            // A closed pipe (`ctstream info ... | head`) is not a failure.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}
