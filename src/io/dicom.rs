@@ -378,13 +378,18 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     let ps = f(tags::PIXEL_SPACING, "PixelSpacing").filter(|v| v.len() == 2 && v[0] > 0.0 && v[1] > 0.0).unwrap_or(vec![1.0, 1.0]);
     let orientation = [iop[0], iop[1], iop[2], iop[3], iop[4], iop[5]];
     let series_uid = get_str(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
-    let key = GroupKey {
-        series_uid: series_uid.clone(),
-        // Fallback identity, used only when the series UID is empty.
-        study: get_str(&obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
-        frame_of_reference: get_str(&obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
-        orientation: if series_uid.is_empty() { rounded(&orientation) } else { [0; 6] },
-        size: if series_uid.is_empty() { (rows, columns) } else { (0, 0) },
+    // The series UID groups; only where it is empty do study, frame of reference,
+    // orientation and size stand in for it.
+    let key = if series_uid.is_empty() {
+        GroupKey {
+            series_uid: String::new(),
+            study: get_str(&obj, tags::STUDY_INSTANCE_UID).unwrap_or_default(),
+            frame_of_reference: get_str(&obj, tags::FRAME_OF_REFERENCE_UID).unwrap_or_default(),
+            orientation: rounded(&orientation),
+            size: (rows, columns),
+        }
+    } else {
+        GroupKey { series_uid, study: String::new(), frame_of_reference: String::new(), orientation: [0; 6], size: (0, 0) }
     };
     let header = SliceHeader {
         path: path.to_path_buf(),

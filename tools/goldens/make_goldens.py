@@ -13,9 +13,11 @@ Pinned versions: tools/goldens/requirements.txt. CI regenerates the goldens into
 temporary folder and diffs them against the committed ones.
 """
 import argparse
+import csv
 import glob
 import hashlib
 import json
+import math
 import os
 import sys
 
@@ -90,13 +92,51 @@ def geometry3(img):
     }
 
 
+def transforms(img):
+    """SimpleITK's index <-> world transforms at a few points (3D images only)."""
+    if img.GetDimension() != 3:
+        return []
+    sx, sy, sz = img.GetSize()
+    out = []
+    for idx in [(0.0, 0.0, 0.0), (1.5, 2.25, 0.5), (sx - 1.0, sy - 1.0, sz - 1.0), (-3.7, sy / 3.0, sz + 2.2)]:
+        world = img.TransformContinuousIndexToPhysicalPoint(idx)
+        shifted = (world[0] + 3.3, world[1] - 7.1, world[2] + 11.7)
+        out.append({
+            "index_xyz": list(idx),
+            "world_xyz": list(world),
+            "shifted_world_xyz": list(shifted),
+            "shifted_index_xyz": list(img.TransformPhysicalPointToContinuousIndex(shifted)),
+        })
+    return out
+
+
+def annotations_case(data):
+    """Row counts and column sums of the real LUNA16 CSVs, read with Python's csv module."""
+    out = {}
+    for name in ["annotations.csv", "annotations_excluded.csv"]:
+        with open(os.path.join(data, "luna16", name), newline="") as f:
+            rows = list(csv.DictReader(f))
+        out[name] = {
+            "rows": len(rows),
+            "series": len({r["seriesuid"] for r in rows}),
+            "sum_x": math.fsum(float(r["coordX"]) for r in rows),
+            "sum_y": math.fsum(float(r["coordY"]) for r in rows),
+            "sum_z": math.fsum(float(r["coordZ"]) for r in rows),
+            "sum_diameter": math.fsum(float(r["diameter_mm"]) for r in rows),
+            "unmeasured": sum(1 for r in rows if float(r["diameter_mm"]) == -1.0),
+            "max_z": max(float(r["coordZ"]) for r in rows),
+        }
+    return out
+
+
 def meta_case(path):
     img = sitk.ReadImage(path)
     a = sitk.GetArrayFromImage(img)
     if a.ndim == 2:
         a = a[np.newaxis]
     a16, clamped = to_i16(a)
-    return {**geometry3(img), "values": values(a16, clamped), "source_dtype": str(a.dtype)}
+    return {**geometry3(img), "values": values(a16, clamped), "source_dtype": str(a.dtype),
+            "transforms": transforms(img)}
 
 
 def dicom_series(files, series_id=None):
@@ -104,6 +144,7 @@ def dicom_series(files, series_id=None):
     r.SetFileNames(files)
     img = r.Execute()
     g = geometry3(img)
+    g["transforms"] = transforms(img)
     # HU from pydicom, slices in the order SimpleITK used (by position along the normal).
     slices = []
     per_slice = []
@@ -159,6 +200,9 @@ def main():
             json.dump(g, f, indent=1, sort_keys=True)
             f.write("\n")
         print(f"{name}: shape {g['shape_zyx']} hu [{g['values']['min']}, {g['values']['max']}]")
+    with open(os.path.join(args.out, "luna16_annotations.json"), "w") as f:
+        json.dump(annotations_case(args.data), f, indent=1, sort_keys=True)
+        f.write("\n")
     versions = {"numpy": np.__version__, "SimpleITK": sitk.Version.VersionString(),
                 "pydicom": pydicom.__version__, "python": sys.version.split()[0]}
     with open(os.path.join(args.out, "VERSIONS.json"), "w") as f:

@@ -1,0 +1,61 @@
+//! Helpers shared by the integration tests: where the fixtures are, goldens, hashes.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ndarray::Array3;
+use sha2::{Digest, Sha256};
+
+/// The real fixtures: `$CTSTREAM_TEST_DATA`, else `../shared/data` beside the project.
+pub fn data_dir() -> PathBuf {
+    let dir = std::env::var_os("CTSTREAM_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    assert!(
+        dir.join("README.md").is_file(),
+        "test fixtures not found at {}; set CTSTREAM_TEST_DATA to the shared/data folder",
+        dir.display()
+    );
+    dir
+}
+
+/// A fixture path under the data folder.
+pub fn data(rel: &str) -> PathBuf {
+    data_dir().join(rel)
+}
+
+/// A golden JSON file from tests/goldens/.
+pub fn golden(name: &str) -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// SHA-256 of the int16 little-endian bytes in (z, y, x) order, as the golden script computes it.
+pub fn sha256_i16<'a>(values: impl IntoIterator<Item = &'a i16>) -> String {
+    let mut h = Sha256::new();
+    for v in values {
+        h.update(v.to_le_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn sha256_volume(a: &Array3<i16>) -> String {
+    sha256_i16(a.iter())
+}
+
+pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(|x| x.as_f64().expect("number")).collect()
+}
+
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= tol, "{what}[{i}]: got {g}, SimpleITK {w} (tolerance {tol})\n got  {got:?}\n want {want:?}");
+    }
+}
+
+/// A fresh temporary folder.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temporary folder")
+}
