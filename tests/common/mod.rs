@@ -59,3 +59,33 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary folder")
 }
+
+/// What SimpleITK reads from each path (tools/goldens/sitk_digest.py), or `None` when
+/// Python with SimpleITK is not available here. CI sets `CTSTREAM_REQUIRE_SIMPLEITK=1`,
+/// which turns a missing SimpleITK into a failure.
+pub fn sitk_digest(paths: &[&std::path::Path]) -> Option<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/goldens/sitk_digest.py");
+    let out = std::process::Command::new("python3").arg(&script).args(paths).output();
+    let required = std::env::var_os("CTSTREAM_REQUIRE_SIMPLEITK").is_some();
+    match out {
+        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).expect("sitk_digest.py prints JSON")),
+        Ok(o) if required || !String::from_utf8_lossy(&o.stderr).contains("ModuleNotFoundError") => {
+            panic!("sitk_digest.py failed: {}", String::from_utf8_lossy(&o.stderr))
+        }
+        Err(e) if required => panic!("python3 not available: {e}"),
+        _ => {
+            eprintln!("SimpleITK not available: skipping the SimpleITK cross-check (CI runs it)");
+            None
+        }
+    }
+}
+
+/// Asserts that SimpleITK's digest of a file matches a volume read by ctstream.
+pub fn assert_matches_sitk(what: &str, d: &serde_json::Value, v: &ctstream::volume::Volume, tol: f64) {
+    let shape: Vec<usize> = d["shape_zyx"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    assert_eq!(v.shape_zyx().to_vec(), shape, "{what}: shape");
+    assert_close(&format!("{what}: spacing"), &v.geometry.spacing_xyz, &f64s(&d["spacing_xyz"]), tol);
+    assert_close(&format!("{what}: origin"), &v.geometry.origin_xyz, &f64s(&d["origin_xyz"]), tol);
+    assert_close(&format!("{what}: direction"), &v.geometry.direction, &f64s(&d["direction"]), tol);
+    assert_eq!(sha256_volume(&v.hu), d["values"]["sha256"].as_str().unwrap(), "{what}: voxels as SimpleITK reads them");
+}
