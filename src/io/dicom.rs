@@ -183,6 +183,15 @@ impl Skipped {
     pub fn total(&self) -> usize {
         self.not_dicom + self.not_image + self.localizer + self.other_geometry + self.multiframe
     }
+
+    /// Adds another count to this one.
+    pub fn add(&mut self, o: &Skipped) {
+        self.not_dicom += o.not_dicom;
+        self.not_image += o.not_image;
+        self.localizer += o.localizer;
+        self.other_geometry += o.other_geometry;
+        self.multiframe += o.multiframe;
+    }
 }
 
 impl std::fmt::Display for Skipped {

@@ -95,11 +95,18 @@ impl SeriesEntry {
     /// # Errors
     /// The reader's error, naming the file and the field.
     pub fn read(&self, opts: &dicom::DicomOptions, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
+        self.read_counting(opts, &dicom::Skipped::default(), progress)
+    }
+
+    /// Reads the series, adding `also_skipped` (files skipped while finding it) to the
+    /// DICOM report.
+    fn read_counting(&self, opts: &dicom::DicomOptions, also_skipped: &dicom::Skipped, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
         let mut warnings = Vec::new();
         let (volume, dicom) = match &self.source {
             SeriesSource::MetaImage(p) => (metaimage::read(p)?, None),
             SeriesSource::Dicom { root, files } => {
-                let d = dicom::read_series(root, files, opts, progress)?;
+                let mut d = dicom::read_series(root, files, opts, progress)?;
+                d.skipped.add(also_skipped);
                 warnings.extend(d.warnings.iter().cloned());
                 if d.skipped.total() > 0 {
                     warnings.push(d.skipped.to_string());
@@ -219,7 +226,7 @@ pub fn read_scan(path: &Path, opts: &dicom::DicomOptions, progress: &dyn Progres
     }
     let found = discover(path, progress)?;
     let entry = found.pick(opts.series.as_deref())?;
-    let mut r = entry.read(opts, progress)?;
+    let mut r = entry.read_counting(opts, &found.skipped, progress)?;
     r.warnings.splice(0..0, found.warnings.iter().cloned());
     Ok(r)
 }
