@@ -493,7 +493,11 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
         DataFile::External(p) => (p.clone(), 0),
     };
     let io_err = |source| MetaImageError::Io { path: data_path.clone(), source };
-    let data_err = |message: String| MetaImageError::Data { path: data_path.clone(), message };
+    let external = matches!(h.data_file, DataFile::External(_));
+    let data_err = |message: String| MetaImageError::Data {
+        path: data_path.clone(),
+        message: if external { format!("{message} (data file of {})", path.display()) } else { message },
+    };
     let mut f = File::open(&data_path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             MetaImageError::Data {
@@ -528,9 +532,8 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
     if !h.compressed {
         if available < need {
             return Err(data_err(format!(
-                "truncated: {} x {} ({}) needs {need} bytes, the file has {available} after byte {start}",
-                h.shape_zyx.iter().rev().map(|d| d.to_string()).collect::<Vec<_>>().join(" x "),
-                h.element_type.size(),
+                "truncated: DimSize {} of {} needs {need} bytes, the file has {available} after byte {start}",
+                h.shape_zyx.iter().rev().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
                 h.element_type.name(),
             )));
         }

@@ -1,0 +1,100 @@
+//! The `ctstream` binary: `info` (text and the stable JSON), series choice, exit codes,
+//! errors that name the file; `synth` then `info`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn ctstream(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().expect("run ctstream")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn info_json_is_the_stable_interface() {
+    let p = data("elastix/3DCT_lung_baseline_small.mha");
+    let o = ctstream(&["info", p.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let keys: Vec<&String> = j.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["direction", "format", "hu", "origin", "series_id", "shape", "spacing"]);
+    let hu_keys: Vec<&String> = j["hu"].as_object().unwrap().keys().collect();
+    assert_eq!(hu_keys, ["max", "mean", "min"]);
+    let g = golden("elastix_lung_small");
+    assert_eq!(j["series_id"], "3DCT_lung_baseline_small");
+    assert_eq!(j["format"], "metaimage");
+    assert_eq!(j["shape"], g["shape_zyx"]);
+    assert_eq!(j["spacing"], g["spacing_xyz"]);
+    assert_eq!(j["origin"], g["origin_xyz"]);
+    assert_eq!(j["direction"], g["direction"]);
+    assert_eq!(j["hu"]["min"], g["values"]["min"]);
+    assert_eq!(j["hu"]["max"], g["values"]["max"]);
+    // mean = sum / voxels, from the golden.
+    let n: u64 = g["shape_zyx"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).product();
+    let mean = g["values"]["sum"].as_i64().unwrap() as f64 / n as f64;
+    assert!((j["hu"]["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+}
+
+#[test]
+fn info_on_a_dicom_folder_prints_geometry() {
+    let p = data("dicom-test-files/dcmqi/ct-3slice");
+    let o = ctstream(&["info", p.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    assert!(out.contains("3 x 512 x 512 voxels (z, y, x)"), "{out}");
+    assert!(out.contains("format     dicom"), "{out}");
+    assert!(out.contains("HU         min -3024, max 1381"), "{out}");
+}
+
+#[test]
+fn several_series_are_listed_and_one_can_be_chosen() {
+    let p = data("dicom-test-files/WG04");
+    let o = ctstream(&["info", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(3), "needs --series");
+    let err = text(&o.stderr);
+    assert!(err.contains("--series") && err.contains("1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457"), "{err}");
+    let o = ctstream(&["info", p.to_str().unwrap(), "--series", "1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457", "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["shape"], serde_json::json!([1, 512, 512]));
+}
+
+#[test]
+fn bad_input_fails_with_the_file_named_and_no_panic() {
+    let dir = tempdir();
+    // A missing .raw, a truncated .raw, a bad number, an empty folder.
+    std::fs::write(dir.path().join("a.mhd"), "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = a.raw\n").unwrap();
+    std::fs::write(dir.path().join("b.mhd"), "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = b.raw\n").unwrap();
+    std::fs::write(dir.path().join("b.raw"), [0u8; 5]).unwrap();
+    std::fs::write(dir.path().join("c.mhd"), "NDims = 3\nDimSize = 2 2 x\nElementType = MET_SHORT\nElementDataFile = c.raw\n").unwrap();
+    std::fs::create_dir(dir.path().join("empty")).unwrap();
+    for (name, expect) in [("a.mhd", "a.raw"), ("b.mhd", "truncated"), ("c.mhd", "DimSize"), ("empty", "no DICOM images")] {
+        let p = dir.path().join(name);
+        let o = ctstream(&["info", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        let err = text(&o.stderr);
+        assert!(err.contains(name) && err.contains(expect) && !err.contains("panicked"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn synth_then_info() {
+    let dir = tempdir();
+    let out = dir.path().join("ds");
+    let o = ctstream(&["--quiet", "synth", "--out", out.to_str().unwrap(), "--scans", "2", "--seed", "4", "--small"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let rows = ctstream::annotations::read_annotations(&out.join("annotations.csv")).unwrap();
+    let id = &rows[0].series_id;
+    let o = ctstream(&["info", out.join("subset0").to_str().unwrap(), "--series", id, "--json"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["series_id"].as_str(), Some(id.as_str()));
+    assert_eq!(j["shape"][1], 128);
+    assert!(Path::new(&out.join("candidates.csv")).is_file());
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# ctstream's test command: every test this machine can run.
+#
+# - With cmake and a C++ compiler, JPEG-LS decoding (CharLS) is built and its goldens
+#   are checked; without, the JPEG-LS test checks the clear error instead.
+# - With the pinned Python readers (pip install -r tools/goldens/requirements.txt), the
+#   goldens are regenerated from SimpleITK/pydicom and must equal the committed ones, and
+#   the tests cross-check files ctstream writes against SimpleITK.
+# CI (.ci/run) installs both and sets CTSTREAM_REQUIRE_JPEGLS / CTSTREAM_REQUIRE_SIMPLEITK,
+# so nothing is skipped there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+data="${CTSTREAM_TEST_DATA:-../shared/data}"
+
+features=()
+if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then
+    features=(--features jpegls)
+elif [ -n "${CTSTREAM_REQUIRE_JPEGLS:-}" ]; then
+    echo "error: CTSTREAM_REQUIRE_JPEGLS is set but cmake or c++ is missing" >&2
+    exit 1
+else
+    echo "note: cmake/c++ not found: JPEG-LS is not built; its test checks the clear error instead"
+fi
+
+if python3 -c 'import SimpleITK, pydicom, numpy' >/dev/null 2>&1; then
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 tools/goldens/make_goldens.py --data "$data" --out "$tmp" >/dev/null
+    if ! diff -ru tests/goldens "$tmp"; then
+        echo "error: tools/goldens/make_goldens.py no longer produces the committed goldens (diff above)" >&2
+        exit 1
+    fi
+    echo "goldens: regenerated from SimpleITK/pydicom, identical to tests/goldens/"
+elif [ -n "${CTSTREAM_REQUIRE_SIMPLEITK:-}" ]; then
+    echo "error: CTSTREAM_REQUIRE_SIMPLEITK is set but SimpleITK/pydicom are not importable" >&2
+    exit 1
+else
+    echo "note: SimpleITK/pydicom not installed: goldens not regenerated, SimpleITK cross-checks skipped"
+    echo "      (pip install -r tools/goldens/requirements.txt to run them)"
+fi
+
+cargo test --locked "${features[@]}"
