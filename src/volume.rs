@@ -14,14 +14,17 @@ pub enum SourceFormat {
     MetaImage,
     /// A DICOM series (one or more files).
     Dicom,
+    /// NIfTI-1, `.nii` or `.nii.gz`.
+    Nifti,
 }
 
 impl SourceFormat {
-    /// The name used in `ctstream info --json` (`"metaimage"`, `"dicom"`).
+    /// The name used in `ctstream info --json` (`"metaimage"`, `"dicom"`, `"nifti"`).
     pub fn name(self) -> &'static str {
         match self {
             SourceFormat::MetaImage => "metaimage",
             SourceFormat::Dicom => "dicom",
+            SourceFormat::Nifti => "nifti",
         }
     }
 }

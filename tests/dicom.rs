@@ -171,3 +171,20 @@ fn segmentation_object_is_refused_clearly() {
     assert!(matches!(e, ReadError::Dicom(DicomError::Unsupported { .. })), "{e}");
     assert!(e.to_string().contains("liver_seg.dcm") && e.to_string().contains("multi-frame"), "{e}");
 }
+
+/// A transfer syntax no decoder here handles (JPIP Referenced, patched
+/// into a copy of the JPEG Lossless file's meta header) is an error naming it.
+#[test]
+fn undecodable_transfer_syntax_is_named() {
+    let dir = tempdir();
+    let mut bytes = fs::read(data("dicom-test-files/WG04/CT1_JPLL.dcm")).unwrap();
+    let (from, to) = (b"1.2.840.10008.1.2.4.70", b"1.2.840.10008.1.2.4.94");
+    let at = bytes.windows(from.len()).position(|w| w == from).expect("JPEG Lossless UID in the meta header");
+    bytes[at..at + to.len()].copy_from_slice(to);
+    let p = dir.path().join("part2.dcm");
+    fs::write(&p, bytes).unwrap();
+    let e = read(&p).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ReadError::Dicom(DicomError::UnsupportedTransferSyntax { .. })), "{msg}");
+    assert!(msg.contains("1.2.840.10008.1.2.4.94") && msg.contains("part2.dcm"), "{msg}");
+}

@@ -273,7 +273,7 @@ fn fixture_headers() {
     let h = metaimage::read_header(&data("elastix/3DCT_lung_baseline_small.mha")).unwrap();
     assert!(h.compressed);
     assert!(matches!(h.data_file, metaimage::DataFile::Local { .. }));
-    assert_eq!(h.element_type, metaimage::ElementType::Short);
+    assert_eq!(h.element_type, ctstream::hu::Scalar::I16);
     let h = metaimage::read_header(&data("elastix/fixed.mhd")).unwrap();
     assert_eq!(h.ndims, 2);
     assert_eq!(h.shape_zyx, [1, 256, 256]);

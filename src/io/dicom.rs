@@ -149,6 +149,20 @@ pub enum DicomError {
         /// What was measured.
         spacing: SliceSpacing,
     },
+    /// The series would hold more voxels than [`crate::io::metaimage::MAX_VOXELS`].
+    #[error("{path}: series {series}: {voxels} voxels ({what}) is more than the limit of {limit}")]
+    TooLarge {
+        /// The folder.
+        path: PathBuf,
+        /// The series.
+        series: String,
+        /// What was counted.
+        what: String,
+        /// The count.
+        voxels: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// Slice positions do not lie along the slice normal.
     #[error("{path}: series {series}: slice positions drift {offset_mm:.3} mm sideways from the slice normal (gantry tilt or sheared series), which a 3D grid cannot hold")]
     Sheared {
@@ -707,6 +721,19 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
         spacing_info = Some(info);
     }
 
+    // Refuse sizes no CT has before allocating anything.
+    let nz_out = if uneven { ((slices[n - 1].0 - slices[0].0) / z_spacing).round() as u64 + 1 } else { n as u64 };
+    let voxels = nz_out.saturating_mul(first.rows as u64 * first.columns as u64);
+    if voxels > crate::io::metaimage::MAX_VOXELS {
+        return Err(DicomError::TooLarge {
+            path: folder.to_path_buf(),
+            series: series.id.clone(),
+            what: format!("{nz_out} slices of {} x {}", first.rows, first.columns),
+            voxels,
+            limit: crate::io::metaimage::MAX_VOXELS,
+        });
+    }
+
     // Decode in parallel, in position order.
     progress.start("decoding slices", Some(n as u64));
     let decoded: Vec<Result<(Vec<i16>, u64)>> = slices
@@ -729,8 +756,7 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
 
     let (hu, resampled) = if uneven {
         let t0 = slices[0].0;
-        let extent = slices[n - 1].0 - t0;
-        let nz = (extent / z_spacing).round() as usize + 1;
+        let nz = nz_out as usize;
         let mut out = Vec::with_capacity(nz * rows * cols);
         let mut j = 0usize;
         for k in 0..nz {

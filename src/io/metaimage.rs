@@ -29,7 +29,7 @@ use ndarray::Array3;
 
 use crate::fsutil::write_atomic;
 use crate::geometry::{Geometry, IDENTITY};
-use crate::hu;
+use crate::hu::{self, Converted, Scalar};
 use crate::volume::{SourceFormat, Volume};
 
 /// The most voxels a MetaImage may claim (2^31, e.g. 1024 x 1024 x 2048); larger headers
@@ -128,74 +128,27 @@ pub enum MetaImageError {
 
 type Result<T> = std::result::Result<T, MetaImageError>;
 
-/// MetaImage element types ctstream reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ElementType {
-    /// `MET_UCHAR`, u8.
-    UChar,
-    /// `MET_CHAR`, i8.
-    Char,
-    /// `MET_USHORT`, u16.
-    UShort,
-    /// `MET_SHORT`, i16.
-    Short,
-    /// `MET_UINT`, u32.
-    UInt,
-    /// `MET_INT`, i32.
-    Int,
-    /// `MET_ULONG_LONG`, u64.
-    ULongLong,
-    /// `MET_LONG_LONG`, i64.
-    LongLong,
-    /// `MET_FLOAT`, f32.
-    Float,
-    /// `MET_DOUBLE`, f64.
-    Double,
+/// The `MET_*` name of a scalar type, and back.
+pub fn met_name(t: Scalar) -> &'static str {
+    match t {
+        Scalar::U8 => "MET_UCHAR",
+        Scalar::I8 => "MET_CHAR",
+        Scalar::U16 => "MET_USHORT",
+        Scalar::I16 => "MET_SHORT",
+        Scalar::U32 => "MET_UINT",
+        Scalar::I32 => "MET_INT",
+        Scalar::U64 => "MET_ULONG_LONG",
+        Scalar::I64 => "MET_LONG_LONG",
+        Scalar::F32 => "MET_FLOAT",
+        Scalar::F64 => "MET_DOUBLE",
+    }
 }
 
-impl ElementType {
-    /// Parses a `MET_*` name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "MET_UCHAR" => Self::UChar,
-            "MET_CHAR" => Self::Char,
-            "MET_USHORT" => Self::UShort,
-            "MET_SHORT" => Self::Short,
-            "MET_UINT" => Self::UInt,
-            "MET_INT" => Self::Int,
-            "MET_ULONG_LONG" => Self::ULongLong,
-            "MET_LONG_LONG" => Self::LongLong,
-            "MET_FLOAT" => Self::Float,
-            "MET_DOUBLE" => Self::Double,
-            _ => return None,
-        })
-    }
-
-    /// The `MET_*` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::UChar => "MET_UCHAR",
-            Self::Char => "MET_CHAR",
-            Self::UShort => "MET_USHORT",
-            Self::Short => "MET_SHORT",
-            Self::UInt => "MET_UINT",
-            Self::Int => "MET_INT",
-            Self::ULongLong => "MET_ULONG_LONG",
-            Self::LongLong => "MET_LONG_LONG",
-            Self::Float => "MET_FLOAT",
-            Self::Double => "MET_DOUBLE",
-        }
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::UChar | Self::Char => 1,
-            Self::UShort | Self::Short => 2,
-            Self::UInt | Self::Int | Self::Float => 4,
-            Self::ULongLong | Self::LongLong | Self::Double => 8,
-        }
-    }
+/// The scalar type of a `MET_*` name.
+pub fn met_type(name: &str) -> Option<Scalar> {
+    [Scalar::U8, Scalar::I8, Scalar::U16, Scalar::I16, Scalar::U32, Scalar::I32, Scalar::U64, Scalar::I64, Scalar::F32, Scalar::F64]
+        .into_iter()
+        .find(|&t| met_name(t) == name)
 }
 
 /// Where the voxel bytes are.
@@ -221,7 +174,7 @@ pub struct Header {
     /// `NDims` as written (2 or 3).
     pub ndims: usize,
     /// Voxel type.
-    pub element_type: ElementType,
+    pub element_type: Scalar,
     /// Big-endian data.
     pub msb: bool,
     /// zlib-compressed data.
@@ -401,7 +354,7 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     }
     let et_field = find(&["ElementType"])
         .ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "ElementType" })?;
-    let element_type = ElementType::from_name(&et_field.2)
+    let element_type = met_type(&et_field.2)
         .ok_or_else(|| unsupported(et_field, "known types: MET_UCHAR, MET_CHAR, MET_USHORT, MET_SHORT, MET_UINT, MET_INT, MET_LONG_LONG, MET_ULONG_LONG, MET_FLOAT, MET_DOUBLE"))?;
     let mut msb = false;
     if let Some(f) = find(&["BinaryDataByteOrderMSB", "ElementByteOrderMSB", "ByteOrderMSB"]) {
@@ -534,7 +487,7 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
             return Err(data_err(format!(
                 "truncated: DimSize {} of {} needs {need} bytes, the file has {available} after byte {start}",
                 h.shape_zyx.iter().rev().map(|d| d.to_string()).collect::<Vec<_>>().join(" "),
-                h.element_type.name(),
+                met_name(h.element_type),
             )));
         }
         let mut buf = vec![0u8; need as usize];
@@ -568,72 +521,6 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
     Ok((data_path, out))
 }
 
-/// Converts raw element bytes to HU by the [`crate::hu`] rule; returns (voxels, clamped,
-/// nan count).
-fn convert(bytes: &[u8], et: ElementType, msb: bool) -> (Vec<i16>, u64, u64) {
-    macro_rules! ints {
-        ($t:ty, $n:expr) => {{
-            let mut clamped = 0u64;
-            let v = bytes
-                .chunks_exact($n)
-                .map(|c| {
-                    let a: [u8; $n] = c.try_into().expect("chunks_exact gives $n bytes");
-                    let x = if msb { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
-                    match i16::try_from(x) {
-                        Ok(v) => v,
-                        Err(_) => {
-                            clamped += 1;
-                            if (x as i128) < 0 { i16::MIN } else { i16::MAX }
-                        }
-                    }
-                })
-                .collect();
-            (v, clamped, 0)
-        }};
-    }
-    macro_rules! floats {
-        ($t:ty, $n:expr) => {{
-            let (mut clamped, mut nan) = (0u64, 0u64);
-            let v = bytes
-                .chunks_exact($n)
-                .map(|c| {
-                    let a: [u8; $n] = c.try_into().expect("chunks_exact gives $n bytes");
-                    let x = if msb { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
-                    match hu::to_i16(x as f64) {
-                        Some((v, c)) => {
-                            clamped += c as u64;
-                            v
-                        }
-                        None => {
-                            nan += 1;
-                            0
-                        }
-                    }
-                })
-                .collect();
-            (v, clamped, nan)
-        }};
-    }
-    match et {
-        ElementType::Short => {
-            let v = bytes
-                .chunks_exact(2)
-                .map(|c| if msb { i16::from_be_bytes([c[0], c[1]]) } else { i16::from_le_bytes([c[0], c[1]]) })
-                .collect();
-            (v, 0, 0)
-        }
-        ElementType::UChar => (bytes.iter().map(|&b| b as i16).collect(), 0, 0),
-        ElementType::Char => (bytes.iter().map(|&b| b as i8 as i16).collect(), 0, 0),
-        ElementType::UShort => ints!(u16, 2),
-        ElementType::UInt => ints!(u32, 4),
-        ElementType::Int => ints!(i32, 4),
-        ElementType::ULongLong => ints!(u64, 8),
-        ElementType::LongLong => ints!(i64, 8),
-        ElementType::Float => floats!(f32, 4),
-        ElementType::Double => floats!(f64, 8),
-    }
-}
-
 /// Reads a MetaImage (`.mhd` with its data file, or `.mha`) as a [`Volume`] in HU.
 ///
 /// The series id is the file stem (`1.3.6...mhd` gives `1.3.6...`).
@@ -650,7 +537,7 @@ fn convert(bytes: &[u8], et: ElementType, msb: bool) -> (Vec<i16>, u64, u64) {
 pub fn read(path: &Path) -> Result<Volume> {
     let h = read_header(path)?;
     let (data_path, bytes) = read_data_bytes(path, &h)?;
-    let (values, clamped, nan) = convert(&bytes, h.element_type, h.msb);
+    let Converted { values, clamped, nan } = hu::convert(&bytes, h.element_type, h.msb, None);
     if nan > 0 {
         return Err(MetaImageError::NaN { path: data_path, count: nan });
     }

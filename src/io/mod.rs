@@ -1,13 +1,15 @@
 //! Readers (and the MetaImage writer) for CT scans on disk, and discovery of the scans
 //! under a path.
 //!
-//! A path is a MetaImage file (`.mhd`/`.mha`), a DICOM file, or a folder searched
-//! recursively for both: each MetaImage file is a series (its id is the file stem), and
-//! the DICOM files are grouped into series by [`dicom::scan_files`]. [`discover`] lists
+//! A path is a MetaImage file (`.mhd`/`.mha`), a NIfTI file (`.nii`/`.nii.gz`), a DICOM
+//! file, or a folder searched recursively for all three: each MetaImage or NIfTI file is
+//! a series (its id is the file name without the extension), and the DICOM files are
+//! grouped into series by [`dicom::scan_files`]. [`discover`] lists
 //! them; [`read_scan`] reads one.
 
 pub mod dicom;
 pub mod metaimage;
+pub mod nifti;
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,9 @@ pub enum ReadError {
     /// From the DICOM reader.
     #[error(transparent)]
     Dicom(#[from] dicom::DicomError),
+    /// From the NIfTI reader.
+    #[error(transparent)]
+    Nifti(#[from] nifti::NiftiError),
     /// The folder holds several series and none was chosen.
     #[error("{path}: holds {} series; choose one with --series:\n{}", series.len(), series.join("\n"))]
     MultipleSeries {
@@ -49,6 +54,8 @@ pub enum ReadError {
 pub enum SeriesSource {
     /// A MetaImage header file.
     MetaImage(PathBuf),
+    /// A NIfTI file.
+    Nifti(PathBuf),
     /// DICOM files under a root path.
     Dicom {
         /// The path that was searched.
@@ -72,6 +79,7 @@ impl SeriesEntry {
     pub fn format(&self) -> SourceFormat {
         match self.source {
             SeriesSource::MetaImage(_) => SourceFormat::MetaImage,
+            SeriesSource::Nifti(_) => SourceFormat::Nifti,
             SeriesSource::Dicom { .. } => SourceFormat::Dicom,
         }
     }
@@ -80,6 +88,7 @@ impl SeriesEntry {
     pub fn describe(&self) -> String {
         match &self.source {
             SeriesSource::MetaImage(p) => format!("{}  metaimage  {}", self.id, p.display()),
+            SeriesSource::Nifti(p) => format!("{}  nifti  {}", self.id, p.display()),
             SeriesSource::Dicom { files, .. } => format!(
                 "{}  dicom {}  {} slices{}",
                 self.id,
@@ -104,6 +113,7 @@ impl SeriesEntry {
         let mut warnings = Vec::new();
         let (volume, dicom) = match &self.source {
             SeriesSource::MetaImage(p) => (metaimage::read(p)?, None),
+            SeriesSource::Nifti(p) => (nifti::read(p)?, None),
             SeriesSource::Dicom { root, files } => {
                 let mut d = dicom::read_series(root, files, opts, progress)?;
                 d.skipped.add(also_skipped);
@@ -126,7 +136,7 @@ impl SeriesEntry {
 pub struct Discovered {
     /// The path searched.
     pub path: PathBuf,
-    /// Series, MetaImage first, each group sorted by id.
+    /// Series: MetaImage and NIfTI files sorted by id, then DICOM series sorted by id.
     pub series: Vec<SeriesEntry>,
     /// Files that were not used.
     pub skipped: dicom::Skipped,
@@ -145,23 +155,27 @@ pub struct ScanRead {
     pub dicom: Option<dicom::DicomVolume>,
 }
 
-/// Finds the series under `path`: itself if it is a MetaImage or DICOM file; every
-/// MetaImage file and every DICOM series if it is a folder (searched recursively;
-/// MetaImage data files are not probed as DICOM).
+/// Finds the series under `path`: itself if it is a MetaImage, NIfTI or DICOM file;
+/// every MetaImage and NIfTI file and every DICOM series if it is a folder (searched
+/// recursively; MetaImage data files are not probed as DICOM).
 ///
 /// # Errors
 /// [`ReadError`]: the path does not exist, a single file is not a scan, or a folder holds
 /// no scans ([`dicom::DicomError::NoImages`], with what was skipped).
 pub fn discover(path: &Path, progress: &dyn Progress) -> Result<Discovered, ReadError> {
     let files = dicom::list_files(path)?;
-    let (meta, rest): (Vec<PathBuf>, Vec<PathBuf>) = files.into_iter().partition(|f| metaimage::is_metaimage(f));
-    let mut series: Vec<SeriesEntry> = meta
-        .into_iter()
-        .map(|p| SeriesEntry {
-            id: p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-            source: SeriesSource::MetaImage(p),
-        })
-        .collect();
+    let mut series = Vec::new();
+    let mut rest = Vec::new();
+    for f in files {
+        if metaimage::is_metaimage(&f) {
+            let id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            series.push(SeriesEntry { id, source: SeriesSource::MetaImage(f) });
+        } else if nifti::is_nifti(&f) {
+            series.push(SeriesEntry { id: nifti::series_id(&f), source: SeriesSource::Nifti(f) });
+        } else {
+            rest.push(f);
+        }
+    }
     series.sort_by(|a, b| a.id.cmp(&b.id));
     let is_data = |f: &PathBuf| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("raw") || e.eq_ignore_ascii_case("zraw"));
     let probe: Vec<PathBuf> = rest.into_iter().filter(|f| !is_data(f)).collect();
@@ -217,12 +231,17 @@ impl Discovered {
 /// # Ok::<(), ctstream::io::ReadError>(())
 /// ```
 pub fn read_scan(path: &Path, opts: &dicom::DicomOptions, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
-    if metaimage::is_metaimage(path) && path.is_file() {
-        return SeriesEntry {
-            id: String::new(),
-            source: SeriesSource::MetaImage(path.to_path_buf()),
+    if path.is_file() {
+        let source = if metaimage::is_metaimage(path) {
+            Some(SeriesSource::MetaImage(path.to_path_buf()))
+        } else if nifti::is_nifti(path) {
+            Some(SeriesSource::Nifti(path.to_path_buf()))
+        } else {
+            None
+        };
+        if let Some(source) = source {
+            return SeriesEntry { id: String::new(), source }.read(opts, progress);
         }
-        .read(opts, progress);
     }
     let found = discover(path, progress)?;
     let entry = found.pick(opts.series.as_deref())?;

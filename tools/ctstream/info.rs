@@ -11,7 +11,7 @@ use crate::{Exit, ExitError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A MetaImage file (.mhd/.mha), a DICOM file, or a folder holding either.
+    /// A MetaImage (.mhd/.mha) or NIfTI (.nii/.nii.gz) file, a DICOM file, or a folder holding any of them.
     path: PathBuf,
     /// Which series to show when the folder holds several.
     #[arg(long)]

@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print a scan's geometry and HU range (MetaImage file, DICOM file or folder).
+    /// Print a scan's geometry and HU range (MetaImage, NIfTI, DICOM file or folder).
     Info(info::Args),
     /// Write a synthetic LUNA16-style dataset (MetaImage, CSVs, optionally DICOM).
     Synth(synth::Args),

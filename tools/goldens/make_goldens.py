@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from pydicom.pixels import apply_modality_lut
 
 # (name, kind, path relative to the data folder)
-# kind: "meta" = MetaImage file; "dicom-file" = one DICOM file read as a one-slice series;
+# kind: "meta" = MetaImage file; "nifti" = NIfTI file; "dicom-file" = one DICOM file read as a one-slice series;
 #       "dicom-dir" = the single series in a folder.
 CASES = [
     ("elastix_lung_small", "meta", "elastix/3DCT_lung_baseline_small.mha"),
@@ -50,6 +50,8 @@ CASES = [
     ("rtutils_oblique", "dicom-dir", "rt-utils/oriented_data"),
     ("totalseg_j2k", "dicom-dir", "totalsegmentator/example_ct_dicom"),
     ("monai_gap", "dicom-dir", "monai/CT_DICOM"),
+    ("totalseg_nifti_ct", "nifti", "totalsegmentator/example_ct.nii.gz"),
+    ("totalseg_nifti_lung", "nifti", "totalsegmentator/example_seg_lung.nii.gz"),
 ]
 
 
@@ -189,7 +191,7 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for name, kind, rel in CASES:
         path = os.path.join(args.data, rel)
-        if kind == "meta":
+        if kind in ("meta", "nifti"):
             g = meta_case(path)
         elif kind == "dicom-file":
             g = dicom_file_case(path)
