@@ -564,7 +564,8 @@ fn join<T: std::fmt::Display>(v: &[T]) -> String {
     v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(" ")
 }
 
-/// Writes `hu` with geometry `g` as MetaImage, `MET_SHORT`, little-endian: `path` ending
+/// Writes `hu` (shape **(z, y, x)**) with geometry `g` (origin and spacing **(x, y, z)**
+/// mm) as MetaImage, `MET_SHORT`, little-endian: `path` ending
 /// in `.mha` gives one file (`ElementDataFile = LOCAL`); any other (`.mhd`) gives the
 /// header plus a `.raw` (or `.zraw` when compressed) beside it. Both files are written to
 /// temporary names and renamed when complete, data first, so a reader never sees a header
