@@ -26,5 +26,7 @@ pub mod geometry;
 pub mod hu;
 pub mod io;
 pub mod progress;
+pub mod resample;
+pub mod store;
 pub mod synth;
 pub mod volume;

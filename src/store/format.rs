@@ -1,0 +1,254 @@
+//! The bytes of a store, as `format/FORMAT.md` specifies them: constants, the volume
+//! file header, chunk table entries, and the manifest. No I/O here.
+
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Magic bytes at the start of every volume file.
+pub const MAGIC: [u8; 8] = *b"CTVOLUME";
+/// Major version this code reads and writes; newer majors are refused.
+pub const VERSION_MAJOR: u16 = 1;
+/// Minor version this code writes.
+pub const VERSION_MINOR: u16 = 0;
+/// Bytes from the start of the file to the end of the header.
+pub const HEADER_SIZE: usize = 256;
+/// Bytes per chunk table entry.
+pub const ENTRY_SIZE: usize = 16;
+/// `dtype` code: int16 little-endian.
+pub const DTYPE_I16: u8 = 1;
+/// `codec` code: one zstd frame per chunk.
+pub const CODEC_ZSTD: u8 = 1;
+/// `checksum` code: CRC-32 (zlib's).
+pub const CHECKSUM_CRC32: u8 = 1;
+
+/// The fixed 256-byte header of a volume file.
+///
+/// ```text
+/// 0   magic "CTVOLUME"      8    168 chunk_count u32     4
+/// 8   version major, minor  2+2  176 table_offset u64    8
+/// 12  header_size u32       4    184 file_size u64       8
+/// 16  shape_zyx 3xu32      12    252 header_crc u32      4
+/// 28  chunk_shape_zyx 3xu32 12
+/// 40  origin_xyz 3xf64     24
+/// 64  spacing_xyz 3xf64    24
+/// 88  direction 9xf64      72
+/// 160 dtype, codec, checksum u8; 164 fill_value i16
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeHeader {
+    /// Minor version found in the file.
+    pub version_minor: u16,
+    /// Stored shape (z, y, x).
+    pub shape_zyx: [usize; 3],
+    /// Chunk shape (z, y, x).
+    pub chunk_shape_zyx: [usize; 3],
+    /// Origin (x, y, z) mm.
+    pub origin_xyz: [f64; 3],
+    /// Spacing (x, y, z) mm.
+    pub spacing_xyz: [f64; 3],
+    /// Direction, row-major.
+    pub direction: [f64; 9],
+    /// HU of voxels outside the volume.
+    pub fill_value: i16,
+    /// Total file size in bytes.
+    pub file_size: u64,
+}
+
+impl VolumeHeader {
+    /// Chunks per axis (z, y, x).
+    pub fn grid(&self) -> [usize; 3] {
+        std::array::from_fn(|a| self.shape_zyx[a].div_ceil(self.chunk_shape_zyx[a]))
+    }
+
+    /// Number of chunks.
+    pub fn chunk_count(&self) -> usize {
+        self.grid().iter().product()
+    }
+
+    /// Voxels per chunk.
+    pub fn chunk_voxels(&self) -> usize {
+        self.chunk_shape_zyx.iter().product()
+    }
+
+    /// Offset of the first payload byte: header, table, table CRC.
+    pub fn payload_start(&self) -> u64 {
+        (HEADER_SIZE + ENTRY_SIZE * self.chunk_count() + 4) as u64
+    }
+
+    /// The header's 256 bytes, with its CRC.
+    pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
+        let mut b = [0u8; HEADER_SIZE];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..10].copy_from_slice(&VERSION_MAJOR.to_le_bytes());
+        b[10..12].copy_from_slice(&VERSION_MINOR.to_le_bytes());
+        b[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
+        for a in 0..3 {
+            b[16 + 4 * a..20 + 4 * a].copy_from_slice(&(self.shape_zyx[a] as u32).to_le_bytes());
+            b[28 + 4 * a..32 + 4 * a].copy_from_slice(&(self.chunk_shape_zyx[a] as u32).to_le_bytes());
+            b[40 + 8 * a..48 + 8 * a].copy_from_slice(&self.origin_xyz[a].to_le_bytes());
+            b[64 + 8 * a..72 + 8 * a].copy_from_slice(&self.spacing_xyz[a].to_le_bytes());
+        }
+        for i in 0..9 {
+            b[88 + 8 * i..96 + 8 * i].copy_from_slice(&self.direction[i].to_le_bytes());
+        }
+        b[160] = DTYPE_I16;
+        b[161] = CODEC_ZSTD;
+        b[162] = CHECKSUM_CRC32;
+        b[164..166].copy_from_slice(&self.fill_value.to_le_bytes());
+        b[168..172].copy_from_slice(&(self.chunk_count() as u32).to_le_bytes());
+        b[176..184].copy_from_slice(&(HEADER_SIZE as u64).to_le_bytes());
+        b[184..192].copy_from_slice(&self.file_size.to_le_bytes());
+        let crc = crc32fast::hash(&b[0..252]);
+        b[252..256].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Parses and checks a header (steps 1, 2 and 4 of FORMAT.md's checks, except the
+    /// file-size comparison, which needs the file). `path` names the file in errors.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a bad magic, CRC or field; [`StoreError::Version`] for a
+    /// newer major version.
+    pub fn try_from_bytes(path: &std::path::Path, b: &[u8]) -> Result<Self, StoreError> {
+        let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+        if b.len() < HEADER_SIZE {
+            return Err(corrupt(format!("{} bytes is shorter than the 256-byte header (truncated)", b.len())));
+        }
+        if b[0..8] != MAGIC {
+            return Err(corrupt("not a ctstream volume file (bad magic)".into()));
+        }
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let f64_at = |o: usize| f64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let major = u16_at(8);
+        if major != VERSION_MAJOR {
+            return Err(StoreError::Version { path: path.to_path_buf(), found: (major, u16_at(10)), supported: (VERSION_MAJOR, VERSION_MINOR) });
+        }
+        let crc = crc32fast::hash(&b[0..252]);
+        if crc != u32_at(252) {
+            return Err(corrupt(format!("header checksum mismatch (stored {:08x}, computed {crc:08x})", u32_at(252))));
+        }
+        if u32_at(12) as usize != HEADER_SIZE || u64_at(176) != HEADER_SIZE as u64 {
+            return Err(corrupt(format!("header_size {} / table_offset {} are not 256", u32_at(12), u64_at(176))));
+        }
+        if (b[160], b[161], b[162]) != (DTYPE_I16, CODEC_ZSTD, CHECKSUM_CRC32) {
+            return Err(corrupt(format!("unknown dtype/codec/checksum codes {}/{}/{}", b[160], b[161], b[162])));
+        }
+        let shape_zyx = std::array::from_fn(|a| u32_at(16 + 4 * a) as usize);
+        let chunk_shape_zyx: [usize; 3] = std::array::from_fn(|a| u32_at(28 + 4 * a) as usize);
+        if chunk_shape_zyx.contains(&0) || chunk_shape_zyx.iter().product::<usize>() > 1 << 26 {
+            return Err(corrupt(format!("chunk shape {chunk_shape_zyx:?} is empty or too large")));
+        }
+        let h = VolumeHeader {
+            version_minor: u16_at(10),
+            shape_zyx,
+            chunk_shape_zyx,
+            origin_xyz: std::array::from_fn(|a| f64_at(40 + 8 * a)),
+            spacing_xyz: std::array::from_fn(|a| f64_at(64 + 8 * a)),
+            direction: std::array::from_fn(|i| f64_at(88 + 8 * i)),
+            fill_value: i16::from_le_bytes([b[164], b[165]]),
+            file_size: u64_at(184),
+        };
+        if u32_at(168) as usize != h.chunk_count() {
+            return Err(corrupt(format!("chunk_count {} does not match the grid {:?}", u32_at(168), h.grid())));
+        }
+        Ok(h)
+    }
+}
+
+/// One chunk table entry: where the chunk's zstd frame is, and its CRC-32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Offset from the start of the file.
+    pub offset: u64,
+    /// Payload bytes.
+    pub length: u32,
+    /// CRC-32 of the payload.
+    pub crc: u32,
+}
+
+impl ChunkEntry {
+    /// The entry's 16 bytes.
+    pub fn to_bytes(self) -> [u8; ENTRY_SIZE] {
+        let mut b = [0u8; ENTRY_SIZE];
+        b[0..8].copy_from_slice(&self.offset.to_le_bytes());
+        b[8..12].copy_from_slice(&self.length.to_le_bytes());
+        b[12..16].copy_from_slice(&self.crc.to_le_bytes());
+        b
+    }
+
+    /// Parses 16 bytes.
+    pub fn from_bytes(b: &[u8; ENTRY_SIZE]) -> Self {
+        ChunkEntry {
+            offset: u64::from_le_bytes(b[0..8].try_into().expect("8 bytes")),
+            length: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+            crc: u32::from_le_bytes(b[12..16].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// The codec entry of the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodecSpec {
+    /// Always `"zstd"`.
+    pub name: String,
+    /// zstd level.
+    pub level: i32,
+}
+
+/// `manifest.json`: how every volume of the store was made (FORMAT.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always `"ctstream-store"`.
+    pub format: String,
+    /// `[major, minor]`.
+    pub format_version: [u16; 2],
+    /// ctstream version that created the store.
+    pub ctstream_version: String,
+    /// Stored spacing (x, y, z) mm.
+    pub spacing_xyz: [f64; 3],
+    /// `"trilinear"`.
+    pub interpolation: String,
+    /// Stored HU are clamped to this range.
+    pub hu_clip: [i16; 2],
+    /// HU outside the volume.
+    pub fill_hu: i16,
+    /// Chunk shape (z, y, x).
+    pub chunk_shape_zyx: [usize; 3],
+    /// Codec.
+    pub codec: CodecSpec,
+    /// `"crc32"`.
+    pub checksum: String,
+}
+
+impl Manifest {
+    /// Whether two manifests describe the same preprocessing (all but the ctstream version).
+    pub fn same_parameters(&self, o: &Manifest) -> bool {
+        self.spacing_xyz == o.spacing_xyz
+            && self.interpolation == o.interpolation
+            && self.hu_clip == o.hu_clip
+            && self.fill_hu == o.fill_hu
+            && self.chunk_shape_zyx == o.chunk_shape_zyx
+            && self.codec == o.codec
+            && self.checksum == o.checksum
+    }
+}
+
+/// Whether `id` may name files in a store: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
+///
+/// ```
+/// use ctstream::store::format::valid_series_id;
+/// assert!(valid_series_id("1.3.6.1.4.1.14519.5.2.1.6279.6001.100225287222365663678666836860"));
+/// assert!(!valid_series_id("../etc/passwd"));
+/// assert!(!valid_series_id("a/b"));
+/// assert!(!valid_series_id(".hidden"));
+/// ```
+pub fn valid_series_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}

@@ -1,0 +1,230 @@
+//! The parquet index (`format/INDEX.md`): scans, nodules and candidates as arrow record
+//! batches, written with arrow-rs's parquet writer, each file atomically.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::types::Float64Type;
+use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use super::{ScanRecord, StoreError};
+use crate::annotations::{Annotation, Candidate};
+use crate::geometry::Geometry;
+
+/// A row of `nodules.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NoduleRow {
+    /// Series id.
+    pub series_id: String,
+    /// 0-based index among the series' rows of its source file.
+    pub nodule_id: i32,
+    /// Centre (x, y, z) mm.
+    pub world_xyz: [f64; 3],
+    /// Continuous index (z, y, x) on the stored grid.
+    pub voxel_zyx: [f64; 3],
+    /// Diameter mm (None: excluded finding not measured).
+    pub diameter_mm: Option<f64>,
+    /// Radius in voxels (z, y, x).
+    pub radius_zyx: Option<[f64; 3]>,
+    /// Centre inside the stored volume.
+    pub inside: bool,
+    /// `annotations` or `excluded`.
+    pub source: &'static str,
+}
+
+/// A row of `candidates.parquet`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandidateRow {
+    /// Series id.
+    pub series_id: String,
+    /// 0-based index among the series' rows.
+    pub candidate_id: i32,
+    /// Location (x, y, z) mm.
+    pub world_xyz: [f64; 3],
+    /// Continuous index (z, y, x) on the stored grid.
+    pub voxel_zyx: [f64; 3],
+    /// Inside the stored volume.
+    pub inside: bool,
+    /// 1 nodule, 0 not.
+    pub class: i8,
+}
+
+/// Maps a world point (x, y, z) to the stored grid of `rec`: (continuous index (z, y, x),
+/// inside).
+pub fn locate(rec: &ScanRecord, world_xyz: [f64; 3]) -> ([f64; 3], bool) {
+    let g: Geometry = rec.geometry();
+    let zyx = g.world_to_index(world_xyz).unwrap_or([f64::NAN; 3]);
+    (zyx, Geometry::contains_index(rec.shape_zyx, zyx))
+}
+
+/// Nodule rows for the stored scans, from annotations and excluded findings, plus the
+/// number of annotation rows whose series is not stored.
+pub fn nodule_rows(scans: &BTreeMap<String, ScanRecord>, annotations: &[Annotation], excluded: &[Annotation]) -> (Vec<NoduleRow>, usize) {
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    for (source, list) in [("annotations", annotations), ("excluded", excluded)] {
+        let mut next: HashMap<&str, i32> = HashMap::new();
+        for a in list {
+            let Some(rec) = scans.get(&a.series_id) else {
+                missing += 1;
+                continue;
+            };
+            let id = next.entry(a.series_id.as_str()).or_default();
+            let (voxel_zyx, inside) = locate(rec, a.world_xyz);
+            let s = rec.spacing_xyz;
+            rows.push(NoduleRow {
+                series_id: a.series_id.clone(),
+                nodule_id: *id,
+                world_xyz: a.world_xyz,
+                voxel_zyx,
+                diameter_mm: a.diameter_mm,
+                radius_zyx: a.diameter_mm.map(|d| [d / 2.0 / s[2], d / 2.0 / s[1], d / 2.0 / s[0]]),
+                inside,
+                source,
+            });
+            *id += 1;
+        }
+    }
+    (rows, missing)
+}
+
+/// Candidate rows for the stored scans, plus the number of rows whose series is not stored.
+pub fn candidate_rows(scans: &BTreeMap<String, ScanRecord>, candidates: &[Candidate]) -> (Vec<CandidateRow>, usize) {
+    let mut rows = Vec::new();
+    let mut missing = 0;
+    let mut next: HashMap<&str, i32> = HashMap::new();
+    for c in candidates {
+        let Some(rec) = scans.get(&c.series_id) else {
+            missing += 1;
+            continue;
+        };
+        let id = next.entry(c.series_id.as_str()).or_default();
+        let (voxel_zyx, inside) = locate(rec, c.world_xyz);
+        rows.push(CandidateRow { series_id: c.series_id.clone(), candidate_id: *id, world_xyz: c.world_xyz, voxel_zyx, inside, class: c.class as i8 });
+        *id += 1;
+    }
+    (rows, missing)
+}
+
+fn utf8<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(v))
+}
+fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter_values(v))
+}
+fn i32s(v: impl Iterator<Item = i32>) -> ArrayRef {
+    Arc::new(Int32Array::from_iter_values(v))
+}
+
+fn batch(cols: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
+    RecordBatch::try_from_iter_with_nullable(cols).expect("columns of equal length and declared types")
+}
+
+/// The `scans` table.
+pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
+    let r: Vec<&ScanRecord> = scans.values().collect();
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(r.iter().map(|s| s.series_id.as_str())), false),
+        ("source_path", utf8(r.iter().map(|s| s.source_path.as_str())), false),
+        ("source_format", utf8(r.iter().map(|s| s.source_format.as_str())), false),
+    ];
+    for (a, n) in ["orig_shape_z", "orig_shape_y", "orig_shape_x"].iter().enumerate() {
+        cols.push((n, i32s(r.iter().map(|s| s.orig_shape_zyx[a] as i32)), false));
+    }
+    for (a, n) in ["orig_spacing_x", "orig_spacing_y", "orig_spacing_z"].iter().enumerate() {
+        cols.push((n, f64s(r.iter().map(|s| s.orig_spacing_xyz[a])), false));
+    }
+    for (a, n) in ["orig_origin_x", "orig_origin_y", "orig_origin_z"].iter().enumerate() {
+        cols.push((n, f64s(r.iter().map(|s| s.orig_origin_xyz[a])), false));
+    }
+    let dirs = ListArray::from_iter_primitive::<Float64Type, _, _>(r.iter().map(|s| Some(s.orig_direction.iter().map(|v| Some(*v)).collect::<Vec<_>>())));
+    cols.push(("orig_direction", Arc::new(dirs), false));
+    for (a, n) in ["shape_z", "shape_y", "shape_x"].iter().enumerate() {
+        cols.push((n, i32s(r.iter().map(|s| s.shape_zyx[a] as i32)), false));
+    }
+    for (a, n) in ["spacing_x", "spacing_y", "spacing_z"].iter().enumerate() {
+        cols.push((n, f64s(r.iter().map(|s| s.spacing_xyz[a])), false));
+    }
+    for (a, n) in ["origin_x", "origin_y", "origin_z"].iter().enumerate() {
+        cols.push((n, f64s(r.iter().map(|s| s.origin_xyz[a])), false));
+    }
+    for (a, n) in ["chunk_z", "chunk_y", "chunk_x"].iter().enumerate() {
+        cols.push((n, i32s(r.iter().map(|s| s.chunk_shape_zyx[a] as i32)), false));
+    }
+    cols.push(("bytes_raw", Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_raw as i64))), false));
+    cols.push(("bytes_stored", Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_stored as i64))), false));
+    cols.push(("hu_min", Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_min))), false));
+    cols.push(("hu_max", Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_max))), false));
+    cols.push(("hu_mean", f64s(r.iter().map(|s| s.hu_mean)), false));
+    cols.push(("fingerprint", utf8(r.iter().map(|s| s.fingerprint.as_str())), false));
+    cols.push(("volume_file", utf8(r.iter().map(|s| s.volume_file.as_str())), false));
+    batch(cols)
+}
+
+/// The `nodules` table.
+pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.series_id.as_str())), false),
+        ("nodule_id", i32s(rows.iter().map(|r| r.nodule_id)), false),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
+    }
+    cols.push(("diameter_mm", Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.diameter_mm))), true));
+    for (a, n) in ["radius_z", "radius_y", "radius_x"].iter().enumerate() {
+        cols.push((n, Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.radius_zyx.map(|v| v[a])))), true));
+    }
+    cols.push(("inside", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))), false));
+    cols.push(("source", utf8(rows.iter().map(|r| r.source)), false));
+    batch(cols)
+}
+
+/// The `candidates` table.
+pub fn candidates_batch(rows: &[CandidateRow]) -> RecordBatch {
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.series_id.as_str())), false),
+        ("candidate_id", i32s(rows.iter().map(|r| r.candidate_id)), false),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
+    }
+    cols.push(("inside", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))), false));
+    cols.push(("class", Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.class))), false));
+    batch(cols)
+}
+
+/// Writes a table to `path` as parquet (snappy, one row group), atomically.
+///
+/// # Errors
+/// [`StoreError::Parquet`] or [`StoreError::Io`] naming the file.
+pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut perr = None;
+    crate::fsutil::write_atomic(path, |w| {
+        let result = (|| {
+            let mut writer = ArrowWriter::try_new(&mut *w, batch.schema(), Some(props))?;
+            writer.write(batch)?;
+            writer.close().map(|_| ())
+        })();
+        result.map_err(|e| {
+            let msg = e.to_string();
+            perr = Some(msg.clone());
+            std::io::Error::other(msg)
+        })
+    })
+    .map_err(|source| match perr.take() {
+        Some(message) => StoreError::Parquet { path: path.to_path_buf(), message },
+        None => StoreError::Io { path: path.to_path_buf(), source },
+    })
+}

@@ -1,0 +1,174 @@
+//! Reading volume files: memory-map, check (FORMAT.md steps 1-6), and read regions by
+//! decoding only the chunks they touch, each verified against its CRC-32 (steps 7-8).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use ndarray::{Array3, s};
+
+use super::StoreError;
+use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader};
+use crate::geometry::Geometry;
+
+/// A box of voxels: start (z, y, x), which may be negative, and shape (z, y, x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// First voxel (z, y, x); may lie outside the volume.
+    pub start_zyx: [i64; 3],
+    /// Size (z, y, x).
+    pub shape_zyx: [usize; 3],
+}
+
+impl Region {
+    /// The region `[z0, z1) x [y0, y1) x [x0, x1)`.
+    ///
+    /// ```
+    /// use ctstream::store::Region;
+    /// let r = Region::new([-4, 10, 10], [28, 74, 74]);
+    /// assert_eq!(r.shape_zyx, [32, 64, 64]);
+    /// ```
+    pub fn new(start_zyx: [i64; 3], end_zyx: [i64; 3]) -> Region {
+        Region { start_zyx, shape_zyx: std::array::from_fn(|a| (end_zyx[a] - start_zyx[a]).max(0) as usize) }
+    }
+}
+
+/// An open, checked volume file. Cheap to share between threads (`&VolumeFile` is all a
+/// read needs).
+#[derive(Debug)]
+pub struct VolumeFile {
+    path: PathBuf,
+    map: Mmap,
+    header: VolumeHeader,
+    table: Vec<ChunkEntry>,
+}
+
+impl VolumeFile {
+    /// Opens and checks a volume file (FORMAT.md checks 1-6).
+    ///
+    /// # Errors
+    /// [`StoreError::Io`], [`StoreError::Corrupt`] (truncated or damaged header or table),
+    /// [`StoreError::Version`] (a newer major version).
+    pub fn open(path: &Path) -> Result<VolumeFile, StoreError> {
+        let file = File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        // SAFETY: volume files are written under a temporary name and renamed into place,
+        // never modified afterwards; ctstream never truncates or rewrites one in place. A
+        // process outside ctstream that truncates the file while it is mapped can still
+        // make reads fault, as with any memory map.
+        let map = unsafe { Mmap::map(&file) }.map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+        let header = VolumeHeader::try_from_bytes(path, &map[..map.len().min(HEADER_SIZE)])?;
+        if header.file_size != map.len() as u64 {
+            return Err(corrupt(format!("file is {} bytes, the header says {} (truncated or appended to)", map.len(), header.file_size)));
+        }
+        let n = header.chunk_count();
+        let table_end = HEADER_SIZE + n * ENTRY_SIZE;
+        if header.payload_start() > header.file_size {
+            return Err(corrupt(format!("a chunk table of {n} entries does not fit in {} bytes", header.file_size)));
+        }
+        let table_bytes = &map[HEADER_SIZE..table_end];
+        let stored = u32::from_le_bytes(map[table_end..table_end + 4].try_into().expect("4 bytes"));
+        if crc32fast::hash(table_bytes) != stored {
+            return Err(corrupt("chunk table checksum mismatch".into()));
+        }
+        let table: Vec<ChunkEntry> = table_bytes
+            .chunks_exact(ENTRY_SIZE)
+            .map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes")))
+            .collect();
+        for (k, e) in table.iter().enumerate() {
+            if e.offset < header.payload_start() || e.offset.saturating_add(e.length as u64) > header.file_size {
+                return Err(corrupt(format!("chunk {k}: offset {} + length {} lies outside the payload area", e.offset, e.length)));
+            }
+        }
+        Ok(VolumeFile { path: path.to_path_buf(), map, header, table })
+    }
+
+    /// The file's header.
+    pub fn header(&self) -> &VolumeHeader {
+        &self.header
+    }
+
+    /// Stored shape (z, y, x).
+    pub fn shape_zyx(&self) -> [usize; 3] {
+        self.header.shape_zyx
+    }
+
+    /// The stored grid's geometry.
+    pub fn geometry(&self) -> Geometry {
+        Geometry { origin_xyz: self.header.origin_xyz, spacing_xyz: self.header.spacing_xyz, direction: self.header.direction }
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Decodes chunk `(cz, cy, cx)` after checking its CRC-32 and size: `Cz*Cy*Cx`
+    /// values in C order.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] naming the file and the chunk.
+    pub fn decode_chunk(&self, chunk_zyx: [usize; 3]) -> Result<Vec<i16>, StoreError> {
+        let grid = self.header.grid();
+        let corrupt = |message: String| StoreError::Corrupt { path: self.path.clone(), chunk: Some(chunk_zyx), message };
+        if (0..3).any(|a| chunk_zyx[a] >= grid[a]) {
+            return Err(corrupt(format!("outside the chunk grid {grid:?}")));
+        }
+        let k = (chunk_zyx[0] * grid[1] + chunk_zyx[1]) * grid[2] + chunk_zyx[2];
+        let e = self.table[k];
+        let payload = &self.map[e.offset as usize..(e.offset + e.length as u64) as usize];
+        let crc = crc32fast::hash(payload);
+        if crc != e.crc {
+            return Err(corrupt(format!("checksum mismatch (table {:08x}, payload {crc:08x})", e.crc)));
+        }
+        let want = self.header.chunk_voxels() * 2;
+        let raw = zstd::bulk::decompress(payload, want).map_err(|err| corrupt(format!("zstd frame does not decode: {err}")))?;
+        if raw.len() != want {
+            return Err(corrupt(format!("decodes to {} bytes, the chunk shape needs {want}", raw.len())));
+        }
+        Ok(raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+    }
+
+    /// Reads a region; voxels outside the volume are the fill value. Only the chunks the
+    /// region touches are decoded.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a chunk whose checksum or size is wrong.
+    pub fn read_region(&self, r: Region) -> Result<Array3<i16>, StoreError> {
+        let h = &self.header;
+        let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), h.fill_value);
+        // Intersection with the volume, in volume coordinates.
+        let lo: [i64; 3] = std::array::from_fn(|a| r.start_zyx[a].max(0));
+        let hi: [i64; 3] = std::array::from_fn(|a| (r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64));
+        if (0..3).any(|a| lo[a] >= hi[a]) {
+            return Ok(out);
+        }
+        let c = h.chunk_shape_zyx;
+        let first: [usize; 3] = std::array::from_fn(|a| lo[a] as usize / c[a]);
+        let last: [usize; 3] = std::array::from_fn(|a| (hi[a] as usize - 1) / c[a]);
+        for cz in first[0]..=last[0] {
+            for cy in first[1]..=last[1] {
+                for cx in first[2]..=last[2] {
+                    let data = self.decode_chunk([cz, cy, cx])?;
+                    let chunk = ndarray::ArrayView3::from_shape((c[0], c[1], c[2]), &data).expect("decode_chunk checked the size");
+                    let origin = [cz * c[0], cy * c[1], cx * c[2]];
+                    // The part of this chunk inside both the region and the volume.
+                    let a0: [usize; 3] = std::array::from_fn(|a| (lo[a] as usize).max(origin[a]));
+                    let a1: [usize; 3] = std::array::from_fn(|a| (hi[a] as usize).min(origin[a] + c[a]));
+                    let src = chunk.slice(s![a0[0] - origin[0]..a1[0] - origin[0], a0[1] - origin[1]..a1[1] - origin[1], a0[2] - origin[2]..a1[2] - origin[2]]);
+                    let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
+                    out.slice_mut(s![d[0]..d[0] + a1[0] - a0[0], d[1]..d[1] + a1[1] - a0[1], d[2]..d[2] + a1[2] - a0[2]]).assign(&src);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads the whole volume.
+    ///
+    /// # Errors
+    /// As [`VolumeFile::read_region`].
+    pub fn read_all(&self) -> Result<Array3<i16>, StoreError> {
+        self.read_region(Region { start_zyx: [0; 3], shape_zyx: self.header.shape_zyx })
+    }
+}

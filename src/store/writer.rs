@@ -1,0 +1,89 @@
+//! Writing one volume file: cut the array into chunks, compress each into a zstd frame
+//! (in parallel), lay out header, table and payloads, write atomically.
+
+use std::io::Write;
+use std::path::Path;
+
+use ndarray::{Array3, s};
+use rayon::prelude::*;
+
+use super::StoreError;
+use super::format::{ChunkEntry, VolumeHeader};
+use crate::fsutil::write_atomic;
+use crate::geometry::Geometry;
+
+/// How to chunk and compress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// Chunk shape (z, y, x).
+    pub chunk_shape_zyx: [usize; 3],
+    /// zstd level.
+    pub level: i32,
+    /// HU for the padding of edge chunks.
+    pub fill_value: i16,
+}
+
+/// Writes `hu` (shape (z, y, x)) with geometry `g` as a volume file at `path`
+/// (FORMAT.md), returning the file's size in bytes. The file appears only when complete.
+///
+/// # Errors
+/// [`StoreError::Io`] naming the file; [`StoreError::Invalid`] for an empty volume or chunk.
+pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOptions) -> Result<u64, StoreError> {
+    let shape_zyx = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
+    if shape_zyx.contains(&0) || opts.chunk_shape_zyx.contains(&0) {
+        return Err(StoreError::Invalid { message: format!("cannot store shape {shape_zyx:?} in chunks {:?}", opts.chunk_shape_zyx) });
+    }
+    let mut header = VolumeHeader {
+        version_minor: super::format::VERSION_MINOR,
+        shape_zyx,
+        chunk_shape_zyx: opts.chunk_shape_zyx,
+        origin_xyz: g.origin_xyz,
+        spacing_xyz: g.spacing_xyz,
+        direction: g.direction,
+        fill_value: opts.fill_value,
+        file_size: 0,
+    };
+    let grid = header.grid();
+    let c = opts.chunk_shape_zyx;
+    let n = header.chunk_count();
+    let payloads: Vec<std::io::Result<Vec<u8>>> = (0..n)
+        .into_par_iter()
+        .map(|k| {
+            let (cz, cy, cx) = (k / (grid[1] * grid[2]), (k / grid[2]) % grid[1], k % grid[2]);
+            let (z0, y0, x0) = (cz * c[0], cy * c[1], cx * c[2]);
+            let (z1, y1, x1) = ((z0 + c[0]).min(shape_zyx[0]), (y0 + c[1]).min(shape_zyx[1]), (x0 + c[2]).min(shape_zyx[2]));
+            let mut chunk = Array3::from_elem((c[0], c[1], c[2]), opts.fill_value);
+            chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&hu.slice(s![z0..z1, y0..y1, x0..x1]));
+            let mut raw = Vec::with_capacity(chunk.len() * 2);
+            for v in chunk.iter() {
+                raw.extend_from_slice(&v.to_le_bytes());
+            }
+            zstd::bulk::compress(&raw, opts.level)
+        })
+        .collect();
+    let mut entries = Vec::with_capacity(n);
+    let mut offset = header.payload_start();
+    let mut frames = Vec::with_capacity(n);
+    for p in payloads {
+        let p = p.map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        entries.push(ChunkEntry { offset, length: p.len() as u32, crc: crc32fast::hash(&p) });
+        offset += p.len() as u64;
+        frames.push(p);
+    }
+    header.file_size = offset;
+    let mut table = Vec::with_capacity(n * super::format::ENTRY_SIZE);
+    for e in &entries {
+        table.extend_from_slice(&e.to_bytes());
+    }
+    write_atomic(path, |w| {
+        w.write_all(&header.to_bytes())?;
+        w.write_all(&table)?;
+        w.write_all(&crc32fast::hash(&table).to_le_bytes())?;
+        for f in &frames {
+            w.write_all(f)?;
+        }
+        Ok(())
+    })
+    .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    Ok(header.file_size)
+}
