@@ -24,6 +24,7 @@ pub mod annotations;
 pub mod fsutil;
 pub mod geometry;
 pub mod hu;
+pub mod ingest;
 pub mod io;
 pub mod progress;
 pub mod resample;

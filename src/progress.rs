@@ -11,6 +11,14 @@ pub trait Progress: Sync {
     fn start(&self, what: &str, total: Option<u64>) {
         let _ = (what, total);
     }
+    /// Like [`Progress::start`], for work measured in bytes (drawn as MB/s).
+    fn start_bytes(&self, what: &str, total: u64) {
+        self.start(what, Some(total));
+    }
+    /// A short status beside the bar ("3/10 scans").
+    fn set_message(&self, msg: &str) {
+        let _ = msg;
+    }
     /// `n` more units are done.
     fn advance(&self, n: u64) {
         let _ = n;

@@ -14,12 +14,16 @@
 //!
 //! **Refused**, with an error naming the file and the field: NIfTI-2, `.hdr`/`.img` pairs,
 //! more than one volume (`dim[4..] > 1`), complex and RGB data.
+//!
+//! [`write`] writes int16 NIfTI-1 (`.nii`, or gzipped `.nii.gz`) with the geometry in the
+//! sform (`sform_code` 1), which [`read`] and SimpleITK read back exactly.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
 use ndarray::Array3;
 
 use crate::geometry::Geometry;
@@ -256,4 +260,59 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
         }
     }
     Ok(Geometry { origin_xyz: [-o[0], -o[1], o[2]], spacing_xyz: spacing, direction })
+}
+
+/// Writes `hu` (shape (z, y, x)) with geometry `g` (LPS) as NIfTI-1 int16, gzipped when
+/// `path` ends in `.gz`; atomically.
+///
+/// # Errors
+/// [`NiftiError::Io`] naming the file; [`NiftiError::TooLarge`] for a dimension over
+/// 32767 (NIfTI-1 stores sizes as int16).
+pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry) -> Result<()> {
+    let (nz, ny, nx) = hu.dim();
+    if [nx, ny, nz].iter().any(|&n| n > i16::MAX as usize) {
+        return Err(NiftiError::TooLarge { path: path.to_path_buf(), dims: [nx as u64, ny as u64, nz as u64], limit: MAX_VOXELS });
+    }
+    let mut h = [0u8; 352];
+    h[0..4].copy_from_slice(&348i32.to_le_bytes());
+    for (i, d) in [3i16, nx as i16, ny as i16, nz as i16, 1, 1, 1, 1].iter().enumerate() {
+        h[40 + 2 * i..42 + 2 * i].copy_from_slice(&d.to_le_bytes());
+    }
+    h[70..72].copy_from_slice(&4i16.to_le_bytes()); // int16
+    h[72..74].copy_from_slice(&16i16.to_le_bytes());
+    let pixdim = [1.0f32, g.spacing_xyz[0] as f32, g.spacing_xyz[1] as f32, g.spacing_xyz[2] as f32, 1.0, 1.0, 1.0, 1.0];
+    for (i, p) in pixdim.iter().enumerate() {
+        h[76 + 4 * i..80 + 4 * i].copy_from_slice(&p.to_le_bytes());
+    }
+    h[108..112].copy_from_slice(&352f32.to_le_bytes());
+    h[112..116].copy_from_slice(&1f32.to_le_bytes()); // scl_slope
+    h[123] = 2; // xyzt_units: mm
+    h[254..256].copy_from_slice(&1i16.to_le_bytes()); // sform_code: scanner
+    // sform rows in RAS: negate the LPS x and y rows of D * diag(spacing).
+    for r in 0..3 {
+        let sign = if r < 2 { -1.0 } else { 1.0 };
+        for c in 0..3 {
+            let v = sign * g.direction[3 * r + c] * g.spacing_xyz[c];
+            h[280 + 16 * r + 4 * c..284 + 16 * r + 4 * c].copy_from_slice(&(v as f32).to_le_bytes());
+        }
+        let o = sign * g.origin_xyz[r];
+        h[292 + 16 * r..296 + 16 * r].copy_from_slice(&(o as f32).to_le_bytes());
+    }
+    h[344..348].copy_from_slice(b"n+1\0");
+    let mut bytes = Vec::with_capacity(352 + hu.len() * 2);
+    bytes.extend_from_slice(&h);
+    for v in hu.iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    crate::fsutil::write_atomic(path, |w| {
+        if gz {
+            let mut e = GzEncoder::new(w, flate2::Compression::fast());
+            e.write_all(&bytes)?;
+            e.finish().map(|_| ())
+        } else {
+            w.write_all(&bytes)
+        }
+    })
+    .map_err(|source| NiftiError::Io { path: path.to_path_buf(), source })
 }

@@ -228,3 +228,47 @@ pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
         None => StoreError::Io { path: path.to_path_buf(), source },
     })
 }
+
+/// Reads `nodules.parquet` back into rows (the loader samples from these).
+///
+/// # Errors
+/// [`StoreError::Io`] or [`StoreError::Parquet`] naming the file; a missing or mistyped
+/// column is a [`StoreError::Parquet`] naming it.
+pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
+    let file = std::fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| perr(e.to_string()))?.build().map_err(|e| perr(e.to_string()))?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let b = batch.map_err(|e| perr(e.to_string()))?;
+        fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+            b.column_by_name(name)
+                .ok_or_else(|| format!("no column `{name}`"))?
+                .as_any()
+                .downcast_ref::<T>()
+                .ok_or_else(|| format!("column `{name}` has type {:?}", b.column_by_name(name).map(|c| c.data_type().clone())))
+        }
+        let series = col::<StringArray>(&b, "series_id").map_err(perr)?;
+        let id = col::<Int32Array>(&b, "nodule_id").map_err(perr)?;
+        let f = |n: &str| col::<Float64Array>(&b, n).map_err(perr);
+        let (wx, wy, wz, vz, vy, vx, d, rz, ry, rx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?, f("diameter_mm")?, f("radius_z")?, f("radius_y")?, f("radius_x")?);
+        let inside = col::<BooleanArray>(&b, "inside").map_err(perr)?;
+        let source = col::<StringArray>(&b, "source").map_err(perr)?;
+        for i in 0..b.num_rows() {
+            let opt = |a: &Float64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
+            rows.push(NoduleRow {
+                series_id: series.value(i).to_string(),
+                nodule_id: id.value(i),
+                world_xyz: [wx.value(i), wy.value(i), wz.value(i)],
+                voxel_zyx: [vz.value(i), vy.value(i), vx.value(i)],
+                diameter_mm: opt(d),
+                radius_zyx: opt(rz).zip(opt(ry)).zip(opt(rx)).map(|((z, y), x)| [z, y, x]),
+                inside: inside.value(i),
+                source: if source.value(i) == "excluded" { "excluded" } else { "annotations" },
+            });
+        }
+    }
+    Ok(rows)
+}

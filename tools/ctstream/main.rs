@@ -2,7 +2,10 @@
 //! flags and calls the library; nothing here that a library user would also need.
 
 mod demo;
+mod export;
 mod info;
+mod ingest;
+mod inspect;
 mod progress;
 mod synth;
 
@@ -28,6 +31,12 @@ enum Command {
     Info(info::Args),
     /// Write a synthetic LUNA16-style dataset (MetaImage, CSVs, optionally DICOM).
     Synth(synth::Args),
+    /// Build a store: resample scans to a common grid, chunk, compress, index (parquet).
+    Ingest(ingest::Args),
+    /// Show what a store holds: parameters, scans, nodules, sizes.
+    Inspect(inspect::Args),
+    /// Write a stored volume back out as MetaImage or NIfTI.
+    Export(export::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
 }
@@ -37,6 +46,8 @@ enum Command {
 enum Exit {
     /// A scan, CSV or store could not be read or written (1).
     Failed = 1,
+    /// The arguments make no sense together (2, as clap's own usage errors).
+    Usage = 2,
     /// The request needs more from the user, e.g. `--series` (3).
     NeedsChoice = 3,
 }
@@ -57,6 +68,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(a) => info::run(a, &progress),
         Command::Synth(a) => synth::run(a, &progress),
+        Command::Ingest(a) => ingest::run(a, &progress),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Export(a) => export::run(a),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {

@@ -27,24 +27,46 @@ impl Bars {
     }
 }
 
+impl Bars {
+    fn show(&self, bar: ProgressBar, what: &str) {
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(old) = b.replace(bar) {
+                old.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+}
+
 impl Progress for Bars {
     fn start(&self, what: &str, total: Option<u64>) {
         if self.quiet {
             return;
         }
         let bar = match total {
-            Some(n) => ProgressBar::new(n).with_style(
-                ProgressStyle::with_template("{msg:24} [{bar:40}] {pos}/{len} {per_sec} ETA {eta}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            ),
-            None => ProgressBar::new_spinner(),
+            Some(n) => ProgressBar::new(n).with_style(style("{prefix:24} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}")),
+            None => ProgressBar::new_spinner().with_style(style("{prefix:24} {spinner} {msg}")),
         };
-        bar.set_message(what.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        if let Ok(mut b) = self.bar.lock() {
-            if let Some(old) = b.replace(bar) {
-                old.finish_and_clear();
+        self.show(bar, what);
+    }
+
+    fn start_bytes(&self, what: &str, total: u64) {
+        if self.quiet {
+            return;
+        }
+        let bar = ProgressBar::new(total).with_style(style("{prefix:16} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"));
+        self.show(bar, what);
+    }
+
+    fn set_message(&self, msg: &str) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                b.set_message(msg.to_string());
             }
         }
     }

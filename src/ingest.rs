@@ -1,0 +1,426 @@
+//! Ingest: find scans under the inputs, resample each onto the store's grid, write its
+//! volume file and record, then rewrite the parquet index. Run once; resumable; parallel
+//! with bounded memory.
+//!
+//! - **Discovery**: every MetaImage (`subset*/*.mhd` and any other `.mhd`/`.mha`), NIfTI
+//!   and DICOM series under each input ([`crate::io::discover`]). A series id seen twice
+//!   is stored once; the second is reported as a duplicate.
+//! - **Per scan**, on one of `jobs` worker threads (so at most `jobs` scans are decoded at
+//!   once; inner work such as slice decoding and resampling uses the shared rayon pool):
+//!   read, [`crate::resample::to_axis_aligned`], [`crate::resample::resample_linear`],
+//!   [`crate::store::writer::write_volume`], then the scan's record (`.json`), each file
+//!   written under a temporary name and renamed. A scan that fails is reported with its
+//!   path and reason; the others go on.
+//! - **Resume**: a scan whose record holds the same input fingerprint is skipped. The
+//!   fingerprint covers the input files' names, sizes and modification times and the
+//!   preprocessing parameters.
+//! - **Index**: written last, from the records of every completely stored scan, each table
+//!   renamed into place.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use crate::annotations::{self, Annotation, AnnotationError, Candidate};
+use crate::fsutil::write_bytes_atomic;
+use crate::hu::HuStats;
+use crate::io::{self, SeriesEntry, SeriesSource, dicom::DicomOptions};
+use crate::progress::Progress;
+use crate::resample;
+use crate::store::format::{CodecSpec, Manifest, VERSION_MAJOR, VERSION_MINOR, valid_series_id};
+use crate::store::writer::{ChunkOptions, write_volume};
+use crate::store::{self, INDEX, MANIFEST, ScanRecord, StoreError, VOLUMES, index};
+
+/// The default chunk shape (z, y, x); see `format/CHUNKS.md` for the measurement.
+pub const DEFAULT_CHUNK: [usize; 3] = [32, 32, 32];
+
+/// What to ingest and how.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Folders (or files) to search for scans.
+    pub inputs: Vec<PathBuf>,
+    /// `annotations.csv`.
+    pub annotations: Option<PathBuf>,
+    /// `annotations_excluded.csv`.
+    pub excluded: Option<PathBuf>,
+    /// `candidates.csv`.
+    pub candidates: Option<PathBuf>,
+    /// The store folder.
+    pub out: PathBuf,
+    /// Target spacing (x, y, z) mm.
+    pub spacing_xyz: [f64; 3],
+    /// Chunk shape (z, y, x).
+    pub chunk_shape_zyx: [usize; 3],
+    /// zstd level.
+    pub level: i32,
+    /// Stored HU are clamped to [lo, hi].
+    pub clip: [i16; 2],
+    /// Scans processed at once.
+    pub jobs: usize,
+    /// Add to an existing store, skipping scans already stored with the same fingerprint.
+    pub resume: bool,
+    /// How DICOM series are read (uneven spacing policy).
+    pub dicom: DicomOptions,
+}
+
+impl IngestConfig {
+    /// Defaults: 1 mm isotropic, [`DEFAULT_CHUNK`], zstd level 3, clip [-1024, 3071],
+    /// one job per CPU.
+    pub fn new(inputs: Vec<PathBuf>, out: PathBuf) -> Self {
+        IngestConfig {
+            inputs,
+            annotations: None,
+            excluded: None,
+            candidates: None,
+            out,
+            spacing_xyz: [1.0; 3],
+            chunk_shape_zyx: DEFAULT_CHUNK,
+            level: 3,
+            clip: [-1024, 3071],
+            jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            resume: false,
+            dicom: DicomOptions::default(),
+        }
+    }
+
+    /// The manifest a store made with this configuration has.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            format: "ctstream-store".into(),
+            format_version: [VERSION_MAJOR, VERSION_MINOR],
+            ctstream_version: env!("CARGO_PKG_VERSION").into(),
+            spacing_xyz: self.spacing_xyz,
+            interpolation: "trilinear".into(),
+            hu_clip: self.clip,
+            fill_hu: -1024,
+            chunk_shape_zyx: self.chunk_shape_zyx,
+            codec: CodecSpec { name: "zstd".into(), level: self.level },
+            checksum: "crc32".into(),
+        }
+    }
+}
+
+/// Errors that stop an ingest (a failing scan does not: it is counted in the summary).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// An annotation CSV is unreadable or has a bad row.
+    #[error(transparent)]
+    Annotations(#[from] AnnotationError),
+    /// The store cannot be created, read or indexed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store exists with other parameters.
+    #[error("{path}: the store was made with other parameters ({existing}); ingest with the same ones or into a new --out")]
+    Mismatch {
+        /// The store.
+        path: PathBuf,
+        /// Its manifest, summarised.
+        existing: String,
+    },
+    /// The store already holds scans and `--resume` was not given.
+    #[error("{path}: the store already holds {scans} scans; pass --resume to add to it (scans already stored are skipped)")]
+    NotEmpty {
+        /// The store.
+        path: PathBuf,
+        /// How many.
+        scans: usize,
+    },
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A scan that could not be stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Failure {
+    /// The file or folder.
+    pub source: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What an ingest did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct IngestSummary {
+    /// Scans stored by this run.
+    pub stored: Vec<String>,
+    /// Scans skipped because they were already stored with the same fingerprint.
+    pub skipped: Vec<String>,
+    /// Scans that failed.
+    pub failed: Vec<Failure>,
+    /// Series ids found more than once (stored once).
+    pub duplicates: Vec<String>,
+    /// Scans in the store after the run.
+    pub scans_in_store: usize,
+    /// Nodule rows indexed (annotations + excluded) for stored scans.
+    pub nodules_indexed: usize,
+    /// Of those, how many lie outside their scan.
+    pub nodules_outside: usize,
+    /// Annotation rows (annotations + excluded) whose series is not in the store.
+    pub annotations_without_scan: usize,
+    /// Candidate rows indexed.
+    pub candidates_indexed: usize,
+    /// Candidate rows whose series is not in the store.
+    pub candidates_without_scan: usize,
+    /// Bytes of input files read by this run.
+    pub bytes_in: u64,
+    /// Bytes of volume files written by this run.
+    pub bytes_out: u64,
+    /// Bytes of the stored voxels uncompressed (int16), for this run.
+    pub bytes_raw: u64,
+    /// Wall time of the run.
+    pub seconds: f64,
+}
+
+impl IngestSummary {
+    /// Stored voxels uncompressed over bytes written.
+    pub fn compression_ratio(&self) -> f64 {
+        if self.bytes_out == 0 { 0.0 } else { self.bytes_raw as f64 / self.bytes_out as f64 }
+    }
+}
+
+/// The input files of a series (for the fingerprint and the input byte count).
+fn input_files(entry: &SeriesEntry) -> Vec<PathBuf> {
+    match &entry.source {
+        SeriesSource::MetaImage(p) => {
+            let mut v = vec![p.clone()];
+            if let Ok(h) = io::metaimage::read_header(p) {
+                if let io::metaimage::DataFile::External(d) = h.data_file {
+                    v.push(d);
+                }
+            }
+            v
+        }
+        SeriesSource::Nifti(p) => vec![p.clone()],
+        SeriesSource::Dicom { files, .. } => files.slices.iter().map(|s| s.path.clone()).collect(),
+    }
+}
+
+/// Fingerprint and total size of a series' input files.
+fn fingerprint(entry: &SeriesEntry, manifest: &Manifest) -> (String, u64) {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&(&manifest.spacing_xyz, &manifest.hu_clip, &manifest.chunk_shape_zyx, &manifest.codec)).unwrap_or_default());
+    let mut files = input_files(entry);
+    files.sort();
+    let mut bytes = 0;
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let (len, mtime) = std::fs::metadata(&f)
+            .map(|m| (m.len(), m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())))
+            .unwrap_or((0, 0));
+        bytes += len;
+        h.update(name.as_bytes());
+        h.update(len.to_le_bytes());
+        h.update(mtime.to_le_bytes());
+    }
+    let d = h.finalize();
+    (d[..16].iter().map(|b| format!("{b:02x}")).collect(), bytes)
+}
+
+fn source_path(entry: &SeriesEntry) -> String {
+    match &entry.source {
+        SeriesSource::MetaImage(p) | SeriesSource::Nifti(p) => p.display().to_string(),
+        SeriesSource::Dicom { root, .. } => root.display().to_string(),
+    }
+}
+
+/// Reads, resamples and writes one scan; returns its record.
+fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<ScanRecord, String> {
+    let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
+    let v = read.volume;
+    let (aligned, ag) = resample::to_axis_aligned(&v.hu, &v.geometry).map_err(|e| e.to_string())?;
+    let (hu, g) = resample::resample_linear(&aligned, &ag, manifest.spacing_xyz, manifest.hu_clip).map_err(|e| e.to_string())?;
+    drop(aligned);
+    let stats = HuStats::of(&hu).ok_or("the resampled volume is empty")?;
+    let rel = format!("{VOLUMES}/{}.ctv", entry.id);
+    let path = cfg.out.join(&rel);
+    let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: manifest.fill_hu };
+    let bytes_stored = write_volume(&path, &hu, &g, &opts).map_err(|e| e.to_string())?;
+    let rec = ScanRecord {
+        series_id: entry.id.clone(),
+        source_path: source_path(entry),
+        source_format: v.format.name().into(),
+        orig_shape_zyx: v.shape_zyx(),
+        orig_spacing_xyz: v.geometry.spacing_xyz,
+        orig_origin_xyz: v.geometry.origin_xyz,
+        orig_direction: v.geometry.direction,
+        shape_zyx: [hu.shape()[0], hu.shape()[1], hu.shape()[2]],
+        spacing_xyz: g.spacing_xyz,
+        origin_xyz: g.origin_xyz,
+        chunk_shape_zyx: manifest.chunk_shape_zyx,
+        bytes_raw: hu.len() as u64 * 2,
+        bytes_stored,
+        hu_min: stats.min,
+        hu_max: stats.max,
+        hu_mean: stats.mean,
+        fingerprint: fp.to_string(),
+        volume_file: rel,
+    };
+    let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
+    let rec_path = cfg.out.join(VOLUMES).join(format!("{}.json", entry.id));
+    write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
+    Ok(rec)
+}
+
+/// Creates the store (or checks an existing one against `manifest`).
+fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestError> {
+    let root = &cfg.out;
+    if root.join(MANIFEST).exists() {
+        let existing = store::read_manifest(root)?;
+        if !existing.same_parameters(manifest) {
+            return Err(IngestError::Mismatch {
+                path: root.clone(),
+                existing: format!(
+                    "spacing {:?} mm, chunk {:?}, clip {:?}, zstd level {}",
+                    existing.spacing_xyz, existing.chunk_shape_zyx, existing.hu_clip, existing.codec.level
+                ),
+            });
+        }
+        let n = store::read_records(root)?.len();
+        if n > 0 && !cfg.resume {
+            return Err(IngestError::NotEmpty { path: root.clone(), scans: n });
+        }
+    }
+    for dir in [root.clone(), root.join(VOLUMES), root.join(INDEX)] {
+        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+    }
+    if !root.join(MANIFEST).exists() {
+        let json = serde_json::to_vec_pretty(manifest).map_err(|e| IngestError::Config(e.to_string()))?;
+        write_bytes_atomic(&root.join(MANIFEST), &json).map_err(|source| StoreError::Io { path: root.join(MANIFEST), source })?;
+    }
+    Ok(())
+}
+
+/// Runs an ingest (see the module docs).
+///
+/// # Errors
+/// [`IngestError`] for what stops the whole run: unreadable CSVs, a store with other
+/// parameters, a non-empty store without `resume`, I/O errors on the store itself.
+/// Scans that fail are listed in [`IngestSummary::failed`] instead.
+pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSummary, IngestError> {
+    let t0 = Instant::now();
+    if cfg.inputs.is_empty() {
+        return Err(IngestError::Config("no --input given".into()));
+    }
+    if cfg.jobs == 0 {
+        return Err(IngestError::Config("--jobs must be at least 1".into()));
+    }
+    // Read the CSVs first: a bad row stops the run before any work.
+    let read_opt = |p: &Option<PathBuf>| -> Result<Vec<Annotation>, AnnotationError> { p.as_deref().map_or(Ok(Vec::new()), annotations::read_annotations) };
+    let nodules = read_opt(&cfg.annotations)?;
+    let excluded = cfg.excluded.as_deref().map_or(Ok(Vec::new()), annotations::read_excluded)?;
+    let candidates: Vec<Candidate> = cfg.candidates.as_deref().map_or(Ok(Vec::new()), annotations::read_candidates)?;
+
+    let manifest = cfg.manifest();
+    prepare_store(cfg, &manifest)?;
+    let existing = store::read_records(&cfg.out)?;
+
+    let mut summary = IngestSummary::default();
+    // Discover.
+    let mut entries: Vec<SeriesEntry> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for input in &cfg.inputs {
+        match io::discover(input, progress) {
+            Ok(found) => {
+                for e in found.series {
+                    if !seen.insert(e.id.clone()) {
+                        summary.duplicates.push(e.id.clone());
+                        continue;
+                    }
+                    if !valid_series_id(&e.id) {
+                        summary.failed.push(Failure {
+                            source: source_path(&e),
+                            reason: format!("series id {:?} cannot name a file (allowed: letters, digits, '.', '_', '-'; no leading '.')", e.id),
+                        });
+                        continue;
+                    }
+                    entries.push(e);
+                }
+            }
+            Err(e) => summary.failed.push(Failure { source: input.display().to_string(), reason: e.to_string() }),
+        }
+    }
+    // Resume: skip what is stored with the same fingerprint.
+    let mut todo = Vec::new();
+    for e in entries {
+        let (fp, bytes) = fingerprint(&e, &manifest);
+        if existing.get(&e.id).is_some_and(|r| r.fingerprint == fp) {
+            summary.skipped.push(e.id.clone());
+        } else {
+            todo.push((e, fp, bytes));
+        }
+    }
+
+    // Store, `jobs` scans at a time.
+    let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
+    progress.start_bytes("ingesting", total_bytes);
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, Result<ScanRecord, String>)>> = Mutex::new(Vec::new());
+    let spawn_error = std::thread::scope(|s| {
+        for w in 0..cfg.jobs.min(todo.len().max(1)) {
+            let (todo, next, done, results, manifest) = (&todo, &next, &done, &results, &manifest);
+            let worker = move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((entry, fp, bytes)) = todo.get(i) else { break };
+                    let r = store_scan(entry, cfg, manifest, fp);
+                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    progress.advance(*bytes);
+                    progress.set_message(&format!("{n}/{} scans", todo.len()));
+                    if let Ok(mut v) = results.lock() {
+                        v.push((i, r));
+                    }
+                }
+            };
+            if let Err(e) = std::thread::Builder::new().name(format!("ctstream.ingest.{w}")).spawn_scoped(s, worker) {
+                // The workers already started finish the queue; only none at all is fatal.
+                if w == 0 {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    });
+    if let Some(e) = spawn_error {
+        return Err(IngestError::Config(format!("cannot start an ingest worker thread: {e}")));
+    }
+    progress.finish();
+    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.sort_by_key(|r| r.0);
+    for (i, r) in results {
+        let (entry, _, bytes) = &todo[i];
+        match r {
+            Ok(rec) => {
+                summary.bytes_in += bytes;
+                summary.bytes_out += rec.bytes_stored;
+                summary.bytes_raw += rec.bytes_raw;
+                summary.stored.push(rec.series_id);
+            }
+            Err(reason) => summary.failed.push(Failure { source: source_path(entry), reason }),
+        }
+    }
+
+    // The index, last, from every completely stored scan.
+    let scans = store::read_records(&cfg.out)?;
+    let (nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
+    let (cand_rows, missing_c) = index::candidate_rows(&scans, &candidates);
+    let dir = cfg.out.join(INDEX);
+    index::write_table(&dir.join("scans.parquet"), &index::scans_batch(&scans))?;
+    index::write_table(&dir.join("nodules.parquet"), &index::nodules_batch(&nodule_rows))?;
+    index::write_table(&dir.join("candidates.parquet"), &index::candidates_batch(&cand_rows))?;
+
+    summary.scans_in_store = scans.len();
+    summary.nodules_indexed = nodule_rows.len();
+    summary.nodules_outside = nodule_rows.iter().filter(|r| !r.inside).count();
+    summary.annotations_without_scan = missing_n;
+    summary.candidates_indexed = cand_rows.len();
+    summary.candidates_without_scan = missing_c;
+    summary.seconds = t0.elapsed().as_secs_f64();
+    Ok(summary)
+}

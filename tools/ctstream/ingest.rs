@@ -1,0 +1,108 @@
+//! `ctstream ingest`: scans + CSVs in, a store out.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ctstream::ingest::{self, IngestConfig};
+use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
+
+use crate::progress::Bars;
+use crate::{Exit, ExitError};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// A folder (or file) to search for scans: LUNA16 subsets, .mhd/.mha, .nii(.gz), DICOM.
+    /// Repeat for several.
+    #[arg(long, required = true)]
+    input: Vec<PathBuf>,
+    /// LUNA16 annotations.csv (nodules, world mm).
+    #[arg(long)]
+    annotations: Option<PathBuf>,
+    /// LUNA16 annotations_excluded.csv.
+    #[arg(long)]
+    excluded: Option<PathBuf>,
+    /// LUNA16 candidates.csv (or candidates_V2.csv).
+    #[arg(long)]
+    candidates: Option<PathBuf>,
+    /// The store folder to create (or add to, with --resume).
+    #[arg(long)]
+    out: PathBuf,
+    /// Target spacing X,Y,Z in mm.
+    #[arg(long, value_parser = parse3::<f64>, default_value = "1,1,1")]
+    spacing: [f64; 3],
+    /// Chunk shape Z,Y,X in voxels.
+    #[arg(long, value_parser = parse3::<usize>, default_value = "32,32,32")]
+    chunk: [usize; 3],
+    /// zstd level (1-22).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: i32,
+    /// Clamp stored HU to LO,HI.
+    #[arg(long, value_parser = parse2, default_value = "-1024,3071", allow_hyphen_values = true)]
+    clip: [i16; 2],
+    /// Scans processed at once (each holds one decoded scan in memory); default: CPUs.
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Add to an existing store; scans already stored with the same inputs are skipped.
+    #[arg(long)]
+    resume: bool,
+    /// Resample DICOM series with uneven slice spacing instead of failing them.
+    #[arg(long)]
+    resample_uneven: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
+    let v: Vec<T> = s.split(',').map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
+}
+
+fn parse2(s: &str) -> Result<[i16; 2], String> {
+    let v: Vec<i16> = s.split(',').map(|p| p.trim().parse::<i16>().map_err(|_| format!("`{p}` is not an int16"))).collect::<Result<_, _>>()?;
+    match v[..] {
+        [lo, hi] if lo < hi => Ok([lo, hi]),
+        _ => Err(format!("expected LO,HI with LO < HI, got `{s}`")),
+    }
+}
+
+pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
+    let mut cfg = IngestConfig::new(a.input, a.out);
+    cfg.annotations = a.annotations;
+    cfg.excluded = a.excluded;
+    cfg.candidates = a.candidates;
+    cfg.spacing_xyz = a.spacing;
+    cfg.chunk_shape_zyx = a.chunk;
+    cfg.level = a.level;
+    cfg.clip = a.clip;
+    if let Some(j) = a.jobs {
+        cfg.jobs = j;
+    }
+    cfg.resume = a.resume;
+    cfg.dicom = DicomOptions { series: None, uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse } };
+    let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", cfg.out.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s).context("writing JSON")?);
+    } else {
+        let mb = |b: u64| b as f64 / 1e6;
+        println!("ingest into {} finished in {:.1} s", cfg.out.display(), s.seconds);
+        println!("  scans       {} stored, {} failed, {} skipped (already stored), {} duplicate ids; {} in the store", s.stored.len(), s.failed.len(), s.skipped.len(), s.duplicates.len(), s.scans_in_store);
+        println!("  nodules     {} indexed, {} outside their scan; {} annotation rows for series not in the store", s.nodules_indexed, s.nodules_outside, s.annotations_without_scan);
+        println!("  candidates  {} indexed; {} for series not in the store", s.candidates_indexed, s.candidates_without_scan);
+        println!(
+            "  bytes       {:.1} MB read, {:.1} MB written ({:.1} MB of int16 voxels, ratio {:.2}); {:.1} MB/s of input",
+            mb(s.bytes_in),
+            mb(s.bytes_out),
+            mb(s.bytes_raw),
+            s.compression_ratio(),
+            mb(s.bytes_in) / s.seconds.max(1e-9)
+        );
+        for f in &s.failed {
+            println!("  FAILED      {}: {}", f.source, f.reason);
+        }
+    }
+    if !s.failed.is_empty() {
+        return Err(ExitError(Exit::Failed, anyhow::anyhow!("{} scans failed (listed above); the others are stored", s.failed.len())));
+    }
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `ctstream inspect STORE [--series UID] [--json]`: what is in a store.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ctstream::store::{Store, index};
+
+use crate::ExitError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store folder.
+    store: PathBuf,
+    /// Show one scan only.
+    #[arg(long)]
+    series: Option<String>,
+    /// Print JSON: {"manifest", "scans": [records], "nodules": {series: count}, totals}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), ExitError> {
+    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let nodules_path = a.store.join("index/nodules.parquet");
+    let nodules = if nodules_path.exists() { index::read_nodules(&nodules_path)? } else { Vec::new() };
+    let mut per_series: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in nodules.iter().filter(|n| n.source == "annotations") {
+        *per_series.entry(n.series_id.as_str()).or_default() += 1;
+    }
+    let scans: Vec<_> = match &a.series {
+        Some(id) => vec![store.scan(id)?],
+        None => store.scans().values().collect(),
+    };
+    let raw: u64 = scans.iter().map(|s| s.bytes_raw).sum();
+    let stored: u64 = scans.iter().map(|s| s.bytes_stored).sum();
+    let m = store.manifest();
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = serde_json::json!({
+            "manifest": m,
+            "scans": scans,
+            "nodules": scans.iter().map(|s| (s.series_id.clone(), per_series.get(s.series_id.as_str()).copied().unwrap_or(0))).collect::<BTreeMap<_, _>>(),
+            "bytes_raw": raw,
+            "bytes_stored": stored,
+        });
+        serde_json::to_writer_pretty(&mut out, &j).context("writing JSON")?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    writeln!(out, "store      {}", a.store.display())?;
+    writeln!(out, "format     {}.{} (ctstream {})", m.format_version[0], m.format_version[1], m.ctstream_version)?;
+    writeln!(out, "grid       spacing {:?} mm (x, y, z), {} interpolation, HU clipped to {:?}", m.spacing_xyz, m.interpolation, m.hu_clip)?;
+    writeln!(out, "chunks     {:?} (z, y, x), zstd level {}, {}", m.chunk_shape_zyx, m.codec.level, m.checksum)?;
+    writeln!(out, "scans      {} ({} nodules)", scans.len(), scans.iter().map(|s| per_series.get(s.series_id.as_str()).copied().unwrap_or(0)).sum::<usize>())?;
+    writeln!(out, "bytes      {:.1} MB stored, {:.1} MB as int16, ratio {:.2}", stored as f64 / 1e6, raw as f64 / 1e6, raw as f64 / stored.max(1) as f64)?;
+    writeln!(out)?;
+    writeln!(out, "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}", "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max")?;
+    for s in &scans {
+        writeln!(
+            out,
+            "{:<66} {:>15} {:>9.2} {:>7.2} {:>6} {:>12}",
+            s.series_id,
+            format!("{},{},{}", s.shape_zyx[0], s.shape_zyx[1], s.shape_zyx[2]),
+            s.bytes_stored as f64 / 1e6,
+            s.bytes_raw as f64 / s.bytes_stored.max(1) as f64,
+            per_series.get(s.series_id.as_str()).copied().unwrap_or(0),
+            format!("{}..{}", s.hu_min, s.hu_max)
+        )?;
+    }
+    Ok(())
+}
