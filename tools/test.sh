@@ -6,7 +6,7 @@
 # - With the pinned Python readers (pip install -r tools/goldens/requirements.txt), the
 #   goldens are regenerated from SimpleITK/pydicom and must equal the committed ones, and
 #   the tests cross-check files ctstream writes against SimpleITK.
-# CI (.ci/run) installs both and sets CTSTREAM_REQUIRE_JPEGLS / CTSTREAM_REQUIRE_SIMPLEITK,
+# CI (.ci/run) installs both and sets CTSTREAM_REQUIRE_JPEGLS / CTSTREAM_REQUIRE_PYTHON,
 # so nothing is skipped there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +23,7 @@ else
     echo "note: cmake/c++ not found: JPEG-LS is not built; its test checks the clear error instead"
 fi
 
-if python3 -c 'import SimpleITK, pydicom, numpy' >/dev/null 2>&1; then
+if python3 -c 'import SimpleITK, pydicom, numpy, zstandard, pyarrow, duckdb' >/dev/null 2>&1; then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 tools/goldens/make_goldens.py --data "$data" --out "$tmp" >/dev/null
@@ -32,12 +32,12 @@ if python3 -c 'import SimpleITK, pydicom, numpy' >/dev/null 2>&1; then
         exit 1
     fi
     echo "goldens: regenerated from SimpleITK/pydicom, identical to tests/goldens/"
-elif [ -n "${CTSTREAM_REQUIRE_SIMPLEITK:-}" ]; then
-    echo "error: CTSTREAM_REQUIRE_SIMPLEITK is set but SimpleITK/pydicom are not importable" >&2
+elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
+    echo "error: CTSTREAM_REQUIRE_PYTHON is set but the pinned Python packages are not importable" >&2
     exit 1
 else
-    echo "note: SimpleITK/pydicom not installed: goldens not regenerated, SimpleITK cross-checks skipped"
-    echo "      (pip install -r tools/goldens/requirements.txt to run them)"
+    echo "note: Python packages missing: goldens not regenerated, Python cross-checks skipped"
+    echo "      (pip install -r tools/goldens/requirements.txt -r tools/python/requirements.txt to run them)"
 fi
 
 cargo test --locked "${features[@]}"

@@ -61,20 +61,27 @@ pub fn tempdir() -> tempfile::TempDir {
 }
 
 /// What SimpleITK reads from each path (tools/goldens/sitk_digest.py), or `None` when
-/// Python with SimpleITK is not available here. CI sets `CTSTREAM_REQUIRE_SIMPLEITK=1`,
+/// Python with SimpleITK is not available here. CI sets `CTSTREAM_REQUIRE_PYTHON=1`,
 /// which turns a missing SimpleITK into a failure.
 pub fn sitk_digest(paths: &[&std::path::Path]) -> Option<serde_json::Value> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/goldens/sitk_digest.py");
-    let out = std::process::Command::new("python3").arg(&script).args(paths).output();
-    let required = std::env::var_os("CTSTREAM_REQUIRE_SIMPLEITK").is_some();
+    let args: Vec<std::ffi::OsString> = paths.iter().map(|p| p.as_os_str().to_owned()).collect();
+    python_json("tools/goldens/sitk_digest.py", &args)
+}
+
+/// Runs a Python script of the project with `args` and parses its JSON output; `None`
+/// when SimpleITK (or another module it imports) is missing and CI did not require it.
+pub fn python_json(script: &str, args: &[std::ffi::OsString]) -> Option<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = std::process::Command::new("python3").arg(&script).args(args).output();
+    let required = std::env::var_os("CTSTREAM_REQUIRE_PYTHON").is_some();
     match out {
-        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).expect("sitk_digest.py prints JSON")),
+        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).expect("the script prints JSON")),
         Ok(o) if required || !String::from_utf8_lossy(&o.stderr).contains("ModuleNotFoundError") => {
-            panic!("sitk_digest.py failed: {}", String::from_utf8_lossy(&o.stderr))
+            panic!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr))
         }
         Err(e) if required => panic!("python3 not available: {e}"),
         _ => {
-            eprintln!("SimpleITK not available: skipping the SimpleITK cross-check (CI runs it)");
+            eprintln!("Python modules missing: skipping the cross-check with {} (CI runs it)", script.display());
             None
         }
     }

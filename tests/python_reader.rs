@@ -1,0 +1,92 @@
+//! The store read by others: the Python reference reader (written from format/FORMAT.md
+//! alone) reads the same regions as the Rust reader, and pyarrow, pandas and DuckDB open
+//! the index tables unchanged with the schema format/INDEX.md documents.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ctstream::ingest::{self, IngestConfig};
+use ctstream::store::{Region, Store};
+use ctstream::synth::{self, SynthConfig};
+
+fn store(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    synth::generate(&data, &SynthConfig { scans: 2, seed: 31, small: true, dicom: false }, &()).unwrap();
+    let out = dir.join("store");
+    let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
+    cfg.annotations = Some(data.join("annotations.csv"));
+    cfg.candidates = Some(data.join("candidates.csv"));
+    cfg.chunk_shape_zyx = [16, 32, 32];
+    ingest::ingest(&cfg, &()).unwrap();
+    out
+}
+
+#[test]
+fn python_reference_reader_reads_the_same_regions() {
+    let dir = tempdir();
+    let out = store(dir.path());
+    let store = Store::open(&out).unwrap();
+    let id = store.series_ids().next().unwrap().to_string();
+    let [nz, ny, nx] = store.scan(&id).unwrap().shape_zyx.map(|v| v as i64);
+    let regions: Vec<[i64; 6]> = vec![
+        [0, 0, 0, nz, ny, nx],
+        [3, 17, 40, 35, 81, 104],
+        [-10, -20, nx - 30, 22, 44, nx + 34],
+        [nz - 1, ny - 1, nx - 1, nz + 5, ny + 5, nx + 5],
+    ];
+    let args = [out.clone().into_os_string(), id.clone().into(), serde_json::to_string(&regions).unwrap().into()];
+    let Some(py) = python_json("tools/python/ctstream_reader.py", &args) else { return };
+    for (r, p) in regions.iter().zip(py.as_array().unwrap()) {
+        let a = store.read_region(&id, Region::new([r[0], r[1], r[2]], [r[3], r[4], r[5]])).unwrap();
+        assert_eq!(p["shape"], serde_json::json!(a.shape()), "{r:?}");
+        assert_eq!(p["sha256"].as_str().unwrap(), sha256_volume(&a), "region {r:?}: Python and Rust readers differ");
+    }
+}
+
+#[test]
+fn pyarrow_pandas_and_duckdb_open_the_index_as_documented() {
+    let dir = tempdir();
+    let out = store(dir.path());
+    let Some(j) = python_json("tools/python/check_index.py", &[out.clone().into_os_string()]) else { return };
+    // The columns of format/INDEX.md, in order, with their arrow types and nullability.
+    let f = |n: &str| (n.to_string(), "double".to_string(), false);
+    let i = |n: &str| (n.to_string(), "int32".to_string(), false);
+    let u = |n: &str| (n.to_string(), "string".to_string(), false);
+    let mut scans = vec![u("series_id"), u("source_path"), u("source_format"), i("orig_shape_z"), i("orig_shape_y"), i("orig_shape_x")];
+    scans.extend(["orig_spacing_x", "orig_spacing_y", "orig_spacing_z", "orig_origin_x", "orig_origin_y", "orig_origin_z"].map(f));
+    scans.push(("orig_direction".into(), "list<item: double>".into(), false));
+    scans.extend(["shape_z", "shape_y", "shape_x"].map(i));
+    scans.extend(["spacing_x", "spacing_y", "spacing_z", "origin_x", "origin_y", "origin_z"].map(f));
+    scans.extend(["chunk_z", "chunk_y", "chunk_x"].map(i));
+    scans.extend([("bytes_raw".into(), "int64".into(), false), ("bytes_stored".into(), "int64".into(), false)]);
+    scans.extend([("hu_min".into(), "int16".into(), false), ("hu_max".into(), "int16".into(), false), f("hu_mean"), u("fingerprint"), u("volume_file")]);
+    let mut nodules = vec![u("series_id"), i("nodule_id")];
+    nodules.extend(["world_x", "world_y", "world_z", "voxel_z", "voxel_y", "voxel_x"].map(f));
+    nodules.extend(["diameter_mm", "radius_z", "radius_y", "radius_x"].map(|n| (n.to_string(), "double".to_string(), true)));
+    nodules.extend([("inside".into(), "bool".into(), false), u("source")]);
+    let mut candidates = vec![u("series_id"), i("candidate_id")];
+    candidates.extend(["world_x", "world_y", "world_z", "voxel_z", "voxel_y", "voxel_x"].map(f));
+    candidates.extend([("inside".into(), "bool".into(), false), ("class".into(), "int8".into(), false)]);
+    let store = Store::open(&out).unwrap();
+    let n_nodules = ctstream::store::index::read_nodules(&out.join("index/nodules.parquet")).unwrap().len();
+    for (name, want, rows) in [("scans", scans, store.scans().len()), ("nodules", nodules, n_nodules), ("candidates", candidates, 0)] {
+        let t = &j[name];
+        let got: Vec<(String, String, bool)> = t["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c[0].as_str().unwrap().to_string(), c[1].as_str().unwrap().to_string(), c[2].as_bool().unwrap()))
+            .collect();
+        assert_eq!(got, want, "{name}: schema as pyarrow reads it");
+        assert_eq!(t["rows"], t["duckdb_rows"], "{name}");
+        assert_eq!(t["rows"], t["pandas_rows"], "{name}");
+        if name != "candidates" {
+            assert_eq!(t["rows"].as_u64().unwrap() as usize, rows, "{name}");
+        } else {
+            assert!(t["rows"].as_u64().unwrap() > 0);
+        }
+    }
+    assert_eq!(j["nodules"]["duckdb_inside"], j["nodules"]["rows"], "all synthetic nodules lie inside");
+}

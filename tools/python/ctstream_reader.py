@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""A reference reader for ctstream stores, written from format/FORMAT.md alone.
+
+Needs numpy, zstandard and pyarrow (tools/python/requirements.txt).
+
+    from ctstream_reader import Store
+    store = Store("luna-store")
+    patch = store.volume(store.series_ids()[0]).read_region((0, 0, 0), (32, 64, 64))  # z, y, x
+    nodules = store.table("nodules")   # a pyarrow.Table
+
+Command line (used by ctstream's tests to compare with the Rust reader):
+
+    python3 ctstream_reader.py STORE SERIES '[[z0, y0, x0, z1, y1, x1], ...]'
+
+prints JSON: a list of {"shape": [z, y, x], "sha256": ...} of each region's int16 LE bytes.
+"""
+import hashlib
+import json
+import os
+import struct
+import sys
+import zlib
+
+import numpy as np
+import zstandard
+
+MAGIC = b"CTVOLUME"
+HEADER_SIZE = 256
+ENTRY_SIZE = 16
+
+
+class CorruptError(Exception):
+    """A volume file fails one of FORMAT.md's checks."""
+
+
+class VersionError(Exception):
+    """A volume file of a newer major version."""
+
+
+class Volume:
+    """One volume file (.ctv), checked as FORMAT.md says (steps 1-6) when opened."""
+
+    def __init__(self, path):
+        self.path = path
+        self.data = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) else np.zeros(0, np.uint8)
+        b = self.data
+        if len(b) < HEADER_SIZE or bytes(b[0:8]) != MAGIC:
+            raise CorruptError(f"{path}: not a volume file or truncated header")
+        major, minor, header_size = struct.unpack_from("<HHI", b, 8)
+        if major != 1:
+            raise VersionError(f"{path}: format version {major}.{minor} is newer than 1.x")
+        if zlib.crc32(bytes(b[0:252])) != struct.unpack_from("<I", b, 252)[0]:
+            raise CorruptError(f"{path}: header checksum mismatch")
+        self.shape = struct.unpack_from("<3I", b, 16)
+        self.chunk = struct.unpack_from("<3I", b, 28)
+        self.origin_xyz = struct.unpack_from("<3d", b, 40)
+        self.spacing_xyz = struct.unpack_from("<3d", b, 64)
+        self.direction = struct.unpack_from("<9d", b, 88)
+        dtype, codec, checksum = struct.unpack_from("<3B", b, 160)
+        (self.fill,) = struct.unpack_from("<h", b, 164)
+        (count,) = struct.unpack_from("<I", b, 168)
+        table_offset, file_size = struct.unpack_from("<QQ", b, 176)
+        if header_size != HEADER_SIZE or table_offset != HEADER_SIZE or (dtype, codec, checksum) != (1, 1, 1):
+            raise CorruptError(f"{path}: unexpected header fields")
+        if file_size != len(b):
+            raise CorruptError(f"{path}: file is {len(b)} bytes, header says {file_size} (truncated)")
+        self.grid = tuple(-(-s // c) for s, c in zip(self.shape, self.chunk))
+        if count != self.grid[0] * self.grid[1] * self.grid[2]:
+            raise CorruptError(f"{path}: chunk_count does not match the grid")
+        table_end = HEADER_SIZE + ENTRY_SIZE * count
+        if table_end + 4 > file_size:
+            raise CorruptError(f"{path}: chunk table does not fit")
+        if zlib.crc32(bytes(b[HEADER_SIZE:table_end])) != struct.unpack_from("<I", b, table_end)[0]:
+            raise CorruptError(f"{path}: chunk table checksum mismatch")
+        self.table = [struct.unpack_from("<QII", b, HEADER_SIZE + ENTRY_SIZE * k) for k in range(count)]
+        for k, (off, length, _) in enumerate(self.table):
+            if off < table_end + 4 or off + length > file_size:
+                raise CorruptError(f"{path}: chunk {k} lies outside the payload area")
+        self._zstd = zstandard.ZstdDecompressor()
+
+    def chunk_array(self, cz, cy, cx):
+        """Decode chunk (cz, cy, cx), checking its CRC-32 and size (steps 7-8)."""
+        k = (cz * self.grid[1] + cy) * self.grid[2] + cx
+        off, length, crc = self.table[k]
+        payload = bytes(self.data[off:off + length])
+        if zlib.crc32(payload) != crc:
+            raise CorruptError(f"{self.path}: chunk ({cz}, {cy}, {cx}) checksum mismatch")
+        n = self.chunk[0] * self.chunk[1] * self.chunk[2]
+        raw = self._zstd.decompress(payload, max_output_size=2 * n)
+        if len(raw) != 2 * n:
+            raise CorruptError(f"{self.path}: chunk ({cz}, {cy}, {cx}) has the wrong size")
+        return np.frombuffer(raw, dtype="<i2").reshape(self.chunk)
+
+    def read_region(self, start_zyx, end_zyx):
+        """Voxels [z0, z1) x [y0, y1) x [x0, x1); outside the volume: the fill value."""
+        shape = tuple(max(0, e - s) for s, e in zip(start_zyx, end_zyx))
+        out = np.full(shape, self.fill, dtype="<i2")
+        lo = [max(s, 0) for s in start_zyx]
+        hi = [min(e, n) for e, n in zip(end_zyx, self.shape)]
+        if any(l >= h for l, h in zip(lo, hi)):
+            return out
+        first = [l // c for l, c in zip(lo, self.chunk)]
+        last = [(h - 1) // c for h, c in zip(hi, self.chunk)]
+        for cz in range(first[0], last[0] + 1):
+            for cy in range(first[1], last[1] + 1):
+                for cx in range(first[2], last[2] + 1):
+                    c = self.chunk_array(cz, cy, cx)
+                    o = (cz * self.chunk[0], cy * self.chunk[1], cx * self.chunk[2])
+                    a0 = [max(l, oo) for l, oo in zip(lo, o)]
+                    a1 = [min(h, oo + cc) for h, oo, cc in zip(hi, o, self.chunk)]
+                    src = c[a0[0] - o[0]:a1[0] - o[0], a0[1] - o[1]:a1[1] - o[1], a0[2] - o[2]:a1[2] - o[2]]
+                    d = [a - s for a, s in zip(a0, start_zyx)]
+                    out[d[0]:d[0] + src.shape[0], d[1]:d[1] + src.shape[1], d[2]:d[2] + src.shape[2]] = src
+        return out
+
+
+class Store:
+    """A store folder: manifest, complete scans (record + volume), index tables."""
+
+    def __init__(self, root):
+        self.root = root
+        with open(os.path.join(root, "manifest.json")) as f:
+            self.manifest = json.load(f)
+        if self.manifest.get("format") != "ctstream-store" or self.manifest["format_version"][0] != 1:
+            raise VersionError(f"{root}: not a version 1 ctstream store")
+        self.scans = {}
+        vol = os.path.join(root, "volumes")
+        for name in sorted(os.listdir(vol)):
+            if name.startswith(".") or not name.endswith(".json"):
+                continue
+            with open(os.path.join(vol, name)) as f:
+                rec = json.load(f)
+            if os.path.isfile(os.path.join(root, rec["volume_file"])):
+                self.scans[rec["series_id"]] = rec
+
+    def series_ids(self):
+        return sorted(self.scans)
+
+    def volume(self, series_id):
+        return Volume(os.path.join(self.root, self.scans[series_id]["volume_file"]))
+
+    def table(self, name):
+        import pyarrow.parquet as pq
+        return pq.read_table(os.path.join(self.root, "index", name + ".parquet"))
+
+
+def main():
+    store = Store(sys.argv[1])
+    vol = store.volume(sys.argv[2])
+    out = []
+    for z0, y0, x0, z1, y1, x1 in json.loads(sys.argv[3]):
+        a = np.ascontiguousarray(vol.read_region((z0, y0, x0), (z1, y1, x1)), dtype="<i2")
+        out.append({"shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
