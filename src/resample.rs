@@ -71,8 +71,8 @@ pub fn to_axis_aligned(hu: &Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, G
     let origin_xyz = g.index_to_world(start_zyx);
     // Array axis of the output for world axis w is 2 - w; it comes from source array axis 2 - j.
     let mut view = hu.view();
-    for j in 0..3 {
-        if sign[j] < 0.0 {
+    for (j, sg) in sign.iter().enumerate() {
+        if *sg < 0.0 {
             view.invert_axis(Axis(2 - j));
         }
     }
