@@ -36,7 +36,7 @@ use crate::store::writer::{ChunkOptions, write_volume};
 use crate::store::{self, INDEX, MANIFEST, ScanRecord, StoreError, VOLUMES, index};
 
 /// The default chunk shape (z, y, x); see `format/CHUNKS.md` for the measurement.
-pub const DEFAULT_CHUNK: [usize; 3] = [32, 32, 32];
+pub const DEFAULT_CHUNK: [usize; 3] = [16, 32, 32];
 
 /// What to ingest and how.
 #[derive(Debug, Clone)]
@@ -296,6 +296,111 @@ fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestEr
     Ok(())
 }
 
+/// Series found under the inputs, with those that cannot be stored.
+struct Found {
+    entries: Vec<SeriesEntry>,
+    failed: Vec<Failure>,
+    duplicates: Vec<String>,
+}
+
+/// Discovers the series under every input: the first of each id is kept, later ones are
+/// duplicates; ids that cannot name a file, and inputs that cannot be searched, fail.
+fn discover_all(inputs: &[PathBuf], progress: &dyn Progress) -> Found {
+    let mut found = Found { entries: Vec::new(), failed: Vec::new(), duplicates: Vec::new() };
+    let mut seen = BTreeSet::new();
+    for input in inputs {
+        match io::discover(input, progress) {
+            Ok(d) => {
+                for e in d.series {
+                    if !seen.insert(e.id.clone()) {
+                        found.duplicates.push(e.id.clone());
+                    } else if !valid_series_id(&e.id) {
+                        found.failed.push(Failure {
+                            source: source_path(&e),
+                            reason: format!("series id {:?} cannot name a file (allowed: letters, digits, '.', '_', '-'; no leading '.')", e.id),
+                        });
+                    } else {
+                        found.entries.push(e);
+                    }
+                }
+            }
+            Err(e) => found.failed.push(Failure { source: input.display().to_string(), reason: e.to_string() }),
+        }
+    }
+    found
+}
+
+/// Throughput of only reading the inputs (no resampling, no writing): the bound that
+/// ingest throughput is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ReadThroughput {
+    /// Scans read.
+    pub scans: usize,
+    /// Input bytes.
+    pub bytes: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+impl ReadThroughput {
+    /// Input MB/s.
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+/// Reads every scan under `cfg.inputs` with `cfg.jobs` workers, as ingest does, and
+/// discards it: how fast the inputs can merely be read on this machine.
+///
+/// # Errors
+/// [`IngestError::Config`] when no worker thread can start.
+pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadThroughput, IngestError> {
+    let t0 = Instant::now();
+    let found = discover_all(&cfg.inputs, progress);
+    let manifest = cfg.manifest();
+    let sizes = on_workers(cfg.jobs, &found.entries, |e| {
+        let ok = e.read(&cfg.dicom, &()).is_ok();
+        if ok { fingerprint(e, &manifest).1 } else { 0 }
+    })?;
+    Ok(ReadThroughput { scans: sizes.iter().filter(|b| **b > 0).count(), bytes: sizes.iter().sum(), seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// Runs `f` on every item with `jobs` named worker threads (`ctstream.ingest.{n}`), each
+/// taking the next item when it finishes one, so at most `jobs` items are in progress.
+/// Results come back in item order.
+fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>, IngestError> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    let spawn_error = std::thread::scope(|s| {
+        for w in 0..jobs.min(items.len()).max(1) {
+            let (next, results, f) = (&next, &results, &f);
+            let worker = move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Ok(mut v) = results.lock() {
+                        v.push((i, r));
+                    }
+                }
+            };
+            if let Err(e) = std::thread::Builder::new().name(format!("ctstream.ingest.{w}")).spawn_scoped(s, worker) {
+                // The workers already started finish the queue; only none at all is fatal.
+                if w == 0 {
+                    return Some(e);
+                }
+            }
+        }
+        None
+    });
+    if let Some(e) = spawn_error {
+        return Err(IngestError::Config(format!("cannot start an ingest worker thread: {e}")));
+    }
+    let mut v = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    v.sort_by_key(|r| r.0);
+    Ok(v.into_iter().map(|r| r.1).collect())
+}
+
 /// Runs an ingest (see the module docs).
 ///
 /// # Errors
@@ -321,30 +426,10 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let existing = store::read_records(&cfg.out)?;
 
     let mut summary = IngestSummary::default();
-    // Discover.
-    let mut entries: Vec<SeriesEntry> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for input in &cfg.inputs {
-        match io::discover(input, progress) {
-            Ok(found) => {
-                for e in found.series {
-                    if !seen.insert(e.id.clone()) {
-                        summary.duplicates.push(e.id.clone());
-                        continue;
-                    }
-                    if !valid_series_id(&e.id) {
-                        summary.failed.push(Failure {
-                            source: source_path(&e),
-                            reason: format!("series id {:?} cannot name a file (allowed: letters, digits, '.', '_', '-'; no leading '.')", e.id),
-                        });
-                        continue;
-                    }
-                    entries.push(e);
-                }
-            }
-            Err(e) => summary.failed.push(Failure { source: input.display().to_string(), reason: e.to_string() }),
-        }
-    }
+    let found = discover_all(&cfg.inputs, progress);
+    summary.failed = found.failed;
+    summary.duplicates = found.duplicates;
+    let entries = found.entries;
     // Resume: skip what is stored with the same fingerprint.
     let mut todo = Vec::new();
     for e in entries {
@@ -359,42 +444,16 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     // Store, `jobs` scans at a time.
     let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
     progress.start_bytes("ingesting", total_bytes);
-    let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<ScanRecord, String>)>> = Mutex::new(Vec::new());
-    let spawn_error = std::thread::scope(|s| {
-        for w in 0..cfg.jobs.min(todo.len().max(1)) {
-            let (todo, next, done, results, manifest) = (&todo, &next, &done, &results, &manifest);
-            let worker = move || {
-                loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((entry, fp, bytes)) = todo.get(i) else { break };
-                    let r = store_scan(entry, cfg, manifest, fp);
-                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-                    progress.advance(*bytes);
-                    progress.set_message(&format!("{n}/{} scans", todo.len()));
-                    if let Ok(mut v) = results.lock() {
-                        v.push((i, r));
-                    }
-                }
-            };
-            if let Err(e) = std::thread::Builder::new().name(format!("ctstream.ingest.{w}")).spawn_scoped(s, worker) {
-                // The workers already started finish the queue; only none at all is fatal.
-                if w == 0 {
-                    return Some(e);
-                }
-            }
-        }
-        None
-    });
-    if let Some(e) = spawn_error {
-        return Err(IngestError::Config(format!("cannot start an ingest worker thread: {e}")));
-    }
+    let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes)| {
+        let r = store_scan(entry, cfg, &manifest, fp);
+        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        progress.advance(*bytes);
+        progress.set_message(&format!("{n}/{} scans", todo.len()));
+        r
+    })?;
     progress.finish();
-    let mut results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.sort_by_key(|r| r.0);
-    for (i, r) in results {
-        let (entry, _, bytes) = &todo[i];
+    for ((entry, _, bytes), r) in todo.iter().zip(results) {
         match r {
             Ok(rec) => {
                 summary.bytes_in += bytes;

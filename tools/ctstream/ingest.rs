@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_parser = parse3::<f64>, default_value = "1,1,1")]
     spacing: [f64; 3],
     /// Chunk shape Z,Y,X in voxels.
-    #[arg(long, value_parser = parse3::<usize>, default_value = "32,32,32")]
+    #[arg(long, value_parser = parse3::<usize>, default_value = "16,32,32")]
     chunk: [usize; 3],
     /// zstd level (1-22).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=22))]
@@ -51,6 +51,10 @@ pub struct Args {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// First time merely reading the inputs (the bound), then ingest, and report both
+    /// throughputs and their ratio.
+    #[arg(long)]
+    measure_read: bool,
 }
 
 fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
@@ -80,6 +84,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     }
     cfg.resume = a.resume;
     cfg.dicom = DicomOptions { series: None, uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse } };
+    let read = if a.measure_read { Some(ingest::measure_read(&cfg, bars).context("reading the inputs")?) } else { None };
     let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", cfg.out.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).context("writing JSON")?);
@@ -97,6 +102,17 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             s.compression_ratio(),
             mb(s.bytes_in) / s.seconds.max(1e-9)
         );
+        if let Some(r) = read {
+            let ingest_mbs = mb(s.bytes_in) / s.seconds.max(1e-9);
+            println!(
+                "  throughput  read only {:.1} MB/s ({} scans, {:.1} s); ingest {:.1} MB/s = {:.2} x the read-only bound",
+                r.mb_per_s(),
+                r.scans,
+                r.seconds,
+                ingest_mbs,
+                ingest_mbs / r.mb_per_s().max(1e-9)
+            );
+        }
         for f in &s.failed {
             println!("  FAILED      {}: {}", f.source, f.reason);
         }
