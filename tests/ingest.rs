@@ -203,3 +203,36 @@ fn killed_ingest_resumes_to_the_same_store() {
         assert!(snapshot(&out) == want, "kill {k}: the resumed store differs from a clean run");
     }
 }
+
+/// `ctstream export` writes the stored volume as MetaImage and NIfTI; both read back to
+/// the stored voxels, and SimpleITK reads the NIfTI with the stored geometry (float32).
+#[test]
+fn export_round_trips_through_metaimage_and_nifti() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 1, 4);
+    let out = dir.path().join("store");
+    ingest::ingest(&config(&data, &out), &()).unwrap();
+    let store = Store::open(&out).unwrap();
+    let id = store.series_ids().next().unwrap().to_string();
+    let v = store.volume(&id).unwrap();
+    let stored = v.read_all().unwrap();
+    let (mhd, nii) = (dir.path().join("x.mhd"), dir.path().join("x.nii.gz"));
+    for p in [&mhd, &nii] {
+        let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("export").arg(&out).args(["--series", &id, "--out"]).arg(p).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let m = metaimage::read(&mhd).unwrap();
+    assert_eq!(m.hu, stored);
+    assert_eq!(m.geometry, v.geometry());
+    let n = ctstream::io::nifti::read(&nii).unwrap();
+    assert_eq!(n.hu, stored);
+    assert_close("NIfTI origin", &n.geometry.origin_xyz, &v.geometry().origin_xyz, 1e-4);
+    assert_close("NIfTI spacing", &n.geometry.spacing_xyz, &v.geometry().spacing_xyz, 1e-6);
+    assert_close("NIfTI direction", &n.geometry.direction, &v.geometry().direction, 1e-9);
+    if let Some(d) = sitk_digest(&[nii.as_path()]) {
+        assert_matches_sitk("exported NIfTI", &d[nii.to_str().unwrap()], &n, 1e-4);
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("export").arg(&out).args(["--series", &id, "--out", "x.png"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -22,6 +22,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
+    print(&a)
+}
+
+/// Prints what the store at `store` holds (the whole `inspect` output).
+pub fn print_store(store: &std::path::Path) -> Result<(), ExitError> {
+    print(&Args { store: store.to_path_buf(), series: None, json: false })
+}
+
+fn print(a: &Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let nodules_path = a.store.join("index/nodules.parquet");
     let nodules = if nodules_path.exists() { index::read_nodules(&nodules_path)? } else { Vec::new() };
