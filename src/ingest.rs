@@ -233,7 +233,8 @@ fn source_path(entry: &SeriesEntry) -> String {
 fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<ScanRecord, String> {
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
     let v = read.volume;
-    let (aligned, ag) = resample::to_axis_aligned(&v.hu, &v.geometry).map_err(|e| e.to_string())?;
+    let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
+    let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
     let (hu, g) = resample::resample_linear(&aligned, &ag, manifest.spacing_xyz, manifest.hu_clip).map_err(|e| e.to_string())?;
     drop(aligned);
     let stats = HuStats::of(&hu).ok_or("the resampled volume is empty")?;
@@ -244,11 +245,11 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
     let rec = ScanRecord {
         series_id: entry.id.clone(),
         source_path: source_path(entry),
-        source_format: v.format.name().into(),
-        orig_shape_zyx: v.shape_zyx(),
-        orig_spacing_xyz: v.geometry.spacing_xyz,
-        orig_origin_xyz: v.geometry.origin_xyz,
-        orig_direction: v.geometry.direction,
+        source_format: source_format.name().into(),
+        orig_shape_zyx,
+        orig_spacing_xyz: orig_geometry.spacing_xyz,
+        orig_origin_xyz: orig_geometry.origin_xyz,
+        orig_direction: orig_geometry.direction,
         shape_zyx: [hu.shape()[0], hu.shape()[1], hu.shape()[2]],
         spacing_xyz: g.spacing_xyz,
         origin_xyz: g.origin_xyz,

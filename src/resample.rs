@@ -35,14 +35,15 @@ pub enum ResampleError {
 }
 
 /// Permutes and flips `hu` (z, y, x) so that its direction becomes the identity,
-/// exactly (no interpolation). Returns the new array and geometry.
+/// exactly (no interpolation). Returns the new array and geometry; an axis-aligned
+/// volume is returned as it is, without a copy.
 ///
 /// # Errors
 /// [`ResampleError::Oblique`] when the direction is not a signed axis permutation
 /// (within 1e-6).
-pub fn to_axis_aligned(hu: &Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, Geometry), ResampleError> {
+pub fn to_axis_aligned(hu: Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, Geometry), ResampleError> {
     if g.is_identity_direction() {
-        return Ok((hu.clone(), Geometry { direction: IDENTITY, ..*g }));
+        return Ok((hu, Geometry { direction: IDENTITY, ..*g }));
     }
     let d = &g.direction;
     // For each index axis j (x=0, y=1, z=2): the world axis it runs along, and the sign.
@@ -168,7 +169,7 @@ mod tests {
         let hu = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (100 * z + 10 * y + x) as i16);
         // Index x runs along -x; index y runs along +z; index z runs along +y.
         let g = Geometry { origin_xyz: [10.0, 20.0, 30.0], spacing_xyz: [0.5, 2.0, 3.0], direction: [-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0] };
-        let (out, ng) = to_axis_aligned(&hu, &g).unwrap();
+        let (out, ng) = to_axis_aligned(hu.clone(), &g).unwrap();
         assert_eq!(ng.direction, IDENTITY);
         // World x extent: 4 voxels of 0.5 along -x from 10 -> new origin x = 10 - 1.5 = 8.5.
         assert_eq!(ng.origin_xyz, [8.5, 20.0, 30.0]);
@@ -188,7 +189,7 @@ mod tests {
     fn oblique_is_refused() {
         let (s, c) = (0.3f64.sin(), 0.3f64.cos());
         let g = Geometry { origin_xyz: [0.0; 3], spacing_xyz: [1.0; 3], direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0] };
-        assert!(matches!(to_axis_aligned(&Array3::zeros((2, 2, 2)), &g), Err(ResampleError::Oblique { .. })));
+        assert!(matches!(to_axis_aligned(Array3::zeros((2, 2, 2)), &g), Err(ResampleError::Oblique { .. })));
     }
 
     /// A linear ramp is reproduced exactly by linear interpolation: v = 3x + 5y - 2z (mm).
