@@ -236,26 +236,15 @@ pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
 /// column is a [`StoreError::Parquet`] naming it.
 pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
     use arrow_array::Array;
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
-    let file = std::fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| perr(e.to_string()))?.build().map_err(|e| perr(e.to_string()))?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let b = batch.map_err(|e| perr(e.to_string()))?;
-        fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
-            b.column_by_name(name)
-                .ok_or_else(|| format!("no column `{name}`"))?
-                .as_any()
-                .downcast_ref::<T>()
-                .ok_or_else(|| format!("column `{name}` has type {:?}", b.column_by_name(name).map(|c| c.data_type().clone())))
-        }
-        let series = col::<StringArray>(&b, "series_id").map_err(perr)?;
-        let id = col::<Int32Array>(&b, "nodule_id").map_err(perr)?;
-        let f = |n: &str| col::<Float64Array>(&b, n).map_err(perr);
+    for b in read_batches(path)? {
+        let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
+        let id = column::<Int32Array>(&b, "nodule_id").map_err(perr)?;
+        let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
         let (wx, wy, wz, vz, vy, vx, d, rz, ry, rx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?, f("diameter_mm")?, f("radius_z")?, f("radius_y")?, f("radius_x")?);
-        let inside = col::<BooleanArray>(&b, "inside").map_err(perr)?;
-        let source = col::<StringArray>(&b, "source").map_err(perr)?;
+        let inside = column::<BooleanArray>(&b, "inside").map_err(perr)?;
+        let source = column::<StringArray>(&b, "source").map_err(perr)?;
         for i in 0..b.num_rows() {
             let opt = |a: &Float64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
             rows.push(NoduleRow {
@@ -271,4 +260,47 @@ pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
         }
     }
     Ok(rows)
+}
+
+/// Reads `candidates.parquet` back into rows.
+///
+/// # Errors
+/// As [`read_nodules`].
+pub fn read_candidates(path: &Path) -> Result<Vec<CandidateRow>, StoreError> {
+    let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
+    let mut rows = Vec::new();
+    for b in read_batches(path)? {
+        let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
+        let id = column::<Int32Array>(&b, "candidate_id").map_err(perr)?;
+        let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
+        let (wx, wy, wz, vz, vy, vx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?);
+        let inside = column::<BooleanArray>(&b, "inside").map_err(perr)?;
+        let class = column::<Int8Array>(&b, "class").map_err(perr)?;
+        for i in 0..b.num_rows() {
+            rows.push(CandidateRow {
+                series_id: series.value(i).to_string(),
+                candidate_id: id.value(i),
+                world_xyz: [wx.value(i), wy.value(i), wz.value(i)],
+                voxel_zyx: [vz.value(i), vy.value(i), vx.value(i)],
+                inside: inside.value(i),
+                class: class.value(i),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// A column of a record batch by name, as its concrete array type.
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+    let c = b.column_by_name(name).ok_or_else(|| format!("no column `{name}`"))?;
+    c.as_any().downcast_ref::<T>().ok_or_else(|| format!("column `{name}` has type {:?}", c.data_type()))
+}
+
+/// All record batches of a parquet file.
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+    let file = std::fs::File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
 }

@@ -135,33 +135,71 @@ impl VolumeFile {
     /// # Errors
     /// [`StoreError::Corrupt`] for a chunk whose checksum or size is wrong.
     pub fn read_region(&self, r: Region) -> Result<Array3<i16>, StoreError> {
+        self.read_region_with(r, |c| self.decode_chunk(c))
+    }
+
+    /// Reads a region, getting each chunk it touches (as [`VolumeFile::decode_chunk`]
+    /// would return it) from `chunk`, e.g. through a cache.
+    ///
+    /// # Errors
+    /// Whatever `chunk` returns.
+    pub fn read_region_with<C: AsRef<[i16]>>(&self, r: Region, mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>) -> Result<Array3<i16>, StoreError> {
         let h = &self.header;
         let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), h.fill_value);
-        // Intersection with the volume, in volume coordinates.
+        for cz_cy_cx in self.chunks_touched(r) {
+            let data = chunk(cz_cy_cx)?;
+            self.copy_chunk_into(r, cz_cy_cx, data.as_ref(), &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The chunks (z, y, x) a region touches inside the volume, in C order.
+    pub fn chunks_touched(&self, r: Region) -> Vec<[usize; 3]> {
+        let h = &self.header;
         let lo: [i64; 3] = std::array::from_fn(|a| r.start_zyx[a].max(0));
         let hi: [i64; 3] = std::array::from_fn(|a| (r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64));
         if (0..3).any(|a| lo[a] >= hi[a]) {
-            return Ok(out);
+            return Vec::new();
         }
         let c = h.chunk_shape_zyx;
         let first: [usize; 3] = std::array::from_fn(|a| lo[a] as usize / c[a]);
         let last: [usize; 3] = std::array::from_fn(|a| (hi[a] as usize - 1) / c[a]);
+        let mut v = Vec::new();
         for cz in first[0]..=last[0] {
             for cy in first[1]..=last[1] {
                 for cx in first[2]..=last[2] {
-                    let data = self.decode_chunk([cz, cy, cx])?;
-                    let chunk = ndarray::ArrayView3::from_shape((c[0], c[1], c[2]), &data).expect("decode_chunk checked the size");
-                    let origin = [cz * c[0], cy * c[1], cx * c[2]];
-                    // The part of this chunk inside both the region and the volume.
-                    let a0: [usize; 3] = std::array::from_fn(|a| (lo[a] as usize).max(origin[a]));
-                    let a1: [usize; 3] = std::array::from_fn(|a| (hi[a] as usize).min(origin[a] + c[a]));
-                    let src = chunk.slice(s![a0[0] - origin[0]..a1[0] - origin[0], a0[1] - origin[1]..a1[1] - origin[1], a0[2] - origin[2]..a1[2] - origin[2]]);
-                    let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
-                    out.slice_mut(s![d[0]..d[0] + a1[0] - a0[0], d[1]..d[1] + a1[1] - a0[1], d[2]..d[2] + a1[2] - a0[2]]).assign(&src);
+                    v.push([cz, cy, cx]);
                 }
             }
         }
-        Ok(out)
+        v
+    }
+
+    /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
+    /// and the volume into `out` (the region's array).
+    fn copy_chunk_into(&self, r: Region, cz_cy_cx: [usize; 3], data: &[i16], out: &mut Array3<i16>) {
+        let h = &self.header;
+        let c = h.chunk_shape_zyx;
+        let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
+        let a0: [usize; 3] = std::array::from_fn(|a| (r.start_zyx[a].max(0) as usize).max(origin[a]));
+        let a1: [usize; 3] = std::array::from_fn(|a| ((r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64) as usize).min(origin[a] + c[a]));
+        if (0..3).any(|a| a0[a] >= a1[a]) || data.len() < c.iter().product() {
+            return;
+        }
+        let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
+        let (cy, cx) = (c[1], c[2]);
+        let len = a1[2] - a0[2];
+        for z in a0[0]..a1[0] {
+            for y in a0[1]..a1[1] {
+                let src = ((z - origin[0]) * cy + (y - origin[1])) * cx + (a0[2] - origin[2]);
+                let mut row = out.slice_mut(s![d[0] + z - a0[0], d[1] + y - a0[1], d[2]..d[2] + len]);
+                if let Some(dst) = row.as_slice_mut() {
+                    dst.copy_from_slice(&data[src..src + len]);
+                } else {
+                    row.iter_mut().zip(&data[src..src + len]).for_each(|(o, v)| *o = *v);
+                }
+            }
+        }
     }
 
     /// Reads the whole volume.

@@ -1,0 +1,141 @@
+//! A decoded-chunk cache with a byte budget, shared by the loader's workers: the chunks
+//! around nodules, read again and again, are decoded once. Least recently used chunks
+//! are evicted first; the cache is split into shards to keep lock contention low.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// (scan index, chunk index within the scan's grid).
+pub type ChunkKey = (u32, u32);
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<ChunkKey, (Arc<[i16]>, u64)>,
+    lru: BTreeMap<u64, ChunkKey>,
+    tick: u64,
+    bytes: usize,
+}
+
+/// Counters of a [`ChunkCache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups that decoded the chunk.
+    pub misses: u64,
+    /// Bytes of decoded chunks produced by misses (int16).
+    pub decoded_bytes: u64,
+    /// Bytes held now.
+    pub held_bytes: u64,
+}
+
+/// The cache. A budget of 0 disables it (every lookup decodes).
+pub struct ChunkCache {
+    shards: Vec<Mutex<Shard>>,
+    budget_per_shard: usize,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    decoded: AtomicU64,
+}
+
+impl std::fmt::Debug for ChunkCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkCache").field("budget_bytes", &(self.budget_per_shard * SHARDS)).field("stats", &self.stats()).finish()
+    }
+}
+
+impl ChunkCache {
+    /// A cache holding at most about `budget_bytes` of decoded chunks.
+    pub fn new(budget_bytes: usize) -> Self {
+        ChunkCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            budget_per_shard: budget_bytes / SHARDS,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            decoded: AtomicU64::new(0),
+        }
+    }
+
+    /// The chunk for `key`, from the cache or from `decode` (whose result is then cached).
+    ///
+    /// # Errors
+    /// Whatever `decode` returns; nothing is cached then.
+    pub fn get_or_decode<E>(&self, key: ChunkKey, decode: impl FnOnce() -> Result<Vec<i16>, E>) -> Result<Arc<[i16]>, E> {
+        let shard = &self.shards[(key.0 as usize * 31 + key.1 as usize) % SHARDS];
+        if let Ok(mut s) = shard.lock() {
+            s.tick += 1;
+            let tick = s.tick;
+            if let Some((data, old)) = s.map.get_mut(&key) {
+                let (data, old_tick) = (data.clone(), std::mem::replace(old, tick));
+                s.lru.remove(&old_tick);
+                s.lru.insert(tick, key);
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(data);
+            }
+        }
+        let data: Arc<[i16]> = decode()?.into();
+        let bytes = data.len() * 2;
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.decoded.fetch_add(bytes as u64, Ordering::Relaxed);
+        if bytes <= self.budget_per_shard {
+            if let Ok(mut s) = shard.lock() {
+                if !s.map.contains_key(&key) {
+                    s.tick += 1;
+                    let tick = s.tick;
+                    s.map.insert(key, (data.clone(), tick));
+                    s.lru.insert(tick, key);
+                    s.bytes += bytes;
+                    while s.bytes > self.budget_per_shard {
+                        let Some((_, old)) = s.lru.pop_first() else { break };
+                        if let Some((d, _)) = s.map.remove(&old) {
+                            s.bytes -= d.len() * 2;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(data)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> CacheStats {
+        let held = self.shards.iter().map(|s| s.lock().map_or(0, |s| s.bytes as u64)).sum();
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            decoded_bytes: self.decoded.load(Ordering::Relaxed),
+            held_bytes: held,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_within_budget() {
+        // 16 shards x 2 chunks of 100 i16 (200 bytes) each.
+        let c = ChunkCache::new(16 * 400);
+        let k = |i: u32| (0u32, i * 16); // all in shard 0
+        for i in 0..3 {
+            c.get_or_decode(k(i), || Ok::<_, ()>(vec![i as i16; 100])).unwrap();
+        }
+        // 0 was evicted (least recent); 1 and 2 remain.
+        let mut decoded = false;
+        c.get_or_decode(k(0), || {
+            decoded = true;
+            Ok::<_, ()>(vec![0; 100])
+        })
+        .unwrap();
+        assert!(decoded);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses), (0, 4));
+        assert!(s.held_bytes <= 16 * 400);
+        assert_eq!(&*c.get_or_decode(k(0), || Err(())).unwrap(), &[0i16; 100][..]);
+        assert_eq!(c.stats().hits, 1);
+    }
+}

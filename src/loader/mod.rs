@@ -1,0 +1,438 @@
+//! The loader: a reproducible, prefetching stream of nodule-centred patches and masks
+//! from a store, as ready `[B, 1, D, H, W]` f32 batches.
+//!
+//! ```no_run
+//! use ctstream::loader::Loader;
+//! use ctstream::store::Store;
+//!
+//! let store = Store::open("luna-store".as_ref())?;
+//! let loader = Loader::builder(&store)
+//!     .patch([32, 64, 64])
+//!     .batch_size(16)
+//!     .positive_share(0.8)
+//!     .workers(2)
+//!     .seed(7)
+//!     .build()?;
+//! for batch in loader.epoch(0) {
+//!     let batch = batch?;
+//!     // batch.images and batch.masks: [16, 1, 32, 64, 64] f32, C order.
+//!     assert_eq!(batch.images.len(), 16 * 32 * 64 * 64);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`sampler`] turns (seed, epoch, batch, item) into a patch: where, positive or not,
+//!   which nodule, which augmentations. Batch k of epoch e is a pure function of
+//!   (seed, e, k): the same for any number of workers and any thread timing.
+//! - [`patch`] reads the region through the shared [`cache::ChunkCache`], rasterises the
+//!   nodule spheres into the mask, augments, and normalises to f32.
+//! - [`stream`] runs the workers and delivers batches in order through bounded channels.
+
+pub mod augment;
+pub mod cache;
+pub mod patch;
+pub mod sampler;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::store::{Store, StoreError, VolumeFile, index};
+pub use augment::Augment;
+pub use stream::{Batch, Epoch, PatchMeta};
+
+/// Errors from building or running a loader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoaderError {
+    /// The store could not be read (a corrupt chunk names the file and chunk).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The options make no sense.
+    #[error("loader: {0}")]
+    Config(String),
+    /// The selection holds no scans.
+    #[error("loader: the selection holds no scans ({0})")]
+    Empty(String),
+    /// A worker thread panicked while building a batch.
+    #[error("loader: worker panicked building batch {batch}: {message}")]
+    WorkerPanic {
+        /// The batch.
+        batch: usize,
+        /// The panic message.
+        message: String,
+    },
+}
+
+/// Where negative patches come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negatives {
+    /// Uniformly random positions inside a uniformly chosen scan.
+    Random,
+    /// Centred on `candidates.csv` class-0 points (LUNA16's hard negatives), with jitter.
+    Candidates,
+}
+
+/// How positive patches choose their nodule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoduleWeighting {
+    /// Every nodule equally often.
+    Uniform,
+    /// In proportion to diameter (large nodules more often).
+    Diameter,
+}
+
+/// A train/validation split on series id: a series is in validation when a hash of its
+/// id, as a fraction in [0, 1), is below `val_fraction`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Split {
+    /// The training share.
+    Train {
+        /// Fraction of series held out for validation.
+        val_fraction: f64,
+    },
+    /// The validation share.
+    Val {
+        /// Fraction of series held out for validation.
+        val_fraction: f64,
+    },
+}
+
+/// Every option of a loader (see [`LoaderBuilder`] for defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoaderConfig {
+    /// Patch shape (z, y, x).
+    pub patch_zyx: [usize; 3],
+    /// Patches per batch.
+    pub batch_size: usize,
+    /// Share of patches centred on a nodule.
+    pub positive_share: f64,
+    /// Largest random shift of a positive patch's centre, voxels (z, y, x).
+    pub jitter_zyx: [usize; 3],
+    /// Where negatives come from.
+    pub negatives: Negatives,
+    /// How nodules are chosen.
+    pub weighting: NoduleWeighting,
+    /// HU mapped to 0 and 1 (values outside are clamped).
+    pub hu_window: [f32; 2],
+    /// Augmentations.
+    pub augment: Augment,
+    /// Worker threads.
+    pub workers: usize,
+    /// Batches built ahead of the consumer.
+    pub prefetch: usize,
+    /// Decoded-chunk cache budget, bytes.
+    pub cache_bytes: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Only these series (None: all).
+    pub series: Option<Vec<String>>,
+    /// Train/validation split.
+    pub split: Option<Split>,
+    /// (rank, world): this rank's share of the selected scans.
+    pub shard: Option<(usize, usize)>,
+    /// Batches per epoch (None: enough for every nodule once at the positive share).
+    pub batches_per_epoch: Option<usize>,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            patch_zyx: [32, 64, 64],
+            batch_size: 8,
+            positive_share: 0.8,
+            jitter_zyx: [8, 8, 8],
+            negatives: Negatives::Random,
+            weighting: NoduleWeighting::Uniform,
+            hu_window: [-1000.0, 400.0],
+            augment: Augment::default(),
+            workers: 2,
+            prefetch: 4,
+            cache_bytes: 256 << 20,
+            seed: 0,
+            series: None,
+            split: None,
+            shard: None,
+            batches_per_epoch: None,
+        }
+    }
+}
+
+/// Builds a [`Loader`]; every method sets one option of [`LoaderConfig`].
+#[derive(Debug)]
+pub struct LoaderBuilder<'s> {
+    store: &'s Store,
+    cfg: LoaderConfig,
+}
+
+macro_rules! setters {
+    ($($(#[$m:meta])* $name:ident: $t:ty => $field:ident),* $(,)?) => {$(
+        $(#[$m])*
+        pub fn $name(mut self, v: $t) -> Self {
+            self.cfg.$field = v;
+            self
+        }
+    )*};
+}
+
+impl<'s> LoaderBuilder<'s> {
+    setters! {
+        /// Patch shape (z, y, x); default 32 x 64 x 64.
+        patch: [usize; 3] => patch_zyx,
+        /// Patches per batch; default 8.
+        batch_size: usize => batch_size,
+        /// Share of nodule-centred patches; default 0.8 (as RadIO's `sample_nodules`).
+        positive_share: f64 => positive_share,
+        /// Largest shift of a positive patch's centre (z, y, x) voxels; default 8, 8, 8.
+        jitter: [usize; 3] => jitter_zyx,
+        /// Source of negatives; default random positions.
+        negatives: Negatives => negatives,
+        /// Nodule choice; default uniform.
+        weighting: NoduleWeighting => weighting,
+        /// HU window mapped to 0..1; default -1000..400 (RadIO's `normalize_hu`).
+        hu_window: [f32; 2] => hu_window,
+        /// Augmentations; default none.
+        augment: Augment => augment,
+        /// Worker threads; default 2.
+        workers: usize => workers,
+        /// Batches built ahead; default 4.
+        prefetch: usize => prefetch,
+        /// Cache budget in bytes; default 256 MiB.
+        cache_bytes: usize => cache_bytes,
+        /// Seed; default 0.
+        seed: u64 => seed,
+        /// Train/validation split on series id.
+        split: Option<Split> => split,
+        /// Batches per epoch.
+        batches_per_epoch: Option<usize> => batches_per_epoch,
+    }
+
+    /// Only these series.
+    pub fn series(mut self, ids: &[&str]) -> Self {
+        self.cfg.series = Some(ids.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// This rank's share of the selected scans, for data-parallel training: scan i (in
+    /// id order) belongs to rank i % world.
+    pub fn shard(mut self, rank: usize, world: usize) -> Self {
+        self.cfg.shard = Some((rank, world));
+        self
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, cfg: LoaderConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// Checks the options, selects the scans, opens their volume files and reads the
+    /// nodules (and candidates) from the index.
+    ///
+    /// # Errors
+    /// [`LoaderError::Config`] for inconsistent options, [`LoaderError::Empty`] for an
+    /// empty selection, [`LoaderError::Store`] for unreadable files.
+    pub fn build(self) -> Result<Loader, LoaderError> {
+        Loader::new(self.store, self.cfg)
+    }
+}
+
+/// A sphere in a scan's stored grid: centre and radii in voxels (z, y, x).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sphere {
+    /// Centre (z, y, x), continuous voxel index.
+    pub centre_zyx: [f64; 3],
+    /// Radius per axis in voxels (z, y, x).
+    pub radius_zyx: [f64; 3],
+}
+
+/// One selected scan.
+#[derive(Debug)]
+pub struct ScanEntry {
+    /// Series id.
+    pub id: String,
+    /// Its volume file.
+    pub volume: Arc<VolumeFile>,
+    /// Nodules of `annotations.csv` in this scan (the mask).
+    pub nodules: Vec<Sphere>,
+    /// Nodule ids (`nodule_id` of the index), parallel to `nodules`.
+    pub nodule_ids: Vec<i32>,
+}
+
+/// State shared by the loader and its workers.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub cfg: LoaderConfig,
+    /// Selected scans, in id order.
+    pub scans: Vec<ScanEntry>,
+    /// Positive targets: (scan, index into its nodules), with cumulative weights.
+    pub positives: Vec<(usize, usize)>,
+    /// Cumulative weights of `positives` (last = total).
+    pub cumulative: Vec<f64>,
+    /// Hard negatives: (scan, centre (z, y, x)).
+    pub hard_negatives: Vec<(usize, [f64; 3])>,
+    /// The decoded-chunk cache.
+    pub cache: cache::ChunkCache,
+}
+
+/// The loader. Cheap to keep; each [`Loader::epoch`] starts its own workers.
+#[derive(Debug)]
+pub struct Loader {
+    shared: Arc<Shared>,
+}
+
+/// Hash of a series id as a fraction in [0, 1) (FNV-1a, 64 bit).
+pub fn split_fraction(id: &str) -> f64 {
+    let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Loader {
+    /// A builder with the defaults of [`LoaderConfig`].
+    pub fn builder(store: &Store) -> LoaderBuilder<'_> {
+        LoaderBuilder { store, cfg: LoaderConfig::default() }
+    }
+
+    fn new(store: &Store, cfg: LoaderConfig) -> Result<Loader, LoaderError> {
+        let bad = |m: &str| Err(LoaderError::Config(m.to_string()));
+        if cfg.patch_zyx.contains(&0) || cfg.batch_size == 0 || cfg.workers == 0 || cfg.prefetch == 0 {
+            return bad("patch sides, batch size, workers and prefetch must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&cfg.positive_share) {
+            return bad("positive share must lie in [0, 1]");
+        }
+        if cfg.hu_window[0] >= cfg.hu_window[1] {
+            return bad("the HU window must be LO < HI");
+        }
+        if cfg.augment.rot90 && cfg.patch_zyx[1] != cfg.patch_zyx[2] {
+            return bad("90-degree rotations need square patches in-plane (H == W)");
+        }
+        if let Some((rank, world)) = cfg.shard {
+            if world == 0 || rank >= world {
+                return bad("shard needs rank < world");
+            }
+        }
+        // Selection.
+        let mut ids: Vec<&str> = store.series_ids().collect();
+        if let Some(list) = &cfg.series {
+            for id in list {
+                store.scan(id)?;
+            }
+            ids.retain(|id| list.iter().any(|l| l == id));
+        }
+        if let Some(split) = cfg.split {
+            ids.retain(|id| match split {
+                Split::Train { val_fraction } => split_fraction(id) >= val_fraction,
+                Split::Val { val_fraction } => split_fraction(id) < val_fraction,
+            });
+        }
+        if let Some((rank, world)) = cfg.shard {
+            ids = ids.into_iter().enumerate().filter(|(i, _)| i % world == rank).map(|(_, id)| id).collect();
+        }
+        if ids.is_empty() {
+            return Err(LoaderError::Empty(format!("store has {} scans; series {:?}, split {:?}, shard {:?}", store.scans().len(), cfg.series, cfg.split, cfg.shard)));
+        }
+        let nodule_rows = {
+            let p = store.root().join("index/nodules.parquet");
+            if p.exists() { index::read_nodules(&p)? } else { Vec::new() }
+        };
+        let mut by_id: BTreeMap<&str, Vec<&index::NoduleRow>> = BTreeMap::new();
+        for n in nodule_rows.iter().filter(|n| n.source == "annotations") {
+            by_id.entry(n.series_id.as_str()).or_default().push(n);
+        }
+        let mut scans = Vec::new();
+        let mut positives = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total = 0.0;
+        for (si, id) in ids.iter().enumerate() {
+            let volume = store.volume(id)?;
+            let mut nodules = Vec::new();
+            let mut nodule_ids = Vec::new();
+            for n in by_id.get(id).map(Vec::as_slice).unwrap_or(&[]) {
+                let Some(r) = n.radius_zyx else { continue };
+                nodules.push(Sphere { centre_zyx: n.voxel_zyx, radius_zyx: r });
+                nodule_ids.push(n.nodule_id);
+                if n.inside {
+                    positives.push((si, nodules.len() - 1));
+                    total += match cfg.weighting {
+                        NoduleWeighting::Uniform => 1.0,
+                        NoduleWeighting::Diameter => n.diameter_mm.unwrap_or(1.0),
+                    };
+                    cumulative.push(total);
+                }
+            }
+            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids });
+        }
+        let mut hard_negatives = Vec::new();
+        if cfg.negatives == Negatives::Candidates {
+            let p = store.root().join("index/candidates.parquet");
+            for c in index::read_candidates(&p)? {
+                if c.class == 0 && c.inside {
+                    if let Some(si) = scans.iter().position(|s| s.id == c.series_id) {
+                        hard_negatives.push((si, c.voxel_zyx));
+                    }
+                }
+            }
+            if hard_negatives.is_empty() && cfg.positive_share < 1.0 {
+                return bad("negatives from candidates asked for, but the index has no class-0 candidates in the selection");
+            }
+        }
+        let cache = cache::ChunkCache::new(cfg.cache_bytes);
+        Ok(Loader { shared: Arc::new(Shared { cfg, scans, positives, cumulative, hard_negatives, cache }) })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.shared.cfg
+    }
+
+    /// Ids of the selected scans.
+    pub fn series_ids(&self) -> Vec<&str> {
+        self.shared.scans.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    /// Nodules available as positive targets.
+    pub fn positive_targets(&self) -> usize {
+        self.shared.positives.len()
+    }
+
+    /// Batches in one epoch: the configured number, or enough batches for every nodule
+    /// once at the positive share (at least 1).
+    pub fn batches_per_epoch(&self) -> usize {
+        let c = &self.shared.cfg;
+        c.batches_per_epoch.unwrap_or_else(|| {
+            let per_batch = (c.batch_size as f64 * c.positive_share).max(1e-9);
+            ((self.shared.positives.len() as f64 / per_batch).ceil() as usize).max(1)
+        })
+    }
+
+    /// The batches of epoch `epoch`, built ahead by the workers, delivered in order.
+    /// Dropping the iterator stops the workers.
+    pub fn epoch(&self, epoch: u64) -> Epoch {
+        Epoch::start(self.shared.clone(), epoch, self.batches_per_epoch())
+    }
+
+    /// The batches `first..first + count` of epoch `epoch` (for resuming mid-epoch).
+    pub fn batches(&self, epoch: u64, first: usize, count: usize) -> Epoch {
+        Epoch::start_range(self.shared.clone(), epoch, first, count)
+    }
+
+    /// Builds one batch on the calling thread (what each worker does).
+    ///
+    /// # Errors
+    /// [`LoaderError::Store`] for unreadable chunks.
+    pub fn build_batch(&self, epoch: u64, index: usize) -> Result<Batch, LoaderError> {
+        patch::build_batch(&self.shared, epoch, index)
+    }
+
+    /// Chunk cache counters.
+    pub fn cache_stats(&self) -> cache::CacheStats {
+        self.shared.cache.stats()
+    }
+
+    /// The shared state (for benchmarks and tests).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}

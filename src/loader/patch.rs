@@ -1,0 +1,110 @@
+//! Building a batch: for each patch, read its region through the chunk cache, rasterise
+//! the nodule spheres into the mask, augment, and write normalised f32 into the batch.
+
+use super::augment::AugmentParams;
+use super::sampler::{PatchSpec, sample};
+use super::stream::{Batch, PatchMeta};
+use super::{LoaderError, Shared, Sphere};
+use crate::store::Region;
+
+/// Rasterises `spheres` into a patch starting at `start_zyx` of `shape` voxels: 1 where
+/// `sum(((p - c) / r)^2) <= 1` for some sphere, voxel centres at integer indices.
+pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
+    let mut m = vec![0u8; shape.iter().product()];
+    for s in spheres {
+        let lo: [usize; 3] = std::array::from_fn(|a| (s.centre_zyx[a] - s.radius_zyx[a] - start_zyx[a] as f64).ceil().max(0.0) as usize);
+        let hi: [i64; 3] = std::array::from_fn(|a| ((s.centre_zyx[a] + s.radius_zyx[a] - start_zyx[a] as f64).floor() as i64).min(shape[a] as i64 - 1));
+        if (0..3).any(|a| hi[a] < lo[a] as i64) {
+            continue;
+        }
+        for z in lo[0]..=hi[0] as usize {
+            let dz = ((start_zyx[0] + z as i64) as f64 - s.centre_zyx[0]) / s.radius_zyx[0];
+            for y in lo[1]..=hi[1] as usize {
+                let dy = ((start_zyx[1] + y as i64) as f64 - s.centre_zyx[1]) / s.radius_zyx[1];
+                let row = (z * shape[1] + y) * shape[2];
+                for x in lo[2]..=hi[2] as usize {
+                    let dx = ((start_zyx[2] + x as i64) as f64 - s.centre_zyx[2]) / s.radius_zyx[2];
+                    if dz * dz + dy * dy + dx * dx <= 1.0 {
+                        m[row + x] = 1;
+                    }
+                }
+            }
+        }
+    }
+    m
+}
+
+/// Writes one patch (HU, mask) into `image` and `mask` (f32, C order): moved by the
+/// augmentation, HU scaled and shifted, windowed to 0..1, noise added.
+pub fn write_patch(hu: &[i16], m: &[u8], aug: &AugmentParams, shape: [usize; 3], window: [f32; 2], image: &mut [f32], mask: &mut [f32]) {
+    let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
+    let (scale, shift) = (aug.hu_scale, aug.hu_shift);
+    let norm = |v: i16| ((v as f32 * scale + shift - lo) * inv).clamp(0.0, 1.0);
+    if aug.moves() {
+        let mut i = 0;
+        for z in 0..shape[0] {
+            for y in 0..shape[1] {
+                for x in 0..shape[2] {
+                    let [sz, sy, sx] = aug.source_of([z, y, x], shape);
+                    let s = (sz * shape[1] + sy) * shape[2] + sx;
+                    image[i] = norm(hu[s]);
+                    mask[i] = m[s] as f32;
+                    i += 1;
+                }
+            }
+        }
+    } else {
+        for ((o, &v), (mo, &mv)) in image.iter_mut().zip(hu).zip(mask.iter_mut().zip(m)) {
+            *o = norm(v);
+            *mo = mv as f32;
+        }
+    }
+    for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
+        *o += n;
+    }
+}
+
+/// Reads the HU of a patch through the shared cache.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt chunk.
+pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i16>, LoaderError> {
+    let scan = &shared.scans[spec.scan];
+    let v = &scan.volume;
+    let grid = v.header().grid();
+    let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+    Ok(v.read_region_with(r, |c| {
+        let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
+        shared.cache.get_or_decode((spec.scan as u32, k), || v.decode_chunk(c))
+    })?)
+}
+
+/// Builds batch `index` of epoch `epoch`.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt chunk (naming file and chunk).
+pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, LoaderError> {
+    let cfg = &shared.cfg;
+    let p = cfg.patch_zyx;
+    let n: usize = p.iter().product();
+    let b = cfg.batch_size;
+    let mut images = vec![0f32; b * n];
+    let mut masks = vec![0f32; b * n];
+    let mut patches = Vec::with_capacity(b);
+    for item in 0..b {
+        let spec = sample(shared, epoch, index, item);
+        let scan = &shared.scans[spec.scan];
+        let hu = read_patch(shared, &spec)?;
+        let m = rasterize(&scan.nodules, spec.start_zyx, p);
+        let hu = hu.as_slice().ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
+        write_patch(hu, &m, &spec.augment, p, cfg.hu_window, &mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
+        patches.push(PatchMeta {
+            series_id: scan.id.clone(),
+            start_zyx: spec.start_zyx,
+            positive: spec.positive,
+            nodule_id: spec.nodule.map(|k| scan.nodule_ids[k]),
+            augment: spec.augment,
+        });
+    }
+    Ok(Batch { epoch, index, shape: [b, 1, p[0], p[1], p[2]], images, masks, patches })
+}

@@ -1,0 +1,70 @@
+//! Where each patch comes from: a pure function of (seed, epoch, batch, item).
+//!
+//! - With probability `positive_share` (and when the selection has nodules), the patch is
+//!   **positive**: a nodule is chosen (uniformly, or in proportion to diameter), its
+//!   centre is shifted by a uniform integer offset in `[-jitter, +jitter]` per axis, and
+//!   the patch is centred there (start = centre - patch / 2, rounded down).
+//! - Otherwise it is **negative**: a scan chosen uniformly and a uniform voxel inside it as
+//!   the centre ([`super::Negatives::Random`]), or a class-0 candidate with the same
+//!   jitter ([`super::Negatives::Candidates`]). Random negatives may contain a nodule by
+//!   chance; the mask says so.
+//! - The augmentation parameters are drawn from the same generator.
+
+use rand::Rng;
+
+use super::augment::AugmentParams;
+use super::{Negatives, Shared};
+use crate::seed;
+
+/// One patch to build.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PatchSpec {
+    /// Index of the scan in the loader's selection.
+    pub scan: usize,
+    /// First voxel (z, y, x) of the patch in the stored grid (may lie outside).
+    pub start_zyx: [i64; 3],
+    /// Drawn as a positive.
+    pub positive: bool,
+    /// For positives: index of the nodule in the scan's list.
+    pub nodule: Option<usize>,
+    /// Augmentations for this patch.
+    pub augment: AugmentParams,
+}
+
+/// Purpose tags, so streams for different uses never share draws.
+const PURPOSE_PATCH: u64 = 1;
+
+/// The patch for (seed, epoch, batch, item).
+pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSpec {
+    let cfg = &shared.cfg;
+    let mut rng = seed::rng(&[cfg.seed, epoch, batch as u64, item as u64, PURPOSE_PATCH]);
+    let p = cfg.patch_zyx;
+    let jitter = |rng: &mut rand_chacha::ChaCha8Rng| -> [i64; 3] {
+        std::array::from_fn(|a| {
+            let j = cfg.jitter_zyx[a] as i64;
+            if j == 0 { 0 } else { rng.random_range(-j..=j) }
+        })
+    };
+    let start = |centre: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64) };
+    let positive = !shared.positives.is_empty() && rng.random::<f64>() < cfg.positive_share;
+    let (scan, start_zyx, nodule) = if positive {
+        let total = *shared.cumulative.last().unwrap_or(&1.0);
+        let t = rng.random::<f64>() * total;
+        let k = shared.cumulative.partition_point(|&c| c <= t).min(shared.positives.len() - 1);
+        let (scan, n) = shared.positives[k];
+        let c = shared.scans[scan].nodules[n].centre_zyx;
+        let j = jitter(&mut rng);
+        (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), Some(n))
+    } else if cfg.negatives == Negatives::Candidates && !shared.hard_negatives.is_empty() {
+        let (scan, c) = shared.hard_negatives[rng.random_range(0..shared.hard_negatives.len())];
+        let j = jitter(&mut rng);
+        (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), None)
+    } else {
+        let scan = rng.random_range(0..shared.scans.len());
+        let shape = shared.scans[scan].volume.shape_zyx();
+        let centre: [i64; 3] = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
+        (scan, start(centre), None)
+    };
+    let augment = cfg.augment.draw(&mut rng);
+    PatchSpec { scan, start_zyx, positive, nodule, augment }
+}

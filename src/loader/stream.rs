@@ -1,0 +1,165 @@
+//! Workers and ordered delivery. The consumer hands out batch indices (at most
+//! `prefetch` ahead of what it has taken), `workers` named threads
+//! (`ctstream.loader.{n}`) build them and send them back through a bounded channel, and
+//! the consumer delivers them in order. A worker's error (or panic) arrives as an `Err`
+//! in place of its batch, and the epoch ends there. Dropping the [`Epoch`] disconnects
+//! both channels, so the workers stop after the batch in hand, and joins them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::augment::AugmentParams;
+use super::{LoaderError, Shared, patch};
+
+/// Where a patch came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchMeta {
+    /// The scan.
+    pub series_id: String,
+    /// First voxel (z, y, x) in the stored grid (before augmentation moved voxels).
+    pub start_zyx: [i64; 3],
+    /// Drawn as a positive.
+    pub positive: bool,
+    /// For positives: the nodule's `nodule_id` in the index.
+    pub nodule_id: Option<i32>,
+    /// The augmentation applied.
+    pub augment: AugmentParams,
+}
+
+/// A batch, ready to hand to a tensor library: `images` and `masks` are contiguous f32
+/// in C order with shape `shape` = [B, 1, D, H, W].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Epoch.
+    pub epoch: u64,
+    /// Index within the epoch.
+    pub index: usize,
+    /// [B, 1, D, H, W].
+    pub shape: [usize; 5],
+    /// Windowed, augmented HU in 0..1 (plus noise, if asked for).
+    pub images: Vec<f32>,
+    /// 1 inside a nodule, 0 outside.
+    pub masks: Vec<f32>,
+    /// One entry per patch.
+    pub patches: Vec<PatchMeta>,
+}
+
+type Item = (usize, Result<Batch, LoaderError>);
+
+/// The batches of one epoch, in order (an iterator of `Result<Batch, LoaderError>`).
+pub struct Epoch {
+    // Declared first so it is dropped first: workers blocked on send see the disconnect.
+    results: Receiver<Item>,
+    jobs: Option<Sender<usize>>,
+    workers: Vec<JoinHandle<()>>,
+    pending: BTreeMap<usize, Result<Batch, LoaderError>>,
+    next: usize,
+    issued: usize,
+    end: usize,
+    prefetch: usize,
+    failed: bool,
+}
+
+impl std::fmt::Debug for Epoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoch").field("next", &self.next).field("end", &self.end).field("workers", &self.workers.len()).finish()
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Epoch {
+    pub(super) fn start(shared: Arc<Shared>, epoch: u64, batches: usize) -> Epoch {
+        Self::start_range(shared, epoch, 0, batches)
+    }
+
+    pub(super) fn start_range(shared: Arc<Shared>, epoch: u64, first: usize, count: usize) -> Epoch {
+        let prefetch = shared.cfg.prefetch;
+        let (job_tx, job_rx) = unbounded::<usize>();
+        let (res_tx, res_rx) = bounded::<Item>(prefetch);
+        let mut workers = Vec::new();
+        for w in 0..shared.cfg.workers {
+            let (shared, job_rx, tx) = (shared.clone(), job_rx.clone(), res_tx.clone());
+            let spawned = std::thread::Builder::new().name(format!("ctstream.loader.{w}")).spawn(move || {
+                while let Ok(k) = job_rx.recv() {
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::build_batch(&shared, epoch, k)))
+                        .unwrap_or_else(|p| Err(LoaderError::WorkerPanic { batch: k, message: panic_message(p.as_ref()) }));
+                    if tx.send((k, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) if workers.is_empty() => {
+                    // No thread at all: deliver the failure as the first batch.
+                    let _ = res_tx.send((first, Err(LoaderError::Config(format!("cannot start a loader thread: {e}")))));
+                }
+                Err(_) => break,
+            }
+        }
+        let mut e = Epoch { results: res_rx, jobs: Some(job_tx), workers, pending: BTreeMap::new(), next: first, issued: first, end: first + count, prefetch, failed: false };
+        e.issue();
+        e
+    }
+
+    /// Hands out indices until `prefetch` batches are outstanding.
+    fn issue(&mut self) {
+        while self.issued < self.end && self.issued < self.next + self.prefetch {
+            match &self.jobs {
+                Some(tx) if tx.send(self.issued).is_ok() => self.issued += 1,
+                _ => break,
+            }
+        }
+    }
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch, LoaderError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next >= self.end {
+            return None;
+        }
+        let item = loop {
+            if let Some(r) = self.pending.remove(&self.next) {
+                break r;
+            }
+            match self.results.recv() {
+                Ok((k, r)) => {
+                    self.pending.insert(k, r);
+                }
+                Err(_) => break Err(LoaderError::Config("all loader workers stopped".into())),
+            }
+        };
+        self.next += 1;
+        if item.is_err() {
+            self.failed = true;
+        } else {
+            self.issue();
+        }
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = if self.failed { 0 } else { self.end - self.next };
+        (0, Some(n))
+    }
+}
+
+impl Drop for Epoch {
+    fn drop(&mut self) {
+        self.jobs.take();
+        // Disconnect the results so a worker blocked on a full channel wakes up.
+        let (_, dead) = unbounded::<Item>();
+        drop(std::mem::replace(&mut self.results, dead));
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}

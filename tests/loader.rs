@@ -1,0 +1,229 @@
+//! The loader: patches equal the regions of the fully decoded volume, positives sit on
+//! their nodule, masks equal an independent sphere test, batches are identical across
+//! worker counts and runs, shards are disjoint and cover, augmentation moves image and
+//! mask together, a corrupt chunk surfaces as an error, and dropping stops the workers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ctstream::annotations;
+use ctstream::ingest::{self, IngestConfig};
+use ctstream::loader::{Augment, Batch, Loader, Split};
+use ctstream::store::Store;
+use ctstream::synth::{self, SynthConfig};
+
+fn make_store(dir: &Path, scans: usize) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    synth::generate(&data, &SynthConfig { scans, seed: 77, small: true, dicom: false }, &()).unwrap();
+    let out = dir.join("store");
+    let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
+    cfg.annotations = Some(data.join("annotations.csv"));
+    cfg.candidates = Some(data.join("candidates.csv"));
+    ingest::ingest(&cfg, &()).unwrap();
+    (out, data)
+}
+
+const P: [usize; 3] = [32, 64, 64];
+const N: usize = 32 * 64 * 64;
+
+fn window(v: i16) -> f32 {
+    ((v as f32 + 1000.0) / 1400.0).clamp(0.0, 1.0)
+}
+
+#[test]
+fn patches_equal_regions_of_the_decoded_volume_and_masks_equal_spheres() {
+    let dir = tempdir();
+    let (out, data) = make_store(dir.path(), 3);
+    let store = Store::open(&out).unwrap();
+    let loader = Loader::builder(&store).patch(P).batch_size(6).workers(2).seed(3).batches_per_epoch(Some(6)).build().unwrap();
+    // The annotations as written by synth, in world mm: an independent source for masks.
+    let truth = annotations::read_annotations(&data.join("annotations.csv")).unwrap();
+    let mut positives = 0;
+    for batch in loader.epoch(0) {
+        let batch = batch.unwrap();
+        assert_eq!(batch.shape, [6, 1, 32, 64, 64]);
+        for (i, meta) in batch.patches.iter().enumerate() {
+            let rec = store.scan(&meta.series_id).unwrap();
+            let full = store.volume(&meta.series_id).unwrap().read_all().unwrap();
+            let img = &batch.images[i * N..(i + 1) * N];
+            let mask = &batch.masks[i * N..(i + 1) * N];
+            let s = meta.start_zyx;
+            let spheres: Vec<([f64; 3], f64)> = truth
+                .iter()
+                .filter(|a| a.series_id == meta.series_id)
+                .map(|a| {
+                    // World -> stored voxel by hand: the stored grid is axis-aligned.
+                    let c: [f64; 3] = std::array::from_fn(|k| (a.world_xyz[2 - k] - rec.origin_xyz[2 - k]) / rec.spacing_xyz[2 - k]);
+                    (c, a.diameter_mm.unwrap() / 2.0)
+                })
+                .collect();
+            let mut k = 0;
+            for z in 0..32i64 {
+                for y in 0..64i64 {
+                    for x in 0..64i64 {
+                        let p = [s[0] + z, s[1] + y, s[2] + x];
+                        let inside = (0..3).all(|a| p[a] >= 0 && (p[a] as usize) < rec.shape_zyx[a]);
+                        let hu = if inside { full[[p[0] as usize, p[1] as usize, p[2] as usize]] } else { -1024 };
+                        // f32 arithmetic: (hu - lo) * (1 / 1400) here vs / 1400 in the test.
+                        assert!((img[k] - window(hu)).abs() <= 1e-6, "{} patch {i} voxel {:?}: {} vs {}", meta.series_id, (z, y, x), img[k], window(hu));
+                        // Spacing is 1 mm, so the radius in voxels is the radius in mm.
+                        let in_sphere = spheres.iter().any(|(c, r)| (0..3).map(|a| ((p[a] as f64 - c[a]) / r).powi(2)).sum::<f64>() <= 1.0);
+                        assert_eq!(mask[k], in_sphere as u8 as f32, "mask at {p:?}");
+                        k += 1;
+                    }
+                }
+            }
+            if meta.positive {
+                positives += 1;
+                let n = meta.nodule_id.unwrap() as usize;
+                let (c, _) = spheres[n];
+                // The nodule centre lies at patch/2 minus the jitter (at most 8) from the start.
+                for a in 0..3 {
+                    let off = c[a].round() as i64 - s[a];
+                    assert!((off - (P[a] / 2) as i64).abs() <= 8, "axis {a}: centre at offset {off}");
+                }
+                let ci = |a: usize| (c[a].round() as i64 - s[a]) as usize;
+                assert_eq!(mask[(ci(0) * 64 + ci(1)) * 64 + ci(2)], 1.0, "mask at the nodule centre");
+            }
+        }
+    }
+    assert!(positives >= 20, "with share 0.8, 36 patches give about 29 positives: {positives}");
+}
+
+fn collect(loader: &Loader, epoch: u64) -> Vec<Batch> {
+    loader.epoch(epoch).map(|b| b.unwrap()).collect()
+}
+
+#[test]
+fn batches_are_identical_across_worker_counts_and_runs() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let aug = Augment { flip_zyx: [true; 3], rot90: true, hu_shift: 30.0, hu_scale: 0.1, noise_sigma: 0.01 };
+    let build = |workers: usize, seed: u64| Loader::builder(&store).batch_size(4).workers(workers).prefetch(3).augment(aug).seed(seed).batches_per_epoch(Some(7)).build().unwrap();
+    let one = collect(&build(1, 5), 1);
+    assert_eq!(one.len(), 7);
+    assert_eq!(one, collect(&build(2, 5), 1));
+    assert_eq!(one, collect(&build(4, 5), 1));
+    assert_eq!(one, collect(&build(3, 5), 1), "another run");
+    assert_ne!(one, collect(&build(2, 6), 1), "another seed");
+    assert_ne!(one, collect(&build(2, 5), 2), "another epoch");
+    // Batches are in order and a range resumes mid-epoch with the same content.
+    assert!(one.iter().enumerate().all(|(i, b)| b.index == i));
+    let l = build(2, 5);
+    let tail: Vec<Batch> = l.batches(1, 4, 3).map(|b| b.unwrap()).collect();
+    assert_eq!(tail, one[4..].to_vec());
+}
+
+/// Augmented patches are the unaugmented ones moved: image and mask by the same map.
+#[test]
+fn augmentation_moves_image_and_mask_together() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let plain = Loader::builder(&store).batch_size(8).seed(9).batches_per_epoch(Some(2)).build().unwrap();
+    let moved = Loader::builder(&store).batch_size(8).seed(9).batches_per_epoch(Some(2)).augment(Augment { flip_zyx: [true; 3], rot90: true, ..Default::default() }).build().unwrap();
+    let (a, b) = (collect(&plain, 0), collect(&moved, 0));
+    let mut moved_any = false;
+    for (ba, bb) in a.iter().zip(&b) {
+        for (i, (pa, pb)) in ba.patches.iter().zip(&bb.patches).enumerate() {
+            assert_eq!((pa.start_zyx, &pa.series_id), (pb.start_zyx, &pb.series_id), "the same patches are drawn");
+            let aug = pb.augment;
+            moved_any |= aug.flip_zyx.iter().any(|f| *f) || aug.quarter_turns > 0;
+            let mut k = 0;
+            for z in 0..32 {
+                for y in 0..64 {
+                    for x in 0..64 {
+                        let [sz, sy, sx] = aug.source_of([z, y, x], P);
+                        let src = i * N + (sz * 64 + sy) * 64 + sx;
+                        assert_eq!(bb.images[i * N + k], ba.images[src]);
+                        assert_eq!(bb.masks[i * N + k], ba.masks[src]);
+                        k += 1;
+                    }
+                }
+            }
+            // A moved mask keeps its volume.
+            let count = |m: &[f32]| m.iter().filter(|v| **v > 0.0).count();
+            assert_eq!(count(&ba.masks[i * N..(i + 1) * N]), count(&bb.masks[i * N..(i + 1) * N]));
+        }
+    }
+    assert!(moved_any);
+}
+
+#[test]
+fn shards_are_disjoint_and_cover_and_splits_partition() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 5);
+    let store = Store::open(&out).unwrap();
+    let all: Vec<String> = store.series_ids().map(String::from).collect();
+    let mut seen: Vec<String> = Vec::new();
+    for rank in 0..3 {
+        let l = Loader::builder(&store).shard(rank, 3).build().unwrap();
+        for id in l.series_ids() {
+            assert!(!seen.contains(&id.to_string()), "{id} in two shards");
+            seen.push(id.to_string());
+        }
+        // Every patch of a rank comes from its own scans.
+        let ids = l.series_ids().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for b in l.epoch(0).take(2) {
+            assert!(b.unwrap().patches.iter().all(|p| ids.contains(&p.series_id)));
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, all, "the shards cover the selection");
+    let ids = |s: Split| Loader::builder(&store).split(Some(s)).build().map(|l| l.series_ids().iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_or_default();
+    let (mut train, val) = (ids(Split::Train { val_fraction: 0.4 }), ids(Split::Val { val_fraction: 0.4 }));
+    assert!(train.iter().all(|t| !val.contains(t)));
+    train.extend(val);
+    train.sort();
+    assert_eq!(train, all);
+    let e = Loader::builder(&store).shard(3, 3).build().unwrap_err();
+    assert!(e.to_string().contains("rank < world"), "{e}");
+}
+
+/// A corrupt chunk in the scan surfaces as an error naming the file and chunk; the epoch
+/// ends there, with no hang.
+#[test]
+fn corrupt_chunk_is_an_error_not_a_hang() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 1);
+    let store = Store::open(&out).unwrap();
+    let id = store.series_ids().next().unwrap().to_string();
+    let vol = store.root().join(&store.scan(&id).unwrap().volume_file);
+    drop(store);
+    // Flip one byte in every chunk payload after the table: any patch touches one.
+    let mut bytes = std::fs::read(&vol).unwrap();
+    let h = ctstream::store::format::VolumeHeader::try_from_bytes(&vol, &bytes).unwrap();
+    let start = h.payload_start() as usize;
+    for i in (start..bytes.len()).step_by(997) {
+        bytes[i] ^= 0x40;
+    }
+    std::fs::write(&vol, &bytes).unwrap();
+    let store = Store::open(&out).unwrap();
+    let loader = Loader::builder(&store).workers(2).batches_per_epoch(Some(50)).build().unwrap();
+    let t = Instant::now();
+    let results: Vec<_> = loader.epoch(0).collect();
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let last = results.last().unwrap();
+    let e = last.as_ref().unwrap_err();
+    assert!(e.to_string().contains("corrupt chunk") && e.to_string().contains(&id), "{e}");
+    assert!(results[..results.len() - 1].iter().all(|r| r.is_ok()), "the epoch ends at the first error");
+}
+
+/// Dropping an epoch after one batch of many stops the workers promptly.
+#[test]
+fn dropping_stops_the_workers() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 1);
+    let store = Store::open(&out).unwrap();
+    let loader = Loader::builder(&store).workers(3).prefetch(2).batches_per_epoch(Some(100_000)).build().unwrap();
+    let t = Instant::now();
+    {
+        let mut e = loader.epoch(0);
+        e.next().unwrap().unwrap();
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
