@@ -227,3 +227,23 @@ fn dropping_stops_the_workers() {
     }
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
+
+/// `ctstream bench --json` reports the documented keys with sane values.
+#[test]
+fn bench_reports_the_documented_keys() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 1);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["bench", "--seconds", "0.5", "--json", "--store"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for k in ["patches_per_s", "decode_bound_patches_per_s", "copy_bound_patches_per_s", "read_amplification", "cache_hit_rate", "peak_rss_bytes"] {
+        assert!(j[k].is_number(), "{k} missing: {j}");
+    }
+    assert!(j["patches_per_s"].as_f64().unwrap() > 0.0);
+    assert!((0.0..=1.0).contains(&j["cache_hit_rate"].as_f64().unwrap()));
+    assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
+}

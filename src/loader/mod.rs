@@ -29,6 +29,7 @@
 //! - [`stream`] runs the workers and delivers batches in order through bounded channels.
 
 pub mod augment;
+pub mod bench;
 pub mod cache;
 pub mod patch;
 pub mod sampler;

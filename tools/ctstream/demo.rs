@@ -3,16 +3,18 @@
 //! Today the pipeline is: generate a LUNA-like dataset (MetaImage and DICOM), read every
 //! scan back through both readers and check that they agree voxel for voxel and in
 //! geometry and that every annotation lies inside its scan; ingest the MetaImage scans
-//! into a store; show what the store holds. Later stages (load, train, predict) join
-//! here as they land.
+//! into a store; show what the store holds; stream patches from it for a few seconds.
+//! Later stages (train, predict) join here as they land.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use ctstream::annotations;
 use ctstream::geometry::Geometry;
 use ctstream::ingest::{self, IngestConfig};
+use ctstream::loader::{Loader, bench};
+use ctstream::store::Store;
 use ctstream::io::{self, dicom::DicomOptions};
 use ctstream::synth::{self, SynthConfig};
 
@@ -95,9 +97,20 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!();
     crate::inspect::print_store(&store)?;
     println!();
+
+    println!("5. stream 32x64x64 patches + masks from the store (2 workers, batch 8, 3 s)");
+    let opened = Store::open(&store).context("opening the store")?;
+    let loader = Loader::builder(&opened).workers(2).batch_size(8).seed(a.seed).build()?;
+    let r = bench::run(&loader, Duration::from_secs(1), Duration::from_secs(3))?;
+    println!(
+        "   {:.0} patches/s ({:.0} MB/s of f32); decode-only bound {:.0}, copy-only bound {:.0} patches/s; cache hit rate {:.2}",
+        r.patches_per_s, r.mb_per_s, r.decode_bound_patches_per_s, r.copy_bound_patches_per_s, r.cache_hit_rate
+    );
+    println!();
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     println!("  look at a scan:     ctstream info {}", s.scans[0].display());
     println!("  query the index:    duckdb -c \"SELECT * FROM '{}/index/nodules.parquet'\"", store.display());
+    println!("  measure the loader: ctstream bench --store {}", store.display());
     println!("  export for Slicer:  ctstream export {} --series {} --out scan.nii.gz", store.display(), sum.stored.first().or(sum.skipped.first()).map_or("<id>", |v| v));
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `ctstream`: the command-line tool. Each subcommand is a small module that parses its
 //! flags and calls the library; nothing here that a library user would also need.
 
+mod bench;
 mod demo;
 mod export;
 mod info;
@@ -37,6 +38,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a stored volume back out as MetaImage or NIfTI.
     Export(export::Args),
+    /// Measure the loader (patches/s) against decode-only and copy-only bounds.
+    Bench(bench::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
 }
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Ingest(a) => ingest::run(a, &progress),
         Command::Inspect(a) => inspect::run(a),
         Command::Export(a) => export::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {

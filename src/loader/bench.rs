@@ -1,0 +1,167 @@
+//! Measuring the loader against the bounds of the machine, in one run (`ctstream bench`).
+//!
+//! - **loader**: steady-state patches/s delivered (image + mask as f32) after a warm-up,
+//!   with the cache hit rate, read amplification (int16 bytes decoded / int16 bytes
+//!   delivered) and resident memory.
+//! - **decode bound**: patches/s if the workers did nothing but decode every chunk each
+//!   patch touches (no cache, no copy), from decoding the chunks of the same patches on
+//!   the same number of threads. A loader above it is winning through the cache.
+//! - **copy bound**: patches/s of the copy + convert step alone (window, mask
+//!   rasterisation, batch layout) on already-decoded patches, on the same number of
+//!   threads: the most the loader could deliver with every chunk already decoded.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::patch::{rasterize, read_patch, write_patch};
+use super::sampler::sample;
+use super::{Loader, LoaderError};
+
+/// What [`run`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Worker threads.
+    pub workers: usize,
+    /// Patches per batch.
+    pub batch_size: usize,
+    /// Patch shape (z, y, x).
+    pub patch_zyx: [usize; 3],
+    /// Cache budget, bytes.
+    pub cache_bytes: usize,
+    /// Measured seconds (after warm-up).
+    pub seconds: f64,
+    /// Patches delivered in that time.
+    pub patches: u64,
+    /// Loader throughput.
+    pub patches_per_s: f64,
+    /// Bytes delivered per second (images + masks, f32).
+    pub mb_per_s: f64,
+    /// Decode-only bound (see module docs).
+    pub decode_bound_patches_per_s: f64,
+    /// Copy + convert bound (see module docs).
+    pub copy_bound_patches_per_s: f64,
+    /// Loader / decode bound.
+    pub ratio_to_decode_bound: f64,
+    /// Loader / copy bound.
+    pub ratio_to_copy_bound: f64,
+    /// int16 bytes decoded / int16 bytes delivered, during the measurement.
+    pub read_amplification: f64,
+    /// Chunk lookups served by the cache, during the measurement.
+    pub cache_hit_rate: f64,
+    /// Chunks a patch touches, on average.
+    pub chunks_per_patch: f64,
+    /// Peak resident memory of the process (VmHWM), bytes; 0 where unknown.
+    pub peak_rss_bytes: u64,
+    /// Resident memory when the measurement started and ended (VmRSS), bytes.
+    pub rss_start_bytes: u64,
+    /// See `rss_start_bytes`.
+    pub rss_end_bytes: u64,
+}
+
+/// A field of /proc/self/status in bytes (Linux); 0 elsewhere.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs `f(i)` for i in 0..n on `threads` threads; returns the wall time.
+fn parallel_time(threads: usize, n: usize, f: impl Fn(usize) + Sync) -> f64 {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    f(i);
+                }
+            });
+        }
+    });
+    t.elapsed().as_secs_f64()
+}
+
+/// Measures `loader` for `seconds` after `warmup` (see the module docs).
+///
+/// # Errors
+/// The loader's errors (a corrupt chunk ends the measurement).
+pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<BenchReport, LoaderError> {
+    let shared = loader.shared();
+    let cfg = &shared.cfg;
+    let n_voxels: usize = cfg.patch_zyx.iter().product();
+    // The loader, steady state.
+    let mut epoch = loader.batches(0, 0, usize::MAX / 2);
+    let t0 = Instant::now();
+    while t0.elapsed() < warmup {
+        epoch.next().transpose()?;
+    }
+    let (c0, rss_start) = (loader.cache_stats(), proc_status_bytes("VmRSS:"));
+    let t = Instant::now();
+    let mut patches = 0u64;
+    while t.elapsed() < seconds {
+        if let Some(b) = epoch.next().transpose()? {
+            patches += b.patches.len() as u64;
+        }
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let c1 = loader.cache_stats();
+    let rss_end = proc_status_bytes("VmRSS:");
+    drop(epoch);
+    let patches_per_s = patches as f64 / elapsed;
+    let lookups = (c1.hits + c1.misses - c0.hits - c0.misses).max(1);
+
+    // The bounds, on the patches of epoch 1 (same distribution, other draws).
+    let specs: Vec<_> = (0..256).map(|i| sample(shared, 1, i / cfg.batch_size, i % cfg.batch_size)).collect();
+    let mut touched = Vec::new();
+    for s in &specs {
+        let v = &shared.scans[s.scan].volume;
+        let r = crate::store::Region { start_zyx: s.start_zyx, shape_zyx: cfg.patch_zyx };
+        touched.push(v.chunks_touched(r).into_iter().map(|c| (s.scan, c)).collect::<Vec<_>>());
+    }
+    let chunks_per_patch = touched.iter().map(Vec::len).sum::<usize>() as f64 / specs.len() as f64;
+    let decode_s = parallel_time(cfg.workers, specs.len(), |i| {
+        for (scan, c) in &touched[i] {
+            let _ = std::hint::black_box(shared.scans[*scan].volume.decode_chunk(*c));
+        }
+    });
+    let decoded: Vec<_> = specs.iter().map(|s| read_patch(shared, s)).collect::<Result<_, _>>()?;
+    let copy_rounds = 4;
+    let copy_s = parallel_time(cfg.workers, specs.len() * copy_rounds, |i| {
+        let k = i % specs.len();
+        let s = &specs[k];
+        let (mut img, mut msk) = (vec![0f32; n_voxels], vec![0f32; n_voxels]);
+        let m = rasterize(&shared.scans[s.scan].nodules, s.start_zyx, cfg.patch_zyx);
+        if let Some(hu) = decoded[k].as_slice() {
+            write_patch(hu, &m, &s.augment, cfg.patch_zyx, cfg.hu_window, &mut img, &mut msk);
+        }
+        std::hint::black_box((img, msk));
+    });
+    let decode_bound = specs.len() as f64 / decode_s;
+    let copy_bound = (specs.len() * copy_rounds) as f64 / copy_s;
+    Ok(BenchReport {
+        workers: cfg.workers,
+        batch_size: cfg.batch_size,
+        patch_zyx: cfg.patch_zyx,
+        cache_bytes: cfg.cache_bytes,
+        seconds: elapsed,
+        patches,
+        patches_per_s,
+        mb_per_s: patches_per_s * (n_voxels * 8) as f64 / 1e6,
+        decode_bound_patches_per_s: decode_bound,
+        copy_bound_patches_per_s: copy_bound,
+        ratio_to_decode_bound: patches_per_s / decode_bound,
+        ratio_to_copy_bound: patches_per_s / copy_bound,
+        read_amplification: (c1.decoded_bytes - c0.decoded_bytes) as f64 / (patches.max(1) as f64 * n_voxels as f64 * 2.0),
+        cache_hit_rate: (c1.hits - c0.hits) as f64 / lookups as f64,
+        chunks_per_patch,
+        peak_rss_bytes: proc_status_bytes("VmHWM:"),
+        rss_start_bytes: rss_start,
+        rss_end_bytes: rss_end,
+    })
+}

@@ -1,0 +1,57 @@
+//! `ctstream bench --store STORE`: the loader's throughput against the machine's bounds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use ctstream::loader::{Loader, bench};
+use ctstream::store::Store;
+
+use crate::ExitError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The store to read.
+    #[arg(long)]
+    store: PathBuf,
+    /// Seconds to measure, after a warm-up of a quarter of that (at most 5 s).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Loader worker threads.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Patches per batch.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Decoded-chunk cache budget in MB.
+    #[arg(long, default_value_t = 256)]
+    cache: usize,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print JSON (keys: patches_per_s, decode_bound_patches_per_s, copy_bound_patches_per_s,
+    /// read_amplification, cache_hit_rate, peak_rss_bytes, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), ExitError> {
+    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let loader = Loader::builder(&store).workers(a.workers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).build()?;
+    let warm = Duration::from_secs_f64((a.seconds / 4.0).min(5.0));
+    if !a.json {
+        eprintln!("measuring {} workers, batch {}, {} s after {:.1} s of warm-up ...", a.workers, a.batch_size, a.seconds, warm.as_secs_f64());
+    }
+    let r = bench::run(&loader, warm, Duration::from_secs_f64(a.seconds))?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).context("writing JSON")?);
+        return Ok(());
+    }
+    let mb = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("loader        {:8.0} patches/s  ({:.0} MB/s of f32 image + mask; {} patches of {:?} in {:.1} s)", r.patches_per_s, r.mb_per_s, r.patches, r.patch_zyx, r.seconds);
+    println!("decode bound  {:8.0} patches/s  (every touched chunk decoded, {:.1} chunks/patch)   loader / bound = {:.2}", r.decode_bound_patches_per_s, r.chunks_per_patch, r.ratio_to_decode_bound);
+    println!("copy bound    {:8.0} patches/s  (window + mask + layout of decoded patches)        loader / bound = {:.2}", r.copy_bound_patches_per_s, r.ratio_to_copy_bound);
+    println!("cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB", r.cache_hit_rate, r.read_amplification, a.cache);
+    println!("memory        peak RSS {:.0} MiB; RSS {:.0} -> {:.0} MiB over the measurement", mb(r.peak_rss_bytes), mb(r.rss_start_bytes), mb(r.rss_end_bytes));
+    Ok(())
+}
