@@ -247,3 +247,37 @@ fn bench_reports_the_documented_keys() {
     assert!((0.0..=1.0).contains(&j["cache_hit_rate"].as_f64().unwrap()));
     assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// Hard negatives sit on class-0 candidates (within the jitter); size weighting draws
+/// large nodules more often than uniform weighting does.
+#[test]
+fn candidate_negatives_and_size_weighting() {
+    use ctstream::loader::{Negatives, NoduleWeighting};
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 3);
+    let store = Store::open(&out).unwrap();
+    let cands = ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
+    let loader = Loader::builder(&store).positive_share(0.0).negatives(Negatives::Candidates).jitter([2, 2, 2]).batch_size(16).batches_per_epoch(Some(3)).build().unwrap();
+    for b in loader.epoch(0) {
+        for p in b.unwrap().patches {
+            assert!(!p.positive);
+            let near = cands.iter().any(|c| {
+                c.class == 0 && c.series_id == p.series_id && (0..3).all(|a| ((c.voxel_zyx[a].round() as i64 - p.start_zyx[a]) - [16, 32, 32][a]).abs() <= 2)
+            });
+            assert!(near, "negative at {:?} is not on a class-0 candidate", p.start_zyx);
+        }
+    }
+    // Mean diameter of the drawn nodules: larger under size weighting.
+    let nodules = ctstream::store::index::read_nodules(&out.join("index/nodules.parquet")).unwrap();
+    let mean_d = |w: NoduleWeighting| {
+        let l = Loader::builder(&store).positive_share(1.0).weighting(w).batch_size(32).batches_per_epoch(Some(8)).seed(1).build().unwrap();
+        let ds: Vec<f64> = l
+            .epoch(0)
+            .flat_map(|b| b.unwrap().patches)
+            .map(|p| nodules.iter().find(|n| n.series_id == p.series_id && Some(n.nodule_id) == p.nodule_id && n.source == "annotations").unwrap().diameter_mm.unwrap())
+            .collect();
+        ds.iter().sum::<f64>() / ds.len() as f64
+    };
+    let (uniform, weighted) = (mean_d(NoduleWeighting::Uniform), mean_d(NoduleWeighting::Diameter));
+    assert!(weighted > uniform, "size-weighted mean diameter {weighted} <= uniform {uniform}");
+}
