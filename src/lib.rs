@@ -32,4 +32,6 @@ pub mod resample;
 pub mod seed;
 pub mod store;
 pub mod synth;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod volume;

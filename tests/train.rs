@@ -1,0 +1,74 @@
+//! Training on the CPU (feature `train`): a tiny U-Net and a tiny V-Net learn the nodules
+//! of a small synthetic store (16x32x32 patches, all centred on nodules, batch 4, Adam
+//! 3e-3, Dice + BCE, 100 steps). Threshold (documented): the mean training Dice of the
+//! last 10 steps exceeds that of the first 5 by at least 0.2 and reaches 0.3.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ctstream::ingest::{self, IngestConfig};
+use ctstream::loader::Loader;
+use ctstream::store::Store;
+use ctstream::synth::{self, SynthConfig};
+use ctstream::train::{self, CpuBackend, LossKind, StepRecord, TrainOptions, UNet3d, VNet};
+
+fn store(dir: &Path) -> Store {
+    let data = dir.join("data");
+    synth::generate(&data, &SynthConfig { scans: 3, seed: 41, small: true, dicom: false }, &()).unwrap();
+    let out = dir.join("store");
+    let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
+    cfg.annotations = Some(data.join("annotations.csv"));
+    ingest::ingest(&cfg, &()).unwrap();
+    Store::open(&out).unwrap()
+}
+
+fn loader(store: &Store) -> Loader {
+    Loader::builder(store).patch([16, 32, 32]).batch_size(4).positive_share(1.0).jitter([3, 3, 3]).workers(2).seed(1).build().unwrap()
+}
+
+fn mean_dice(r: &[StepRecord]) -> f64 {
+    r.iter().map(|s| s.dice).sum::<f64>() / r.len() as f64
+}
+
+fn check(name: &str, records: &[StepRecord]) {
+    let (first, last) = (mean_dice(&records[..5]), mean_dice(&records[records.len() - 10..]));
+    eprintln!("{name}: Dice {first:.3} over the first 5 steps -> {last:.3} over the last 10; loss {:.3} -> {:.3}", records[0].loss, records[records.len() - 1].loss);
+    assert!(last >= first + 0.2 && last >= 0.3, "{name}: Dice {first:.3} -> {last:.3}");
+}
+
+#[test]
+fn tiny_unet_learns_nodules() {
+    let dir = tempdir();
+    let store = store(dir.path());
+    let device = Default::default();
+    <CpuBackend as burn::prelude::Backend>::seed(&device, 3);
+    let model = UNet3d::<CpuBackend>::new(0.25, &device);
+    let opts = TrainOptions { steps: 100, lr: 3e-3, loss: LossKind::DiceBce };
+    let (_, records) = train::train(model, &loader(&store), &opts, &device, |_| {}).unwrap();
+    check("U-Net", &records);
+}
+
+/// V-Net: the forward pass keeps the shape and yields probabilities, and Adam fits one
+/// fixed batch (the loss falls by at least 20 % in 30 steps). Whether a tiny V-Net's Dice
+/// rises on the streaming task as the U-Net's does is not shown yet (see the issue note).
+#[test]
+fn tiny_vnet_fits_a_batch() {
+    let dir = tempdir();
+    let store = store(dir.path());
+    let device = Default::default();
+    <CpuBackend as burn::prelude::Backend>::seed(&device, 3);
+    let model = VNet::<CpuBackend>::new(0.25, &device);
+    let batch = loader(&store).build_batch(0, 0).unwrap();
+    let (x, _) = train::batch_tensors::<CpuBackend>(&batch, &device);
+    let p = model.forward(x);
+    assert_eq!(p.dims(), [4, 1, 16, 32, 32]);
+    let v: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap();
+    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    let opts = TrainOptions { steps: 30, lr: 1e-3, loss: LossKind::DiceBce };
+    let (_, losses) = train::fit_batch(model, &batch, &opts, &device);
+    eprintln!("V-Net on one batch: loss {:.3} -> {:.3}", losses[0], losses[29]);
+    assert!(losses[29] <= 0.8 * losses[0], "loss {:.3} -> {:.3}", losses[0], losses[29]);
+}
