@@ -72,3 +72,32 @@ fn tiny_vnet_fits_a_batch() {
     eprintln!("V-Net on one batch: loss {:.3} -> {:.3}", losses[0], losses[29]);
     assert!(losses[29] <= 0.8 * losses[0], "loss {:.3} -> {:.3}", losses[0], losses[29]);
 }
+
+/// `ctstream train` writes config.json and one metrics.csv row per step; asking for CUDA
+/// in a build without it is a clear usage error.
+#[test]
+fn train_command_writes_metrics_and_refuses_cuda_clearly() {
+    let dir = tempdir();
+    let _ = store(dir.path());
+    let run = dir.path().join("run");
+    let ctstream = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().unwrap();
+    let store_path = dir.path().join("store");
+    let s = store_path.to_str().unwrap();
+    let o = ctstream(&["--quiet", "train", "--store", s, "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2", "--steps", "3", "--out", run.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "step,loss,dice,patches_per_s,loader_wait_s,step_s");
+    assert_eq!(lines.len(), 4);
+    assert!(lines[3].starts_with("3,"));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model"], "unet3d");
+    assert_eq!(cfg["seed"], 0);
+    assert_eq!(cfg["store_manifest"]["chunk_shape_zyx"], serde_json::json!([16, 32, 32]));
+    let o = ctstream(&["train", "--store", s, "--device", "cuda", "--out", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cuda:0") && err.contains("without CUDA"), "{err}");
+    let o = ctstream(&["train", "--store", s, "--device", "tpu", "--out", run.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+}

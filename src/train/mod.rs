@@ -173,3 +173,74 @@ where
     }
     (model, losses)
 }
+
+/// The device to train on, as `--device` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The CPU (flex backend).
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(DeviceChoice::Cuda(n)),
+                _ => Err(format!("`{s}` is not a device: use cpu, cuda or cuda:N")),
+            },
+        }
+    }
+}
+
+/// `metrics.csv` of a run: one row per step, flushed as it is written.
+#[derive(Debug)]
+pub struct MetricsCsv {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl MetricsCsv {
+    /// Header of the file.
+    pub const HEADER: &'static str = "step,loss,dice,patches_per_s,loader_wait_s,step_s";
+
+    /// Creates (or truncates) `path` and writes the header.
+    ///
+    /// # Errors
+    /// The I/O error, with the path.
+    pub fn create(path: &std::path::Path) -> Result<Self, std::io::Error> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+        writeln!(file, "{}", Self::HEADER)?;
+        file.flush()?;
+        Ok(MetricsCsv { path: path.to_path_buf(), file })
+    }
+
+    /// Appends one row.
+    ///
+    /// # Errors
+    /// The I/O error.
+    pub fn write(&mut self, r: &StepRecord) -> Result<(), std::io::Error> {
+        use std::io::Write;
+        writeln!(self.file, "{},{},{},{},{},{}", r.step, r.loss, r.dice, r.patches_per_s, r.loader_wait_s, r.step_s)?;
+        self.file.flush()
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}

@@ -9,6 +9,8 @@ mod ingest;
 mod inspect;
 mod progress;
 mod synth;
+#[cfg(feature = "train")]
+mod train;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,9 @@ enum Command {
     Export(export::Args),
     /// Measure the loader (patches/s) against decode-only and copy-only bounds.
     Bench(bench::Args),
+    /// Train a 3D U-Net or V-Net on a store (built with the cargo feature `train`).
+    #[cfg(feature = "train")]
+    Train(train::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
 }
@@ -75,6 +80,8 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => train::run(a, &progress),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {
