@@ -304,7 +304,7 @@ pub struct SeriesFiles {
     pub skipped: Skipped,
 }
 
-/// What [`scan`] found under a path.
+/// What [`scan_files`] found under a path.
 #[derive(Debug, Clone)]
 pub struct DicomScan {
     /// The path scanned.

@@ -552,7 +552,7 @@ pub fn read(path: &Path) -> Result<Volume> {
     Ok(Volume { series_id, hu, geometry: h.geometry, format: SourceFormat::MetaImage, clamped })
 }
 
-/// How [`write`] lays the file out.
+/// How [`write()`] lays the file out.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WriteOptions {
     /// zlib-compress the voxels (`CompressedData = True`; the data file is `.zraw` for `.mhd`).
@@ -629,10 +629,10 @@ pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: WriteOptions) ->
     Ok(())
 }
 
-/// Writes `vol` as MetaImage (see [`write`]).
+/// Writes `vol` as MetaImage (see [`write()`]).
 ///
 /// # Errors
-/// As [`write`].
+/// As [`write()`].
 pub fn write_volume(path: &Path, vol: &Volume, opts: WriteOptions) -> Result<()> {
     write(path, &vol.hu, &vol.geometry, opts)
 }

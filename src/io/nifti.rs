@@ -15,7 +15,7 @@
 //! **Refused**, with an error naming the file and the field: NIfTI-2, `.hdr`/`.img` pairs,
 //! more than one volume (`dim[4..] > 1`), complex and RGB data.
 //!
-//! [`write`] writes int16 NIfTI-1 (`.nii`, or gzipped `.nii.gz`) with the geometry in the
+//! [`write()`] writes int16 NIfTI-1 (`.nii`, or gzipped `.nii.gz`) with the geometry in the
 //! sform (`sform_code` 1), which [`read`] and SimpleITK read back exactly.
 
 use std::fs::File;

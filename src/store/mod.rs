@@ -1,6 +1,6 @@
 //! The store: a folder of chunked, zstd-compressed volumes on a common grid, their scan
 //! records, and the parquet index. The byte layout is specified in `format/FORMAT.md`
-//! and `format/INDEX.md`; [`format`] mirrors it in types.
+//! and `format/INDEX.md`; [`format`](mod@format) mirrors it in types.
 //!
 //! ```no_run
 //! use ctstream::store::{Store, Region};
