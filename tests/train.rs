@@ -1,7 +1,8 @@
 //! Training on the CPU (feature `train`): a tiny U-Net and a tiny V-Net learn the nodules
 //! of a small synthetic store (16x32x32 patches, all centred on nodules, batch 4, Adam
-//! 3e-3, Dice + BCE, 100 steps). Threshold (documented): the mean training Dice of the
-//! last 10 steps exceeds that of the first 5 by at least 0.2 and reaches 0.3.
+//! 3e-3, Dice + BCE; 100 steps for the U-Net, 150 for the slower-starting V-Net).
+//! Threshold (documented): the mean training Dice of the last 10 steps exceeds that of
+//! the first 5 by at least 0.2 and reaches 0.3.
 #![cfg(feature = "train")]
 
 mod common;
@@ -51,26 +52,33 @@ fn tiny_unet_learns_nodules() {
     check("U-Net", &records);
 }
 
-/// V-Net: the forward pass keeps the shape and yields probabilities, and Adam fits one
-/// fixed batch (the loss falls by at least 20 % in 30 steps). Whether a tiny V-Net's Dice
-/// rises on the streaming task as the U-Net's does is not shown yet (see the issue note).
 #[test]
-fn tiny_vnet_fits_a_batch() {
+fn tiny_vnet_learns_nodules() {
     let dir = tempdir();
     let store = store(dir.path());
     let device = Default::default();
     <CpuBackend as burn::prelude::Backend>::seed(&device, 3);
     let model = VNet::<CpuBackend>::new(0.25, &device);
+    let opts = TrainOptions { steps: 150, lr: 3e-3, loss: LossKind::DiceBce };
+    let (_, records) = train::train(model, &loader(&store), &opts, &device, |_| {}).unwrap();
+    check("V-Net", &records);
+}
+
+/// Both networks keep the patch shape and yield probabilities.
+#[test]
+fn forward_passes_keep_shape_and_yield_probabilities() {
+    let dir = tempdir();
+    let store = store(dir.path());
+    let device = Default::default();
     let batch = loader(&store).build_batch(0, 0).unwrap();
+    let check = |p: burn::prelude::Tensor<CpuBackend, 5>| {
+        assert_eq!(p.dims(), [4, 1, 16, 32, 32]);
+        let v: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap();
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    };
     let (x, _) = train::batch_tensors::<CpuBackend>(&batch, &device);
-    let p = model.forward(x);
-    assert_eq!(p.dims(), [4, 1, 16, 32, 32]);
-    let v: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap();
-    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
-    let opts = TrainOptions { steps: 30, lr: 1e-3, loss: LossKind::DiceBce };
-    let (_, losses) = train::fit_batch(model, &batch, &opts, &device);
-    eprintln!("V-Net on one batch: loss {:.3} -> {:.3}", losses[0], losses[29]);
-    assert!(losses[29] <= 0.8 * losses[0], "loss {:.3} -> {:.3}", losses[0], losses[29]);
+    check(VNet::<CpuBackend>::new(0.125, &device).forward(x.clone()));
+    check(UNet3d::<CpuBackend>::new(0.125, &device).forward(x));
 }
 
 /// `ctstream train` writes config.json and one metrics.csv row per step; asking for CUDA

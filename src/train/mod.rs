@@ -157,23 +157,6 @@ where
     Ok((model, records))
 }
 
-/// Optimises `model` on one fixed batch for `opts.steps` steps and returns the losses:
-/// the sanity check that a network can fit what it is shown.
-pub fn fit_batch<B, M>(mut model: M, batch: &Batch, opts: &TrainOptions, device: &B::Device) -> (M, Vec<f64>)
-where
-    B: AutodiffBackend,
-    M: Segmenter<B> + AutodiffModule<B>,
-{
-    let mut optim = AdamConfig::new().init::<B, M>();
-    let mut losses = Vec::with_capacity(opts.steps);
-    for _ in 0..opts.steps {
-        let (m, l, _) = step(model, &mut optim, batch, opts, device);
-        model = m;
-        losses.push(l);
-    }
-    (model, losses)
-}
-
 /// The device to train on, as `--device` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceChoice {

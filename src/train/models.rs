@@ -107,30 +107,34 @@ impl<B: Backend> UNet3d<B> {
     }
 }
 
-/// A V-Net stage: `n` 5x5x5 convolutions with PReLU, added to the stage's input.
+/// A V-Net stage: `n` 5x5x5 convolutions, each with batch norm and PReLU, added to the
+/// stage's input.
 #[derive(Module, Debug)]
 pub struct ResStage<B: Backend> {
     convs: Vec<Conv3d<B>>,
+    norms: Vec<BatchNorm<B>>,
     acts: Vec<PRelu<B>>,
 }
 
 impl<B: Backend> ResStage<B> {
     fn new(cin: usize, c: usize, n: usize, device: &B::Device) -> Self {
         let mut convs = Vec::new();
+        let mut norms = Vec::new();
         let mut acts = Vec::new();
         for i in 0..n {
             let input = if i == 0 { cin } else { c };
             convs.push(Conv3dConfig::new([input, c], [5, 5, 5]).with_padding(PaddingConfig3d::Explicit(2, 2, 2)).init(device));
+            norms.push(BatchNormConfig::new(c).init(device));
             acts.push(PReluConfig::new().init(device));
         }
-        ResStage { convs, acts }
+        ResStage { convs, norms, acts }
     }
     /// `residual` is added before the last activation, as in the paper.
     fn forward(&self, x: Tensor<B, 5>, residual: Tensor<B, 5>) -> Tensor<B, 5> {
         let n = self.convs.len();
         let mut y = x;
-        for (i, (c, a)) in self.convs.iter().zip(&self.acts).enumerate() {
-            y = c.forward(y);
+        for (i, ((c, bn), a)) in self.convs.iter().zip(&self.norms).zip(&self.acts).enumerate() {
+            y = bn.forward(c.forward(y));
             if i + 1 == n {
                 y = y + residual.clone();
             }
@@ -144,7 +148,9 @@ impl<B: Backend> ResStage<B> {
 /// channels times `width`) and a 256 bottleneck of 3, PReLU, down-sampling by 2x2x2
 /// stride-2 convolutions, up-sampling by transposed convolutions, skip concatenation,
 /// and a 1x1x1 convolution to one sigmoid channel (the paper's two-channel softmax, for
-/// one class). Patch sides must be divisible by 16.
+/// one class). Unlike the paper, and like MONAI's VNet, each convolution is followed by
+/// batch norm: without it the tiny network did not learn on streamed patches. Patch
+/// sides must be divisible by 16.
 #[derive(Module, Debug)]
 pub struct VNet<B: Backend> {
     stages: Vec<ResStage<B>>,
