@@ -23,6 +23,12 @@ pub fn derive(parts: &[u64]) -> u64 {
     parts.iter().fold(0x9E37_79B9_7F4A_7C15u64, |h, &p| mix(h ^ mix(p.wrapping_add(0x9E37_79B9_7F4A_7C15))))
 }
 
+/// FNV-1a (64 bit) of `bytes`: a stable hash for ids that must not change between
+/// versions or platforms (derived DICOM series ids, the train/validation split).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
 /// A generator for a tuple of counters.
 pub fn rng(parts: &[u64]) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(derive(parts))

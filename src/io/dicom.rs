@@ -442,11 +442,6 @@ struct GroupKey {
     size: (u32, u32),
 }
 
-/// FNV-1a, 64 bit: a stable short hash for derived series ids.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100000001b3))
-}
-
 fn list_dir(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(path).map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
     for entry in rd {
@@ -535,7 +530,7 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
         let derived_id = key.series_uid.is_empty();
         let id = if derived_id {
             let ident = format!("{}|{}|{:?}|{:?}", key.study, key.frame_of_reference, key.orientation, key.size);
-            let id = format!("derived-{:016x}", fnv1a(ident.as_bytes()));
+            let id = format!("derived-{:016x}", crate::seed::fnv1a(ident.as_bytes()));
             warnings.push(format!(
                 "{} files have no SeriesInstanceUID; grouped by study, frame of reference, orientation and size as series {id}",
                 slices.len()

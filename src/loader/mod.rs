@@ -285,8 +285,7 @@ pub struct Loader {
 
 /// Hash of a series id as a fraction in [0, 1) (FNV-1a, 64 bit).
 pub fn split_fraction(id: &str) -> f64 {
-    let h = id.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    (h >> 11) as f64 / (1u64 << 53) as f64
+    (crate::seed::fnv1a(id.as_bytes()) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Loader {

@@ -7,7 +7,7 @@ use ctstream::ingest::{self, IngestConfig};
 use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
 
 use crate::progress::Bars;
-use crate::{Exit, ExitError};
+use crate::{Exit, ExitError, parse3};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,11 +55,6 @@ pub struct Args {
     /// throughputs and their ratio.
     #[arg(long)]
     measure_read: bool,
-}
-
-fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
-    let v: Vec<T> = s.split(',').map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
-    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
 }
 
 fn parse2(s: &str) -> Result<[i16; 2], String> {

@@ -49,6 +49,12 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// Parses `A,B,C` (three comma-separated numbers) for flags such as `--spacing` and `--chunk`.
+fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
+    let v: Vec<T> = s.split(',').map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
+}
+
 /// Failure classes, each with its own exit code.
 #[derive(Debug, Clone, Copy)]
 enum Exit {

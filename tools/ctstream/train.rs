@@ -8,7 +8,7 @@ use ctstream::store::Store;
 use ctstream::train::{self, CpuBackend, DeviceChoice, LossKind, MetricsCsv, ModelKind, TrainOptions, UNet3d, VNet};
 
 use crate::progress::Bars;
-use crate::{Exit, ExitError};
+use crate::{Exit, ExitError, parse3};
 use ctstream::progress::Progress;
 
 #[derive(Debug, clap::Args)]
@@ -41,7 +41,7 @@ pub struct Args {
     #[arg(long, value_parser = ["dice", "dice-bce", "tversky"], default_value = "dice")]
     loss: String,
     /// Patch shape Z,Y,X (each divisible by 16).
-    #[arg(long, value_parser = parse3, default_value = "32,64,64")]
+    #[arg(long, value_parser = parse3::<usize>, default_value = "32,64,64")]
     patch: [usize; 3],
     /// Share of nodule-centred patches.
     #[arg(long, default_value_t = 0.8)]
@@ -52,11 +52,6 @@ pub struct Args {
     /// Seed of weights and patches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-fn parse3(s: &str) -> Result<[usize; 3], String> {
-    let v: Vec<usize> = s.split(',').map(|p| p.trim().parse::<usize>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
-    v.try_into().map_err(|_| format!("expected Z,Y,X, got `{s}`"))
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
