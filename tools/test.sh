@@ -13,10 +13,12 @@ cd "$(dirname "$0")/.."
 
 data="${CTSTREAM_TEST_DATA:-../shared/data}"
 
-# Training (Burn, CPU) is always tested; JPEG-LS where it can be built.
-features="train"
+# The default features (training with Burn on the CPU and CUDA) are always built and
+# tested; JPEG-LS where it can be built. One release build serves the tests and the
+# binary (Burn's numeric code is far too slow unoptimised).
+features="train,cuda"
 if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then
-    features="train,jpegls"
+    features="train,cuda,jpegls"
 elif [ -n "${CTSTREAM_REQUIRE_JPEGLS:-}" ]; then
     echo "error: CTSTREAM_REQUIRE_JPEGLS is set but cmake or c++ is missing" >&2
     exit 1
@@ -41,4 +43,4 @@ else
     echo "      (pip install -r tools/goldens/requirements.txt -r tools/python/requirements.txt to run them)"
 fi
 
-cargo test --locked --features "$features"
+cargo test --release --locked --features "$features"

@@ -5,7 +5,7 @@ use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
 /// Which augmentations to apply, and how strongly.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Augment {
     /// Flip each axis (z, y, x) with probability 1/2.
     pub flip_zyx: [bool; 3],

@@ -38,6 +38,8 @@ pub mod stream;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::store::{Store, StoreError, VolumeFile, index};
 pub use augment::Augment;
 pub use stream::{Batch, Epoch, PatchMeta};
@@ -66,7 +68,8 @@ pub enum LoaderError {
 }
 
 /// Where negative patches come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Negatives {
     /// Uniformly random positions inside a uniformly chosen scan.
     Random,
@@ -75,7 +78,8 @@ pub enum Negatives {
 }
 
 /// How positive patches choose their nodule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum NoduleWeighting {
     /// Every nodule equally often.
     Uniform,
@@ -85,7 +89,8 @@ pub enum NoduleWeighting {
 
 /// A train/validation split on series id: a series is in validation when a hash of its
 /// id, as a fraction in [0, 1), is below `val_fraction`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Split {
     /// The training share.
     Train {
@@ -99,8 +104,9 @@ pub enum Split {
     },
 }
 
-/// Every option of a loader (see [`LoaderBuilder`] for defaults).
-#[derive(Debug, Clone, PartialEq)]
+/// Every option of a loader (see [`LoaderBuilder`] for defaults). Serialisable, so a
+/// training run can record the loader it used and rebuild it on resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoaderConfig {
     /// Patch shape (z, y, x).
     pub patch_zyx: [usize; 3],
@@ -298,6 +304,9 @@ impl Loader {
         let bad = |m: &str| Err(LoaderError::Config(m.to_string()));
         if cfg.patch_zyx.contains(&0) || cfg.batch_size == 0 || cfg.workers == 0 || cfg.prefetch == 0 {
             return bad("patch sides, batch size, workers and prefetch must be at least 1");
+        }
+        if cfg.batches_per_epoch == Some(0) {
+            return bad("an epoch needs at least 1 batch");
         }
         if !(0.0..=1.0).contains(&cfg.positive_share) {
             return bad("positive share must lie in [0, 1]");

@@ -64,6 +64,9 @@ enum Exit {
     Usage = 2,
     /// The request needs more from the user, e.g. `--series` (3).
     NeedsChoice = 3,
+    /// Stopped by Ctrl-C after saving its state (130, as a shell reports SIGINT).
+    #[cfg_attr(not(feature = "train"), allow(dead_code))]
+    Interrupted = 130,
 }
 
 /// An error that carries its exit code.

@@ -1,27 +1,28 @@
 //! Progress bars: the library's `Progress` drawn with indicatif on stderr.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ctstream::progress::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// One bar at a time, replaced at each `start`; hidden under `--quiet` or when stderr is
-/// not a terminal (indicatif's default).
+/// not a terminal (indicatif's default). Clones draw the same bar.
+#[derive(Clone)]
 pub struct Bars {
     quiet: bool,
-    bar: Mutex<Option<ProgressBar>>,
+    bar: Arc<Mutex<Option<ProgressBar>>>,
 }
 
 impl Bars {
     pub fn new(quiet: bool) -> Self {
-        Bars { quiet, bar: Mutex::new(None) }
+        Bars { quiet, bar: Arc::new(Mutex::new(None)) }
     }
 
-    /// Prints a line without tearing the bar.
+    /// Prints a line to stderr without tearing the bar (also when the bar is hidden).
     pub fn println(&self, line: &str) {
         match self.bar.lock().ok().and_then(|b| b.clone()) {
-            Some(b) if !b.is_finished() => b.println(line),
+            Some(b) if !b.is_finished() && !b.is_hidden() => b.println(line),
             _ => eprintln!("{line}"),
         }
     }
