@@ -98,3 +98,29 @@ fn synth_then_info() {
     assert_eq!(j["shape"][1], 128);
     assert!(Path::new(&out.join("candidates.csv")).is_file());
 }
+
+/// `ctstream demo` end to end at a reduced size (small scans, a few training steps):
+/// every stage reports, and the store and (with training built) the run exist.
+#[test]
+fn demo_runs_end_to_end() {
+    let dir = tempdir();
+    let out = dir.path().join("demo");
+    let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "4"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let stdout = text(&o.stdout);
+    for stage in ["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train"] {
+        assert!(stdout.contains(stage), "no `{stage}` in:\n{stdout}");
+    }
+    assert!(out.join("store/index/nodules.parquet").is_file());
+    if cfg!(feature = "train") {
+        let metrics = std::fs::read_to_string(out.join("run/metrics.csv")).unwrap();
+        assert_eq!(metrics.lines().count(), 5, "{metrics}");
+        let val = std::fs::read_to_string(out.join("run/val.csv")).unwrap();
+        assert!(val.lines().count() >= 2, "the demo holds one scan out and validates: {val}");
+        assert!(out.join("run/checkpoints/step-00000004/model.mpk").is_file());
+        // Running it again into the same folder works (the old run is replaced).
+        let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "2"]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(std::fs::read_to_string(out.join("run/metrics.csv")).unwrap().lines().count(), 3);
+    }
+}

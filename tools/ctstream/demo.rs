@@ -3,8 +3,9 @@
 //! Today the pipeline is: generate a LUNA-like dataset (MetaImage and DICOM), read every
 //! scan back through both readers and check that they agree voxel for voxel and in
 //! geometry and that every annotation lies inside its scan; ingest the MetaImage scans
-//! into a store; show what the store holds; stream patches from it for a few seconds.
-//! Later stages (train, predict) join here as they land.
+//! into a store; show what the store holds; stream patches from it for a few seconds;
+//! train a small 3D U-Net on the CPU (or `--device cuda`) with one scan held out for
+//! validation. Later stages (predict, evaluate, pictures) join here as they land.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,6 +36,12 @@ pub struct Args {
     /// Small scans, for a quick run.
     #[arg(long)]
     small: bool,
+    /// Training steps (0: no training).
+    #[arg(long, default_value_t = 80)]
+    train_steps: usize,
+    /// Device to train on: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
@@ -106,11 +113,57 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         "   {:.0} patches/s ({:.0} MB/s of f32); decode-only bound {:.0}, copy-only bound {:.0} patches/s; cache hit rate {:.2}",
         r.patches_per_s, r.mb_per_s, r.decode_bound_patches_per_s, r.copy_bound_patches_per_s, r.cache_hit_rate
     );
+    let run_dir = a.out.join("run");
+    train_step(&a, &opened, &store, &run_dir, bars)?;
     println!();
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     println!("  look at a scan:     ctstream info {}", s.scans[0].display());
     println!("  query the index:    duckdb -c \"SELECT * FROM '{}/index/nodules.parquet'\"", store.display());
     println!("  measure the loader: ctstream bench --store {}", store.display());
     println!("  export for Slicer:  ctstream export {} --series {} --out scan.nii.gz", store.display(), sum.stored.first().or(sum.skipped.first()).map_or("<id>", |v| v));
+    if cfg!(feature = "train") && a.train_steps > 0 {
+        println!("  training curves:    {}/metrics.csv and val.csv", run_dir.display());
+    }
+    Ok(())
+}
+
+/// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself. The scan
+/// whose id hashes lowest is held out for validation (the `--val-fraction` just above its
+/// hash), so even three scans give a validation set.
+#[cfg(feature = "train")]
+fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &std::path::Path, bars: &Bars) -> Result<(), ExitError> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Train {
+        #[command(flatten)]
+        args: crate::train::Args,
+    }
+    if a.train_steps == 0 {
+        return Ok(());
+    }
+    let lowest = store.series_ids().map(ctstream::loader::split_fraction).fold(f64::INFINITY, f64::min);
+    let val_fraction = if store.scans().len() >= 2 { lowest + 1e-9 } else { 0.0 };
+    println!(
+        "6. train a small 3D U-Net (width 0.25, 16x32x32 patches, batch 4, Dice + BCE) for {} steps on {}, one scan held out for validation -> {}",
+        a.train_steps,
+        a.device,
+        run_dir.display()
+    );
+    if run_dir.exists() {
+        std::fs::remove_dir_all(run_dir).with_context(|| format!("removing the previous demo run {}", run_dir.display()))?;
+    }
+    let (steps, vf, every) = (a.train_steps.to_string(), val_fraction.to_string(), (a.train_steps / 4).max(1).to_string());
+    let argv = [
+        "train", "--store", &store_path.to_string_lossy(), "--out", &run_dir.to_string_lossy(), "--model", "unet3d", "--width", "0.25", "--patch", "16,32,32",
+        "--batch-size", "4", "--steps", &steps, "--lr", "3e-3", "--loss", "dice-bce", "--positive-share", "0.75", "--jitter", "3,3,3", "--val-fraction", &vf,
+        "--val-every", &every, "--val-batches", "4", "--seed", &a.seed.to_string(), "--device", &a.device,
+    ];
+    let t = Train::try_parse_from(argv).map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow!("demo training options: {e}")))?;
+    crate::train::run(t.args, bars)
+}
+
+#[cfg(not(feature = "train"))]
+fn train_step(_: &Args, _: &Store, _: &std::path::Path, _: &std::path::Path, _: &Bars) -> Result<(), ExitError> {
+    println!("6. train: skipped (this ctstream was built without the `train` feature)");
     Ok(())
 }
