@@ -79,6 +79,7 @@ pub struct Candidate {
 
 const ANNOTATION_HEADER: &str = "seriesuid,coordX,coordY,coordZ,diameter_mm";
 const CANDIDATE_HEADER: &str = "seriesuid,coordX,coordY,coordZ,class";
+const PREDICTION_HEADER: &str = "seriesuid,coordX,coordY,coordZ,probability";
 
 /// Reads rows of `path` with the five named columns, calling `row` with the line and
 /// the five fields in header order.
@@ -236,6 +237,34 @@ pub fn write_candidates(path: &Path, rows: &[Candidate]) -> Result<()> {
         for c in rows {
             let [x, y, z] = c.world_xyz;
             writeln!(w, "{},{x},{y},{z},{}", c.series_id, c.class)?;
+        }
+        Ok(())
+    })
+    .map_err(|source| AnnotationError::Io { path: path.to_path_buf(), source })
+}
+
+/// Reads a LUNA16 submission (`seriesuid,coordX,coordY,coordZ,probability`), as
+/// `ctstream predict` writes it.
+///
+/// # Errors
+/// [`AnnotationError`] naming the file and line of the first bad row.
+pub fn read_predictions(path: &Path) -> Result<Vec<crate::evaluate::Detection>> {
+    let cols = ["seriesuid", "coordX", "coordY", "coordZ", "probability"];
+    read_rows(path, cols, PREDICTION_HEADER, |_, f| {
+        Ok(crate::evaluate::Detection { series_id: series(f[0])?, world_xyz: xyz(&f)?, probability: number("probability", f[4])? })
+    })
+}
+
+/// Writes a LUNA16 submission file (atomically).
+///
+/// # Errors
+/// [`AnnotationError::Io`] naming the file.
+pub fn write_predictions(path: &Path, rows: &[crate::evaluate::Detection]) -> Result<()> {
+    write_atomic(path, |w| {
+        writeln!(w, "{PREDICTION_HEADER}")?;
+        for r in rows {
+            let [x, y, z] = r.world_xyz;
+            writeln!(w, "{},{x},{y},{z},{}", r.series_id, r.probability)?;
         }
         Ok(())
     })

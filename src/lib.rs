@@ -21,12 +21,14 @@ println!("{:?} -> {:?} mm, HU {}", v.shape_zyx(), xyz, v.hu[[10, 200, 250]]);
 #![deny(missing_docs)]
 
 pub mod annotations;
+pub mod evaluate;
 pub mod fsutil;
 pub mod geometry;
 pub mod hu;
 pub mod ingest;
 pub mod io;
 pub mod loader;
+pub mod predict;
 pub mod progress;
 pub mod resample;
 pub mod seed;

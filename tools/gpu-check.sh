@@ -25,12 +25,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle="${1:-target/gpu-check}"
 
-# The same features as tools/test.sh, so the build is shared with the tests.
+# The same build as tools/test.sh (features and --all-targets), so it is shared with the tests.
 features="train,cuda"
 if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then
     features="train,cuda,jpegls"
 fi
-cargo build --release --locked --features "$features"
+cargo build --release --locked --all-targets --features "$features"
 
 rm -rf "$bundle"
 mkdir -p "$bundle"

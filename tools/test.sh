@@ -43,4 +43,8 @@ else
     echo "      (pip install -r tools/goldens/requirements.txt -r tools/python/requirements.txt to run them)"
 fi
 
+# Build every target first (tests, benches, the binary): `cargo build --all-targets`
+# resolves features with the dev-dependencies exactly as `cargo test` does, so this one
+# build is the release binary with CUDA that CI must build, and the tests reuse it.
+cargo build --release --locked --all-targets --features "$features"
 cargo test --release --locked --features "$features"

@@ -576,15 +576,32 @@ fn join<T: std::fmt::Display>(v: &[T]) -> String {
 /// # Errors
 /// [`MetaImageError::Io`] naming the file that could not be written.
 pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: WriteOptions) -> Result<()> {
-    let io_err = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| MetaImageError::Io { path: p, source }
-    };
-    let s = hu.shape();
     let mut data = Vec::with_capacity(hu.len() * 2);
     for v in hu.iter() {
         data.extend_from_slice(&v.to_le_bytes());
     }
+    write_elements(path, data, "MET_SHORT", hu.shape(), g, opts)
+}
+
+/// Writes `values` (shape **(z, y, x)**) as MetaImage `MET_FLOAT` (e.g. a probability
+/// map), laid out as [`write()`] does. ctstream's own reader turns voxels into HU
+/// integers; SimpleITK, Slicer and ITK-SNAP read the floats.
+///
+/// # Errors
+/// [`MetaImageError::Io`] naming the file that could not be written.
+pub fn write_f32(path: &Path, values: &Array3<f32>, g: &Geometry, opts: WriteOptions) -> Result<()> {
+    let mut data = Vec::with_capacity(values.len() * 4);
+    for v in values.iter() {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    write_elements(path, data, "MET_FLOAT", values.shape(), g, opts)
+}
+
+fn write_elements(path: &Path, data: Vec<u8>, element_type: &str, s: &[usize], g: &Geometry, opts: WriteOptions) -> Result<()> {
+    let io_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| MetaImageError::Io { path: p, source }
+    };
     let payload = if opts.compress {
         let mut enc = ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&data).map_err(io_err(path))?;
@@ -613,7 +630,7 @@ pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: WriteOptions) ->
     header += "CenterOfRotation = 0 0 0\n";
     header += &format!("ElementSpacing = {}\n", join(&g.spacing_xyz));
     header += &format!("DimSize = {} {} {}\n", s[2], s[1], s[0]);
-    header += "ElementType = MET_SHORT\n";
+    header += &format!("ElementType = {element_type}\n");
     header += &format!("ElementDataFile = {data_name}\n");
     if local {
         write_atomic(path, |w| {

@@ -204,6 +204,26 @@ pub fn candidates_batch(rows: &[CandidateRow]) -> RecordBatch {
     batch(cols)
 }
 
+/// The `findings` table `ctstream predict` writes (`PRED_DIR/findings.parquet`): one row
+/// per connected component of a predicted probability map.
+pub fn findings_batch(rows: &[(String, crate::predict::components::Component)]) -> RecordBatch {
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.0.as_str())), false),
+        ("label", i32s(rows.iter().map(|r| r.1.label as i32)), false),
+        ("voxels", Arc::new(arrow_array::Int64Array::from_iter_values(rows.iter().map(|r| r.1.voxels as i64))), false),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_zyx[a])), false));
+    }
+    cols.push(("diameter_mm", f64s(rows.iter().map(|r| r.1.equivalent_diameter_mm)), false));
+    cols.push(("max_probability", f64s(rows.iter().map(|r| r.1.max_probability)), false));
+    cols.push(("mean_probability", f64s(rows.iter().map(|r| r.1.mean_probability)), false));
+    batch(cols)
+}
+
 /// Writes a table to `path` as parquet (snappy, one row group), atomically.
 ///
 /// # Errors

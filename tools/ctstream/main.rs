@@ -3,10 +3,13 @@
 
 mod bench;
 mod demo;
+mod evaluate;
 mod export;
 mod info;
 mod ingest;
 mod inspect;
+#[cfg(feature = "train")]
+mod predict;
 mod progress;
 mod synth;
 #[cfg(feature = "train")]
@@ -45,6 +48,11 @@ enum Command {
     /// Train a 3D U-Net or V-Net on a store (built with the cargo feature `train`).
     #[cfg(feature = "train")]
     Train(train::Args),
+    /// Predict whole scans with a trained run (sliding window) and find the nodules.
+    #[cfg(feature = "train")]
+    Predict(predict::Args),
+    /// Score detections against annotations: LUNA16 FROC sensitivities and CPM.
+    Evaluate(evaluate::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
 }
@@ -91,6 +99,9 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => train::run(a, &progress),
+        #[cfg(feature = "train")]
+        Command::Predict(a) => predict::run(a, &progress),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {

@@ -1,0 +1,139 @@
+//! Whole-scan prediction: a sliding window over a stored scan, tiles read from the store
+//! as they are needed and blended with Gaussian weights into a probability volume; then
+//! the nodules found in it ([`components`]).
+//!
+//! The network is any function from a batch of windowed tiles (`[B, 1, D, H, W]` f32, the
+//! loader's normalisation) to probabilities of the same shape, so this module needs no
+//! deep-learning library; [`model`] (feature `train`) adapts a trained Burn network.
+//!
+//! Memory: the output and the weight sum (4 bytes each per voxel), one batch of tiles and
+//! a bounded cache of decoded chunks; the scan is never decoded whole.
+
+pub mod components;
+#[cfg(feature = "train")]
+pub mod model;
+pub mod window;
+
+use ndarray::Array3;
+
+use crate::loader::cache::ChunkCache;
+use crate::progress::Progress;
+use crate::store::{Region, StoreError, VolumeFile};
+
+/// How to slide the window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlidingWindow {
+    /// Tile shape (z, y, x): the patch shape the network was trained on.
+    pub patch_zyx: [usize; 3],
+    /// Overlap of neighbouring tiles, 0..1 (0.5: RadIO's strides of half a patch).
+    pub overlap: f64,
+    /// Tiles per network call.
+    pub batch_size: usize,
+    /// HU mapped to 0 and 1, as in training.
+    pub hu_window: [f32; 2],
+    /// Decoded-chunk cache budget, bytes.
+    pub cache_bytes: usize,
+}
+
+impl Default for SlidingWindow {
+    fn default() -> Self {
+        SlidingWindow { patch_zyx: [32, 64, 64], overlap: 0.5, batch_size: 8, hu_window: [-1000.0, 400.0], cache_bytes: 128 << 20 }
+    }
+}
+
+/// Errors of a prediction.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PredictError {
+    /// The scan could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The network failed or returned the wrong number of values.
+    #[error("model: {0}")]
+    Model(String),
+    /// The options make no sense.
+    #[error("prediction: {0}")]
+    Config(String),
+    /// The training run (config.json or a checkpoint) could not be read.
+    #[error("{0}")]
+    Run(String),
+}
+
+/// Every tile start (z, y, x) of a volume of shape `shape`, z-major (so consecutive tiles
+/// share chunks).
+pub fn tiles(shape_zyx: [usize; 3], sw: &SlidingWindow) -> Vec<[usize; 3]> {
+    let s: [Vec<usize>; 3] = std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
+    let mut out = Vec::with_capacity(s[0].len() * s[1].len() * s[2].len());
+    for &z in &s[0] {
+        for &y in &s[1] {
+            for &x in &s[2] {
+                out.push([z, y, x]);
+            }
+        }
+    }
+    out
+}
+
+/// The probability of every voxel of `volume`: `model` on every tile of the sliding
+/// window, blended with [`window::gaussian`] weights and normalised by their sum.
+///
+/// # Errors
+/// [`PredictError::Store`] for unreadable chunks, [`PredictError::Model`] when `model`
+/// fails or returns other than one value per input value.
+pub fn predict_volume(
+    volume: &VolumeFile,
+    sw: &SlidingWindow,
+    mut model: impl FnMut(&[f32], [usize; 5]) -> Result<Vec<f32>, String>,
+    progress: &dyn Progress,
+) -> Result<Array3<f32>, PredictError> {
+    if sw.patch_zyx.contains(&0) || sw.batch_size == 0 || !(0.0..1.0).contains(&sw.overlap) || sw.hu_window[0] >= sw.hu_window[1] {
+        return Err(PredictError::Config(format!("patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}", sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window)));
+    }
+    let shape = volume.shape_zyx();
+    let p = sw.patch_zyx;
+    let n = p[0] * p[1] * p[2];
+    let weights = window::gaussian(p);
+    let mut acc = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
+    let mut wsum = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
+    let cache = ChunkCache::new(sw.cache_bytes);
+    let chunk_grid = volume.header().grid();
+    let (lo, inv) = (sw.hu_window[0], 1.0 / (sw.hu_window[1] - sw.hu_window[0]));
+    let all = tiles(shape, sw);
+    progress.start("predicting", Some(all.len() as u64));
+    let mut input = Vec::with_capacity(sw.batch_size * n);
+    for batch in all.chunks(sw.batch_size) {
+        input.clear();
+        for t in batch {
+            let start = t.map(|v| v as i64);
+            let region = Region::new(start, std::array::from_fn(|a| start[a] + p[a] as i64));
+            let hu = volume.read_region_with(region, |c| {
+                let key = ((c[0] * chunk_grid[1] + c[1]) * chunk_grid[2] + c[2]) as u32;
+                cache.get_or_decode((0, key), || volume.decode_chunk(c))
+            })?;
+            input.extend(hu.iter().map(|&v| ((v as f32 - lo) * inv).clamp(0.0, 1.0)));
+        }
+        let probs = model(&input, [batch.len(), 1, p[0], p[1], p[2]]).map_err(PredictError::Model)?;
+        if probs.len() != input.len() {
+            return Err(PredictError::Model(format!("returned {} values for {} inputs", probs.len(), input.len())));
+        }
+        for (k, t) in batch.iter().enumerate() {
+            let tile = &probs[k * n..(k + 1) * n];
+            for dz in 0..p[0].min(shape[0] - t[0]) {
+                for dy in 0..p[1].min(shape[1] - t[1]) {
+                    let row = (dz * p[1] + dy) * p[2];
+                    let len = p[2].min(shape[2] - t[2]);
+                    let mut a = acc.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                    let mut w = wsum.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                    for i in 0..len {
+                        a[i] += weights[row + i] * tile[row + i];
+                        w[i] += weights[row + i];
+                    }
+                }
+            }
+        }
+        progress.advance(batch.len() as u64);
+    }
+    progress.finish();
+    acc.zip_mut_with(&wsum, |a, &w| *a = if w > 0.0 { *a / w } else { 0.0 });
+    Ok(acc)
+}

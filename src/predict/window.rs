@@ -1,0 +1,72 @@
+//! Sliding-window geometry: where the tiles go and how much each voxel of a tile counts.
+
+/// Starts of the tiles along one axis of length `n` for tiles of length `p` overlapping by
+/// `overlap` (0 <= overlap < 1): evenly spaced from 0 to `n - p`, no further apart than
+/// `p * (1 - overlap)` (rounded, at least 1), as nnU-Net places them. A side shorter than
+/// the tile gets one tile at 0 (the part past the end reads the fill value).
+///
+/// ```
+/// use ctstream::predict::window::tile_starts;
+/// assert_eq!(tile_starts(100, 32, 0.5), [0, 14, 27, 41, 54, 68]); // 6 tiles, step 13.6
+/// assert_eq!(tile_starts(64, 32, 0.5), [0, 16, 32]);
+/// assert_eq!(tile_starts(20, 32, 0.5), [0]);
+/// ```
+pub fn tile_starts(n: usize, p: usize, overlap: f64) -> Vec<usize> {
+    if n <= p {
+        return vec![0];
+    }
+    let stride = ((p as f64 * (1.0 - overlap)).round() as usize).max(1);
+    let steps = (n - p).div_ceil(stride) + 1;
+    let actual = (n - p) as f64 / (steps - 1) as f64;
+    (0..steps).map(|i| (i as f64 * actual).round() as usize).collect()
+}
+
+/// Gaussian importance of each voxel of a tile of shape `p` (C order): `exp(-sum((i -
+/// c)^2 / (2 sigma^2)))` with `c = (p - 1) / 2` and `sigma = p / 8` per axis, as nnU-Net
+/// blends tiles, so voxels near a tile's edge, where the network sees little context,
+/// count least. 1 at the centre of an odd-sided tile.
+pub fn gaussian(p: [usize; 3]) -> Vec<f32> {
+    let axis = |n: usize| -> Vec<f64> {
+        let (c, s) = ((n as f64 - 1.0) / 2.0, n as f64 / 8.0);
+        (0..n).map(|i| (-(i as f64 - c).powi(2) / (2.0 * s * s)).exp()).collect()
+    };
+    let (gz, gy, gx) = (axis(p[0]), axis(p[1]), axis(p[2]));
+    let mut w = Vec::with_capacity(p.iter().product());
+    for z in &gz {
+        for y in &gy {
+            for x in &gx {
+                w.push((z * y * x) as f32);
+            }
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (100 - 32) / 16 = 4.25 -> 5 steps of the stride 16 -> 6 tiles, spaced 68 / 5 = 13.6:
+    /// 0, 13.6, 27.2, 40.8, 54.4, 68 -> 0, 14, 27, 41, 54, 68.
+    #[test]
+    fn tiles_cover_the_axis_evenly() {
+        for (n, p, o) in [(100, 32, 0.5), (64, 32, 0.5), (65, 32, 0.5), (33, 32, 0.0), (300, 64, 0.25), (7, 4, 0.9)] {
+            let s = tile_starts(n, p, o);
+            assert_eq!(s[0], 0);
+            assert_eq!(*s.last().unwrap(), n - p);
+            let max_gap = ((p as f64 * (1.0 - o)).round() as usize).max(1);
+            assert!(s.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= max_gap), "{n} {p} {o}: {s:?}");
+        }
+    }
+
+    /// At the centre of a 3-voxel axis the weight is 1; one voxel off it, with
+    /// sigma = 3/8, exp(-1 / (2 * 0.140625)) = exp(-3.5556) = 0.028566.
+    #[test]
+    fn gaussian_matches_hand_values() {
+        let w = gaussian([3, 3, 3]);
+        assert_eq!(w[13], 1.0);
+        assert!((w[14] - 0.028_566).abs() < 1e-6, "{}", w[14]);
+        // A corner is off-centre on all three axes: 0.0285655^3 = 2.3309e-5.
+        assert!((w[0] / 2.3309e-5 - 1.0).abs() < 1e-4, "{}", w[0]);
+    }
+}

@@ -1,0 +1,159 @@
+//! Whole-scan prediction (feature `train`) and the LUNA16 evaluation command.
+//!
+//! - The sliding window equals a naive reference written here: decode the whole volume,
+//!   cut every tile out of it (padding with the store's fill value), predict each tile on
+//!   its own, add `gaussian x probability` and `gaussian` into two volumes, divide.
+//! - `ctstream predict` writes that same map (per mille) and one LUNA16 row per component.
+//! - `ctstream evaluate` reproduces the hand-worked FROC of `src/evaluate.rs`'s tests.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+use ctstream::ingest::{self, IngestConfig};
+use ctstream::predict::model::Trained;
+use ctstream::predict::{self, SlidingWindow, window};
+use ctstream::store::{Store, VolumeFile};
+use ctstream::synth::{self, SynthConfig};
+use ndarray::Array3;
+
+type Cpu = burn::backend::Flex;
+
+fn ctstream(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().unwrap()
+}
+
+/// A store of 3 small synthetic scans and a U-Net (width 0.125, 16x32x32) trained 3 steps.
+fn store_and_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = dir.join("data");
+    synth::generate(&data, &SynthConfig { scans: 3, seed: 41, small: true, dicom: false }, &()).unwrap();
+    let store = dir.join("store");
+    let mut cfg = IngestConfig::new(vec![data.clone()], store.clone());
+    cfg.annotations = Some(data.join("annotations.csv"));
+    ingest::ingest(&cfg, &()).unwrap();
+    let run = dir.join("run");
+    let o = ctstream(&[
+        "--quiet", "train", "--store", store.to_str().unwrap(), "--out", run.to_str().unwrap(), "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2",
+        "--steps", "3", "--val-fraction", "0.3", "--val-every", "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (store, run)
+}
+
+/// The naive reference: every tile predicted alone on the fully decoded volume.
+fn naive(volume: &VolumeFile, net: &Trained<Cpu>, patch: [usize; 3], overlap: f64, window_hu: [f32; 2]) -> Array3<f32> {
+    let hu = volume.read_all().unwrap();
+    let shape = volume.shape_zyx();
+    let fill = volume.header().fill_value;
+    let g = window::gaussian(patch);
+    let (mut acc, mut wsum) = (Array3::<f32>::zeros(hu.raw_dim()), Array3::<f32>::zeros(hu.raw_dim()));
+    let device = Default::default();
+    for z in window::tile_starts(shape[0], patch[0], overlap) {
+        for y in window::tile_starts(shape[1], patch[1], overlap) {
+            for x in window::tile_starts(shape[2], patch[2], overlap) {
+                let mut tile = Vec::with_capacity(patch.iter().product());
+                for dz in 0..patch[0] {
+                    for dy in 0..patch[1] {
+                        for dx in 0..patch[2] {
+                            let v = hu.get([z + dz, y + dy, x + dx]).copied().unwrap_or(fill);
+                            tile.push(((v as f32 - window_hu[0]) / (window_hu[1] - window_hu[0])).clamp(0.0, 1.0));
+                        }
+                    }
+                }
+                let p = net.network.predict_batch(&tile, [1, 1, patch[0], patch[1], patch[2]], &device).unwrap();
+                let mut k = 0;
+                for dz in 0..patch[0] {
+                    for dy in 0..patch[1] {
+                        for dx in 0..patch[2] {
+                            let at = [z + dz, y + dy, x + dx];
+                            if at[0] < shape[0] && at[1] < shape[1] && at[2] < shape[2] {
+                                acc[at] += g[k] * p[k];
+                                wsum[at] += g[k];
+                            }
+                            k += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    acc / wsum
+}
+
+#[test]
+fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
+    let dir = tempdir();
+    let (store_path, run) = store_and_run(dir.path());
+    let store = Store::open(&store_path).unwrap();
+    let device = Default::default();
+    let net = Trained::<Cpu>::load(&run, None, &device).unwrap();
+    assert_eq!(net.checkpoint.state.position.step, 3);
+    let id = net.config.val_series[0].clone();
+    let volume = store.volume(&id).unwrap();
+    // A volume side not a multiple of the stride, and batches that do not divide the tiles.
+    let sw = SlidingWindow { patch_zyx: [16, 32, 32], overlap: 0.5, batch_size: 3, hu_window: net.config.loader.hu_window, cache_bytes: 1 << 20 };
+    let fast = predict::predict_volume(&volume, &sw, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let slow = naive(&volume, &net, sw.patch_zyx, sw.overlap, sw.hu_window);
+    let diff = fast.iter().zip(slow.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    eprintln!("{id}: shape {:?}, {} tiles, largest difference {diff:e}", volume.shape_zyx(), predict::tiles(volume.shape_zyx(), &sw).len());
+    assert!(diff <= 1e-5, "sliding window and naive reference differ by {diff}");
+    assert!(fast.iter().all(|p| (0.0..=1.0).contains(p)));
+    // Not a constant map: the network saw the scan (after 3 steps it varies little).
+    let (lo, hi) = fast.iter().fold((f32::MAX, f32::MIN), |(l, h), &p| (l.min(p), h.max(p)));
+    assert!(hi > lo, "{lo}..{hi}");
+
+    // The command writes the same map (probability x 1000 as int16) and one LUNA16 row
+    // per component.
+    let out = dir.path().join("pred");
+    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "5"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let map = VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().read_all().unwrap();
+    let worst = map.iter().zip(slow.iter()).map(|(&m, &p)| (m as f32 - 1000.0 * p).abs()).fold(0f32, f32::max);
+    assert!(worst <= 0.5 + 1e-2, "per-mille map off by {worst}");
+    assert_eq!(VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().geometry(), volume.geometry());
+    let comps = predict::components::components(slow.as_slice().unwrap(), volume.shape_zyx(), 0.5, &volume.geometry());
+    let csv = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
+    assert_eq!(csv.lines().next(), Some("seriesuid,coordX,coordY,coordZ,probability"));
+    assert_eq!(csv.lines().count() - 1, comps.len());
+    assert_eq!(std::fs::read_to_string(out.join("series.txt")).unwrap(), format!("{id}\n"));
+}
+
+/// The two-scan example worked by hand in `src/evaluate.rs` (CPM 11/21), through the CSV
+/// files and the command, with the scan list from a file.
+#[test]
+fn evaluate_command_reproduces_the_hand_worked_froc() {
+    let dir = tempdir();
+    let w = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ann = w("annotations.csv", "seriesuid,coordX,coordY,coordZ,diameter_mm\nA,0,0,0,10\nA,50,0,0,6\nB,0,0,0,4\n");
+    let exc = w("excluded.csv", "seriesuid,coordX,coordY,coordZ,diameter_mm\nA,0,50,0,-1\n");
+    let pred = w(
+        "pred.csv",
+        "seriesuid,coordX,coordY,coordZ,probability\nA,1,1,1,0.9\nA,0,-4,0,0.6\nA,52,0,0,0.4\nA,0,52,0,0.8\nA,0,5,0,0.7\nA,100,100,100,0.3\nB,30,0,0,0.5\nC,0,0,0,0.99\n",
+    );
+    let list = w("series.txt", "seriesuid\nA\nB\n");
+    let out = dir.path().join("eval");
+    let o = ctstream(&[
+        "evaluate", "--annotations", ann.to_str().unwrap(), "--excluded", exc.to_str().unwrap(), "--predictions", pred.to_str().unwrap(), "--series-list",
+        list.to_str().unwrap(), "--bootstrap", "50", "--json", "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((j["scans"].as_u64(), j["nodules"].as_u64(), j["detected"].as_u64(), j["false_positives"].as_u64(), j["ignored"].as_u64()), (Some(2), Some(3), Some(2), Some(3), Some(1)));
+    assert!((j["cpm"].as_f64().unwrap() - 11.0 / 21.0).abs() < 1e-12);
+    assert_eq!(j["intervals"].as_array().unwrap().len(), 8);
+    assert!(out.join("froc.json").is_file());
+    assert_eq!(std::fs::read_to_string(out.join("froc.csv")).unwrap().lines().count(), 1 + 6);
+    // A bad row is a clear error naming the file and line.
+    let bad = w("bad.csv", "seriesuid,coordX,coordY,coordZ,probability\nA,1,x,1,0.9\n");
+    let o = ctstream(&["evaluate", "--annotations", ann.to_str().unwrap(), "--predictions", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.csv") && err.contains("coordY"), "{err}");
+}

@@ -1,0 +1,89 @@
+//! `ctstream evaluate`: the LUNA16 FROC evaluation of a submission file.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use ctstream::annotations;
+use ctstream::evaluate::{self, FP_RATES};
+
+use crate::ExitError;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// annotations.csv (seriesuid,coordX,coordY,coordZ,diameter_mm).
+    #[arg(long)]
+    annotations: PathBuf,
+    /// annotations_excluded.csv: hits on these are neither true nor false positives.
+    #[arg(long)]
+    excluded: Option<PathBuf>,
+    /// The detections (seriesuid,coordX,coordY,coordZ,probability), e.g. from `ctstream predict`.
+    #[arg(long)]
+    predictions: PathBuf,
+    /// The scans evaluated, one id per line (LUNA16's seriesuids.csv or predict's
+    /// series.txt) [default: the scans named in --predictions].
+    #[arg(long)]
+    series_list: Option<PathBuf>,
+    /// Bootstrap resamplings of the scans for the 95% intervals (0: none).
+    #[arg(long, default_value_t = 1000)]
+    bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder for froc.json and froc.csv (the curve).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<(), ExitError> {
+    let nodules = annotations::read_annotations(&a.annotations)?;
+    let excluded = match &a.excluded {
+        Some(p) => annotations::read_excluded(p)?,
+        None => Vec::new(),
+    };
+    let detections = annotations::read_predictions(&a.predictions)?;
+    let series = match &a.series_list {
+        Some(p) => read_series_list(p)?,
+        None => {
+            let s: std::collections::BTreeSet<&str> = detections.iter().map(|d| d.series_id.as_str()).collect();
+            eprintln!("note: no --series-list: evaluating the {} scans named in {}", s.len(), a.predictions.display());
+            s.into_iter().map(String::from).collect()
+        }
+    };
+    let r = evaluate::froc(&series, &nodules, &excluded, &detections, a.bootstrap, a.seed);
+    if let Some(dir) = &a.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let j = dir.join("froc.json");
+        ctstream::fsutil::write_bytes_atomic(&j, serde_json::to_string_pretty(&r).context("JSON")?.as_bytes()).with_context(|| format!("writing {}", j.display()))?;
+        let mut csv = String::from("threshold,fps_per_scan,sensitivity\n");
+        for p in &r.curve {
+            csv += &format!("{},{},{}\n", p.threshold, p.fps_per_scan, p.sensitivity);
+        }
+        let c = dir.join("froc.csv");
+        ctstream::fsutil::write_bytes_atomic(&c, csv.as_bytes()).with_context(|| format!("writing {}", c.display()))?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r).context("JSON")?);
+        return Ok(());
+    }
+    println!(
+        "{} scans, {} nodules: {} detected; {} false-positive marks, {} on excluded findings ignored, {} extra hits on detected nodules",
+        r.scans, r.nodules, r.detected, r.false_positives, r.ignored, r.double_hits
+    );
+    println!("FP/scan   sensitivity{}", if r.intervals.is_empty() { "" } else { "   95% bootstrap interval" });
+    for (k, rate) in FP_RATES.iter().enumerate() {
+        let iv = r.intervals.get(k).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
+        println!("{rate:>7}   {:.3}{iv}", r.sensitivities[k]);
+    }
+    let iv = r.intervals.get(7).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
+    println!("CPM       {:.3}{iv}", r.cpm);
+    Ok(())
+}
+
+/// The series listed in a file, one per line (a `seriesuid` header line is skipped).
+fn read_series_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text.lines().map(|l| l.trim().trim_end_matches(',')).filter(|l| !l.is_empty() && *l != "seriesuid").map(String::from).collect())
+}
