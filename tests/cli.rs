@@ -108,7 +108,8 @@ fn demo_runs_end_to_end() {
     let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "4"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
-    for stage in ["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train"] {
+    let stages: &[&str] = if cfg!(feature = "train") { &["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train", "7. predict", "8. evaluate", "CPM"] } else { &["1. synth", "5. stream"] };
+    for stage in stages {
         assert!(stdout.contains(stage), "no `{stage}` in:\n{stdout}");
     }
     assert!(out.join("store/index/nodules.parquet").is_file());
@@ -118,6 +119,10 @@ fn demo_runs_end_to_end() {
         let val = std::fs::read_to_string(out.join("run/val.csv")).unwrap();
         assert!(val.lines().count() >= 2, "the demo holds one scan out and validates: {val}");
         assert!(out.join("run/checkpoints/step-00000004/model.mpk").is_file());
+        assert!(out.join("pred/candidates.csv").is_file());
+        let froc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval/froc.json")).unwrap()).unwrap();
+        assert_eq!(froc["scans"], 1, "the held-out scan");
+        assert!(froc["cpm"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)));
         // Running it again into the same folder works (the old run is replaced).
         let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "2"]);
         assert!(o.status.success(), "{}", text(&o.stderr));

@@ -95,7 +95,9 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     let volume = store.volume(&id).unwrap();
     // A volume side not a multiple of the stride, and batches that do not divide the tiles.
     let sw = SlidingWindow { patch_zyx: [16, 32, 32], overlap: 0.5, batch_size: 3, hu_window: net.config.loader.hu_window, cache_bytes: 1 << 20 };
-    let fast = predict::predict_volume(&volume, &sw, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let fast = predict::predict_volume(&volume, &sw, 2, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let serial = predict::predict_volume(&volume, &sw, 1, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    assert_eq!(fast, serial, "the map does not depend on the number of threads");
     let slow = naive(&volume, &net, sw.patch_zyx, sw.overlap, sw.hu_window);
     let diff = fast.iter().zip(slow.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
     eprintln!("{id}: shape {:?}, {} tiles, largest difference {diff:e}", volume.shape_zyx(), predict::tiles(volume.shape_zyx(), &sw).len());

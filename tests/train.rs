@@ -194,6 +194,17 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     assert!(cfg["val_series"][0].as_str().unwrap().ends_with("460989481960572922481201"));
     let steps: Vec<usize> = checkpoint::list(&run).unwrap().iter().map(|c| c.0).collect();
     assert_eq!(steps, [2, 4]);
+    // --epochs: steps = epochs x batches per epoch; the run ends at the last batch of
+    // the last epoch.
+    let ep = dir.path().join("epochs");
+    let o = ctstream(&["--quiet", "train", "--store", s, "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2", "--epochs", "2", "--val-fraction", "0", "--out", ep.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let steps = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(ep.join("config.json")).unwrap()).unwrap()["steps"].as_u64().unwrap() as usize;
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(ep.join("metrics.csv")).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), steps);
+    assert!(steps >= 2 && steps % 2 == 0, "{steps}");
+    let last = &rows[steps - 1];
+    assert_eq!((last[6].as_str(), last[7].parse::<usize>().unwrap()), ("1", steps / 2 - 1));
     // A second run into the same folder would mix two runs: refused.
     let o = ctstream(&["train", "--store", s, "--out", run.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));

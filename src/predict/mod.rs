@@ -77,15 +77,21 @@ pub fn tiles(shape_zyx: [usize; 3], sw: &SlidingWindow) -> Vec<[usize; 3]> {
 /// The probability of every voxel of `volume`: `model` on every tile of the sliding
 /// window, blended with [`window::gaussian`] weights and normalised by their sum.
 ///
+/// `threads` batches are predicted at a time, each on its own thread (Burn's CPU backend
+/// runs a network on one core); their results are added in tile order, so the map is the
+/// same for any number of threads.
+///
 /// # Errors
 /// [`PredictError::Store`] for unreadable chunks, [`PredictError::Model`] when `model`
 /// fails or returns other than one value per input value.
 pub fn predict_volume(
     volume: &VolumeFile,
     sw: &SlidingWindow,
-    mut model: impl FnMut(&[f32], [usize; 5]) -> Result<Vec<f32>, String>,
+    threads: usize,
+    model: impl Fn(&[f32], [usize; 5]) -> Result<Vec<f32>, String> + Sync,
     progress: &dyn Progress,
 ) -> Result<Array3<f32>, PredictError> {
+    use rayon::prelude::*;
     if sw.patch_zyx.contains(&0) || sw.batch_size == 0 || !(0.0..1.0).contains(&sw.overlap) || sw.hu_window[0] >= sw.hu_window[1] {
         return Err(PredictError::Config(format!("patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}", sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window)));
     }
@@ -99,10 +105,10 @@ pub fn predict_volume(
     let chunk_grid = volume.header().grid();
     let (lo, inv) = (sw.hu_window[0], 1.0 / (sw.hu_window[1] - sw.hu_window[0]));
     let all = tiles(shape, sw);
-    progress.start("predicting", Some(all.len() as u64));
-    let mut input = Vec::with_capacity(sw.batch_size * n);
-    for batch in all.chunks(sw.batch_size) {
-        input.clear();
+    let batches: Vec<&[[usize; 3]]> = all.chunks(sw.batch_size).collect();
+    // One batch: read its tiles (through the shared cache), window, predict.
+    let run = |batch: &[[usize; 3]]| -> Result<Vec<f32>, PredictError> {
+        let mut input = Vec::with_capacity(batch.len() * n);
         for t in batch {
             let start = t.map(|v| v as i64);
             let region = Region::new(start, std::array::from_fn(|a| start[a] + p[a] as i64));
@@ -116,22 +122,31 @@ pub fn predict_volume(
         if probs.len() != input.len() {
             return Err(PredictError::Model(format!("returned {} values for {} inputs", probs.len(), input.len())));
         }
-        for (k, t) in batch.iter().enumerate() {
-            let tile = &probs[k * n..(k + 1) * n];
-            for dz in 0..p[0].min(shape[0] - t[0]) {
-                for dy in 0..p[1].min(shape[1] - t[1]) {
-                    let row = (dz * p[1] + dy) * p[2];
-                    let len = p[2].min(shape[2] - t[2]);
-                    let mut a = acc.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
-                    let mut w = wsum.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
-                    for i in 0..len {
-                        a[i] += weights[row + i] * tile[row + i];
-                        w[i] += weights[row + i];
+        Ok(probs)
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().map_err(|e| PredictError::Config(format!("threads: {e}")))?;
+    progress.start("predicting", Some(all.len() as u64));
+    for round in batches.chunks(threads.max(1)) {
+        let results: Vec<Result<Vec<f32>, PredictError>> = pool.install(|| round.par_iter().map(|b| run(b)).collect());
+        for (batch, probs) in round.iter().zip(results) {
+            let probs = probs?;
+            for (k, t) in batch.iter().enumerate() {
+                let tile = &probs[k * n..(k + 1) * n];
+                for dz in 0..p[0].min(shape[0] - t[0]) {
+                    for dy in 0..p[1].min(shape[1] - t[1]) {
+                        let row = (dz * p[1] + dy) * p[2];
+                        let len = p[2].min(shape[2] - t[2]);
+                        let mut a = acc.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                        let mut w = wsum.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                        for i in 0..len {
+                            a[i] += weights[row + i] * tile[row + i];
+                            w[i] += weights[row + i];
+                        }
                     }
                 }
             }
+            progress.advance(batch.len() as u64);
         }
-        progress.advance(batch.len() as u64);
     }
     progress.finish();
     acc.zip_mut_with(&wsum, |a, &w| *a = if w > 0.0 { *a / w } else { 0.0 });

@@ -15,9 +15,9 @@ use crate::train::{ModelKind, RunConfig, Segmenter, UNet3d, VNet};
 #[derive(Debug)]
 pub enum Network<B: Backend> {
     /// A 3D U-Net.
-    Unet3d(UNet3d<B>),
+    Unet3d(Box<UNet3d<B>>),
     /// A V-Net.
-    Vnet(VNet<B>),
+    Vnet(Box<VNet<B>>),
 }
 
 /// A network loaded from a run, with the run's configuration and the checkpoint used.
@@ -53,8 +53,8 @@ impl<B: Backend> Trained<B> {
             }
         };
         let network = match config.model {
-            ModelKind::Unet3d => Network::Unet3d(checkpoint.load_model(UNet3d::<B>::new(config.width, device), device).map_err(run)?),
-            ModelKind::Vnet => Network::Vnet(checkpoint.load_model(VNet::<B>::new(config.width, device), device).map_err(run)?),
+            ModelKind::Unet3d => Network::Unet3d(Box::new(checkpoint.load_model(UNet3d::<B>::new(config.width, device), device).map_err(run)?)),
+            ModelKind::Vnet => Network::Vnet(Box::new(checkpoint.load_model(VNet::<B>::new(config.width, device), device).map_err(run)?)),
         };
         Ok(Trained { network, config, checkpoint })
     }

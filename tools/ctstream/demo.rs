@@ -5,7 +5,8 @@
 //! geometry and that every annotation lies inside its scan; ingest the MetaImage scans
 //! into a store; show what the store holds; stream patches from it for a few seconds;
 //! train a small 3D U-Net on the CPU (or `--device cuda`) with one scan held out for
-//! validation. Later stages (predict, evaluate, pictures) join here as they land.
+//! validation; predict the held-out scan whole (sliding window) and score the nodules
+//! found against its annotations (LUNA16 FROC). Pictures join here as they land.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -114,7 +115,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         r.patches_per_s, r.mb_per_s, r.decode_bound_patches_per_s, r.copy_bound_patches_per_s, r.cache_hit_rate
     );
     let run_dir = a.out.join("run");
-    train_step(&a, &opened, &store, &run_dir, bars)?;
+    if train_step(&a, &opened, &store, &run_dir, bars)? {
+        predict_step(&a, &store, &run_dir, &s.annotations, bars)?;
+    }
     println!();
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     println!("  look at a scan:     ctstream info {}", s.scans[0].display());
@@ -123,6 +126,8 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!("  export for Slicer:  ctstream export {} --series {} --out scan.nii.gz", store.display(), sum.stored.first().or(sum.skipped.first()).map_or("<id>", |v| v));
     if cfg!(feature = "train") && a.train_steps > 0 {
         println!("  training curves:    {}/metrics.csv and val.csv", run_dir.display());
+        println!("  findings:           {} (LUNA16 format), {}", a.out.join("pred/candidates.csv").display(), a.out.join("pred/findings.parquet").display());
+        println!("  FROC curve:         {}", a.out.join("eval/froc.csv").display());
     }
     Ok(())
 }
@@ -131,7 +136,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
 /// whose id hashes lowest is held out for validation (the `--val-fraction` just above its
 /// hash), so even three scans give a validation set.
 #[cfg(feature = "train")]
-fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &std::path::Path, bars: &Bars) -> Result<(), ExitError> {
+fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &std::path::Path, bars: &Bars) -> Result<bool, ExitError> {
     use clap::Parser;
     #[derive(Parser)]
     struct Train {
@@ -139,7 +144,7 @@ fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &s
         args: crate::train::Args,
     }
     if a.train_steps == 0 {
-        return Ok(());
+        return Ok(false);
     }
     let lowest = store.series_ids().map(ctstream::loader::split_fraction).fold(f64::INFINITY, f64::min);
     let val_fraction = if store.scans().len() >= 2 { lowest + 1e-9 } else { 0.0 };
@@ -159,11 +164,47 @@ fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &s
         "--val-every", &every, "--val-batches", "4", "--seed", &a.seed.to_string(), "--device", &a.device,
     ];
     let t = Train::try_parse_from(argv).map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow!("demo training options: {e}")))?;
-    crate::train::run(t.args, bars)
+    crate::train::run(t.args, bars)?;
+    Ok(store.scans().len() >= 2)
 }
 
 #[cfg(not(feature = "train"))]
-fn train_step(_: &Args, _: &Store, _: &std::path::Path, _: &std::path::Path, _: &Bars) -> Result<(), ExitError> {
+fn train_step(_: &Args, _: &Store, _: &std::path::Path, _: &std::path::Path, _: &Bars) -> Result<bool, ExitError> {
     println!("6. train: skipped (this ctstream was built without the `train` feature)");
+    Ok(false)
+}
+
+/// Steps 7 and 8: predict the held-out scan whole with the trained network (tiles
+/// overlapping by a quarter, to keep the demo short on two cores; `ctstream predict`
+/// defaults to a half), then score the findings against the annotations.
+#[cfg(feature = "train")]
+fn predict_step(a: &Args, store_path: &std::path::Path, run_dir: &std::path::Path, annotations: &std::path::Path, bars: &Bars) -> Result<(), ExitError> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Predict {
+        #[command(flatten)]
+        args: crate::predict::Args,
+    }
+    #[derive(Parser)]
+    struct Evaluate {
+        #[command(flatten)]
+        args: crate::evaluate::Args,
+    }
+    let usage = |e: clap::Error| crate::ExitError(crate::Exit::Usage, anyhow!("demo options: {e}"));
+    let pred = a.out.join("pred");
+    println!("7. predict the held-out scan whole: sliding window of 16x32x32 tiles, overlap 0.25, Gaussian blending -> {}", pred.display());
+    let (st, rd, pd) = (store_path.to_string_lossy(), run_dir.to_string_lossy(), pred.to_string_lossy());
+    let argv = ["predict", "--store", &st, "--run", &rd, "--split", "val", "--out", &pd, "--overlap", "0.25", "--device", &a.device];
+    crate::predict::run(Predict::try_parse_from(argv).map_err(usage)?.args, bars)?;
+    let eval = a.out.join("eval");
+    println!("8. evaluate the findings against the annotations (LUNA16 FROC, 200 bootstrap samples) -> {}", eval.display());
+    let (an, cands, list, ev) = (annotations.to_string_lossy(), pred.join("candidates.csv"), pred.join("series.txt"), eval.to_string_lossy());
+    let (cands, list) = (cands.to_string_lossy(), list.to_string_lossy());
+    let argv = ["evaluate", "--annotations", &an, "--predictions", &cands, "--series-list", &list, "--bootstrap", "200", "--out", &ev];
+    crate::evaluate::run(Evaluate::try_parse_from(argv).map_err(usage)?.args)
+}
+
+#[cfg(not(feature = "train"))]
+fn predict_step(_: &Args, _: &std::path::Path, _: &std::path::Path, _: &std::path::Path, _: &Bars) -> Result<(), ExitError> {
     Ok(())
 }

@@ -51,6 +51,9 @@ pub struct Args {
     /// Tiles per network call.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Batches predicted at once, one per thread (on the CPU; 1 on a GPU) [default: the cores].
+    #[arg(long)]
+    threads: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -118,13 +121,15 @@ fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars) -> Result<(), Ex
         sw.overlap,
         a.device
     );
+    let cpu = matches!(a.device, DeviceChoice::Cpu);
+    let threads = a.threads.unwrap_or(if cpu { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 });
     let mut detections = Vec::new();
     let mut findings: Vec<(String, Component)> = Vec::new();
     for id in &ids {
         let t0 = Instant::now();
         let volume = store.volume(id)?;
         let tiles = predict::tiles(volume.shape_zyx(), &sw).len();
-        let probs = predict::predict_volume(&volume, &sw, |x, shape| trained.network.predict_batch(x, shape, &device), bars).with_context(|| format!("predicting {id}"))?;
+        let probs = predict::predict_volume(&volume, &sw, threads, |x, shape| trained.network.predict_batch(x, shape, &device), bars).with_context(|| format!("predicting {id}"))?;
         let seconds = t0.elapsed().as_secs_f64();
         let g = volume.geometry();
         let flat = probs.as_slice().ok_or_else(|| anyhow!("probability map not contiguous"))?;
