@@ -1,5 +1,5 @@
-//! A trained network, loaded from a run folder, as the function [`predict_volume`]
-//! (super::predict_volume) calls (feature `train`).
+//! A trained network, loaded from a run folder, as the function that
+//! [`super::predict_volume`] calls (feature `train`).
 
 use std::path::Path;
 
