@@ -26,10 +26,7 @@ cd "$(dirname "$0")/.."
 bundle="${1:-target/gpu-check}"
 
 # The same build as tools/test.sh (features and --all-targets), so it is shared with the tests.
-features="train,cuda"
-if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then
-    features="train,cuda,jpegls"
-fi
+features=$(tools/features.sh)
 cargo build --release --locked --all-targets --features "$features"
 
 rm -rf "$bundle"

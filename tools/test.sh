@@ -14,17 +14,9 @@ cd "$(dirname "$0")/.."
 data="${CTSTREAM_TEST_DATA:-../shared/data}"
 
 # The default features (training with Burn on the CPU and CUDA) are always built and
-# tested; JPEG-LS where it can be built. One release build serves the tests and the
-# binary (Burn's numeric code is far too slow unoptimised).
-features="train,cuda"
-if command -v cmake >/dev/null 2>&1 && command -v c++ >/dev/null 2>&1; then
-    features="train,cuda,jpegls"
-elif [ -n "${CTSTREAM_REQUIRE_JPEGLS:-}" ]; then
-    echo "error: CTSTREAM_REQUIRE_JPEGLS is set but cmake or c++ is missing" >&2
-    exit 1
-else
-    echo "note: cmake/c++ not found: JPEG-LS is not built; its test checks the clear error instead"
-fi
+# tested; JPEG-LS where it can be built (tools/features.sh). One release build serves the
+# tests and the binary (Burn's numeric code is far too slow unoptimised).
+features=$(tools/features.sh)
 
 if python3 -c 'import SimpleITK, pydicom, numpy, zstandard, pyarrow, duckdb' >/dev/null 2>&1; then
     tmp=$(mktemp -d)

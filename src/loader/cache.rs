@@ -100,6 +100,19 @@ impl ChunkCache {
         Ok(data)
     }
 
+    /// Reads region `r` of `volume`, getting each chunk it touches through the cache
+    /// (keyed by `volume_key` and the chunk's index in C order).
+    ///
+    /// # Errors
+    /// [`StoreError`](crate::store::StoreError) for a corrupt chunk.
+    pub fn read_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
+        let grid = volume.header().grid();
+        volume.read_region_with(r, |c| {
+            let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
+            self.get_or_decode((volume_key, k), || volume.decode_chunk(c))
+        })
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> CacheStats {
         let held = self.shards.iter().map(|s| s.lock().map_or(0, |s| s.bytes as u64)).sum();

@@ -69,14 +69,8 @@ pub fn write_patch(hu: &[i16], m: &[u8], aug: &AugmentParams, shape: [usize; 3],
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt chunk.
 pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i16>, LoaderError> {
-    let scan = &shared.scans[spec.scan];
-    let v = &scan.volume;
-    let grid = v.header().grid();
     let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
-    Ok(v.read_region_with(r, |c| {
-        let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-        shared.cache.get_or_decode((spec.scan as u32, k), || v.decode_chunk(c))
-    })?)
+    Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
 /// Builds batch `index` of epoch `epoch`.

@@ -102,7 +102,6 @@ pub fn predict_volume(
     let mut acc = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
     let mut wsum = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
     let cache = ChunkCache::new(sw.cache_bytes);
-    let chunk_grid = volume.header().grid();
     let (lo, inv) = (sw.hu_window[0], 1.0 / (sw.hu_window[1] - sw.hu_window[0]));
     let all = tiles(shape, sw);
     let batches: Vec<&[[usize; 3]]> = all.chunks(sw.batch_size).collect();
@@ -112,10 +111,7 @@ pub fn predict_volume(
         for t in batch {
             let start = t.map(|v| v as i64);
             let region = Region::new(start, std::array::from_fn(|a| start[a] + p[a] as i64));
-            let hu = volume.read_region_with(region, |c| {
-                let key = ((c[0] * chunk_grid[1] + c[1]) * chunk_grid[2] + c[2]) as u32;
-                cache.get_or_decode((0, key), || volume.decode_chunk(c))
-            })?;
+            let hu = cache.read_region(0, volume, region)?;
             input.extend(hu.iter().map(|&v| ((v as f32 - lo) * inv).clamp(0.0, 1.0)));
         }
         let probs = model(&input, [batch.len(), 1, p[0], p[1], p[2]]).map_err(PredictError::Model)?;
