@@ -28,6 +28,7 @@ pub mod hu;
 pub mod ingest;
 pub mod io;
 pub mod loader;
+pub mod picture;
 pub mod predict;
 pub mod progress;
 pub mod resample;

@@ -108,7 +108,7 @@ fn demo_runs_end_to_end() {
     let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "4"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
-    let stages: &[&str] = if cfg!(feature = "train") { &["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train", "7. predict", "8. evaluate", "CPM"] } else { &["1. synth", "5. stream"] };
+    let stages: &[&str] = if cfg!(feature = "train") { &["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train", "7. predict", "8. evaluate", "CPM", "9. draw"] } else { &["1. synth", "5. stream", "9. draw"] };
     for stage in stages {
         assert!(stdout.contains(stage), "no `{stage}` in:\n{stdout}");
     }
@@ -123,6 +123,33 @@ fn demo_runs_end_to_end() {
         let froc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval/froc.json")).unwrap()).unwrap();
         assert_eq!(froc["scans"], 1, "the held-out scan");
         assert!(froc["cpm"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)));
+        // The pictures exist and show something: many colours, and the masks' outlines.
+        for png in ["pictures/slice.png", "pictures/nodule.png", "pictures/curves.png", "eval/froc.png"] {
+            let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}")).to_rgb8();
+            let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+            assert!(colours.len() >= 64, "{png}: only {} colours", colours.len());
+            assert!(stdout.contains(png), "the demo prints where {png} is");
+        }
+        let nodule = image::open(out.join("pictures/nodule.png")).unwrap().to_rgb8();
+        let outline = nodule.pixels().filter(|p| p.0 == ctstream::picture::slice::ANNOTATED).count();
+        assert!(outline >= 20, "the annotated nodule's outline: {outline} pixels");
+        // render and plot name what is wrong.
+        let store = out.join("store");
+        let id = std::fs::read_to_string(out.join("pred/series.txt")).unwrap().lines().next().unwrap().to_string();
+        let png = out.join("x.png");
+        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--slice", "100000", "--out", png.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains("--slice 100000") && text(&o.stderr).contains("has slices 0.."), "{}", text(&o.stderr));
+        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--nodule", "99", "--out", png.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        assert!(text(&o.stderr).contains("has annotated nodules ["), "{}", text(&o.stderr));
+        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--pred", dir.path().to_str().unwrap(), "--out", png.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o.stderr).contains(".ctv: no probability map"), "{}", text(&o.stderr));
+        assert!(!png.exists());
+        let o = ctstream(&["plot", store.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o.stderr).contains("metrics.csv"), "{}", text(&o.stderr));
         // Running it again into the same folder works (the old run is replaced).
         let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "2"]);
         assert!(o.status.success(), "{}", text(&o.stderr));

@@ -6,7 +6,9 @@
 //! into a store; show what the store holds; stream patches from it for a few seconds;
 //! train a small 3D U-Net on the CPU (or `--device cuda`) with one scan held out for
 //! validation; predict the held-out scan whole (sliding window) and score the nodules
-//! found against its annotations (LUNA16 FROC). Pictures join here as they land.
+//! found against its annotations (LUNA16 FROC); draw the pictures: the held-out scan's
+//! slice through a nodule with the predicted and annotated masks, the training curves
+//! and the FROC curve.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -115,9 +117,8 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         r.patches_per_s, r.mb_per_s, r.decode_bound_patches_per_s, r.copy_bound_patches_per_s, r.cache_hit_rate
     );
     let run_dir = a.out.join("run");
-    if train_step(&a, &opened, &store, &run_dir, bars)? {
-        predict_step(&a, &store, &run_dir, &s.annotations, bars)?;
-    }
+    let predicted = train_step(&a, &opened, &store, &run_dir, bars)? && predict_step(&a, &store, &run_dir, &s.annotations, bars).map(|()| true)?;
+    let pictures = pictures_step(&a, &opened, &store, &run_dir, predicted)?;
     println!();
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());
     println!("  look at a scan:     ctstream info {}", s.scans[0].display());
@@ -125,11 +126,63 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!("  measure the loader: ctstream bench --store {}", store.display());
     println!("  export for Slicer:  ctstream export {} --series {} --out scan.nii.gz", store.display(), sum.stored.first().or(sum.skipped.first()).map_or("<id>", |v| v));
     if cfg!(feature = "train") && a.train_steps > 0 {
-        println!("  training curves:    {}/metrics.csv and val.csv", run_dir.display());
+        println!("  training log:       {}/metrics.csv and val.csv", run_dir.display());
+    }
+    if predicted {
         println!("  findings:           {} (LUNA16 format), {}", a.out.join("pred/candidates.csv").display(), a.out.join("pred/findings.parquet").display());
-        println!("  FROC curve:         {}", a.out.join("eval/froc.csv").display());
+        println!("  FROC:               {} and froc.csv", a.out.join("eval/froc.json").display());
+    }
+    for (what, path) in &pictures {
+        println!("  {:<19} {}", format!("{what}:"), path.display());
     }
     Ok(())
+}
+
+/// Step 9: the pictures. The slice through the largest nodule of the held-out scan with
+/// the predicted and annotated masks, whole and as a 64 mm close-up (without a
+/// prediction: of the first scan, annotated only), the training curves, and the FROC
+/// curve `evaluate` drew.
+fn pictures_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &std::path::Path, predicted: bool) -> Result<Vec<(&'static str, PathBuf)>, ExitError> {
+    let dir = a.out.join("pictures");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    println!("9. draw the pictures -> {}", dir.display());
+    let pred = a.out.join("pred");
+    let series = if predicted {
+        let list = pred.join("series.txt");
+        let text = std::fs::read_to_string(&list).with_context(|| format!("reading {}", list.display()))?;
+        text.lines().next().map(String::from).ok_or_else(|| anyhow!("{}: no scan listed", list.display()))?
+    } else {
+        store.series_ids().next().map(String::from).ok_or_else(|| anyhow!("the store holds no scan"))?
+    };
+    let mut out = Vec::new();
+    for (name, what, crop) in [("slice.png", "slice", None), ("nodule.png", "nodule close up", Some(64.0))] {
+        let path = dir.join(name);
+        print!("   ");
+        crate::render::run(crate::render::Args {
+            store: store_path.to_path_buf(),
+            series: series.clone(),
+            pred: predicted.then(|| pred.clone()),
+            slice: None,
+            nodule: None,
+            threshold: 0.5,
+            window: None,
+            crop,
+            panel_width: 400,
+            out: path.clone(),
+        })?;
+        out.push((what, path));
+    }
+    if run_dir.join("metrics.csv").exists() {
+        let curves = dir.join("curves.png");
+        print!("   ");
+        crate::plot::run(crate::plot::Args { run: run_dir.to_path_buf(), out: Some(curves.clone()) })?;
+        out.push(("training curves", curves));
+    }
+    let froc = a.out.join("eval/froc.png");
+    if predicted && froc.exists() {
+        out.push(("FROC curve", froc));
+    }
+    Ok(out)
 }
 
 /// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself. The scan

@@ -29,7 +29,7 @@ pub struct Args {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Folder for froc.json and froc.csv (the curve).
+    /// Folder for froc.json, froc.csv (the curve) and froc.png (its picture).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Print the result as JSON.
@@ -63,6 +63,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         }
         let c = dir.join("froc.csv");
         ctstream::fsutil::write_bytes_atomic(&c, csv.as_bytes()).with_context(|| format!("writing {}", c.display()))?;
+        let title = a.predictions.file_name().map_or_else(|| "FROC".to_string(), |n| format!("FROC of {}", n.to_string_lossy()));
+        ctstream::picture::froc::plot(&r, &title)?.save(&dir.join("froc.png"))?;
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).context("JSON")?);

@@ -8,9 +8,11 @@ mod export;
 mod info;
 mod ingest;
 mod inspect;
+mod plot;
 #[cfg(feature = "train")]
 mod predict;
 mod progress;
+mod render;
 mod synth;
 #[cfg(feature = "train")]
 mod train;
@@ -55,6 +57,10 @@ enum Command {
     Predict(predict::Args),
     /// Score detections against annotations: LUNA16 FROC sensitivities and CPM.
     Evaluate(evaluate::Args),
+    /// Draw one slice of a stored scan with its predicted and annotated nodules (PNG).
+    Render(render::Args),
+    /// Plot a training run's loss and Dice against step (PNG).
+    Plot(plot::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
 }
@@ -104,6 +110,8 @@ fn main() -> ExitCode {
         #[cfg(feature = "train")]
         Command::Predict(a) => predict::run(a, &progress),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Render(a) => render::run(a),
+        Command::Plot(a) => plot::run(a),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {

@@ -1,0 +1,123 @@
+//! A training run's curves: loss and Dice against step, for training (each step, and
+//! its running mean) and validation, read from the run's `metrics.csv` and `val.csv`.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::{Picture, PictureError, draw_err};
+
+/// The curves of one run: (step, value) pairs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Curves {
+    /// Training loss of each step.
+    pub train_loss: Vec<(f64, f64)>,
+    /// Training Dice of each step.
+    pub train_dice: Vec<(f64, f64)>,
+    /// Validation loss at each validation.
+    pub val_loss: Vec<(f64, f64)>,
+    /// Validation Dice at each validation.
+    pub val_dice: Vec<(f64, f64)>,
+}
+
+/// Reads the `step`, `loss` and `dice` columns of a CSV log (other columns ignored).
+///
+/// # Errors
+/// [`PictureError::Io`] when it cannot be read; [`PictureError::Input`] naming the line
+/// for a missing column or a value that is not a number.
+pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
+    let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
+    let file = std::fs::File::open(path).map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
+    let mut r = csv::Reader::from_reader(file);
+    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| bad(format!("no `{name}` column (header: {})", headers.iter().collect::<Vec<_>>().join(","))));
+    let (s, l, d) = (col("step")?, col("loss")?, col("dice")?);
+    let mut rows = Vec::new();
+    for (k, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let num = |c: usize, name: &str| -> Result<f64, PictureError> {
+            let v = rec.get(c).unwrap_or("");
+            v.trim().parse::<f64>().map_err(|_| bad(format!("line {}: {name} `{v}` is not a number", k + 2)))
+        };
+        rows.push((num(s, "step")?, num(l, "loss")?, num(d, "dice")?));
+    }
+    Ok(rows)
+}
+
+/// Reads a run folder's `metrics.csv` (required) and `val.csv` (if present).
+///
+/// # Errors
+/// As [`read_log`]; [`PictureError::Input`] when `metrics.csv` has no rows.
+pub fn read_run(run_dir: &Path) -> Result<Curves, PictureError> {
+    let metrics = run_dir.join("metrics.csv");
+    let train = read_log(&metrics)?;
+    if train.is_empty() {
+        return Err(PictureError::Input { path: metrics, message: "no training steps logged yet".into() });
+    }
+    let val_path = run_dir.join("val.csv");
+    let val = if val_path.exists() { read_log(&val_path)? } else { Vec::new() };
+    let loss = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.1)).collect();
+    let dice = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.2)).collect();
+    Ok(Curves { train_loss: loss(&train), train_dice: dice(&train), val_loss: loss(&val), val_dice: dice(&val) })
+}
+
+/// The running mean of `points` over a centred window of `k` points (shorter at the ends).
+pub fn running_mean(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
+    let half = k / 2;
+    (0..points.len())
+        .map(|i| {
+            let (lo, hi) = (i.saturating_sub(half), (i + half + 1).min(points.len()));
+            let w = &points[lo..hi];
+            (points[i].0, w.iter().map(|p| p.1).sum::<f64>() / w.len() as f64)
+        })
+        .collect()
+}
+
+/// Plots loss (left) and Dice (right) against step: each training step faint, their
+/// running mean bold, validation as dots joined by lines.
+///
+/// # Errors
+/// [`PictureError::Draw`] if drawing fails.
+pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
+    let mut pic = Picture::new(1200, 480);
+    let steps = c.train_loss.len();
+    let k = (steps / 20).max(1) | 1;
+    pic.draw(|root| {
+        let root = root.titled(title, ("sans-serif", 20)).map_err(draw_err)?;
+        let halves = root.split_evenly((1, 2));
+        let max_step = c.train_loss.iter().chain(&c.val_loss).map(|p| p.0).fold(1.0f64, f64::max);
+        let panels = [("loss", &c.train_loss, &c.val_loss), ("Dice", &c.train_dice, &c.val_dice)];
+        for (area, (name, train, val)) in halves.iter().zip(panels) {
+            let finite = train.iter().chain(val.iter()).map(|p| p.1).filter(|v| v.is_finite());
+            let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            let (y0, y1) = if name == "Dice" { (0.0, 1.0) } else if lo.is_finite() { (lo.min(0.0), hi * 1.05 + 1e-9) } else { (0.0, 1.0) };
+            let mut chart = ChartBuilder::on(area)
+                .margin(12)
+                .caption(format!("{name} against step"), ("sans-serif", 16))
+                .x_label_area_size(36)
+                .y_label_area_size(52)
+                .build_cartesian_2d(0.0..max_step, y0..y1)
+                .map_err(draw_err)?;
+            chart.configure_mesh().x_desc("step").x_label_formatter(&|x| format!("{x}")).y_desc(name).light_line_style(RGBColor(242, 242, 242)).draw().map_err(draw_err)?;
+            let blue = RGBColor(40, 90, 200);
+            let faint = if k > 1 { RGBColor(160, 185, 235).stroke_width(1) } else { blue.stroke_width(2) };
+            chart.draw_series(LineSeries::new(train.iter().copied(), faint)).map_err(draw_err)?.label("training, each step").legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint));
+            if k > 1 {
+                chart
+                    .draw_series(LineSeries::new(running_mean(train, k), blue.stroke_width(2)))
+                    .map_err(draw_err)?
+                    .label(format!("training, mean of {k} steps"))
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], blue.stroke_width(2)));
+            }
+            if !val.is_empty() {
+                let orange = RGBColor(230, 120, 20);
+                chart.draw_series(LineSeries::new(val.iter().copied(), orange.stroke_width(2))).map_err(draw_err)?.label("validation").legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], orange.stroke_width(2)));
+                chart.draw_series(val.iter().map(|&p| Circle::new(p, 4, orange.filled()))).map_err(draw_err)?;
+            }
+            let corner = if name == "Dice" { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight };
+            chart.configure_series_labels().position(corner).background_style(WHITE.mix(0.85)).border_style(RGBColor(180, 180, 180)).draw().map_err(draw_err)?;
+        }
+        Ok(())
+    })?;
+    Ok(pic)
+}
