@@ -136,9 +136,16 @@ fn csv_err(path: &Path, e: csv::Error) -> AnnotationError {
     }
 }
 
+/// A series id: non-empty, and one the store could name a file with (no path separators,
+/// no `..`, no spaces; every DICOM UID and LUNA16 id qualifies), so an id read here can
+/// never reach outside a folder whatever code uses it later.
 fn series(s: &str) -> std::result::Result<String, String> {
     if s.is_empty() {
         return Err("column `seriesuid` is empty".into());
+    }
+    if !crate::store::format::valid_series_id(s) {
+        let shown: String = s.chars().take(80).collect();
+        return Err(format!("column `seriesuid`: `{}` is not a series id (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 128)", shown.escape_debug()));
     }
     Ok(s.to_string())
 }

@@ -4,7 +4,9 @@
 //! **The rule.** A value `v` from a scan (after DICOM rescale slope/intercept, or a float
 //! MetaImage voxel) becomes `clamp(round_half_away_from_zero(v), -32768, 32767)`. Every
 //! voxel whose rounded value lay outside the `i16` range is counted as *clamped*; readers
-//! report the count. NaN has no HU and is an error, reported by the reader with the file.
+//! report the count. NaN and infinities have no HU (they are not measurements, and an
+//! infinity clamped to 32767 would pass for bone): an error, reported by the reader with
+//! the file.
 //!
 //! The goldens under `tests/goldens/` apply the same rule to pydicom's and SimpleITK's
 //! values (`tools/goldens/make_goldens.py`, `to_i16`).
@@ -12,19 +14,21 @@
 use ndarray::Array3;
 use serde::{Deserialize, Serialize};
 
-/// Converts one value to HU by the rule above: `(value, clamped)`, or `None` for NaN.
+/// Converts one value to HU by the rule above: `(value, clamped)`, or `None` for NaN and
+/// infinities.
 ///
 /// ```
 /// use ctstream::hu::to_i16;
 /// assert_eq!(to_i16(-0.5), Some((-1, false)));   // half away from zero
 /// assert_eq!(to_i16(2.5), Some((3, false)));
 /// assert_eq!(to_i16(40000.0), Some((32767, true)));
-/// assert_eq!(to_i16(f64::NEG_INFINITY), Some((-32768, true)));
+/// assert_eq!(to_i16(-40000.0), Some((-32768, true)));
+/// assert_eq!(to_i16(f64::NEG_INFINITY), None);
 /// assert_eq!(to_i16(f64::NAN), None);
 /// ```
 #[inline]
 pub fn to_i16(value: f64) -> Option<(i16, bool)> {
-    if value.is_nan() {
+    if !value.is_finite() {
         return None;
     }
     let r = value.round();
@@ -108,7 +112,7 @@ pub struct Converted {
     pub values: Vec<i16>,
     /// How many were clamped.
     pub clamped: u64,
-    /// How many were NaN (and became 0; readers turn any NaN into an error).
+    /// How many were NaN or infinite (and became 0; readers turn any into an error).
     pub nan: u64,
 }
 

@@ -423,6 +423,8 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let candidates: Vec<Candidate> = cfg.candidates.as_deref().map_or(Ok(Vec::new()), annotations::read_candidates)?;
 
     let manifest = cfg.manifest();
+    // Held until this function returns: a second ingest into the store is refused.
+    let _lock = store::lock::StoreLock::acquire(&cfg.out)?;
     prepare_store(cfg, &manifest)?;
     let existing = store::read_records(&cfg.out)?;
 

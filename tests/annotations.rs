@@ -74,6 +74,8 @@ fn malformed_rows_give_line_numbered_errors() {
         ("1.2.3,1,2,,4\n", 2, "coordZ"),
         ("1.2.3,1,2,3,NaN\n", 2, "diameter_mm"),
         ("1.2.3,1,2,inf,4\n", 2, "coordZ"),
+        ("../../etc/passwd,1,2,3,4\n", 2, "not a series id"),
+        ("1.2.3,1,2,3,4\na/b,1,2,3,4\n", 3, "not a series id"),
     ];
     for (i, (body, line, column)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("bad{i}.csv"));

@@ -236,3 +236,139 @@ fn export_round_trips_through_metaimage_and_nifti() {
     let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("export").arg(&out).args(["--series", &id, "--out", "x.png"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Copies the first `n` scans (their .mhd and .raw) of a synthetic dataset's `subset0`
+/// into `to`, so a store can hold some of them before a resumed ingest adds the rest.
+fn first_scans(data: &Path, n: usize, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    let mut headers: Vec<PathBuf> = fs::read_dir(data.join("subset0")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "mhd")).collect();
+    headers.sort();
+    for h in headers.into_iter().take(n) {
+        for p in [h.clone(), h.with_extension("raw")] {
+            fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Ingests the scans under `part` with the annotations of the dataset `data`.
+fn store_from(part: &Path, data: &Path, out: &Path) {
+    let mut c = config(part, out);
+    c.annotations = Some(data.join("annotations.csv"));
+    c.candidates = None;
+    let s = ingest::ingest(&c, &()).unwrap();
+    assert!(s.failed.is_empty(), "{:?}", s.failed);
+}
+
+/// One ingest at a time: while the store's lock is held (as a running ingest holds it), an
+/// ingest is refused before writing anything, naming the holder; a real second ingest
+/// process started while the first runs is refused the same way.
+#[test]
+fn a_second_ingest_into_the_same_store_is_refused_by_the_lock() {
+    use ctstream::store::StoreError;
+    use ctstream::store::lock::StoreLock;
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 8, 21);
+    let out = dir.path().join("store");
+    let held = StoreLock::acquire(&out).unwrap();
+    let e = ingest::ingest(&config(&data, &out), &()).unwrap_err();
+    assert!(matches!(&e, IngestError::Store(StoreError::Locked { holder: Some(p), .. }) if *p == std::process::id()), "{e}");
+    assert!(!out.join("manifest.json").exists() && !out.join("volumes").exists(), "nothing written");
+    let o = ingest_cmd(&data, &out, false).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("another ingest (process {}) is writing to this store", std::process::id())) && err.contains(".lock"), "{err}");
+    drop(held);
+
+    // Two processes: the second starts once the first has taken the lock.
+    let mut first = ingest_cmd(&data, &out, false).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid = first.id().to_string();
+    while fs::read_to_string(out.join(".lock")).unwrap_or_default() != pid {
+        assert!(first.try_wait().unwrap().is_none(), "the first ingest ended before the test saw its lock");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let o = ingest_cmd(&data, &out, true).output().unwrap();
+    let still_running = first.try_wait().unwrap().is_none();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(still_running, "8 scans take longer than starting a process");
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("another ingest (process {pid})")), "{err}");
+    assert!(first.wait().unwrap().success());
+    assert_eq!(Store::open(&out).unwrap().scans().len(), 8);
+    // The lock went with the process: the next ingest runs.
+    assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success());
+}
+
+/// Readers opening and reading the store while `ingest --resume` adds six scans to it see
+/// only complete scans: every listed scan reads whole (CRC-checked) and the index always
+/// opens, at every moment the test looks.
+#[test]
+fn readers_see_only_complete_scans_while_a_resumed_ingest_adds_more() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 8, 23);
+    let part = dir.path().join("part");
+    first_scans(&data, 2, &part);
+    let out = dir.path().join("store");
+    store_from(&part, &data, &out);
+    let mut child = ingest_cmd(&data, &out, true).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut looks = 0;
+    loop {
+        let done = child.try_wait().unwrap().is_some();
+        let store = Store::open(&out).unwrap_or_else(|e| panic!("look {looks}: {e}"));
+        for id in store.series_ids() {
+            let v = store.volume(id).unwrap_or_else(|e| panic!("look {looks}: {id}: {e}"));
+            v.read_all().unwrap_or_else(|e| panic!("look {looks}: {id}: {e}"));
+        }
+        index::read_nodules(&out.join("index/nodules.parquet")).unwrap_or_else(|e| panic!("look {looks}: {e}"));
+        seen.insert(store.scans().len());
+        looks += 1;
+        if done {
+            break;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert_eq!(seen.last(), Some(&8));
+    assert_eq!(seen.first(), Some(&2));
+    assert!(seen.len() >= 3, "the readers saw the store grow: {seen:?} in {looks} looks");
+}
+
+/// A write that fails part-way (here: the file-size limit, which fails writes with EFBIG
+/// as a full disk fails them with ENOSPC) ends the scan with a message naming it, leaves
+/// no partial file and the store as it was; once the space is there, `--resume` finishes.
+#[test]
+fn a_failed_write_leaves_the_store_as_it_was() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 3, 29);
+    let part = dir.path().join("part");
+    first_scans(&data, 2, &part);
+    let out = dir.path().join("store");
+    store_from(&part, &data, &out);
+    let before = snapshot(&out);
+    // sh ignores SIGXFSZ (inherited through exec) and limits files to 400 blocks (at least
+    // 200 KB: the index tables fit, a ~1 MB volume does not).
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 400; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["--quiet", "ingest", "--jobs", "1", "--resume", "--input"])
+        .arg(data.join("subset0"))
+        .arg("--annotations")
+        .arg(data.join("annotations.csv"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("File too large") && text.contains(".mhd"), "the failure names the scan and the reason: {text}");
+    let after = snapshot(&out);
+    assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{text}");
+    assert!(after == before, "the store changed");
+    let leftovers: Vec<_> = fs::read_dir(out.join("volumes")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success());
+    assert_eq!(Store::open(&out).unwrap().scans().len(), 3);
+}

@@ -144,3 +144,49 @@ fn many_threads_read_one_file() {
         }
     });
 }
+
+/// Recomputes the header CRC and the chunk table CRC, so that an edited field is the only
+/// thing wrong with the file and the reader must catch it by its meaning.
+fn reseal(b: &mut [u8]) {
+    let crc = crc32fast::hash(&b[0..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    let n = u32::from_le_bytes(b[168..172].try_into().unwrap()) as usize;
+    let end = HEADER_SIZE + 16 * n;
+    if end + 4 <= b.len() {
+        let crc = crc32fast::hash(&b[HEADER_SIZE..end]);
+        b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Claims of huge volumes or chunks, and chunk offsets far outside the file, are refused
+/// when the file is opened, with checksums that pass: before anything is allocated.
+#[test]
+fn absurd_sizes_and_offsets_are_refused_before_allocating() {
+    let dir = tempdir();
+    let (p, _) = write(dir.path());
+    let bytes = fs::read(&p).unwrap();
+    let put_u32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+        // 100000^3 voxels (the chunk grid would not even fit the chunk_count field).
+        ("huge shape", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 16 + 4 * a, 100_000))), "exceeds the limit"),
+        // u32::MAX^3 chunk voxels: the product overflows u64.
+        ("huge chunk", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, u32::MAX))), "chunk shape"),
+        // One chunk of 65536 x 65536 x 1: grid 1 x 1 x 1, but 2^32 voxels per chunk.
+        ("one giant chunk", Box::new(move |b| { put_u32(b, 16, 1); put_u32(b, 20, 65_536); put_u32(b, 24, 65_536); put_u32(b, 28, 1); put_u32(b, 32, 65_536); put_u32(b, 36, 65_536); put_u32(b, 168, 1) }), "chunk shape"),
+        ("offset near 2^64", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes())), "outside the payload area"),
+        ("offset into the header", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&16u64.to_le_bytes())), "outside the payload area"),
+        ("length past the end", Box::new(move |b| put_u32(b, HEADER_SIZE + 8, u32::MAX)), "outside the payload area"),
+        ("file_size lies", Box::new(|b| b[184..192].copy_from_slice(&u64::MAX.to_le_bytes())), "truncated or appended"),
+        ("chunk_count lies", Box::new(move |b| put_u32(b, 168, 7)), "does not match the grid"),
+    ];
+    for (what, edit, want) in cases {
+        let mut b = bytes.clone();
+        edit(&mut b);
+        reseal(&mut b);
+        let t = dir.path().join("edited.ctv");
+        fs::write(&t, &b).unwrap();
+        let e = VolumeFile::open(&t).err().unwrap_or_else(|| panic!("{what}: opened"));
+        assert!(matches!(e, StoreError::Corrupt { .. }), "{what}: {e}");
+        assert!(e.to_string().contains("edited.ctv") && e.to_string().contains(want), "{what}: {e}");
+    }
+}

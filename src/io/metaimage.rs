@@ -13,7 +13,7 @@
 //! (`BinaryData = False`), `NDims` other than 2 or 3, and unknown element types.
 //!
 //! Values become HU by the rule in [`crate::hu`] (round half away from zero, clamp to
-//! `i16`, count what was clamped); NaN voxels are an error.
+//! `i16`, count what was clamped); NaN and infinite voxels are an error.
 //!
 //! **Direction.** ITK stores the direction matrix in `TransformMatrix` transposed: the
 //! nine numbers are the x, y and z axis vectors one after another. [`Geometry::direction`]
@@ -116,8 +116,8 @@ pub enum MetaImageError {
         /// What is wrong.
         message: String,
     },
-    /// Float data holds NaN voxels, which have no HU.
-    #[error("{path}: {count} voxels are NaN")]
+    /// Float data holds NaN or infinite voxels, which have no HU.
+    #[error("{path}: {count} voxels are NaN or infinite (no HU)")]
     NaN {
         /// The data file.
         path: PathBuf,

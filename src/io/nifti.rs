@@ -84,8 +84,8 @@ pub enum NiftiError {
         /// Bytes available after it.
         have: u64,
     },
-    /// Float data holds NaN voxels.
-    #[error("{path}: {count} voxels are NaN")]
+    /// Float data holds NaN or infinite voxels.
+    #[error("{path}: {count} voxels are NaN or infinite (no HU)")]
     NaN {
         /// The file.
         path: PathBuf,

@@ -138,8 +138,15 @@ impl VolumeHeader {
         }
         let shape_zyx = std::array::from_fn(|a| u32_at(16 + 4 * a) as usize);
         let chunk_shape_zyx: [usize; 3] = std::array::from_fn(|a| u32_at(28 + 4 * a) as usize);
-        if chunk_shape_zyx.contains(&0) || chunk_shape_zyx.iter().product::<usize>() > 1 << 26 {
+        // Products in u128: three u32 factors cannot overflow it.
+        let product = |v: &[usize; 3]| v.iter().map(|&n| n as u128).product::<u128>();
+        if chunk_shape_zyx.contains(&0) || product(&chunk_shape_zyx) > 1 << 26 {
             return Err(corrupt(format!("chunk shape {chunk_shape_zyx:?} is empty or too large")));
+        }
+        // The same limit as the scan readers: nothing larger is ever stored, and every
+        // size computed from the shape below then fits in usize.
+        if product(&shape_zyx) > crate::io::metaimage::MAX_VOXELS as u128 {
+            return Err(corrupt(format!("shape {shape_zyx:?} exceeds the limit of {} voxels", crate::io::metaimage::MAX_VOXELS)));
         }
         let h = VolumeHeader {
             version_minor: u16_at(10),

@@ -15,6 +15,7 @@
 
 pub mod format;
 pub mod index;
+pub mod lock;
 pub mod reader;
 pub mod writer;
 
@@ -68,7 +69,15 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
-    /// The store has no such series.
+    /// Another writer holds the store's lock ([`lock::StoreLock`]).
+    #[error("{store}: another ingest{} is writing to this store; wait for it to finish (lock: {store}/.lock)", holder.map(|p| format!(" (process {p})")).unwrap_or_default())]
+    Locked {
+        /// The store.
+        store: PathBuf,
+        /// The process id recorded by the holder, if readable.
+        holder: Option<u32>,
+    },
+    /// The series is not in the store.
     #[error("{store}: no series {id} in the store")]
     SeriesNotFound {
         /// The store.
