@@ -378,6 +378,7 @@ enum Reject {
 
 /// Reads the header of one file (up to Pixel Data).
 fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader, String, String), Reject> {
+    super::dicom_lengths::check_file(path).map_err(Reject::NotDicom)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
@@ -575,6 +576,7 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
             return Err(DicomError::UnsupportedTransferSyntax { path: path.clone(), uid: h.transfer_syntax.clone(), name, hint });
         }
     }
+    super::dicom_lengths::check_file(path).map_err(|message| DicomError::NotDicom { path: path.clone(), message })?;
     let obj = OpenFileOptions::new().open_file(path).map_err(|e| DicomError::NotDicom { path: path.clone(), message: e.to_string() })?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DicomError::NoPixelData { path: path.clone() });

@@ -8,6 +8,7 @@
 //! them; [`read_scan`] reads one.
 
 pub mod dicom;
+mod dicom_lengths;
 pub mod metaimage;
 pub mod nifti;
 

@@ -1,0 +1,138 @@
+//! What each fuzz target does with its input, as plain functions: the targets call them,
+//! and `tests/fuzz_regressions.rs` replays every saved finding through them, so a fixed
+//! crash stays fixed in the normal `cargo test`. Each returns nothing: an `Err` from
+//! ctstream is a fine answer; a panic, hang or runaway allocation is a finding.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A scratch folder for this process, created once.
+pub fn scratch() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("ctstream-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("scratch folder");
+    d
+}
+
+/// The MetaImage header parser on arbitrary bytes.
+pub fn metaimage_header(data: &[u8]) {
+    let _ = ctstream::io::metaimage::parse_header("fuzz.mhd".as_ref(), data);
+}
+
+/// A whole MetaImage read: the input is split at the first 0xFF 0x00 0xFF into the
+/// header file (`scan.mha`, possibly with LOCAL data) and `data.raw`.
+pub fn metaimage_read(dir: &Path, data: &[u8]) {
+    let split = data.windows(3).position(|w| w == [0xFF, 0x00, 0xFF]);
+    let (head, raw) = match split {
+        Some(i) => (&data[..i], &data[i + 3..]),
+        None => (data, &[][..]),
+    };
+    let _ = std::fs::write(dir.join("data.raw"), raw);
+    let p = dir.join("scan.mha");
+    if std::fs::write(&p, head).is_ok() {
+        let _ = ctstream::io::metaimage::read(&p);
+    }
+}
+
+/// The four LUNA16 CSV readers on the same bytes.
+pub fn csv_readers(dir: &Path, data: &[u8]) {
+    let p = dir.join("rows.csv");
+    if std::fs::write(&p, data).is_ok() {
+        let _ = ctstream::annotations::read_annotations(&p);
+        let _ = ctstream::annotations::read_excluded(&p);
+        let _ = ctstream::annotations::read_candidates(&p);
+        let _ = ctstream::annotations::read_predictions(&p);
+    }
+}
+
+/// A store volume file from arbitrary bytes: opened, two regions read, and all of it
+/// when it is small.
+pub fn volume_file(dir: &Path, data: &[u8]) {
+    let p = dir.join("scan.ctv");
+    if std::fs::write(&p, data).is_ok() {
+        read_volume(&p);
+    }
+}
+
+fn read_volume(p: &Path) {
+    let Ok(v) = ctstream::store::VolumeFile::open(p) else { return };
+    let [z, y, x] = v.shape_zyx();
+    let _ = v.read_region(ctstream::store::Region::new([-2, -2, -2], [3, 5, 7]));
+    let (cz, cy, cx) = (z as i64 / 2, y as i64 / 2, x as i64 / 2);
+    let _ = v.read_region(ctstream::store::Region::new([cz, cy, cx], [cz + 4, cy + 8, cx + 8]));
+    if z.saturating_mul(y).saturating_mul(x) <= 1 << 22 {
+        let _ = v.read_all();
+    }
+}
+
+/// A valid 40x48x56 volume file written by the store's own writer.
+fn valid_volume(dir: &Path) -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(|| {
+        let hu = ndarray::Array3::from_shape_fn((40, 48, 56), |(z, y, x)| ((z * 7 + y * 3 + x) % 300) as i16 - 1000);
+        let g = ctstream::geometry::Geometry { origin_xyz: [-10.0, 5.0, 2.5], spacing_xyz: [1.0, 1.0, 1.0], direction: ctstream::geometry::IDENTITY };
+        let p = dir.join("valid.ctv");
+        let opts = ctstream::store::writer::ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 1, fill_value: -1024 };
+        ctstream::store::writer::write_volume(&p, &hu, &g, &opts).expect("writing the valid volume");
+        std::fs::read(&p).expect("reading it back")
+    })
+}
+
+/// Region reads on a valid volume file changed by the input, a list of (offset u16 LE,
+/// value u8) edits; for inputs of odd length the header and table CRCs are recomputed
+/// afterwards, so the edits reach the checks of meaning behind the checksums.
+pub fn volume_mutated(dir: &Path, data: &[u8]) {
+    let mut bytes = valid_volume(dir).to_vec();
+    for e in data.chunks_exact(3) {
+        let off = u16::from_le_bytes([e[0], e[1]]) as usize % bytes.len();
+        bytes[off] = e[2];
+    }
+    if data.len() % 2 == 1 {
+        reseal(&mut bytes);
+    }
+    let p = dir.join("mutated.ctv");
+    if std::fs::write(&p, &bytes).is_ok() {
+        read_volume(&p);
+    }
+}
+
+/// Recomputes the header CRC and, if the table it declares fits, the table CRC.
+fn reseal(b: &mut [u8]) {
+    let crc = crc32fast::hash(&b[0..252]);
+    b[252..256].copy_from_slice(&crc.to_le_bytes());
+    let n = u32::from_le_bytes([b[168], b[169], b[170], b[171]]) as usize;
+    let end = 256usize.saturating_add(n.saturating_mul(16));
+    if end.saturating_add(4) <= b.len() {
+        let crc = crc32fast::hash(&b[256..end]);
+        b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// The separator of files in a `dicom_series` input.
+pub const SPLIT: &[u8] = b"\xFFSPLIT\xFF";
+
+/// DICOM discovery and series assembly on a folder of up to four files cut from the
+/// input at each [`SPLIT`].
+pub fn dicom_series(dir: &Path, data: &[u8]) {
+    let folder = dir.join("series");
+    let _ = std::fs::remove_dir_all(&folder);
+    if std::fs::create_dir_all(&folder).is_err() {
+        return;
+    }
+    let mut rest = data;
+    for k in 0..4 {
+        let cut = rest.windows(SPLIT.len()).position(|w| w == SPLIT);
+        let (file, next) = match cut {
+            Some(i) if k < 3 => (&rest[..i], &rest[i + SPLIT.len()..]),
+            _ => (rest, &[][..]),
+        };
+        let _ = std::fs::write(folder.join(format!("{k}.dcm")), file);
+        rest = next;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    let _ = ctstream::io::discover(&folder, &());
+    let _ = ctstream::io::read_scan(&folder, &ctstream::io::dicom::DicomOptions::default(), &());
+}

@@ -1,0 +1,9 @@
+//! The MetaImage header parser on arbitrary bytes.
+//! (What it does is in harness.rs, shared with tests/fuzz_regressions.rs.)
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+#[path = "harness.rs"]
+mod harness;
+
+fuzz_target!(|data: &[u8]| harness::metaimage_header(data));

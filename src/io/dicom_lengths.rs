@@ -1,0 +1,211 @@
+//! A check of a DICOM file's element lengths against the file's size, made before
+//! dicom-rs parses it.
+//!
+//! dicom-rs 0.10 reserves an element's claimed length before reading its value, so a
+//! 7 KB file claiming a 1 GB element makes it allocate 1 GB (found by the `dicom_series`
+//! fuzz target; GDCM fixed the same as CVE-2026-3650). No real element is longer than
+//! what is left of its file, so this walks the element headers (file meta group, then the
+//! data set up to Pixel Data, into sequences and items) over a memory map, touching only
+//! the header bytes, and refuses any defined length that runs past the end. Big-endian
+//! data sets are walked big-endian; a deflated data set is inflated (at most 64 times the
+//! file's size) and walked.
+
+use std::path::Path;
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// Explicit VRs whose length field is 4 bytes (after 2 reserved bytes): all but the
+/// short ones. An unknown VR counts as long, as dicom-rs reads it (as UN).
+fn long_vr(vr: &[u8]) -> bool {
+    !matches!(vr, b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US")
+}
+
+/// Checks the file at `path`; `Err` says which element claims how much. Files that are
+/// not DICOM Part 10 (no `DICM` at byte 128) pass: dicom-rs refuses them itself.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    let Ok(file) = std::fs::File::open(path) else { return Ok(()) };
+    // SAFETY: read-only map of a file we only read; a file changed underneath can at
+    // worst make the check wrong, and dicom-rs reads it again anyway.
+    let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return Ok(()) };
+    check(&map)
+}
+
+/// How a data set is encoded after the file meta group.
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    ExplicitLe,
+    ImplicitLe,
+    ExplicitBe,
+}
+
+/// Checks the bytes of a DICOM Part 10 file (see [`check_file`]).
+pub fn check(b: &[u8]) -> Result<(), String> {
+    if b.len() < 132 || &b[128..132] != b"DICM" {
+        return Ok(());
+    }
+    match walk(b, 132, true, Encoding::ExplicitLe)? {
+        None => Ok(()),
+        // Deflated: the data set after the meta group is one raw deflate stream.
+        Some(start) => {
+            use std::io::Read;
+            let cap = (b.len() as u64).saturating_mul(64);
+            let mut inflated = Vec::new();
+            let mut d = flate2::read::DeflateDecoder::new(&b[start..]).take(cap + 1);
+            d.read_to_end(&mut inflated).map_err(|e| format!("deflated data set does not inflate: {e}"))?;
+            if inflated.len() as u64 > cap {
+                return Err(format!("deflated data set expands to more than {cap} bytes (64 times the file)"));
+            }
+            walk(&inflated, 0, false, Encoding::ExplicitLe).map(drop)
+        }
+    }
+}
+
+/// Walks element headers from `pos` (in the meta group if `meta`), checking lengths.
+/// Returns where a deflated data set starts, if the meta group says it is deflated.
+fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<Option<usize>, String> {
+    let mut in_meta = meta;
+    let mut deflated = false;
+    while pos + 8 <= b.len() {
+        let big = !in_meta && encoding == Encoding::ExplicitBe;
+        let u16_at = |p: usize| if big { u16::from_be_bytes([b[p], b[p + 1]]) } else { u16::from_le_bytes([b[p], b[p + 1]]) };
+        let u32_at = |p: usize| {
+            let v = [b[p], b[p + 1], b[p + 2], b[p + 3]];
+            if big { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
+        };
+        // The meta group ends at the first element of another group (read little-endian).
+        if in_meta && u16::from_le_bytes([b[pos], b[pos + 1]]) != 0x0002 {
+            in_meta = false;
+            if deflated {
+                return Ok(Some(pos));
+            }
+            continue;
+        }
+        let (group, element) = (u16_at(pos), u16_at(pos + 2));
+        let tag = Tag(group, element);
+        if group == 0xFFFE {
+            // Item, item delimiter, sequence delimiter: a 4-byte length and no VR. Items
+            // are entered, not skipped, so their elements are checked too.
+            let length = u32_at(pos + 4);
+            pos += 8;
+            if length != UNDEFINED && length as usize > b.len() - pos {
+                return Err(format!("item at byte {} claims {length} bytes, {} remain in the file", pos - 8, b.len() - pos));
+            }
+            continue;
+        }
+        let (length, sequence, header) = if in_meta || encoding != Encoding::ImplicitLe {
+            let vr = &b[pos + 4..pos + 6];
+            if long_vr(vr) {
+                if pos + 12 > b.len() {
+                    break;
+                }
+                (u32_at(pos + 8), vr == b"SQ", 12)
+            } else {
+                (u16_at(pos + 6) as u32, false, 8)
+            }
+        } else {
+            let sq = StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr().relaxed() == VR::SQ);
+            (u32_at(pos + 4), sq, 8)
+        };
+        pos += header;
+        if length == UNDEFINED {
+            // A sequence or encapsulated pixel data: walk into it.
+            if tag == Tag(0x7FE0, 0x0010) {
+                return Ok(None);
+            }
+            continue;
+        }
+        let remaining = b.len() - pos;
+        if length as usize > remaining {
+            return Err(format!("element ({group:04X},{element:04X}) at byte {} claims {length} bytes, {remaining} remain in the file", pos - header));
+        }
+        if tag == Tag(0x0002, 0x0010) {
+            let uid = String::from_utf8_lossy(&b[pos..pos + length as usize]);
+            let uid = uid.trim_end_matches(['\0', ' ']);
+            match uid {
+                "1.2.840.10008.1.2" => encoding = Encoding::ImplicitLe,
+                "1.2.840.10008.1.2.2" => encoding = Encoding::ExplicitBe,
+                "1.2.840.10008.1.2.1.99" => deflated = true,
+                _ => {}
+            }
+        }
+        if tag == Tag(0x7FE0, 0x0010) {
+            return Ok(None);
+        }
+        if !sequence {
+            pos += length as usize;
+        }
+    }
+    Ok(if deflated && in_meta { Some(pos) } else { None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check;
+
+    /// A Part 10 file: preamble, DICM, a transfer syntax element, then `body`.
+    fn file(ts: &str, body: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 128];
+        b.extend_from_slice(b"DICM");
+        let mut uid = ts.as_bytes().to_vec();
+        if uid.len() % 2 == 1 {
+            uid.push(0);
+        }
+        b.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+        b.extend_from_slice(&(uid.len() as u16).to_le_bytes());
+        b.extend_from_slice(&uid);
+        b.extend_from_slice(body);
+        b
+    }
+
+    #[test]
+    fn lengths_past_the_end_are_refused() {
+        const EXPLICIT: &str = "1.2.840.10008.1.2.1";
+        // (0010,0010) PN of 4 bytes, present: fine.
+        let ok = [0x10, 0x00, 0x10, 0x00, b'P', b'N', 4, 0, b'A', b'^', b'B', b' '];
+        assert_eq!(check(&file(EXPLICIT, &ok)), Ok(()));
+        // The same claiming 8 bytes with 4 left.
+        let mut bad = ok;
+        bad[6] = 8;
+        let e = check(&file(EXPLICIT, &bad)).unwrap_err();
+        assert!(e.contains("(0010,0010)") && e.contains("claims 8 bytes, 4 remain"), "{e}");
+        // An OB element (4-byte length) claiming 1 GB.
+        let mut ob = vec![0x09, 0x00, 0x10, 0x10, b'O', b'B', 0, 0];
+        ob.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        ob.extend_from_slice(&[0; 16]);
+        let e = check(&file(EXPLICIT, &ob)).unwrap_err();
+        assert!(e.contains("(0009,1010)") && e.contains("claims 1073741824 bytes"), "{e}");
+        // Implicit VR: a defined-length sequence (0008,1140) is entered, and an element
+        // inside it that claims too much is found.
+        let mut seq = vec![0x08, 0x00, 0x40, 0x11];
+        seq.extend_from_slice(&24u32.to_le_bytes());
+        seq.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+        seq.extend_from_slice(&16u32.to_le_bytes());
+        seq.extend_from_slice(&[0x08, 0x00, 0x50, 0x11]);
+        seq.extend_from_slice(&1000u32.to_le_bytes());
+        seq.extend_from_slice(&[0; 8]);
+        let e = check(&file("1.2.840.10008.1.2", &seq)).unwrap_err();
+        assert!(e.contains("(0008,1150)") && e.contains("claims 1000 bytes"), "{e}");
+        // An unknown VR ("C ") is read with a 4-byte length, as dicom-rs reads it: the
+        // fuzzer's second finding, a 2-byte length of 4 hiding a 4-byte one of 1.1 GB.
+        let mut odd = vec![0x10, 0x00, 0x30, 0x40, b'C', b' ', 4, 0];
+        odd.extend_from_slice(&0x41A4_49B2u32.to_le_bytes());
+        odd.extend_from_slice(&[0; 32]);
+        let e = check(&file(EXPLICIT, &odd)).unwrap_err();
+        assert!(e.contains("(0010,4030)") && e.contains("claims 1101285810 bytes"), "{e}");
+        // Explicit VR big endian (the third finding): lengths read big-endian.
+        let be = [0x00, 0x10, 0x00, 0x10, b'P', b'N', 0x00, 0x40, b'A', b'^'];
+        let e = check(&file("1.2.840.10008.1.2.2", &be)).unwrap_err();
+        assert!(e.contains("(0010,0010)") && e.contains("claims 64 bytes"), "{e}");
+        // Deflated: the inflated data set is walked.
+        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &bad).unwrap();
+        let e = check(&file("1.2.840.10008.1.2.1.99", &z.finish().unwrap())).unwrap_err();
+        assert!(e.contains("(0010,0010)") && e.contains("claims 8 bytes"), "{e}");
+        // Not Part 10: left to dicom-rs.
+        assert_eq!(check(b"not dicom"), Ok(()));
+    }
+}
