@@ -5,7 +5,8 @@
 //! 7 KB file claiming a 1 GB element makes it allocate 1 GB (found by the `dicom_series`
 //! fuzz target; GDCM fixed the same as CVE-2026-3650). No real element is longer than
 //! what is left of its file, so this walks the element headers (file meta group, then the
-//! data set up to Pixel Data, into sequences and items) over a memory map, touching only
+//! whole data set, into sequences and items, past Pixel Data and its fragments, to the
+//! end, as dicom-rs reads it) over a memory map, touching only
 //! the header bytes, and refuses any defined length that runs past the end. Big-endian
 //! data sets are walked big-endian; a deflated data set is inflated (at most 64 times the
 //! file's size) and walked.
@@ -69,6 +70,8 @@ pub fn check(b: &[u8]) -> Result<(), String> {
 fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<Option<usize>, String> {
     let mut in_meta = meta;
     let mut deflated = false;
+    // Inside encapsulated Pixel Data: items are fragments of compressed pixels, skipped.
+    let mut fragments = false;
     while pos + 8 <= b.len() {
         let big = !in_meta && encoding == Encoding::ExplicitBe;
         let u16_at = |p: usize| if big { u16::from_be_bytes([b[p], b[p + 1]]) } else { u16::from_le_bytes([b[p], b[p + 1]]) };
@@ -88,11 +91,19 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
         let tag = Tag(group, element);
         if group == 0xFFFE {
             // Item, item delimiter, sequence delimiter: a 4-byte length and no VR. Items
-            // are entered, not skipped, so their elements are checked too.
+            // are entered, not skipped, so their elements are checked too; fragments of
+            // encapsulated pixel data are skipped.
             let length = u32_at(pos + 4);
             pos += 8;
             if length != UNDEFINED && length as usize > b.len() - pos {
                 return Err(format!("item at byte {} claims {length} bytes, {} remain in the file", pos - 8, b.len() - pos));
+            }
+            if fragments {
+                if element == 0xE0DD {
+                    fragments = false;
+                } else if length != UNDEFINED {
+                    pos += length as usize;
+                }
             }
             continue;
         }
@@ -113,9 +124,7 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
         pos += header;
         if length == UNDEFINED {
             // A sequence or encapsulated pixel data: walk into it.
-            if tag == Tag(0x7FE0, 0x0010) {
-                return Ok(None);
-            }
+            fragments = tag == Tag(0x7FE0, 0x0010);
             continue;
         }
         let remaining = b.len() - pos;
@@ -132,9 +141,7 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
                 _ => {}
             }
         }
-        if tag == Tag(0x7FE0, 0x0010) {
-            return Ok(None);
-        }
+        // Elements after Pixel Data are read too (dicom-rs reads a whole file to its end).
         if !sequence {
             pos += length as usize;
         }
@@ -196,6 +203,19 @@ mod tests {
         odd.extend_from_slice(&[0; 32]);
         let e = check(&file(EXPLICIT, &odd)).unwrap_err();
         assert!(e.contains("(0010,4030)") && e.contains("claims 1101285810 bytes"), "{e}");
+        // Elements after Pixel Data are checked (the fourth finding): dicom-rs reads on.
+        let mut after = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 4, 0, 0, 0, 1, 2, 3, 4];
+        after.extend_from_slice(&ok);
+        let n = after.len();
+        after[n - 6] = 40;
+        let e = check(&file(EXPLICIT, &after)).unwrap_err();
+        assert!(e.contains("(0010,0010)") && e.contains("claims 40 bytes"), "{e}");
+        // Encapsulated pixel data: fragments are skipped, not read as elements.
+        let mut enc = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        enc.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        enc.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 8, 0, 0, 0, 0x10, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        enc.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+        assert_eq!(check(&file(EXPLICIT, &enc)), Ok(()));
         // Explicit VR big endian (the third finding): lengths read big-endian.
         let be = [0x00, 0x10, 0x00, 0x10, b'P', b'N', 0x00, 0x40, b'A', b'^'];
         let e = check(&file("1.2.840.10008.1.2.2", &be)).unwrap_err();
