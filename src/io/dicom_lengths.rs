@@ -25,6 +25,19 @@ fn long_vr(vr: &[u8]) -> bool {
     !matches!(vr, b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US")
 }
 
+/// The bytes dicom-rs 0.10.1 actually reads for a value of `vr` and `length`: binary
+/// numbers are read as `length / size` whole values, so a length that is not a multiple
+/// of the size leaves the rest unread and the next header starts early there (its
+/// bookkeeping still adds `length`). The walk must stand where dicom-rs stands.
+fn consumed(vr: &[u8], length: usize) -> usize {
+    match vr {
+        b"US" | b"OW" | b"SS" => length & !1,
+        b"AT" | b"FL" | b"OF" | b"SL" | b"OL" | b"UL" => length & !3,
+        b"FD" | b"OD" | b"SV" | b"OV" | b"UV" => length & !7,
+        _ => length,
+    }
+}
+
 /// Checks the file at `path`; `Err` says which element claims how much. Files that are
 /// not DICOM Part 10 (no `DICM` at byte 128) pass: dicom-rs refuses them itself.
 pub fn check_file(path: &Path) -> Result<(), String> {
@@ -107,20 +120,23 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
             }
             continue;
         }
-        let (length, sequence, header) = if in_meta || encoding != Encoding::ImplicitLe {
-            let vr = &b[pos + 4..pos + 6];
-            if long_vr(vr) {
+        let (length, vr, header) = if in_meta || encoding != Encoding::ImplicitLe {
+            let vr = [b[pos + 4], b[pos + 5]];
+            if long_vr(&vr) {
                 if pos + 12 > b.len() {
                     break;
                 }
-                (u32_at(pos + 8), vr == b"SQ", 12)
+                (u32_at(pos + 8), vr, 12)
             } else {
-                (u16_at(pos + 6) as u32, false, 8)
+                (u16_at(pos + 6) as u32, vr, 8)
             }
         } else {
-            let sq = StandardDataDictionary.by_tag(tag).is_some_and(|e| e.vr().relaxed() == VR::SQ);
-            (u32_at(pos + 4), sq, 8)
+            // Implicit VR: the dictionary's, as dicom-rs takes it (UN when unknown).
+            let vr = StandardDataDictionary.by_tag(tag).map_or(VR::UN, |e| e.vr().relaxed());
+            let code = vr.to_string().as_bytes().try_into().unwrap_or(*b"UN");
+            (u32_at(pos + 4), code, 8)
         };
+        let sequence = &vr == b"SQ";
         pos += header;
         if length == UNDEFINED {
             // A sequence or encapsulated pixel data: walk into it.
@@ -143,7 +159,7 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
         }
         // Elements after Pixel Data are read too (dicom-rs reads a whole file to its end).
         if !sequence {
-            pos += length as usize;
+            pos += consumed(&vr, length as usize);
         }
     }
     Ok(if deflated && in_meta { Some(pos) } else { None })
@@ -216,6 +232,14 @@ mod tests {
         enc.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 8, 0, 0, 0, 0x10, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
         enc.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         assert_eq!(check(&file(EXPLICIT, &enc)), Ok(()));
+        // An SL of length 2 (the fifth finding): dicom-rs reads 2 / 4 = 0 values, so its
+        // next header starts at the SL's value, which here claims 1 GB as an unknown VR.
+        let mut sl = vec![0x45, 0x00, 0x04, 0x10, b'S', b'L', 2, 0];
+        sl.extend_from_slice(&[0x0C, 0x00, 0x45, 0x00, 0x06, 0x10, 0x00, 0x00]);
+        sl.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        sl.extend_from_slice(&[0; 16]);
+        let e = check(&file(EXPLICIT, &sl)).unwrap_err();
+        assert!(e.contains("(000C,0045)") && e.contains("claims 1073741824 bytes"), "{e}");
         // Explicit VR big endian (the third finding): lengths read big-endian.
         let be = [0x00, 0x10, 0x00, 0x10, b'P', b'N', 0x00, 0x40, b'A', b'^'];
         let e = check(&file("1.2.840.10008.1.2.2", &be)).unwrap_err();
