@@ -21,30 +21,27 @@ static REFUSED: AtomicUsize = AtomicUsize::new(0);
 /// code that reserves fallibly would otherwise fail gracefully and hide the attempt.
 struct Capped;
 
+/// Whether `size` is over [`LIMIT`]; if so, it is recorded.
+fn refuse(size: usize) -> bool {
+    let over = size > LIMIT;
+    if over {
+        REFUSED.fetch_max(size, Ordering::SeqCst);
+    }
+    over
+}
+
 unsafe impl GlobalAlloc for Capped {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > LIMIT {
-            REFUSED.fetch_max(layout.size(), Ordering::SeqCst);
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc(layout) }
+        if refuse(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc(layout) } }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.size() > LIMIT {
-            REFUSED.fetch_max(layout.size(), Ordering::SeqCst);
-            return std::ptr::null_mut();
-        }
-        unsafe { System.alloc_zeroed(layout) }
+        if refuse(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc_zeroed(layout) } }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if new_size > LIMIT {
-            REFUSED.fetch_max(new_size, Ordering::SeqCst);
-            return std::ptr::null_mut();
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
+        if refuse(new_size) { std::ptr::null_mut() } else { unsafe { System.realloc(ptr, layout, new_size) } }
     }
 }
 

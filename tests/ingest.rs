@@ -160,12 +160,19 @@ fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The arguments of `ctstream ingest` for the dataset `data` into `out`, one job.
+fn ingest_args(data: &Path, out: &Path, resume: bool) -> Vec<std::ffi::OsString> {
+    let mut a: Vec<std::ffi::OsString> = ["--quiet", "ingest", "--jobs", "1", "--input"].map(Into::into).into();
+    a.extend([data.into(), "--annotations".into(), data.join("annotations.csv").into(), "--out".into(), out.into()]);
+    if resume {
+        a.push("--resume".into());
+    }
+    a
+}
+
 fn ingest_cmd(data: &Path, out: &Path, resume: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ctstream"));
-    c.args(["--quiet", "ingest", "--jobs", "1", "--input"]).arg(data).arg("--annotations").arg(data.join("annotations.csv")).arg("--out").arg(out);
-    if resume {
-        c.arg("--resume");
-    }
+    c.args(ingest_args(data, out, resume));
     c
 }
 
@@ -250,9 +257,12 @@ fn first_scans(data: &Path, n: usize, to: &Path) {
     }
 }
 
-/// Ingests the scans under `part` with the annotations of the dataset `data`.
-fn store_from(part: &Path, data: &Path, out: &Path) {
-    let mut c = config(part, out);
+/// Stores the first `n` scans of the dataset `data` (copied to `data/../part`) in `out`,
+/// with the dataset's annotations.
+fn store_first(data: &Path, n: usize, out: &Path) {
+    let part = data.with_file_name("part");
+    first_scans(data, n, &part);
+    let mut c = config(&part, out);
     c.annotations = Some(data.join("annotations.csv"));
     c.candidates = None;
     let s = ingest::ingest(&c, &()).unwrap();
@@ -307,10 +317,8 @@ fn readers_see_only_complete_scans_while_a_resumed_ingest_adds_more() {
     let dir = tempdir();
     let data = dir.path().join("data");
     dataset(&data, 8, 23);
-    let part = dir.path().join("part");
-    first_scans(&data, 2, &part);
     let out = dir.path().join("store");
-    store_from(&part, &data, &out);
+    store_first(&data, 2, &out);
     let mut child = ingest_cmd(&data, &out, true).stdout(std::process::Stdio::null()).spawn().unwrap();
     let mut seen = std::collections::BTreeSet::new();
     let mut looks = 0;
@@ -342,10 +350,8 @@ fn a_failed_write_leaves_the_store_as_it_was() {
     let dir = tempdir();
     let data = dir.path().join("data");
     dataset(&data, 3, 29);
-    let part = dir.path().join("part");
-    first_scans(&data, 2, &part);
     let out = dir.path().join("store");
-    store_from(&part, &data, &out);
+    store_first(&data, 2, &out);
     let before = snapshot(&out);
     // sh ignores SIGXFSZ (inherited through exec) and limits files to 400 blocks (at least
     // 200 KB: the index tables fit, a ~1 MB volume does not).
@@ -353,12 +359,7 @@ fn a_failed_write_leaves_the_store_as_it_was() {
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 400; exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_ctstream"))
-        .args(["--quiet", "ingest", "--jobs", "1", "--resume", "--input"])
-        .arg(data.join("subset0"))
-        .arg("--annotations")
-        .arg(data.join("annotations.csv"))
-        .arg("--out")
-        .arg(&out)
+        .args(ingest_args(&data, &out, true))
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
