@@ -3,7 +3,8 @@
 #
 # - With cmake and a C++ compiler, JPEG-LS decoding (CharLS) is built and its goldens
 #   are checked; without, the JPEG-LS test checks the clear error instead.
-# - With the pinned Python readers (pip install -r tools/goldens/requirements.txt), the
+# - With the pinned Python packages (tools/goldens/requirements.txt and
+#   tools/python/requirements.txt, checked by tools/python/check_requirements.py), the
 #   goldens are regenerated from SimpleITK/pydicom and must equal the committed ones, and
 #   the tests cross-check files ctstream writes against SimpleITK.
 # CI (.ci/run) installs both and sets CTSTREAM_REQUIRE_JPEGLS / CTSTREAM_REQUIRE_PYTHON,
@@ -18,7 +19,10 @@ data="${CTSTREAM_TEST_DATA:-../shared/data}"
 # tests and the binary (Burn's numeric code is far too slow unoptimised).
 features=$(tools/features.sh)
 
-if python3 -c 'import SimpleITK, pydicom, numpy, zstandard, pyarrow, duckdb' >/dev/null 2>&1; then
+# Every Python package the tests import is pinned in these two files; check_requirements.py
+# names any that is missing or at another version (without importing anything).
+requirements=(tools/goldens/requirements.txt tools/python/requirements.txt)
+if missing=$(python3 tools/python/check_requirements.py "${requirements[@]}" 2>&1); then
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 tools/goldens/make_goldens.py --data "$data" --out "$tmp" >/dev/null
@@ -28,15 +32,17 @@ if python3 -c 'import SimpleITK, pydicom, numpy, zstandard, pyarrow, duckdb' >/d
     fi
     echo "goldens: regenerated from SimpleITK/pydicom, identical to tests/goldens/"
 elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
-    echo "error: CTSTREAM_REQUIRE_PYTHON is set but the pinned Python packages are not importable" >&2
+    echo "$missing" >&2
+    echo "error: CTSTREAM_REQUIRE_PYTHON is set but $(command -v python3) lacks the pinned packages above" >&2
     exit 1
 else
-    echo "note: Python packages missing: goldens not regenerated, Python cross-checks skipped"
-    echo "      (pip install -r tools/goldens/requirements.txt -r tools/python/requirements.txt to run them)"
+    echo "note: pinned Python packages missing: goldens not regenerated, Python cross-checks skipped"
+    echo "      (python3 -m pip install -r ${requirements[0]} -r ${requirements[1]} to run them)"
 fi
 
 # Build every target first (tests, benches, the binary): `cargo build --all-targets`
 # resolves features with the dev-dependencies exactly as `cargo test` does, so this one
 # build is the release binary with CUDA that CI must build, and the tests reuse it.
 cargo build --release --locked --all-targets --features "$features"
-cargo test --release --locked --features "$features"
+# --no-fail-fast: a failing test binary does not hide the failures of the others.
+cargo test --release --locked --no-fail-fast --features "$features"
