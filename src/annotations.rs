@@ -31,6 +31,16 @@ pub enum AnnotationError {
         #[source]
         source: std::io::Error,
     },
+    /// The file is larger than [`MAX_CSV_BYTES`].
+    #[error("{path}: {bytes} bytes is more than the {limit} bytes a CSV may have")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
+        /// [`MAX_CSV_BYTES`].
+        limit: u64,
+    },
     /// The header lacks a required column.
     #[error("{path}: header has no column `{column}` (expected {expected})")]
     MissingColumn {
@@ -54,6 +64,10 @@ pub enum AnnotationError {
 }
 
 type Result<T> = std::result::Result<T, AnnotationError>;
+
+/// The largest CSV ctstream reads (1 GiB; LUNA16's largest, `candidates_V2.csv`, is 60 MB).
+/// The rows are held in memory, so larger files are refused before reading.
+pub const MAX_CSV_BYTES: u64 = 1 << 30;
 
 /// A nodule or excluded finding: a sphere in world coordinates.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,11 +103,17 @@ fn read_rows<T>(
     expected: &'static str,
     mut row: impl FnMut(u64, [&str; 5]) -> std::result::Result<T, String>,
 ) -> Result<Vec<T>> {
+    let io_err = |source| AnnotationError::Io { path: path.to_path_buf(), source };
+    let file = crate::fsutil::open_regular(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len > MAX_CSV_BYTES {
+        return Err(AnnotationError::TooLarge { path: path.to_path_buf(), bytes: len, limit: MAX_CSV_BYTES });
+    }
+    // `take`: a file that grows while it is read stops at the limit, and is found short.
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| csv_err(path, e))?;
+        .from_reader(std::io::Read::take(file, MAX_CSV_BYTES));
     let headers = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
     let mut idx = [0usize; 5];
     for (i, c) in columns.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Files that appear only when complete: write to a temporary name in the same folder,
-//! flush and fsync, then rename over the final name.
+//! flush and fsync, then rename over the final name. And input files opened only when
+//! they are regular files ([`open_regular`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
@@ -41,4 +42,22 @@ where
 /// Any I/O error; `path` is then left as it was.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic(path, |w| w.write_all(bytes))
+}
+
+/// Opens `path` for reading only if it is a regular file (after following symlinks).
+///
+/// A FIFO would block the open until some writer appears, and a device such as
+/// `/dev/zero` never ends, so every input file (scans, data files, CSVs) is opened here:
+/// anything but a regular file is refused with [`io::ErrorKind::InvalidInput`] and a
+/// message that says what it is.
+///
+/// # Errors
+/// The metadata or open error, or `InvalidInput` for a FIFO, device, socket or folder.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, device or socket)" };
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{what}; ctstream reads regular files only")));
+    }
+    File::open(path)
 }

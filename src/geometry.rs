@@ -112,10 +112,77 @@ impl Geometry {
     }
 }
 
+/// The smallest spacing ctstream accepts, in mm (0.1 µm: finer than any CT, micro-CT included).
+pub const MIN_SPACING_MM: f64 = 1e-4;
+/// The largest spacing ctstream accepts, in mm (10 m).
+pub const MAX_SPACING_MM: f64 = 1e4;
+/// The largest origin coordinate ctstream accepts, in mm (1 km from the scanner's origin).
+pub const MAX_ABS_ORIGIN_MM: f64 = 1e6;
+
+/// A geometry value no scan can have: which of origin, spacing or direction, and why.
+/// Readers turn it into their own error, naming the file and the field it came from.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field} {message}")]
+pub struct GeometryError {
+    /// `"origin"`, `"spacing"` or `"direction"`.
+    pub field: &'static str,
+    /// What is wrong, with the values.
+    pub message: String,
+}
+
+impl Geometry {
+    /// Checks that every value is one a scan can have: spacings finite and within
+    /// [[`MIN_SPACING_MM`], [`MAX_SPACING_MM`]], origin finite and within
+    /// [`MAX_ABS_ORIGIN_MM`], direction finite with unit columns (within 1e-3) and not
+    /// singular. Every reader calls this before it returns a volume, and the store
+    /// refuses to write or read a geometry that fails it, so nothing downstream sees a
+    /// NaN, a zero or a negative spacing.
+    ///
+    /// ```
+    /// use ctstream::geometry::Geometry;
+    /// assert!(Geometry::axis_aligned([0.0; 3], [0.7, 0.7, 2.5]).check().is_ok());
+    /// let e = Geometry::axis_aligned([f64::NAN, 0.0, 0.0], [1.0; 3]).check().unwrap_err();
+    /// assert_eq!(e.field, "origin");
+    /// assert!(Geometry::axis_aligned([0.0; 3], [1.0, 0.0, 1.0]).check().is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`GeometryError`] naming the first field at fault.
+    pub fn check(&self) -> Result<(), GeometryError> {
+        let err = |field, message: String| Err(GeometryError { field, message });
+        let s = self.spacing_xyz;
+        if s.iter().any(|v| !(v.is_finite() && (MIN_SPACING_MM..=MAX_SPACING_MM).contains(v))) {
+            return err("spacing", format!("{s:?} mm is not finite and within {MIN_SPACING_MM}..{MAX_SPACING_MM} mm"));
+        }
+        let o = self.origin_xyz;
+        if o.iter().any(|v| !(v.is_finite() && v.abs() <= MAX_ABS_ORIGIN_MM)) {
+            return err("origin", format!("{o:?} mm is not finite and within {MAX_ABS_ORIGIN_MM} mm of 0"));
+        }
+        let d = &self.direction;
+        if d.iter().any(|v| !v.is_finite()) {
+            return err("direction", format!("{d:?} is not finite"));
+        }
+        for c in 0..3 {
+            let norm = (d[c] * d[c] + d[3 + c] * d[3 + c] + d[6 + c] * d[6 + c]).sqrt();
+            if (norm - 1.0).abs() > 1e-3 {
+                return err("direction", format!("{d:?} (row-major): column {c} has length {norm}, not 1"));
+            }
+        }
+        if invert3(d).is_none_or(|_| det3(d).abs() < 1e-3) {
+            return err("direction", format!("{d:?} (row-major) is singular: its axes are not independent"));
+        }
+        Ok(())
+    }
+}
+
+/// Determinant of a row-major 3x3 matrix.
+fn det3(m: &[f64; 9]) -> f64 {
+    m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6])
+}
+
 /// Inverse of a row-major 3x3 matrix, `None` when it is (nearly) singular.
 pub(crate) fn invert3(m: &[f64; 9]) -> Option<[f64; 9]> {
-    let det = m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
-        + m[2] * (m[3] * m[7] - m[4] * m[6]);
+    let det = det3(m);
     let scale = m.iter().fold(0.0f64, |a, v| a.max(v.abs()));
     if !det.is_finite() || det.abs() <= 1e-12 * scale.powi(3) {
         return None;

@@ -87,6 +87,37 @@ impl IngestConfig {
         }
     }
 
+    /// Checks every option where it enters, naming the flag: inputs given, `jobs` in
+    /// 1..=1024, the spacing within [`crate::geometry::Geometry::check`]'s bounds, the
+    /// chunk shape within [`crate::store::format::check_chunk_shape`], the zstd level in
+    /// 1..=22, the clip LO < HI. [`ingest`] calls it first, so a manifest that no reader
+    /// would open is never written.
+    ///
+    /// # Errors
+    /// [`IngestError::Config`] naming the flag and the value.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        let bad = |m: String| Err(IngestError::Config(m));
+        if self.inputs.is_empty() {
+            return bad("no --input given".into());
+        }
+        if !(1..=1024).contains(&self.jobs) {
+            return bad(format!("--jobs {}: must be 1..=1024", self.jobs));
+        }
+        if let Err(e) = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz).check() {
+            return bad(format!("--spacing {}", e.message));
+        }
+        if let Err(e) = crate::store::format::check_chunk_shape(self.chunk_shape_zyx) {
+            return bad(format!("--chunk: {e}"));
+        }
+        if !(1..=crate::store::format::MAX_LEVEL).contains(&self.level) {
+            return bad(format!("--level {}: zstd levels are 1..=22", self.level));
+        }
+        if self.clip[0] >= self.clip[1] {
+            return bad(format!("--clip {},{}: expected LO < HI", self.clip[0], self.clip[1]));
+        }
+        self.manifest().check().map_err(IngestError::Config)
+    }
+
     /// The manifest a store made with this configuration has.
     pub fn manifest(&self) -> Manifest {
         Manifest {
@@ -135,7 +166,7 @@ pub enum IngestError {
     Config(String),
 }
 
-/// A scan that could not be stored.
+/// A scan that could not be stored, or one stored with a warning.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Failure {
     /// The file or folder.
@@ -153,6 +184,14 @@ pub struct IngestSummary {
     pub skipped: Vec<String>,
     /// Scans that failed.
     pub failed: Vec<Failure>,
+    /// Scans stored with a warning (skipped files, accepted missing slices, clamped
+    /// voxels); the same warnings are in each scan's record.
+    pub warnings: Vec<Failure>,
+    /// Records in the store that are damaged after the run (not re-ingested because
+    /// their inputs were not given); the scans are not in the index.
+    pub damaged: Vec<crate::store::DamagedRecord>,
+    /// Temporary files of interrupted ingests removed before this one started.
+    pub temporary_files_removed: usize,
     /// Series ids found more than once (stored once).
     pub duplicates: Vec<String>,
     /// Scans in the store after the run.
@@ -232,6 +271,7 @@ fn source_path(entry: &SeriesEntry) -> String {
 /// Reads, resamples and writes one scan; returns its record.
 fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<ScanRecord, String> {
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
+    let warnings = read.warnings;
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
@@ -261,7 +301,10 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
         hu_mean: stats.mean,
         fingerprint: fp.to_string(),
         volume_file: rel,
+        warnings,
     };
+    // Write only what a reader accepts: the same check read_records makes.
+    rec.check().map_err(|e| format!("{}: the record would be refused: {e}", cfg.out.join(VOLUMES).join(format!("{}.json", entry.id)).display()))?;
     let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     let rec_path = cfg.out.join(VOLUMES).join(format!("{}.json", entry.id));
     write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
@@ -282,7 +325,7 @@ fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestEr
                 ),
             });
         }
-        let n = store::read_records(root)?.len();
+        let n = store::read_records(root)?.scans.len();
         if n > 0 && !cfg.resume {
             return Err(IngestError::NotEmpty { path: root.clone(), scans: n });
         }
@@ -295,6 +338,23 @@ fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestEr
         write_bytes_atomic(&root.join(MANIFEST), &json).map_err(|source| StoreError::Io { path: root.join(MANIFEST), source })?;
     }
     Ok(())
+}
+
+/// Removes the temporary files (`.<name>.tmp-<pid>`, [`crate::fsutil::temp_path`]) that
+/// interrupted ingests left in the store. Called holding the store's lock: every writer
+/// holds it, so no live process owns them. Returns how many were removed.
+fn remove_temporary_files(root: &std::path::Path) -> usize {
+    let mut removed = 0;
+    for dir in [root.to_path_buf(), root.join(VOLUMES), root.join(INDEX)] {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp-") && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Series found under the inputs, with those that cannot be stored.
@@ -359,19 +419,28 @@ pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadT
     let t0 = Instant::now();
     let found = discover_all(&cfg.inputs, progress);
     let manifest = cfg.manifest();
-    let sizes = on_workers(cfg.jobs, &found.entries, |e| {
+    let sizes: Vec<u64> = on_workers(cfg.jobs, &found.entries, |e| {
         let ok = e.read(&cfg.dicom, &()).is_ok();
         if ok { fingerprint(e, &manifest).1 } else { 0 }
-    })?;
+    })?
+    .into_iter()
+    .map(|r| r.unwrap_or(0))
+    .collect();
     Ok(ReadThroughput { scans: sizes.iter().filter(|b| **b > 0).count(), bytes: sizes.iter().sum(), seconds: t0.elapsed().as_secs_f64() })
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
 }
 
 /// Runs `f` on every item with `jobs` named worker threads (`ctstream.ingest.{n}`), each
 /// taking the next item when it finishes one, so at most `jobs` items are in progress.
-/// Results come back in item order.
-fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<R>, IngestError> {
+/// Results come back in item order. A panic in `f` is caught at this per-item boundary
+/// and comes back as that item's `Err` (its message): one bad scan fails alone.
+fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<Result<R, String>>, IngestError> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    let results: Mutex<Vec<(usize, Result<R, String>)>> = Mutex::new(Vec::with_capacity(items.len()));
     let spawn_error = std::thread::scope(|s| {
         for w in 0..jobs.min(items.len()).max(1) {
             let (next, results, f) = (&next, &results, &f);
@@ -379,7 +448,10 @@ fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + 
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(item) = items.get(i) else { break };
-                    let r = f(item);
+                    // The closure only reads shared state; a panic leaves nothing half-updated
+                    // that another item uses (each scan writes its own files, atomically).
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(item)))
+                        .map_err(|p| panic_message(p.as_ref()));
                     if let Ok(mut v) = results.lock() {
                         v.push((i, r));
                     }
@@ -410,12 +482,7 @@ fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + 
 /// Scans that fail are listed in [`IngestSummary::failed`] instead.
 pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSummary, IngestError> {
     let t0 = Instant::now();
-    if cfg.inputs.is_empty() {
-        return Err(IngestError::Config("no --input given".into()));
-    }
-    if cfg.jobs == 0 {
-        return Err(IngestError::Config("--jobs must be at least 1".into()));
-    }
+    cfg.validate()?;
     // Read the CSVs first: a bad row stops the run before any work.
     let read_opt = |p: &Option<PathBuf>| -> Result<Vec<Annotation>, AnnotationError> { p.as_deref().map_or(Ok(Vec::new()), annotations::read_annotations) };
     let nodules = read_opt(&cfg.annotations)?;
@@ -425,10 +492,12 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let manifest = cfg.manifest();
     // Held until this function returns: a second ingest into the store is refused.
     let _lock = store::lock::StoreLock::acquire(&cfg.out)?;
+    let temporary_files_removed = remove_temporary_files(&cfg.out);
     prepare_store(cfg, &manifest)?;
-    let existing = store::read_records(&cfg.out)?;
+    // Damaged records are not "stored": their scans are ingested again from the inputs.
+    let existing = store::read_records(&cfg.out)?.scans;
 
-    let mut summary = IngestSummary::default();
+    let mut summary = IngestSummary { temporary_files_removed, ..Default::default() };
     let found = discover_all(&cfg.inputs, progress);
     summary.failed = found.failed;
     summary.duplicates = found.duplicates;
@@ -458,18 +527,28 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     progress.finish();
     for ((entry, _, bytes), r) in todo.iter().zip(results) {
         match r {
-            Ok(rec) => {
+            Ok(Ok(rec)) => {
                 summary.bytes_in += bytes;
                 summary.bytes_out += rec.bytes_stored;
                 summary.bytes_raw += rec.bytes_raw;
+                for w in &rec.warnings {
+                    summary.warnings.push(Failure { source: source_path(entry), reason: w.clone() });
+                }
                 summary.stored.push(rec.series_id);
             }
-            Err(reason) => summary.failed.push(Failure { source: source_path(entry), reason }),
+            Ok(Err(reason)) => summary.failed.push(Failure { source: source_path(entry), reason }),
+            Err(panic) => summary.failed.push(Failure {
+                source: source_path(entry),
+                reason: format!("internal error (a bug in ctstream; please report it with this file): {panic}"),
+            }),
         }
     }
 
-    // The index, last, from every completely stored scan.
-    let scans = store::read_records(&cfg.out)?;
+    // The index, last, from every completely stored scan: always written, whatever
+    // failed above.
+    let records = store::read_records(&cfg.out)?;
+    let scans = records.scans;
+    summary.damaged = records.damaged;
     let (nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
     let (cand_rows, missing_c) = index::candidate_rows(&scans, &candidates);
     let dir = cfg.out.join(INDEX);

@@ -26,6 +26,29 @@ pub enum ResampleError {
         /// The direction matrix.
         direction: [f64; 9],
     },
+    /// The resampled grid, or the intermediate planes resampling needs, would hold more
+    /// than [`crate::volume::MAX_VOXELS`]: refused before anything is allocated.
+    #[error("resampling {shape_zyx:?} voxels (z, y, x) at {from_xyz:?} mm to {to_xyz:?} mm (x, y, z) needs {voxels} voxels ({what}), more than the limit of {limit}")]
+    TooLarge {
+        /// The source shape.
+        shape_zyx: [usize; 3],
+        /// The source spacing.
+        from_xyz: [f64; 3],
+        /// The target spacing.
+        to_xyz: [f64; 3],
+        /// What was counted: the output grid or the in-plane intermediate.
+        what: &'static str,
+        /// The count (saturated at `u64::MAX`).
+        voxels: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The source has no voxels.
+    #[error("the source shape {shape_zyx:?} (z, y, x) has no voxels")]
+    Empty {
+        /// The shape.
+        shape_zyx: [usize; 3],
+    },
     /// A spacing is not positive and finite.
     #[error("spacing {spacing_xyz:?} mm is not positive and finite")]
     BadSpacing {
@@ -87,6 +110,45 @@ pub fn to_axis_aligned(hu: Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, Ge
     Ok((out, Geometry { origin_xyz, spacing_xyz, direction: IDENTITY }))
 }
 
+/// Voxels per axis, (z, y, x), of `shape_zyx` at `from_xyz` mm resampled to `to_xyz` mm
+/// by [`resample_linear`]: `floor((n - 1) * s_in / s_out) + 1` per axis. Computed in
+/// floating point and bounded before any allocation: the grid, and the in-plane planes
+/// of every source slice that resampling holds, must each stay within
+/// [`crate::volume::MAX_VOXELS`].
+///
+/// ```
+/// use ctstream::resample::resampled_shape;
+/// assert_eq!(resampled_shape([9, 20, 20], [0.7, 0.8, 2.5], [1.0; 3]).unwrap(), [21, 16, 14]);
+/// // 25 mm voxels at 1 mm: 25^3 times the voxels, refused before allocating.
+/// assert!(resampled_shape([100, 512, 512], [25.0; 3], [1.0; 3]).is_err());
+/// ```
+///
+/// # Errors
+/// [`ResampleError::BadSpacing`], [`ResampleError::TooLarge`].
+pub fn resampled_shape(shape_zyx: [usize; 3], from_xyz: [f64; 3], to_xyz: [f64; 3]) -> Result<[usize; 3], ResampleError> {
+    for s in [from_xyz, to_xyz] {
+        if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(ResampleError::BadSpacing { spacing_xyz: s });
+        }
+    }
+    let limit = crate::volume::MAX_VOXELS;
+    let n_out = |a: usize| -> f64 {
+        let (n, s_in, s_out) = (shape_zyx[a], from_xyz[2 - a], to_xyz[2 - a]);
+        if n == 0 { 0.0 } else { ((n - 1) as f64 * s_in / s_out + 1e-9).floor() + 1.0 }
+    };
+    let out = [n_out(0), n_out(1), n_out(2)];
+    let too_large = |what, v: f64| ResampleError::TooLarge { shape_zyx, from_xyz, to_xyz, what, voxels: if v >= u64::MAX as f64 { u64::MAX } else { v as u64 }, limit };
+    let grid = out[0] * out[1] * out[2];
+    if !(grid <= limit as f64) {
+        return Err(too_large("the resampled grid", grid));
+    }
+    let planes = shape_zyx[0] as f64 * out[1] * out[2];
+    if !(planes <= limit as f64) {
+        return Err(too_large("in-plane intermediates", planes));
+    }
+    Ok(out.map(|v| v as usize))
+}
+
 /// Linear interpolation table for one axis: for each output index, (i0, i1, weight of i1).
 fn axis_table(n_in: usize, s_in: f64, s_out: f64) -> Vec<(usize, usize, f32)> {
     let n_out = ((n_in - 1) as f64 * s_in / s_out + 1e-9).floor() as usize + 1;
@@ -104,21 +166,24 @@ fn axis_table(n_in: usize, s_in: f64, s_out: f64) -> Vec<(usize, usize, f32)> {
 /// interpolation, rounding by the HU rule and clamping to `clip` (lo, hi).
 ///
 /// # Errors
-/// [`ResampleError::Oblique`] if `g` is not axis-aligned; [`ResampleError::BadSpacing`].
+/// [`ResampleError::Oblique`] if `g` is not axis-aligned; [`ResampleError::BadSpacing`];
+/// [`ResampleError::TooLarge`] (see [`resampled_shape`]), before allocating.
 pub fn resample_linear(hu: &Array3<i16>, g: &Geometry, spacing_xyz: [f64; 3], clip: [i16; 2]) -> Result<(Array3<i16>, Geometry), ResampleError> {
     if !g.is_identity_direction() {
         return Err(ResampleError::Oblique { direction: g.direction });
     }
-    for s in [g.spacing_xyz, spacing_xyz] {
-        if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(ResampleError::BadSpacing { spacing_xyz: s });
-        }
-    }
     let (nz, ny, nx) = hu.dim();
+    // Bounded before anything is allocated (the tables below have one entry per voxel
+    // along an axis).
+    let expect = resampled_shape([nz, ny, nx], g.spacing_xyz, spacing_xyz)?;
+    if expect.contains(&0) {
+        return Err(ResampleError::Empty { shape_zyx: [nz, ny, nx] });
+    }
     let tx = axis_table(nx, g.spacing_xyz[0], spacing_xyz[0]);
     let ty = axis_table(ny, g.spacing_xyz[1], spacing_xyz[1]);
     let tz = axis_table(nz, g.spacing_xyz[2], spacing_xyz[2]);
     let (ox, oy, oz) = (tx.len(), ty.len(), tz.len());
+    debug_assert_eq!([oz, oy, ox], expect);
     // In-plane: each input slice to an (oy, ox) f32 plane.
     let planes: Vec<Array2<f32>> = (0..nz)
         .into_par_iter()

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use crate::geometry::Geometry;
 use crate::hu::HuStats;
 
+/// The most voxels a scan or stored volume may have (2^31, e.g. 1024 x 1024 x 2048):
+/// every reader refuses larger headers before anything is allocated, and ingest refuses a
+/// resampled grid that would be larger.
+pub const MAX_VOXELS: u64 = 1 << 31;
+
 /// Which reader produced a volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

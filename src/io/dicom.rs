@@ -79,6 +79,14 @@ pub enum DicomError {
         /// The parser's complaint.
         message: String,
     },
+    /// A DICOM file that does not parse, or a slice with a value no image can have.
+    #[error("{path}: damaged DICOM file: {message}")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A file has no Pixel Data (7FE0,0010).
     #[error("{path}: no Pixel Data (7FE0,0010) element; not an image")]
     NoPixelData {
@@ -139,6 +147,29 @@ pub enum DicomError {
         /// Their position along the normal.
         position_mm: f64,
     },
+    /// Files that look like slices of the series (DICOM Part 10 files, or `.dcm`, in its
+    /// folder) cannot be read, or hold values no slice can have: the series would be
+    /// stored with slices missing.
+    #[error("{path}: series {series}: {} file(s) that may be its slices are damaged: {}; the series would be missing slices (repair or replace them; --allow-missing-slices stores it without them, recorded as a warning)", files.len(), files.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect::<Vec<_>>().join("; "))]
+    DamagedSlices {
+        /// The folder.
+        path: PathBuf,
+        /// The series.
+        series: String,
+        /// Each damaged file, with why.
+        files: Vec<(PathBuf, String)>,
+    },
+    /// Steps between slice positions are whole multiples of the series' step: slices are
+    /// missing there.
+    #[error("{path}: series {series}: slices are missing: {}; the series is incomplete (find the missing files; --allow-missing-slices interpolates over the gap, recorded as a warning)", gaps.join("; "))]
+    MissingSlices {
+        /// The folder.
+        path: PathBuf,
+        /// The series.
+        series: String,
+        /// One line per gap: the files on either side, the step, the slices missing.
+        gaps: Vec<String>,
+    },
     /// Slice positions are unevenly spaced and resampling was not asked for.
     #[error("{path}: series {series}: uneven slice spacing ({}); pass --resample-uneven to resample onto a uniform grid", .spacing.describe())]
     UnevenSpacing {
@@ -190,12 +221,16 @@ pub struct Skipped {
     pub other_geometry: usize,
     /// Multi-frame or multi-sample (colour) images.
     pub multiframe: usize,
+    /// DICOM Part 10 files (or `.dcm` files) that cannot be parsed, or slices with values
+    /// no image can have; listed by name in [`DicomScan::damaged`] and
+    /// [`SeriesFiles::damaged`].
+    pub damaged: usize,
 }
 
 impl Skipped {
     /// Total files skipped.
     pub fn total(&self) -> usize {
-        self.not_dicom + self.not_image + self.localizer + self.other_geometry + self.multiframe
+        self.not_dicom + self.not_image + self.localizer + self.other_geometry + self.multiframe + self.damaged
     }
 
     /// Adds another count to this one.
@@ -205,6 +240,7 @@ impl Skipped {
         self.localizer += o.localizer;
         self.other_geometry += o.other_geometry;
         self.multiframe += o.multiframe;
+        self.damaged += o.damaged;
     }
 }
 
@@ -219,7 +255,11 @@ impl std::fmt::Display for Skipped {
             self.localizer,
             self.other_geometry,
             self.multiframe
-        )
+        )?;
+        if self.damaged > 0 {
+            write!(f, ", {} damaged", self.damaged)?;
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +304,9 @@ pub struct DicomOptions {
     pub series: Option<String>,
     /// Uneven spacing: refuse (default) or resample.
     pub uneven: UnevenPolicy,
+    /// Store a series with missing or damaged slices anyway (interpolating over the
+    /// gaps), with a warning naming them, instead of refusing it (the default).
+    pub allow_missing_slices: bool,
 }
 
 /// The header facts of one slice file that grouping, selection and ordering need.
@@ -285,6 +328,8 @@ pub struct SliceHeader {
     pub spacing_between_slices: Option<f64>,
     /// TransferSyntaxUID.
     pub transfer_syntax: String,
+    /// InstanceNumber, when present (used to describe gaps).
+    pub instance: Option<i64>,
 }
 
 /// The files of one series, ready to read.
@@ -302,6 +347,9 @@ pub struct SeriesFiles {
     pub slices: Vec<SliceHeader>,
     /// Files of this series that were skipped.
     pub skipped: Skipped,
+    /// Files that may be slices of this series but cannot be used, with why: slices of it
+    /// with impossible values, and unreadable DICOM files in the same folder.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 /// What [`scan_files`] found under a path.
@@ -315,6 +363,8 @@ pub struct DicomScan {
     pub skipped: Skipped,
     /// Things a user should know (derived series ids).
     pub warnings: Vec<String>,
+    /// DICOM files that cannot be read (with why), wherever they are.
+    pub damaged: Vec<(PathBuf, String)>,
 }
 
 /// A series read into a volume, with what was found on the way.
@@ -371,18 +421,44 @@ fn get_u32(obj: &DefaultDicomObject, tag: Tag) -> Option<u32> {
 /// Why a file is not a slice.
 enum Reject {
     NotDicom(String),
+    /// A DICOM file (Part 10 preamble, or named `.dcm`) that does not parse.
+    Damaged(String),
+    /// A slice of the series `key` with a value no image can have.
+    Invalid(GroupKey, String),
     NotImage,
     Localizer,
     Multiframe,
 }
 
+/// Whether a file that failed to parse was meant to be DICOM: `DICM` at byte 128, or a
+/// `.dcm` name. Such a file is damaged, not merely "not DICOM".
+fn looks_like_dicom(path: &Path) -> bool {
+    use std::io::Read;
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {
+        return true;
+    }
+    let mut head = [0u8; 132];
+    crate::fsutil::open_regular(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..132] == b"DICM"
+}
+
+/// ImageOrientationPatient must be two orthogonal unit vectors (within 1e-3).
+fn check_orientation(iop: &[f64; 6]) -> std::result::Result<(), String> {
+    let (r, c) = ([iop[0], iop[1], iop[2]], [iop[3], iop[4], iop[5]]);
+    let (nr, nc) = (dot(r, r).sqrt(), dot(c, c).sqrt());
+    if (nr - 1.0).abs() > 1e-3 || (nc - 1.0).abs() > 1e-3 || dot(r, c).abs() > 1e-3 {
+        return Err(format!("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors (lengths {nr:.4}, {nc:.4}, dot {:.4})", dot(r, c)));
+    }
+    Ok(())
+}
+
 /// Reads the header of one file (up to Pixel Data).
 fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader, String, String), Reject> {
-    super::dicom_lengths::check_file(path).map_err(Reject::NotDicom)?;
+    let unreadable = |m: String| if looks_like_dicom(path) { Reject::Damaged(m) } else { Reject::NotDicom(m) };
+    super::dicom_lengths::check_file(path).map_err(unreadable)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
-        .map_err(|e| Reject::NotDicom(e.to_string()))?;
+        .map_err(|e| unreadable(e.to_string()))?;
     let (Some(rows), Some(columns)) = (get_u32(&obj, tags::ROWS), get_u32(&obj, tags::COLUMNS)) else {
         return Err(Reject::NotImage);
     };
@@ -399,7 +475,6 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     if ipp.len() != 3 || iop.len() != 6 {
         return Err(Reject::NotImage);
     }
-    let ps = f(tags::PIXEL_SPACING, "PixelSpacing").filter(|v| v.len() == 2 && v[0] > 0.0 && v[1] > 0.0).unwrap_or(vec![1.0, 1.0]);
     let orientation = [iop[0], iop[1], iop[2], iop[3], iop[4], iop[5]];
     let series_uid = get_str(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
     // The series UID groups; only where it is empty do study, frame of reference,
@@ -415,6 +490,20 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     } else {
         GroupKey { series_uid, study: String::new(), frame_of_reference: String::new(), orientation: [0; 6], size: (0, 0) }
     };
+    // Values no slice can have make the file a damaged slice of its series: never a
+    // silent default (PixelSpacing "0", "-1" or "abc" is not 1 mm).
+    let invalid = |m: String| Reject::Invalid(key.clone(), m);
+    if rows == 0 || columns == 0 {
+        return Err(invalid(format!("Rows {rows} x Columns {columns} is an empty image")));
+    }
+    check_orientation(&orientation).map_err(invalid)?;
+    // PixelSpacing is required in CT; where it is absent, 1 mm as ITK and pydicom assume.
+    let ps = match get_f64s(&obj, path, tags::PIXEL_SPACING, "PixelSpacing") {
+        Ok(None) => vec![1.0, 1.0],
+        Ok(Some(v)) if v.len() == 2 && v.iter().all(|s| (crate::geometry::MIN_SPACING_MM..=crate::geometry::MAX_SPACING_MM).contains(s)) => v,
+        Ok(Some(v)) => return Err(invalid(format!("PixelSpacing {v:?} is not two spacings in mm"))),
+        Err(e) => return Err(invalid(e.to_string())),
+    };
     let header = SliceHeader {
         path: path.to_path_buf(),
         position_xyz: [ipp[0], ipp[1], ipp[2]],
@@ -424,6 +513,7 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
         columns,
         spacing_between_slices: f(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices").and_then(|v| v.first().copied()),
         transfer_syntax: obj.meta().transfer_syntax().trim_end_matches('\0').to_string(),
+        instance: get_str(&obj, tags::INSTANCE_NUMBER).and_then(|v| v.parse::<i64>().ok()),
     };
     let modality = get_str(&obj, tags::MODALITY).unwrap_or_default();
     let description = get_str(&obj, tags::SERIES_DESCRIPTION).unwrap_or_default();
@@ -494,16 +584,29 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
     progress.finish();
 
     let mut skipped = Skipped::default();
-    let mut groups: BTreeMap<GroupKey, (Vec<SliceHeader>, Skipped, String, String)> = BTreeMap::new();
+    type Group = (Vec<SliceHeader>, Skipped, String, String, Vec<(PathBuf, String)>);
+    let mut groups: BTreeMap<GroupKey, Group> = BTreeMap::new();
     let mut first_reject = None;
+    let mut damaged = Vec::new();
     for (f, r) in files.iter().zip(headers) {
         match r {
             Ok((key, h, modality, description)) => {
-                let g = groups.entry(key).or_insert_with(|| (Vec::new(), Skipped::default(), modality, description));
+                let g = groups.entry(key).or_insert_with(|| (Vec::new(), Skipped::default(), modality, description, Vec::new()));
                 g.0.push(h);
+            }
+            Err(Reject::Invalid(key, m)) => {
+                let g = groups.entry(key).or_insert_with(|| (Vec::new(), Skipped::default(), String::new(), String::new(), Vec::new()));
+                g.1.damaged += 1;
+                g.4.push((f.clone(), m.clone()));
+                first_reject.get_or_insert((f.clone(), Some(m)));
             }
             Err(Reject::NotDicom(m)) => {
                 skipped.not_dicom += 1;
+                first_reject.get_or_insert((f.clone(), Some(m)));
+            }
+            Err(Reject::Damaged(m)) => {
+                skipped.damaged += 1;
+                damaged.push((f.clone(), m.clone()));
                 first_reject.get_or_insert((f.clone(), Some(m)));
             }
             Err(Reject::NotImage) => {
@@ -517,7 +620,10 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
             }
         }
     }
-    if single_file && groups.is_empty() {
+    if single_file && groups.values().all(|g| g.0.is_empty()) {
+        if let Some((f, m)) = damaged.first().cloned().or_else(|| groups.values().find_map(|g| g.4.first().cloned())) {
+            return Err(DicomError::Damaged { path: f, message: m });
+        }
         if let Some((f, Some(message))) = first_reject {
             return Err(DicomError::NotDicom { path: f, message });
         }
@@ -527,7 +633,13 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
     }
     let mut warnings = Vec::new();
     let mut series: Vec<SeriesFiles> = Vec::new();
-    for (key, (mut slices, mut sk, modality, description)) in groups {
+    for (key, (mut slices, mut sk, modality, description, mut bad)) in groups {
+        if slices.is_empty() {
+            // Only damaged slices: nothing to read, but they are not silently dropped.
+            skipped.damaged += bad.len();
+            damaged.extend(bad);
+            continue;
+        }
         let derived_id = key.series_uid.is_empty();
         let id = if derived_id {
             let ident = format!("{}|{}|{:?}|{:?}", key.study, key.frame_of_reference, key.orientation, key.size);
@@ -551,13 +663,16 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
             slices.retain(|s| ((s.rows, s.columns), rounded(&s.orientation)) == best);
             sk.other_geometry += before - slices.len();
         }
-        series.push(SeriesFiles { id, derived_id, modality, description, slices, skipped: sk });
+        // Unreadable DICOM files in a folder of this series may be its slices.
+        let folders: std::collections::BTreeSet<&Path> = slices.iter().filter_map(|s| s.path.parent()).collect();
+        bad.extend(damaged.iter().filter(|(f, _)| f.parent().is_some_and(|p| folders.contains(p))).cloned());
+        series.push(SeriesFiles { id, derived_id, modality, description, slices, skipped: sk, damaged: bad });
     }
     if series.is_empty() {
         return Err(DicomError::NoImages { path: path.to_path_buf(), skipped });
     }
     series.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(DicomScan { path: path.to_path_buf(), series, skipped, warnings })
+    Ok(DicomScan { path: path.to_path_buf(), series, skipped, warnings, damaged })
 }
 
 /// Decodes one slice file to HU; returns (values in row-major y, x order, clamped count).
@@ -586,6 +701,9 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
     }
     let num = |tag, field| -> Result<Option<f64>> { Ok(get_f64s(&obj, path, tag, field)?.and_then(|v| v.first().copied())) };
     let slope = num(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
+    if slope == 0.0 {
+        return Err(DicomError::BadField { path: path.clone(), field: "RescaleSlope", tag: tag_str(tags::RESCALE_SLOPE), message: "0 maps every voxel to the intercept".into() });
+    }
     let intercept = num(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
     let px = obj.decode_pixel_data().map_err(|e| DicomError::Decode { path: path.clone(), message: e.to_string() })?;
     let (rows, cols) = (px.rows() as usize, px.columns() as usize);
@@ -654,6 +772,14 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
     if series.slices.is_empty() {
         return Err(DicomError::NoImages { path: folder.to_path_buf(), skipped: series.skipped });
     }
+    let mut warnings = Vec::new();
+    if !series.damaged.is_empty() {
+        if !opts.allow_missing_slices {
+            return Err(DicomError::DamagedSlices { path: folder.to_path_buf(), series: series.id.clone(), files: series.damaged.clone() });
+        }
+        let list: Vec<String> = series.damaged.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect();
+        warnings.push(format!("stored without {} damaged file(s) that may be its slices (--allow-missing-slices): {}", list.len(), list.join("; ")));
+    }
     let o = series.slices[0].orientation;
     let (row, col) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
     let normal = cross(row, col);
@@ -661,7 +787,6 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
     slices.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.path.cmp(&b.1.path)));
     let n = slices.len();
     let first = slices[0].1;
-    let mut warnings = Vec::new();
 
     // Steps along the normal; duplicates; shear.
     let mut spacing_info = None;
@@ -703,11 +828,48 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
         if shear > 0.05 * min_ps.max(0.1) {
             return Err(DicomError::Sheared { path: folder.to_path_buf(), series: series.id.clone(), offset_mm: shear });
         }
+        // A step that is a whole multiple (2x, 3x, ...) of the median is where slices are
+        // missing: damage, refused unless the user accepts it by name. Only unevenness
+        // that is not explained by missing slices may be resampled by --resample-uneven.
+        let is_gap = |d: f64| {
+            let k = (d / median).round();
+            k >= 2.0 && (d - k * median).abs() <= 0.1 * median
+        };
+        let missing: Vec<String> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| is_gap(**d))
+            .map(|(i, &d)| {
+                let (a, b) = (slices[i].1, slices[i + 1].1);
+                let k = (d / median).round() as usize - 1;
+                let numbers = match (a.instance, b.instance) {
+                    (Some(x), Some(y)) => format!(", InstanceNumber {x} -> {y}"),
+                    _ => String::new(),
+                };
+                format!(
+                    "{} at {:.3} mm and {} at {:.3} mm are {d:.3} mm apart, {} x the step of {median:.3} mm: {k} slice(s) missing{numbers}",
+                    a.path.display(),
+                    slices[i].0,
+                    b.path.display(),
+                    slices[i + 1].0,
+                    k + 1
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            if !opts.allow_missing_slices {
+                return Err(DicomError::MissingSlices { path: folder.to_path_buf(), series: series.id.clone(), gaps: missing });
+            }
+            warnings.push(format!("slices missing, interpolated over (--allow-missing-slices): {}", missing.join("; ")));
+        }
+        let uneven_otherwise = steps.iter().any(|&d| !is_gap(d) && (d - median).abs() > 0.01 * median + 1e-3);
         if uneven {
-            if opts.uneven == UnevenPolicy::Refuse {
+            if uneven_otherwise && opts.uneven == UnevenPolicy::Refuse {
                 return Err(DicomError::UnevenSpacing { path: folder.to_path_buf(), series: series.id.clone(), spacing: info });
             }
-            warnings.push(format!("uneven slice spacing ({}); resampled to {:.4} mm", info.describe(), median));
+            if uneven_otherwise {
+                warnings.push(format!("uneven slice spacing ({}); resampled to {:.4} mm", info.describe(), median));
+            }
             z_spacing = median;
         } else {
             // ITK's rule: distance from the first to the last position over n - 1.

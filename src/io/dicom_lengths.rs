@@ -41,7 +41,13 @@ fn consumed(vr: &[u8], length: usize) -> usize {
 /// Checks the file at `path`; `Err` says which element claims how much. Files that are
 /// not DICOM Part 10 (no `DICM` at byte 128) pass: dicom-rs refuses them itself.
 pub fn check_file(path: &Path) -> Result<(), String> {
-    let Ok(file) = std::fs::File::open(path) else { return Ok(()) };
+    // Anything but a regular file is refused here, before dicom-rs opens it (a FIFO
+    // would block the open; a device would never end).
+    let file = match crate::fsutil::open_regular(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return Err(e.to_string()),
+        Err(_) => return Ok(()),
+    };
     // SAFETY: read-only map of a file we only read; a file changed underneath can at
     // worst make the check wrong, and dicom-rs reads it again anyway.
     let Ok(map) = (unsafe { memmap2::Mmap::map(&file) }) else { return Ok(()) };

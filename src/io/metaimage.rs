@@ -19,7 +19,6 @@
 //! nine numbers are the x, y and z axis vectors one after another. [`Geometry::direction`]
 //! is SimpleITK's row-major `GetDirection()`; the reader and writer transpose.
 
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -32,9 +31,7 @@ use crate::geometry::{Geometry, IDENTITY};
 use crate::hu::{self, Converted, Scalar};
 use crate::volume::{SourceFormat, Volume};
 
-/// The most voxels a MetaImage may claim (2^31, e.g. 1024 x 1024 x 2048); larger headers
-/// are refused before anything is allocated.
-pub const MAX_VOXELS: u64 = 1 << 31;
+pub use crate::volume::MAX_VOXELS;
 
 /// The longest header ctstream reads before giving up on finding `ElementDataFile`.
 const MAX_HEADER_BYTES: usize = 1 << 20;
@@ -209,7 +206,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 /// missing values, unsupported features and sizes over [`MAX_VOXELS`].
 pub fn read_header(path: &Path) -> Result<Header> {
     let io_err = |source| MetaImageError::Io { path: path.to_path_buf(), source };
-    let mut f = File::open(path).map_err(io_err)?;
+    let mut f = crate::fsutil::open_regular(path).map_err(io_err)?;
     // Read up to MAX_HEADER_BYTES; the header ends at the ElementDataFile line.
     let mut head = Vec::new();
     (&mut f).take(MAX_HEADER_BYTES as u64).read_to_end(&mut head).map_err(io_err)?;
@@ -426,6 +423,18 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             },
         )
     };
+    // Every geometry value checked where it enters, naming the key it came from.
+    if let Err(e) = geometry.check() {
+        let names: &[&str] = match e.field {
+            "spacing" => &["ElementSpacing"],
+            "origin" => &["Offset", "Origin", "Position"],
+            _ => &["TransformMatrix", "Orientation", "Rotation"],
+        };
+        if let Some(f) = find(names) {
+            return Err(bad(f, e.to_string()));
+        }
+        return Err(MetaImageError::Syntax { path: path.to_path_buf(), line: 0, message: e.to_string() });
+    }
     Ok(Header {
         shape_zyx,
         geometry,
@@ -451,7 +460,7 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
         path: data_path.clone(),
         message: if external { format!("{message} (data file of {})", path.display()) } else { message },
     };
-    let mut f = File::open(&data_path).map_err(|e| {
+    let mut f = crate::fsutil::open_regular(&data_path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             MetaImageError::Data {
                 path: data_path.clone(),
@@ -504,7 +513,9 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
         None => available,
     };
     // Inflate at most `need + 1` bytes, so a stream that expands without bound is caught.
-    let mut out = Vec::with_capacity(need as usize);
+    // Memory grows with what the stream really holds: a tiny file claiming 16 GiB of
+    // voxels reserves no more than a few times its own size before it is found short.
+    let mut out = Vec::with_capacity(need.min(csize.saturating_mul(8)).min(1 << 30) as usize);
     ZlibDecoder::new(f.take(csize))
         .take(need + 1)
         .read_to_end(&mut out)

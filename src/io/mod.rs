@@ -30,6 +30,16 @@ pub enum ReadError {
     /// From the NIfTI reader.
     #[error(transparent)]
     Nifti(#[from] nifti::NiftiError),
+    /// A reader returned a geometry no scan can have (each reader checks its own fields
+    /// first; this is the last check, at the boundary every scan passes).
+    #[error("{path}: {source}")]
+    Geometry {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: crate::geometry::GeometryError,
+    },
     /// The folder holds several series and none was chosen.
     #[error("{path}: holds {} series; choose one with --series:\n{}", series.len(), series.join("\n"))]
     MultipleSeries {
@@ -125,6 +135,13 @@ impl SeriesEntry {
                 (d.volume.clone(), Some(d))
             }
         };
+        if let Err(source) = volume.geometry.check() {
+            let path = match &self.source {
+                SeriesSource::MetaImage(p) | SeriesSource::Nifti(p) => p.clone(),
+                SeriesSource::Dicom { root, .. } => root.clone(),
+            };
+            return Err(ReadError::Geometry { path, source });
+        }
         if volume.clamped > 0 {
             warnings.push(format!("{} voxels outside the int16 range were clamped", volume.clamped));
         }

@@ -8,17 +8,20 @@
 //! sform and qform are set and disagree, ITK has its own preference rules; no fixture
 //! covers that case.
 //!
-//! **Values.** `scl_slope`/`scl_inter` apply when the slope is finite and non-zero and the
-//! pair is not (1, 0); then the rule of [`crate::hu`]. Data types: `uint8`, `int8`,
+//! **Values.** `scl_slope`/`scl_inter` apply when the slope is non-zero and the pair is
+//! not (1, 0); then the rule of [`crate::hu`]. Data types: `uint8`, `int8`,
 //! `(u)int16`, `(u)int32`, `(u)int64`, `float32`, `float64`.
 //!
 //! **Refused**, with an error naming the file and the field: NIfTI-2, `.hdr`/`.img` pairs,
-//! more than one volume (`dim[4..] > 1`), complex and RGB data.
+//! more than one volume (`dim[4..] > 1`), complex and RGB data; and values nifticlib
+//! would silently replace: a NaN or infinite `scl_slope` / `scl_inter`, a `pixdim` of 0
+//! or NaN, a quaternion that is not a rotation, and any geometry that fails
+//! [`Geometry::check`]. A `.nii.gz` is read to the end of its gzip stream, so a
+//! damaged CRC-32 or length trailer is an error.
 //!
 //! [`write()`] writes int16 NIfTI-1 (`.nii`, or gzipped `.nii.gz`) with the geometry in the
 //! sform (`sform_code` 1), which [`read`] and SimpleITK read back exactly.
 
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -133,13 +136,16 @@ fn scalar(datatype: i16) -> Option<Scalar> {
 pub fn read(path: &Path) -> Result<Volume> {
     let io_err = |source| NiftiError::Io { path: path.to_path_buf(), source };
     let header_err = |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
-    let file = File::open(path).map_err(io_err)?;
+    let file = crate::fsutil::open_regular(path).map_err(io_err)?;
+    let file_len = file.metadata().map_err(io_err)?.len();
     let mut magic = [0u8; 2];
+    let gz;
     let mut reader: Box<dyn Read> = {
         let mut f = file;
         let n = f.read(&mut magic).map_err(io_err)?;
         let head = io::Cursor::new(magic[..n].to_vec()).chain(f);
-        if n == 2 && magic == [0x1f, 0x8b] { Box::new(GzDecoder::new(head)) } else { Box::new(head) }
+        gz = n == 2 && magic == [0x1f, 0x8b];
+        if gz { Box::new(GzDecoder::new(head)) } else { Box::new(head) }
     };
     let mut h = [0u8; 348];
     reader.read_exact(&mut h).map_err(|_| header_err("sizeof_hdr", "the file is shorter than a NIfTI-1 header (348 bytes)".into()))?;
@@ -183,13 +189,22 @@ pub fn read(path: &Path) -> Result<Volume> {
     }
     let datatype = i16_at(70);
     let t = scalar(datatype).ok_or_else(|| NiftiError::Unsupported { path: path.to_path_buf(), what: format!("datatype {datatype}") })?;
-    let pixdim: Vec<f64> = (0..8).map(|i| f32_at(76 + 4 * i)).collect();
+    // pixdim of axes past dim[0] do not exist (a 2D image has no slice spacing): 1 mm.
+    let pixdim: Vec<f64> = (0..8).map(|i| if i > ndim as usize { 1.0 } else { f32_at(76 + 4 * i) }).collect();
     let vox_offset = f32_at(108);
     if !(vox_offset >= 348.0 && vox_offset.fract() == 0.0 && vox_offset < 1e9) {
         return Err(header_err("vox_offset", format!("{vox_offset} is not a byte offset after the header")));
     }
+    // scl_slope 0 means "no scaling" (the NIfTI standard); a NaN or infinite slope or
+    // intercept is an error, not silently 1 or 0 (nifticlib replaces them).
     let (slope, inter) = (f32_at(112), f32_at(116));
-    let scale = (slope.is_finite() && slope != 0.0 && (slope, inter) != (1.0, 0.0)).then_some((slope, if inter.is_finite() { inter } else { 0.0 }));
+    if !slope.is_finite() {
+        return Err(header_err("scl_slope", format!("{slope} is not a finite number")));
+    }
+    let scale = (slope != 0.0 && (slope, inter) != (1.0, 0.0)).then_some((slope, inter));
+    if scale.is_some() && !inter.is_finite() {
+        return Err(header_err("scl_inter", format!("{inter} is not a finite number")));
+    }
 
     let geometry = geometry(path, &pixdim, i16_at(252), i16_at(254), f32_at)?;
 
@@ -198,10 +213,19 @@ pub fn read(path: &Path) -> Result<Volume> {
     let need = dims.iter().product::<u64>() * t.size() as u64;
     let skip = vox_offset as u64 - 348;
     io::copy(&mut (&mut reader).take(skip), &mut io::sink()).map_err(io_err)?;
-    let mut data = Vec::with_capacity(need as usize);
+    // Reserve what the file can hold (a gzip stream at most 16 times its size up front),
+    // not what the header claims: memory grows only with data that exists.
+    let expand = if gz { 16 } else { 1 };
+    let mut data = Vec::with_capacity(need.min(file_len.saturating_mul(expand)) as usize);
     (&mut reader).take(need).read_to_end(&mut data).map_err(|e| header_err("vox_offset", format!("voxel data cannot be read: {e}")))?;
     if (data.len() as u64) < need {
         return Err(NiftiError::Truncated { path: path.to_path_buf(), need, offset: vox_offset as u64, have: data.len() as u64 });
+    }
+    if gz {
+        // The gzip trailer (CRC-32 and length) is checked only when the stream is read to
+        // its end: read what follows the voxels (at most 1 MiB; a valid file has nothing).
+        io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink())
+            .map_err(|e| NiftiError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")) })?;
     }
     let Converted { values, clamped, nan } = hu::convert(&data, t, big, scale);
     if nan > 0 {
@@ -227,10 +251,19 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
         let dir: [f64; 9] = std::array::from_fn(|i| m[i] / spacing[i % 3]);
         (dir, [rows[0][3], rows[1][3], rows[2][3]], spacing)
     } else {
+        // pixdim[1..=3] must be finite and non-zero; a negative one is taken by its size,
+        // as ITK does. (nifticlib turns 0 or NaN into 1 mm; ctstream refuses to guess.)
+        for i in 1..=3 {
+            if !(pixdim[i].is_finite() && pixdim[i] != 0.0) {
+                return Err(bad("pixdim", format!("pixdim[{i}] = {} is not a spacing (finite, non-zero)", pixdim[i])));
+            }
+        }
         let spacing = [pixdim[1].abs(), pixdim[2].abs(), pixdim[3].abs()];
-        let spacing = spacing.map(|s| if s > 0.0 && s.is_finite() { s } else { 1.0 });
         if qform_code > 0 {
             let (b, c, d) = (f32_at(256), f32_at(260), f32_at(264));
+            if ![b, c, d].iter().all(|v| v.is_finite()) || b * b + c * c + d * d > 1.0 + 1e-6 {
+                return Err(bad("quatern_b", format!("quaternion (b, c, d) = ({b}, {c}, {d}) is not a rotation (finite, b^2 + c^2 + d^2 <= 1)")));
+            }
             let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
             let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
             let r = [
@@ -259,7 +292,18 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
             *v = 0.0; // no negative zeros
         }
     }
-    Ok(Geometry { origin_xyz: [-o[0], -o[1], o[2]], spacing_xyz: spacing, direction })
+    let g = Geometry { origin_xyz: [-o[0], -o[1], o[2]], spacing_xyz: spacing, direction };
+    // Every value checked where it enters, naming the header field it came from.
+    g.check().map_err(|e| {
+        let field = match (sform_code > 0, e.field) {
+            (true, _) => "srow_x",
+            (false, "spacing") => "pixdim",
+            (false, "origin") => "qoffset_x",
+            (false, _) => "quatern_b",
+        };
+        bad(field, e.to_string())
+    })?;
+    Ok(g)
 }
 
 /// Writes `hu` (shape (z, y, x)) with geometry `g` (LPS) as NIfTI-1 int16, gzipped when

@@ -27,7 +27,7 @@ pub struct Curves {
 /// for a missing column or a value that is not a number.
 pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
     let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
-    let file = std::fs::File::open(path).map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
+    let file = crate::fsutil::open_regular(path).map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
     let mut r = csv::Reader::from_reader(file);
     let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
     let col = |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| bad(format!("no `{name}` column (header: {})", headers.iter().collect::<Vec<_>>().join(","))));

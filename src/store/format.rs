@@ -22,6 +22,48 @@ pub const CODEC_ZSTD: u8 = 1;
 /// `checksum` code: CRC-32 (zlib's).
 pub const CHECKSUM_CRC32: u8 = 1;
 
+/// The fewest voxels a chunk may have (16 x 16 x 16): smaller chunks make every read
+/// pay a zstd frame and a table entry for a few voxels (1 x 1 x 1 chunks made a
+/// one-second `bench` run for minutes).
+pub const MIN_CHUNK_VOXELS: u64 = 1 << 12;
+/// The most voxels a chunk may have (256 x 256 x 256, 32 MiB of int16).
+pub const MAX_CHUNK_VOXELS: u64 = 1 << 24;
+/// The largest zstd level; levels are 1..=22.
+pub const MAX_LEVEL: i32 = 22;
+
+/// Checks a chunk shape (z, y, x): every side at least 1, and between
+/// [`MIN_CHUNK_VOXELS`] and [`MAX_CHUNK_VOXELS`] voxels. Writers and readers use this
+/// one rule, so a store is never written with chunks its reader refuses.
+///
+/// ```
+/// use ctstream::store::format::check_chunk_shape;
+/// assert!(check_chunk_shape([16, 32, 32]).is_ok());
+/// assert!(check_chunk_shape([1, 1, 1]).is_err());
+/// assert!(check_chunk_shape([512, 512, 512]).is_err());
+/// ```
+///
+/// # Errors
+/// A message saying which bound the shape breaks.
+pub fn check_chunk_shape(c: [usize; 3]) -> Result<(), String> {
+    let voxels = c.iter().map(|&n| n as u128).product::<u128>();
+    if c.contains(&0) || voxels < MIN_CHUNK_VOXELS as u128 || voxels > MAX_CHUNK_VOXELS as u128 {
+        return Err(format!("chunk shape {c:?} has {voxels} voxels; a chunk needs every side >= 1 and {MIN_CHUNK_VOXELS}..={MAX_CHUNK_VOXELS} voxels (16x16x16 to 256x256x256)"));
+    }
+    Ok(())
+}
+
+/// Checks a stored shape (z, y, x): no side 0, at most [`crate::volume::MAX_VOXELS`].
+///
+/// # Errors
+/// A message with the shape.
+pub fn check_shape(shape: [usize; 3]) -> Result<(), String> {
+    let voxels = shape.iter().map(|&n| n as u128).product::<u128>();
+    if shape.contains(&0) || voxels > crate::volume::MAX_VOXELS as u128 {
+        return Err(format!("shape {shape:?} is empty or more than the limit of {} voxels", crate::volume::MAX_VOXELS));
+    }
+    Ok(())
+}
+
 /// The fixed 256-byte header of a volume file.
 ///
 /// ```text
@@ -74,6 +116,24 @@ impl VolumeHeader {
     /// Offset of the first payload byte: header, table, table CRC.
     pub fn payload_start(&self) -> u64 {
         (HEADER_SIZE + ENTRY_SIZE * self.chunk_count() + 4) as u64
+    }
+
+    /// Checks what the writer guarantees: the shape within [`check_shape`], the chunk
+    /// shape within [`check_chunk_shape`], an axis-aligned geometry that passes
+    /// [`crate::geometry::Geometry::check`]. Every size computed from the header then
+    /// fits in `usize`.
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        check_shape(self.shape_zyx)?;
+        check_chunk_shape(self.chunk_shape_zyx)?;
+        let g = crate::geometry::Geometry { origin_xyz: self.origin_xyz, spacing_xyz: self.spacing_xyz, direction: self.direction };
+        g.check().map_err(|e| e.to_string())?;
+        if !g.is_identity_direction() {
+            return Err(format!("direction {:?} is not the identity: stored grids are axis-aligned", self.direction));
+        }
+        Ok(())
     }
 
     /// The header's 256 bytes, with its CRC.
@@ -138,16 +198,6 @@ impl VolumeHeader {
         }
         let shape_zyx = std::array::from_fn(|a| u32_at(16 + 4 * a) as usize);
         let chunk_shape_zyx: [usize; 3] = std::array::from_fn(|a| u32_at(28 + 4 * a) as usize);
-        // Products in u128: three u32 factors cannot overflow it.
-        let product = |v: &[usize; 3]| v.iter().map(|&n| n as u128).product::<u128>();
-        if chunk_shape_zyx.contains(&0) || product(&chunk_shape_zyx) > 1 << 26 {
-            return Err(corrupt(format!("chunk shape {chunk_shape_zyx:?} is empty or too large")));
-        }
-        // The same limit as the scan readers: nothing larger is ever stored, and every
-        // size computed from the shape below then fits in usize.
-        if product(&shape_zyx) > crate::io::metaimage::MAX_VOXELS as u128 {
-            return Err(corrupt(format!("shape {shape_zyx:?} exceeds the limit of {} voxels", crate::io::metaimage::MAX_VOXELS)));
-        }
         let h = VolumeHeader {
             version_minor: u16_at(10),
             shape_zyx,
@@ -158,6 +208,9 @@ impl VolumeHeader {
             fill_value: i16::from_le_bytes([b[164], b[165]]),
             file_size: u64_at(184),
         };
+        // The writer's own rules (shape, chunks, geometry): a file whose CRCs were
+        // recomputed over impossible values is refused as surely as a damaged one.
+        h.check().map_err(corrupt)?;
         if u32_at(168) as usize != h.chunk_count() {
             return Err(corrupt(format!("chunk_count {} does not match the grid {:?}", u32_at(168), h.grid())));
         }
@@ -231,6 +284,32 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Checks every parameter: the spacing within
+    /// [`crate::geometry::Geometry::check`]'s bounds, the chunk shape
+    /// ([`check_chunk_shape`]), the zstd level (1..=22), the clip (lo < hi), and the
+    /// interpolation and checksum names. Ingest
+    /// writes no manifest that fails this, and [`crate::store::read_manifest`] refuses one.
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        let g = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz);
+        if let Err(e) = g.check() {
+            return Err(format!("spacing_xyz: {}", e.message));
+        }
+        check_chunk_shape(self.chunk_shape_zyx).map_err(|e| format!("chunk_shape_zyx: {e}"))?;
+        if self.codec.name != "zstd" || !(1..=MAX_LEVEL).contains(&self.codec.level) {
+            return Err(format!("codec: {:?} level {} is not zstd at level 1..={MAX_LEVEL}", self.codec.name, self.codec.level));
+        }
+        if self.hu_clip[0] >= self.hu_clip[1] {
+            return Err(format!("hu_clip: {:?} is not LO < HI", self.hu_clip));
+        }
+        if self.interpolation != "trilinear" || self.checksum != "crc32" {
+            return Err(format!("interpolation {:?} / checksum {:?}: expected \"trilinear\" / \"crc32\"", self.interpolation, self.checksum));
+        }
+        Ok(())
+    }
+
     /// Whether two manifests describe the same preprocessing (all but the ctstream version).
     pub fn same_parameters(&self, o: &Manifest) -> bool {
         self.spacing_xyz == o.spacing_xyz

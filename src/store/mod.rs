@@ -141,6 +141,10 @@ pub struct ScanRecord {
     pub fingerprint: String,
     /// The volume file, relative to the store.
     pub volume_file: String,
+    /// What the reader noticed and the user accepted (skipped files, slices missing under
+    /// `--allow-missing-slices`, clamped voxels); absent when there is nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl ScanRecord {
@@ -148,7 +152,63 @@ impl ScanRecord {
     pub fn geometry(&self) -> crate::geometry::Geometry {
         crate::geometry::Geometry::axis_aligned(self.origin_xyz, self.spacing_xyz)
     }
+
+    /// Checks every field against what ingest writes: a valid series id, the volume file
+    /// `volumes/<id>.ctv`, shapes within the limits, both geometries passing
+    /// [`crate::geometry::Geometry::check`], sizes that agree with the shape, an HU range
+    /// with min <= max and a finite mean. Ingest never writes a record that fails this,
+    /// and [`read_records`] reports one that does as damaged.
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !format::valid_series_id(&self.series_id) {
+            return Err(format!("series_id {:?} is not a series id", self.series_id));
+        }
+        let want = format!("{VOLUMES}/{}.ctv", self.series_id);
+        if self.volume_file != want {
+            return Err(format!("volume_file {:?} is not {want:?}", self.volume_file));
+        }
+        format::check_shape(self.shape_zyx).map_err(|e| format!("shape_zyx: {e}"))?;
+        format::check_shape(self.orig_shape_zyx).map_err(|e| format!("orig_shape_zyx: {e}"))?;
+        format::check_chunk_shape(self.chunk_shape_zyx).map_err(|e| format!("chunk_shape_zyx: {e}"))?;
+        self.geometry().check().map_err(|e| format!("stored {e}"))?;
+        let orig = crate::geometry::Geometry { origin_xyz: self.orig_origin_xyz, spacing_xyz: self.orig_spacing_xyz, direction: self.orig_direction };
+        orig.check().map_err(|e| format!("orig_{e}"))?;
+        let voxels: u64 = self.shape_zyx.iter().map(|&n| n as u64).product();
+        if self.bytes_raw != 2 * voxels {
+            return Err(format!("bytes_raw {} is not 2 x the {voxels} voxels of shape_zyx", self.bytes_raw));
+        }
+        if self.hu_min > self.hu_max || !self.hu_mean.is_finite() || self.hu_mean < self.hu_min as f64 || self.hu_mean > self.hu_max as f64 {
+            return Err(format!("hu_min {} / hu_max {} / hu_mean {} are not an HU range", self.hu_min, self.hu_max, self.hu_mean));
+        }
+        Ok(())
+    }
 }
+
+/// A scan record that cannot be used: the scan is reported as damaged, the others open.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DamagedRecord {
+    /// The series id, from the record's file name.
+    pub series_id: String,
+    /// The record file.
+    pub path: PathBuf,
+    /// Why it cannot be used.
+    pub reason: String,
+}
+
+/// The scan records of a store: the completely stored scans, and the damaged ones.
+#[derive(Debug, Clone, Default)]
+pub struct Records {
+    /// Scans whose record is valid and whose volume file exists with the recorded size.
+    pub scans: BTreeMap<String, ScanRecord>,
+    /// Records that do not parse or check, or whose volume file is missing or has
+    /// another size.
+    pub damaged: Vec<DamagedRecord>,
+}
+
+/// The largest record file read (a real one is about 1.5 KB).
+const MAX_RECORD_BYTES: u64 = 1 << 20;
 
 /// The manifest's file name.
 pub const MANIFEST: &str = "manifest.json";
@@ -158,12 +218,14 @@ pub const VOLUMES: &str = "volumes";
 pub const INDEX: &str = "index";
 
 /// An open store: its manifest and the scans that are completely stored. Thread-safe;
-/// volume files are opened (and memory-mapped) on first use and shared.
+/// volume files are opened (and memory-mapped) on first use and shared. Scans whose
+/// record is damaged are left out and listed by [`Store::damaged`].
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
     manifest: Manifest,
     scans: BTreeMap<String, ScanRecord>,
+    damaged: Vec<DamagedRecord>,
     open: Mutex<BTreeMap<String, Arc<VolumeFile>>>,
 }
 
@@ -182,18 +244,20 @@ pub fn read_manifest(root: &Path) -> Result<Manifest, StoreError> {
     if m.format_version[0] != format::VERSION_MAJOR {
         return Err(StoreError::Version { path: p, found: (m.format_version[0], m.format_version[1]), supported: (format::VERSION_MAJOR, format::VERSION_MINOR) });
     }
+    m.check().map_err(|message| StoreError::Corrupt { path: p, chunk: None, message })?;
     Ok(m)
 }
 
-/// Reads the scan records under `root/volumes` whose volume file exists: the scans that
-/// are completely stored. Temporary files (names starting with `.`) are ignored.
+/// Reads the scan records under `root/volumes`: the scans that are completely stored
+/// (a valid record, and its volume file present with the recorded size), and the records
+/// that are damaged, each named with why. Temporary files (names starting with `.`) are
+/// ignored. One damaged record never hides the others.
 ///
 /// # Errors
-/// [`StoreError::Io`] when the folder cannot be listed; [`StoreError::Corrupt`] for a
-/// record that is not valid JSON.
-pub fn read_records(root: &Path) -> Result<BTreeMap<String, ScanRecord>, StoreError> {
+/// [`StoreError::Io`] only when the folder itself cannot be listed.
+pub fn read_records(root: &Path) -> Result<Records, StoreError> {
     let dir = root.join(VOLUMES);
-    let mut out = BTreeMap::new();
+    let mut out = Records::default();
     let rd = match std::fs::read_dir(&dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
@@ -202,16 +266,39 @@ pub fn read_records(root: &Path) -> Result<BTreeMap<String, ScanRecord>, StoreEr
     for entry in rd {
         let p = entry.map_err(|source| StoreError::Io { path: dir.clone(), source })?.path();
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        if name.starts_with('.') || !name.ends_with(".json") {
+        let Some(id) = name.strip_suffix(".json") else { continue };
+        if name.starts_with('.') {
             continue;
         }
-        let text = std::fs::read_to_string(&p).map_err(|source| StoreError::Io { path: p.clone(), source })?;
-        let r: ScanRecord = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt { path: p.clone(), chunk: None, message: e.to_string() })?;
-        if root.join(&r.volume_file).is_file() {
-            out.insert(r.series_id.clone(), r);
+        match read_record(root, &p, id) {
+            Ok(r) => {
+                out.scans.insert(r.series_id.clone(), r);
+            }
+            Err(reason) => out.damaged.push(DamagedRecord { series_id: id.to_string(), path: p, reason }),
         }
     }
+    out.damaged.sort_by(|a, b| a.series_id.cmp(&b.series_id));
     Ok(out)
+}
+
+/// Reads and checks one record (see [`read_records`]); `Err` says why it is damaged.
+fn read_record(root: &Path, p: &Path, id: &str) -> Result<ScanRecord, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    crate::fsutil::open_regular(p)
+        .and_then(|f| f.take(MAX_RECORD_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    let r: ScanRecord = serde_json::from_str(&text).map_err(|e| format!("not a scan record: {e}"))?;
+    r.check()?;
+    if r.series_id != id {
+        return Err(format!("series_id {:?} does not match the file name", r.series_id));
+    }
+    let vol = root.join(&r.volume_file);
+    match std::fs::metadata(&vol) {
+        Ok(m) if m.is_file() && m.len() == r.bytes_stored => Ok(r),
+        Ok(m) => Err(format!("volume file {} is {} bytes, the record says {} (truncated or replaced)", vol.display(), m.len(), r.bytes_stored)),
+        Err(e) => Err(format!("volume file {}: {e}", vol.display())),
+    }
 }
 
 impl Store {
@@ -221,8 +308,14 @@ impl Store {
     /// As [`read_manifest`] and [`read_records`].
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let manifest = read_manifest(root)?;
-        let scans = read_records(root)?;
-        Ok(Store { root: root.to_path_buf(), manifest, scans, open: Mutex::new(BTreeMap::new()) })
+        let Records { scans, damaged } = read_records(root)?;
+        Ok(Store { root: root.to_path_buf(), manifest, scans, damaged, open: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// Scans whose record is damaged (left out of [`Store::scans`]); `ingest --resume`
+    /// stores them again from their inputs.
+    pub fn damaged(&self) -> &[DamagedRecord] {
+        &self.damaged
     }
 
     /// The store's folder.

@@ -1,7 +1,6 @@
 //! Reading volume files: memory-map, check (FORMAT.md steps 1-6), and read regions by
 //! decoding only the chunks they touch, each verified against its CRC-32 (steps 7-8).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -50,7 +49,7 @@ impl VolumeFile {
     /// [`StoreError::Io`], [`StoreError::Corrupt`] (truncated or damaged header or table),
     /// [`StoreError::Version`] (a newer major version).
     pub fn open(path: &Path) -> Result<VolumeFile, StoreError> {
-        let file = File::open(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let file = crate::fsutil::open_regular(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
         // SAFETY: volume files are written under a temporary name and renamed into place,
         // never modified afterwards; ctstream never truncates or rewrites one in place. A
         // process outside ctstream that truncates the file while it is mapped can still
@@ -75,10 +74,20 @@ impl VolumeFile {
             .chunks_exact(ENTRY_SIZE)
             .map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes")))
             .collect();
+        // Check 6: the payloads tile the file in chunk order, so no entry overlaps,
+        // swaps with or points outside another, even where the table's CRC was resealed.
+        let mut next = header.payload_start();
         for (k, e) in table.iter().enumerate() {
-            if e.offset < header.payload_start() || e.offset.saturating_add(e.length as u64) > header.file_size {
-                return Err(corrupt(format!("chunk {k}: offset {} + length {} lies outside the payload area", e.offset, e.length)));
+            if e.offset != next || e.offset.saturating_add(e.length as u64) > header.file_size {
+                return Err(corrupt(format!(
+                    "chunk {k}: offset {} + length {} is not where the payloads of chunks in order put it ({next}..{}): overlapping, reordered or outside the file",
+                    e.offset, e.length, header.file_size
+                )));
             }
+            next = e.offset + e.length as u64;
+        }
+        if next != header.file_size {
+            return Err(corrupt(format!("the chunks end at byte {next}, the file at {}: bytes between or after them", header.file_size)));
         }
         Ok(VolumeFile { path: path.to_path_buf(), map, header, table })
     }

@@ -30,9 +30,6 @@ pub struct ChunkOptions {
 /// [`StoreError::Io`] naming the file; [`StoreError::Invalid`] for an empty volume or chunk.
 pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOptions) -> Result<u64, StoreError> {
     let shape_zyx = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
-    if shape_zyx.contains(&0) || opts.chunk_shape_zyx.contains(&0) {
-        return Err(StoreError::Invalid { message: format!("cannot store shape {shape_zyx:?} in chunks {:?}", opts.chunk_shape_zyx) });
-    }
     let mut header = VolumeHeader {
         version_minor: super::format::VERSION_MINOR,
         shape_zyx,
@@ -43,6 +40,8 @@ pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOpt
         fill_value: opts.fill_value,
         file_size: 0,
     };
+    // Write only what the reader accepts (the same check it makes).
+    header.check().map_err(|message| StoreError::Invalid { message: format!("{}: {message}", path.display()) })?;
     let grid = header.grid();
     let c = opts.chunk_shape_zyx;
     let n = header.chunk_count();

@@ -24,12 +24,17 @@ pub struct Args {
     /// refusing it.
     #[arg(long)]
     resample_uneven: bool,
+    /// Read a DICOM series with missing or damaged slices anyway, interpolating over the
+    /// gaps, with a warning naming them.
+    #[arg(long)]
+    allow_missing_slices: bool,
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let opts = DicomOptions {
         series: a.series.clone(),
         uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },
+        allow_missing_slices: a.allow_missing_slices,
     };
     let scan = match io::read_scan(&a.path, &opts, bars) {
         Ok(s) => s,

@@ -45,9 +45,14 @@ pub struct Args {
     /// Add to an existing store; scans already stored with the same inputs are skipped.
     #[arg(long)]
     resume: bool,
-    /// Resample DICOM series with uneven slice spacing instead of failing them.
+    /// Resample DICOM series with uneven slice spacing instead of failing them (steps that
+    /// are whole multiples of the series' step are missing slices, not uneven spacing).
     #[arg(long)]
     resample_uneven: bool,
+    /// Store DICOM series with missing or damaged slices anyway, interpolating over the
+    /// gaps; each is named in a warning in the summary and in the scan's record.
+    #[arg(long)]
+    allow_missing_slices: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -78,7 +83,13 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         cfg.jobs = j;
     }
     cfg.resume = a.resume;
-    cfg.dicom = DicomOptions { series: None, uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse } };
+    cfg.dicom = DicomOptions {
+        series: None,
+        uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },
+        allow_missing_slices: a.allow_missing_slices,
+    };
+    // Every flag checked before anything is read or written.
+    cfg.validate().map_err(|e| ExitError(Exit::Usage, e.into()))?;
     let read = if a.measure_read { Some(ingest::measure_read(&cfg, bars).context("reading the inputs")?) } else { None };
     let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", cfg.out.display()))?;
     if a.json {
@@ -107,6 +118,15 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                 ingest_mbs,
                 ingest_mbs / r.mb_per_s().max(1e-9)
             );
+        }
+        if s.temporary_files_removed > 0 {
+            println!("  tidied      {} temporary files of interrupted ingests removed", s.temporary_files_removed);
+        }
+        for w in &s.warnings {
+            println!("  WARNING     {}: {}", w.source, w.reason);
+        }
+        for d in &s.damaged {
+            println!("  DAMAGED     {}: {} (not in the index; ingest --resume with its inputs stores it again)", d.path.display(), d.reason);
         }
         for f in &s.failed {
             println!("  FAILED      {}: {}", f.source, f.reason);
