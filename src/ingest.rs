@@ -63,8 +63,12 @@ pub struct IngestConfig {
     pub jobs: usize,
     /// Add to an existing store, skipping scans already stored with the same fingerprint.
     pub resume: bool,
-    /// How DICOM series are read (uneven spacing policy).
+    /// How DICOM series are read (uneven spacing, missing slices).
     pub dicom: DicomOptions,
+    /// The most voxels a scan's resampled grid may have; a scan whose grid would be
+    /// larger fails before it is resampled. Default [`crate::volume::MAX_VOXELS`] (the
+    /// format's limit, 4 GiB of int16); lower it to bound the memory one scan may take.
+    pub max_voxels: u64,
 }
 
 impl IngestConfig {
@@ -84,6 +88,7 @@ impl IngestConfig {
             jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
             resume: false,
             dicom: DicomOptions::default(),
+            max_voxels: crate::volume::MAX_VOXELS,
         }
     }
 
@@ -275,6 +280,12 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
+    let [sz, sy, sx] = aligned.shape() else { return Err("not a 3D array".into()) };
+    let grid = resample::resampled_shape([*sz, *sy, *sx], ag.spacing_xyz, manifest.spacing_xyz).map_err(|e| e.to_string())?;
+    let voxels: u64 = grid.iter().map(|&n| n as u64).product();
+    if voxels > cfg.max_voxels {
+        return Err(format!("the resampled grid {grid:?} (z, y, x) would hold {voxels} voxels, more than the limit of {} set for this ingest", cfg.max_voxels));
+    }
     let (hu, g) = resample::resample_linear(&aligned, &ag, manifest.spacing_xyz, manifest.hu_clip).map_err(|e| e.to_string())?;
     drop(aligned);
     let stats = HuStats::of(&hu).ok_or("the resampled volume is empty")?;
@@ -552,9 +563,8 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let (nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
     let (cand_rows, missing_c) = index::candidate_rows(&scans, &candidates);
     let dir = cfg.out.join(INDEX);
-    index::write_table(&dir.join("scans.parquet"), &index::scans_batch(&scans))?;
-    index::write_table(&dir.join("nodules.parquet"), &index::nodules_batch(&nodule_rows))?;
-    index::write_table(&dir.join("candidates.parquet"), &index::candidates_batch(&cand_rows))?;
+    let (t_scans, t_nodules, t_candidates) = (index::scans_batch(&scans), index::nodules_batch(&nodule_rows), index::candidates_batch(&cand_rows));
+    index::write_index(&dir, &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates)])?;
 
     summary.scans_in_store = scans.len();
     summary.nodules_indexed = nodule_rows.len();
@@ -564,4 +574,24 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     summary.candidates_without_scan = missing_c;
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic in one item is that item's error (with its message); the others finish.
+    #[test]
+    fn a_panic_fails_only_its_own_item() {
+        let items: Vec<u32> = (0..7).collect();
+        let r = on_workers(2, &items, |&i| if i == 3 { panic!("bad scan {i}") } else { i * 10 }).unwrap();
+        assert_eq!(r.len(), 7);
+        for (i, v) in r.iter().enumerate() {
+            match v {
+                Ok(x) => assert_eq!(*x, i as u32 * 10),
+                Err(m) => assert_eq!((i, m.as_str()), (3, "bad scan 3")),
+            }
+        }
+        assert_eq!(r.iter().filter(|v| v.is_err()).count(), 1);
+    }
 }

@@ -46,6 +46,12 @@ fn library_error(c: &Case, path: &Path) -> Option<String> {
             "annotations" => annotations::read_annotations(path).map(drop).map_err(|e| s(&e)),
             "candidates" => annotations::read_candidates(path).map(drop).map_err(|e| s(&e)),
             "predictions" => annotations::read_predictions(path).map(drop).map_err(|e| s(&e)),
+            // A damaged store: `verify` names every problem (or the store cannot open).
+            "store" => match ctstream::store::verify::verify(path, &()) {
+                Ok(r) if r.is_ok() => Ok(()),
+                Ok(r) => Err(r.problems.iter().map(|p| format!("{}: {}", p.path.display(), p.message)).collect::<Vec<_>>().join("\n")),
+                Err(e) => Err(s(&e)),
+            },
             other => panic!("unknown reader `{other}`"),
         }
     }));
@@ -87,6 +93,13 @@ fn every_broken_input_gets_its_clear_error() {
                 } else {
                     let msg = msg.unwrap_or_else(|| panic!("{}: read without an error", c.path));
                     contains_all(&c, &msg);
+                }
+                if c.reader == "store" {
+                    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).args(["--quiet", "verify"]).arg(&path).output().unwrap();
+                    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                    assert_eq!(o.status.code(), c.exit, "{}: {text}", c.path);
+                    contains_all(&c, &text);
+                    assert!(!text.contains("panicked"), "{}: {text}", c.path);
                 }
                 if c.reader == "scan" {
                     let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("info").arg(&path).output().unwrap();

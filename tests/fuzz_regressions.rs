@@ -106,3 +106,13 @@ fn volume_mutated() {
 fn dicom_series() {
     replay("dicom_series", harness::dicom_series);
 }
+
+#[test]
+fn ingest_metaimage() {
+    replay("ingest_metaimage", harness::ingest_metaimage);
+}
+
+#[test]
+fn ingest_nifti() {
+    replay("ingest_nifti", harness::ingest_nifti);
+}

@@ -111,32 +111,36 @@ fn jpegls_without_feature_names_the_transfer_syntax() {
     }
 }
 
-/// The MONAI crops jump 202.5 mm, then step 1.25 mm: refused by default, with the gap named.
+/// The MONAI crops jump 202.5 mm (162 x the 1.25 mm step; InstanceNumber 18 -> 180), then
+/// step 1.25 mm: slices are missing, which is damage, not uneven spacing. Refused by
+/// default with the gap named, and `--resample-uneven` does not hide it.
 #[test]
 fn monai_gap_is_refused_with_the_gap_named() {
-    let e = read("monai/CT_DICOM").unwrap_err();
-    let msg = e.to_string();
-    match e {
-        ReadError::Dicom(DicomError::UnevenSpacing { spacing, .. }) => {
-            assert!((spacing.median - 1.25).abs() < 1e-9, "{msg}");
-            assert_eq!(spacing.gaps.len(), 1, "{msg}");
-            // -99.48 to 103.02
-            assert!((spacing.gaps[0].2 - 202.5).abs() < 1e-9, "{msg}");
-            assert!(spacing.gaps[0].0.ends_with("7106") && spacing.gaps[0].1.ends_with("7136"), "{msg}");
+    for uneven in [UnevenPolicy::Refuse, UnevenPolicy::Resample] {
+        let e = io::read_scan(&data("monai/CT_DICOM"), &DicomOptions { uneven, ..Default::default() }, &()).unwrap_err();
+        let msg = e.to_string();
+        match e {
+            ReadError::Dicom(DicomError::MissingSlices { gaps, .. }) => {
+                assert_eq!(gaps.len(), 1, "{msg}");
+                // -99.48 to 103.02
+                assert!(gaps[0].contains("7106 at -99.480 mm") && gaps[0].contains("7136 at 103.020 mm"), "{msg}");
+                assert!(gaps[0].contains("202.500 mm apart") && gaps[0].contains("161 slice(s) missing") && gaps[0].contains("InstanceNumber 18 -> 180"), "{msg}");
+            }
+            other => panic!("expected MissingSlices, got {other}"),
         }
-        other => panic!("expected UnevenSpacing, got {other}"),
+        assert!(msg.contains("--allow-missing-slices") && !msg.contains("--resample-uneven"), "{msg}");
     }
-    assert!(msg.contains("--resample-uneven"), "{msg}");
 }
 
-/// With resampling asked for: a uniform 1.25 mm grid from -99.48 to 105.52 (165 slices);
+/// With the missing slices accepted: a uniform 1.25 mm grid from -99.48 to 105.52 (165 slices);
 /// the first and last slices are the first and last files exactly (pydicom's HU), the
 /// in-plane geometry is SimpleITK's.
 #[test]
 fn monai_gap_resampled_onto_uniform_grid() {
     let g = golden("monai_gap");
-    let opts = DicomOptions { uneven: UnevenPolicy::Resample, ..Default::default() };
+    let opts = DicomOptions { allow_missing_slices: true, ..Default::default() };
     let r = io::read_scan(&data("monai/CT_DICOM"), &opts, &()).unwrap();
+    assert!(r.warnings.iter().any(|w| w.contains("161 slice(s) missing")), "{:?}", r.warnings);
     let v = &r.volume;
     // (105.52 - -99.48) / 1.25 = 164 steps.
     assert_eq!(v.shape_zyx(), [165, 16, 16]);

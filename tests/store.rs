@@ -122,7 +122,7 @@ fn truncated_and_newer_files_are_refused() {
     let t = dir.path().join("v2.ctv");
     fs::write(&t, &b).unwrap();
     let e = VolumeFile::open(&t).unwrap_err();
-    assert!(matches!(e, StoreError::Version { found: (2, 0), .. }), "{e}");
+    assert!(matches!(e, StoreError::Version { found: (2, _), .. }), "{e}");
     assert!(e.to_string().contains("newer"), "{e}");
 }
 
@@ -168,14 +168,32 @@ fn absurd_sizes_and_offsets_are_refused_before_allocating() {
     let put_u32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
         // 100000^3 voxels (the chunk grid would not even fit the chunk_count field).
-        ("huge shape", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 16 + 4 * a, 100_000))), "exceeds the limit"),
+        ("huge shape", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 16 + 4 * a, 100_000))), "more than the limit"),
         // u32::MAX^3 chunk voxels: the product overflows u64.
         ("huge chunk", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, u32::MAX))), "chunk shape"),
-        // One chunk of 65536 x 65536 x 1: grid 1 x 1 x 1, but 2^32 voxels per chunk.
-        ("one giant chunk", Box::new(move |b| { put_u32(b, 16, 1); put_u32(b, 20, 65_536); put_u32(b, 24, 65_536); put_u32(b, 28, 1); put_u32(b, 32, 65_536); put_u32(b, 36, 65_536); put_u32(b, 168, 1) }), "chunk shape"),
-        ("offset near 2^64", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes())), "outside the payload area"),
-        ("offset into the header", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&16u64.to_le_bytes())), "outside the payload area"),
-        ("length past the end", Box::new(move |b| put_u32(b, HEADER_SIZE + 8, u32::MAX)), "outside the payload area"),
+        // One chunk of 1 x 65536 x 32768: grid 1 x 1 x 1, a volume at the limit, but 2^31
+        // voxels per chunk.
+        ("one giant chunk", Box::new(move |b| { put_u32(b, 16, 1); put_u32(b, 20, 65_536); put_u32(b, 24, 32_768); put_u32(b, 28, 1); put_u32(b, 32, 65_536); put_u32(b, 36, 32_768); put_u32(b, 168, 1) }), "chunk shape"),
+        ("offset near 2^64", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes())), "outside the file"),
+        ("offset into the header", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&16u64.to_le_bytes())), "outside the file"),
+        ("length past the end", Box::new(move |b| put_u32(b, HEADER_SIZE + 8, u32::MAX)), "outside the file"),
+        // Chunk 1 points at chunk 0's payload: overlapping entries.
+        ("overlapping chunks", Box::new(|b| {
+            let first: [u8; 8] = b[HEADER_SIZE..HEADER_SIZE + 8].try_into().unwrap();
+            b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&first);
+        }), "chunk 1: offset"),
+        // Entries 0 and 1 swapped: each payload is intact, but the table is out of order.
+        ("swapped entries", Box::new(|b| {
+            let (e0, e1): (Vec<u8>, Vec<u8>) = (b[HEADER_SIZE..HEADER_SIZE + 16].to_vec(), b[HEADER_SIZE + 16..HEADER_SIZE + 32].to_vec());
+            b[HEADER_SIZE..HEADER_SIZE + 16].copy_from_slice(&e1);
+            b[HEADER_SIZE + 16..HEADER_SIZE + 32].copy_from_slice(&e0);
+        }), "reordered"),
+        // Geometry no writer stores.
+        ("NaN spacing", Box::new(|b| b[64..72].copy_from_slice(&f64::NAN.to_le_bytes())), "spacing [NaN"),
+        ("negative spacing", Box::new(|b| b[72..80].copy_from_slice(&(-1.0f64).to_le_bytes())), "spacing"),
+        ("infinite origin", Box::new(|b| b[40..48].copy_from_slice(&f64::INFINITY.to_le_bytes())), "origin [inf"),
+        ("a direction that is not the identity", Box::new(|b| { b[88..96].copy_from_slice(&0.0f64.to_le_bytes()); b[96..104].copy_from_slice(&1.0f64.to_le_bytes()); b[112..120].copy_from_slice(&1.0f64.to_le_bytes()); b[120..128].copy_from_slice(&0.0f64.to_le_bytes()); }), "not the identity"),
+        ("chunk of 1 voxel", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, 1))), "chunk shape [1, 1, 1]"),
         ("file_size lies", Box::new(|b| b[184..192].copy_from_slice(&u64::MAX.to_le_bytes())), "truncated or appended"),
         ("chunk_count lies", Box::new(move |b| put_u32(b, 168, 7)), "does not match the grid"),
     ];

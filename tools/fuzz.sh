@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${1:-300}
-read -r -a TARGETS <<< "${TARGETS:-metaimage_header metaimage_read csv_readers volume_file volume_mutated dicom_series}"
+read -r -a TARGETS <<< "${TARGETS:-metaimage_header metaimage_read csv_readers volume_file volume_mutated dicom_series ingest_metaimage ingest_nifti}"
 cargo +nightly fuzz build -O
 mkdir -p logs
 run() {

@@ -136,3 +136,53 @@ pub fn dicom_series(dir: &Path, data: &[u8]) {
     let _ = ctstream::io::discover(&folder, &());
     let _ = ctstream::io::read_scan(&folder, &ctstream::io::dicom::DicomOptions::default(), &());
 }
+
+/// The most voxels a resampled grid may have in the ingest targets (64 MiB of int16; the
+/// fuzzer's malloc limit is 1 GiB), so that large but valid grids are refused by the
+/// ingest's own limit rather than counted as findings.
+const INGEST_MAX_VOXELS: u64 = 1 << 25;
+
+/// Whole-scan ingest of one scan file in a fresh input folder into a fresh store, as
+/// `ctstream ingest` runs it (resampling to 1 mm, chunking, writing, indexing). Then the
+/// store must open and verify in full: whatever the input, what is stored is sound. A
+/// scan that failed with an internal error (a caught panic) is a finding.
+fn ingest_files(dir: &Path, files: &[(&str, &[u8])]) {
+    let input = dir.join("in");
+    let out = dir.join("store");
+    let _ = std::fs::remove_dir_all(&input);
+    let _ = std::fs::remove_dir_all(&out);
+    if std::fs::create_dir_all(&input).is_err() {
+        return;
+    }
+    for (name, bytes) in files {
+        if std::fs::write(input.join(name), bytes).is_err() {
+            return;
+        }
+    }
+    let mut cfg = ctstream::ingest::IngestConfig::new(vec![input], out.clone());
+    cfg.jobs = 1;
+    cfg.max_voxels = INGEST_MAX_VOXELS;
+    let Ok(summary) = ctstream::ingest::ingest(&cfg, &()) else { return };
+    for f in &summary.failed {
+        assert!(!f.reason.contains("internal error"), "{}: {}", f.source, f.reason);
+    }
+    let report = ctstream::store::verify::verify(&out, &()).expect("a store ingest made opens");
+    assert!(report.is_ok(), "a store ingest made does not verify: {:?}", report.problems);
+    assert_eq!(report.scans_ok.len(), summary.stored.len(), "stored scans that do not verify");
+}
+
+/// Ingest of a mutated MetaImage: split as [`metaimage_read`] into `scan.mha` and
+/// `data.raw`.
+pub fn ingest_metaimage(dir: &Path, data: &[u8]) {
+    let split = data.windows(3).position(|w| w == [0xFF, 0x00, 0xFF]);
+    let (head, raw) = match split {
+        Some(i) => (&data[..i], &data[i + 3..]),
+        None => (data, &[][..]),
+    };
+    ingest_files(dir, &[("scan.mha", head), ("data.raw", raw)]);
+}
+
+/// Ingest of a mutated NIfTI file (`scan.nii`, gzipped or not by its first bytes).
+pub fn ingest_nifti(dir: &Path, data: &[u8]) {
+    ingest_files(dir, &[("scan.nii", data)]);
+}

@@ -430,6 +430,10 @@ enum Reject {
     Multiframe,
 }
 
+/// SOP classes of single-frame cross-sectional images (CT, MR, PET Image Storage): a file of
+/// one of these without Rows, Columns and a position is damaged, not some other object.
+const CROSS_SECTIONAL: [&str; 3] = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128"];
+
 /// Whether a file that failed to parse was meant to be DICOM: `DICM` at byte 128, or a
 /// `.dcm` name. Such a file is damaged, not merely "not DICOM".
 fn looks_like_dicom(path: &Path) -> bool {
@@ -459,8 +463,18 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
         .map_err(|e| unreadable(e.to_string()))?;
+    // A file of a cross-sectional image class (CT, MR, PET) without the attributes every
+    // such image has was cut short or damaged: it is a missing slice, not "not an image".
+    let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string();
+    let not_image = || {
+        if CROSS_SECTIONAL.contains(&sop_class.as_str()) {
+            Reject::Damaged(format!("an image of SOP class {sop_class} without Rows, Columns, ImagePositionPatient or ImageOrientationPatient (truncated or damaged)"))
+        } else {
+            Reject::NotImage
+        }
+    };
     let (Some(rows), Some(columns)) = (get_u32(&obj, tags::ROWS), get_u32(&obj, tags::COLUMNS)) else {
-        return Err(Reject::NotImage);
+        return Err(not_image());
     };
     if get_str(&obj, tags::IMAGE_TYPE).is_some_and(|t| t.to_ascii_uppercase().split('\\').any(|p| p.trim() == "LOCALIZER")) {
         return Err(Reject::Localizer);
@@ -470,10 +484,10 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     }
     let f = |tag, field| get_f64s(&obj, path, tag, field).ok().flatten();
     let (Some(ipp), Some(iop)) = (f(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"), f(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")) else {
-        return Err(Reject::NotImage);
+        return Err(not_image());
     };
     if ipp.len() != 3 || iop.len() != 6 {
-        return Err(Reject::NotImage);
+        return Err(not_image());
     }
     let orientation = [iop[0], iop[1], iop[2], iop[3], iop[4], iop[5]];
     let series_uid = get_str(&obj, tags::SERIES_INSTANCE_UID).unwrap_or_default();
@@ -860,7 +874,7 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
             if !opts.allow_missing_slices {
                 return Err(DicomError::MissingSlices { path: folder.to_path_buf(), series: series.id.clone(), gaps: missing });
             }
-            warnings.push(format!("slices missing, interpolated over (--allow-missing-slices): {}", missing.join("; ")));
+            warnings.push(format!("slices missing, resampled over the gap onto a uniform grid (--allow-missing-slices): {}", missing.join("; ")));
         }
         let uneven_otherwise = steps.iter().any(|&d| !is_gap(d) && (d - median).abs() > 0.01 * median + 1e-3);
         if uneven {

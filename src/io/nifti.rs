@@ -217,7 +217,13 @@ pub fn read(path: &Path) -> Result<Volume> {
     // not what the header claims: memory grows only with data that exists.
     let expand = if gz { 16 } else { 1 };
     let mut data = Vec::with_capacity(need.min(file_len.saturating_mul(expand)) as usize);
-    (&mut reader).take(need).read_to_end(&mut data).map_err(|e| header_err("vox_offset", format!("voxel data cannot be read: {e}")))?;
+    (&mut reader).take(need).read_to_end(&mut data).map_err(|e| {
+        if gz {
+            NiftiError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")) }
+        } else {
+            header_err("vox_offset", format!("voxel data cannot be read: {e}"))
+        }
+    })?;
     if (data.len() as u64) < need {
         return Err(NiftiError::Truncated { path: path.to_path_buf(), need, offset: vox_offset as u64, have: data.len() as u64 });
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::patch::{rasterize, read_patch, write_patch};
+use super::patch::{read_patch, write_patch};
 use super::sampler::sample;
 use super::{Loader, LoaderError};
 
@@ -136,7 +136,7 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
         let k = i % specs.len();
         let s = &specs[k];
         let (mut img, mut msk) = (vec![0f32; n_voxels], vec![0f32; n_voxels]);
-        let m = rasterize(&shared.scans[s.scan].nodules, s.start_zyx, cfg.patch_zyx);
+        let m = shared.scans[s.scan].mask(s.start_zyx, cfg.patch_zyx);
         if let Some(hu) = decoded[k].as_slice() {
             write_patch(hu, &m, &s.augment, cfg.patch_zyx, cfg.hu_window, &mut img, &mut msk);
         }

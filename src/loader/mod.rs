@@ -33,6 +33,7 @@ pub mod bench;
 pub mod cache;
 pub mod patch;
 pub mod sampler;
+pub mod spheres;
 pub mod stream;
 
 use std::collections::BTreeMap;
@@ -264,6 +265,17 @@ pub struct ScanEntry {
     pub nodules: Vec<Sphere>,
     /// Nodule ids (`nodule_id` of the index), parallel to `nodules`.
     pub nodule_ids: Vec<i32>,
+    /// `nodules` bucketed by position, so a patch's mask looks only at those near it.
+    pub nodule_grid: spheres::SphereGrid,
+}
+
+impl ScanEntry {
+    /// The mask of the patch of `shape` voxels at `start_zyx`: the nodules near it
+    /// rasterised ([`patch::rasterize`]), at a cost independent of the nodules elsewhere.
+    pub fn mask(&self, start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
+        let near: Vec<Sphere> = self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
+        patch::rasterize(&near, start_zyx, shape)
+    }
 }
 
 /// State shared by the loader and its workers.
@@ -371,7 +383,8 @@ impl Loader {
                     cumulative.push(total);
                 }
             }
-            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids });
+            let nodule_grid = spheres::SphereGrid::build(&nodules);
+            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid });
         }
         let mut hard_negatives = Vec::new();
         if cfg.negatives == Negatives::Candidates {

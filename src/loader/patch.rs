@@ -89,7 +89,7 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
         let spec = sample(shared, epoch, index, item);
         let scan = &shared.scans[spec.scan];
         let hu = read_patch(shared, &spec)?;
-        let m = rasterize(&scan.nodules, spec.start_zyx, p);
+        let m = scan.mask(spec.start_zyx, p);
         let hu = hu.as_slice().ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
         write_patch(hu, &m, &spec.augment, p, cfg.hu_window, &mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
         patches.push(PatchMeta {

@@ -9,8 +9,9 @@ use super::StoreError;
 pub const MAGIC: [u8; 8] = *b"CTVOLUME";
 /// Major version this code reads and writes; newer majors are refused.
 pub const VERSION_MAJOR: u16 = 1;
-/// Minor version this code writes.
-pub const VERSION_MINOR: u16 = 0;
+/// Minor version this code writes: 1.1 adds `index/checksums.json` and records'
+/// `warnings` (format/FORMAT.md, "Versions").
+pub const VERSION_MINOR: u16 = 1;
 /// Bytes from the start of the file to the end of the header.
 pub const HEADER_SIZE: usize = 256;
 /// Bytes per chunk table entry.

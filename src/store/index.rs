@@ -249,6 +249,86 @@ pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
     })
 }
 
+/// The file beside the tables that holds their checksums (format/INDEX.md).
+pub const CHECKSUMS: &str = "checksums.json";
+
+/// `index/checksums.json`: the SHA-256, size and row count of every table, written after
+/// the tables, so a reader detects a flipped byte (parquet's own page checksums are
+/// optional and arrow-rs writes none) and a table left by an interrupted rewrite.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Checksums {
+    /// By file name (`scans.parquet`, ...).
+    pub tables: BTreeMap<String, TableSum>,
+}
+
+/// One table's entry in [`Checksums`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TableSum {
+    /// SHA-256 of the file, lower-case hex.
+    pub sha256: String,
+    /// File size.
+    pub bytes: u64,
+    /// Rows.
+    pub rows: u64,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Writes the tables of an index into `dir` (each atomically), then `checksums.json`
+/// over them, last.
+///
+/// # Errors
+/// As [`write_table`], and [`StoreError::Io`] for the checksums.
+pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
+    let mut sums = Checksums { tables: BTreeMap::new() };
+    for (name, batch) in tables {
+        let path = dir.join(name);
+        write_table(&path, batch)?;
+        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        sums.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+    }
+    let path = dir.join(CHECKSUMS);
+    let json = serde_json::to_vec_pretty(&sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
+    crate::fsutil::write_bytes_atomic(&path, &json).map_err(|source| StoreError::Io { path, source })
+}
+
+/// Checks a table file's bytes against `checksums.json` beside it (required from format
+/// 1.1; stores made before have none, and their tables are read unchecked).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the table: a mismatch, a table the checksums do not
+/// list, or checksums that cannot be read.
+pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+    let sums_path = path.with_file_name(CHECKSUMS);
+    let text = match std::fs::read_to_string(&sums_path) {
+        Ok(t) => t,
+        // Stores made before format 1.1 have no checksums; from 1.1 on they are required.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let root = path.parent().and_then(Path::parent);
+            return match root.map(super::read_manifest) {
+                Some(Ok(m)) if m.format_version[1] >= 1 => Err(corrupt(format!("{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index", sums_path.display()))),
+                _ => Ok(()),
+            };
+        }
+        Err(e) => return Err(corrupt(format!("{}: {e}", sums_path.display()))),
+    };
+    let sums: Checksums = serde_json::from_str(&text).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let fix = "the index is damaged, or an interrupted ingest left it half rewritten; run `ctstream ingest --resume` with the same inputs and CSVs to rewrite it";
+    let Some(want) = sums.tables.get(&name) else {
+        return Err(corrupt(format!("not listed in {}; {fix}", sums_path.display())));
+    };
+    let have = sha256_hex(bytes);
+    if have != want.sha256 || bytes.len() as u64 != want.bytes {
+        return Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256)));
+    }
+    Ok(())
+}
+
 /// Reads `nodules.parquet` back into rows (the loader samples from these).
 ///
 /// # Errors
@@ -280,6 +360,20 @@ pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
         }
     }
     Ok(rows)
+}
+
+/// Reads the `series_id` column of `scans.parquet`.
+///
+/// # Errors
+/// As [`read_nodules`].
+pub fn read_scan_ids(path: &Path) -> Result<Vec<String>, StoreError> {
+    let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
+    let mut ids = Vec::new();
+    for b in read_batches(path)? {
+        let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
+        ids.extend((0..b.num_rows()).map(|i| series.value(i).to_string()));
+    }
+    Ok(ids)
 }
 
 /// Reads `candidates.parquet` back into rows.
@@ -316,11 +410,18 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, Strin
     c.as_any().downcast_ref::<T>().ok_or_else(|| format!("column `{name}` has type {:?}", c.data_type()))
 }
 
-/// All record batches of a parquet file.
+/// The largest index table read (the LUNA16 candidates_V2 table is about 20 MB).
+const MAX_TABLE_BYTES: u64 = 1 << 30;
+
+/// All record batches of a parquet file, after checking it against `checksums.json`.
 fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::io::Read;
     let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
-    let file = crate::fsutil::open_regular(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
+    let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
+    let mut bytes = Vec::new();
+    crate::fsutil::open_regular(path).and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes)).map_err(io_err)?;
+    check_table(path, &bytes)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
 }

@@ -37,15 +37,26 @@ impl StoreLock {
         std::fs::create_dir_all(root).map_err(io(root))?;
         let path = root.join(LOCK_FILE);
         let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut holder = String::new();
-                let _ = file.read_to_string(&mut holder);
-                let holder = holder.trim().parse::<u32>().ok();
-                return Err(StoreError::Locked { store: root.to_path_buf(), holder });
+        // A lock this process released can stay held for a moment by a child being
+        // spawned on another thread (fork copies the descriptor; exec closes it), so a
+        // lock that names this very process is tried again for up to a second.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut holder));
+                    let holder = holder.trim().parse::<u32>().ok();
+                    if holder == Some(std::process::id()) && tries < 20 {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        continue;
+                    }
+                    return Err(StoreError::Locked { store: root.to_path_buf(), holder });
+                }
+                Err(TryLockError::Error(e)) => return Err(io(&path)(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(&path)(e)),
         }
         file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| write!(file, "{}", std::process::id())).map_err(io(&path))?;
         Ok(StoreLock { _file: file, path })

@@ -17,6 +17,7 @@ pub mod format;
 pub mod index;
 pub mod lock;
 pub mod reader;
+pub mod verify;
 pub mod writer;
 
 use std::collections::BTreeMap;

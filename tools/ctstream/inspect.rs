@@ -53,6 +53,7 @@ fn print(a: &Args) -> Result<(), ExitError> {
             "nodules": scans.iter().map(|s| (s.series_id.clone(), per_series.get(s.series_id.as_str()).copied().unwrap_or(0))).collect::<BTreeMap<_, _>>(),
             "bytes_raw": raw,
             "bytes_stored": stored,
+            "damaged": store.damaged(),
         });
         serde_json::to_writer_pretty(&mut out, &j).context("writing JSON")?;
         writeln!(out)?;
@@ -64,6 +65,12 @@ fn print(a: &Args) -> Result<(), ExitError> {
     writeln!(out, "chunks     {:?} (z, y, x), zstd level {}, {}", m.chunk_shape_zyx, m.codec.level, m.checksum)?;
     writeln!(out, "scans      {} ({} nodules)", scans.len(), scans.iter().map(|s| per_series.get(s.series_id.as_str()).copied().unwrap_or(0)).sum::<usize>())?;
     writeln!(out, "bytes      {:.1} MB stored, {:.1} MB as int16, ratio {:.2}", stored as f64 / 1e6, raw as f64 / 1e6, raw as f64 / stored.max(1) as f64)?;
+    for d in store.damaged() {
+        writeln!(out, "DAMAGED    {}: {} (left out; `ctstream ingest --resume` with its inputs stores it again)", d.path.display(), d.reason)?;
+    }
+    if !store.damaged().is_empty() {
+        writeln!(out, "           (inspect reads records only; `ctstream verify {}` checks every chunk and the index)", a.store.display())?;
+    }
     writeln!(out)?;
     writeln!(out, "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}", "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max")?;
     for s in &scans {

@@ -16,6 +16,7 @@ mod render;
 mod synth;
 #[cfg(feature = "train")]
 mod train;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Show what a store holds: parameters, scans, nodules, sizes.
     Inspect(inspect::Args),
+    /// Check every byte of a store: volumes, every chunk's CRC, records, the index.
+    Verify(verify::Args),
     /// Write a stored volume back out as MetaImage or NIfTI.
     Export(export::Args),
     /// Measure the loader (patches/s) against decode-only and copy-only bounds.
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Synth(a) => synth::run(a, &progress),
         Command::Ingest(a) => ingest::run(a, &progress),
         Command::Inspect(a) => inspect::run(a),
+        Command::Verify(a) => verify::run(a, &progress),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         #[cfg(feature = "train")]
@@ -121,14 +125,40 @@ fn main() -> ExitCode {
             if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", causes_once(&e));
             ExitCode::from(code as u8)
         }
     }
 }
 
+/// The error and its causes joined by ": ", each cause once: a cause whose text the
+/// message before it already ends with (library errors that show their source, such as
+/// "FILE: No such file or directory") is not printed again.
+fn causes_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let text = c.to_string();
+        if out.ends_with(&text) || text.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_cause_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let lib = ctstream::store::StoreError::Io { path: "s/manifest.json".into(), source: io };
+        let e = anyhow::Error::new(lib).context("opening s");
+        assert_eq!(super::causes_once(&e), "opening s: s/manifest.json: No such file or directory (os error 2)");
+    }
+
     use clap::CommandFactory;
 
     #[test]

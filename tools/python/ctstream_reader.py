@@ -16,6 +16,7 @@ prints JSON: a list of {"shape": [z, y, x], "sha256": ...} of each region's int1
 """
 import hashlib
 import json
+import math
 import os
 import struct
 import sys
@@ -64,6 +65,17 @@ class Volume:
             raise CorruptError(f"{path}: unexpected header fields")
         if file_size != len(b):
             raise CorruptError(f"{path}: file is {len(b)} bytes, header says {file_size} (truncated)")
+        chunk_voxels = self.chunk[0] * self.chunk[1] * self.chunk[2]
+        if 0 in self.shape or 0 in self.chunk or not (1 << 12 <= chunk_voxels <= 1 << 24):
+            raise CorruptError(f"{path}: shape {self.shape} or chunk shape {self.chunk} out of range")
+        if self.shape[0] * self.shape[1] * self.shape[2] > 1 << 31:
+            raise CorruptError(f"{path}: more than 2^31 voxels")
+        if not all(math.isfinite(s) and 1e-4 <= s <= 1e4 for s in self.spacing_xyz):
+            raise CorruptError(f"{path}: spacing {self.spacing_xyz} is not finite and within 1e-4..1e4 mm")
+        if not all(math.isfinite(o) and abs(o) <= 1e6 for o in self.origin_xyz):
+            raise CorruptError(f"{path}: origin {self.origin_xyz} is not finite and within 1e6 mm")
+        if tuple(self.direction) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
+            raise CorruptError(f"{path}: direction is not the identity")
         self.grid = tuple(-(-s // c) for s, c in zip(self.shape, self.chunk))
         if count != self.grid[0] * self.grid[1] * self.grid[2]:
             raise CorruptError(f"{path}: chunk_count does not match the grid")
@@ -73,9 +85,14 @@ class Volume:
         if zlib.crc32(bytes(b[HEADER_SIZE:table_end])) != struct.unpack_from("<I", b, table_end)[0]:
             raise CorruptError(f"{path}: chunk table checksum mismatch")
         self.table = [struct.unpack_from("<QII", b, HEADER_SIZE + ENTRY_SIZE * k) for k in range(count)]
+        # Step 6: the payloads tile the rest of the file in chunk order.
+        expect = table_end + 4
         for k, (off, length, _) in enumerate(self.table):
-            if off < table_end + 4 or off + length > file_size:
-                raise CorruptError(f"{path}: chunk {k} lies outside the payload area")
+            if off != expect or off + length > file_size:
+                raise CorruptError(f"{path}: chunk {k} is not where the payloads in chunk order put it")
+            expect = off + length
+        if expect != file_size:
+            raise CorruptError(f"{path}: bytes after the last chunk")
         self._zstd = zstandard.ZstdDecompressor()
 
     def chunk_array(self, cz, cy, cx):
@@ -140,8 +157,21 @@ class Store:
         return Volume(os.path.join(self.root, self.scans[series_id]["volume_file"]))
 
     def table(self, name):
+        """An index table, checked against index/checksums.json (required from format 1.1)."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
-        return pq.read_table(os.path.join(self.root, "index", name + ".parquet"))
+        path = os.path.join(self.root, "index", name + ".parquet")
+        with open(path, "rb") as f:
+            data = f.read()
+        sums_path = os.path.join(self.root, "index", "checksums.json")
+        if os.path.exists(sums_path):
+            with open(sums_path) as f:
+                want = json.load(f)["tables"].get(name + ".parquet")
+            if want is None or want["sha256"] != hashlib.sha256(data).hexdigest() or want["bytes"] != len(data):
+                raise CorruptError(f"{path}: does not match {sums_path}")
+        elif self.manifest["format_version"][1] >= 1:
+            raise CorruptError(f"{sums_path}: missing (required from format 1.1)")
+        return pq.read_table(pa.BufferReader(data))
 
 
 def main():
