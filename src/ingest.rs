@@ -233,10 +233,10 @@ fn input_files(entry: &SeriesEntry) -> Vec<PathBuf> {
     match &entry.source {
         SeriesSource::MetaImage(p) => {
             let mut v = vec![p.clone()];
-            if let Ok(h) = io::metaimage::read_header(p) {
-                if let io::metaimage::DataFile::External(d) = h.data_file {
-                    v.push(d);
-                }
+            if let Ok(h) = io::metaimage::read_header(p)
+                && let io::metaimage::DataFile::External(d) = h.data_file
+            {
+                v.push(d);
             }
             v
         }

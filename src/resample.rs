@@ -139,11 +139,11 @@ pub fn resampled_shape(shape_zyx: [usize; 3], from_xyz: [f64; 3], to_xyz: [f64; 
     let out = [n_out(0), n_out(1), n_out(2)];
     let too_large = |what, v: f64| ResampleError::TooLarge { shape_zyx, from_xyz, to_xyz, what, voxels: if v >= u64::MAX as f64 { u64::MAX } else { v as u64 }, limit };
     let grid = out[0] * out[1] * out[2];
-    if !(grid <= limit as f64) {
+    if grid.is_nan() || grid > limit as f64 {
         return Err(too_large("the resampled grid", grid));
     }
     let planes = shape_zyx[0] as f64 * out[1] * out[2];
-    if !(planes <= limit as f64) {
+    if planes.is_nan() || planes > limit as f64 {
         return Err(too_large("in-plane intermediates", planes));
     }
     Ok(out.map(|v| v as usize))

@@ -15,19 +15,6 @@ use ctstream::geometry::Geometry;
 use ctstream::ingest::{self, IngestConfig, IngestError};
 use ctstream::io::metaimage;
 use ctstream::store::{Store, index};
-use ctstream::synth::{self, SynthConfig};
-
-fn dataset(dir: &Path, scans: usize, seed: u64) -> synth::SynthSummary {
-    synth::generate(dir, &SynthConfig { scans, seed, small: true, dicom: false }, &()).unwrap()
-}
-
-fn config(data: &Path, out: &Path) -> IngestConfig {
-    let mut c = IngestConfig::new(vec![data.to_path_buf()], out.to_path_buf());
-    c.annotations = Some(data.join("annotations.csv"));
-    c.candidates = Some(data.join("candidates.csv"));
-    c.jobs = 2;
-    c
-}
 
 /// Stored volumes agree with SimpleITK's linear resampling of the source onto the stored
 /// grid (mean absolute difference < 1 HU), including a scan whose direction permutes and
@@ -46,7 +33,7 @@ fn stored_volumes_and_nodules_agree_with_simpleitk() {
     metaimage::write(&rotated, &src.hu, &g, metaimage::WriteOptions::default()).unwrap();
 
     let out = dir.path().join("store");
-    let summary = ingest::ingest(&config(&data, &out), &()).unwrap();
+    let summary = ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     assert_eq!(summary.stored.len(), 3, "{summary:?}");
     assert!(summary.failed.is_empty(), "{summary:?}");
     assert_eq!(summary.nodules_indexed, s.nodules);
@@ -118,7 +105,7 @@ fn resume_skips_and_parameters_must_match() {
     let data = dir.path().join("data");
     dataset(&data, 2, 8);
     let out = dir.path().join("store");
-    let cfg = config(&data, &out);
+    let cfg = ingest_config(&data, &out);
     let first = ingest::ingest(&cfg, &()).unwrap();
     assert_eq!(first.stored.len(), 2);
     let before = snapshot(&out);
@@ -140,7 +127,7 @@ fn series_ids_are_validated_before_they_name_files() {
     let v = metaimage::read(&s.scans[0]).unwrap();
     metaimage::write(&data.join("bad id with spaces.mhd"), &v.hu, &v.geometry, metaimage::WriteOptions::default()).unwrap();
     let out = dir.path().join("store");
-    let sum = ingest::ingest(&config(&data, &out), &()).unwrap();
+    let sum = ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     assert_eq!(sum.stored.len(), 1);
     assert_eq!(sum.failed.len(), 1);
     assert!(sum.failed[0].reason.contains("cannot name a file"), "{:?}", sum.failed);
@@ -219,7 +206,7 @@ fn export_round_trips_through_metaimage_and_nifti() {
     let data = dir.path().join("data");
     dataset(&data, 1, 4);
     let out = dir.path().join("store");
-    ingest::ingest(&config(&data, &out), &()).unwrap();
+    ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     let store = Store::open(&out).unwrap();
     let id = store.series_ids().next().unwrap().to_string();
     let v = store.volume(&id).unwrap();
@@ -262,7 +249,7 @@ fn first_scans(data: &Path, n: usize, to: &Path) {
 fn store_first(data: &Path, n: usize, out: &Path) {
     let part = data.with_file_name("part");
     first_scans(data, n, &part);
-    let mut c = config(&part, out);
+    let mut c = ingest_config(&part, out);
     c.annotations = Some(data.join("annotations.csv"));
     c.candidates = None;
     let s = ingest::ingest(&c, &()).unwrap();
@@ -281,7 +268,7 @@ fn a_second_ingest_into_the_same_store_is_refused_by_the_lock() {
     dataset(&data, 8, 21);
     let out = dir.path().join("store");
     let held = StoreLock::acquire(&out).unwrap();
-    let e = ingest::ingest(&config(&data, &out), &()).unwrap_err();
+    let e = ingest::ingest(&ingest_config(&data, &out), &()).unwrap_err();
     assert!(matches!(&e, IngestError::Store(StoreError::Locked { holder: Some(p), .. }) if *p == std::process::id()), "{e}");
     assert!(!out.join("manifest.json").exists() && !out.join("volumes").exists(), "nothing written");
     let o = ingest_cmd(&data, &out, false).output().unwrap();

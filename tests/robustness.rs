@@ -17,19 +17,6 @@ use ctstream::io::dicom::{DicomError, DicomOptions, UnevenPolicy};
 use ctstream::io::{self, ReadError, metaimage, nifti};
 use ctstream::loader::Loader;
 use ctstream::store::{Store, verify};
-use ctstream::synth::{self, SynthConfig};
-
-fn dataset(dir: &Path, scans: usize, seed: u64) -> synth::SynthSummary {
-    synth::generate(dir, &SynthConfig { scans, seed, small: true, dicom: false }, &()).unwrap()
-}
-
-fn config(data: &Path, out: &Path) -> IngestConfig {
-    let mut c = IngestConfig::new(vec![data.to_path_buf()], out.to_path_buf());
-    c.annotations = Some(data.join("annotations.csv"));
-    c.candidates = Some(data.join("candidates.csv"));
-    c.jobs = 2;
-    c
-}
 
 fn ctstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ctstream"))
@@ -78,7 +65,7 @@ fn bad_scans_fail_alone_and_the_store_stays_usable() {
     fs::OpenOptions::new().write(true).open(&raw).unwrap().set_len(len / 2).unwrap();
 
     let out = dir.path().join("store");
-    let sum = ingest::ingest(&config(&data, &out), &()).unwrap();
+    let sum = ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     assert_eq!(sum.stored.len(), 3, "{:?}", sum.failed);
     let want = [
         ("nan_origin.nii", "srow_x"),
@@ -111,7 +98,7 @@ fn a_damaged_record_leaves_the_others_usable_and_resume_restores_it() {
     let data = dir.path().join("data");
     dataset(&data, 3, 22);
     let out = dir.path().join("store");
-    let cfg = config(&data, &out);
+    let cfg = ingest_config(&data, &out);
     ingest::ingest(&cfg, &()).unwrap();
     let id = Store::open(&out).unwrap().series_ids().nth(1).unwrap().to_string();
     let rec = out.join("volumes").join(format!("{id}.json"));
@@ -189,7 +176,7 @@ fn temporary_files_of_killed_ingests_are_removed() {
     let data = dir.path().join("data");
     dataset(&data, 1, 24);
     let out = dir.path().join("store");
-    let cfg = config(&data, &out);
+    let cfg = ingest_config(&data, &out);
     ingest::ingest(&cfg, &()).unwrap();
     let planted = [out.join("volumes/.x.ctv.tmp-4242"), out.join("index/.nodules.parquet.tmp-4242"), out.join(".manifest.json.tmp-1")];
     for p in &planted {

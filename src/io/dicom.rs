@@ -424,7 +424,7 @@ enum Reject {
     /// A DICOM file (Part 10 preamble, or named `.dcm`) that does not parse.
     Damaged(String),
     /// A slice of the series `key` with a value no image can have.
-    Invalid(GroupKey, String),
+    Invalid(Box<GroupKey>, String),
     NotImage,
     Localizer,
     Multiframe,
@@ -506,7 +506,7 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     };
     // Values no slice can have make the file a damaged slice of its series: never a
     // silent default (PixelSpacing "0", "-1" or "abc" is not 1 mm).
-    let invalid = |m: String| Reject::Invalid(key.clone(), m);
+    let invalid = |m: String| Reject::Invalid(Box::new(key.clone()), m);
     if rows == 0 || columns == 0 {
         return Err(invalid(format!("Rows {rows} x Columns {columns} is an empty image")));
     }
@@ -609,7 +609,7 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
                 g.0.push(h);
             }
             Err(Reject::Invalid(key, m)) => {
-                let g = groups.entry(key).or_insert_with(|| (Vec::new(), Skipped::default(), String::new(), String::new(), Vec::new()));
+                let g = groups.entry(*key).or_insert_with(|| (Vec::new(), Skipped::default(), String::new(), String::new(), Vec::new()));
                 g.1.damaged += 1;
                 g.4.push((f.clone(), m.clone()));
                 first_reject.get_or_insert((f.clone(), Some(m)));

@@ -259,10 +259,8 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
     } else {
         // pixdim[1..=3] must be finite and non-zero; a negative one is taken by its size,
         // as ITK does. (nifticlib turns 0 or NaN into 1 mm; ctstream refuses to guess.)
-        for i in 1..=3 {
-            if !(pixdim[i].is_finite() && pixdim[i] != 0.0) {
-                return Err(bad("pixdim", format!("pixdim[{i}] = {} is not a spacing (finite, non-zero)", pixdim[i])));
-            }
+        if let Some((i, p)) = pixdim.iter().enumerate().take(4).skip(1).find(|(_, p)| !(p.is_finite() && **p != 0.0)) {
+            return Err(bad("pixdim", format!("pixdim[{i}] = {p} is not a spacing (finite, non-zero)")));
         }
         let spacing = [pixdim[1].abs(), pixdim[2].abs(), pixdim[3].abs()];
         if qform_code > 0 {

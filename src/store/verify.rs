@@ -138,7 +138,10 @@ fn verify_index(store: &super::Store, report: &mut VerifyReport) {
         rows += 1;
         let Some(rec) = scans.get(series) else { return Some(format!("{what} {id}: series {series} is not in the store")) };
         let (zyx, ins) = index::locate(rec, world);
-        if ins != inside || (0..3).any(|a| !((zyx[a] - voxel[a]).abs() <= VOXEL_TOLERANCE)) {
+        if ins != inside || (0..3).any(|a| {
+            let d = (zyx[a] - voxel[a]).abs();
+            d.is_nan() || d > VOXEL_TOLERANCE
+        }) {
             return Some(format!("{what} {id} of {series}: voxel {voxel:?} inside {inside} but its world position {world:?} gives {zyx:?} inside {ins} ({})", path.display()));
         }
         None

@@ -96,3 +96,18 @@ pub fn assert_matches_sitk(what: &str, d: &serde_json::Value, v: &ctstream::volu
     assert_close(&format!("{what}: direction"), &v.geometry.direction, &f64s(&d["direction"]), tol);
     assert_eq!(sha256_volume(&v.hu), d["values"]["sha256"].as_str().unwrap(), "{what}: voxels as SimpleITK reads them");
 }
+
+/// A small synthetic LUNA-like dataset (MetaImage scans, annotations and candidates) in `dir`.
+pub fn dataset(dir: &std::path::Path, scans: usize, seed: u64) -> ctstream::synth::SynthSummary {
+    ctstream::synth::generate(dir, &ctstream::synth::SynthConfig { scans, seed, small: true, dicom: false }, &()).unwrap()
+}
+
+/// The ingest the tests run: the scans under `data` with its annotations and candidates
+/// into `out`, two jobs.
+pub fn ingest_config(data: &std::path::Path, out: &std::path::Path) -> ctstream::ingest::IngestConfig {
+    let mut c = ctstream::ingest::IngestConfig::new(vec![data.to_path_buf()], out.to_path_buf());
+    c.annotations = Some(data.join("annotations.csv"));
+    c.candidates = Some(data.join("candidates.csv"));
+    c.jobs = 2;
+    c
+}
