@@ -90,3 +90,25 @@ fn pyarrow_pandas_and_duckdb_open_the_index_as_documented() {
     }
     assert_eq!(j["nodules"]["duckdb_inside"], j["nodules"]["rows"], "all synthetic nodules lie inside");
 }
+
+/// The Python reader, written from format/FORMAT.md alone, refuses the corpus's damaged
+/// volume files (CRCs resealed over an overlapping chunk table and over a NaN spacing)
+/// as the Rust reader does: the spec's checks 2 and 6 say enough to catch them.
+#[test]
+fn python_reference_reader_refuses_resealed_damage() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/python/ctstream_reader.py");
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken/store");
+    for (case, says) in [("overlapping_chunks", "chunk 1 is not where"), ("nan_spacing", "spacing (nan")] {
+        let o = match std::process::Command::new("python3").arg(&script).arg(corpus.join(case)).args(["scan", "[[0, 0, 0, 1, 1, 1]]"]).output() {
+            Ok(o) => o,
+            Err(e) if std::env::var_os("CTSTREAM_REQUIRE_PYTHON").is_some() => panic!("python3: {e}"),
+            Err(_) => return,
+        };
+        let err = String::from_utf8_lossy(&o.stderr);
+        if err.contains("ModuleNotFoundError") && std::env::var_os("CTSTREAM_REQUIRE_PYTHON").is_none() {
+            return;
+        }
+        assert!(!o.status.success(), "{case}: the Python reader read it");
+        assert!(err.contains("CorruptError") && err.contains(says), "{case}: {err}");
+    }
+}
