@@ -12,6 +12,18 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// Whether a file name is one [`temp_path`] makes (`.<name>.tmp-<pid>`).
+///
+/// ```
+/// use ctstream::fsutil::{is_temp_name, temp_path};
+/// let t = temp_path("store/volumes/a.ctv".as_ref());
+/// assert!(is_temp_name(&t.file_name().unwrap().to_string_lossy()));
+/// assert!(!is_temp_name("a.ctv"));
+/// ```
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Writes `path` atomically: `fill` writes into a buffered temporary file, which is
 /// synced and renamed to `path` only if `fill` succeeds. On any error the temporary
 /// file is removed and `path` is left as it was.

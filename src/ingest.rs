@@ -93,34 +93,29 @@ impl IngestConfig {
     }
 
     /// Checks every option where it enters, naming the flag: inputs given, `jobs` in
-    /// 1..=1024, the spacing within [`crate::geometry::Geometry::check`]'s bounds, the
-    /// chunk shape within [`crate::store::format::check_chunk_shape`], the zstd level in
-    /// 1..=22, the clip LO < HI. [`ingest`] calls it first, so a manifest that no reader
-    /// would open is never written.
+    /// 1..=1024, and the manifest these options make ([`Manifest::check`]: spacing, chunk
+    /// shape, zstd level, clip), each key reported as the flag that sets it. [`ingest`]
+    /// calls it first, so a manifest that no reader would open is never written.
     ///
     /// # Errors
     /// [`IngestError::Config`] naming the flag and the value.
     pub fn validate(&self) -> Result<(), IngestError> {
-        let bad = |m: String| Err(IngestError::Config(m));
         if self.inputs.is_empty() {
-            return bad("no --input given".into());
+            return Err(IngestError::Config("no --input given".into()));
         }
         if !(1..=1024).contains(&self.jobs) {
-            return bad(format!("--jobs {}: must be 1..=1024", self.jobs));
+            return Err(IngestError::Config(format!("--jobs {}: must be 1..=1024", self.jobs)));
         }
-        if let Err(e) = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz).check() {
-            return bad(format!("--spacing {}", e.message));
-        }
-        if let Err(e) = crate::store::format::check_chunk_shape(self.chunk_shape_zyx) {
-            return bad(format!("--chunk: {e}"));
-        }
-        if !(1..=crate::store::format::MAX_LEVEL).contains(&self.level) {
-            return bad(format!("--level {}: zstd levels are 1..=22", self.level));
-        }
-        if self.clip[0] >= self.clip[1] {
-            return bad(format!("--clip {},{}: expected LO < HI", self.clip[0], self.clip[1]));
-        }
-        self.manifest().check().map_err(IngestError::Config)
+        self.manifest().check().map_err(|e| {
+            let flag = match e.key {
+                "spacing_xyz" => "--spacing",
+                "chunk_shape_zyx" => "--chunk",
+                "codec" => "--level",
+                "hu_clip" => "--clip",
+                other => other,
+            };
+            IngestError::Config(format!("{flag}: {}", e.message))
+        })
     }
 
     /// The manifest a store made with this configuration has.
@@ -280,8 +275,8 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
-    let [sz, sy, sx] = aligned.shape() else { return Err("not a 3D array".into()) };
-    let grid = resample::resampled_shape([*sz, *sy, *sx], ag.spacing_xyz, manifest.spacing_xyz).map_err(|e| e.to_string())?;
+    let (sz, sy, sx) = aligned.dim();
+    let grid = resample::resampled_shape([sz, sy, sx], ag.spacing_xyz, manifest.spacing_xyz).map_err(|e| e.to_string())?;
     let voxels: u64 = grid.iter().map(|&n| n as u64).product();
     if voxels > cfg.max_voxels {
         return Err(format!("the resampled grid {grid:?} (z, y, x) would hold {voxels} voxels, more than the limit of {} set for this ingest", cfg.max_voxels));
@@ -314,10 +309,10 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
         volume_file: rel,
         warnings,
     };
-    // Write only what a reader accepts: the same check read_records makes.
-    rec.check().map_err(|e| format!("{}: the record would be refused: {e}", cfg.out.join(VOLUMES).join(format!("{}.json", entry.id)).display()))?;
-    let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     let rec_path = cfg.out.join(VOLUMES).join(format!("{}.json", entry.id));
+    // Write only what a reader accepts: the same check read_records makes.
+    rec.check().map_err(|e| format!("{}: the record would be refused: {e}", rec_path.display()))?;
+    let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
     Ok(rec)
 }
@@ -360,7 +355,7 @@ fn remove_temporary_files(root: &std::path::Path) -> usize {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.contains(".tmp-") && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+            if crate::fsutil::is_temp_name(&name) && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
                 removed += 1;
             }
         }

@@ -259,6 +259,16 @@ pub struct CodecSpec {
     pub level: i32,
 }
 
+/// A manifest value no store may have ([`Manifest::check`]): the key, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ManifestError {
+    /// The manifest key (`spacing_xyz`, `chunk_shape_zyx`, `codec`, `hu_clip`, ...).
+    pub key: &'static str,
+    /// What is wrong, with the value.
+    pub message: String,
+}
+
 /// `manifest.json`: how every volume of the store was made (FORMAT.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -292,21 +302,23 @@ impl Manifest {
     /// writes no manifest that fails this, and [`crate::store::read_manifest`] refuses one.
     ///
     /// # Errors
-    /// A message naming the field.
-    pub fn check(&self) -> Result<(), String> {
-        let g = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz);
-        if let Err(e) = g.check() {
-            return Err(format!("spacing_xyz: {}", e.message));
+    /// [`ManifestError`] naming the key at fault.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        let err = |key, message: String| Err(ManifestError { key, message });
+        if let Err(e) = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz).check() {
+            return err("spacing_xyz", e.to_string());
         }
-        check_chunk_shape(self.chunk_shape_zyx).map_err(|e| format!("chunk_shape_zyx: {e}"))?;
+        if let Err(e) = check_chunk_shape(self.chunk_shape_zyx) {
+            return err("chunk_shape_zyx", e);
+        }
         if self.codec.name != "zstd" || !(1..=MAX_LEVEL).contains(&self.codec.level) {
-            return Err(format!("codec: {:?} level {} is not zstd at level 1..={MAX_LEVEL}", self.codec.name, self.codec.level));
+            return err("codec", format!("{:?} level {} is not zstd at level 1..={MAX_LEVEL}", self.codec.name, self.codec.level));
         }
         if self.hu_clip[0] >= self.hu_clip[1] {
-            return Err(format!("hu_clip: {:?} is not LO < HI", self.hu_clip));
+            return err("hu_clip", format!("{:?} is not LO < HI", self.hu_clip));
         }
         if self.interpolation != "trilinear" || self.checksum != "crc32" {
-            return Err(format!("interpolation {:?} / checksum {:?}: expected \"trilinear\" / \"crc32\"", self.interpolation, self.checksum));
+            return err("interpolation", format!("{:?} / checksum {:?}: expected \"trilinear\" / \"crc32\"", self.interpolation, self.checksum));
         }
         Ok(())
     }

@@ -224,29 +224,31 @@ pub fn findings_batch(rows: &[(String, crate::predict::components::Component)]) 
     batch(cols)
 }
 
+/// A table as the bytes of a parquet file (snappy, one row group). Index tables are small
+/// (the LUNA16 candidates_V2 table is about 20 MB), so they are built in memory: the
+/// bytes written are the bytes hashed into `checksums.json`.
+///
+/// # Errors
+/// [`StoreError::Parquet`] naming `path`, the file the bytes are for.
+fn table_bytes(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut bytes = Vec::new();
+    let result = (|| {
+        let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+        writer.write(batch)?;
+        writer.close().map(|_| ())
+    })();
+    result.map_err(|e| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() })?;
+    Ok(bytes)
+}
+
 /// Writes a table to `path` as parquet (snappy, one row group), atomically.
 ///
 /// # Errors
 /// [`StoreError::Parquet`] or [`StoreError::Io`] naming the file.
 pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
-    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
-    let mut perr = None;
-    crate::fsutil::write_atomic(path, |w| {
-        let result = (|| {
-            let mut writer = ArrowWriter::try_new(&mut *w, batch.schema(), Some(props))?;
-            writer.write(batch)?;
-            writer.close().map(|_| ())
-        })();
-        result.map_err(|e| {
-            let msg = e.to_string();
-            perr = Some(msg.clone());
-            std::io::Error::other(msg)
-        })
-    })
-    .map_err(|source| match perr.take() {
-        Some(message) => StoreError::Parquet { path: path.to_path_buf(), message },
-        None => StoreError::Io { path: path.to_path_buf(), source },
-    })
+    let bytes = table_bytes(path, batch)?;
+    crate::fsutil::write_bytes_atomic(path, &bytes).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })
 }
 
 /// The file beside the tables that holds their checksums (format/INDEX.md).
@@ -286,8 +288,8 @@ pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), St
     let mut sums = Checksums { tables: BTreeMap::new() };
     for (name, batch) in tables {
         let path = dir.join(name);
-        write_table(&path, batch)?;
-        let bytes = std::fs::read(&path).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        let bytes = table_bytes(&path, batch)?;
+        crate::fsutil::write_bytes_atomic(&path, &bytes).map_err(|source| StoreError::Io { path: path.clone(), source })?;
         sums.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
     }
     let path = dir.join(CHECKSUMS);

@@ -245,7 +245,7 @@ pub fn read_manifest(root: &Path) -> Result<Manifest, StoreError> {
     if m.format_version[0] != format::VERSION_MAJOR {
         return Err(StoreError::Version { path: p, found: (m.format_version[0], m.format_version[1]), supported: (format::VERSION_MAJOR, format::VERSION_MINOR) });
     }
-    m.check().map_err(|message| StoreError::Corrupt { path: p, chunk: None, message })?;
+    m.check().map_err(|e| StoreError::Corrupt { path: p, chunk: None, message: e.to_string() })?;
     Ok(m)
 }
 
