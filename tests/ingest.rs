@@ -265,7 +265,9 @@ fn a_second_ingest_into_the_same_store_is_refused_by_the_lock() {
     use ctstream::store::lock::StoreLock;
     let dir = tempdir();
     let data = dir.path().join("data");
-    dataset(&data, 8, 21);
+    // Enough scans (ingested one at a time) that the first process still holds the lock
+    // when a second has started: a build with LibTorch takes about a second to start.
+    dataset(&data, 16, 21);
     let out = dir.path().join("store");
     let held = StoreLock::acquire(&out).unwrap();
     let e = ingest::ingest(&ingest_config(&data, &out), &()).unwrap_err();
@@ -287,11 +289,11 @@ fn a_second_ingest_into_the_same_store_is_refused_by_the_lock() {
     let o = ingest_cmd(&data, &out, true).output().unwrap();
     let still_running = first.try_wait().unwrap().is_none();
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(still_running, "8 scans take longer than starting a process");
+    assert!(still_running, "16 scans take longer than starting a process");
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("another ingest (process {pid})")), "{err}");
     assert!(first.wait().unwrap().success());
-    assert_eq!(Store::open(&out).unwrap().scans().len(), 8);
+    assert_eq!(Store::open(&out).unwrap().scans().len(), 16);
     // The lock went with the process: the next ingest runs.
     assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success());
 }

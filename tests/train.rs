@@ -25,6 +25,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::{Backend, Tensor};
 use ctstream::train::checkpoint::{self, Checkpoint};
 use ctstream::train::fit::{self, Checkpoints, Plan};
+use ctstream::train::models::trainable_params;
 use ctstream::train::{self, CpuBackend, LossKind, StepRecord, TrainOptions, UNet3d, VNet};
 
 fn store(dir: &Path) -> Store {
@@ -110,8 +111,7 @@ fn weights<B: Backend, M: Module<B>>(m: &M) -> Vec<f32> {
 /// come from the checkpoint) + N steps: the same batches (epoch, index, fingerprint), the
 /// same learning rates, losses and final weights. Three batches an epoch, so the runs
 /// cross epochs and the resume starts mid-epoch.
-#[test]
-fn resume_trains_on_the_same_batches_to_the_same_weights() {
+fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device, name: &str) {
     const N: usize = 4;
     struct StopAt<'a>(usize, &'a AtomicBool);
     impl fit::Observer for StopAt<'_> {
@@ -124,18 +124,17 @@ fn resume_trains_on_the_same_batches_to_the_same_weights() {
     let dir = tempdir();
     let store = store(dir.path());
     let loader = Loader::builder(&store).patch([16, 32, 32]).batch_size(2).positive_share(0.5).jitter([3, 3, 3]).batches_per_epoch(Some(3)).workers(2).seed(5).build().unwrap();
-    let device = Default::default();
     let config = serde_json::json!({"test": true});
     let stop = AtomicBool::new(false);
     let run = |run_dir: &Path, resume: Option<&Checkpoint>, seed: u64, stop_at: usize| {
-        <CpuBackend as Backend>::seed(&device, seed);
+        B::seed(&device, seed);
         stop.store(false, Ordering::SeqCst);
         let mut plan = Plan::new(&loader, 2 * N, 2e-3, LossKind::DiceBce);
         plan.schedule = train::LrSchedule::Cosine { warmup: 2, min_factor: 0.1 };
         plan.checkpoints = Some(Checkpoints { run_dir, every: 3, keep: 0, config: config.clone() });
         plan.resume = resume;
         plan.stop = Some(&stop);
-        fit::fit::<CpuBackend, _>(UNet3d::<CpuBackend>::new(0.125, &device), &plan, &device, &mut StopAt(stop_at, &stop)).unwrap()
+        fit::fit::<B, _>(UNet3d::<B>::new(0.125, &device), &plan, &device, &mut StopAt(stop_at, &stop)).unwrap()
     };
     let whole = run(&dir.path().join("a"), None, 9, 0);
     assert!(!whole.stopped);
@@ -154,12 +153,97 @@ fn resume_trains_on_the_same_batches_to_the_same_weights() {
     let (wa, wb) = (weights(&whole.model), weights(&second.model));
     assert_eq!(wa.len(), wb.len());
     let max_diff = wa.iter().zip(&wb).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    eprintln!("resume: {} weights, largest difference {max_diff:e}", wa.len());
-    // Burn's flex kernels are deterministic on one machine: the weights are equal, bit for bit.
-    assert_eq!(max_diff, 0.0, "weights differ by up to {max_diff}");
+    eprintln!("resume on {name}: {} weights, largest difference {max_diff:e}", wa.len());
+    // Both CPU backends (flex; LibTorch with its fixed intra-op threads) are deterministic on
+    // one machine: the weights are equal, bit for bit.
+    assert_eq!(max_diff, 0.0, "{name}: weights differ by up to {max_diff}");
     // Checkpoints every 3 steps, when stopped (4) and at the end (8), each complete.
     let steps: Vec<usize> = checkpoint::list(&dir.path().join("b")).unwrap().iter().map(|c| c.0).collect();
     assert_eq!(steps, [3, 4, 6, 8]);
+}
+
+#[test]
+fn resume_trains_on_the_same_batches_to_the_same_weights() {
+    resume_is_exact::<CpuBackend>(Default::default(), "flex");
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn resume_on_libtorch_trains_on_the_same_batches_to_the_same_weights() {
+    resume_is_exact::<ctstream::train::device::LibtorchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu, "libtorch");
+}
+
+/// The same weights give the same probabilities on flex (Burn's kernels) and on LibTorch
+/// (PyTorch's): the networks mean the same on both backends, independently computed.
+/// Training one step on each from the same weights and batch gives the same loss.
+#[cfg(feature = "tch")]
+#[test]
+fn flex_and_libtorch_compute_the_same_networks() {
+    use burn::module::AutodiffModule;
+    use burn::record::{FullPrecisionSettings, Recorder};
+    use ctstream::train::device::LibtorchBackend;
+    type Tch = burn::backend::LibTorch<f32>;
+    let (flex_dev, tch_dev) = (Default::default(), burn::backend::libtorch::LibTorchDevice::Cpu);
+    let recorder = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
+    let (images, masks) = ctstream::train::bench::synthetic_batch(2, [16, 32, 32], 7);
+    let shape = [2, 1, 16, 32, 32];
+    let input = |d: &_| Tensor::<Tch, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), d);
+    let flex_in = Tensor::<burn::backend::Flex, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &flex_dev);
+    let compare = |name: &str, a: Vec<f32>, b: Vec<f32>| {
+        let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        eprintln!("{name}: flex vs LibTorch, largest difference {d:e}");
+        assert!(d <= 1e-4, "{name}: flex and LibTorch differ by up to {d}");
+    };
+    // Both networks are loaded from one record (parameters are initialised lazily, so a
+    // clone taken before first use would draw its own weights).
+    <CpuBackend as Backend>::seed(&flex_dev, 5);
+    let bytes = recorder.record(UNet3d::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
+    let unet = UNet3d::<CpuBackend>::new(0.125, &flex_dev).load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
+    let unet_tch = UNet3d::<LibtorchBackend>::new(0.125, &tch_dev).load_record(recorder.load(bytes, &tch_dev).unwrap());
+    fn probs<B: Backend>(t: Tensor<B, 5>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+    compare("unet3d inference", probs(unet.valid().forward(flex_in.clone())), probs(unet_tch.valid().forward(input(&tch_dev))));
+    <CpuBackend as Backend>::seed(&flex_dev, 6);
+    let bytes = recorder.record(VNet::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
+    let vnet = VNet::<CpuBackend>::new(0.125, &flex_dev).load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
+    let vnet_tch = VNet::<LibtorchBackend>::new(0.125, &tch_dev).load_record(recorder.load(bytes, &tch_dev).unwrap());
+    compare("vnet inference", probs(vnet.valid().forward(flex_in)), probs(vnet_tch.valid().forward(input(&tch_dev))));
+    // One training step (batch statistics, backward, Adam) from the same weights.
+    let step = |flex: bool| -> f64 {
+        if flex {
+            let x = Tensor::<CpuBackend, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &flex_dev);
+            let y = Tensor::<CpuBackend, 5>::from_data(burn::tensor::TensorData::new(masks.clone(), shape), &flex_dev);
+            let mut o = burn::optim::AdamConfig::new().init();
+            let (m, _, _) = fit::step(unet.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
+            fit::step(m, &mut o, x, y, 1e-2, LossKind::DiceBce).1
+        } else {
+            let x = Tensor::<LibtorchBackend, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &tch_dev);
+            let y = Tensor::<LibtorchBackend, 5>::from_data(burn::tensor::TensorData::new(masks.clone(), shape), &tch_dev);
+            let mut o = burn::optim::AdamConfig::new().init();
+            let (m, _, _) = fit::step(unet_tch.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
+            fit::step(m, &mut o, x, y, 1e-2, LossKind::DiceBce).1
+        }
+    };
+    let (lf, lt) = (step(true), step(false));
+    eprintln!("loss after one Adam step: flex {lf}, LibTorch {lt}");
+    assert!((lf - lt).abs() <= 1e-4 * lf.abs().max(1.0), "second-step loss: flex {lf}, LibTorch {lt}");
+}
+
+/// The PyTorch twins of tools/bench/twin.py (which the benchmark against PyTorch times)
+/// have exactly the parameters of the Burn networks, at the benchmarked widths.
+#[test]
+fn the_pytorch_twins_have_the_parameter_counts_of_the_networks() {
+    let Some(counts) = python_json("tools/bench/twin.py", &["--json".into()]) else { return };
+    let device = Default::default();
+    for (key, n) in [
+        ("unet3d 0.25", trainable_params(&UNet3d::<CpuBackend>::new(0.25, &device))),
+        ("vnet 0.125", trainable_params(&VNet::<CpuBackend>::new(0.125, &device))),
+        ("unet3d 1.0", trainable_params(&UNet3d::<CpuBackend>::new(1.0, &device))),
+        ("vnet 1.0", trainable_params(&VNet::<CpuBackend>::new(1.0, &device))),
+    ] {
+        assert_eq!(counts[key].as_u64(), Some(n as u64), "{key}: PyTorch twin {} vs Burn {n}", counts[key]);
+    }
 }
 
 /// `ctstream train` writes config.json and one metrics.csv row per step; asking for CUDA
@@ -297,3 +381,4 @@ fn ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run() {
         assert!(d <= 1e-5, "final weights differ by up to {d}");
     }
 }
+

@@ -25,9 +25,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bundle="${1:-target/gpu-check}"
 
-# The same build as tools/test.sh (features and --all-targets), so it is shared with the tests.
-features=$(tools/features.sh)
-cargo build --release --locked --all-targets --features "$features"
+# The same features as tools/test.sh, less LibTorch: the GPU machine has no PyTorch for a
+# LibTorch build to load. Where tools/test.sh built no LibTorch, this build is its build.
+features=$(tools/features.sh | sed 's/,tch//')
+cargo build --release --locked --bin ctstream --features "$features"
 
 rm -rf "$bundle"
 mkdir -p "$bundle"

@@ -7,7 +7,10 @@
 #   tools/python/requirements.txt, checked by tools/python/check_requirements.py), the
 #   goldens are regenerated from SimpleITK/pydicom and must equal the committed ones, and
 #   the tests cross-check files ctstream writes against SimpleITK.
-# CI (.ci/run) installs both and sets CTSTREAM_REQUIRE_JPEGLS / CTSTREAM_REQUIRE_PYTHON,
+# - With the pinned PyTorch (tools/bench/requirements.txt), the LibTorch backend (feature
+#   `tch`) is built against it and tested beside flex, and the PyTorch twins of the
+#   networks are checked against them.
+# CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH,
 # so nothing is skipped there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +21,10 @@ data="${CTSTREAM_TEST_DATA:-../shared/data}"
 # tested; JPEG-LS where it can be built (tools/features.sh). One release build serves the
 # tests and the binary (Burn's numeric code is far too slow unoptimised).
 features=$(tools/features.sh)
+case ",$features," in
+    # torch-sys finds LibTorch inside the installed PyTorch (no download).
+    *,tch,*) export LIBTORCH_USE_PYTORCH=1 ;;
+esac
 
 # Every Python package the tests import is pinned in these two files; check_requirements.py
 # names any that is missing or at another version (without importing anything).

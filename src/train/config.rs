@@ -50,6 +50,10 @@ pub struct RunConfig {
     pub keep_checkpoints: usize,
     /// Device it ran on (`cpu`, `cuda:0`); may change on resume.
     pub device: String,
+    /// Backend and device it ran on last ([`Engine`](super::device::Engine): `flex`,
+    /// `cuda:0`, `libtorch-cpu`, ...); absent in runs made before LibTorch (all Burn's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Seed of the weights (the loader has its own in `loader.seed`).
     pub seed: u64,
     /// The training loader (its `split` selects the training series).

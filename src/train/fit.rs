@@ -148,12 +148,8 @@ where
         let wait = t0.elapsed().as_secs_f64();
         let lr = plan.schedule.lr(plan.lr, pos.step, plan.steps);
         let (x, y) = batch_tensors::<B>(&batch, device);
-        let p = out.model.predict(x);
-        let l = loss::loss(plan.loss, p.clone(), y);
-        let loss_value: f64 = l.clone().into_scalar().elem();
-        let probs: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap_or_default();
-        let grads = GradientsParams::from_grads(l.backward(), &out.model);
-        out.model = optim.step(lr, out.model, grads);
+        let (model, loss_value, probs) = step(out.model, &mut optim, x, y, lr, plan.loss);
+        out.model = model;
         pos.step += 1;
         pos.epoch = batch.epoch;
         pos.next_batch = batch.index + 1;
@@ -198,6 +194,23 @@ where
     }
     out.position = pos;
     Ok(out)
+}
+
+/// One optimisation step on images `x` and masks `y`: forward, loss, backward, Adam.
+/// Returns the updated model, the loss and the probabilities (for the Dice metric), read
+/// back to the host. `tools/bench` times exactly this.
+pub fn step<B, M, O>(model: M, optim: &mut O, x: Tensor<B, 5>, y: Tensor<B, 5>, lr: f64, kind: LossKind) -> (M, f64, Vec<f32>)
+where
+    B: AutodiffBackend,
+    M: Segmenter<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let p = model.predict(x);
+    let l = loss::loss(kind, p.clone(), y);
+    let loss_value: f64 = l.clone().into_scalar().elem();
+    let probs: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap_or_default();
+    let grads = GradientsParams::from_grads(l.backward(), &model);
+    (optim.step(lr, model, grads), loss_value, probs)
 }
 
 fn save<B, M, O>(c: &Checkpoints<'_>, model: &M, optim: &O, position: Position) -> Result<PathBuf, TrainError>

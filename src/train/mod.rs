@@ -1,7 +1,9 @@
 //! Training (cargo feature `train`): 3D U-Net and V-Net in Burn, fed by the loader.
 //!
-//! The CPU backend is Burn's pure-Rust `flex`; CUDA comes with the feature `cuda`
-//! ([`device`]). [`fit`](fit::fit) runs Adam on the loader's batches with validation,
+//! Everything is generic over Burn's backend. [`CpuBackend`] is Burn's pure-Rust `flex`;
+//! CUDA comes with the feature `cuda`, and LibTorch (PyTorch's kernels, on the CPU or
+//! CUDA) with the feature `tch`; [`device`] chooses among them at run time, and
+//! [`bench`] times a step and a prediction call alone. [`fit`](fit::fit) runs Adam on the loader's batches with validation,
 //! checkpoints and resume, and reports per step the loss, the Dice of the thresholded
 //! prediction, patches/s and how long the step waited for the loader; [`train`] is its
 //! plain form. Seed the weights with `B::seed(&device, seed)` before building the model.
@@ -21,6 +23,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
@@ -40,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use crate::loader::{Batch, Loader, LoaderError};
 pub use checkpoint::{Checkpoint, CheckpointError, Position};
 pub use config::RunConfig;
-pub use device::{DeviceChoice, DeviceError};
+pub use device::{BackendChoice, DeviceChoice, DeviceError};
 pub use fit::{Observer, Outcome, Plan, fit};
 pub use log::CsvLog;
 pub use loss::LossKind;

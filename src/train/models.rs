@@ -7,6 +7,68 @@ use burn::nn::{BatchNorm, BatchNormConfig, PRelu, PReluConfig, PaddingConfig3d};
 use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid};
 
+/// Trainable values of `module` on an autodiff backend: what PyTorch's
+/// `sum(p.numel() for p in net.parameters())` counts. Burn's `num_params` also counts
+/// the batch norms' running mean and variance (two values per channel), which are state,
+/// not parameters; on a backend without autodiff this is 0.
+pub fn trainable_params<B: Backend, M: Module<B>>(module: &M) -> usize {
+    struct Count(usize);
+    impl<B: Backend> burn::module::ModuleVisitor<B> for Count {
+        fn visit_float<const D: usize>(&mut self, p: &burn::module::Param<Tensor<B, D>>) {
+            let t = p.val();
+            if t.is_require_grad() {
+                self.0 += t.shape().num_elements();
+            }
+        }
+    }
+    let mut c = Count(0);
+    module.visit(&mut c);
+    c.0
+}
+
+/// Batch norm over `[B, C, D, H, W]` with `bn`'s weights and running statistics, as
+/// Burn's `BatchNorm::forward` computes it (batch statistics with the biased variance and
+/// the running averages updated when training, the running statistics otherwise), in
+/// fewer passes over the activations: the statistics are sums along one axis at a time
+/// (no transposed copy), the centred input is computed once and scaled by one
+/// per-channel factor, and at inference the norm is one multiply and one add.
+fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let [b, c, d, h, w] = x.dims();
+    let per_channel = |t: Tensor<B, 1>| t.reshape([1, c, 1, 1, 1]);
+    if B::ad_enabled(&x.device()) {
+        let n = (b * d * h * w) as f64;
+        let sum = |t: Tensor<B, 5>| t.sum_dim(4).sum_dim(3).sum_dim(2).sum_dim(0);
+        let mean = sum(x.clone()).div_scalar(n);
+        let centred = x - mean.clone();
+        let var = sum(centred.clone().square()).div_scalar(n);
+        let m = bn.momentum;
+        let running = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 5>| {
+            let value = state.value_sync().to_device(&batch.device());
+            state.update(value.mul_scalar(1.0 - m).add(batch.detach().mul_scalar(m).reshape([c])).detach());
+        };
+        running(&bn.running_mean, mean);
+        running(&bn.running_var, var.clone());
+        let scale = per_channel(bn.gamma.val()) / var.add_scalar(bn.epsilon).sqrt();
+        centred * scale + per_channel(bn.beta.val())
+    } else {
+        let device = x.device();
+        let (mean, var) = (bn.running_mean.value().to_device(&device), bn.running_var.value().to_device(&device));
+        let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
+        let shift = bn.beta.val() - mean * scale.clone();
+        x * per_channel(scale) + per_channel(shift)
+    }
+}
+
+/// PReLU with one shared slope: `x` where `x >= 0`, `alpha x` elsewhere, written out (a
+/// mask and a multiply) rather than through `PRelu::forward`, whose LibTorch kernel in
+/// burn-tch 0.21 hands torch a 5-D weight that torch refuses. The weights are the
+/// module's, so checkpoints are unchanged.
+fn prelu<B: Backend>(act: &PRelu<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
+    let alpha = act.alpha.val().reshape([1, 1, 1, 1, 1]);
+    let negative = x.clone().lower_elem(0.0);
+    x.clone().mask_where(negative, x * alpha)
+}
+
 /// Channels after the width multiplier (at least 1).
 fn ch(base: usize, width: f64) -> usize {
     ((base as f64 * width).round() as usize).max(1)
@@ -27,7 +89,7 @@ impl<B: Backend> ConvBnRelu<B> {
         }
     }
     fn forward(&self, x: Tensor<B, 5>) -> Tensor<B, 5> {
-        relu(self.bn.forward(self.conv.forward(x)))
+        relu(batch_norm(&self.bn, self.conv.forward(x)))
     }
 }
 
@@ -47,10 +109,13 @@ impl<B: Backend> DoubleConv<B> {
     }
 }
 
-/// 2x2x2 max pooling (Burn has no 3D pooling module; this is a reshape and three maxima).
+/// 2x2x2 max pooling. Burn has no 3D pooling: this is a 2D max pooling of every (H, W)
+/// plane (one kernel, with its own backward, on every backend) and a maximum over pairs
+/// of planes (fewer passes than three reshaped maxima).
 pub fn max_pool2<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
     let [b, c, d, h, w] = x.dims();
-    x.reshape([b, c, d / 2, 2, h / 2, 2, w / 2, 2]).max_dim(7).max_dim(5).max_dim(3).reshape([b, c, d / 2, h / 2, w / 2])
+    let planes = burn::tensor::module::max_pool2d(x.reshape([b, c * d, h, w]), [2, 2], [2, 2], [0, 0], [1, 1], false);
+    planes.reshape([b, c, d / 2, 2, h / 2, w / 2]).max_dim(3).reshape([b, c, d / 2, h / 2, w / 2])
 }
 
 /// The 3D U-Net: four levels of two 3x3x3 conv+BN+ReLU with filters 32-64-128-256
@@ -134,11 +199,11 @@ impl<B: Backend> ResStage<B> {
         let n = self.convs.len();
         let mut y = x;
         for (i, ((c, bn), a)) in self.convs.iter().zip(&self.norms).zip(&self.acts).enumerate() {
-            y = bn.forward(c.forward(y));
+            y = batch_norm(bn, c.forward(y));
             if i + 1 == n {
                 y = y + residual.clone();
             }
-            y = a.forward(y);
+            y = prelu(a, y);
         }
         y
     }
@@ -206,14 +271,91 @@ impl<B: Backend> VNet<B> {
                 y = self.stages[i].forward(y.clone(), y);
             }
             skips.push(y.clone());
-            y = self.down_acts[i].forward(self.downs[i].forward(y));
+            y = prelu(&self.down_acts[i], self.downs[i].forward(y));
         }
         y = self.bottom.forward(y.clone(), y);
         for ((u, a), d) in self.ups.iter().zip(&self.up_acts).zip(&self.dec) {
-            let up = a.forward(u.forward(y));
+            let up = prelu(a, u.forward(y));
             let skip = skips.pop().expect("one skip per level");
             y = d.forward(Tensor::cat(vec![up.clone(), skip], 1), up);
         }
         sigmoid(self.out.forward(y))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::CpuBackend;
+    use burn::module::AutodiffModule;
+
+    /// The U-Net at width 0.25 (filters 8-16-32-64, bottleneck 128), counted by hand:
+    /// a DoubleConv(cin, c) has 27 c (cin + c) weights, 2 c biases and 4 c batch-norm
+    /// parameters; a ConvTranspose3d(cin, c) 8 cin c + c; the output conv c + 1.
+    /// Down 1992 + 10464 + 41664 + 166272, bottleneck 664320, up 65600 + 332160 + 16416 +
+    /// 83136 + 4112 + 20832 + 1032 + 5232, out 9: 1413241 (PyTorch's twin agrees, see
+    /// tests/train.rs).
+    #[test]
+    fn the_unet_has_the_parameters_counted_by_hand() {
+        let device = Default::default();
+        let net = UNet3d::<CpuBackend>::new(0.25, &device);
+        assert_eq!(trainable_params(&net), 1_413_241);
+        // Burn's own count adds two running statistics per batch-norm channel: 736 channels.
+        assert_eq!(net.num_params(), 1_413_241 + 2 * 736);
+    }
+
+    fn tensor<B: Backend>(v: Vec<f32>, shape: [usize; 5]) -> Tensor<B, 5> {
+        Tensor::from_data(burn::tensor::TensorData::new(v, shape), &Default::default())
+    }
+
+    fn values<B: Backend>(t: Tensor<B, 5>) -> Vec<f32> {
+        t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
+    }
+
+    /// Each output voxel is the largest of its 2x2x2 block, found here by a plain loop.
+    #[test]
+    fn max_pool2_takes_each_blocks_maximum() {
+        let shape = [2, 3, 4, 6, 8];
+        let n: usize = shape.iter().product();
+        // A fixed permutation of 0..n (multiplier coprime with n), so maxima fall anywhere.
+        let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % n) as f32).collect();
+        let got = values(max_pool2(tensor::<burn::backend::Flex>(v.clone(), shape)));
+        let [b, c, d, h, w] = shape;
+        let mut want = Vec::new();
+        for (bi, ci, z, y, x) in (0..b).flat_map(|bi| (0..c).flat_map(move |ci| (0..d / 2).flat_map(move |z| (0..h / 2).flat_map(move |y| (0..w / 2).map(move |x| (bi, ci, z, y, x)))))) {
+            let mut m = f32::MIN;
+            for (dz, dy, dx) in (0..2).flat_map(|dz| (0..2).flat_map(move |dy| (0..2).map(move |dx| (dz, dy, dx)))) {
+                m = m.max(v[(((bi * c + ci) * d + 2 * z + dz) * h + 2 * y + dy) * w + 2 * x + dx]);
+            }
+            want.push(m);
+        }
+        assert_eq!(got, want);
+    }
+
+    /// The written-out batch norm gives what Burn's `BatchNorm::forward` gives, training
+    /// (batch statistics, running averages) and at inference (running statistics).
+    #[test]
+    fn batch_norm_equals_burns() {
+        let shape = [2, 3, 4, 4, 4];
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + (i % 3) as f32).collect();
+        let device = Default::default();
+        let ours = BatchNormConfig::new(3).init::<CpuBackend>(&device);
+        let gamma = Tensor::<CpuBackend, 1>::from_floats([1.5, -0.5, 2.0], &device);
+        let beta = Tensor::<CpuBackend, 1>::from_floats([0.1, 0.2, -0.3], &device);
+        let ours = BatchNorm { gamma: burn::module::Param::from_tensor(gamma), beta: burn::module::Param::from_tensor(beta), ..ours };
+        let burns = ours.clone();
+        let close = |what: &str, a: Vec<f32>, b: Vec<f32>| {
+            let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(d <= 2e-5, "{what}: differs by {d}");
+        };
+        for _ in 0..2 {
+            close("training", values(batch_norm(&ours, tensor::<CpuBackend>(v.clone(), shape))), values(burns.forward(tensor::<CpuBackend>(v.clone(), shape))));
+        }
+        let stat = |s: &burn::module::RunningState<Tensor<CpuBackend, 1>>| s.value_sync().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        close("running mean", stat(&ours.running_mean), stat(&burns.running_mean));
+        close("running variance", stat(&ours.running_var), stat(&burns.running_var));
+        let (ours, burns) = (ours.valid(), burns.valid());
+        close("inference", values(batch_norm(&ours, tensor(v.clone(), shape))), values(burns.forward(tensor(v, shape))));
     }
 }

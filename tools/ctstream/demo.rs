@@ -45,6 +45,9 @@ pub struct Args {
     /// Device to train on: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Backend to train and predict with: auto, burn or libtorch (see `ctstream train --help`).
+    #[arg(long, default_value = "auto")]
+    backend: String,
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
@@ -215,6 +218,7 @@ fn train_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir: &s
         "train", "--store", &store_path.to_string_lossy(), "--out", &run_dir.to_string_lossy(), "--model", "unet3d", "--width", "0.25", "--patch", "16,32,32",
         "--batch-size", "4", "--steps", &steps, "--lr", "3e-3", "--loss", "dice-bce", "--positive-share", "0.75", "--jitter", "3,3,3", "--val-fraction", &vf,
         "--val-every", &every, "--val-batches", "4", "--seed", &a.seed.to_string(), "--device", &a.device,
+        "--backend", &a.backend,
     ];
     let t = Train::try_parse_from(argv).map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow!("demo training options: {e}")))?;
     crate::train::run(t.args, bars)?;
@@ -247,7 +251,7 @@ fn predict_step(a: &Args, store_path: &std::path::Path, run_dir: &std::path::Pat
     let pred = a.out.join("pred");
     println!("7. predict the held-out scan whole: sliding window of 16x32x32 tiles, overlap 0.25, Gaussian blending -> {}", pred.display());
     let (st, rd, pd) = (store_path.to_string_lossy(), run_dir.to_string_lossy(), pred.to_string_lossy());
-    let argv = ["predict", "--store", &st, "--run", &rd, "--split", "val", "--out", &pd, "--overlap", "0.25", "--device", &a.device];
+    let argv = ["predict", "--store", &st, "--run", &rd, "--split", "val", "--out", &pd, "--overlap", "0.25", "--device", &a.device, "--backend", &a.backend];
     crate::predict::run(Predict::try_parse_from(argv).map_err(usage)?.args, bars)?;
     let eval = a.out.join("eval");
     println!("8. evaluate the findings against the annotations (LUNA16 FROC, 200 bootstrap samples) -> {}", eval.display());

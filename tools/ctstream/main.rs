@@ -2,6 +2,8 @@
 //! flags and calls the library; nothing here that a library user would also need.
 
 mod bench;
+#[cfg(feature = "train")]
+mod bench_net;
 mod demo;
 mod evaluate;
 mod export;
@@ -52,6 +54,9 @@ enum Command {
     Export(export::Args),
     /// Measure the loader (patches/s) against decode-only and copy-only bounds.
     Bench(bench::Args),
+    /// Time the network alone: training steps and prediction calls on a backend.
+    #[cfg(feature = "train")]
+    BenchNet(bench_net::Args),
     /// Train a 3D U-Net or V-Net on a store (built with the cargo feature `train`).
     #[cfg(feature = "train")]
     Train(train::Args),
@@ -109,6 +114,8 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a, &progress),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        #[cfg(feature = "train")]
+        Command::BenchNet(a) => bench_net::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => train::run(a, &progress),
         #[cfg(feature = "train")]

@@ -13,6 +13,8 @@ use ctstream::predict::model::Trained;
 use ctstream::predict::{self, SlidingWindow};
 use ctstream::store::writer::ChunkOptions;
 use ctstream::store::{Store, index};
+use burn::tensor::backend::AutodiffBackend;
+use ctstream::train::device::{self, BackendChoice, Engine, OnBackend};
 use ctstream::train::DeviceChoice;
 
 use crate::progress::Bars;
@@ -51,12 +53,17 @@ pub struct Args {
     /// Tiles per network call.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Batches predicted at once, one per thread (on the CPU; 1 on a GPU) [default: the cores].
+    /// Batches predicted at once, one per thread [default: the cores with flex; 1 with
+    /// LibTorch, whose calls use every core, and on a GPU].
     #[arg(long)]
     threads: Option<usize>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// auto (LibTorch on the CPU when built in, Burn's CUDA backend on GPUs), burn (flex on
+    /// the CPU, CubeCL on CUDA) or libtorch.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
     /// Probability at which a voxel belongs to a nodule.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
@@ -69,20 +76,26 @@ pub struct Args {
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
-    ctstream::train::device::check_built(a.device).map_err(|e| ExitError(Exit::Usage, anyhow!("--device: {e}")))?;
-    match a.device {
-        DeviceChoice::Cpu => run_on::<burn::backend::Flex>(Default::default(), &a, bars),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(n) => {
-            let device = ctstream::train::device::cuda(n).map_err(|e| anyhow!("--device: {e}"))?;
-            run_on::<burn::backend::Cuda>(device, &a, bars)
-        }
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => Err(ExitError(Exit::Usage, anyhow!("--device {}: not built", a.device))),
+    let engine = device::resolve(a.device, a.backend).map_err(|e| ExitError(Exit::Usage, anyhow!("--backend {} --device {}: {e}", a.backend, a.device)))?;
+    let opened = device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
+    opened.run(PredictOn { a: &a, bars, engine })
+}
+
+/// Prediction on the opened backend (its inference half: no autodiff).
+struct PredictOn<'a> {
+    a: &'a Args,
+    bars: &'a Bars,
+    engine: Engine,
+}
+
+impl OnBackend for PredictOn<'_> {
+    type Output = Result<(), ExitError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        run_on::<B::InnerBackend>(device, self.a, self.bars, self.engine)
     }
 }
 
-fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars) -> Result<(), ExitError> {
+fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars, engine: Engine) -> Result<(), ExitError> {
     let trained = Trained::<B>::load(&a.run, a.checkpoint, &device)?;
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let ids: Vec<String> = if a.all {
@@ -119,10 +132,9 @@ fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars) -> Result<(), Ex
         ids.len(),
         sw.patch_zyx,
         sw.overlap,
-        a.device
+        engine
     );
-    let cpu = matches!(a.device, DeviceChoice::Cpu);
-    let threads = a.threads.unwrap_or(if cpu { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 });
+    let threads = a.threads.unwrap_or(if engine.threads_inside() { 1 } else { std::thread::available_parallelism().map_or(1, |n| n.get()) });
     let mut detections = Vec::new();
     let mut findings: Vec<(String, Component)> = Vec::new();
     for id in &ids {

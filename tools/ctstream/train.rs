@@ -10,9 +10,10 @@ use ctstream::loader::{Augment, Loader, LoaderConfig, LoaderError, Negatives};
 use ctstream::progress::Progress;
 use ctstream::store::Store;
 use ctstream::train::checkpoint;
+use ctstream::train::device::OnBackend;
 use ctstream::train::fit::{Checkpoints, Validation};
 use ctstream::train::{
-    self, CpuBackend, CsvLog, DeviceChoice, LossKind, LrSchedule, ModelKind, Observer, Plan, Position, RunConfig, StepRecord, UNet3d, VNet, ValRecord,
+    self, BackendChoice, CsvLog, DeviceChoice, LossKind, LrSchedule, ModelKind, Observer, Plan, Position, RunConfig, StepRecord, UNet3d, VNet, ValRecord,
 };
 
 use crate::progress::Bars;
@@ -21,7 +22,7 @@ use crate::{Exit, ExitError, parse3};
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Writes RUN_DIR/config.json, metrics.csv (one row per step), val.csv (one row per validation) and \
 checkpoints/step-N/. Ctrl-C stops after the current step and writes a checkpoint; `ctstream train --resume RUN_DIR` \
-continues from the newest checkpoint with the same next batches. On resume only --steps/--epochs, --device, --workers, \
+continues from the newest checkpoint with the same next batches. On resume only --steps/--epochs, --device, --backend, --workers, \
 --cache, --val-every, --checkpoint-every, --keep-checkpoints and --store may be given.")]
 pub struct Args {
     /// The store to train on.
@@ -42,6 +43,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
+    /// auto (LibTorch on the CPU when built in, Burn's CUDA backend on GPUs), burn (flex on
+    /// the CPU, CubeCL on CUDA) or libtorch [default: auto; on resume, the run's backend].
+    #[arg(long)]
+    backend: Option<BackendChoice>,
     /// Patches per step [default: 8].
     #[arg(long)]
     batch_size: Option<usize>,
@@ -178,6 +183,7 @@ fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, E
         checkpoint_every: a.checkpoint_every.unwrap_or(val_every),
         keep_checkpoints: a.keep_checkpoints.unwrap_or(3),
         device: a.device.to_string(),
+        engine: None,
         seed: a.seed.unwrap_or(0),
         loader,
         ctstream_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -225,26 +231,32 @@ fn install_ctrl_c(bars: &Bars) {
     }
 }
 
-/// The device, opened and checked before anything is written.
-enum Device {
-    Cpu,
-    #[cfg(feature = "cuda")]
-    Cuda(burn::backend::cuda::CudaDevice),
-}
-
-fn open_device(choice: DeviceChoice) -> Result<Device, ExitError> {
-    train::device::check_built(choice).map_err(|e| usage(format!("--device: {e}")))?;
-    match choice {
-        DeviceChoice::Cpu => Ok(Device::Cpu),
-        #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(n) => Ok(Device::Cuda(train::device::cuda(n).map_err(|e| anyhow!("--device: {e}"))?)),
-        #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => Err(usage(format!("--device {choice}: not built"))),
+/// The backend a run asks for: the flag, or on resume the one the run last used.
+fn backend_of(a: &Args, cfg_engine: Option<&str>) -> BackendChoice {
+    match (a.backend, cfg_engine) {
+        (Some(b), _) => b,
+        (None, Some(e)) if e.starts_with("libtorch") => BackendChoice::Libtorch,
+        (None, Some(_)) => BackendChoice::Burn,
+        (None, None) if a.resume.is_some() => BackendChoice::Burn,
+        (None, None) => BackendChoice::Auto,
     }
 }
 
+/// Reads a run's `config.json`.
+fn read_config(dir: &Path) -> Result<RunConfig, ExitError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text).with_context(|| format!("{}: not a ctstream run configuration", path.display()))?)
+}
+
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
-    let device = open_device(a.device)?;
+    let previous = match &a.resume {
+        Some(dir) => Some(read_config(dir)?),
+        None => None,
+    };
+    let backend = backend_of(&a, previous.as_ref().and_then(|c| c.engine.as_deref()));
+    let engine = train::device::resolve(a.device, backend).map_err(|e| usage(format!("--backend {backend} --device {}: {e}", a.device)))?;
+    let opened = train::device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
     let (run_dir, mut cfg, resume) = match &a.resume {
         None => {
             let out = a.out.clone().ok_or_else(|| usage("--out RUN_DIR or --resume RUN_DIR is required".into()))?;
@@ -261,9 +273,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             if !fixed.is_empty() {
                 return Err(usage(format!("--resume continues the run as configured in {}; {} cannot change (start a new run instead)", dir.join("config.json").display(), fixed.join(", "))));
             }
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            let mut cfg: RunConfig = serde_json::from_str(&text).with_context(|| format!("{}: not a ctstream run configuration", path.display()))?;
+            let mut cfg = previous.clone().ok_or_else(|| anyhow!("{}: no configuration", dir.display()))?;
             let ck = checkpoint::latest(dir)?.ok_or_else(|| anyhow!("{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again", checkpoint::folder(dir).display()))?;
             if let Some(s) = &a.store {
                 cfg.store = s.clone();
@@ -273,6 +283,10 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             }
             cfg.epochs = a.epochs.or(cfg.epochs);
             cfg.device = a.device.to_string();
+            let before = cfg.engine.clone().unwrap_or_else(|| if cfg.device == "cpu" { "flex".into() } else { cfg.device.clone() });
+            if before != engine.to_string() {
+                bars.println(&format!("note: the run last trained on {before}, now on {engine}: the steps from here are not bit for bit those an uninterrupted run on {before} would take"));
+            }
             if let Some(w) = a.workers {
                 cfg.loader.workers = w;
             }
@@ -317,6 +331,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     if let Some(e) = cfg.epochs {
         cfg.steps = e * loader.batches_per_epoch();
     }
+    cfg.engine = Some(engine.to_string());
 
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let cfg_path = run_dir.join("config.json");
@@ -353,11 +368,8 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     }
     bars.start("training", Some(cfg.steps as u64));
     bars.advance(through as u64);
-    let outcome = match device {
-        Device::Cpu => run_on::<CpuBackend>(Default::default(), &cfg, &plan, &mut reporter),
-        #[cfg(feature = "cuda")]
-        Device::Cuda(d) => run_on::<train::device::CudaBackend>(d, &cfg, &plan, &mut reporter),
-    }?;
+    bars.println(&format!("training on {engine}"));
+    let outcome = opened.run(RunOn { cfg: &cfg, plan: &plan, reporter: &mut reporter })?;
     bars.finish();
     if let Some(e) = reporter.error {
         return Err(e.into());
@@ -367,6 +379,20 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         return Err(ExitError(Exit::Interrupted, anyhow!("interrupted at step {} of {}; continue with: ctstream train --resume {}", outcome.1.step, cfg.steps, run_dir.display())));
     }
     Ok(())
+}
+
+/// Builds the network on the opened backend, seeded, and runs the plan.
+struct RunOn<'a, 'b, 'c> {
+    cfg: &'a RunConfig,
+    plan: &'a Plan<'b>,
+    reporter: &'a mut Reporter<'c>,
+}
+
+impl OnBackend for RunOn<'_, '_, '_> {
+    type Output = Result<(Vec<StepRecord>, Position, bool), ExitError>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        run_on::<B>(device, self.cfg, self.plan, self.reporter)
+    }
 }
 
 /// Builds the network on `B`, seeded, and runs the plan: (records, position, stopped).
