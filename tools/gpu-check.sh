@@ -27,8 +27,11 @@ bundle="${1:-target/gpu-check}"
 
 # The same features as tools/test.sh, less LibTorch: the GPU machine has no PyTorch for a
 # LibTorch build to load. Where tools/test.sh built no LibTorch, this build is its build.
+# --all-targets resolves the dependencies' features as tools/test.sh's build does, so after
+# a LibTorch build only burn and ctstream itself are compiled again (a build of the binary
+# alone would compile a dozen dependencies again with other features).
 features=$(tools/features.sh | sed 's/,tch//')
-cargo build --release --locked --bin ctstream --features "$features"
+cargo build --release --locked --all-targets --features "$features"
 
 rm -rf "$bundle"
 mkdir -p "$bundle"
