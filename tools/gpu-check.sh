@@ -27,9 +27,9 @@ bundle="${1:-target/gpu-check}"
 
 # The same features as tools/test.sh, less LibTorch: the GPU machine has no PyTorch for a
 # LibTorch build to load. Where tools/test.sh built no LibTorch, this build is its build.
-# --all-targets resolves the dependencies' features as tools/test.sh's build does, so after
-# a LibTorch build only burn and ctstream itself are compiled again (a build of the binary
-# alone would compile a dozen dependencies again with other features).
+# --all-targets, as tools/test.sh: after a LibTorch build the crates whose features tch
+# changes are compiled again either way, and this also compiles every test the way a
+# build without PyTorch does.
 features=$(tools/features.sh | sed 's/,tch//')
 cargo build --release --locked --all-targets --features "$features"
 
