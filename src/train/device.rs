@@ -234,15 +234,6 @@ pub fn open(engine: Engine) -> Result<Opened, DeviceError> {
     }
 }
 
-/// Checks that `choice` can be used by this build with Burn's backends, without touching
-/// any GPU: the CPU always, CUDA only with the feature `cuda`.
-///
-/// # Errors
-/// [`DeviceError::NotBuilt`].
-pub fn check_built(choice: DeviceChoice) -> Result<(), DeviceError> {
-    resolve(choice, BackendChoice::Burn).map(|_| ())
-}
-
 /// Opens CUDA device `n` and checks it computes (a sum read back), turning the runtime's
 /// panic on a missing driver or device into an error.
 ///
@@ -250,35 +241,35 @@ pub fn check_built(choice: DeviceChoice) -> Result<(), DeviceError> {
 /// [`DeviceError::Unusable`] with the runtime's message.
 #[cfg(feature = "cuda")]
 pub fn cuda(n: usize) -> Result<burn::backend::cuda::CudaDevice, DeviceError> {
-    use burn::prelude::*;
     let device = burn::backend::cuda::CudaDevice::new(n);
-    let probe = {
-        let device = device.clone();
-        move || {
-            let t = Tensor::<burn::backend::Cuda, 1>::from_floats([1.0, 2.0, 3.0], &device);
-            t.sum().into_scalar().elem::<f32>()
-        }
-    };
-    match quietly(probe) {
-        Ok(6.0) => Ok(device),
-        Ok(v) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("a test sum gave {v}, not 6") }),
-        Err(message) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message }),
-    }
+    test_sum::<burn::backend::Cuda>(device.clone(), n, "")?;
+    Ok(device)
 }
 
 /// Opens LibTorch's CUDA device `n` and checks it computes.
 #[cfg(feature = "tch")]
 fn libtorch_cuda(n: usize) -> Result<burn::backend::libtorch::LibTorchDevice, DeviceError> {
-    use burn::prelude::*;
     let device = burn::backend::libtorch::LibTorchDevice::Cuda(n);
+    test_sum::<burn::backend::LibTorch<f32>>(device, n, "LibTorch: ")?;
+    Ok(device)
+}
+
+/// Sums [1, 2, 3] on CUDA device `n` of backend `B` and reads the sum back: 6, or the
+/// runtime's panic (its message after `prefix`) as [`DeviceError::Unusable`].
+#[cfg_attr(not(any(feature = "cuda", feature = "tch")), allow(dead_code))]
+fn test_sum<B: burn::prelude::Backend>(device: B::Device, n: usize, prefix: &str) -> Result<(), DeviceError>
+where
+    B::Device: std::panic::UnwindSafe,
+{
+    use burn::prelude::*;
     let probe = move || {
-        let t = Tensor::<burn::backend::LibTorch<f32>, 1>::from_floats([1.0, 2.0, 3.0], &device);
+        let t = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], &device);
         t.sum().into_scalar().elem::<f32>()
     };
     match quietly(probe) {
-        Ok(6.0) => Ok(device),
+        Ok(6.0) => Ok(()),
         Ok(v) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("a test sum gave {v}, not 6") }),
-        Err(message) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("LibTorch: {message}") }),
+        Err(message) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("{prefix}{message}") }),
     }
 }
 
@@ -330,8 +321,8 @@ mod tests {
     fn cuda_without_the_feature_is_a_clear_error() {
         let msg = DeviceError::NotBuilt(DeviceChoice::Cuda(1)).to_string();
         assert!(msg.contains("cuda:1") && msg.contains("without CUDA") && msg.contains("--features cuda"), "{msg}");
-        assert!(check_built(DeviceChoice::Cpu).is_ok());
-        assert_eq!(check_built(DeviceChoice::Cuda(1)).is_ok(), CUDA_BUILT);
+        assert!(resolve(DeviceChoice::Cpu, BackendChoice::Burn).is_ok());
+        assert_eq!(resolve(DeviceChoice::Cuda(1), BackendChoice::Burn).is_ok(), CUDA_BUILT);
     }
 
     #[test]
