@@ -17,7 +17,7 @@
 //! - **Index**: written last, from the records of every completely stored scan, each table
 //!   renamed into place.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +33,8 @@ use crate::progress::Progress;
 use crate::resample;
 use crate::store::format::{CodecSpec, Manifest, VERSION_MAJOR, VERSION_MINOR, valid_series_id};
 use crate::store::writer::{ChunkOptions, write_volume};
-use crate::store::{self, INDEX, MANIFEST, ScanRecord, StoreError, VOLUMES, index};
+use crate::labels;
+use crate::store::{self, INDEX, LabelRecord, MANIFEST, ScanRecord, StoreError, VOLUMES, index};
 
 /// The default chunk shape (z, y, x); see `format/CHUNKS.md` for the measurement.
 pub const DEFAULT_CHUNK: [usize; 3] = [16, 32, 32];
@@ -69,6 +70,9 @@ pub struct IngestConfig {
     /// larger fails before it is resampled. Default [`crate::volume::MAX_VOXELS`] (the
     /// format's limit, 4 GiB of int16); lower it to bound the memory one scan may take.
     pub max_voxels: u64,
+    /// Compute each scan's lung mask and store it as the label volumes `lungs` and
+    /// `lung_region` ([`crate::labels::lungs`]); on by default (`--no-lung-mask`).
+    pub lung_mask: bool,
 }
 
 impl IngestConfig {
@@ -89,6 +93,7 @@ impl IngestConfig {
             resume: false,
             dicom: DicomOptions::default(),
             max_voxels: crate::volume::MAX_VOXELS,
+            lung_mask: true,
         }
     }
 
@@ -212,6 +217,9 @@ pub struct IngestSummary {
     pub bytes_out: u64,
     /// Bytes of the stored voxels uncompressed (int16), for this run.
     pub bytes_raw: u64,
+    /// Seconds spent computing and writing lung masks, summed over the scans of this run
+    /// (they run on `jobs` workers at once, like the rest of a scan's work).
+    pub lung_mask_seconds: f64,
     /// Wall time of the run.
     pub seconds: f64,
 }
@@ -241,9 +249,14 @@ fn input_files(entry: &SeriesEntry) -> Vec<PathBuf> {
 }
 
 /// Fingerprint and total size of a series' input files.
-fn fingerprint(entry: &SeriesEntry, manifest: &Manifest) -> (String, u64) {
+fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool) -> (String, u64) {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&(&manifest.spacing_xyz, &manifest.hu_clip, &manifest.chunk_shape_zyx, &manifest.codec)).unwrap_or_default());
+    // A scan stored without its lung mask is stored again when one is asked for (and the
+    // other way round); fingerprints of stores made before lung masks stay as they were.
+    if lung_mask {
+        h.update(b"labels: lungs v1");
+    }
     let mut files = input_files(entry);
     files.sort();
     let mut bytes = 0;
@@ -268,10 +281,58 @@ fn source_path(entry: &SeriesEntry) -> String {
     }
 }
 
-/// Reads, resamples and writes one scan; returns its record.
-fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<ScanRecord, String> {
+/// Writes label volume `name` of scan `id` (on the scan's grid `g`) and returns its
+/// record entry.
+fn write_label(cfg: &IngestConfig, manifest: &Manifest, id: &str, name: &str, m: &ndarray::Array3<u8>, g: &crate::geometry::Geometry, source: &str, classes: &[(u8, &str)]) -> Result<LabelRecord, String> {
+    let rel = LabelRecord::file_for(id, name);
+    let path = cfg.out.join(&rel);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: 0u8 };
+    let bytes_stored = write_volume(&path, m, g, &opts).map_err(|e| e.to_string())?;
+    let s = labels::summary(m);
+    let mut components = labels::components::components(m, g);
+    let mut components_not_listed = 0;
+    let mut per_value: HashMap<u8, usize> = HashMap::new();
+    components.retain(|c| {
+        let n = per_value.entry(c.value).or_default();
+        *n += 1;
+        let keep = *n <= labels::components::MAX_LISTED;
+        components_not_listed += (!keep) as u64;
+        keep
+    });
+    Ok(LabelRecord {
+        name: name.to_string(),
+        file: rel,
+        bytes_stored,
+        source: source.to_string(),
+        counts: s.counts,
+        classes: classes.iter().map(|(v, n)| (v.to_string(), n.to_string())).collect(),
+        bbox_zyx: s.bbox_zyx,
+        components,
+        components_not_listed,
+    })
+}
+
+/// Removes files of `labels/<id>/` that the scan's new record does not list (label
+/// volumes of an earlier ingest of the scan), after the record is written.
+fn remove_unlisted_labels(root: &std::path::Path, rec: &ScanRecord) {
+    let dir = root.join(store::LABELS).join(&rec.series_id);
+    let Ok(rd) = std::fs::read_dir(&dir) else { return };
+    for e in rd.flatten() {
+        let rel = format!("{}/{}/{}", store::LABELS, rec.series_id, e.file_name().to_string_lossy());
+        if e.file_type().is_ok_and(|t| t.is_file()) && !rec.labels.iter().any(|l| l.file == rel) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Reads, resamples and writes one scan (and its lung mask); returns its record and the
+/// seconds the lung mask took.
+fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<(ScanRecord, f64), String> {
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
-    let warnings = read.warnings;
+    let mut warnings = read.warnings;
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
@@ -288,6 +349,23 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
     let path = cfg.out.join(&rel);
     let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: manifest.fill_hu };
     let bytes_stored = write_volume(&path, &hu, &g, &opts).map_err(|e| e.to_string())?;
+    let mut label_records = Vec::new();
+    let mut lung_seconds = 0.0;
+    if cfg.lung_mask {
+        let t = Instant::now();
+        let m = labels::lungs::segment(&hu, &g, &labels::lungs::LungParams::default());
+        if !m.found() {
+            warnings.push(format!(
+                "no lungs found (no air component of >= 5 ml that is mostly lung tissue; a phantom, a head CT or a crop?): the label volume {} is empty, and the loader draws negatives at random in this scan",
+                labels::LUNGS
+            ));
+        }
+        let lung_classes = [(labels::lungs::RIGHT, "right_lung"), (labels::lungs::LEFT, "left_lung")];
+        label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNG_REGION, &m.region, &g, "computed", &[(1, "lung_region")])?);
+        label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNGS, &m.lungs, &g, "computed", &lung_classes)?);
+        label_records.sort_by(|a, b| a.name.cmp(&b.name));
+        lung_seconds = t.elapsed().as_secs_f64();
+    }
     let rec = ScanRecord {
         series_id: entry.id.clone(),
         source_path: source_path(entry),
@@ -308,13 +386,15 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
         fingerprint: fp.to_string(),
         volume_file: rel,
         warnings,
+        labels: label_records,
     };
     let rec_path = cfg.out.join(VOLUMES).join(format!("{}.json", entry.id));
     // Write only what a reader accepts: the same check read_records makes.
     rec.check().map_err(|e| format!("{}: the record would be refused: {e}", rec_path.display()))?;
     let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
-    Ok(rec)
+    remove_unlisted_labels(&cfg.out, &rec);
+    Ok((rec, lung_seconds))
 }
 
 /// Creates the store (or checks an existing one against `manifest`).
@@ -351,7 +431,11 @@ fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestEr
 /// holds it, so no live process owns them. Returns how many were removed.
 fn remove_temporary_files(root: &std::path::Path) -> usize {
     let mut removed = 0;
-    for dir in [root.to_path_buf(), root.join(VOLUMES), root.join(INDEX)] {
+    let mut dirs = vec![root.to_path_buf(), root.join(VOLUMES), root.join(INDEX)];
+    if let Ok(rd) = std::fs::read_dir(root.join(store::LABELS)) {
+        dirs.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+    }
+    for dir in dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -427,7 +511,7 @@ pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadT
     let manifest = cfg.manifest();
     let sizes: Vec<u64> = on_workers(cfg.jobs, &found.entries, |e| {
         let ok = e.read(&cfg.dicom, &()).is_ok();
-        if ok { fingerprint(e, &manifest).1 } else { 0 }
+        if ok { fingerprint(e, &manifest, cfg.lung_mask).1 } else { 0 }
     })?
     .into_iter()
     .map(|r| r.unwrap_or(0))
@@ -511,7 +595,7 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     // Resume: skip what is stored with the same fingerprint.
     let mut todo = Vec::new();
     for e in entries {
-        let (fp, bytes) = fingerprint(&e, &manifest);
+        let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask);
         if existing.get(&e.id).is_some_and(|r| r.fingerprint == fp) {
             summary.skipped.push(e.id.clone());
         } else {
@@ -533,7 +617,8 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     progress.finish();
     for ((entry, _, bytes), r) in todo.iter().zip(results) {
         match r {
-            Ok(Ok(rec)) => {
+            Ok(Ok((rec, lung_seconds))) => {
+                summary.lung_mask_seconds += lung_seconds;
                 summary.bytes_in += bytes;
                 summary.bytes_out += rec.bytes_stored;
                 summary.bytes_raw += rec.bytes_raw;

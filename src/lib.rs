@@ -27,6 +27,7 @@ pub mod geometry;
 pub mod hu;
 pub mod ingest;
 pub mod io;
+pub mod labels;
 pub mod loader;
 pub mod picture;
 pub mod predict;

@@ -92,6 +92,10 @@ pub struct SynthScan {
     pub nodules: Vec<Annotation>,
     /// Class 1 (nodules) and class 0 (random lung points) candidates.
     pub candidates: Vec<Candidate>,
+    /// The generator's own lungs on the scan's grid, (z, y, x): 1 right lung (the one at
+    /// lower x), 2 left lung, 0 elsewhere; a voxel is lung where the lung's soft edge
+    /// weight is at least one half (vessels and nodules inside included).
+    pub lungs: Array3<u8>,
 }
 
 /// What [`generate`] wrote.
@@ -293,10 +297,12 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
 
     // Voxels, one slice per task; each slice's noise has its own seed.
     let mut hu = Array3::<i16>::zeros((nz, nxy, nxy));
+    let mut lung_truth = Array3::<u8>::zeros((nz, nxy, nxy));
     let noise_sigma = rng.random_range(18.0..30.0);
     let plane_len = nxy * nxy;
     let voxels = hu.as_slice_mut().expect("a new array is contiguous");
-    voxels.par_chunks_mut(plane_len).enumerate().for_each(|(k, plane)| {
+    let truth = lung_truth.as_slice_mut().expect("a new array is contiguous");
+    voxels.par_chunks_mut(plane_len).zip(truth.par_chunks_mut(plane_len)).enumerate().for_each(|(k, (plane, truth_plane))| {
         let z = z0 + k as f64 * sz;
         let mut srng = ChaCha8Rng::seed_from_u64(sub_seed(seed, index as u64, 1000 + k as u64));
         let normal = Normal::new(0.0, 1.0).expect("unit normal is valid");
@@ -335,9 +341,13 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
                 // Lungs.
                 let mut in_lung = 0.0f64;
                 if ls > 0.05 {
-                    for l in &lungs {
+                    for (side, l) in lungs.iter().enumerate() {
                         let e = Ellipse { cx: l.cx, cy: l.cy, rx: l.rx * ls, ry: l.ry * ls };
-                        in_lung = in_lung.max(inside(e.sdist(x, y), w));
+                        let a = inside(e.sdist(x, y), w);
+                        if a >= 0.5 {
+                            truth_plane[yi * nxy + xi] = side as u8 + 1;
+                        }
+                        in_lung = in_lung.max(a);
                     }
                 }
                 if in_lung > 0.0 {
@@ -391,7 +401,7 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
             diameter_mm: Some(round_to(2.0 * (n.radii[0] * n.radii[1] * n.radii[2]).cbrt(), 3)),
         })
         .collect();
-    SynthScan { series_id, hu, geometry, nodules, candidates }
+    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {

@@ -10,14 +10,76 @@ pub const MAGIC: [u8; 8] = *b"CTVOLUME";
 /// Major version this code reads and writes; newer majors are refused.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version this code writes: 1.1 adds `index/checksums.json` and records'
-/// `warnings` (format/FORMAT.md, "Versions").
-pub const VERSION_MINOR: u16 = 1;
+/// `warnings`; 1.2 adds label volumes (format/FORMAT.md, "Versions").
+pub const VERSION_MINOR: u16 = 2;
 /// Bytes from the start of the file to the end of the header.
 pub const HEADER_SIZE: usize = 256;
 /// Bytes per chunk table entry.
 pub const ENTRY_SIZE: usize = 16;
 /// `dtype` code: int16 little-endian.
 pub const DTYPE_I16: u8 = 1;
+/// `dtype` code: uint8 (label volumes, from format 1.2).
+pub const DTYPE_U8: u8 = 2;
+
+/// A voxel type a volume file can hold: int16 HU (scans) or uint8 labels. The bytes of
+/// each are FORMAT.md's `dtype` codes.
+pub trait Voxel: Copy + Send + Sync + std::fmt::Debug + PartialEq + 'static {
+    /// The header's `dtype` code.
+    const DTYPE: u8;
+    /// Bytes per voxel.
+    const BYTES: usize;
+    /// The voxel from its little-endian bytes (`BYTES` of them).
+    fn from_le(b: &[u8]) -> Self;
+    /// Appends the voxel's little-endian bytes.
+    fn push_le(self, out: &mut Vec<u8>);
+    /// The voxel type's value of a header's `fill_value`, if it has one.
+    fn from_fill(v: i16) -> Option<Self>;
+    /// The header's `fill_value` for this value.
+    fn to_fill(self) -> i16;
+}
+
+impl Voxel for i16 {
+    const DTYPE: u8 = DTYPE_I16;
+    const BYTES: usize = 2;
+    fn from_le(b: &[u8]) -> Self {
+        i16::from_le_bytes([b[0], b[1]])
+    }
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn from_fill(v: i16) -> Option<Self> {
+        Some(v)
+    }
+    fn to_fill(self) -> i16 {
+        self
+    }
+}
+
+impl Voxel for u8 {
+    const DTYPE: u8 = DTYPE_U8;
+    const BYTES: usize = 1;
+    fn from_le(b: &[u8]) -> Self {
+        b[0]
+    }
+    fn push_le(self, out: &mut Vec<u8>) {
+        out.push(self);
+    }
+    fn from_fill(v: i16) -> Option<Self> {
+        u8::try_from(v).ok()
+    }
+    fn to_fill(self) -> i16 {
+        self as i16
+    }
+}
+
+/// Bytes per voxel of a `dtype` code, for the codes this version knows.
+pub fn dtype_bytes(dtype: u8) -> Option<usize> {
+    match dtype {
+        DTYPE_I16 => Some(2),
+        DTYPE_U8 => Some(1),
+        _ => None,
+    }
+}
 /// `codec` code: one zstd frame per chunk.
 pub const CODEC_ZSTD: u8 = 1;
 /// `checksum` code: CRC-32 (zlib's).
@@ -92,7 +154,9 @@ pub struct VolumeHeader {
     pub spacing_xyz: [f64; 3],
     /// Direction, row-major.
     pub direction: [f64; 9],
-    /// HU of voxels outside the volume.
+    /// `dtype` code: [`DTYPE_I16`] (scans) or [`DTYPE_U8`] (label volumes).
+    pub dtype: u8,
+    /// Value of voxels outside the volume (HU for scans, 0 for label volumes).
     pub fill_value: i16,
     /// Total file size in bytes.
     pub file_size: u64,
@@ -112,6 +176,11 @@ impl VolumeHeader {
     /// Voxels per chunk.
     pub fn chunk_voxels(&self) -> usize {
         self.chunk_shape_zyx.iter().product()
+    }
+
+    /// Bytes per voxel of the file's dtype.
+    pub fn voxel_bytes(&self) -> usize {
+        dtype_bytes(self.dtype).unwrap_or(2)
     }
 
     /// Offset of the first payload byte: header, table, table CRC.
@@ -134,6 +203,12 @@ impl VolumeHeader {
         if !g.is_identity_direction() {
             return Err(format!("direction {:?} is not the identity: stored grids are axis-aligned", self.direction));
         }
+        match self.dtype {
+            DTYPE_I16 => {}
+            DTYPE_U8 if (0..=255).contains(&self.fill_value) => {}
+            DTYPE_U8 => return Err(format!("fill_value {} is not a uint8 value", self.fill_value)),
+            d => return Err(format!("unknown dtype code {d}")),
+        }
         Ok(())
     }
 
@@ -153,7 +228,7 @@ impl VolumeHeader {
         for i in 0..9 {
             b[88 + 8 * i..96 + 8 * i].copy_from_slice(&self.direction[i].to_le_bytes());
         }
-        b[160] = DTYPE_I16;
+        b[160] = self.dtype;
         b[161] = CODEC_ZSTD;
         b[162] = CHECKSUM_CRC32;
         b[164..166].copy_from_slice(&self.fill_value.to_le_bytes());
@@ -194,7 +269,7 @@ impl VolumeHeader {
         if u32_at(12) as usize != HEADER_SIZE || u64_at(176) != HEADER_SIZE as u64 {
             return Err(corrupt(format!("header_size {} / table_offset {} are not 256", u32_at(12), u64_at(176))));
         }
-        if (b[160], b[161], b[162]) != (DTYPE_I16, CODEC_ZSTD, CHECKSUM_CRC32) {
+        if dtype_bytes(b[160]).is_none() || (b[161], b[162]) != (CODEC_ZSTD, CHECKSUM_CRC32) {
             return Err(corrupt(format!("unknown dtype/codec/checksum codes {}/{}/{}", b[160], b[161], b[162])));
         }
         let shape_zyx = std::array::from_fn(|a| u32_at(16 + 4 * a) as usize);
@@ -206,6 +281,7 @@ impl VolumeHeader {
             origin_xyz: std::array::from_fn(|a| f64_at(40 + 8 * a)),
             spacing_xyz: std::array::from_fn(|a| f64_at(64 + 8 * a)),
             direction: std::array::from_fn(|i| f64_at(88 + 8 * i)),
+            dtype: b[160],
             fill_value: i16::from_le_bytes([b[164], b[165]]),
             file_size: u64_at(184),
         };
@@ -350,4 +426,19 @@ pub fn valid_series_id(id: &str) -> bool {
         && b.len() <= 128
         && b[0].is_ascii_alphanumeric()
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+/// Whether `name` may name a label volume: `^[a-z][a-z0-9_]{0,31}$` (FORMAT.md).
+///
+/// ```
+/// use ctstream::store::format::valid_label_name;
+/// assert!(valid_label_name("lungs"));
+/// assert!(valid_label_name("lung_region"));
+/// assert!(!valid_label_name("Lungs"));
+/// assert!(!valid_label_name("../x"));
+/// assert!(!valid_label_name(""));
+/// ```
+pub fn valid_label_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b.len() <= 32 && b[0].is_ascii_lowercase() && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }

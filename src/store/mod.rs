@@ -78,6 +78,18 @@ pub enum StoreError {
         /// The process id recorded by the holder, if readable.
         holder: Option<u32>,
     },
+    /// The scan has no label volume of that name.
+    #[error("{store}: series {id} has no label volume {name:?} (it has: {})", if have.is_empty() { "none".to_string() } else { have.join(", ") })]
+    LabelNotFound {
+        /// The store.
+        store: PathBuf,
+        /// The series id.
+        id: String,
+        /// The name asked for.
+        name: String,
+        /// The names it has.
+        have: Vec<String>,
+    },
     /// The series is not in the store.
     #[error("{store}: no series {id} in the store")]
     SeriesNotFound {
@@ -146,6 +158,101 @@ pub struct ScanRecord {
     /// `--allow-missing-slices`, clamped voxels); absent when there is nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The scan's label volumes, ordered by name (format 1.2; absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelRecord>,
+}
+
+/// One label volume of a scan, as its record lists it (FORMAT.md, "Label volumes").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelRecord {
+    /// The name (`lungs`, `lung_region`, a user's name): `^[a-z][a-z0-9_]{0,31}$`.
+    pub name: String,
+    /// `labels/<series_id>/<name>.ctv`, relative to the store.
+    pub file: String,
+    /// Bytes of the file.
+    pub bytes_stored: u64,
+    /// `computed` (ingest's own), or the label map's path.
+    pub source: String,
+    /// `[value, voxels]` of every value other than 0 present, ascending by value.
+    pub counts: Vec<[u64; 2]>,
+    /// A name per value, where known (`"1": "right_lung"`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub classes: BTreeMap<String, String>,
+    /// First voxel and one past the last (z, y, x) of the values other than 0; `None` when
+    /// the volume is all 0.
+    pub bbox_zyx: Option<[[usize; 3]; 2]>,
+    /// The 6-connected components of each value, by value and then largest first: at most
+    /// [`crate::labels::components::MAX_LISTED`] per value (the rows of
+    /// `components.parquet`).
+    #[serde(default)]
+    pub components: Vec<crate::labels::components::LabelComponent>,
+    /// Components of each value left out of `components` beyond that limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub components_not_listed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl LabelRecord {
+    /// The file a label volume of scan `series_id` named `name` is stored in.
+    pub fn file_for(series_id: &str, name: &str) -> String {
+        format!("{LABELS}/{series_id}/{name}.ctv")
+    }
+
+    /// Voxels with a value other than 0.
+    pub fn foreground_voxels(&self) -> u64 {
+        self.counts.iter().map(|c| c[1]).sum()
+    }
+
+    /// Voxels with value `v` (0 for a value not present; `v` = 0 is not counted).
+    pub fn voxels_of(&self, v: u8) -> u64 {
+        self.counts.iter().find(|c| c[0] == v as u64).map_or(0, |c| c[1])
+    }
+
+    /// Checks the entry against FORMAT.md's rules for scan `rec` (name, file, counts,
+    /// box inside the shape).
+    ///
+    /// # Errors
+    /// A message naming the field.
+    pub fn check(&self, rec_id: &str, shape_zyx: [usize; 3]) -> Result<(), String> {
+        if !format::valid_label_name(&self.name) {
+            return Err(format!("labels: name {:?} is not a label name (^[a-z][a-z0-9_]{{0,31}}$)", self.name));
+        }
+        let want = Self::file_for(rec_id, &self.name);
+        if self.file != want {
+            return Err(format!("labels {}: file {:?} is not {want:?}", self.name, self.file));
+        }
+        let voxels: u64 = shape_zyx.iter().map(|&n| n as u64).product();
+        let mut last = 0u64;
+        let mut total = 0u64;
+        for &[v, n] in &self.counts {
+            if v == 0 || v > 255 || v <= last || n == 0 {
+                return Err(format!("labels {}: counts entry [{v}, {n}] is not a value 1..=255 in ascending order with a positive count", self.name));
+            }
+            last = v;
+            total = total.saturating_add(n);
+        }
+        if total > voxels {
+            return Err(format!("labels {}: counts add up to {total} voxels, more than the scan's {voxels}", self.name));
+        }
+        match self.bbox_zyx {
+            None if total > 0 => return Err(format!("labels {}: bbox_zyx is null but {total} voxels are labelled", self.name)),
+            Some(_) if total == 0 => return Err(format!("labels {}: bbox_zyx is given but no voxel is labelled", self.name)),
+            Some([lo, hi]) if (0..3).any(|a| lo[a] >= hi[a] || hi[a] > shape_zyx[a]) => {
+                return Err(format!("labels {}: bbox_zyx {lo:?}..{hi:?} is not a box inside the shape {shape_zyx:?}", self.name));
+            }
+            _ => {}
+        }
+        for c in &self.components {
+            if self.voxels_of(c.value) < c.voxels || c.voxels == 0 || (0..3).any(|a| c.bbox_zyx[0][a] >= c.bbox_zyx[1][a] || c.bbox_zyx[1][a] > shape_zyx[a]) {
+                return Err(format!("labels {}: component {} of value {} ({} voxels, box {:?}) does not fit the counts and the shape", self.name, c.component, c.value, c.voxels, c.bbox_zyx));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ScanRecord {
@@ -183,7 +290,18 @@ impl ScanRecord {
         if self.hu_min > self.hu_max || !self.hu_mean.is_finite() || self.hu_mean < self.hu_min as f64 || self.hu_mean > self.hu_max as f64 {
             return Err(format!("hu_min {} / hu_max {} / hu_mean {} are not an HU range", self.hu_min, self.hu_max, self.hu_mean));
         }
+        for (i, l) in self.labels.iter().enumerate() {
+            l.check(&self.series_id, self.shape_zyx)?;
+            if i > 0 && self.labels[i - 1].name >= l.name {
+                return Err(format!("labels: {:?} after {:?} (names must be unique and in order)", l.name, self.labels[i - 1].name));
+            }
+        }
         Ok(())
+    }
+
+    /// The label volume named `name`, if the scan has one.
+    pub fn label(&self, name: &str) -> Option<&LabelRecord> {
+        self.labels.iter().find(|l| l.name == name)
     }
 }
 
@@ -217,6 +335,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const VOLUMES: &str = "volumes";
 /// The folder of parquet tables.
 pub const INDEX: &str = "index";
+/// The folder of label volumes (one sub-folder per scan; format 1.2).
+pub const LABELS: &str = "labels";
 
 /// An open store: its manifest and the scans that are completely stored. Thread-safe;
 /// volume files are opened (and memory-mapped) on first use and shared. Scans whose
@@ -228,6 +348,7 @@ pub struct Store {
     scans: BTreeMap<String, ScanRecord>,
     damaged: Vec<DamagedRecord>,
     open: Mutex<BTreeMap<String, Arc<VolumeFile>>>,
+    open_labels: Mutex<BTreeMap<(String, String), Arc<VolumeFile>>>,
 }
 
 /// Reads and checks `manifest.json` of the store at `root`.
@@ -294,12 +415,16 @@ fn read_record(root: &Path, p: &Path, id: &str) -> Result<ScanRecord, String> {
     if r.series_id != id {
         return Err(format!("series_id {:?} does not match the file name", r.series_id));
     }
-    let vol = root.join(&r.volume_file);
-    match std::fs::metadata(&vol) {
-        Ok(m) if m.is_file() && m.len() == r.bytes_stored => Ok(r),
-        Ok(m) => Err(format!("volume file {} is {} bytes, the record says {} (truncated or replaced)", vol.display(), m.len(), r.bytes_stored)),
-        Err(e) => Err(format!("volume file {}: {e}", vol.display())),
+    let files = std::iter::once(("volume file", &r.volume_file, r.bytes_stored)).chain(r.labels.iter().map(|l| ("label volume", &l.file, l.bytes_stored)));
+    for (what, file, bytes) in files {
+        let vol = root.join(file);
+        match std::fs::metadata(&vol) {
+            Ok(m) if m.is_file() && m.len() == bytes => {}
+            Ok(m) => return Err(format!("{what} {} is {} bytes, the record says {bytes} (truncated or replaced)", vol.display(), m.len())),
+            Err(e) => return Err(format!("{what} {}: {e}", vol.display())),
+        }
     }
+    Ok(r)
 }
 
 impl Store {
@@ -310,7 +435,7 @@ impl Store {
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let manifest = read_manifest(root)?;
         let Records { scans, damaged } = read_records(root)?;
-        Ok(Store { root: root.to_path_buf(), manifest, scans, damaged, open: Mutex::new(BTreeMap::new()) })
+        Ok(Store { root: root.to_path_buf(), manifest, scans, damaged, open: Mutex::new(BTreeMap::new()), open_labels: Mutex::new(BTreeMap::new()) })
     }
 
     /// Scans whose record is damaged (left out of [`Store::scans`]); `ingest --resume`
@@ -369,5 +494,56 @@ impl Store {
     /// [`StoreError::SeriesNotFound`], [`StoreError::Corrupt`] naming the chunk.
     pub fn read_region(&self, id: &str, r: Region) -> Result<ndarray::Array3<i16>, StoreError> {
         self.volume(id)?.read_region(r)
+    }
+
+    /// The open label volume `name` of a scan (opened on first use, checked to be uint8
+    /// on exactly the scan's grid, then shared).
+    ///
+    /// # Errors
+    /// [`StoreError::SeriesNotFound`]; [`StoreError::LabelNotFound`] when the scan has no
+    /// such label volume; [`StoreError::Corrupt`] for a file that is damaged or not on the
+    /// scan's grid.
+    pub fn label(&self, id: &str, name: &str) -> Result<Arc<VolumeFile>, StoreError> {
+        let rec = self.scan(id)?;
+        let Some(l) = rec.label(name) else {
+            return Err(StoreError::LabelNotFound { store: self.root.clone(), id: id.to_string(), name: name.to_string(), have: rec.labels.iter().map(|l| l.name.clone()).collect() });
+        };
+        let key = (id.to_string(), name.to_string());
+        if let Some(v) = self.open_labels.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(v);
+        }
+        let path = self.root.join(&l.file);
+        let v = VolumeFile::open(&path)?;
+        let h = v.header();
+        let g = rec.geometry();
+        let bad = |field: &str, found: String, want: String| StoreError::Corrupt { path: path.clone(), chunk: None, message: format!("{field} {found} is not the scan's {want}: a label volume lies on its scan's grid") };
+        if h.dtype != format::DTYPE_U8 {
+            return Err(bad("dtype", h.dtype.to_string(), "label dtype 2 (uint8)".into()));
+        }
+        if h.shape_zyx != rec.shape_zyx {
+            return Err(bad("shape_zyx", format!("{:?}", h.shape_zyx), format!("{:?}", rec.shape_zyx)));
+        }
+        if h.chunk_shape_zyx != rec.chunk_shape_zyx {
+            return Err(bad("chunk_shape_zyx", format!("{:?}", h.chunk_shape_zyx), format!("{:?}", rec.chunk_shape_zyx)));
+        }
+        if h.origin_xyz != g.origin_xyz || h.spacing_xyz != g.spacing_xyz {
+            return Err(bad("origin_xyz/spacing_xyz", format!("{:?}/{:?}", h.origin_xyz, h.spacing_xyz), format!("{:?}/{:?}", g.origin_xyz, g.spacing_xyz)));
+        }
+        if h.fill_value != 0 {
+            return Err(bad("fill_value", h.fill_value.to_string(), "0".into()));
+        }
+        let v = Arc::new(v);
+        if let Ok(mut m) = self.open_labels.lock() {
+            m.insert(key, v.clone());
+        }
+        Ok(v)
+    }
+
+    /// Reads a region of a scan's label volume `name`; voxels outside the scan read as 0.
+    ///
+    /// # Errors
+    /// As [`Store::label`], and [`StoreError::Corrupt`] naming the chunk.
+    pub fn read_label_region(&self, id: &str, name: &str, r: Region) -> Result<ndarray::Array3<u8>, StoreError> {
+        self.label(id, name)?.read_region_as::<u8>(r)
     }
 }

@@ -7,7 +7,7 @@ use memmap2::Mmap;
 use ndarray::{Array3, s};
 
 use super::StoreError;
-use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader};
+use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader, Voxel};
 use crate::geometry::Geometry;
 
 /// A box of voxels: start (z, y, x), which may be negative, and shape (z, y, x).
@@ -112,14 +112,25 @@ impl VolumeFile {
         &self.path
     }
 
-    /// Decodes chunk `(cz, cy, cx)` after checking its CRC-32 and size: `Cz*Cy*Cx`
-    /// values in C order.
+    /// Decodes chunk `(cz, cy, cx)` of a scan (int16) after checking its CRC-32 and size:
+    /// `Cz*Cy*Cx` values in C order.
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] naming the file and the chunk.
+    /// [`StoreError::Corrupt`] naming the file and the chunk, or a file of another dtype.
     pub fn decode_chunk(&self, chunk_zyx: [usize; 3]) -> Result<Vec<i16>, StoreError> {
+        self.decode_chunk_as::<i16>(chunk_zyx)
+    }
+
+    /// Decodes chunk `(cz, cy, cx)` as voxels of type `T` (`i16` for scans, `u8` for
+    /// label volumes), after checking its CRC-32 and size.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] naming the file and the chunk; [`StoreError::Invalid`] when
+    /// the file holds another dtype.
+    pub fn decode_chunk_as<T: Voxel>(&self, chunk_zyx: [usize; 3]) -> Result<Vec<T>, StoreError> {
         let grid = self.header.grid();
         let corrupt = |message: String| StoreError::Corrupt { path: self.path.clone(), chunk: Some(chunk_zyx), message };
+        self.check_dtype::<T>()?;
         if (0..3).any(|a| chunk_zyx[a] >= grid[a]) {
             return Err(corrupt(format!("outside the chunk grid {grid:?}")));
         }
@@ -130,12 +141,26 @@ impl VolumeFile {
         if crc != e.crc {
             return Err(corrupt(format!("checksum mismatch (table {:08x}, payload {crc:08x})", e.crc)));
         }
-        let want = self.header.chunk_voxels() * 2;
+        let want = self.header.chunk_voxels() * T::BYTES;
         let raw = zstd::bulk::decompress(payload, want).map_err(|err| corrupt(format!("zstd frame does not decode: {err}")))?;
         if raw.len() != want {
             return Err(corrupt(format!("decodes to {} bytes, the chunk shape needs {want}", raw.len())));
         }
-        Ok(raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect())
+        Ok(raw.chunks_exact(T::BYTES).map(T::from_le).collect())
+    }
+
+    /// The file's dtype code (FORMAT.md: 1 int16, 2 uint8).
+    pub fn dtype(&self) -> u8 {
+        self.header.dtype
+    }
+
+    fn check_dtype<T: Voxel>(&self) -> Result<(), StoreError> {
+        if self.header.dtype != T::DTYPE {
+            return Err(StoreError::Invalid {
+                message: format!("{}: holds dtype {}, read as dtype {} (1 int16 scan, 2 uint8 label volume)", self.path.display(), self.header.dtype, T::DTYPE),
+            });
+        }
+        Ok(())
     }
 
     /// Reads a region; voxels outside the volume are the fill value. Only the chunks the
@@ -147,14 +172,26 @@ impl VolumeFile {
         self.read_region_with(r, |c| self.decode_chunk(c))
     }
 
+    /// Reads a region as voxels of type `T` (`u8` for a label volume); voxels outside
+    /// the volume are the fill value.
+    ///
+    /// # Errors
+    /// As [`VolumeFile::decode_chunk_as`].
+    pub fn read_region_as<T: Voxel>(&self, r: Region) -> Result<Array3<T>, StoreError> {
+        self.check_dtype::<T>()?;
+        self.read_region_with(r, |c| self.decode_chunk_as::<T>(c))
+    }
+
     /// Reads a region, getting each chunk it touches (as [`VolumeFile::decode_chunk`]
     /// would return it) from `chunk`, e.g. through a cache.
     ///
     /// # Errors
     /// Whatever `chunk` returns.
-    pub fn read_region_with<C: AsRef<[i16]>>(&self, r: Region, mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>) -> Result<Array3<i16>, StoreError> {
+    pub fn read_region_with<T: Voxel, C: AsRef<[T]>>(&self, r: Region, mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>) -> Result<Array3<T>, StoreError> {
         let h = &self.header;
-        let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), h.fill_value);
+        self.check_dtype::<T>()?;
+        let fill = T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), chunk: None, message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype) })?;
+        let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), fill);
         for cz_cy_cx in self.chunks_touched(r) {
             let data = chunk(cz_cy_cx)?;
             self.copy_chunk_into(r, cz_cy_cx, data.as_ref(), &mut out);
@@ -186,7 +223,7 @@ impl VolumeFile {
 
     /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
     /// and the volume into `out` (the region's array).
-    fn copy_chunk_into(&self, r: Region, cz_cy_cx: [usize; 3], data: &[i16], out: &mut Array3<i16>) {
+    fn copy_chunk_into<T: Voxel>(&self, r: Region, cz_cy_cx: [usize; 3], data: &[T], out: &mut Array3<T>) {
         let h = &self.header;
         let c = h.chunk_shape_zyx;
         let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
@@ -217,5 +254,13 @@ impl VolumeFile {
     /// As [`VolumeFile::read_region`].
     pub fn read_all(&self) -> Result<Array3<i16>, StoreError> {
         self.read_region(Region { start_zyx: [0; 3], shape_zyx: self.header.shape_zyx })
+    }
+
+    /// Reads the whole volume as voxels of type `T`.
+    ///
+    /// # Errors
+    /// As [`VolumeFile::read_region_as`].
+    pub fn read_all_as<T: Voxel>(&self) -> Result<Array3<T>, StoreError> {
+        self.read_region_as(Region { start_zyx: [0; 3], shape_zyx: self.header.shape_zyx })
     }
 }

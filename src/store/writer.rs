@@ -8,27 +8,35 @@ use ndarray::{Array3, s};
 use rayon::prelude::*;
 
 use super::StoreError;
-use super::format::{ChunkEntry, VolumeHeader};
+use super::format::{ChunkEntry, VolumeHeader, Voxel};
 use crate::fsutil::write_atomic;
 use crate::geometry::Geometry;
 
 /// How to chunk and compress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkOptions {
+pub struct ChunkOptions<T = i16> {
     /// Chunk shape (z, y, x).
     pub chunk_shape_zyx: [usize; 3],
     /// zstd level.
     pub level: i32,
-    /// HU for the padding of edge chunks.
-    pub fill_value: i16,
+    /// The value of the padding of edge chunks (HU for scans, 0 for label volumes).
+    pub fill_value: T,
+}
+
+impl ChunkOptions<i16> {
+    /// The same chunking for a label volume (uint8, padding 0).
+    pub fn for_labels(&self) -> ChunkOptions<u8> {
+        ChunkOptions { chunk_shape_zyx: self.chunk_shape_zyx, level: self.level, fill_value: 0 }
+    }
 }
 
 /// Writes `hu` (shape (z, y, x)) with geometry `g` as a volume file at `path`
 /// (FORMAT.md), returning the file's size in bytes. The file appears only when complete.
+/// `T` is `i16` for scans and `u8` for label volumes (FORMAT.md, "Label volumes").
 ///
 /// # Errors
 /// [`StoreError::Io`] naming the file; [`StoreError::Invalid`] for an empty volume or chunk.
-pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOptions) -> Result<u64, StoreError> {
+pub fn write_volume<T: Voxel>(path: &Path, hu: &Array3<T>, g: &Geometry, opts: &ChunkOptions<T>) -> Result<u64, StoreError> {
     let shape_zyx = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
     let mut header = VolumeHeader {
         version_minor: super::format::VERSION_MINOR,
@@ -37,7 +45,8 @@ pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOpt
         origin_xyz: g.origin_xyz,
         spacing_xyz: g.spacing_xyz,
         direction: g.direction,
-        fill_value: opts.fill_value,
+        dtype: T::DTYPE,
+        fill_value: opts.fill_value.to_fill(),
         file_size: 0,
     };
     // Write only what the reader accepts (the same check it makes).
@@ -53,9 +62,9 @@ pub fn write_volume(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: &ChunkOpt
             let (z1, y1, x1) = ((z0 + c[0]).min(shape_zyx[0]), (y0 + c[1]).min(shape_zyx[1]), (x0 + c[2]).min(shape_zyx[2]));
             let mut chunk = Array3::from_elem((c[0], c[1], c[2]), opts.fill_value);
             chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&hu.slice(s![z0..z1, y0..y1, x0..x1]));
-            let mut raw = Vec::with_capacity(chunk.len() * 2);
+            let mut raw = Vec::with_capacity(chunk.len() * T::BYTES);
             for v in chunk.iter() {
-                raw.extend_from_slice(&v.to_le_bytes());
+                v.push_le(&mut raw);
             }
             zstd::bulk::compress(&raw, opts.level)
         })

@@ -1,0 +1,544 @@
+//! Lung masks from HU alone (no network weights), computed at ingest on the stored grid
+//! and stored as the label volumes `lungs` (0 outside, 1 right lung, 2 left lung) and
+//! `lung_region` (the lungs dilated by a margin, 0/1).
+//!
+//! The method, after RadIO's `segment` and the Data Science Bowl 2017 winner's
+//! preprocessing (lfz/DSB2017 `preprocessing/step1.py`), with their parameters where
+//! they carry over:
+//!
+//! 1. **Air**: voxels below -400 HU ([`LungParams::air_below_hu`]), in 6-connected 3D
+//!    components (as `scipy.ndimage.label` makes them).
+//! 2. **Lung components** are those of at least 5 ml whose voxels are mostly lung
+//!    parenchyma, not gas: at least half above -950 HU. Lung tissue is -950..-500 HU
+//!    even in emphysema-free inspiration scans; the air outside the body, the gas in the
+//!    bowel and the lumen of the airways are about -1000 HU. This is what keeps the
+//!    bowel gas next to the lung bases out (TotalSegmentator's example: lungs 100 %
+//!    parenchyma, bowel gas 26-35 %). A component that touches the in-plane border of
+//!    the scan and holds more than 20 % voxels at or below -1000 HU is outside air even
+//!    when partial volume makes it look like tissue (corners beside the table). A lung
+//!    cut by the field of view (a crop) touches the border too, but with parenchyma:
+//!    it is kept.
+//! 3. **Right and left**: the body's midline is the mean x of the voxels at or above the
+//!    air threshold (body and table, which is symmetric), or the scanner's x = 0 when the
+//!    field of view cuts the body at its left or right edge. A component lies on the side
+//!    of its centroid (patient's right is -x in LPS, value 1); one with more than a fifth
+//!    of its voxels on each side but under 5 % within 10 mm of the midline (lungs joined at
+//!    a thin anterior junction) is cut at the midline.
+//! 4. **Holes** of each lung are filled slice by slice (2D, 4-connected background from
+//!    the slice's border), so vessels and nodules inside the lung belong to it; nothing
+//!    is eroded, so nodules at the pleura are not cut away from the lung region.
+//! 5. **Region**: `lungs > 0` dilated by a box of [`LungParams::region_margin_mm`] per axis
+//!    (at least one voxel): it holds nodules attached to the pleura and is where
+//!    prediction looks and negatives are drawn.
+//!
+//! Not done (yet): removing the trachea and main bronchi where they join the lungs'
+//! component (they are gas, so they lower its parenchyma share but stay in it).
+//!
+//! Written here rather than taken from `ndarray-ndimage` (which [`super::components`]
+//! uses): the labelling ([`segment`] says why), hole filling (the crate has none) and the
+//! box dilation ([`dilate_box`] says why).
+
+use ndarray::Array3;
+
+use crate::geometry::Geometry;
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// The thresholds and sizes of the method (module doc), as ingest uses them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LungParams {
+    /// Voxels below this are air (and lung): -400 HU.
+    pub air_below_hu: i16,
+    /// Voxels above this are parenchyma, not gas: -950 HU.
+    pub parenchyma_above_hu: i16,
+    /// Voxels at or below this are gas: -1000 HU.
+    pub gas_at_most_hu: i16,
+    /// A lung component's least share of parenchyma voxels: 0.5.
+    pub min_parenchyma_share: f64,
+    /// A component touching the in-plane border with more gas than this share is outside
+    /// air: 0.2.
+    pub max_border_gas_share: f64,
+    /// A lung component's least volume: 5 ml.
+    pub min_component_ml: f64,
+    /// The margin of `lung_region` around the lungs: 10 mm.
+    pub region_margin_mm: f64,
+}
+
+impl Default for LungParams {
+    fn default() -> Self {
+        LungParams {
+            air_below_hu: -400,
+            parenchyma_above_hu: -950,
+            gas_at_most_hu: -1000,
+            min_parenchyma_share: 0.5,
+            max_border_gas_share: 0.2,
+            min_component_ml: 5.0,
+            region_margin_mm: 10.0,
+        }
+    }
+}
+
+/// The value of the right lung in `lungs`.
+pub const RIGHT: u8 = 1;
+/// The value of the left lung in `lungs`.
+pub const LEFT: u8 = 2;
+
+/// One 3D air component the method looked at (those of at least 1 ml), and whether it
+/// was taken as lung.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AirComponent {
+    /// Volume, ml.
+    pub ml: f64,
+    /// Share of voxels above [`LungParams::parenchyma_above_hu`].
+    pub parenchyma_share: f64,
+    /// Share of voxels at or below [`LungParams::gas_at_most_hu`].
+    pub gas_share: f64,
+    /// Whether it touches the in-plane border of the scan.
+    pub touches_border: bool,
+    /// Taken as lung.
+    pub lung: bool,
+}
+
+/// A computed lung mask.
+#[derive(Debug, Clone)]
+pub struct LungMask {
+    /// 0 outside, [`RIGHT`], [`LEFT`].
+    pub lungs: Array3<u8>,
+    /// 0 outside, 1 inside the lungs dilated by the margin.
+    pub region: Array3<u8>,
+    /// Right lung, ml.
+    pub right_ml: f64,
+    /// Left lung, ml.
+    pub left_ml: f64,
+    /// The air components of at least 1 ml, largest first.
+    pub air_components: Vec<AirComponent>,
+}
+
+impl LungMask {
+    /// Whether any lung was found.
+    pub fn found(&self) -> bool {
+        self.right_ml + self.left_ml > 0.0
+    }
+}
+
+#[derive(Clone, Default)]
+struct Stat {
+    voxels: u64,
+    parenchyma: u64,
+    gas: u64,
+    border: bool,
+    sum_x: f64,
+    right_of_mid: u64,
+    near_mid: u64,
+}
+
+/// A run of air voxels `[x0, x1)` along x in row `row` (= z * ny + y), with its
+/// parenchyma and gas voxels.
+#[derive(Clone, Copy)]
+struct Run {
+    row: u32,
+    x0: u32,
+    x1: u32,
+    parenchyma: u32,
+    gas: u32,
+}
+
+/// What one plane contributes: its runs, and its body (non-air) voxels' count, x sum and
+/// count on the x border.
+#[derive(Default)]
+struct PlaneRuns {
+    runs: Vec<Run>,
+    body_n: u64,
+    body_x: f64,
+    body_on_x_border: u64,
+}
+
+fn find(parent: &mut [u32], mut i: u32) -> u32 {
+    while parent[i as usize] != i {
+        let up = parent[parent[i as usize] as usize];
+        parent[i as usize] = up;
+        i = up;
+    }
+    i
+}
+
+fn union(parent: &mut [u32], a: u32, b: u32) {
+    let (ra, rb) = (find(parent, a), find(parent, b));
+    if ra != rb {
+        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        parent[hi as usize] = lo;
+    }
+}
+
+/// Joins the runs of two neighbouring rows (`a` and `b`, each sorted by x) that share
+/// an x: face neighbours across the rows.
+fn join_rows(parent: &mut [u32], runs: &[Run], a: std::ops::Range<usize>, b: std::ops::Range<usize>) {
+    let (mut i, mut j) = (a.start, b.start);
+    while i < a.end && j < b.end {
+        let (ra, rb) = (runs[i], runs[j]);
+        if ra.x0 < rb.x1 && rb.x0 < ra.x1 {
+            union(parent, i as u32, j as u32);
+        }
+        if ra.x1 < rb.x1 { i += 1 } else { j += 1 }
+    }
+}
+
+/// Voxels of `[x0, x1)` within `[lo, hi]` (real bounds).
+fn overlap(x0: u32, x1: u32, lo: f64, hi: f64) -> u64 {
+    let a = (x0 as f64).max(lo.ceil());
+    let b = ((x1 - 1) as f64).min(hi.floor());
+    if b >= a { (b - a) as u64 + 1 } else { 0 }
+}
+
+/// Computes the lung mask of `hu` (a stored volume, (z, y, x), on the axis-aligned grid
+/// `g`) (module doc).
+///
+/// Air components are found as runs along x joined across rows and slices by a
+/// union-find (6-connected, as `scipy.ndimage.label`): on a 228x512x512 scan this takes a
+/// quarter of the time of `ndarray-ndimage`'s `label`, which also needs a 4-byte label per
+/// voxel, and it gives each component's counts without another pass.
+pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
+    let (nz, ny, nx) = hu.dim();
+    let spacing_xyz = g.spacing_xyz;
+    let voxel_ml = spacing_xyz.iter().product::<f64>() / 1000.0;
+    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), region: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new() };
+    let hu_owned;
+    let hu_c: &[i16] = match hu.as_slice() {
+        Some(s) => s,
+        None => {
+            hu_owned = hu.as_standard_layout().into_owned();
+            match hu_owned.as_slice() {
+                Some(s) => s,
+                None => return empty(),
+            }
+        }
+    };
+    if hu_c.is_empty() || (nz as u64) * (ny as u64) >= u32::MAX as u64 || nx as u64 >= u32::MAX as u64 {
+        return empty();
+    }
+
+    // Runs of air, plane by plane in parallel.
+    let planes: Vec<PlaneRuns> = hu_c
+        .par_chunks(ny * nx)
+        .enumerate()
+        .map(|(z, plane)| {
+            let mut out = PlaneRuns::default();
+            for (y, row) in plane.chunks_exact(nx).enumerate() {
+                let r = (z * ny + y) as u32;
+                let mut x = 0;
+                while x < nx {
+                    if row[x] >= p.air_below_hu {
+                        out.body_n += 1;
+                        out.body_x += x as f64;
+                        out.body_on_x_border += (x == 0 || x + 1 == nx) as u64;
+                        x += 1;
+                        continue;
+                    }
+                    let x0 = x;
+                    let (mut parenchyma, mut gas) = (0u32, 0u32);
+                    while x < nx && row[x] < p.air_below_hu {
+                        parenchyma += (row[x] > p.parenchyma_above_hu) as u32;
+                        gas += (row[x] <= p.gas_at_most_hu) as u32;
+                        x += 1;
+                    }
+                    out.runs.push(Run { row: r, x0: x0 as u32, x1: x as u32, parenchyma, gas });
+                }
+            }
+            out
+        })
+        .collect();
+    let (mut body_n, mut body_x, mut body_edge) = (0u64, 0f64, 0u64);
+    let mut runs = Vec::with_capacity(planes.iter().map(|p| p.runs.len()).sum());
+    for pr in planes {
+        body_n += pr.body_n;
+        body_x += pr.body_x;
+        body_edge += pr.body_on_x_border;
+        runs.extend(pr.runs);
+    }
+    if runs.len() >= u32::MAX as usize {
+        return empty();
+    }
+    // Where each row's runs start (rows in order; runs in a row by x).
+    let rows = nz * ny;
+    let mut row_start = vec![0usize; rows + 1];
+    for r in &runs {
+        row_start[r.row as usize + 1] += 1;
+    }
+    for i in 0..rows {
+        row_start[i + 1] += row_start[i];
+    }
+    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
+    for z in 0..nz {
+        for y in 0..ny {
+            let r = z * ny + y;
+            let here = row_start[r]..row_start[r + 1];
+            if here.is_empty() {
+                continue;
+            }
+            if y > 0 {
+                join_rows(&mut parent, &runs, here.clone(), row_start[r - 1]..row_start[r]);
+            }
+            if z > 0 {
+                let q = r - ny;
+                join_rows(&mut parent, &runs, here.clone(), row_start[q]..row_start[q + 1]);
+            }
+        }
+    }
+
+    // The body's midline: the mean x of the voxels that are not air, unless the field of
+    // view cuts the body at its left or right edge (more than 5 % of the edge is body: a
+    // crop), where the scanner's x = 0 is the better guess.
+    let cropped = body_edge as f64 > 0.05 * (2 * nz * ny) as f64;
+    let midline = if cropped || body_n == 0 { (0.0 - g.origin_xyz[0]) / spacing_xyz[0] } else { body_x / body_n as f64 };
+    // Voxels within 10 mm of the midline: a component with few of them is two lungs
+    // joined at a thin junction; one with many is a lung across the midline.
+    let junction = 10.0 / spacing_xyz[0];
+
+    // Components: each run's root, numbered in order, with their counts.
+    let mut comp_of_root = vec![u32::MAX; runs.len()];
+    let mut comp = vec![0u32; runs.len()];
+    let mut stats: Vec<Stat> = Vec::new();
+    for i in 0..runs.len() {
+        let root = find(&mut parent, i as u32) as usize;
+        if comp_of_root[root] == u32::MAX {
+            comp_of_root[root] = stats.len() as u32;
+            stats.push(Stat::default());
+        }
+        let c = comp_of_root[root];
+        comp[i] = c;
+        let r = runs[i];
+        let y = r.row as usize % ny;
+        let len = (r.x1 - r.x0) as u64;
+        let s = &mut stats[c as usize];
+        s.voxels += len;
+        s.parenchyma += r.parenchyma as u64;
+        s.gas += r.gas as u64;
+        s.border |= y == 0 || y + 1 == ny || r.x0 == 0 || r.x1 as usize == nx;
+        s.sum_x += (r.x0 as f64 + r.x1 as f64 - 1.0) * len as f64 / 2.0;
+        s.right_of_mid += overlap(r.x0, r.x1, f64::NEG_INFINITY, midline.ceil() - 1.0);
+        s.near_mid += overlap(r.x0, r.x1, midline - junction, midline + junction);
+    }
+
+    let mut air_components = Vec::new();
+    // 0: not lung; RIGHT / LEFT: the whole component; CUT: cut at the midline.
+    const CUT: u8 = 3;
+    let mut side = vec![0u8; stats.len()];
+    for (l, s) in stats.iter().enumerate() {
+        let ml = s.voxels as f64 * voxel_ml;
+        let parenchyma_share = s.parenchyma as f64 / s.voxels as f64;
+        let gas_share = s.gas as f64 / s.voxels as f64;
+        let lung = ml >= p.min_component_ml && parenchyma_share >= p.min_parenchyma_share && !(s.border && gas_share > p.max_border_gas_share);
+        if lung {
+            let right_share = s.right_of_mid as f64 / s.voxels as f64;
+            let near_share = s.near_mid as f64 / s.voxels as f64;
+            side[l] = if right_share > 0.2 && right_share < 0.8 && near_share < 0.05 {
+                CUT
+            } else if (s.sum_x / s.voxels as f64) < midline {
+                RIGHT
+            } else {
+                LEFT
+            };
+        }
+        if ml >= 1.0 {
+            air_components.push(AirComponent { ml, parenchyma_share, gas_share, touches_border: s.border, lung });
+        }
+    }
+    air_components.sort_by(|a, b| b.ml.total_cmp(&a.ml));
+
+    let mut out = vec![0u8; hu_c.len()];
+    for (r, &c) in runs.iter().zip(&comp) {
+        let sd = side[c as usize];
+        if sd == 0 {
+            continue;
+        }
+        let base = r.row as usize * nx;
+        for x in r.x0 as usize..r.x1 as usize {
+            out[base + x] = match sd {
+                CUT if (x as f64) < midline => RIGHT,
+                CUT => LEFT,
+                s => s,
+            };
+        }
+    }
+    drop(runs);
+
+    out.par_chunks_mut(ny * nx).for_each(|plane| {
+        if let Ok(mut p) = ndarray::ArrayViewMut2::from_shape((ny, nx), plane) {
+            for value in [RIGHT, LEFT] {
+                fill_holes_2d(&mut p, value);
+            }
+        }
+    });
+
+    let (mut right, mut left) = (0u64, 0u64);
+    for &v in &out {
+        right += (v == RIGHT) as u64;
+        left += (v == LEFT) as u64;
+    }
+    let lungs = Array3::from_shape_vec((nz, ny, nx), out).unwrap_or_else(|_| Array3::zeros((nz, ny, nx)));
+    let region = dilate_box(&lungs, spacing_xyz, p.region_margin_mm);
+    LungMask { lungs, region, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components }
+}
+
+/// Sets to `value` the pixels of a slice that are 0 and not reachable from the slice's
+/// border through pixels other than `value` (4-connected): the holes of that lung.
+fn fill_holes_2d(plane: &mut ndarray::ArrayViewMut2<u8>, value: u8) {
+    let (ny, nx) = plane.dim();
+    // Only the box around the lung (one pixel wider) can hold its holes.
+    let (mut y0, mut y1, mut x0, mut x1) = (usize::MAX, 0, usize::MAX, 0);
+    for ((y, x), &v) in plane.indexed_iter() {
+        if v == value {
+            (y0, y1, x0, x1) = (y0.min(y), y1.max(y + 1), x0.min(x), x1.max(x + 1));
+        }
+    }
+    if y0 == usize::MAX {
+        return;
+    }
+    let (y0, x0, y1, x1) = (y0.saturating_sub(1), x0.saturating_sub(1), (y1 + 1).min(ny), (x1 + 1).min(nx));
+    let (h, w) = (y1 - y0, x1 - x0);
+    let mut win = plane.slice_mut(ndarray::s![y0..y1, x0..x1]);
+    let mut outside = vec![false; h * w];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let push = |y: usize, x: usize, outside: &mut Vec<bool>, stack: &mut Vec<(usize, usize)>| {
+        if !outside[y * w + x] && win[[y, x]] != value {
+            outside[y * w + x] = true;
+            stack.push((y, x));
+        }
+    };
+    for x in 0..w {
+        push(0, x, &mut outside, &mut stack);
+        push(h - 1, x, &mut outside, &mut stack);
+    }
+    for y in 0..h {
+        push(y, 0, &mut outside, &mut stack);
+        push(y, w - 1, &mut outside, &mut stack);
+    }
+    while let Some((y, x)) = stack.pop() {
+        if y > 0 {
+            push(y - 1, x, &mut outside, &mut stack);
+        }
+        if y + 1 < h {
+            push(y + 1, x, &mut outside, &mut stack);
+        }
+        if x > 0 {
+            push(y, x - 1, &mut outside, &mut stack);
+        }
+        if x + 1 < w {
+            push(y, x + 1, &mut outside, &mut stack);
+        }
+    }
+    for (o, v) in outside.iter().zip(win.iter_mut()) {
+        if !*o && *v == 0 {
+            *v = value;
+        }
+    }
+}
+
+/// `m > 0` dilated by a box of `margin_mm` (at least one voxel) along each axis: 0/1.
+/// Separable, within the box around the set voxels: one pass forwards and one backwards
+/// per axis, each counting the voxels since the last one set; the passes along z and y
+/// run over whole rows in memory order. Written here rather than with `ndarray-ndimage`'s
+/// `maximum_filter1d`, which copies and pads each lane: on a 226x512x512 scan that took
+/// 1.7-2.3 s, this takes under a tenth of it.
+pub fn dilate_box(m: &Array3<u8>, spacing_xyz: [f64; 3], margin_mm: f64) -> Array3<u8> {
+    let (nz, ny, nx) = m.dim();
+    let r = |s: f64| ((margin_mm / s).round() as usize).max(1);
+    let rad = [r(spacing_xyz[2]), r(spacing_xyz[1]), r(spacing_xyz[0])];
+    // Only the box around the set voxels, widened by the margin, can change.
+    let Some([lo, hi]) = super::summary(m).bbox_zyx else { return Array3::zeros((nz, ny, nx)) };
+    let lo: [usize; 3] = std::array::from_fn(|a| lo[a].saturating_sub(rad[a]));
+    let hi: [usize; 3] = std::array::from_fn(|a| (hi[a] + rad[a]).min(m.shape()[a]));
+    let (bz, by, bx) = (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
+    let mut v: Vec<u8> = m.slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]]).iter().map(|&x| (x > 0) as u8).collect();
+    // Along x: within each row.
+    v.par_chunks_mut(bx).for_each_init(Vec::new, |hit, row| dilate_line(row, rad[2], hit));
+    // Along y and z: rows of a plane (y) or planes of the volume (z) are the "voxels" of
+    // the line, and a running count per column replaces the one counter of a line.
+    v.par_chunks_mut(by * bx).for_each(|plane| dilate_lines_of_rows(plane, bx, rad[1]));
+    dilate_lines_of_rows(&mut v, by * bx, rad[0]);
+    let mut out = Array3::<u8>::zeros((nz, ny, nx));
+    if let Ok(b) = ndarray::ArrayView3::from_shape((bz, by, bx), &v) {
+        out.slice_mut(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]]).assign(&b);
+    }
+    out
+}
+
+/// Sets every element within `r` of a set element of `line` (0/1).
+fn dilate_line(line: &mut [u8], r: usize, hit: &mut Vec<u8>) {
+    let mut since = usize::MAX / 2;
+    hit.clear();
+    hit.resize(line.len(), 0);
+    for (i, &v) in line.iter().enumerate() {
+        since = if v != 0 { 0 } else { since + 1 };
+        hit[i] = (since <= r) as u8;
+    }
+    since = usize::MAX / 2;
+    for i in (0..line.len()).rev() {
+        since = if line[i] != 0 { 0 } else { since + 1 };
+        line[i] = hit[i] | (since <= r) as u8;
+    }
+}
+
+/// [`dilate_line`] along the rows of `data` (rows of `width` elements): element `x` of
+/// row `k` is set when element `x` of a row within `r` of `k` is set.
+fn dilate_lines_of_rows(data: &mut [u8], width: usize, r: usize) {
+    if width == 0 || data.len() < width {
+        return;
+    }
+    let rows = data.len() / width;
+    let far = u32::MAX / 2;
+    let r = r.min(far as usize - 1) as u32;
+    let mut since = vec![far; width];
+    let mut hit = vec![0u8; data.len()];
+    for k in 0..rows {
+        let row = &data[k * width..(k + 1) * width];
+        let h = &mut hit[k * width..(k + 1) * width];
+        for x in 0..width {
+            since[x] = if row[x] != 0 { 0 } else { since[x].saturating_add(1) };
+            h[x] = (since[x] <= r) as u8;
+        }
+    }
+    since.iter_mut().for_each(|s| *s = far);
+    for k in (0..rows).rev() {
+        let row = &mut data[k * width..(k + 1) * width];
+        let h = &hit[k * width..(k + 1) * width];
+        for x in 0..width {
+            since[x] = if row[x] != 0 { 0 } else { since[x].saturating_add(1) };
+            row[x] = h[x] | (since[x] <= r) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use ndarray::Array2;
+
+    #[test]
+    fn holes_inside_a_lung_are_filled_and_the_outside_is_not() {
+        // A ring of value 1 around a 0 centre, beside a 0 notch open to the border.
+        let mut p = Array2::<u8>::zeros((5, 7));
+        for (y, x) in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 3), (3, 1), (3, 2), (3, 3)] {
+            p[[y, x]] = 1;
+        }
+        p[[2, 5]] = 2;
+        fill_holes_2d(&mut p.view_mut(), 1);
+        assert_eq!(p[[2, 2]], 1);
+        assert_eq!(p[[2, 4]], 0);
+        assert_eq!(p[[0, 0]], 0);
+        assert_eq!(p[[2, 5]], 2);
+    }
+
+    #[test]
+    fn box_dilation_reaches_margin_over_spacing_voxels_per_axis() {
+        let mut m = Array3::<u8>::zeros((9, 9, 9));
+        m[[4, 4, 4]] = 2;
+        // 2 mm margin: 1 voxel along z (2 mm), 2 along y and x (1 mm).
+        let d = dilate_box(&m, [1.0, 1.0, 2.0], 2.0);
+        assert_eq!(d.iter().map(|&v| v as usize).sum::<usize>(), 3 * 5 * 5);
+        assert_eq!(d[[3, 2, 6]], 1);
+        assert_eq!(d[[2, 4, 4]], 0);
+        assert_eq!(d[[4, 4, 7]], 0);
+    }
+}
