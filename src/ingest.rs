@@ -291,8 +291,9 @@ fn write_label(cfg: &IngestConfig, manifest: &Manifest, id: &str, name: &str, m:
     }
     let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: 0u8 };
     let bytes_stored = write_volume(&path, m, g, &opts).map_err(|e| e.to_string())?;
-    let s = labels::summary(m);
     let mut components = labels::components::components(m, g);
+    // The counts and the box follow from the components (every voxel is in one).
+    let s = labels::Summary::of_components(&components);
     let mut components_not_listed = 0;
     let mut per_value: HashMap<u8, usize> = HashMap::new();
     components.retain(|c| {
@@ -361,9 +362,7 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
             ));
         }
         let lung_classes = [(labels::lungs::RIGHT, "right_lung"), (labels::lungs::LEFT, "left_lung")];
-        label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNG_REGION, &m.region, &g, "computed", &[(1, "lung_region")])?);
         label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNGS, &m.lungs, &g, "computed", &lung_classes)?);
-        label_records.sort_by(|a, b| a.name.cmp(&b.name));
         lung_seconds = t.elapsed().as_secs_f64();
     }
     let rec = ScanRecord {
@@ -640,11 +639,23 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let records = store::read_records(&cfg.out)?;
     let scans = records.scans;
     summary.damaged = records.damaged;
-    let (nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
+    let (mut nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
+    // Whether each nodule lies in its scan's lung region: a damaged label volume is the
+    // scan's problem (`ctstream verify` names it), not a reason to write no index.
+    if let Ok(store) = store::Store::open(&cfg.out)
+        && let Err(e) = index::mark_in_lung_region(&store, &mut nodule_rows)
+    {
+        summary.warnings.push(Failure { source: cfg.out.display().to_string(), reason: format!("in_lung_region left out of nodules.parquet: {e}") });
+        nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
+    }
     let (cand_rows, missing_c) = index::candidate_rows(&scans, &candidates);
     let dir = cfg.out.join(INDEX);
     let (t_scans, t_nodules, t_candidates) = (index::scans_batch(&scans), index::nodules_batch(&nodule_rows), index::candidates_batch(&cand_rows));
-    index::write_index(&dir, &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates)])?;
+    let (t_labels, t_components) = (index::labels_batch(&scans), index::components_batch(&scans));
+    index::write_index(
+        &dir,
+        &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates), ("labels.parquet", &t_labels), ("components.parquet", &t_components)],
+    )?;
 
     summary.scans_in_store = scans.len();
     summary.nodules_indexed = nodule_rows.len();

@@ -1,9 +1,8 @@
 //! The connected components of a label volume, per value: 6-connected (faces), as
-//! `scipy.ndimage.label`'s default, labelled by `ndarray-ndimage` (a port of scipy's
-//! algorithm). These are the rows of `index/components.parquet` (format/INDEX.md).
+//! `scipy.ndimage.label`'s default ([`super::runs`]). These are the rows of
+//! `index/components.parquet` (format/INDEX.md).
 
 use ndarray::Array3;
-use ndarray_ndimage::{Kernel3d, label};
 use serde::{Deserialize, Serialize};
 
 use crate::geometry::Geometry;
@@ -47,49 +46,58 @@ pub const MAX_LISTED: usize = 1000;
 /// assert_eq!((c[0].voxels, c[0].centroid_zyx), (2, [2.0, 2.0, 1.5]));
 /// ```
 pub fn components(m: &Array3<u8>, g: &Geometry) -> Vec<LabelComponent> {
-    let mut present = [false; 256];
-    m.iter().for_each(|&v| present[v as usize] = true);
+    let (nz, ny, nx) = m.dim();
+    let owned;
+    let data: &[u8] = match m.as_slice() {
+        Some(s) => s,
+        None => {
+            owned = m.as_standard_layout().into_owned();
+            owned.as_slice().unwrap_or(&[])
+        }
+    };
+    let Some(lab) = super::runs::label(data, [nz, ny, nx], |&v| v) else { return Vec::new() };
     let voxel_mm3 = g.spacing_xyz.iter().product::<f64>();
-    let kernel = Kernel3d::Star.generate();
-    let mut out = Vec::new();
-    for value in (1..=255u8).filter(|&v| present[v as usize]) {
-        let mask = m.mapv(|v| v == value);
-        let (labels, n) = label::<u32>(&mask, &kernel);
-        #[derive(Clone)]
-        struct Acc {
-            voxels: u64,
-            sum: [f64; 3],
-            lo: [usize; 3],
-            hi: [usize; 3],
+    #[derive(Clone)]
+    struct Acc {
+        value: u8,
+        voxels: u64,
+        sum: [f64; 3],
+        lo: [usize; 3],
+        hi: [usize; 3],
+    }
+    let mut acc = vec![Acc { value: 0, voxels: 0, sum: [0.0; 3], lo: [usize::MAX; 3], hi: [0; 3] }; lab.count];
+    for (r, &c) in lab.runs.iter().zip(&lab.component) {
+        let (z, y) = (r.row as usize / ny, r.row as usize % ny);
+        let (x0, x1, len) = (r.x0 as usize, r.x1 as usize, r.len());
+        let a = &mut acc[c as usize];
+        a.value = r.key;
+        a.voxels += len;
+        a.sum[0] += z as f64 * len as f64;
+        a.sum[1] += y as f64 * len as f64;
+        a.sum[2] += (x0 + x1 - 1) as f64 * len as f64 / 2.0;
+        for (k, (lo, hi)) in [(z, z + 1), (y, y + 1), (x0, x1)].into_iter().enumerate() {
+            a.lo[k] = a.lo[k].min(lo);
+            a.hi[k] = a.hi[k].max(hi);
         }
-        let mut acc = vec![Acc { voxels: 0, sum: [0.0; 3], lo: [usize::MAX; 3], hi: [0; 3] }; n + 1];
-        for ((z, y, x), &l) in labels.indexed_iter() {
-            if l == 0 {
-                continue;
-            }
-            let a = &mut acc[l as usize];
-            a.voxels += 1;
-            for (k, i) in [z, y, x].into_iter().enumerate() {
-                a.sum[k] += i as f64;
-                a.lo[k] = a.lo[k].min(i);
-                a.hi[k] = a.hi[k].max(i + 1);
-            }
-        }
-        // scipy numbers components in order of first voxel; keep that order for ties.
-        let mut list: Vec<&Acc> = acc[1..].iter().filter(|a| a.voxels > 0).collect();
-        list.sort_by(|a, b| b.voxels.cmp(&a.voxels));
-        for (k, a) in list.into_iter().enumerate() {
-            let centroid_zyx = a.sum.map(|s| s / a.voxels as f64);
-            out.push(LabelComponent {
-                value,
-                component: k as u32 + 1,
-                voxels: a.voxels,
-                centroid_zyx,
-                centroid_world_xyz: g.index_to_world(centroid_zyx),
-                bbox_zyx: [a.lo, a.hi],
-                equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI).cbrt(),
-            });
-        }
+    }
+    // By value, then largest first; a stable sort keeps scipy's order (first voxel) for ties.
+    acc.sort_by(|a, b| a.value.cmp(&b.value).then(b.voxels.cmp(&a.voxels)));
+    let mut out: Vec<LabelComponent> = Vec::with_capacity(acc.len());
+    for a in acc {
+        let component = match out.last() {
+            Some(prev) if prev.value == a.value => prev.component + 1,
+            _ => 1,
+        };
+        let centroid_zyx = a.sum.map(|s| s / a.voxels as f64);
+        out.push(LabelComponent {
+            value: a.value,
+            component,
+            voxels: a.voxels,
+            centroid_zyx,
+            centroid_world_xyz: g.index_to_world(centroid_zyx),
+            bbox_zyx: [a.lo, a.hi],
+            equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI).cbrt(),
+        });
     }
     out
 }

@@ -1,6 +1,6 @@
 //! Lung masks from HU alone (no network weights), computed at ingest on the stored grid
-//! and stored as the label volumes `lungs` (0 outside, 1 right lung, 2 left lung) and
-//! `lung_region` (the lungs dilated by a margin, 0/1).
+//! and stored as the label volume `lungs` (0 outside, 1 right lung, 2 left lung); the lung
+//! region (the lungs dilated by a margin) is derived from it where it is read.
 //!
 //! The method, after RadIO's `segment` and the Data Science Bowl 2017 winner's
 //! preprocessing (lfz/DSB2017 `preprocessing/step1.py`), with their parameters where
@@ -27,16 +27,16 @@
 //! 4. **Holes** of each lung are filled slice by slice (2D, 4-connected background from
 //!    the slice's border), so vessels and nodules inside the lung belong to it; nothing
 //!    is eroded, so nodules at the pleura are not cut away from the lung region.
-//! 5. **Region**: `lungs > 0` dilated by a box of [`LungParams::region_margin_mm`] per axis
-//!    (at least one voxel): it holds nodules attached to the pleura and is where
-//!    prediction looks and negatives are drawn.
+//! 5. **Region** ([`region`], not stored): `lungs > 0` dilated by a box of
+//!    [`super::LUNG_REGION_MARGIN_MM`] per axis (at least one voxel): it holds nodules
+//!    attached to the pleura, and is where prediction looks.
 //!
 //! Not done (yet): removing the trachea and main bronchi where they join the lungs'
 //! component (they are gas, so they lower its parenchyma share but stay in it).
 //!
-//! Written here rather than taken from `ndarray-ndimage` (which [`super::components`]
-//! uses): the labelling ([`segment`] says why), hole filling (the crate has none) and the
-//! box dilation ([`dilate_box`] says why).
+//! Written here rather than taken from `ndarray-ndimage`: the labelling
+//! ([`super::runs`] says why), hole filling (the crate has none) and the box dilation
+//! ([`dilate_box`] says why).
 
 use ndarray::Array3;
 
@@ -60,8 +60,6 @@ pub struct LungParams {
     pub max_border_gas_share: f64,
     /// A lung component's least volume: 5 ml.
     pub min_component_ml: f64,
-    /// The margin of `lung_region` around the lungs: 10 mm.
-    pub region_margin_mm: f64,
 }
 
 impl Default for LungParams {
@@ -73,7 +71,6 @@ impl Default for LungParams {
             min_parenchyma_share: 0.5,
             max_border_gas_share: 0.2,
             min_component_ml: 5.0,
-            region_margin_mm: 10.0,
         }
     }
 }
@@ -104,8 +101,6 @@ pub struct AirComponent {
 pub struct LungMask {
     /// 0 outside, [`RIGHT`], [`LEFT`].
     pub lungs: Array3<u8>,
-    /// 0 outside, 1 inside the lungs dilated by the margin.
-    pub region: Array3<u8>,
     /// Right lung, ml.
     pub right_ml: f64,
     /// Left lung, ml.
@@ -132,57 +127,6 @@ struct Stat {
     near_mid: u64,
 }
 
-/// A run of air voxels `[x0, x1)` along x in row `row` (= z * ny + y), with its
-/// parenchyma and gas voxels.
-#[derive(Clone, Copy)]
-struct Run {
-    row: u32,
-    x0: u32,
-    x1: u32,
-    parenchyma: u32,
-    gas: u32,
-}
-
-/// What one plane contributes: its runs, and its body (non-air) voxels' count, x sum and
-/// count on the x border.
-#[derive(Default)]
-struct PlaneRuns {
-    runs: Vec<Run>,
-    body_n: u64,
-    body_x: f64,
-    body_on_x_border: u64,
-}
-
-fn find(parent: &mut [u32], mut i: u32) -> u32 {
-    while parent[i as usize] != i {
-        let up = parent[parent[i as usize] as usize];
-        parent[i as usize] = up;
-        i = up;
-    }
-    i
-}
-
-fn union(parent: &mut [u32], a: u32, b: u32) {
-    let (ra, rb) = (find(parent, a), find(parent, b));
-    if ra != rb {
-        let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
-        parent[hi as usize] = lo;
-    }
-}
-
-/// Joins the runs of two neighbouring rows (`a` and `b`, each sorted by x) that share
-/// an x: face neighbours across the rows.
-fn join_rows(parent: &mut [u32], runs: &[Run], a: std::ops::Range<usize>, b: std::ops::Range<usize>) {
-    let (mut i, mut j) = (a.start, b.start);
-    while i < a.end && j < b.end {
-        let (ra, rb) = (runs[i], runs[j]);
-        if ra.x0 < rb.x1 && rb.x0 < ra.x1 {
-            union(parent, i as u32, j as u32);
-        }
-        if ra.x1 < rb.x1 { i += 1 } else { j += 1 }
-    }
-}
-
 /// Voxels of `[x0, x1)` within `[lo, hi]` (real bounds).
 fn overlap(x0: u32, x1: u32, lo: f64, hi: f64) -> u64 {
     let a = (x0 as f64).max(lo.ceil());
@@ -193,15 +137,12 @@ fn overlap(x0: u32, x1: u32, lo: f64, hi: f64) -> u64 {
 /// Computes the lung mask of `hu` (a stored volume, (z, y, x), on the axis-aligned grid
 /// `g`) (module doc).
 ///
-/// Air components are found as runs along x joined across rows and slices by a
-/// union-find (6-connected, as `scipy.ndimage.label`): on a 228x512x512 scan this takes a
-/// quarter of the time of `ndarray-ndimage`'s `label`, which also needs a 4-byte label per
-/// voxel, and it gives each component's counts without another pass.
+/// Air components come from [`super::runs::label`].
 pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     let (nz, ny, nx) = hu.dim();
     let spacing_xyz = g.spacing_xyz;
     let voxel_ml = spacing_xyz.iter().product::<f64>() / 1000.0;
-    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), region: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new() };
+    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new() };
     let hu_owned;
     let hu_c: &[i16] = match hu.as_slice() {
         Some(s) => s,
@@ -217,73 +158,18 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         return empty();
     }
 
-    // Runs of air, plane by plane in parallel.
-    let planes: Vec<PlaneRuns> = hu_c
-        .par_chunks(ny * nx)
-        .enumerate()
-        .map(|(z, plane)| {
-            let mut out = PlaneRuns::default();
-            for (y, row) in plane.chunks_exact(nx).enumerate() {
-                let r = (z * ny + y) as u32;
-                let mut x = 0;
-                while x < nx {
-                    if row[x] >= p.air_below_hu {
-                        out.body_n += 1;
-                        out.body_x += x as f64;
-                        out.body_on_x_border += (x == 0 || x + 1 == nx) as u64;
-                        x += 1;
-                        continue;
-                    }
-                    let x0 = x;
-                    let (mut parenchyma, mut gas) = (0u32, 0u32);
-                    while x < nx && row[x] < p.air_below_hu {
-                        parenchyma += (row[x] > p.parenchyma_above_hu) as u32;
-                        gas += (row[x] <= p.gas_at_most_hu) as u32;
-                        x += 1;
-                    }
-                    out.runs.push(Run { row: r, x0: x0 as u32, x1: x as u32, parenchyma, gas });
-                }
-            }
-            out
-        })
-        .collect();
-    let (mut body_n, mut body_x, mut body_edge) = (0u64, 0f64, 0u64);
-    let mut runs = Vec::with_capacity(planes.iter().map(|p| p.runs.len()).sum());
-    for pr in planes {
-        body_n += pr.body_n;
-        body_x += pr.body_x;
-        body_edge += pr.body_on_x_border;
-        runs.extend(pr.runs);
+    let Some(lab) = super::runs::label(hu_c, [nz, ny, nx], |&v| (v < p.air_below_hu) as u8) else { return empty() };
+    // The body (not air): its voxels, x sum and voxels on the x border, from the runs.
+    let (mut air_n, mut air_x, mut air_edge) = (0u64, 0f64, 0u64);
+    for r in &lab.runs {
+        air_n += r.len();
+        air_x += (r.x0 as f64 + r.x1 as f64 - 1.0) * r.len() as f64 / 2.0;
+        air_edge += (r.x0 == 0) as u64 + (r.x1 as usize == nx) as u64;
     }
-    if runs.len() >= u32::MAX as usize {
-        return empty();
-    }
-    // Where each row's runs start (rows in order; runs in a row by x).
-    let rows = nz * ny;
-    let mut row_start = vec![0usize; rows + 1];
-    for r in &runs {
-        row_start[r.row as usize + 1] += 1;
-    }
-    for i in 0..rows {
-        row_start[i + 1] += row_start[i];
-    }
-    let mut parent: Vec<u32> = (0..runs.len() as u32).collect();
-    for z in 0..nz {
-        for y in 0..ny {
-            let r = z * ny + y;
-            let here = row_start[r]..row_start[r + 1];
-            if here.is_empty() {
-                continue;
-            }
-            if y > 0 {
-                join_rows(&mut parent, &runs, here.clone(), row_start[r - 1]..row_start[r]);
-            }
-            if z > 0 {
-                let q = r - ny;
-                join_rows(&mut parent, &runs, here.clone(), row_start[q]..row_start[q + 1]);
-            }
-        }
-    }
+    let rows = (nz * ny) as u64;
+    let body_n = rows * nx as u64 - air_n;
+    let body_x = rows as f64 * (nx as f64 * (nx as f64 - 1.0) / 2.0) - air_x;
+    let body_edge = rows * if nx > 1 { 2 } else { 1 } - air_edge;
 
     // The body's midline: the mean x of the voxels that are not air, unless the field of
     // view cuts the body at its left or right edge (more than 5 % of the edge is body: a
@@ -294,25 +180,21 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     // joined at a thin junction; one with many is a lung across the midline.
     let junction = 10.0 / spacing_xyz[0];
 
-    // Components: each run's root, numbered in order, with their counts.
-    let mut comp_of_root = vec![u32::MAX; runs.len()];
-    let mut comp = vec![0u32; runs.len()];
-    let mut stats: Vec<Stat> = Vec::new();
-    for i in 0..runs.len() {
-        let root = find(&mut parent, i as u32) as usize;
-        if comp_of_root[root] == u32::MAX {
-            comp_of_root[root] = stats.len() as u32;
-            stats.push(Stat::default());
-        }
-        let c = comp_of_root[root];
-        comp[i] = c;
-        let r = runs[i];
+    // Each component's counts, from its runs.
+    let mut stats = vec![Stat::default(); lab.count];
+    for (r, &c) in lab.runs.iter().zip(&lab.component) {
         let y = r.row as usize % ny;
-        let len = (r.x1 - r.x0) as u64;
+        let len = r.len();
+        let voxels = &hu_c[r.row as usize * nx + r.x0 as usize..r.row as usize * nx + r.x1 as usize];
         let s = &mut stats[c as usize];
         s.voxels += len;
-        s.parenchyma += r.parenchyma as u64;
-        s.gas += r.gas as u64;
+        let (mut par, mut gas) = (0u64, 0u64);
+        for &v in voxels {
+            par += (v > p.parenchyma_above_hu) as u64;
+            gas += (v <= p.gas_at_most_hu) as u64;
+        }
+        s.parenchyma += par;
+        s.gas += gas;
         s.border |= y == 0 || y + 1 == ny || r.x0 == 0 || r.x1 as usize == nx;
         s.sum_x += (r.x0 as f64 + r.x1 as f64 - 1.0) * len as f64 / 2.0;
         s.right_of_mid += overlap(r.x0, r.x1, f64::NEG_INFINITY, midline.ceil() - 1.0);
@@ -346,21 +228,22 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     air_components.sort_by(|a, b| b.ml.total_cmp(&a.ml));
 
     let mut out = vec![0u8; hu_c.len()];
-    for (r, &c) in runs.iter().zip(&comp) {
+    for (r, &c) in lab.runs.iter().zip(&lab.component) {
         let sd = side[c as usize];
         if sd == 0 {
             continue;
         }
         let base = r.row as usize * nx;
-        for x in r.x0 as usize..r.x1 as usize {
-            out[base + x] = match sd {
-                CUT if (x as f64) < midline => RIGHT,
-                CUT => LEFT,
-                s => s,
-            };
+        let (x0, x1) = (r.x0 as usize, r.x1 as usize);
+        if sd == CUT {
+            let cut = (midline.ceil().max(0.0) as usize).clamp(x0, x1);
+            out[base + x0..base + cut].fill(RIGHT);
+            out[base + cut..base + x1].fill(LEFT);
+        } else {
+            out[base + x0..base + x1].fill(sd);
         }
     }
-    drop(runs);
+    drop(lab);
 
     out.par_chunks_mut(ny * nx).for_each(|plane| {
         if let Ok(mut p) = ndarray::ArrayViewMut2::from_shape((ny, nx), plane) {
@@ -376,8 +259,7 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         left += (v == LEFT) as u64;
     }
     let lungs = Array3::from_shape_vec((nz, ny, nx), out).unwrap_or_else(|_| Array3::zeros((nz, ny, nx)));
-    let region = dilate_box(&lungs, spacing_xyz, p.region_margin_mm);
-    LungMask { lungs, region, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components }
+    LungMask { lungs, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components }
 }
 
 /// Sets to `value` the pixels of a slice that are 0 and not reachable from the slice's
@@ -434,6 +316,27 @@ fn fill_holes_2d(plane: &mut ndarray::ArrayViewMut2<u8>, value: u8) {
     }
 }
 
+/// The lung region of a box of a scan (format/FORMAT.md, "Label volumes"): `lungs`, read
+/// over the box widened by the margin on every side (`lungs_wide`, voxels outside the scan
+/// 0), dilated, and cut back to the box. `margin_zyx` is the margin in voxels per axis
+/// ([`margin_voxels`]).
+pub fn region(lungs_wide: &Array3<u8>, margin_zyx: [usize; 3]) -> Array3<u8> {
+    let (wz, wy, wx) = lungs_wide.dim();
+    let [mz, my, mx] = margin_zyx;
+    if wz < 2 * mz || wy < 2 * my || wx < 2 * mx {
+        return Array3::zeros((wz.saturating_sub(2 * mz), wy.saturating_sub(2 * my), wx.saturating_sub(2 * mx)));
+    }
+    let d = dilate_box_voxels(lungs_wide, margin_zyx);
+    d.slice(ndarray::s![mz..wz - mz, my..wy - my, mx..wx - mx]).to_owned()
+}
+
+/// The lung region's margin in voxels per axis (z, y, x) on a grid of `spacing_xyz`:
+/// [`super::LUNG_REGION_MARGIN_MM`] over the spacing, rounded, at least 1.
+pub fn margin_voxels(spacing_xyz: [f64; 3]) -> [usize; 3] {
+    let r = |s: f64| ((super::LUNG_REGION_MARGIN_MM / s).round() as usize).max(1);
+    [r(spacing_xyz[2]), r(spacing_xyz[1]), r(spacing_xyz[0])]
+}
+
 /// `m > 0` dilated by a box of `margin_mm` (at least one voxel) along each axis: 0/1.
 /// Separable, within the box around the set voxels: one pass forwards and one backwards
 /// per axis, each counting the voxels since the last one set; the passes along z and y
@@ -441,9 +344,13 @@ fn fill_holes_2d(plane: &mut ndarray::ArrayViewMut2<u8>, value: u8) {
 /// `maximum_filter1d`, which copies and pads each lane: on a 226x512x512 scan that took
 /// 1.7-2.3 s, this takes under a tenth of it.
 pub fn dilate_box(m: &Array3<u8>, spacing_xyz: [f64; 3], margin_mm: f64) -> Array3<u8> {
-    let (nz, ny, nx) = m.dim();
     let r = |s: f64| ((margin_mm / s).round() as usize).max(1);
-    let rad = [r(spacing_xyz[2]), r(spacing_xyz[1]), r(spacing_xyz[0])];
+    dilate_box_voxels(m, [r(spacing_xyz[2]), r(spacing_xyz[1]), r(spacing_xyz[0])])
+}
+
+/// `m > 0` dilated by a box of `rad` voxels (z, y, x) on each side: 0/1.
+pub fn dilate_box_voxels(m: &Array3<u8>, rad: [usize; 3]) -> Array3<u8> {
+    let (nz, ny, nx) = m.dim();
     // Only the box around the set voxels, widened by the margin, can change.
     let Some([lo, hi]) = super::summary(m).bbox_zyx else { return Array3::zeros((nz, ny, nx)) };
     let lo: [usize; 3] = std::array::from_fn(|a| lo[a].saturating_sub(rad[a]));
@@ -528,6 +435,24 @@ mod tests {
         assert_eq!(p[[2, 4]], 0);
         assert_eq!(p[[0, 0]], 0);
         assert_eq!(p[[2, 5]], 2);
+    }
+
+    #[test]
+    fn the_region_of_a_box_is_the_whole_dilation_cut_to_the_box() {
+        let mut m = Array3::<u8>::zeros((12, 12, 12));
+        m[[5, 5, 5]] = 1;
+        m[[9, 2, 7]] = 2;
+        let whole = dilate_box_voxels(&m, [2, 1, 3]);
+        // The box [3, 9) x [1, 7) x [4, 12), read with the margin around it.
+        let mut wide = Array3::<u8>::zeros((6 + 4, 6 + 2, 8 + 6));
+        for ((z, y, x), v) in wide.indexed_iter_mut() {
+            let (gz, gy, gx) = (z as i64 + 3 - 2, y as i64 + 1 - 1, x as i64 + 4 - 3);
+            if (0..12).contains(&gz) && (0..12).contains(&gy) && (0..12).contains(&gx) {
+                *v = m[[gz as usize, gy as usize, gx as usize]];
+            }
+        }
+        let r = region(&wide, [2, 1, 3]);
+        assert_eq!(r, whole.slice(ndarray::s![3..9, 1..7, 4..12]).to_owned());
     }
 
     #[test]

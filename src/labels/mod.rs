@@ -17,14 +17,16 @@
 pub mod components;
 pub mod lungs;
 pub mod nearest;
+pub mod runs;
 
 use ndarray::Array3;
 
 /// The name ingest gives its lung mask (0 outside, 1 right lung, 2 left lung).
 pub const LUNGS: &str = "lungs";
-/// The name of the dilated lung region (0 outside, 1 inside) that prediction looks in and
-/// negatives are drawn from.
-pub const LUNG_REGION: &str = "lung_region";
+/// The margin (mm, per axis) of the lung region: `lungs > 0` dilated by a box of this
+/// half-width (at least one voxel), where prediction looks. Not stored: derived from
+/// `lungs` where it is read ([`lungs::dilate_box`]; format/FORMAT.md).
+pub const LUNG_REGION_MARGIN_MM: f64 = 10.0;
 
 /// What the record and the index say of a label volume: the voxels of each value and
 /// the box around them.
@@ -34,6 +36,27 @@ pub struct Summary {
     pub counts: Vec<[u64; 2]>,
     /// First voxel and one past the last (z, y, x) of the values other than 0.
     pub bbox_zyx: Option<[[usize; 3]; 2]>,
+}
+
+impl Summary {
+    /// The counts and the box of a label volume from its components (every voxel other
+    /// than 0 lies in exactly one).
+    pub fn of_components(c: &[components::LabelComponent]) -> Summary {
+        let mut counts: Vec<[u64; 2]> = Vec::new();
+        let mut bbox: Option<[[usize; 3]; 2]> = None;
+        for k in c {
+            match counts.last_mut() {
+                Some(last) if last[0] == k.value as u64 => last[1] += k.voxels,
+                _ => counts.push([k.value as u64, k.voxels]),
+            }
+            bbox = Some(match bbox {
+                None => k.bbox_zyx,
+                Some([lo, hi]) => [std::array::from_fn(|a| lo[a].min(k.bbox_zyx[0][a])), std::array::from_fn(|a| hi[a].max(k.bbox_zyx[1][a]))],
+            });
+        }
+        counts.sort();
+        Summary { counts, bbox_zyx: bbox }
+    }
 }
 
 /// Counts the voxels of each value and the box around the values other than 0.

@@ -35,6 +35,9 @@ pub struct NoduleRow {
     pub inside: bool,
     /// `annotations` or `excluded`.
     pub source: &'static str,
+    /// The centre's voxel lies in the scan's lung region (`lungs` dilated,
+    /// format/FORMAT.md); `None` when the scan has no lung mask (from format 1.2).
+    pub in_lung_region: Option<bool>,
 }
 
 /// A row of `candidates.parquet`.
@@ -86,6 +89,7 @@ pub fn nodule_rows(scans: &BTreeMap<String, ScanRecord>, annotations: &[Annotati
                 radius_zyx: a.diameter_mm.map(|d| [d / 2.0 / s[2], d / 2.0 / s[1], d / 2.0 / s[0]]),
                 inside,
                 source,
+                in_lung_region: None,
             });
             *id += 1;
         }
@@ -163,6 +167,84 @@ pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
     cols.push(("hu_mean", f64s(r.iter().map(|s| s.hu_mean)), false));
     cols.push(("fingerprint", utf8(r.iter().map(|s| s.fingerprint.as_str())), false));
     cols.push(("volume_file", utf8(r.iter().map(|s| s.volume_file.as_str())), false));
+    // From format 1.2: label volumes, and the lungs' volume and box.
+    let mut labels = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+    for s in &r {
+        for l in &s.labels {
+            labels.values().append_value(&l.name);
+        }
+        labels.append(true);
+    }
+    cols.push(("labels", Arc::new(labels.finish()), false));
+    let lungs: Vec<Option<&super::LabelRecord>> = r.iter().map(|s| s.label(crate::labels::LUNGS)).collect();
+    let ml = |s: &ScanRecord, v: Option<u8>| {
+        let l = s.label(crate::labels::LUNGS)?;
+        let voxels = v.map_or(l.foreground_voxels(), |v| l.voxels_of(v));
+        Some(voxels as f64 * s.spacing_xyz.iter().product::<f64>() / 1000.0)
+    };
+    cols.push(("lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, None)))), true));
+    cols.push(("right_lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(crate::labels::lungs::RIGHT))))), true));
+    cols.push(("left_lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(crate::labels::lungs::LEFT))))), true));
+    for (k, names) in [(0, ["lung_z0", "lung_y0", "lung_x0"]), (1, ["lung_z1", "lung_y1", "lung_x1"])] {
+        for (a, n) in names.iter().enumerate() {
+            cols.push((n, Arc::new(Int32Array::from_iter(lungs.iter().map(|l| l.and_then(|l| l.bbox_zyx).map(|b| b[k][a] as i32)))), true));
+        }
+    }
+    batch(cols)
+}
+
+/// The `labels` table (format 1.2): one row per value present in each label volume.
+pub fn labels_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
+    let mut rows: Vec<(&ScanRecord, &super::LabelRecord, u64, u64)> = Vec::new();
+    for s in scans.values() {
+        for l in &s.labels {
+            for &[v, n] in &l.counts {
+                rows.push((s, l, v, n));
+            }
+        }
+    }
+    let cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.0.series_id.as_str())), false),
+        ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
+        ("value", i32s(rows.iter().map(|r| r.2 as i32)), false),
+        ("class", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.classes.get(&r.2.to_string()).map(String::as_str)))), true),
+        ("voxels", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3 as i64))), false),
+        ("volume_ml", f64s(rows.iter().map(|r| r.3 as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0)), false),
+        ("source", utf8(rows.iter().map(|r| r.1.source.as_str())), false),
+        ("file", utf8(rows.iter().map(|r| r.1.file.as_str())), false),
+    ];
+    batch(cols)
+}
+
+/// The `components` table (format 1.2): one row per connected component of each value of
+/// each label volume, as the records list them.
+pub fn components_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
+    let mut rows: Vec<(&ScanRecord, &super::LabelRecord, &crate::labels::components::LabelComponent)> = Vec::new();
+    for s in scans.values() {
+        for l in &s.labels {
+            rows.extend(l.components.iter().map(|c| (s, l, c)));
+        }
+    }
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.0.series_id.as_str())), false),
+        ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
+        ("value", i32s(rows.iter().map(|r| r.2.value as i32)), false),
+        ("component", i32s(rows.iter().map(|r| r.2.component as i32)), false),
+        ("voxels", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.voxels as i64))), false),
+        ("volume_ml", f64s(rows.iter().map(|r| r.2.voxels as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0)), false),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_zyx[a])), false));
+    }
+    for (k, names) in [(0, ["bbox_z0", "bbox_y0", "bbox_x0"]), (1, ["bbox_z1", "bbox_y1", "bbox_x1"])] {
+        for (a, n) in names.iter().enumerate() {
+            cols.push((n, i32s(rows.iter().map(|r| r.2.bbox_zyx[k][a] as i32)), false));
+        }
+    }
+    cols.push(("equivalent_diameter_mm", f64s(rows.iter().map(|r| r.2.equivalent_diameter_mm)), false));
     batch(cols)
 }
 
@@ -184,7 +266,31 @@ pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
     }
     cols.push(("inside", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))), false));
     cols.push(("source", utf8(rows.iter().map(|r| r.source)), false));
+    cols.push(("in_lung_region", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.in_lung_region))), true));
     batch(cols)
+}
+
+/// Fills each nodule row's `in_lung_region` from its scan's `lungs` label volume (rows of
+/// scans without one keep `None`): the centre's nearest voxel lies within the lung
+/// region's margin of a lung voxel. Reads only the chunks around each centre.
+///
+/// # Errors
+/// A damaged label volume ([`StoreError::Corrupt`] naming it).
+pub fn mark_in_lung_region(store: &super::Store, rows: &mut [NoduleRow]) -> Result<(), StoreError> {
+    use crate::labels::{LUNGS, lungs::margin_voxels};
+    for r in rows.iter_mut() {
+        let Ok(rec) = store.scan(&r.series_id) else { continue };
+        if rec.label(LUNGS).is_none() || !r.inside {
+            r.in_lung_region = rec.label(LUNGS).map(|_| false);
+            continue;
+        }
+        let m = margin_voxels(rec.spacing_xyz);
+        let c: [i64; 3] = std::array::from_fn(|a| (r.voxel_zyx[a] + 0.5).floor() as i64);
+        let region = super::Region::new(std::array::from_fn(|a| c[a] - m[a] as i64), std::array::from_fn(|a| c[a] + m[a] as i64 + 1));
+        let lungs = store.read_label_region(&r.series_id, LUNGS, region)?;
+        r.in_lung_region = Some(lungs.iter().any(|&v| v != 0));
+    }
+    Ok(())
 }
 
 /// The `candidates` table.
@@ -347,6 +453,8 @@ pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
         let (wx, wy, wz, vz, vy, vx, d, rz, ry, rx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?, f("diameter_mm")?, f("radius_z")?, f("radius_y")?, f("radius_x")?);
         let inside = column::<BooleanArray>(&b, "inside").map_err(perr)?;
         let source = column::<StringArray>(&b, "source").map_err(perr)?;
+        // From format 1.2; tables of older stores have no such column.
+        let in_lung = if b.column_by_name("in_lung_region").is_some() { Some(column::<BooleanArray>(&b, "in_lung_region").map_err(perr)?) } else { None };
         for i in 0..b.num_rows() {
             let opt = |a: &Float64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
             rows.push(NoduleRow {
@@ -358,6 +466,7 @@ pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
                 radius_zyx: opt(rz).zip(opt(ry)).zip(opt(rx)).map(|((z, y), x)| [z, y, x]),
                 inside: inside.value(i),
                 source: if source.value(i) == "excluded" { "excluded" } else { "annotations" },
+                in_lung_region: in_lung.and_then(|a| if a.is_null(i) { None } else { Some(a.value(i)) }),
             });
         }
     }

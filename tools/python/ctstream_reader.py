@@ -7,12 +7,14 @@ Needs numpy, zstandard and pyarrow (tools/python/requirements.txt).
     store = Store("luna-store")
     patch = store.volume(store.series_ids()[0]).read_region((0, 0, 0), (32, 64, 64))  # z, y, x
     nodules = store.table("nodules")   # a pyarrow.Table
+    lungs = store.label(series_id, "lungs").read_region((0, 0, 0), (32, 64, 64))  # uint8
 
 Command line (used by ctstream's tests to compare with the Rust reader):
 
-    python3 ctstream_reader.py STORE SERIES '[[z0, y0, x0, z1, y1, x1], ...]'
+    python3 ctstream_reader.py STORE SERIES '[[z0, y0, x0, z1, y1, x1], ...]' [LABEL]
 
-prints JSON: a list of {"shape": [z, y, x], "sha256": ...} of each region's int16 LE bytes.
+prints JSON: a list of {"shape": [z, y, x], "sha256": ...} of each region's bytes: int16 LE
+for the scan, uint8 for its label volume LABEL when given.
 """
 import hashlib
 import json
@@ -58,11 +60,15 @@ class Volume:
         self.spacing_xyz = struct.unpack_from("<3d", b, 64)
         self.direction = struct.unpack_from("<9d", b, 88)
         dtype, codec, checksum = struct.unpack_from("<3B", b, 160)
+        # dtype 1: int16 scans; 2: uint8 label volumes (from format 1.2).
+        self.dtype = {1: np.dtype("<i2"), 2: np.dtype("u1")}.get(dtype)
         (self.fill,) = struct.unpack_from("<h", b, 164)
         (count,) = struct.unpack_from("<I", b, 168)
         table_offset, file_size = struct.unpack_from("<QQ", b, 176)
-        if header_size != HEADER_SIZE or table_offset != HEADER_SIZE or (dtype, codec, checksum) != (1, 1, 1):
+        if header_size != HEADER_SIZE or table_offset != HEADER_SIZE or self.dtype is None or (codec, checksum) != (1, 1):
             raise CorruptError(f"{path}: unexpected header fields")
+        if dtype == 2 and not 0 <= self.fill <= 255:
+            raise CorruptError(f"{path}: fill value {self.fill} is not a uint8 value")
         if file_size != len(b):
             raise CorruptError(f"{path}: file is {len(b)} bytes, header says {file_size} (truncated)")
         chunk_voxels = self.chunk[0] * self.chunk[1] * self.chunk[2]
@@ -102,16 +108,16 @@ class Volume:
         payload = bytes(self.data[off:off + length])
         if zlib.crc32(payload) != crc:
             raise CorruptError(f"{self.path}: chunk ({cz}, {cy}, {cx}) checksum mismatch")
-        n = self.chunk[0] * self.chunk[1] * self.chunk[2]
-        raw = self._zstd.decompress(payload, max_output_size=2 * n)
-        if len(raw) != 2 * n:
+        n = self.chunk[0] * self.chunk[1] * self.chunk[2] * self.dtype.itemsize
+        raw = self._zstd.decompress(payload, max_output_size=n)
+        if len(raw) != n:
             raise CorruptError(f"{self.path}: chunk ({cz}, {cy}, {cx}) has the wrong size")
-        return np.frombuffer(raw, dtype="<i2").reshape(self.chunk)
+        return np.frombuffer(raw, dtype=self.dtype).reshape(self.chunk)
 
     def read_region(self, start_zyx, end_zyx):
         """Voxels [z0, z1) x [y0, y1) x [x0, x1); outside the volume: the fill value."""
         shape = tuple(max(0, e - s) for s, e in zip(start_zyx, end_zyx))
-        out = np.full(shape, self.fill, dtype="<i2")
+        out = np.full(shape, self.fill, dtype=self.dtype)
         lo = [max(s, 0) for s in start_zyx]
         hi = [min(e, n) for e, n in zip(end_zyx, self.shape)]
         if any(l >= h for l, h in zip(lo, hi)):
@@ -147,7 +153,8 @@ class Store:
                 continue
             with open(os.path.join(vol, name)) as f:
                 rec = json.load(f)
-            if os.path.isfile(os.path.join(root, rec["volume_file"])):
+            files = [rec["volume_file"]] + [l["file"] for l in rec.get("labels", [])]
+            if all(os.path.isfile(os.path.join(root, f)) for f in files):
                 self.scans[rec["series_id"]] = rec
 
     def series_ids(self):
@@ -155,6 +162,27 @@ class Store:
 
     def volume(self, series_id):
         return Volume(os.path.join(self.root, self.scans[series_id]["volume_file"]))
+
+    def labels(self, series_id):
+        """Names of the scan's label volumes (format 1.2; empty for older stores)."""
+        return [l["name"] for l in self.scans[series_id].get("labels", [])]
+
+    def label(self, series_id, name):
+        """Label volume NAME of a scan: a uint8 Volume on exactly the scan's grid."""
+        rec = self.scans[series_id]
+        entry = next((l for l in rec.get("labels", []) if l["name"] == name), None)
+        if entry is None:
+            raise KeyError(f"{series_id} has no label volume {name!r} (it has {self.labels(series_id)})")
+        if entry["file"] != f"labels/{series_id}/{name}.ctv":
+            raise CorruptError(f"{series_id}: label {name} names the file {entry['file']!r}")
+        v = Volume(os.path.join(self.root, entry["file"]))
+        scan = self.volume(series_id)
+        if v.dtype != np.dtype("u1") or v.fill != 0:
+            raise CorruptError(f"{v.path}: a label volume is uint8 with fill value 0")
+        for field in ("shape", "chunk", "origin_xyz", "spacing_xyz"):
+            if getattr(v, field) != getattr(scan, field):
+                raise CorruptError(f"{v.path}: {field} {getattr(v, field)} is not the scan's {getattr(scan, field)}")
+        return v
 
     def table(self, name):
         """An index table, checked against index/checksums.json (required from format 1.1)."""
@@ -176,10 +204,10 @@ class Store:
 
 def main():
     store = Store(sys.argv[1])
-    vol = store.volume(sys.argv[2])
+    vol = store.label(sys.argv[2], sys.argv[4]) if len(sys.argv) > 4 else store.volume(sys.argv[2])
     out = []
     for z0, y0, x0, z1, y1, x1 in json.loads(sys.argv[3]):
-        a = np.ascontiguousarray(vol.read_region((z0, y0, x0), (z1, y1, x1)), dtype="<i2")
+        a = np.ascontiguousarray(vol.read_region((z0, y0, x0), (z1, y1, x1)), dtype=vol.dtype)
         out.append({"shape": list(a.shape), "sha256": hashlib.sha256(a.tobytes()).hexdigest()})
     print(json.dumps(out))
 
