@@ -63,3 +63,181 @@ fn lung_mask_matches_the_synthetic_lungs() {
         assert!(d >= 0.95 && dr >= 0.95 && dl >= 0.95, "scan {i}: Dice {d}, right {dr}, left {dl}");
     }
 }
+
+/// Nearest-neighbour resampling equals SimpleITK's `sitkNearestNeighbor`, voxel for voxel
+/// except where a target centre falls within 1e-6 voxel of a half (the documented tie):
+/// elastix's mask onto its 2x down-sampled scan's grid and onto a 1 mm grid shifted by a
+/// third of a voxel; TotalSegmentator's RAS mask (flipped x and y) onto a 1.5 mm grid.
+#[test]
+fn nearest_resampling_equals_simpleitk() {
+    let dir = tempdir();
+    let cases: [(&str, [f64; 3], [f64; 3], [usize; 3]); 3] = [
+        ("elastix/3DCT_lung_baseline_mask.mha", [-152.461, -148.986, -1432.0], [2.732, 2.732, 5.0], [57, 78, 64]),
+        ("elastix/3DCT_lung_baseline_mask.mha", [-160.0 + 1.0 / 3.0, -155.0, -1440.0], [1.0, 1.0, 1.0], [170, 220, 340]),
+        ("totalsegmentator/example_seg_lung.nii.gz", [-190.0, -320.0, 90.0], [1.5, 1.5, 1.5], [250, 220, 230]),
+    ];
+    for (k, (file, origin, spacing, size_xyz)) in cases.into_iter().enumerate() {
+        let src = ctstream::io::read_scan(&data(file), &Default::default(), &()).unwrap().volume;
+        let g = Geometry::axis_aligned(origin, spacing);
+        let shape = [size_xyz[2], size_xyz[1], size_xyz[0]];
+        let ours = resample_nearest(&as_labels(&src), &src.geometry, shape, &g).unwrap();
+        let raw = dir.path().join(format!("sitk{k}.raw"));
+        let args: Vec<std::ffi::OsString> = vec![
+            data(file).into(),
+            raw.clone().into(),
+            serde_json::to_string(&size_xyz).unwrap().into(),
+            serde_json::to_string(&spacing).unwrap().into(),
+            serde_json::to_string(&origin).unwrap().into(),
+        ];
+        let Some(j) = python_json("tools/goldens/sitk_nearest.py", &args) else { return };
+        assert_eq!(j["shape_zyx"], serde_json::json!(shape));
+        let theirs = std::fs::read(&raw).unwrap();
+        let (mut differ, mut ties) = (0usize, 0usize);
+        for ((z, y, x), &v) in ours.indexed_iter() {
+            let t = theirs[(z * shape[1] + y) * shape[2] + x];
+            if v != t {
+                differ += 1;
+                let i = src.geometry.world_to_index(g.index_to_world([z as f64, y as f64, x as f64])).unwrap();
+                if i.iter().any(|c| ((c - c.floor()) - 0.5).abs() < 1e-6) {
+                    ties += 1;
+                }
+            }
+        }
+        let nonzero = ours.iter().filter(|&&v| v != 0).count();
+        println!("{file} onto {spacing:?}: {nonzero} labelled voxels, {differ} differ from SimpleITK ({ties} at ties)");
+        assert!(nonzero > 1000, "{file}: the case must overlap the mask");
+        assert_eq!(j["nonzero"].as_u64().unwrap() as usize, theirs.iter().filter(|&&v| v != 0).count());
+        assert_eq!(differ, ties, "{file}: voxels differ from SimpleITK away from ties");
+    }
+}
+
+/// A label volume round-trips through the store format: the bytes FORMAT.md gives (dtype
+/// 2, fill 0, one byte per voxel), the values, CRC-checked chunks (a flipped byte is
+/// named with its chunk), and no reading as int16.
+#[test]
+fn label_volumes_round_trip_and_damage_is_caught() {
+    use ctstream::store::{StoreError, VolumeFile, writer};
+    let dir = tempdir();
+    let mut m = Array3::<u8>::zeros((40, 50, 70));
+    for ((z, y, x), v) in m.indexed_iter_mut() {
+        *v = ((z * 7 + y * 3 + x) % 5 == 0) as u8 * (1 + (x % 3) as u8);
+    }
+    let g = Geometry::axis_aligned([-10.0, 20.5, -300.25], [0.8, 0.8, 1.25]);
+    let p = dir.path().join("lungs.ctv");
+    let size = writer::write_volume(&p, &m, &g, &writer::ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 3, fill_value: 0u8 }).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(&bytes[0..8], b"CTVOLUME");
+    assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 2, "minor version 1.2");
+    assert_eq!(bytes[160], 2, "dtype 2: uint8");
+    assert_eq!(i16::from_le_bytes([bytes[164], bytes[165]]), 0, "fill value 0");
+    let v = VolumeFile::open(&p).unwrap();
+    assert_eq!(v.read_all_as::<u8>().unwrap(), m);
+    // A region reaching outside reads 0 there.
+    let r = v.read_region_as::<u8>(ctstream::store::Region::new([-2, 45, 60], [3, 55, 75])).unwrap();
+    assert_eq!(r[[0, 0, 0]], 0);
+    assert_eq!(r[[2, 0, 0]], m[[0, 45, 60]]);
+    // One decoded chunk is exactly 16*32*32 bytes' worth of values.
+    assert_eq!(v.decode_chunk_as::<u8>([1, 1, 2]).unwrap().len(), 16 * 32 * 32);
+    assert!(matches!(v.read_all(), Err(StoreError::Invalid { .. })), "a label volume is not read as HU");
+    // Flip one payload byte of chunk (1, 0, 1) = number 1 * 2 * 3 + 0 * 3 + 1 = 7.
+    let entry = 256 + 16 * 7;
+    let off = u64::from_le_bytes(bytes[entry..entry + 8].try_into().unwrap()) as usize;
+    let mut bad = bytes.clone();
+    bad[off + 3] ^= 0x40;
+    let q = dir.path().join("bad.ctv");
+    std::fs::write(&q, &bad).unwrap();
+    let err = VolumeFile::open(&q).unwrap().read_all_as::<u8>().unwrap_err().to_string();
+    assert!(err.contains("bad.ctv") && err.contains("chunk (z 1, y 0, x 1)") && err.contains("checksum"), "{err}");
+}
+
+/// Ingest stores each scan's lung mask as the label volume `lungs` on the stored grid:
+/// it matches the generator's own lungs resampled onto that grid by nearest neighbour,
+/// the record lists it with counts the volume holds (`verify` reads every chunk), every
+/// synthetic nodule lies in the lung region, and `--no-lung-mask` stores none.
+#[test]
+fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
+    use ctstream::store::{Store, verify};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let s = dataset(&data, 2, 41);
+    let out = dir.path().join("store");
+    let sum = ctstream::ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    assert!(sum.failed.is_empty() && sum.warnings.is_empty(), "{sum:?}");
+    assert!(sum.lung_mask_seconds > 0.0);
+    let store = Store::open(&out).unwrap();
+    for (k, rec) in store.scans().values().enumerate() {
+        let l = rec.label(labels::LUNGS).expect("a lungs label volume");
+        assert_eq!(l.file, format!("labels/{}/lungs.ctv", rec.series_id));
+        assert_eq!(l.counts.iter().map(|c| c[0]).collect::<Vec<_>>(), vec![1, 2], "two lungs");
+        let synth = ctstream::synth::synth_scan(41, s.scans.iter().position(|p| p.file_stem().unwrap().to_string_lossy() == rec.series_id).unwrap(), true);
+        let truth = resample_nearest(&synth.lungs, &synth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
+        let stored = store.label(&rec.series_id, labels::LUNGS).unwrap().read_all_as::<u8>().unwrap();
+        let d = labels::dice(&stored, &truth);
+        println!("scan {k}: Dice {d:.4} against the generator's lungs on the stored grid");
+        assert!(d >= 0.95, "scan {k}: Dice {d}");
+        // The components the record lists are those of the volume.
+        assert_eq!(l.components, labels::components::components(&stored, &rec.geometry()));
+    }
+    let report = verify::verify(&out, &()).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    let nodules = ctstream::store::index::read_nodules(&out.join("index/nodules.parquet")).unwrap();
+    assert!(!nodules.is_empty() && nodules.iter().all(|n| n.in_lung_region == Some(true)), "{nodules:?}");
+
+    // Without lung masks: no label volumes, and in_lung_region is null.
+    let plain = dir.path().join("plain");
+    let mut cfg = ingest_config(&data, &plain);
+    cfg.lung_mask = false;
+    ctstream::ingest::ingest(&cfg, &()).unwrap();
+    let store = Store::open(&plain).unwrap();
+    assert!(store.scans().values().all(|r| r.labels.is_empty()));
+    assert!(!plain.join("labels").exists() || std::fs::read_dir(plain.join("labels")).unwrap().next().is_none());
+    let nodules = ctstream::store::index::read_nodules(&plain.join("index/nodules.parquet")).unwrap();
+    assert!(nodules.iter().all(|n| n.in_lung_region.is_none()));
+}
+
+/// A scan without lungs (a water phantom) is stored with an empty `lungs` volume and a
+/// warning, beside a chest scan whose mask is found; a flipped byte in a stored label
+/// volume is named by `verify`.
+#[test]
+fn a_scan_without_lungs_warns_and_is_stored() {
+    use ctstream::store::{Store, verify};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 1, 43);
+    // A 20 cm water cylinder in air, 60 x 96 x 96 voxels of 2.5 mm: no air inside it.
+    let mut hu = Array3::<i16>::from_elem((60, 96, 96), -1000);
+    for ((_, y, x), v) in hu.indexed_iter_mut() {
+        if ((y as f64 - 47.5).powi(2) + (x as f64 - 47.5).powi(2)).sqrt() * 2.5 < 100.0 {
+            *v = 0;
+        }
+    }
+    let phantom = data.join("phantom").join("water.mhd");
+    std::fs::create_dir_all(phantom.parent().unwrap()).unwrap();
+    ctstream::io::metaimage::write(&phantom, &hu, &Geometry::axis_aligned([-120.0, -120.0, 0.0], [2.5, 2.5, 2.5]), Default::default()).unwrap();
+    let out = dir.path().join("store");
+    let sum = ctstream::ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    assert!(sum.failed.is_empty(), "{sum:?}");
+    assert_eq!(sum.stored.len(), 2);
+    assert_eq!(sum.warnings.len(), 1, "{sum:?}");
+    assert!(sum.warnings[0].source.ends_with("water.mhd") && sum.warnings[0].reason.contains("no lungs found"), "{:?}", sum.warnings);
+    let store = Store::open(&out).unwrap();
+    let rec = store.scan("water").unwrap();
+    let l = rec.label(labels::LUNGS).unwrap();
+    assert!(l.counts.is_empty() && l.bbox_zyx.is_none() && l.components.is_empty());
+    assert!(rec.warnings.iter().any(|w| w.contains("no lungs found")));
+    assert!(store.label("water", labels::LUNGS).unwrap().read_all_as::<u8>().unwrap().iter().all(|&v| v == 0));
+    assert!(verify::verify(&out, &()).unwrap().problems.is_empty());
+
+    // Flip a byte in the chest scan's lungs: verify names the label volume and the chunk.
+    let chest = store.series_ids().find(|id| *id != "water").unwrap().to_string();
+    let p = out.join(format!("labels/{chest}/lungs.ctv"));
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x10;
+    std::fs::write(&p, &bytes).unwrap();
+    let report = verify::verify(&out, &()).unwrap();
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    let m = &report.problems[0].message;
+    assert!(m.contains("lungs.ctv") && m.contains("chunk"), "{m}");
+}

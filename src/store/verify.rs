@@ -4,7 +4,7 @@
 //! reads every byte: each volume file's header and chunk table (FORMAT.md checks 1-6),
 //! every chunk's CRC and decoded size (7-8), the header against the record (shape,
 //! geometry, chunk shape, size) and the decoded voxels' HU range and mean against the
-//! record; then the index: each table against `index/checksums.json`, the scans table
+//! record; each label volume's chunks, grid and counts; then the index: each table against `index/checksums.json`, the scans table
 //! against the records, and every nodule and candidate row's voxel position and
 //! `inside` flag recomputed from its world position and its scan's record.
 
@@ -85,7 +85,19 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
             rec.hu_mean
         ));
     }
-    Ok(h.chunk_count() as u64)
+    let mut chunks = h.chunk_count() as u64;
+    // Label volumes (format 1.2): on the scan's grid (Store::label checks), every chunk's
+    // CRC and size, and the counts and box the record gives.
+    for l in &rec.labels {
+        let lv = store.label(&rec.series_id, &l.name).map_err(|e| e.to_string())?;
+        let m = lv.read_all_as::<u8>().map_err(|e| e.to_string())?;
+        let s = crate::labels::summary(&m);
+        if s.counts != l.counts || s.bbox_zyx != l.bbox_zyx {
+            return Err(format!("{}: holds counts {:?} in {:?}, but the record says {:?} in {:?}", lv.path().display(), s.counts, s.bbox_zyx, l.counts, l.bbox_zyx));
+        }
+        chunks += lv.header().chunk_count() as u64;
+    }
+    Ok(chunks)
 }
 
 /// Reads every byte of the store at `root` and reports what is wrong, per scan and for

@@ -1,4 +1,4 @@
-//! `ctstream export STORE --series UID --out FILE.mhd|FILE.mha|FILE.nii|FILE.nii.gz`.
+//! `ctstream export STORE --series UID [--label NAME] --out FILE.mhd|FILE.mha|FILE.nii|FILE.nii.gz`.
 
 use std::path::PathBuf;
 
@@ -18,13 +18,21 @@ pub struct Args {
     /// Output file: .mhd (+ .raw), .mha, .nii or .nii.gz; opens in 3D Slicer and ITK-SNAP.
     #[arg(long)]
     out: PathBuf,
+    /// Export the scan's label volume NAME (e.g. `lungs`) instead of its HU, on the same
+    /// grid as the exported scan, so a viewer overlays the two (values as stored, written
+    /// as int16).
+    #[arg(long, value_name = "NAME")]
+    label: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let vol = store.volume(&a.series)?;
-    let hu = vol.read_all()?;
     let g = vol.geometry();
+    let hu = match &a.label {
+        None => vol.read_all()?,
+        Some(name) => store.label(&a.series, name)?.read_all_as::<u8>()?.mapv(i16::from),
+    };
     if metaimage::is_metaimage(&a.out) {
         metaimage::write(&a.out, &hu, &g, metaimage::WriteOptions::default())?;
     } else if nifti::is_nifti(&a.out) {

@@ -53,6 +53,10 @@ pub struct Args {
     /// gaps; each is named in a warning in the summary and in the scan's record.
     #[arg(long)]
     allow_missing_slices: bool,
+    /// Do not compute lung masks (by default each CT scan gets the label volume `lungs`:
+    /// 0 outside, 1 right lung, 2 left lung; format/FORMAT.md, "Label volumes").
+    #[arg(long)]
+    no_lung_mask: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -83,6 +87,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         cfg.jobs = j;
     }
     cfg.resume = a.resume;
+    cfg.lung_mask = !a.no_lung_mask;
     cfg.dicom = DicomOptions {
         series: None,
         uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },
@@ -100,6 +105,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         println!("  scans       {} stored, {} failed, {} skipped (already stored), {} duplicate ids; {} in the store", s.stored.len(), s.failed.len(), s.skipped.len(), s.duplicates.len(), s.scans_in_store);
         println!("  nodules     {} indexed, {} outside their scan; {} annotation rows for series not in the store", s.nodules_indexed, s.nodules_outside, s.annotations_without_scan);
         println!("  candidates  {} indexed; {} for series not in the store", s.candidates_indexed, s.candidates_without_scan);
+        if cfg.lung_mask {
+            println!("  lung masks  {:.1} s of the workers' time ({:.2} s per stored scan)", s.lung_mask_seconds, s.lung_mask_seconds / s.stored.len().max(1) as f64);
+        }
         println!(
             "  bytes       {:.1} MB read, {:.1} MB written ({:.1} MB of int16 voxels, ratio {:.2}); {:.1} MB/s of input",
             mb(s.bytes_in),

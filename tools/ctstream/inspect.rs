@@ -72,17 +72,27 @@ fn print(a: &Args) -> Result<(), ExitError> {
         writeln!(out, "           (inspect reads records only; `ctstream verify {}` checks every chunk and the index)", a.store.display())?;
     }
     writeln!(out)?;
-    writeln!(out, "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}", "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max")?;
+    writeln!(out, "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}  {}", "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max", "labels (ml per value)")?;
     for s in &scans {
+        let ml = s.spacing_xyz.iter().product::<f64>() / 1000.0;
+        let labels: Vec<String> = s
+            .labels
+            .iter()
+            .map(|l| {
+                let values: Vec<String> = l.counts.iter().map(|&[v, n]| format!("{}={:.0}", l.classes.get(&v.to_string()).cloned().unwrap_or_else(|| v.to_string()), n as f64 * ml)).collect();
+                if values.is_empty() { format!("{} (empty)", l.name) } else { format!("{} ({})", l.name, values.join(", ")) }
+            })
+            .collect();
         writeln!(
             out,
-            "{:<66} {:>15} {:>9.2} {:>7.2} {:>6} {:>12}",
+            "{:<66} {:>15} {:>9.2} {:>7.2} {:>6} {:>12}  {}",
             s.series_id,
             format!("{},{},{}", s.shape_zyx[0], s.shape_zyx[1], s.shape_zyx[2]),
             s.bytes_stored as f64 / 1e6,
             s.bytes_raw as f64 / s.bytes_stored.max(1) as f64,
             per_series.get(s.series_id.as_str()).copied().unwrap_or(0),
-            format!("{}..{}", s.hu_min, s.hu_max)
+            format!("{}..{}", s.hu_min, s.hu_max),
+            if labels.is_empty() { "-".to_string() } else { labels.join("; ") }
         )?;
     }
     Ok(())
