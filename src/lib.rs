@@ -1,9 +1,11 @@
 /*!
 ctstream: fast, correct 3D CT deep learning.
 
-This crate reads CT scans (DICOM series, MetaImage) with exactly the geometry and
-Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, and
-generates synthetic LUNA-like datasets for tests and demos.
+This crate reads CT scans (DICOM series, MetaImage, NIfTI) with exactly the geometry and
+Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, ingests
+them into a chunked store ([`store`]) with lung masks as label volumes ([`labels`]),
+streams patches from it ([`loader`]), trains (`train`, feature `train`) and predicts
+([`predict`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
 
 Axis order, everywhere: physical vectors (origin, spacing, world points) are **(x, y, z)**
 in mm; array shapes and voxel indices are **(z, y, x)**. See [`geometry`].

@@ -241,3 +241,48 @@ fn a_scan_without_lungs_warns_and_is_stored() {
     let m = &report.problems[0].message;
     assert!(m.contains("lungs.ctv") && m.contains("chunk"), "{m}");
 }
+
+/// Negatives drawn from the lung mask (the loader's default) are centred on lung voxels,
+/// the same for the same seed; a store without lung masks falls back to random positions
+/// and says so once, in the loader's notes.
+#[test]
+fn lung_negatives_lie_inside_the_lungs() {
+    use ctstream::loader::{Loader, Negatives};
+    use ctstream::store::{Region, Store};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 2, 47);
+    let out = dir.path().join("store");
+    ctstream::ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    let store = Store::open(&out).unwrap();
+    let build = || Loader::builder(&store).positive_share(0.0).batch_size(16).batches_per_epoch(Some(4)).patch([16, 32, 32]).seed(5).build().unwrap();
+    let loader = build();
+    assert_eq!(loader.config().negatives, Negatives::Lungs, "the default");
+    assert!(loader.notes().is_empty(), "{:?}", loader.notes());
+    let mut per_scan = std::collections::BTreeMap::new();
+    let mut fingerprints = Vec::new();
+    for b in loader.epoch(0) {
+        let b = b.unwrap();
+        fingerprints.push((b.images.clone(), b.masks.clone()));
+        for p in &b.patches {
+            let c: [i64; 3] = [p.start_zyx[0] + 8, p.start_zyx[1] + 16, p.start_zyx[2] + 16];
+            let v = store.read_label_region(&p.series_id, labels::LUNGS, Region::new(c, [c[0] + 1, c[1] + 1, c[2] + 1])).unwrap()[[0, 0, 0]];
+            assert_ne!(v, 0, "{} centre {c:?} is not in the lungs", p.series_id);
+            *per_scan.entry((p.series_id.clone(), v)).or_insert(0) += 1;
+        }
+    }
+    assert!(per_scan.len() >= 3, "negatives in both lungs of both scans: {per_scan:?}");
+    let again: Vec<_> = build().epoch(0).map(|b| b.unwrap()).map(|b| (b.images, b.masks)).collect();
+    assert_eq!(fingerprints, again, "same seed, same batches");
+
+    // A store ingested without lung masks.
+    let plain = dir.path().join("plain");
+    let mut cfg = ingest_config(&data, &plain);
+    cfg.lung_mask = false;
+    ctstream::ingest::ingest(&cfg, &()).unwrap();
+    let store = Store::open(&plain).unwrap();
+    let loader = Loader::builder(&store).positive_share(0.0).batch_size(4).batches_per_epoch(Some(2)).seed(5).build().unwrap();
+    assert_eq!(loader.notes().len(), 1);
+    assert!(loader.notes()[0].contains("2 of 2 scans have no lung mask"), "{}", loader.notes()[0]);
+    assert_eq!(loader.epoch(0).map(|b| b.unwrap().patches.len()).sum::<usize>(), 8);
+}

@@ -50,7 +50,7 @@ fn px(p: &Picture, origin: (u32, u32), x: u32, y: u32) -> [u8; 3] {
 #[test]
 fn slice_panels_show_window_and_masks_where_the_voxels_are() {
     let (hu, ann, pred) = scene();
-    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), window: Window::LUNG, title: "test".into() };
+    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: "test".into() };
     // 200 px panels for 20 voxels: voxel (y, x) covers pixels 10y..10y+9, 10x..10x+9.
     let (pic, l) = slice::render(&view, 200).unwrap();
     assert_eq!((l.panel_w, l.panel_h), (200, 200));
@@ -81,7 +81,7 @@ fn slice_panels_show_window_and_masks_where_the_voxels_are() {
 fn slice_panels_keep_the_physical_aspect_and_refuse_mismatched_masks() {
     let (hu, ann, _) = scene();
     // Rows 2 mm apart, columns 1 mm: a 20 x 20 slice is 40 mm tall and 20 mm wide.
-    let view = SliceView { hu: hu.view(), spacing_yx: [2.0, 1.0], predicted: None, threshold: 0.5, annotated: ann.view(), window: Window::LUNG, title: String::new() };
+    let view = SliceView { hu: hu.view(), spacing_yx: [2.0, 1.0], predicted: None, threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: String::new() };
     let (pic, l) = slice::render(&view, 100).unwrap();
     assert_eq!((l.panel_w, l.panel_h, l.origins.len()), (100, 200, 2));
     assert_eq!((pic.width(), pic.height()), l.size);
@@ -95,7 +95,7 @@ fn slice_panels_keep_the_physical_aspect_and_refuse_mismatched_masks() {
 #[test]
 fn png_round_trips_through_the_decoder() {
     let (hu, ann, pred) = scene();
-    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), window: Window::LUNG, title: "round trip".into() };
+    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: "round trip".into() };
     let (pic, _) = slice::render(&view, 120).unwrap();
     let dir = tempdir();
     let path = dir.path().join("slice.png");
@@ -178,4 +178,22 @@ fn run_logs_are_read_by_column_name_and_bad_rows_are_named() {
     std::fs::write(run.join("metrics.csv"), "step,loss,dice\n").unwrap();
     let e = curves::read_run(run).unwrap_err().to_string();
     assert!(e.contains("no training steps"), "{e}");
+}
+
+/// The lung contour on the CT panel: the mask's edge pixels in the contour colour, its
+/// inside left grey (no fill), and the other panels untouched by it.
+#[test]
+fn the_ct_panel_outlines_the_lungs() {
+    let (hu, ann, _) = scene();
+    let mut lungs = Array2::<u8>::zeros((20, 20));
+    lungs.slice_mut(ndarray::s![12..18, 2..8]).fill(1);
+    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: None, threshold: 0.5, annotated: ann.view(), lungs: Some(lungs.view()), window: Window::LUNG, title: "lungs".into() };
+    // 200 px for 20 voxels: voxel (y, x) covers pixels 10y..10y+9, 10x..10x+9.
+    let (pic, l) = slice::render(&view, 200).unwrap();
+    let [ct, an] = [l.origins[0], l.origins[1]];
+    assert_eq!(px(&pic, ct, 20, 125), slice::LUNG_CONTOUR, "left edge of the lungs (voxel x 2)");
+    assert_eq!(px(&pic, ct, 79, 150), slice::LUNG_CONTOUR, "right edge (voxel x 7)");
+    assert_eq!(px(&pic, ct, 50, 150), [68; 3], "inside: the CT's grey, not filled");
+    assert_eq!(px(&pic, ct, 150, 150), [68; 3], "outside");
+    assert_eq!(px(&pic, an, 20, 125), [68; 3], "the annotated panel has no lung contour");
 }

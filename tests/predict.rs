@@ -110,7 +110,7 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     // The command writes the same map (probability x 1000 as int16) and one LUNA16 row
     // per component.
     let out = dir.path().join("pred");
-    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "5"]);
+    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "5", "--no-lung-roi"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let map = VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().read_all().unwrap();
     let worst = map.iter().zip(slow.iter()).map(|(&m, &p)| (m as f32 - 1000.0 * p).abs()).fold(0f32, f32::max);
@@ -121,6 +121,30 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     assert_eq!(csv.lines().next(), Some("seriesuid,coordX,coordY,coordZ,probability"));
     assert_eq!(csv.lines().count() - 1, comps.len());
     assert_eq!(std::fs::read_to_string(out.join("series.txt")).unwrap(), format!("{id}\n"));
+
+    // Within the lung region (the default): tiles that hold none of it are not computed,
+    // every voxel of the region has the whole map's value (all tiles covering it touch
+    // the region, so all are computed, and they are added in the same order), and the
+    // command's findings are the components whose centre lies in the region.
+    let roi = predict::Roi::lung_region(&store.label(&id, "lungs").unwrap()).unwrap();
+    let all = predict::tiles(volume.shape_zyx(), &sw);
+    let computed = all.iter().filter(|t| roi.touches(**t, sw.patch_zyx)).count();
+    assert!(computed < all.len() && computed > 0, "{computed} of {} tiles", all.len());
+    let inside = predict::predict_volume_in(&volume, &sw, 2, Some(&roi), |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let mut in_region = 0;
+    for ((&a, &b), &m) in inside.iter().zip(fast.iter()).zip(roi.mask.iter()) {
+        if m != 0 {
+            assert_eq!(a, b, "a voxel of the lung region differs from the whole map");
+            in_region += 1;
+        }
+    }
+    assert!(in_region > 0 && inside.iter().any(|&p| p == 0.0), "the map is 0 where no tile was computed");
+    let out = dir.path().join("pred-roi");
+    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "3", "--threshold", "0.45", "--backend", "burn", "--threads", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let comps: Vec<_> = predict::components::components(inside.as_slice().unwrap(), volume.shape_zyx(), 0.45, &volume.geometry()).into_iter().filter(|c| roi.contains(c.centre_zyx)).collect();
+    let csv = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
+    assert_eq!(csv.lines().count() - 1, comps.len());
 }
 
 /// The two-scan example worked by hand in `src/evaluate.rs` (CPM 11/21), through the CSV

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::patch::{read_patch, write_patch};
-use super::sampler::sample;
 use super::{Loader, LoaderError};
 
 /// What [`run`] measured.
@@ -117,7 +116,7 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
     let lookups = (c1.hits + c1.misses - c0.hits - c0.misses).max(1);
 
     // The bounds, on the patches of epoch 1 (same distribution, other draws).
-    let specs: Vec<_> = (0..256).map(|i| sample(shared, 1, i / cfg.batch_size, i % cfg.batch_size)).collect();
+    let specs: Vec<_> = (0..256).map(|i| super::patch::resolve(shared, 1, i / cfg.batch_size, i % cfg.batch_size)).collect::<Result<_, _>>()?;
     let mut touched = Vec::new();
     for s in &specs {
         let v = &shared.scans[s.scan].volume;

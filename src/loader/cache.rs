@@ -11,6 +11,12 @@ pub type ChunkKey = (u32, u32);
 
 const SHARDS: usize = 16;
 
+/// The cache key of scan `scan`'s label volume (its chunks share the cache with the
+/// scans', under keys no scan has).
+pub fn label_key(scan: u32) -> u32 {
+    scan | 0x8000_0000
+}
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<ChunkKey, (Arc<[i16]>, u64)>,

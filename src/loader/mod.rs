@@ -76,6 +76,24 @@ pub enum Negatives {
     Random,
     /// Centred on `candidates.csv` class-0 points (LUNA16's hard negatives), with jitter.
     Candidates,
+    /// Centred on a voxel drawn uniformly from the lung mask (the label volume `lungs`)
+    /// of a uniformly chosen scan (the default); in a scan without lungs, a random
+    /// position as [`Negatives::Random`] ([`Loader::notes`] says which).
+    Lungs,
+}
+
+impl std::str::FromStr for Negatives {
+    type Err = String;
+
+    /// `random`, `candidates` or `lungs`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "random" => Ok(Negatives::Random),
+            "candidates" => Ok(Negatives::Candidates),
+            "lungs" => Ok(Negatives::Lungs),
+            _ => Err(format!("`{s}` is not random, candidates or lungs")),
+        }
+    }
 }
 
 /// How positive patches choose their nodule.
@@ -150,7 +168,7 @@ impl Default for LoaderConfig {
             batch_size: 8,
             positive_share: 0.8,
             jitter_zyx: [8, 8, 8],
-            negatives: Negatives::Random,
+            negatives: Negatives::Lungs,
             weighting: NoduleWeighting::Uniform,
             hu_window: [-1000.0, 400.0],
             augment: Augment::default(),
@@ -193,7 +211,7 @@ impl<'s> LoaderBuilder<'s> {
         positive_share: f64 => positive_share,
         /// Largest shift of a positive patch's centre (z, y, x) voxels; default 8, 8, 8.
         jitter: [usize; 3] => jitter_zyx,
-        /// Source of negatives; default random positions.
+        /// Source of negatives; default uniform inside the lung mask.
         negatives: Negatives => negatives,
         /// Nodule choice; default uniform.
         weighting: NoduleWeighting => weighting,
@@ -267,6 +285,51 @@ pub struct ScanEntry {
     pub nodule_ids: Vec<i32>,
     /// `nodules` bucketed by position, so a patch's mask looks only at those near it.
     pub nodule_grid: spheres::SphereGrid,
+    /// Where its lung voxels are, for [`Negatives::Lungs`] (`None`: no lung mask, or an
+    /// empty one).
+    pub lungs: Option<LungIndex>,
+}
+
+/// Where one scan's lung voxels are, chunk by chunk: a lung voxel is drawn uniformly by
+/// choosing a chunk in proportion to its lung voxels, then one of them
+/// ([`patch::resolve`] finds it in the decoded chunk).
+#[derive(Debug)]
+pub struct LungIndex {
+    /// The `lungs` label volume.
+    pub label: Arc<VolumeFile>,
+    /// Numbers (C order) of the chunks that hold lung voxels.
+    pub chunks: Vec<u32>,
+    /// Lung voxels in `chunks[..=k]`.
+    pub cumulative: Vec<u64>,
+}
+
+impl LungIndex {
+    /// Reads the label volume once and counts its lung voxels per chunk; `None` when it
+    /// has none.
+    fn build(label: Arc<VolumeFile>) -> Result<Option<LungIndex>, LoaderError> {
+        let grid = label.header().grid();
+        let mut chunks = Vec::new();
+        let mut cumulative = Vec::new();
+        let mut total = 0u64;
+        for cz in 0..grid[0] {
+            for cy in 0..grid[1] {
+                for cx in 0..grid[2] {
+                    let n = label.decode_chunk_as::<u8>([cz, cy, cx])?.iter().filter(|&&v| v != 0).count() as u64;
+                    if n > 0 {
+                        total += n;
+                        chunks.push(((cz * grid[1] + cy) * grid[2] + cx) as u32);
+                        cumulative.push(total);
+                    }
+                }
+            }
+        }
+        Ok((total > 0).then_some(LungIndex { label, chunks, cumulative }))
+    }
+
+    /// Lung voxels in the scan.
+    pub fn voxels(&self) -> u64 {
+        self.cumulative.last().copied().unwrap_or(0)
+    }
 }
 
 impl ScanEntry {
@@ -291,8 +354,12 @@ pub struct Shared {
     pub cumulative: Vec<f64>,
     /// Hard negatives: (scan, centre (z, y, x)).
     pub hard_negatives: Vec<(usize, [f64; 3])>,
-    /// The decoded-chunk cache.
+    /// The decoded-chunk cache (scan chunks, and label chunks under
+    /// [`cache::label_key`]).
     pub cache: cache::ChunkCache,
+    /// What the user should know about this selection (scans without lungs under
+    /// [`Negatives::Lungs`]), said once by whoever builds the loader.
+    pub notes: Vec<String>,
 }
 
 /// The loader. Cheap to keep; each [`Loader::epoch`] starts its own workers.
@@ -384,7 +451,33 @@ impl Loader {
                 }
             }
             let nodule_grid = spheres::SphereGrid::build(&nodules);
-            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid });
+            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid, lungs: None });
+        }
+        let mut notes = Vec::new();
+        if cfg.negatives == Negatives::Lungs && cfg.positive_share < 1.0 {
+            // Each scan's lung mask, counted per chunk once (in parallel over scans).
+            use rayon::prelude::*;
+            let indexes: Vec<Result<Option<LungIndex>, LoaderError>> = scans
+                .par_iter()
+                .map(|s| match store.scan(&s.id)?.label(crate::labels::LUNGS) {
+                    Some(l) if l.foreground_voxels() > 0 => LungIndex::build(store.label(&s.id, crate::labels::LUNGS)?),
+                    _ => Ok(None),
+                })
+                .collect();
+            for (s, ix) in scans.iter_mut().zip(indexes) {
+                s.lungs = ix?;
+            }
+            let without: Vec<&str> = scans.iter().filter(|s| s.lungs.is_none()).map(|s| s.id.as_str()).collect();
+            if !without.is_empty() {
+                let shown: Vec<&str> = without.iter().take(5).copied().collect();
+                notes.push(format!(
+                    "{} of {} scans have no lung mask (or an empty one): their negatives are drawn at random positions ({}{}); `ctstream ingest` computes lung masks unless --no-lung-mask",
+                    without.len(),
+                    scans.len(),
+                    shown.join(", "),
+                    if without.len() > shown.len() { ", ..." } else { "" }
+                ));
+            }
         }
         let mut hard_negatives = Vec::new();
         if cfg.negatives == Negatives::Candidates {
@@ -401,7 +494,7 @@ impl Loader {
             }
         }
         let cache = cache::ChunkCache::new(cfg.cache_bytes);
-        Ok(Loader { shared: Arc::new(Shared { cfg, scans, positives, cumulative, hard_negatives, cache }) })
+        Ok(Loader { shared: Arc::new(Shared { cfg, scans, positives, cumulative, hard_negatives, cache, notes }) })
     }
 
     /// The configuration.
@@ -446,6 +539,12 @@ impl Loader {
     /// [`LoaderError::Store`] for unreadable chunks.
     pub fn build_batch(&self, epoch: u64, index: usize) -> Result<Batch, LoaderError> {
         patch::build_batch(&self.shared, epoch, index)
+    }
+
+    /// What the user should know about this loader's selection (for example scans
+    /// without lungs under [`Negatives::Lungs`]); print each once.
+    pub fn notes(&self) -> &[String] {
+        &self.shared.notes
     }
 
     /// Chunk cache counters.

@@ -73,6 +73,33 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
     Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
+/// The patch for (seed, epoch, batch, item) with its position settled: a lung negative's
+/// centre is the lung voxel its pick names, found in the decoded label chunk (through the
+/// shared cache). Everything else is [`sample`]'s.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt label chunk.
+pub fn resolve(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<PatchSpec, LoaderError> {
+    let mut spec = sample(shared, epoch, batch, item);
+    if let (Some((k, rank)), Some(ix)) = (spec.lung_pick, shared.scans[spec.scan].lungs.as_ref()) {
+        let h = ix.label.header();
+        let (grid, c) = (h.grid(), h.chunk_shape_zyx);
+        let n = ix.chunks[k] as usize;
+        let chunk = [n / (grid[1] * grid[2]), (n / grid[2]) % grid[1], n % grid[2]];
+        let data = shared.cache.get_or_decode((super::cache::label_key(spec.scan as u32), n as u32), || {
+            ix.label.decode_chunk_as::<u8>(chunk).map(|v| v.into_iter().map(i16::from).collect())
+        })?;
+        let local = data.iter().enumerate().filter(|(_, v)| **v != 0).nth(rank as usize).map(|(i, _)| i);
+        let Some(i) = local else {
+            return Err(LoaderError::Config(format!("{}: chunk {chunk:?} holds fewer lung voxels than counted when the loader was built", ix.label.path().display())));
+        };
+        let centre = [chunk[0] * c[0] + i / (c[1] * c[2]), chunk[1] * c[1] + (i / c[2]) % c[1], chunk[2] * c[2] + i % c[2]];
+        let p = shared.cfg.patch_zyx;
+        spec.start_zyx = std::array::from_fn(|a| centre[a] as i64 - (p[a] / 2) as i64);
+    }
+    Ok(spec)
+}
+
 /// Builds batch `index` of epoch `epoch`.
 ///
 /// # Errors
@@ -86,7 +113,7 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
     let mut masks = vec![0f32; b * n];
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
-        let spec = sample(shared, epoch, index, item);
+        let spec = resolve(shared, epoch, index, item)?;
         let scan = &shared.scans[spec.scan];
         let hu = read_patch(shared, &spec)?;
         let m = scan.mask(spec.start_zyx, p);

@@ -6,8 +6,11 @@
 //!   the patch is centred there (start = centre - patch / 2, rounded down).
 //! - Otherwise it is **negative**: a scan chosen uniformly and a uniform voxel inside it as
 //!   the centre ([`super::Negatives::Random`]), or a class-0 candidate with the same
-//!   jitter ([`super::Negatives::Candidates`]). Random negatives may contain a nodule by
-//!   chance; the mask says so.
+//!   jitter ([`super::Negatives::Candidates`]), or a voxel drawn uniformly from the lung
+//!   mask of a scan chosen uniformly ([`super::Negatives::Lungs`]: a chunk in proportion
+//!   to its lung voxels, then the k-th lung voxel in it, found when the patch is built,
+//!   [`super::patch::resolve`]). Random and lung negatives may contain a nodule by chance;
+//!   the mask says so.
 //! - The augmentation parameters are drawn from the same generator.
 
 use rand::Rng;
@@ -29,6 +32,10 @@ pub struct PatchSpec {
     pub nodule: Option<usize>,
     /// Augmentations for this patch.
     pub augment: AugmentParams,
+    /// For lung negatives before [`super::patch::resolve`]: (position in the scan's
+    /// [`super::LungIndex::chunks`], rank of the lung voxel in that chunk, C order);
+    /// `start_zyx` is set from it.
+    pub lung_pick: Option<(usize, u64)>,
 }
 
 /// Purpose tags, so streams for different uses never share draws.
@@ -47,6 +54,7 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
     };
     let start = |centre: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64) };
     let positive = !shared.positives.is_empty() && rng.random::<f64>() < cfg.positive_share;
+    let mut lung_pick = None;
     let (scan, start_zyx, nodule) = if positive {
         let total = *shared.cumulative.last().unwrap_or(&1.0);
         let t = rng.random::<f64>() * total;
@@ -61,10 +69,20 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
         (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), None)
     } else {
         let scan = rng.random_range(0..shared.scans.len());
-        let shape = shared.scans[scan].volume.shape_zyx();
-        let centre: [i64; 3] = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
-        (scan, start(centre), None)
+        match (&shared.scans[scan].lungs, cfg.negatives) {
+            (Some(ix), Negatives::Lungs) => {
+                let t = rng.random_range(0..ix.voxels());
+                let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
+                lung_pick = Some((k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] }));
+                (scan, [0; 3], None)
+            }
+            _ => {
+                let shape = shared.scans[scan].volume.shape_zyx();
+                let centre: [i64; 3] = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
+                (scan, start(centre), None)
+            }
+        }
     };
     let augment = cfg.augment.draw(&mut rng);
-    PatchSpec { scan, start_zyx, positive, nodule, augment }
+    PatchSpec { scan, start_zyx, positive, nodule, augment, lung_pick }
 }

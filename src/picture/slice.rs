@@ -37,6 +37,8 @@ pub const PREDICTED: [u8; 3] = [230, 40, 40];
 pub const ANNOTATED: [u8; 3] = [40, 210, 70];
 /// Opacity of a mask's fill; its one-pixel outline is opaque.
 pub const FILL_ALPHA: f32 = 0.4;
+/// Colour of the lung contour on the CT panel (cyan).
+pub const LUNG_CONTOUR: [u8; 3] = [0, 190, 230];
 
 /// `base` with `colour` laid over it at opacity `alpha`, rounded.
 pub fn blend(base: [u8; 3], colour: [u8; 3], alpha: f32) -> [u8; 3] {
@@ -56,6 +58,9 @@ pub struct SliceView<'a> {
     pub threshold: f32,
     /// The annotated mask (y, x): non-zero inside a nodule.
     pub annotated: ArrayView2<'a, u8>,
+    /// The lung mask (y, x), non-zero inside the lungs: its contour is drawn on the CT
+    /// panel; `None` draws none.
+    pub lungs: Option<ArrayView2<'a, u8>>,
     /// The display window.
     pub window: Window,
     /// The line above the panels (series, slice, position).
@@ -107,6 +112,11 @@ pub fn layout(view: &SliceView, panel_width: u32) -> Layout {
 type Overlay<'f> = (&'f dyn Fn(usize, usize) -> bool, [u8; 3]);
 
 fn panel(view: &SliceView, l: &Layout, mask: Option<Overlay>) -> Vec<u8> {
+    panel_with(view, l, mask, false)
+}
+
+/// A panel; with `outline`, `mask` is drawn as its contour only (no fill).
+fn panel_with(view: &SliceView, l: &Layout, mask: Option<Overlay>, outline: bool) -> Vec<u8> {
     let (rows, cols) = view.hu.dim();
     let (w, h) = (l.panel_w, l.panel_h);
     let inside = |px: i64, py: i64| -> bool {
@@ -128,7 +138,13 @@ fn panel(view: &SliceView, l: &Layout, mask: Option<Overlay>) -> Vec<u8> {
                 let (x0, y0) = (px as i64, py as i64);
                 if inside(x0, y0) {
                     let edge = !(inside(x0 - 1, y0) && inside(x0 + 1, y0) && inside(x0, y0 - 1) && inside(x0, y0 + 1));
-                    rgb = if edge { colour } else { blend(rgb, colour, FILL_ALPHA) };
+                    rgb = if edge {
+                        colour
+                    } else if outline {
+                        rgb
+                    } else {
+                        blend(rgb, colour, FILL_ALPHA)
+                    };
                 }
             }
             buf.extend_from_slice(&rgb);
@@ -157,6 +173,11 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
     if view.annotated.dim() != (rows, cols) {
         return Err(shape_err("the annotated mask", view.annotated.dim()));
     }
+    if let Some(m) = &view.lungs {
+        if m.dim() != (rows, cols) {
+            return Err(shape_err("the lung mask", m.dim()));
+        }
+    }
     if let Some(p) = &view.predicted {
         if p.dim() != (rows, cols) {
             return Err(shape_err("the prediction", p.dim()));
@@ -165,11 +186,13 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
     let l = layout(view, panel_width);
     let annotated = |y: usize, x: usize| view.annotated[[y, x]] != 0;
     let annotated_voxels = view.annotated.iter().filter(|&&v| v != 0).count();
-    let mut panels: Vec<(Vec<u8>, String, RGBColor)> = vec![(
-        panel(view, &l, None),
-        format!("CT, window L {} W {} HU", view.window.level, view.window.width),
-        BLACK,
-    )];
+    let lungs = |y: usize, x: usize| view.lungs.as_ref().is_some_and(|m| m[[y, x]] != 0);
+    let ct = match view.lungs {
+        Some(_) => panel_with(view, &l, Some((&lungs, LUNG_CONTOUR)), true),
+        None => panel(view, &l, None),
+    };
+    let contour = if view.lungs.is_some() { ", lung contour" } else { "" };
+    let mut panels: Vec<(Vec<u8>, String, RGBColor)> = vec![(ct, format!("CT, window L {} W {} HU{contour}", view.window.level, view.window.width), BLACK)];
     if let Some(p) = &view.predicted {
         let predicted = |y: usize, x: usize| p[[y, x]] >= view.threshold;
         let n = p.iter().filter(|&&v| v >= view.threshold).count();

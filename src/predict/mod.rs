@@ -74,6 +74,79 @@ pub fn tiles(shape_zyx: [usize; 3], sw: &SlidingWindow) -> Vec<[usize; 3]> {
     out
 }
 
+/// Where prediction looks in a scan: its lung region (the `lungs` label volume dilated,
+/// format/FORMAT.md), with a coarse map of which 8x8x8 blocks hold any of it, so a tile
+/// is tested in a few hundred lookups.
+#[derive(Debug, Clone)]
+pub struct Roi {
+    /// 0/1 per voxel of the scan.
+    pub mask: Array3<u8>,
+    blocks: Array3<bool>,
+}
+
+/// The side of the blocks of [`Roi`]'s coarse map.
+const ROI_BLOCK: usize = 8;
+
+impl Roi {
+    /// The region of interest `mask` (0/1, the scan's shape).
+    pub fn new(mask: Array3<u8>) -> Roi {
+        let (nz, ny, nx) = mask.dim();
+        let mut blocks = Array3::from_elem((nz.div_ceil(ROI_BLOCK), ny.div_ceil(ROI_BLOCK), nx.div_ceil(ROI_BLOCK)), false);
+        for ((z, y, x), &v) in mask.indexed_iter() {
+            if v != 0 {
+                blocks[[z / ROI_BLOCK, y / ROI_BLOCK, x / ROI_BLOCK]] = true;
+            }
+        }
+        Roi { mask, blocks }
+    }
+
+    /// The lung region of a scan from its `lungs` label volume ([`crate::labels::lungs::dilate_box`]
+    /// by [`crate::labels::LUNG_REGION_MARGIN_MM`]).
+    ///
+    /// # Errors
+    /// The label volume's errors.
+    pub fn lung_region(lungs: &VolumeFile) -> Result<Roi, StoreError> {
+        let m = lungs.read_all_as::<u8>()?;
+        Ok(Roi::new(crate::labels::lungs::dilate_box(&m, lungs.header().spacing_xyz, crate::labels::LUNG_REGION_MARGIN_MM)))
+    }
+
+    /// Whether the box at `start` of `shape` voxels holds any voxel of the region.
+    pub fn touches(&self, start_zyx: [usize; 3], shape_zyx: [usize; 3]) -> bool {
+        let d = self.mask.dim();
+        let dims = [d.0, d.1, d.2];
+        let end: [usize; 3] = std::array::from_fn(|a| (start_zyx[a] + shape_zyx[a]).min(dims[a]));
+        if (0..3).any(|a| start_zyx[a] >= end[a]) {
+            return false;
+        }
+        let (b0, b1): ([usize; 3], [usize; 3]) = (std::array::from_fn(|a| start_zyx[a] / ROI_BLOCK), std::array::from_fn(|a| (end[a] - 1) / ROI_BLOCK));
+        for bz in b0[0]..=b1[0] {
+            for by in b0[1]..=b1[1] {
+                for bx in b0[2]..=b1[2] {
+                    if !self.blocks[[bz, by, bx]] {
+                        continue;
+                    }
+                    // A block that holds region voxels: look at the part inside the box.
+                    let lo = [bz, by, bx].map(|b| b * ROI_BLOCK);
+                    let z = lo[0].max(start_zyx[0])..(lo[0] + ROI_BLOCK).min(end[0]);
+                    let y = lo[1].max(start_zyx[1])..(lo[1] + ROI_BLOCK).min(end[1]);
+                    let x = lo[2].max(start_zyx[2])..(lo[2] + ROI_BLOCK).min(end[2]);
+                    if self.mask.slice(ndarray::s![z, y, x]).iter().any(|&v| v != 0) {
+                        return true;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Whether the voxel nearest the continuous index `zyx` lies in the region.
+    pub fn contains(&self, zyx: [f64; 3]) -> bool {
+        let d = self.mask.dim();
+        let i: [i64; 3] = zyx.map(|v| (v + 0.5).floor() as i64);
+        (0..3).all(|a| i[a] >= 0 && (i[a] as usize) < [d.0, d.1, d.2][a]) && self.mask[[i[0] as usize, i[1] as usize, i[2] as usize]] != 0
+    }
+}
+
 /// The probability of every voxel of `volume`: `model` on every tile of the sliding
 /// window, blended with [`window::gaussian`] weights and normalised by their sum.
 ///
@@ -91,7 +164,30 @@ pub fn predict_volume(
     model: impl Fn(&[f32], [usize; 5]) -> Result<Vec<f32>, String> + Sync,
     progress: &dyn Progress,
 ) -> Result<Array3<f32>, PredictError> {
+    predict_volume_in(volume, sw, threads, None, model, progress)
+}
+
+/// [`predict_volume`] within a region of interest: tiles that hold no voxel of `roi` are
+/// not computed, and voxels no computed tile covers have probability 0. With `roi`
+/// `None`, every tile is computed.
+///
+/// # Errors
+/// As [`predict_volume`]; [`PredictError::Config`] for a region of another shape.
+pub fn predict_volume_in(
+    volume: &VolumeFile,
+    sw: &SlidingWindow,
+    threads: usize,
+    roi: Option<&Roi>,
+    model: impl Fn(&[f32], [usize; 5]) -> Result<Vec<f32>, String> + Sync,
+    progress: &dyn Progress,
+) -> Result<Array3<f32>, PredictError> {
     use rayon::prelude::*;
+    if let Some(r) = roi {
+        let d = r.mask.dim();
+        if [d.0, d.1, d.2] != volume.shape_zyx() {
+            return Err(PredictError::Config(format!("region of interest {:?} is not the scan's shape {:?}", [d.0, d.1, d.2], volume.shape_zyx())));
+        }
+    }
     if sw.patch_zyx.contains(&0) || sw.batch_size == 0 || !(0.0..1.0).contains(&sw.overlap) || sw.hu_window[0] >= sw.hu_window[1] {
         return Err(PredictError::Config(format!("patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}", sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window)));
     }
@@ -103,7 +199,10 @@ pub fn predict_volume(
     let mut wsum = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
     let cache = ChunkCache::new(sw.cache_bytes);
     let (lo, inv) = (sw.hu_window[0], 1.0 / (sw.hu_window[1] - sw.hu_window[0]));
-    let all = tiles(shape, sw);
+    let mut all = tiles(shape, sw);
+    if let Some(r) = roi {
+        all.retain(|t| r.touches(*t, p));
+    }
     let batches: Vec<&[[usize; 3]]> = all.chunks(sw.batch_size).collect();
     // One batch: read its tiles (through the shared cache), window, predict.
     let run = |batch: &[[usize; 3]]| -> Result<Vec<f32>, PredictError> {

@@ -39,6 +39,9 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let loader = Loader::builder(&store).workers(a.workers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).build()?;
     let warm = Duration::from_secs_f64((a.seconds / 4.0).min(5.0));
+    for n in loader.notes() {
+        eprintln!("note: {n}");
+    }
     if !a.json {
         eprintln!("measuring {} workers, batch {}, {} s after {:.1} s of warm-up ...", a.workers, a.batch_size, a.seconds, warm.as_secs_f64());
     }

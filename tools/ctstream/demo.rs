@@ -86,7 +86,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!("   all {inside} nodules lie inside their scans");
 
     let store = a.out.join("store");
-    println!("3. ingest the MetaImage scans -> {} (1 mm, 16x32x32 zstd chunks, parquet index)", store.display());
+    println!("3. ingest the MetaImage scans -> {} (1 mm, 16x32x32 zstd chunks, lung masks, parquet index)", store.display());
     let mut cfg = IngestConfig::new(vec![data.join("subset0")], store.clone());
     cfg.annotations = Some(s.annotations.clone());
     cfg.candidates = Some(s.candidates.clone());
@@ -105,6 +105,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     if !sum.failed.is_empty() {
         return Err(anyhow!("{} scans failed to ingest: {:?}", sum.failed.len(), sum.failed).into());
     }
+    if !sum.stored.is_empty() {
+        println!("   lung masks: {:.2} s per scan of the workers' time (label volume `lungs`: 1 right, 2 left)", sum.lung_mask_seconds / sum.stored.len() as f64);
+    }
 
     println!("4. inspect the store");
     println!();
@@ -114,6 +117,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!("5. stream 32x64x64 patches + masks from the store (2 workers, batch 8, 3 s)");
     let opened = Store::open(&store).context("opening the store")?;
     let loader = Loader::builder(&opened).workers(2).batch_size(8).seed(a.seed).build()?;
+    for n in loader.notes() {
+        println!("   note: {n}");
+    }
     let r = bench::run(&loader, Duration::from_secs(1), Duration::from_secs(3))?;
     println!(
         "   {:.0} patches/s ({:.0} MB/s of f32); decode-only bound {:.0}, copy-only bound {:.0} patches/s; cache hit rate {:.2}",

@@ -70,6 +70,11 @@ pub struct Args {
     /// Components smaller than this many voxels are dropped.
     #[arg(long, default_value_t = 1)]
     min_voxels: usize,
+    /// Predict everywhere: by default, in a scan with a lung mask, tiles that hold none of
+    /// the lung region (the lungs dilated by 10 mm) are not computed and findings outside
+    /// it are dropped.
+    #[arg(long)]
+    no_lung_roi: bool,
     /// Format of the probability maps: ctv (store volume, per-mille), mhd (float32), none.
     #[arg(long, value_parser = ["ctv", "mhd", "none"], default_value = "ctv")]
     format: String,
@@ -140,14 +145,24 @@ fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars, engine: Engine) 
     for id in &ids {
         let t0 = Instant::now();
         let volume = store.volume(id)?;
-        let tiles = predict::tiles(volume.shape_zyx(), &sw).len();
-        let probs = predict::predict_volume(&volume, &sw, threads, |x, shape| trained.network.predict_batch(x, shape, &device), bars).with_context(|| format!("predicting {id}"))?;
+        let has_lungs = store.scan(id)?.label(ctstream::labels::LUNGS).is_some_and(|l| l.foreground_voxels() > 0);
+        let roi = if a.no_lung_roi || !has_lungs { None } else { Some(predict::Roi::lung_region(&*store.label(id, ctstream::labels::LUNGS)?)?) };
+        let all_tiles = predict::tiles(volume.shape_zyx(), &sw);
+        let tiles = roi.as_ref().map_or(all_tiles.len(), |r| all_tiles.iter().filter(|t| r.touches(**t, sw.patch_zyx)).count());
+        let probs = predict::predict_volume_in(&volume, &sw, threads, roi.as_ref(), |x, shape| trained.network.predict_batch(x, shape, &device), bars).with_context(|| format!("predicting {id}"))?;
         let seconds = t0.elapsed().as_secs_f64();
         let g = volume.geometry();
         let flat = probs.as_slice().ok_or_else(|| anyhow!("probability map not contiguous"))?;
-        let comps: Vec<Component> = components::components(flat, volume.shape_zyx(), a.threshold, &g).into_iter().filter(|c| c.voxels >= a.min_voxels).collect();
+        let found: Vec<Component> = components::components(flat, volume.shape_zyx(), a.threshold, &g).into_iter().filter(|c| c.voxels >= a.min_voxels).collect();
+        let before = found.len();
+        let comps: Vec<Component> = found.into_iter().filter(|c| roi.as_ref().is_none_or(|r| r.contains(c.centre_zyx))).collect();
         write_map(a, id, &probs, &g)?;
-        println!("  {id}: {tiles} tiles in {seconds:.1} s, {} finding(s) at p >= {}", comps.len(), a.threshold);
+        let where_ = match &roi {
+            Some(_) => format!(" of {} in the lung region ({} findings outside it dropped)", all_tiles.len(), before - comps.len()),
+            None if !a.no_lung_roi => " (no lung mask: everywhere)".to_string(),
+            None => String::new(),
+        };
+        println!("  {id}: {tiles} tiles{where_} in {seconds:.1} s, {} finding(s) at p >= {}", comps.len(), a.threshold);
         for c in comps {
             detections.push(Detection { series_id: id.clone(), world_xyz: c.centre_world_xyz, probability: c.max_probability });
             findings.push((id.clone(), c));

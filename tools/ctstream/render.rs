@@ -97,6 +97,10 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         Some(p) => Some(p.read_region(Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]))?.index_axis_move(Axis(0), 0).mapv(|v| v as f32 / 1000.0)),
         None => None,
     };
+    let lungs = match store.scan(&a.series)?.label(ctstream::labels::LUNGS) {
+        Some(_) => Some(store.read_label_region(&a.series, ctstream::labels::LUNGS, Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]))?.index_axis_move(Axis(0), 0)),
+        None => None,
+    };
     let g = volume.geometry();
     let world_z = g.index_to_world([z as f64, ny as f64 / 2.0, nx as f64 / 2.0])[2];
     let window = a.window.map_or(Window::LUNG, |[level, width]| Window { level, width });
@@ -121,6 +125,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         predicted: probs.as_ref().map(|p| p.slice(cut)),
         threshold: a.threshold,
         annotated: mask.slice(cut),
+        lungs: lungs.as_ref().map(|m| m.slice(cut)),
         window,
         title: format!("{}   slice z {z} of {nz} (z = {world_z:.1} mm){why}{field}", a.series),
     };

@@ -80,8 +80,10 @@ pub struct Args {
     /// Largest shift Z,Y,X (voxels) of a positive patch's centre from its nodule [default: 8,8,8].
     #[arg(long, value_parser = parse3::<usize>)]
     jitter: Option<[usize; 3]>,
-    /// Negatives: random positions, or candidates (LUNA16 class-0 candidates) [default: random].
-    #[arg(long, value_parser = ["random", "candidates"])]
+    /// Negatives: lungs (centred on a voxel of the scan's lung mask; random positions in
+    /// scans without one), random positions, or candidates (LUNA16 class-0 candidates)
+    /// [default: lungs].
+    #[arg(long, value_parser = ["lungs", "random", "candidates"])]
     negatives: Option<String>,
     /// Augmentations, comma-separated: flip, rot90, hu (HU shift 25, scale 5%), noise
     /// (sigma 0.01); or none, or all [default: none].
@@ -150,7 +152,7 @@ fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, E
         batch_size: a.batch_size.unwrap_or(8),
         positive_share: a.positive_share.unwrap_or(0.8),
         jitter_zyx: a.jitter.unwrap_or([8, 8, 8]),
-        negatives: if a.negatives.as_deref() == Some("candidates") { Negatives::Candidates } else { Negatives::Random },
+        negatives: a.negatives.as_deref().unwrap_or("lungs").parse::<Negatives>().map_err(|e| ExitError(Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?,
         augment: parse_augment(a.augment.as_deref().unwrap_or("none"), patch)?,
         workers: a.workers.unwrap_or(2),
         cache_bytes: a.cache.unwrap_or(256) << 20,
@@ -305,6 +307,15 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         return Err(anyhow!("{}: the store's parameters differ from those the run started with (config.json store_manifest); resuming would train on other data", cfg.store.display()).into());
     }
     let loader = match Loader::builder(&store).config(cfg.train_loader()).build() {
+        Ok(l) => {
+            for n in l.notes() {
+                bars.println(&format!("note: {n}"));
+            }
+            Ok(l)
+        }
+        Err(e) => Err(e),
+    };
+    let loader = match loader {
         Err(LoaderError::Empty(_)) if cfg.val_fraction > 0.0 => {
             return Err(usage(format!("{}: every scan falls in the validation split (--val-fraction {}); use a smaller --val-fraction, or 0 to train on all", cfg.store.display(), cfg.val_fraction)));
         }
