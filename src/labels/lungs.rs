@@ -154,17 +154,18 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
             }
         }
     };
-    if hu_c.is_empty() || (nz as u64) * (ny as u64) >= u32::MAX as u64 || nx as u64 >= u32::MAX as u64 {
+    if hu_c.is_empty() {
         return empty();
     }
-
+    // runs::label refuses shapes whose rows or runs a u32 cannot count.
     let Some(lab) = super::runs::label(hu_c, [nz, ny, nx], |&v| (v < p.air_below_hu) as u8) else { return empty() };
     // The body (not air): its voxels, x sum and voxels on the x border, from the runs.
     let (mut air_n, mut air_x, mut air_edge) = (0u64, 0f64, 0u64);
     for r in &lab.runs {
         air_n += r.len();
         air_x += (r.x0 as f64 + r.x1 as f64 - 1.0) * r.len() as f64 / 2.0;
-        air_edge += (r.x0 == 0) as u64 + (r.x1 as usize == nx) as u64;
+        // A row one voxel wide has one edge voxel, not two.
+        air_edge += (r.x0 == 0) as u64 + (r.x1 as usize == nx && nx > 1) as u64;
     }
     let rows = (nz * ny) as u64;
     let body_n = rows * nx as u64 - air_n;
@@ -453,6 +454,15 @@ mod tests {
         }
         let r = region(&wide, [2, 1, 3]);
         assert_eq!(r, whole.slice(ndarray::s![3..9, 1..7, 4..12]).to_owned());
+    }
+
+    #[test]
+    fn a_volume_one_voxel_wide_is_no_crop_and_no_overflow() {
+        // Air rows of one voxel: each is one edge voxel of its row, not two.
+        let hu = Array3::<i16>::from_elem((4, 6, 1), -1000);
+        let m = segment(&hu, &Geometry::axis_aligned([0.0; 3], [1.0; 3]), &LungParams::default());
+        assert!(!m.found());
+        assert_eq!(m.lungs.dim(), (4, 6, 1));
     }
 
     #[test]
