@@ -27,17 +27,20 @@ bundle="${1:-target/gpu-check}"
 
 # The same features as tools/test.sh, less LibTorch: the GPU machine has no PyTorch for a
 # LibTorch build to load. Where tools/test.sh built no LibTorch, this build is its build.
-# --all-targets, as tools/test.sh: after a LibTorch build the crates whose features tch
-# changes are compiled again either way, and this also compiles every test the way a
-# build without PyTorch does.
-features=$(tools/features.sh | sed 's/,tch//')
-cargo build --release --locked --all-targets --features "$features"
+# CTSTREAM_BIN=PATH bundles that binary instead of building one: CI checks the bundle and
+# run.sh with the binary tools/test.sh built (LibTorch included, so not one to copy to
+# the GPU machine) rather than spend a second release build on it.
+bin="${CTSTREAM_BIN:-}"
+if [ -z "$bin" ]; then
+    features=$(tools/features.sh | sed 's/,tch//')
+    cargo build --release --locked --bin ctstream --features "$features"
+    bin=target/release/ctstream
+fi
 
 rm -rf "$bundle"
 mkdir -p "$bundle"
-strip -o "$bundle/ctstream" target/release/ctstream
+strip -o "$bundle/ctstream" "$bin"
 gzip -9 "$bundle/ctstream"
-bin=target/release/ctstream
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$bin" --quiet synth --out "$tmp/data" --scans 8 --small --seed 11 >/dev/null

@@ -360,13 +360,29 @@ pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
 /// The file beside the tables that holds their checksums (format/INDEX.md).
 pub const CHECKSUMS: &str = "checksums.json";
 
-/// `index/checksums.json`: the SHA-256, size and row count of every table, written after
-/// the tables, so a reader detects a flipped byte (parquet's own page checksums are
-/// optional and arrow-rs writes none) and a table left by an interrupted rewrite.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// `index/checksums.json`: the SHA-256, size and row count of every table, so a reader
+/// detects a flipped byte (parquet's own page checksums are optional and arrow-rs writes
+/// none) and a table left by an interrupted rewrite.
+///
+/// A rewrite goes in three steps, each one atomic rename: this file listing the new sums in
+/// `tables` and the sums of the tables they replace in `replacing`; then every table; then
+/// this file with `tables` alone. At every moment each table file matches a sum listed here,
+/// so a reader racing an ingest never sees a table it would call damaged (format/INDEX.md).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Checksums {
     /// By file name (`scans.parquet`, ...).
     pub tables: BTreeMap<String, TableSum>,
+    /// While a rewrite is under way: the sums of the tables being replaced (from 1.2).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub replacing: BTreeMap<String, TableSum>,
+}
+
+impl Checksums {
+    /// Whether `bytes` are those of table `name` as listed, new or being replaced.
+    fn lists(&self, name: &str, bytes: &[u8], sha256: &str) -> bool {
+        let matches = |t: &TableSum| t.sha256 == sha256 && t.bytes == bytes.len() as u64;
+        self.tables.get(name).is_some_and(matches) || self.replacing.get(name).is_some_and(matches)
+    }
 }
 
 /// One table's entry in [`Checksums`].
@@ -385,31 +401,43 @@ fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Writes the tables of an index into `dir` (each atomically), then `checksums.json`
-/// over them, last.
+/// Writes the tables of an index into `dir`: `checksums.json` listing the new sums beside
+/// those they replace, each table (atomically), then `checksums.json` with the new sums
+/// alone (see [`Checksums`]).
 ///
 /// # Errors
 /// As [`write_table`], and [`StoreError::Io`] for the checksums.
 pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
-    let mut sums = Checksums { tables: BTreeMap::new() };
+    let mut new = Checksums::default();
+    let mut files = Vec::with_capacity(tables.len());
     for (name, batch) in tables {
         let path = dir.join(name);
         let bytes = table_bytes(&path, batch)?;
-        crate::fsutil::write_bytes_atomic(&path, &bytes).map_err(|source| StoreError::Io { path: path.clone(), source })?;
-        sums.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        new.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        files.push((path, bytes));
     }
-    let path = dir.join(CHECKSUMS);
-    let json = serde_json::to_vec_pretty(&sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
-    crate::fsutil::write_bytes_atomic(&path, &json).map_err(|source| StoreError::Io { path, source })
+    let sums_path = dir.join(CHECKSUMS);
+    let write_sums = |sums: &Checksums| {
+        let json = serde_json::to_vec_pretty(sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
+        crate::fsutil::write_bytes_atomic(&sums_path, &json).map_err(|source| StoreError::Io { path: sums_path.clone(), source })
+    };
+    // The sums of the tables there now, as they are (a damaged file lists nothing: its
+    // tables were already refused, and stay refused until this rewrite ends).
+    let old: Checksums = std::fs::read(&sums_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let mut replacing = old.tables;
+    replacing.retain(|name, sum| new.tables.get(name) != Some(sum));
+    if !replacing.is_empty() {
+        write_sums(&Checksums { tables: new.tables.clone(), replacing })?;
+    }
+    for (path, bytes) in &files {
+        crate::fsutil::write_bytes_atomic(path, bytes).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+    }
+    write_sums(&new)
 }
 
-/// Checks a table file's bytes against `checksums.json` beside it (required from format
-/// 1.1; stores made before have none, and their tables are read unchecked).
-///
-/// # Errors
-/// [`StoreError::Corrupt`] naming the table: a mismatch, a table the checksums do not
-/// list, or checksums that cannot be read.
-pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// Reads `checksums.json` beside a table: `Ok(None)` for a store made before format 1.1,
+/// which has none.
+fn read_checksums(path: &Path) -> Result<Option<Checksums>, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
     let sums_path = path.with_file_name(CHECKSUMS);
     let text = match std::fs::read_to_string(&sums_path) {
@@ -419,22 +447,44 @@ pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
             let root = path.parent().and_then(Path::parent);
             return match root.map(super::read_manifest) {
                 Some(Ok(m)) if m.format_version[1] >= 1 => Err(corrupt(format!("{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index", sums_path.display()))),
-                _ => Ok(()),
+                _ => Ok(None),
             };
         }
         Err(e) => return Err(corrupt(format!("{}: {e}", sums_path.display()))),
     };
-    let sums: Checksums = serde_json::from_str(&text).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())))
+}
+
+/// Checks a table file's bytes against `checksums.json` beside it (required from format
+/// 1.1; stores made before have none, and their tables are read unchecked).
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the table: a mismatch, a table the checksums do not
+/// list, or checksums that cannot be read.
+pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    check_table_against(path, bytes, None)
+}
+
+/// As [`check_table`], also accepting the sums read before the table (`before`): a table
+/// read while an ingest rewrites the index is listed in the checksums read before it or in
+/// those read after it (see [`Checksums`]).
+fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>) -> Result<(), StoreError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let have = sha256_hex(bytes);
+    if before.is_some_and(|s| s.lists(&name, bytes, &have)) {
+        return Ok(());
+    }
+    let Some(sums) = read_checksums(path)? else { return Ok(()) };
+    if sums.lists(&name, bytes, &have) {
+        return Ok(());
+    }
+    let sums_path = path.with_file_name(CHECKSUMS);
+    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
     let fix = "the index is damaged, or an interrupted ingest left it half rewritten; run `ctstream ingest --resume` with the same inputs and CSVs to rewrite it";
     let Some(want) = sums.tables.get(&name) else {
         return Err(corrupt(format!("not listed in {}; {fix}", sums_path.display())));
     };
-    let have = sha256_hex(bytes);
-    if have != want.sha256 || bytes.len() as u64 != want.bytes {
-        return Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256)));
-    }
-    Ok(())
+    Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256)))
 }
 
 /// Reads `nodules.parquet` back into rows (the loader samples from these).
@@ -530,9 +580,87 @@ fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     use std::io::Read;
     let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
     let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
+    // The checksums before the table and after it: one of them lists it, even while an
+    // ingest rewrites the index (see `Checksums`).
+    let before = read_checksums(path).ok().flatten();
     let mut bytes = Vec::new();
     crate::fsutil::open_regular(path).and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes)).map_err(io_err)?;
-    check_table(path, &bytes)?;
+    check_table_against(path, &bytes, before.as_ref())?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(values: &[i32]) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from(values.to_vec())) as ArrayRef)]).unwrap()
+    }
+
+    /// Every state a rewrite passes through, as a reader racing it sees them: each table
+    /// file is accepted against the checksums read before it or after it, and a table
+    /// neither lists is refused.
+    #[test]
+    fn tables_read_during_a_rewrite_match_the_checksums_before_or_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let (a, b) = (table(&[1, 2, 3]), table(&[4, 5]));
+        write_index(dir.path(), &[("t.parquet", &a)]).unwrap();
+        let old_bytes = std::fs::read(&path).unwrap();
+        let old_sums = read_checksums(&path).unwrap().unwrap();
+        assert!(old_sums.replacing.is_empty());
+        write_index(dir.path(), &[("t.parquet", &b)]).unwrap();
+        let new_bytes = std::fs::read(&path).unwrap();
+        let new_sums = read_checksums(&path).unwrap().unwrap();
+        assert!(new_sums.replacing.is_empty(), "step 3 drops `replacing`");
+        assert_ne!(old_bytes, new_bytes);
+
+        // After step 3: the new table checks; an old table read just before the rename
+        // checks against the sums read before it, and only so.
+        check_table(&path, &new_bytes).unwrap();
+        assert!(matches!(check_table(&path, &old_bytes), Err(StoreError::Corrupt { .. })));
+        check_table_against(&path, &old_bytes, Some(&old_sums)).unwrap();
+
+        // Between step 1 and step 3 the file lists both.
+        let mid = Checksums { tables: new_sums.tables.clone(), replacing: old_sums.tables.clone() };
+        std::fs::write(dir.path().join(CHECKSUMS), serde_json::to_vec(&mid).unwrap()).unwrap();
+        check_table(&path, &old_bytes).unwrap();
+        check_table(&path, &new_bytes).unwrap();
+        let mut flipped = new_bytes.clone();
+        flipped[10] ^= 1;
+        let e = check_table_against(&path, &flipped, Some(&old_sums)).unwrap_err().to_string();
+        assert!(e.contains("t.parquet") && e.contains("lists"), "{e}");
+
+        // A rewrite that changes nothing writes no `replacing` at any step.
+        write_index(dir.path(), &[("t.parquet", &b)]).unwrap();
+        assert_eq!(read_checksums(&path).unwrap().unwrap(), new_sums);
+    }
+
+    /// A reader looping over a table while another thread rewrites the index 300 times
+    /// never sees a table it calls damaged (with tables then checksums renamed, as before
+    /// format 1.2, it did within a few rewrites).
+    #[test]
+    fn a_reader_racing_rewrites_never_sees_a_damaged_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let (a, b) = (table(&[1, 2, 3]), table(&[4, 5]));
+        write_index(dir.path(), &[("t.parquet", &a), ("u.parquet", &b)]).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..300 {
+                    let (x, y) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
+                    write_index(dir.path(), &[("t.parquet", x), ("u.parquet", y)]).unwrap();
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let rows: usize = read_batches(&path).unwrap_or_else(|e| panic!("read {reads}: {e}")).iter().map(RecordBatch::num_rows).sum();
+                assert!(rows == 2 || rows == 3);
+                reads += 1;
+            }
+        });
+    }
 }
