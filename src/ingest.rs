@@ -73,6 +73,9 @@ pub struct IngestConfig {
     /// Compute each scan's lung mask and store it as the label volumes `lungs` and
     /// `lung_region` ([`crate::labels::lungs`]); on by default (`--no-lung-mask`).
     pub lung_mask: bool,
+    /// Label maps to store with their scans (`--labels [NAME=]DIR`,
+    /// [`crate::labels::files`]): NIfTI, MetaImage and DICOM SEG files, paired by id.
+    pub labels: Vec<labels::files::LabelSource>,
 }
 
 impl IngestConfig {
@@ -94,6 +97,7 @@ impl IngestConfig {
             dicom: DicomOptions::default(),
             max_voxels: crate::volume::MAX_VOXELS,
             lung_mask: true,
+            labels: Vec::new(),
         }
     }
 
@@ -107,6 +111,14 @@ impl IngestConfig {
     pub fn validate(&self) -> Result<(), IngestError> {
         if self.inputs.is_empty() {
             return Err(IngestError::Config("no --input given".into()));
+        }
+        if let Some(s) = self.labels.iter().find(|s| self.lung_mask && s.name == labels::LUNGS) {
+            return Err(IngestError::Config(format!(
+                "--labels {}={}: `{}` is the lung mask ingest computes; store your own lung masks under that name with --no-lung-mask, or choose another name",
+                s.name,
+                s.dir.display(),
+                labels::LUNGS
+            )));
         }
         if !(1..=1024).contains(&self.jobs) {
             return Err(IngestError::Config(format!("--jobs {}: must be 1..=1024", self.jobs)));
@@ -169,6 +181,9 @@ pub enum IngestError {
     /// Bad configuration.
     #[error("{0}")]
     Config(String),
+    /// A `--labels` folder cannot be searched.
+    #[error(transparent)]
+    Labels(#[from] labels::files::LabelFileError),
 }
 
 /// A scan that could not be stored, or one stored with a warning.
@@ -249,13 +264,22 @@ fn input_files(entry: &SeriesEntry) -> Vec<PathBuf> {
 }
 
 /// Fingerprint and total size of a series' input files.
-fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool) -> (String, u64) {
+fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool, label_files: &[&labels::files::LabelFile]) -> (String, u64) {
     let mut h = Sha256::new();
     h.update(serde_json::to_vec(&(&manifest.spacing_xyz, &manifest.hu_clip, &manifest.chunk_shape_zyx, &manifest.codec)).unwrap_or_default());
     // A scan stored without its lung mask is stored again when one is asked for (and the
     // other way round); fingerprints of stores made before lung masks stay as they were.
     if lung_mask {
-        h.update(b"labels: lungs v1");
+        h.update(b"labels: lungs v2");
+    }
+    // Label files count as inputs (their names too: the same file under another name is
+    // another store), but not as bytes read.
+    for l in label_files {
+        h.update(format!("label {} {}", l.name, l.path.display()).as_bytes());
+        if let Ok(m) = std::fs::metadata(&l.path) {
+            h.update(m.len().to_le_bytes());
+            h.update(m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos()).to_le_bytes());
+        }
     }
     let mut files = input_files(entry);
     files.sort();
@@ -331,7 +355,7 @@ fn remove_unlisted_labels(root: &std::path::Path, rec: &ScanRecord) {
 
 /// Reads, resamples and writes one scan (and its lung mask); returns its record and the
 /// seconds the lung mask took.
-fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str) -> Result<(ScanRecord, f64), String> {
+fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str, label_files: &[&labels::files::LabelFile]) -> Result<(ScanRecord, f64), String> {
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
     let mut warnings = read.warnings;
     let v = read.volume;
@@ -365,6 +389,14 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
         label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNGS, &m.lungs, &g, "computed", &lung_classes)?);
         lung_seconds = t.elapsed().as_secs_f64();
     }
+    for l in label_files {
+        let (m, classes) = read_label_file(l, entry, orig_shape_zyx, &orig_geometry, &mut warnings)?;
+        let m = labels::nearest::resample_nearest(&m, &orig_geometry, [hu.shape()[0], hu.shape()[1], hu.shape()[2]], &g).map_err(|e| format!("{}: {e}", l.path.display()))?;
+        let classes: Vec<(u8, &str)> = classes.iter().map(|(v, n)| (*v, n.as_str())).collect();
+        label_records.push(write_label(cfg, manifest, &entry.id, &l.name, &m, &g, &l.path.display().to_string(), &classes)?);
+    }
+    // Records list their label volumes by name.
+    label_records.sort_by(|a, b| a.name.cmp(&b.name));
     let rec = ScanRecord {
         series_id: entry.id.clone(),
         source_path: source_path(entry),
@@ -394,6 +426,29 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
     write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
     remove_unlisted_labels(&cfg.out, &rec);
     Ok((rec, lung_seconds))
+}
+
+/// Reads a label file of a scan on the scan's grid as its files give it (`shape_zyx`, `g`),
+/// with its classes (segment labels, for DICOM SEG).
+fn read_label_file(l: &labels::files::LabelFile, entry: &SeriesEntry, shape_zyx: [usize; 3], g: &crate::geometry::Geometry, warnings: &mut Vec<String>) -> Result<(ndarray::Array3<u8>, Vec<(u8, String)>), String> {
+    use labels::files::{self as lf, LabelFileKind};
+    let scan = PathBuf::from(source_path(entry));
+    match l.kind {
+        LabelFileKind::Map => {
+            let (m, lg) = lf::read_map(&l.path).map_err(|e| e.to_string())?;
+            let s = m.shape();
+            lf::check_grid(&l.path, [s[0], s[1], s[2]], &lg, &scan, shape_zyx, g).map_err(|e| e.to_string())?;
+            Ok((m, Vec::new()))
+        }
+        LabelFileKind::Seg => {
+            let seg = labels::seg::read(&l.path).map_err(|e| e.to_string())?;
+            let placed = seg.place(&scan, shape_zyx, g).map_err(|e| e.to_string())?;
+            if placed.overlapping > 0 {
+                warnings.push(format!("{}: {} voxels lie in more than one segment; each keeps the highest segment number", l.path.display(), placed.overlapping));
+            }
+            Ok((placed.labels, seg.segments.into_iter().collect()))
+        }
+    }
 }
 
 /// Creates the store (or checks an existing one against `manifest`).
@@ -510,7 +565,7 @@ pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadT
     let manifest = cfg.manifest();
     let sizes: Vec<u64> = on_workers(cfg.jobs, &found.entries, |e| {
         let ok = e.read(&cfg.dicom, &()).is_ok();
-        if ok { fingerprint(e, &manifest, cfg.lung_mask).1 } else { 0 }
+        if ok { fingerprint(e, &manifest, cfg.lung_mask, &[]).1 } else { 0 }
     })?
     .into_iter()
     .map(|r| r.unwrap_or(0))
@@ -591,14 +646,28 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     summary.failed = found.failed;
     summary.duplicates = found.duplicates;
     let entries = found.entries;
+    // Label files, paired with the scans found; those that pair with none are reported.
+    let label_files = labels::files::LabelFiles::discover(&cfg.labels)?;
+    let ids: BTreeSet<&str> = entries.iter().map(|e| e.id.as_str()).chain(existing.keys().map(String::as_str)).collect();
+    for l in label_files.unpaired(&ids) {
+        summary.warnings.push(Failure { source: l.path.display().to_string(), reason: format!("pairs with no scan (label volume {}; see `ctstream ingest --help` for how label files pair with scans)", l.name) });
+    }
     // Resume: skip what is stored with the same fingerprint.
     let mut todo = Vec::new();
     for e in entries {
-        let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask);
+        let mine = match label_files.for_series(&e.id) {
+            Ok(v) => v,
+            Err(err) => {
+                summary.failed.push(Failure { source: source_path(&e), reason: err.to_string() });
+                continue;
+            }
+        };
+        let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask, &mine);
         if existing.get(&e.id).is_some_and(|r| r.fingerprint == fp) {
             summary.skipped.push(e.id.clone());
         } else {
-            todo.push((e, fp, bytes));
+            let mine: Vec<labels::files::LabelFile> = mine.into_iter().cloned().collect();
+            todo.push((e, fp, bytes, mine));
         }
     }
 
@@ -606,15 +675,15 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
     progress.start_bytes("ingesting", total_bytes);
     let done = AtomicUsize::new(0);
-    let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes)| {
-        let r = store_scan(entry, cfg, &manifest, fp);
+    let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes, mine)| {
+        let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>());
         let n = done.fetch_add(1, Ordering::SeqCst) + 1;
         progress.advance(*bytes);
         progress.set_message(&format!("{n}/{} scans", todo.len()));
         r
     })?;
     progress.finish();
-    for ((entry, _, bytes), r) in todo.iter().zip(results) {
+    for ((entry, _, bytes, _), r) in todo.iter().zip(results) {
         match r {
             Ok(Ok((rec, lung_seconds))) => {
                 summary.lung_mask_seconds += lung_seconds;

@@ -445,6 +445,12 @@ fn looks_like_dicom(path: &Path) -> bool {
     crate::fsutil::open_regular(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..132] == b"DICM"
 }
 
+/// Checks a DICOM file's element lengths before dicom-rs parses it (a length past the end
+/// of the file, a FIFO, a device): `Err` says what.
+pub(crate) fn check_lengths(path: &Path) -> std::result::Result<(), String> {
+    super::dicom_lengths::check_file(path)
+}
+
 /// ImageOrientationPatient must be two orthogonal unit vectors (within 1e-3).
 fn check_orientation(iop: &[f64; 6]) -> std::result::Result<(), String> {
     let (r, c) = ([iop[0], iop[1], iop[2]], [iop[3], iop[4], iop[5]]);

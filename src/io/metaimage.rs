@@ -547,6 +547,21 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
 /// ```
 pub fn read(path: &Path) -> Result<Volume> {
     let h = read_header(path)?;
+    read_with(path, h)
+}
+
+/// Reads a MetaImage's header and voxel bytes as they are stored, before any conversion
+/// (label maps are read from these: [`crate::labels::files`]).
+///
+/// # Errors
+/// As [`read`], less the NaN check.
+pub fn read_raw(path: &Path) -> Result<crate::io::RawImage> {
+    let h = read_header(path)?;
+    let (data_path, bytes) = read_data_bytes(path, &h)?;
+    Ok(crate::io::RawImage { data_path, bytes, scalar: h.element_type, big_endian: h.msb, scale: None, shape_zyx: h.shape_zyx, geometry: h.geometry })
+}
+
+fn read_with(path: &Path, h: Header) -> Result<Volume> {
     let (data_path, bytes) = read_data_bytes(path, &h)?;
     let Converted { values, clamped, nan } = hu::convert(&bytes, h.element_type, h.msb, None);
     if nan > 0 {

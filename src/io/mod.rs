@@ -60,6 +60,26 @@ pub enum ReadError {
     },
 }
 
+/// An image's voxels as its file stores them, before conversion to HU: what label maps
+/// are read from.
+#[derive(Debug, Clone)]
+pub struct RawImage {
+    /// The file the voxels came from (a MetaImage's data file).
+    pub data_path: PathBuf,
+    /// The voxel bytes, x fastest.
+    pub bytes: Vec<u8>,
+    /// Their type.
+    pub scalar: crate::hu::Scalar,
+    /// Big-endian bytes.
+    pub big_endian: bool,
+    /// NIfTI `scl_slope`, `scl_inter` where they apply.
+    pub scale: Option<(f64, f64)>,
+    /// Shape (z, y, x).
+    pub shape_zyx: [usize; 3],
+    /// Geometry (LPS).
+    pub geometry: crate::geometry::Geometry,
+}
+
 /// Where a series' data is.
 #[derive(Debug, Clone)]
 pub enum SeriesSource {

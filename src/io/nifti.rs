@@ -31,6 +31,7 @@ use ndarray::Array3;
 
 use crate::geometry::Geometry;
 use crate::hu::{self, Converted, Scalar};
+use crate::io::RawImage;
 use crate::io::metaimage::MAX_VOXELS;
 use crate::volume::{SourceFormat, Volume};
 
@@ -134,6 +135,21 @@ fn scalar(datatype: i16) -> Option<Scalar> {
 /// # Errors
 /// [`NiftiError`] naming the file and the header field.
 pub fn read(path: &Path) -> Result<Volume> {
+    let raw = read_raw(path)?;
+    let Converted { values, clamped, nan } = hu::convert(&raw.bytes, raw.scalar, raw.big_endian, raw.scale);
+    if nan > 0 {
+        return Err(NiftiError::NaN { path: path.to_path_buf(), count: nan });
+    }
+    let hu = Array3::from_shape_vec(raw.shape_zyx, values).map_err(|e| NiftiError::Header { path: path.to_path_buf(), field: "dim", message: e.to_string() })?;
+    Ok(Volume { series_id: series_id(path), hu, geometry: raw.geometry, format: SourceFormat::Nifti, clamped })
+}
+
+/// Reads a NIfTI-1 file's header and voxel bytes as they are stored, before any
+/// conversion (label maps are read from these: [`crate::labels::files`]).
+///
+/// # Errors
+/// As [`read`], less the NaN check.
+pub fn read_raw(path: &Path) -> Result<RawImage> {
     let io_err = |source| NiftiError::Io { path: path.to_path_buf(), source };
     let header_err = |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
     let file = crate::fsutil::open_regular(path).map_err(io_err)?;
@@ -233,13 +249,7 @@ pub fn read(path: &Path) -> Result<Volume> {
         io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink())
             .map_err(|e| NiftiError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")) })?;
     }
-    let Converted { values, clamped, nan } = hu::convert(&data, t, big, scale);
-    if nan > 0 {
-        return Err(NiftiError::NaN { path: path.to_path_buf(), count: nan });
-    }
-    let hu = Array3::from_shape_vec((nz as usize, ny as usize, nx as usize), values)
-        .map_err(|e| header_err("dim", e.to_string()))?;
-    Ok(Volume { series_id: series_id(path), hu, geometry, format: SourceFormat::Nifti, clamped })
+    Ok(RawImage { data_path: path.to_path_buf(), bytes: data, scalar: t, big_endian: big, scale, shape_zyx: [nz as usize, ny as usize, nx as usize], geometry })
 }
 
 /// The LPS geometry from the sform, the qform, or pixdim alone (see the module docs).

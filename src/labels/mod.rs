@@ -15,9 +15,11 @@
 //! ```
 
 pub mod components;
+pub mod files;
 pub mod lungs;
 pub mod nearest;
 pub mod runs;
+pub mod seg;
 
 use ndarray::Array3;
 

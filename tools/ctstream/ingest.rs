@@ -57,6 +57,12 @@ pub struct Args {
     /// 0 outside, 1 right lung, 2 left lung; format/FORMAT.md, "Label volumes").
     #[arg(long)]
     no_lung_mask: bool,
+    /// Label maps to store with their scans, as the label volume NAME (default `labels`):
+    /// NIfTI and MetaImage files pair with the scan whose series id is their id, or their
+    /// id plus nnU-Net's `_0000`; DICOM SEG files with the series they reference. Each must
+    /// lie on its scan's grid and hold integers 0..=255. Repeat for several names.
+    #[arg(long, value_name = "[NAME=]DIR")]
+    labels: Vec<ctstream::labels::files::LabelSource>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -88,6 +94,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     }
     cfg.resume = a.resume;
     cfg.lung_mask = !a.no_lung_mask;
+    cfg.labels = a.labels;
     cfg.dicom = DicomOptions {
         series: None,
         uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },
