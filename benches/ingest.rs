@@ -13,7 +13,7 @@ fn main() {
     let n: usize = std::env::var("CTSTREAM_BENCH_SCANS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let dir = tempfile::tempdir().expect("temporary folder");
     let data = dir.path().join("data");
-    let s = synth::generate(&data, &SynthConfig { scans: n, seed: 2024, small: false, dicom: false }, &()).expect("synth");
+    let s = synth::generate(&data, &SynthConfig::new(n, 2024), &()).expect("synth");
     let mut cfg = IngestConfig::new(vec![data.clone()], dir.path().join("store"));
     cfg.annotations = Some(s.annotations.clone());
     // Warm the page cache the same way for both measurements.

@@ -16,7 +16,7 @@ use ctstream::synth::{self, SynthConfig};
 fn pieces(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary folder");
     let data = dir.path().join("data");
-    let s = synth::generate(&data, &SynthConfig { scans: 2, seed: 5, small: false, dicom: false }, &()).expect("synth");
+    let s = synth::generate(&data, &SynthConfig::new(2, 5), &()).expect("synth");
     let out = dir.path().join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
     cfg.annotations = Some(s.annotations.clone());

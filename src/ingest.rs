@@ -101,6 +101,18 @@ impl IngestConfig {
         }
     }
 
+    /// Adds an nnU-Net raw dataset ([`labels::nnunet`]): its `imagesTr/` as an input and
+    /// its `labelsTr/` as the label volume `labels`, with `dataset.json`'s names.
+    ///
+    /// # Errors
+    /// [`IngestError::Labels`] when `dir` is not such a dataset.
+    pub fn add_nnunet(&mut self, dir: &std::path::Path) -> Result<(), IngestError> {
+        let (images, labels_dir, _) = labels::nnunet::layout(dir)?;
+        self.inputs.push(images);
+        self.labels.push(labels::files::LabelSource { name: labels::nnunet::LABEL_NAME.to_string(), dir: labels_dir });
+        Ok(())
+    }
+
     /// Checks every option where it enters, naming the flag: inputs given, `jobs` in
     /// 1..=1024, and the manifest these options make ([`Manifest::check`]: spacing, chunk
     /// shape, zstd level, clip), each key reported as the flag that sets it. [`ingest`]
@@ -438,7 +450,13 @@ fn read_label_file(l: &labels::files::LabelFile, entry: &SeriesEntry, shape_zyx:
             let (m, lg) = lf::read_map(&l.path).map_err(|e| e.to_string())?;
             let s = m.shape();
             lf::check_grid(&l.path, [s[0], s[1], s[2]], &lg, &scan, shape_zyx, g).map_err(|e| e.to_string())?;
-            Ok((m, Vec::new()))
+            match &l.classes {
+                Some((dataset, classes)) => {
+                    lf::check_classes(&l.path, &m, classes).map_err(|e| format!("{e} ({})", dataset.display()))?;
+                    Ok((m, classes.clone()))
+                }
+                None => Ok((m, Vec::new())),
+            }
         }
         LabelFileKind::Seg => {
             let seg = labels::seg::read(&l.path).map_err(|e| e.to_string())?;

@@ -11,6 +11,12 @@
 //! - with `dicom`, `dicom/<seriesuid>/IM*.dcm`: the same volumes as DICOM CT series
 //!   (explicit VR little endian, signed 16-bit, RescaleIntercept -1024). File names run
 //!   from the top slice down, so name order is *not* position order.
+//! - with `labels`, `labels/<seriesuid>.mha`: each scan's label map on its grid
+//!   ([`SynthScan::label_map`]: 1 lung, 2 nodule), which `ingest --labels` pairs by id;
+//! - with `nnunet`, `nnunet/Dataset001_SynthLung/`: the same scans as an nnU-Net raw
+//!   dataset (`imagesTr/lung_NNN_0000.nii.gz`, `labelsTr/lung_NNN.nii.gz` holding the label
+//!   maps, `dataset.json` naming background 0, lung 1, nodule 2), which `ingest --nnunet`
+//!   reads as it is.
 //!
 //! The anatomy: air (-1000) outside an elliptical body with a fat layer (-100) and soft
 //! tissue (40); two lungs (about -850) with vessel-like tubes (40) winding along z; a
@@ -53,6 +59,9 @@ pub enum SynthError {
     /// Writing a MetaImage failed.
     #[error(transparent)]
     MetaImage(#[from] metaimage::MetaImageError),
+    /// Writing a NIfTI file (the nnU-Net copy) failed.
+    #[error(transparent)]
+    Nifti(#[from] crate::io::nifti::NiftiError),
     /// Writing a CSV failed.
     #[error(transparent)]
     Annotations(#[from] annotations::AnnotationError),
@@ -77,6 +86,17 @@ pub struct SynthConfig {
     pub small: bool,
     /// Also write each scan as a DICOM series.
     pub dicom: bool,
+    /// Also write each scan's label map (`labels/<seriesuid>.mha`).
+    pub labels: bool,
+    /// Also write the dataset in nnU-Net's raw layout (`nnunet/Dataset001_SynthLung/`).
+    pub nnunet: bool,
+}
+
+impl SynthConfig {
+    /// `scans` scans from `seed`, full size, no DICOM, no label maps, no nnU-Net copy.
+    pub fn new(scans: usize, seed: u64) -> Self {
+        SynthConfig { scans, seed, small: false, dicom: false, labels: false, nnunet: false }
+    }
 }
 
 /// One generated scan with its ground truth.
@@ -96,6 +116,39 @@ pub struct SynthScan {
     /// lower x), 2 left lung, 0 elsewhere; a voxel is lung where the lung's soft edge
     /// weight is at least one half (vessels and nodules inside included).
     pub lungs: Array3<u8>,
+    /// The nodules' ellipsoids: centre (x, y, z) and radii (x, y, z), world mm.
+    pub nodule_ellipsoids: Vec<([f64; 3], [f64; 3])>,
+}
+
+impl SynthScan {
+    /// The scan's label map on its grid: 1 lung ([`SynthScan::lungs`]), 2 nodule (voxel
+    /// centres inside a nodule's ellipsoid, where its soft edge is at least one half), 0
+    /// elsewhere.
+    pub fn label_map(&self) -> Array3<u8> {
+        let mut m = self.lungs.mapv(|v| (v != 0) as u8);
+        let (nz, ny, nx) = m.dim();
+        let (o, s) = (self.geometry.origin_xyz, self.geometry.spacing_xyz);
+        for (c, r) in &self.nodule_ellipsoids {
+            let range = |a: usize, n: usize| {
+                let lo = ((c[a] - r[a] - o[a]) / s[a]).floor().max(0.0) as usize;
+                let hi = (((c[a] + r[a] - o[a]) / s[a]).ceil().max(0.0) as usize + 1).min(n);
+                lo..hi
+            };
+            for z in range(2, nz) {
+                let dz = (o[2] + z as f64 * s[2] - c[2]) / r[2];
+                for y in range(1, ny) {
+                    let dy = (o[1] + y as f64 * s[1] - c[1]) / r[1];
+                    for x in range(0, nx) {
+                        let dx = (o[0] + x as f64 * s[0] - c[0]) / r[0];
+                        if dx * dx + dy * dy + dz * dz <= 1.0 {
+                            m[[z, y, x]] = 2;
+                        }
+                    }
+                }
+            }
+        }
+        m
+    }
 }
 
 /// What [`generate`] wrote.
@@ -393,6 +446,7 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         }
     });
 
+    let nodules_truth: Vec<([f64; 3], [f64; 3])> = nodules.iter().map(|n| (n.centre, n.radii)).collect();
     let nodules = nodules
         .iter()
         .map(|n| Annotation {
@@ -401,7 +455,8 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
             diameter_mm: Some(round_to(2.0 * (n.radii[0] * n.radii[1] * n.radii[2]).cbrt(), 3)),
         })
         .collect();
-    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth }
+    let nodule_ellipsoids = nodules_truth;
+    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth, nodule_ellipsoids }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
@@ -475,6 +530,9 @@ pub fn write_dicom_series(dir: &Path, scan: &SynthScan) -> Result<(), SynthError
     })
 }
 
+/// Where [`generate`] writes the nnU-Net copy, under its output folder.
+pub const NNUNET_DATASET: &str = "nnunet/Dataset001_SynthLung";
+
 /// Writes a synthetic dataset under `out` (see the module docs for the layout).
 ///
 /// # Errors
@@ -496,6 +554,24 @@ pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Resul
             write_dicom_series(&dir, &scan)?;
             dicom_series.push(dir);
         }
+        if cfg.labels || cfg.nnunet {
+            let m = scan.label_map().mapv(i16::from);
+            if cfg.labels {
+                let dir = out.join("labels");
+                std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+                metaimage::write(&dir.join(format!("{}.mha", scan.series_id)), &m, &scan.geometry, WriteOptions { compress: true })?;
+            }
+            if cfg.nnunet {
+                let root = out.join(NNUNET_DATASET);
+                let (images, labels) = (root.join("imagesTr"), root.join("labelsTr"));
+                for d in [&images, &labels] {
+                    std::fs::create_dir_all(d).map_err(io_err(d))?;
+                }
+                let case = format!("lung_{i:03}");
+                crate::io::nifti::write(&images.join(format!("{case}_0000.nii.gz")), &scan.hu, &scan.geometry)?;
+                crate::io::nifti::write(&labels.join(format!("{case}.nii.gz")), &m, &scan.geometry)?;
+            }
+        }
         scans.push(mhd);
         all_nodules.extend(scan.nodules);
         all_candidates.extend(scan.candidates);
@@ -506,5 +582,18 @@ pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Resul
     let candidates = out.join("candidates.csv");
     annotations::write_annotations(&annotations, &all_nodules)?;
     annotations::write_candidates(&candidates, &all_candidates)?;
+    if cfg.nnunet {
+        let path = out.join(NNUNET_DATASET).join("dataset.json");
+        let json = serde_json::json!({
+            "name": "SynthLung",
+            "description": "ctstream synth: LUNA-like synthetic CT with lung and nodule labels",
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, "lung": 1, "nodule": 2},
+            "numTraining": cfg.scans,
+            "file_ending": ".nii.gz"
+        });
+        let bytes = serde_json::to_vec_pretty(&json).map_err(|e| SynthError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        crate::fsutil::write_bytes_atomic(&path, &bytes).map_err(io_err(&path))?;
+    }
     Ok(SynthSummary { out: out.to_path_buf(), scans, dicom_series, annotations, candidates, nodules: all_nodules.len() })
 }

@@ -640,3 +640,85 @@ fn dicom_seg_becomes_a_label_volume_of_its_series() {
     let want = resample_nearest(&p.labels, &v.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
     assert!(stored == want);
 }
+
+/// nnU-Net end to end: `synth --nnunet` writes a raw dataset, `ingest --nnunet` stores
+/// every case with its label map as `labels` under dataset.json's names, the components are
+/// indexed, and a loader with masks from `labels:2` (nodules) and no nodules table centres
+/// its positives on the nodule components; every batch mask equals the nnU-Net label map,
+/// resampled onto the stored grid by nearest neighbour, cut at the patch's place.
+#[test]
+fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
+    use ctstream::ingest::{IngestConfig, ingest};
+    use ctstream::loader::Loader;
+    use ctstream::store::Store;
+    use ctstream::synth::{self, SynthConfig};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    synth::generate(&data, &SynthConfig { small: true, nnunet: true, labels: true, ..SynthConfig::new(3, 5) }, &()).unwrap();
+    let nn = data.join(synth::NNUNET_DATASET);
+    let out = dir.path().join("store");
+    let mut cfg = IngestConfig::new(Vec::new(), out.clone());
+    cfg.add_nnunet(&nn).unwrap();
+    let sum = ingest(&cfg, &()).unwrap();
+    assert!(sum.failed.is_empty() && sum.warnings.is_empty() && sum.stored.len() == 3, "{sum:?}");
+    let store = Store::open(&out).unwrap();
+    let mut nodule_components = 0;
+    for (k, rec) in store.scans().values().enumerate() {
+        assert_eq!(rec.series_id, format!("lung_{k:03}_0000"));
+        let l = rec.label("labels").unwrap();
+        let names: Vec<(&str, &str)> = l.classes.iter().map(|(v, n)| (v.as_str(), n.as_str())).collect();
+        assert_eq!(names, [("1", "lung"), ("2", "nodule")]);
+        // The generator's own label map, on the store's grid, is what was stored.
+        let truth = synth::synth_scan(5, k, true);
+        let want = resample_nearest(&truth.label_map(), &truth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
+        let stored = store.label(&rec.series_id, "labels").unwrap().read_all_as::<u8>().unwrap();
+        assert!(stored == want, "{}", rec.series_id);
+        nodule_components += l.components.iter().filter(|c| c.value == 2).count();
+    }
+    assert!(nodule_components >= 3, "{nodule_components} nodule components");
+
+    let loader = Loader::builder(&store).mask_label("labels", &[2]).positive_share(0.5).batch_size(4).seed(3).build().unwrap();
+    assert_eq!(loader.positive_targets(), nodule_components);
+    let (mut positives, mut foreground) = (0, 0.0f32);
+    for batch in loader.epoch(0) {
+        let b = batch.unwrap();
+        let n: usize = b.shape[2..].iter().product();
+        for (i, p) in b.patches.iter().enumerate() {
+            let rec = &store.scans()[&p.series_id];
+            let k = rec.series_id[5..8].parse::<usize>().unwrap();
+            let truth = synth::synth_scan(5, k, true);
+            let full = resample_nearest(&truth.label_map(), &truth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
+            let [d, h, w] = [b.shape[2], b.shape[3], b.shape[4]];
+            for z in 0..d {
+                for y in 0..h {
+                    for x in 0..w {
+                        let at = [p.start_zyx[0] + z as i64, p.start_zyx[1] + y as i64, p.start_zyx[2] + x as i64];
+                        let inside = (0..3).all(|a| at[a] >= 0 && (at[a] as usize) < rec.shape_zyx[a]);
+                        let want = inside && full[[at[0] as usize, at[1] as usize, at[2] as usize]] == 2;
+                        assert_eq!(b.masks[i * n + (z * h + y) * w + x], want as u8 as f32, "{} at {at:?}", p.series_id);
+                    }
+                }
+            }
+            if p.positive {
+                positives += 1;
+                foreground += b.masks[i * n..(i + 1) * n].iter().sum::<f32>();
+            }
+        }
+    }
+    assert!(positives > 0 && foreground > 0.0, "positives centred on nodule components hold nodule voxels");
+
+    // A value dataset.json does not name is refused, naming the file and dataset.json.
+    let bad = nn.join("labelsTr/lung_001.nii.gz");
+    let mut m = ctstream::io::read_scan(&bad, &Default::default(), &()).unwrap().volume;
+    m.hu[[0, 0, 0]] = 7;
+    ctstream::io::nifti::write(&bad, &m.hu, &m.geometry).unwrap();
+    let mut cfg = IngestConfig::new(Vec::new(), dir.path().join("store2"));
+    cfg.add_nnunet(&nn).unwrap();
+    let sum = ingest(&cfg, &()).unwrap();
+    assert_eq!(sum.failed.len(), 1, "{sum:?}");
+    let r = &sum.failed[0].reason;
+    assert!(r.contains("lung_001.nii.gz") && r.contains("is 7") && r.contains("dataset.json"), "{r}");
+    // Not a dataset: a clear error.
+    let e = IngestConfig::new(Vec::new(), dir.path().join("x")).add_nnunet(&data).unwrap_err().to_string();
+    assert!(e.contains("imagesTr") && e.contains("not an nnU-Net raw dataset"), "{e}");
+}

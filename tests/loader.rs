@@ -17,7 +17,7 @@ use ctstream::synth::{self, SynthConfig};
 
 fn make_store(dir: &Path, scans: usize) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
-    synth::generate(&data, &SynthConfig { scans, seed: 77, small: true, dicom: false }, &()).unwrap();
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(scans, 77) }, &()).unwrap();
     let out = dir.join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
     cfg.annotations = Some(data.join("annotations.csv"));

@@ -29,7 +29,7 @@ fn ctstream(args: &[&str]) -> std::process::Output {
 /// A store of 3 small synthetic scans and a U-Net (width 0.125, 16x32x32) trained 3 steps.
 fn store_and_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let data = dir.join("data");
-    synth::generate(&data, &SynthConfig { scans: 3, seed: 41, small: true, dicom: false }, &()).unwrap();
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(3, 41) }, &()).unwrap();
     let store = dir.join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], store.clone());
     cfg.annotations = Some(data.join("annotations.csv"));

@@ -14,7 +14,7 @@ use ctstream::synth::{self, SynthConfig};
 
 fn store(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("data");
-    synth::generate(&data, &SynthConfig { scans: 2, seed: 31, small: true, dicom: false }, &()).unwrap();
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(2, 31) }, &()).unwrap();
     let out = dir.join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
     cfg.annotations = Some(data.join("annotations.csv"));

@@ -25,7 +25,7 @@ fn all_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn same_seed_same_bytes_other_seed_other_bytes() {
     let (a, b, c) = (tempdir(), tempdir(), tempdir());
-    let cfg = SynthConfig { scans: 2, seed: 11, small: true, dicom: true };
+    let cfg = SynthConfig { small: true, dicom: true, ..SynthConfig::new(2, 11) };
     synth::generate(a.path(), &cfg, &()).unwrap();
     synth::generate(b.path(), &cfg, &()).unwrap();
     synth::generate(c.path(), &SynthConfig { seed: 12, ..cfg }, &()).unwrap();
@@ -93,7 +93,7 @@ fn check_content(s: &synth::SynthScan) {
 #[test]
 fn written_dataset_reads_in_ctstream_and_simpleitk_alike() {
     let dir = tempdir();
-    let s = synth::generate(dir.path(), &SynthConfig { scans: 2, seed: 3, small: true, dicom: true }, &()).unwrap();
+    let s = synth::generate(dir.path(), &SynthConfig { small: true, dicom: true, ..SynthConfig::new(2, 3) }, &()).unwrap();
     let nodules = annotations::read_annotations(&s.annotations).unwrap();
     let cands = annotations::read_candidates(&s.candidates).unwrap();
     assert_eq!(nodules.len(), s.nodules);
@@ -117,5 +117,21 @@ fn written_dataset_reads_in_ctstream_and_simpleitk_alike() {
             let zyx = m.geometry.world_to_index(n.world_xyz).unwrap();
             assert!(Geometry::contains_index(m.shape_zyx(), zyx), "{n:?}");
         }
+    }
+}
+
+/// The label map's nodules hold as many voxels as their ellipsoids' volumes give
+/// (4/3 pi a b c over the voxel volume, within 15 % for these 3-15 mm nodules on
+/// 0.9-1.4 mm voxels), and its lungs are the generator's lungs.
+#[test]
+fn label_maps_hold_the_nodules_and_lungs() {
+    for k in 0..3 {
+        let s = synth::synth_scan(8, k, true);
+        let m = s.label_map();
+        let voxel = s.geometry.spacing_xyz.iter().product::<f64>();
+        let want: f64 = s.nodule_ellipsoids.iter().map(|(_, r)| 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2] / voxel).sum();
+        let got = m.iter().filter(|&&v| v == 2).count() as f64;
+        assert!((got - want).abs() <= 0.15 * want, "scan {k}: {got} nodule voxels, ellipsoids {want:.0}");
+        assert!(m.iter().zip(s.lungs.iter()).all(|(&l, &t)| (t != 0) <= (l != 0)), "every lung voxel is labelled");
     }
 }

@@ -30,7 +30,7 @@ use ctstream::train::{self, CpuBackend, LossKind, StepRecord, TrainOptions, UNet
 
 fn store(dir: &Path) -> Store {
     let data = dir.join("data");
-    synth::generate(&data, &SynthConfig { scans: 3, seed: 41, small: true, dicom: false }, &()).unwrap();
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(3, 41) }, &()).unwrap();
     let out = dir.join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
     cfg.annotations = Some(data.join("annotations.csv"));

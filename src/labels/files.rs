@@ -7,7 +7,9 @@
 //! channel suffix `_0000` (scan `lung_001_0000.nii.gz`, label `lung_001.nii.gz`). A DICOM
 //! SEG file pairs with the series its ReferencedSeriesSequence names ([`super::seg`]).
 //! The scan stores it as the label volume `NAME` (`labels` when no name is given). Two
-//! files that pair with one scan under one name are refused, naming both.
+//! files that pair with one scan under one name are refused, naming both. Where `DIR` or
+//! the folder above it holds an nnU-Net `dataset.json` ([`super::nnunet`]), its label
+//! names become the classes, and a value it does not name is refused.
 //!
 //! **Values.** Every voxel must be an integer in 0..=255 (after NIfTI's `scl_slope` and
 //! `scl_inter`): a fraction, a negative value, a NaN or a value over 255 is refused, with
@@ -103,6 +105,9 @@ pub struct LabelFile {
     pub path: PathBuf,
     /// Map or SEG.
     pub kind: LabelFileKind,
+    /// The `dataset.json` beside it and the names it gives the values other than 0, when
+    /// there is one.
+    pub classes: Option<(PathBuf, Vec<(u8, String)>)>,
 }
 
 /// Why a label file cannot be used; each names the file (and the scan's, for grids).
@@ -122,7 +127,7 @@ pub enum LabelFileError {
     Read(#[from] io::ReadError),
     /// A voxel value that is no label.
     #[error(
-        "{path}: voxel (z, y, x) {voxel_zyx:?} is {value}: label values must be integers in 0..=255 ({what}; {count} voxels like it)"
+        "{path}: voxel (z, y, x) {voxel_zyx:?} is {value}: {what} ({count} voxels like it)"
     )]
     Value {
         /// The file.
@@ -193,38 +198,21 @@ impl LabelFiles {
             };
             let files = io::dicom::list_files(&src.dir).map_err(|e| dir_err(e.to_string()))?;
             let before = found.len();
+            // nnU-Net keeps dataset.json beside labelsTr/.
+            let json = [src.dir.join("dataset.json"), src.dir.join("../dataset.json")].into_iter().find(|p| p.is_file());
+            let classes = match json {
+                Some(p) => Some((p.clone(), super::nnunet::read_dataset(&p)?.classes())),
+                None => None,
+            };
             for f in files {
+                let map = |path| LabelFile { name: src.name.clone(), path, kind: LabelFileKind::Map, classes: classes.clone() };
                 if io::metaimage::is_metaimage(&f) {
-                    let id = f
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    found.push(
-                        id,
-                        LabelFile {
-                            name: src.name.clone(),
-                            path: f,
-                            kind: LabelFileKind::Map,
-                        },
-                    );
+                    let id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    found.push(id, map(f));
                 } else if io::nifti::is_nifti(&f) {
-                    found.push(
-                        io::nifti::series_id(&f),
-                        LabelFile {
-                            name: src.name.clone(),
-                            path: f,
-                            kind: LabelFileKind::Map,
-                        },
-                    );
+                    found.push(io::nifti::series_id(&f), map(f));
                 } else if let Some(series) = super::seg::referenced_series(&f)? {
-                    found.push(
-                        series,
-                        LabelFile {
-                            name: src.name.clone(),
-                            path: f,
-                            kind: LabelFileKind::Seg,
-                        },
-                    );
+                    found.push(series, LabelFile { name: src.name.clone(), path: f, kind: LabelFileKind::Seg, classes: None });
                 }
             }
             if found.len() == before {
@@ -352,10 +340,10 @@ pub fn to_labels(raw: &RawImage) -> Result<Array3<u8>, LabelFileError> {
         }
     }
     const WHAT: [&str; 4] = [
-        "negative",
-        "not an integer",
-        "over 255: uint16 label volumes are not stored yet",
-        "not a number",
+        "negative; label values are integers 0..=255",
+        "not an integer; label values are integers 0..=255",
+        "over 255; label values are integers 0..=255 (uint16 label volumes are not stored yet)",
+        "not a number; label values are integers 0..=255",
     ];
     if let Some((f, ((i, v), count))) = faults
         .iter()
@@ -405,6 +393,29 @@ fn value(c: &[u8], t: Scalar, big: bool) -> f64 {
         Scalar::F32 => get!(f32, 4),
         Scalar::F64 => get!(f64, 8),
     }
+}
+
+/// Checks that every value of `m` other than 0 is one `classes` names (from `dataset`).
+///
+/// # Errors
+/// [`LabelFileError::Value`] naming the first voxel of the first value not named.
+pub fn check_classes(path: &Path, m: &Array3<u8>, classes: &[(u8, String)]) -> Result<(), LabelFileError> {
+    let mut named = [false; 256];
+    named[0] = true;
+    for (v, _) in classes {
+        named[*v as usize] = true;
+    }
+    let mut first = None;
+    let mut count = 0u64;
+    for (i, &v) in m.iter().enumerate() {
+        if !named[v as usize] {
+            first.get_or_insert((i, v));
+            count += 1;
+        }
+    }
+    let Some((i, v)) = first else { return Ok(()) };
+    let (ny, nx) = (m.shape()[1], m.shape()[2]);
+    Err(LabelFileError::Value { path: path.to_path_buf(), voxel_zyx: [i / (ny * nx), (i / nx) % ny, i % nx], value: v as f64, what: "a value dataset.json does not name", count })
 }
 
 /// Checks that a label map (`label_shape_zyx`, `label_g`) lies on its scan's grid within the
@@ -507,6 +518,7 @@ mod tests {
             name: name.into(),
             path: p.into(),
             kind: LabelFileKind::Map,
+            classes: None,
         };
         f.push("case_001".into(), file("labels", "a/case_001.nii.gz"));
         f.push("scan7".into(), file("labels", "a/scan7.mhd"));
@@ -554,8 +566,8 @@ mod tests {
         };
         assert_eq!(what(&[0.0, 1.0, 256.0, 300.0]).1, 2);
         assert_eq!(what(&[0.0, 1.0, 256.0, 300.0]).2, [0, 1, 0]);
-        assert_eq!(what(&[f64::NAN, 1.0, 1.0, 1.0]).0, "not a number");
-        assert_eq!(what(&[0.0, 0.5, 1.0, 1.0]).0, "not an integer");
+        assert_eq!(what(&[f64::NAN, 1.0, 1.0, 1.0]).0, "not a number; label values are integers 0..=255");
+        assert_eq!(what(&[0.0, 0.5, 1.0, 1.0]).0, "not an integer; label values are integers 0..=255");
         // NIfTI scaling applies first: 0.5 * 4 = 2.
         assert_eq!(
             to_labels(&raw(&[0.0, 0.5, 1.0, 127.5], Some((2.0, 0.0))))

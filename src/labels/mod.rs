@@ -18,6 +18,7 @@ pub mod components;
 pub mod files;
 pub mod lungs;
 pub mod nearest;
+pub mod nnunet;
 pub mod runs;
 pub mod seg;
 

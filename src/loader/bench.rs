@@ -135,7 +135,8 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
         let k = i % specs.len();
         let s = &specs[k];
         let (mut img, mut msk) = (vec![0f32; n_voxels], vec![0f32; n_voxels]);
-        let m = shared.scans[s.scan].mask(s.start_zyx, cfg.patch_zyx);
+        // The chunks were read above: a label chunk that fails here failed there.
+        let Ok(m) = super::patch::patch_mask(shared, s) else { return };
         if let Some(hu) = decoded[k].as_slice() {
             write_patch(hu, &m, &s.augment, cfg.patch_zyx, cfg.hu_window, &mut img, &mut msk);
         }

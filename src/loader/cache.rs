@@ -11,10 +11,15 @@ pub type ChunkKey = (u32, u32);
 
 const SHARDS: usize = 16;
 
-/// The cache key of scan `scan`'s label volume (its chunks share the cache with the
+/// The cache key of scan `scan`'s lung label volume (its chunks share the cache with the
 /// scans', under keys no scan has).
 pub fn label_key(scan: u32) -> u32 {
     scan | 0x8000_0000
+}
+
+/// The cache key of scan `scan`'s mask label volume ([`super::LoaderConfig::mask_label`]).
+pub fn mask_key(scan: u32) -> u32 {
+    scan | 0x4000_0000
 }
 
 #[derive(Default)]
@@ -116,6 +121,21 @@ impl ChunkCache {
         volume.read_region_with(r, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
             self.get_or_decode((volume_key, k), || volume.decode_chunk(c))
+        })
+    }
+
+    /// A region of a uint8 label volume through the cache (its chunks are held widened to
+    /// i16, as every chunk here is).
+    ///
+    /// # Errors
+    /// As [`ChunkCache::read_region`].
+    pub fn read_label_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
+        let grid = volume.header().grid();
+        volume.read_region_with(r, |c| {
+            let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
+            let held = self.get_or_decode((volume_key, k), || volume.decode_chunk_as::<u8>(c).map(|v| v.into_iter().map(i16::from).collect()))?;
+            // Values were u8 when they went in.
+            Ok::<Vec<u8>, crate::store::StoreError>(held.iter().map(|&v| v as u8).collect())
         })
     }
 

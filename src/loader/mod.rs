@@ -96,6 +96,54 @@ impl std::str::FromStr for Negatives {
     }
 }
 
+/// Masks from a label volume instead of the nodule spheres: 1 where the label volume
+/// `name` holds one of `values` (every value other than 0 when `values` is empty).
+///
+/// ```
+/// use ctstream::loader::MaskLabel;
+/// let m: MaskLabel = "labels:2,3".parse().unwrap();
+/// assert_eq!((m.name.as_str(), m.values.as_slice()), ("labels", &[2u8, 3][..]));
+/// assert!(m.is_foreground(3) && !m.is_foreground(1) && !m.is_foreground(0));
+/// let any: MaskLabel = "nodules".parse().unwrap();
+/// assert!(any.is_foreground(1) && any.is_foreground(255) && !any.is_foreground(0));
+/// assert!("Nodules".parse::<MaskLabel>().is_err() && "labels:0".parse::<MaskLabel>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskLabel {
+    /// The label volume (`nodules`, `labels`, `lungs`, ...).
+    pub name: String,
+    /// Its foreground values, 1..=255 (empty: every value other than 0).
+    pub values: Vec<u8>,
+}
+
+impl MaskLabel {
+    /// Whether voxel value `v` is foreground.
+    pub fn is_foreground(&self, v: u8) -> bool {
+        v != 0 && (self.values.is_empty() || self.values.contains(&v))
+    }
+}
+
+impl std::str::FromStr for MaskLabel {
+    type Err = String;
+
+    /// `NAME` or `NAME:V,V,...` (values 1..=255).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, values) = s.split_once(':').unwrap_or((s, ""));
+        if !crate::store::format::valid_label_name(name) {
+            return Err(format!("`{name}` is not a label volume name (lower-case letters, digits and '_', starting with a letter)"));
+        }
+        let values = values
+            .split(',')
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| match v.trim().parse::<u8>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(format!("`{v}` is not a label value 1..=255")),
+            })
+            .collect::<Result<Vec<u8>, String>>()?;
+        Ok(MaskLabel { name: name.to_string(), values })
+    }
+}
+
 /// How positive patches choose their nodule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -159,6 +207,11 @@ pub struct LoaderConfig {
     pub shard: Option<(usize, usize)>,
     /// Batches per epoch (None: enough for every nodule once at the positive share).
     pub batches_per_epoch: Option<usize>,
+    /// Masks from this label volume instead of the nodule spheres (None: spheres). Where
+    /// the selection has no nodules in the index, positives are centred on the label's
+    /// connected components of the chosen values instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_label: Option<MaskLabel>,
 }
 
 impl Default for LoaderConfig {
@@ -180,6 +233,7 @@ impl Default for LoaderConfig {
             split: None,
             shard: None,
             batches_per_epoch: None,
+            mask_label: None,
         }
     }
 }
@@ -231,6 +285,14 @@ impl<'s> LoaderBuilder<'s> {
         split: Option<Split> => split,
         /// Batches per epoch.
         batches_per_epoch: Option<usize> => batches_per_epoch,
+    }
+
+    /// Masks from label volume `name`, foreground where it holds one of `values` (every
+    /// value other than 0 when empty), instead of the nodule spheres; see
+    /// [`LoaderConfig::mask_label`].
+    pub fn mask_label(mut self, name: &str, values: &[u8]) -> Self {
+        self.cfg.mask_label = Some(MaskLabel { name: name.to_string(), values: values.to_vec() });
+        self
     }
 
     /// Only these series.
@@ -288,6 +350,8 @@ pub struct ScanEntry {
     /// Where its lung voxels are, for [`Negatives::Lungs`] (`None`: no lung mask, or an
     /// empty one).
     pub lungs: Option<LungIndex>,
+    /// The label volume masks come from ([`LoaderConfig::mask_label`]).
+    pub mask_label: Option<Arc<VolumeFile>>,
 }
 
 /// Where one scan's lung voxels are, chunk by chunk: a lung voxel is drawn uniformly by
@@ -433,10 +497,38 @@ impl Loader {
         let mut positives = Vec::new();
         let mut cumulative = Vec::new();
         let mut total = 0.0;
+        // Masks from a label volume: every selected scan must have it. Without nodules in
+        // the index for the selection, its components are the positives.
+        let from_components = cfg.mask_label.is_some() && ids.iter().all(|id| !by_id.contains_key(id));
         for (si, id) in ids.iter().enumerate() {
             let volume = store.volume(id)?;
             let mut nodules = Vec::new();
             let mut nodule_ids = Vec::new();
+            let mut mask_label = None;
+            if let Some(ml) = &cfg.mask_label {
+                let rec = store.scan(id)?;
+                let Some(l) = rec.label(&ml.name) else {
+                    let have: Vec<&str> = rec.labels.iter().map(|l| l.name.as_str()).collect();
+                    return Err(LoaderError::Config(format!("scan {id} has no label volume `{}` to take masks from (it has: {})", ml.name, if have.is_empty() { "none".to_string() } else { have.join(", ") })));
+                };
+                mask_label = Some(store.label(id, &ml.name)?);
+                if from_components {
+                    let sp = rec.spacing_xyz;
+                    for (k, c) in l.components.iter().enumerate().filter(|(_, c)| ml.is_foreground(c.value)) {
+                        // The sphere of the component's volume stands for its size; the mask
+                        // is the label volume's own.
+                        let r_mm = c.equivalent_diameter_mm / 2.0;
+                        nodules.push(Sphere { centre_zyx: c.centroid_zyx, radius_zyx: [r_mm / sp[2], r_mm / sp[1], r_mm / sp[0]] });
+                        nodule_ids.push(k as i32);
+                        positives.push((si, nodules.len() - 1));
+                        total += match cfg.weighting {
+                            NoduleWeighting::Uniform => 1.0,
+                            NoduleWeighting::Diameter => c.equivalent_diameter_mm,
+                        };
+                        cumulative.push(total);
+                    }
+                }
+            }
             for n in by_id.get(id).map(Vec::as_slice).unwrap_or(&[]) {
                 let Some(r) = n.radius_zyx else { continue };
                 nodules.push(Sphere { centre_zyx: n.voxel_zyx, radius_zyx: r });
@@ -451,7 +543,7 @@ impl Loader {
                 }
             }
             let nodule_grid = spheres::SphereGrid::build(&nodules);
-            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid, lungs: None });
+            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid, lungs: None, mask_label });
         }
         let mut notes = Vec::new();
         if cfg.negatives == Negatives::Lungs && cfg.positive_share < 1.0 {

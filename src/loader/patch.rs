@@ -34,6 +34,24 @@ pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> 
     m
 }
 
+/// The mask of a patch: the mask label's foreground where the loader has one
+/// ([`super::LoaderConfig::mask_label`], read through the shared cache), else the nodule
+/// spheres near it.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt label chunk.
+pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderError> {
+    let scan = &shared.scans[spec.scan];
+    match (&scan.mask_label, &shared.cfg.mask_label) {
+        (Some(v), Some(ml)) => {
+            let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+            let a = shared.cache.read_label_region(super::cache::mask_key(spec.scan as u32), v, r)?;
+            Ok(a.iter().map(|&x| ml.is_foreground(x) as u8).collect())
+        }
+        _ => Ok(scan.mask(spec.start_zyx, shared.cfg.patch_zyx)),
+    }
+}
+
 /// Writes one patch (HU, mask) into `image` and `mask` (f32, C order): moved by the
 /// augmentation, HU scaled and shifted, windowed to 0..1, noise added.
 pub fn write_patch(hu: &[i16], m: &[u8], aug: &AugmentParams, shape: [usize; 3], window: [f32; 2], image: &mut [f32], mask: &mut [f32]) {
@@ -116,7 +134,7 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
         let spec = resolve(shared, epoch, index, item)?;
         let scan = &shared.scans[spec.scan];
         let hu = read_patch(shared, &spec)?;
-        let m = scan.mask(spec.start_zyx, p);
+        let m = patch_mask(shared, &spec)?;
         let hu = hu.as_slice().ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
         write_patch(hu, &m, &spec.augment, p, cfg.hu_window, &mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
         patches.push(PatchMeta {

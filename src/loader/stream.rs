@@ -23,7 +23,9 @@ pub struct PatchMeta {
     pub start_zyx: [i64; 3],
     /// Drawn as a positive.
     pub positive: bool,
-    /// For positives: the nodule's `nodule_id` in the index.
+    /// For positives: the nodule's `nodule_id` in the index; for positives on label
+    /// components ([`super::LoaderConfig::mask_label`]), the component's position in the
+    /// record's list of that label volume's components.
     pub nodule_id: Option<i32>,
     /// The augmentation applied.
     pub augment: AugmentParams,

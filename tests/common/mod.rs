@@ -99,7 +99,7 @@ pub fn assert_matches_sitk(what: &str, d: &serde_json::Value, v: &ctstream::volu
 
 /// A small synthetic LUNA-like dataset (MetaImage scans, annotations and candidates) in `dir`.
 pub fn dataset(dir: &std::path::Path, scans: usize, seed: u64) -> ctstream::synth::SynthSummary {
-    ctstream::synth::generate(dir, &ctstream::synth::SynthConfig { scans, seed, small: true, dicom: false }, &()).unwrap()
+    ctstream::synth::generate(dir, &ctstream::synth::SynthConfig { small: true, ..ctstream::synth::SynthConfig::new(scans, seed) }, &()).unwrap()
 }
 
 /// The ingest the tests run: the scans under `data` with its annotations and candidates

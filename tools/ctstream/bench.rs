@@ -32,6 +32,9 @@ pub struct Args {
     /// Where negatives come from: lungs (the loader's default), random or candidates.
     #[arg(long, default_value = "lungs", value_parser = ["lungs", "random", "candidates"])]
     negatives: String,
+    /// Masks from a label volume (NAME or NAME:V,V), as `train --mask-label`.
+    #[arg(long, value_name = "NAME[:V,...]")]
+    mask_label: Option<ctstream::loader::MaskLabel>,
     /// Print JSON (keys: patches_per_s, decode_bound_patches_per_s, copy_bound_patches_per_s,
     /// read_amplification, cache_hit_rate, peak_rss_bytes, ...).
     #[arg(long)]
@@ -41,7 +44,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let negatives = a.negatives.parse::<ctstream::loader::Negatives>().map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
-    let loader = Loader::builder(&store).workers(a.workers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives).build()?;
+    let loader = Loader::builder(&store).workers(a.workers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives);
+    let loader = match &a.mask_label {
+        Some(m) => loader.mask_label(&m.name, &m.values),
+        None => loader,
+    }
+    .build()?;
     let warm = Duration::from_secs_f64((a.seconds / 4.0).min(5.0));
     for n in loader.notes() {
         eprintln!("note: {n}");

@@ -53,7 +53,7 @@ pub struct Args {
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let t0 = Instant::now();
     let data = a.out.join("data");
-    let cfg = SynthConfig { scans: a.scans, seed: a.seed, small: a.small, dicom: true };
+    let cfg = SynthConfig { small: a.small, dicom: true, ..SynthConfig::new(a.scans, a.seed) };
     println!("1. synth: {} LUNA-like scans (MetaImage + DICOM) -> {}", a.scans, data.display());
     let s = synth::generate(&data, &cfg, bars).context("generating the synthetic dataset")?;
     let nodules = annotations::read_annotations(&s.annotations)?;

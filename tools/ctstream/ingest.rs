@@ -13,8 +13,13 @@ use crate::{Exit, ExitError, parse3};
 pub struct Args {
     /// A folder (or file) to search for scans: LUNA16 subsets, .mhd/.mha, .nii(.gz), DICOM.
     /// Repeat for several.
-    #[arg(long, required = true)]
+    #[arg(long, required_unless_present = "nnunet")]
     input: Vec<PathBuf>,
+    /// An nnU-Net raw dataset folder (imagesTr/, labelsTr/, dataset.json): its cases are
+    /// the scans, each with its label map as the label volume `labels`, named as
+    /// dataset.json names its labels. Repeat for several; --input may add more scans.
+    #[arg(long, value_name = "DIR")]
+    nnunet: Vec<PathBuf>,
     /// LUNA16 annotations.csv (nodules, world mm).
     #[arg(long)]
     annotations: Option<PathBuf>,
@@ -95,6 +100,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     cfg.resume = a.resume;
     cfg.lung_mask = !a.no_lung_mask;
     cfg.labels = a.labels;
+    for d in &a.nnunet {
+        cfg.add_nnunet(d).map_err(|e| ExitError(Exit::Usage, e.into()))?;
+    }
     cfg.dicom = DicomOptions {
         series: None,
         uneven: if a.resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },

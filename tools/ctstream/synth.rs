@@ -26,11 +26,19 @@ pub struct Args {
     /// Also write every scan as a DICOM series under OUT/dicom/<seriesuid>/.
     #[arg(long)]
     dicom: bool,
+    /// Also write each scan's label map (1 lung, 2 nodule) as OUT/labels/<seriesuid>.mha,
+    /// for `ingest --labels OUT/labels`.
+    #[arg(long)]
+    labels: bool,
+    /// Also write the dataset in nnU-Net's raw layout under
+    /// OUT/nnunet/Dataset001_SynthLung/, for `ingest --nnunet`.
+    #[arg(long)]
+    nnunet: bool,
 }
 
 impl Args {
     pub fn config(&self) -> SynthConfig {
-        SynthConfig { scans: self.scans, seed: self.seed, small: self.small, dicom: self.dicom }
+        SynthConfig { scans: self.scans, seed: self.seed, small: self.small, dicom: self.dicom, labels: self.labels, nnunet: self.nnunet }
     }
 }
 
@@ -47,6 +55,12 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     println!("  scans        {}/subset0/*.mhd", s.out.display());
     if !s.dicom_series.is_empty() {
         println!("  DICOM        {}/dicom/<seriesuid>/", s.out.display());
+    }
+    if a.labels {
+        println!("  label maps   {}/labels/*.mha", s.out.display());
+    }
+    if a.nnunet {
+        println!("  nnU-Net      {}/{}", s.out.display(), synth::NNUNET_DATASET);
     }
     println!("  annotations  {}", s.annotations.display());
     println!("  candidates   {}", s.candidates.display());

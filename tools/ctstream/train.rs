@@ -85,6 +85,11 @@ pub struct Args {
     /// [default: lungs].
     #[arg(long, value_parser = ["lungs", "random", "candidates"])]
     negatives: Option<String>,
+    /// Masks from a label volume instead of the annotations' spheres: NAME, or NAME:V,V
+    /// for some of its values (say `labels:2`). Without nodules in the index, positive
+    /// patches are centred on the label's connected components.
+    #[arg(long, value_name = "NAME[:V,...]")]
+    mask_label: Option<ctstream::loader::MaskLabel>,
     /// Augmentations, comma-separated: flip, rot90, hu (HU shift 25, scale 5%), noise
     /// (sigma 0.01); or none, or all [default: none].
     #[arg(long)]
@@ -157,6 +162,7 @@ fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, E
         workers: a.workers.unwrap_or(2),
         cache_bytes: a.cache.unwrap_or(256) << 20,
         seed: a.seed.unwrap_or(0),
+        mask_label: a.mask_label.clone(),
         ..LoaderConfig::default()
     };
     let val_fraction = a.val_fraction.unwrap_or(0.2);
@@ -208,6 +214,7 @@ fn fixed_on_resume(a: &Args) -> Vec<&'static str> {
         (a.positive_share.is_some(), "--positive-share"),
         (a.jitter.is_some(), "--jitter"),
         (a.negatives.is_some(), "--negatives"),
+        (a.mask_label.is_some(), "--mask-label"),
         (a.augment.is_some(), "--augment"),
         (a.val_fraction.is_some(), "--val-fraction"),
         (a.val_batches.is_some(), "--val-batches"),
