@@ -173,6 +173,7 @@ fn pictures_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir:
             pred: predicted.then(|| pred.clone()),
             slice: None,
             nodule: None,
+            label: None,
             threshold: 0.5,
             window: None,
             crop,

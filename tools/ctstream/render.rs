@@ -32,6 +32,11 @@ pub struct Args {
     /// The slice through the centre of this nodule (`nodule_id` in index/nodules.parquet).
     #[arg(long)]
     pub nodule: Option<i32>,
+    /// The annotated panel from a label volume instead of the annotations' spheres: NAME,
+    /// or NAME:V,V for some of its values (say `labels:2`); without --slice or --nodule,
+    /// the slice with the most such voxels.
+    #[arg(long, value_name = "NAME[:V,...]")]
+    pub label: Option<ctstream::loader::MaskLabel>,
     /// Probability from which a voxel counts as predicted nodule.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f32,
@@ -82,6 +87,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         })?;
         centre_yx = [n.voxel_zyx[1], n.voxel_zyx[2]];
         (centre_slice(n, nz), nodule_text(n))
+    } else if let Some(ml) = &a.label {
+        (busiest_label_slice(&store, &a.series, ml)?, format!(", most {} voxels", label_text(ml)))
     } else if let Some(n) = largest {
         centre_yx = [n.voxel_zyx[1], n.voxel_zyx[2]];
         (centre_slice(n, nz), nodule_text(n))
@@ -92,7 +99,17 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     };
 
     let hu = volume.read_region(Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]))?.index_axis_move(Axis(0), 0);
-    let mask = Array2::from_shape_vec((ny, nx), rasterize(&spheres, [z as i64, 0, 0], [1, ny, nx])).context("mask shape")?;
+    let mask = match &a.label {
+        Some(ml) => {
+            store.scan(&a.series)?.label(&ml.name).ok_or_else(|| anyhow!("{} has no label volume {}", a.series, ml.name))?;
+            store.read_label_region(&a.series, &ml.name, Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]))?.index_axis_move(Axis(0), 0).mapv(|v| ml.is_foreground(v) as u8)
+        }
+        None => Array2::from_shape_vec((ny, nx), rasterize(&spheres, [z as i64, 0, 0], [1, ny, nx])).context("mask shape")?,
+    };
+    let why = match &a.label {
+        Some(ml) if !why.contains("most") => format!("{why}, mask {}", label_text(ml)),
+        _ => why,
+    };
     let probs = match &pred {
         Some(p) => Some(p.read_region(Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]))?.index_axis_move(Axis(0), 0).mapv(|v| v as f32 / 1000.0)),
         None => None,
@@ -141,6 +158,19 @@ fn parse_window(s: &str) -> Result<[f64; 2], String> {
         Ok(&[level, width]) if width > 0.0 && level.is_finite() && width.is_finite() => Ok([level, width]),
         _ => Err(format!("expected LEVEL,WIDTH in HU with WIDTH > 0, got `{s}`")),
     }
+}
+
+/// `NAME` or `NAME:V,V`.
+fn label_text(ml: &ctstream::loader::MaskLabel) -> String {
+    if ml.values.is_empty() { ml.name.clone() } else { format!("{}:{}", ml.name, ml.values.iter().map(u8::to_string).collect::<Vec<_>>().join(",")) }
+}
+
+/// The slice with the most voxels of a label volume's chosen values (the first of equals).
+fn busiest_label_slice(store: &Store, id: &str, ml: &ctstream::loader::MaskLabel) -> anyhow::Result<usize> {
+    store.scan(id)?.label(&ml.name).ok_or_else(|| anyhow!("{id} has no label volume {}", ml.name))?;
+    let all = store.label(id, &ml.name)?.read_all_as::<u8>()?;
+    let counts: Vec<usize> = all.outer_iter().map(|s| s.iter().filter(|&&v| ml.is_foreground(v)).count()).collect();
+    Ok(counts.iter().enumerate().max_by_key(|&(i, &c)| (c, std::cmp::Reverse(i))).map_or(0, |(i, _)| i))
 }
 
 /// The slice through a nodule's centre.
