@@ -79,7 +79,12 @@ fn print(a: &Args) -> Result<(), ExitError> {
             .labels
             .iter()
             .map(|l| {
-                let values: Vec<String> = l.counts.iter().map(|&[v, n]| format!("{}={:.0}", l.classes.get(&v.to_string()).cloned().unwrap_or_else(|| v.to_string()), n as f64 * ml)).collect();
+                let values: Vec<String> = l.counts.iter().map(|&[v, n]| {
+                    // Whole ml, or one decimal below 10 ml (a nodule is a fraction of one).
+                    let v_ml = n as f64 * ml;
+                    let name = l.classes.get(&v.to_string()).cloned().unwrap_or_else(|| v.to_string());
+                    if v_ml < 10.0 { format!("{name}={v_ml:.1}") } else { format!("{name}={v_ml:.0}") }
+                }).collect();
                 if values.is_empty() { format!("{} (empty)", l.name) } else { format!("{} ({})", l.name, values.join(", ")) }
             })
             .collect();
