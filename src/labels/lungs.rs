@@ -91,7 +91,9 @@ pub struct AirComponent {
     /// Volume, ml.
     pub ml: f64,
     /// Share of interior voxels (all six neighbours air) above
-    /// [`LungParams::parenchyma_above_hu`]; of all voxels when none is interior.
+    /// [`LungParams::parenchyma_above_hu`]; of all voxels when none is interior, or when
+    /// the component was ruled out before its interior was counted (too small, outside
+    /// air, or under the least share over all its voxels).
     pub parenchyma_share: f64,
     /// Share of voxels at or below [`LungParams::gas_at_most_hu`].
     pub gas_share: f64,
@@ -197,35 +199,52 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         let voxels = &hu_c[r.row as usize * nx + r.x0 as usize..r.row as usize * nx + r.x1 as usize];
         let s = &mut stats[c as usize];
         s.voxels += len;
-        let (mut par, mut gas, mut core, mut core_par) = (0u64, 0u64, 0u64, 0u64);
-        let z = r.row as usize / ny;
-        let base = r.row as usize * nx;
-        let plane = ny * nx;
-        let air = |i: usize| hu_c[i] < p.air_below_hu;
-        let inner_row = y > 0 && y + 1 < ny && z > 0 && z + 1 < nz;
-        for (k, &v) in voxels.iter().enumerate() {
-            let is_par = v > p.parenchyma_above_hu;
-            par += is_par as u64;
+        let (mut par, mut gas) = (0u64, 0u64);
+        for &v in voxels {
+            par += (v > p.parenchyma_above_hu) as u64;
             gas += (v <= p.gas_at_most_hu) as u64;
-            // Interior: the run holds the x neighbours; the rows above and below, and the
-            // slices before and after, the others.
-            let x = r.x0 as usize + k;
-            if inner_row && x > r.x0 as usize && x + 1 < r.x1 as usize {
-                let i = base + x;
-                if air(i - nx) && air(i + nx) && air(i - plane) && air(i + plane) {
-                    core += 1;
-                    core_par += is_par as u64;
-                }
-            }
         }
         s.parenchyma += par;
         s.gas += gas;
-        s.core += core;
-        s.core_parenchyma += core_par;
         s.border |= y == 0 || y + 1 == ny || r.x0 == 0 || r.x1 as usize == nx;
         s.sum_x += (r.x0 as f64 + r.x1 as f64 - 1.0) * len as f64 / 2.0;
         s.right_of_mid += overlap(r.x0, r.x1, f64::NEG_INFINITY, midline.ceil() - 1.0);
         s.near_mid += overlap(r.x0, r.x1, midline - junction, midline + junction);
+    }
+
+    // Interior voxels (all six neighbours air), only of the components that can still be
+    // lungs: at least the least volume, not outside air at the border, and a share of
+    // parenchyma over all voxels that reaches the least share (a gas pocket's shell only
+    // adds parenchyma, so its interior share is lower still). This spares the outside
+    // air, most of the air voxels of a scan.
+    let candidate: Vec<bool> = stats
+        .iter()
+        .map(|s| s.voxels as f64 * voxel_ml >= p.min_component_ml && !(s.border && s.gas as f64 > p.max_border_gas_share * s.voxels as f64) && s.parenchyma as f64 >= p.min_parenchyma_share * s.voxels as f64)
+        .collect();
+    let plane = ny * nx;
+    let air = |i: usize| hu_c[i] < p.air_below_hu;
+    for (r, &c) in lab.runs.iter().zip(&lab.component) {
+        if !candidate[c as usize] {
+            continue;
+        }
+        let (z, y) = (r.row as usize / ny, r.row as usize % ny);
+        // Rows on the border of the slice or the volume have no interior voxels; the run
+        // holds the x neighbours, so its ends are not interior either.
+        if y == 0 || y + 1 == ny || z == 0 || z + 1 == nz || r.x1 - r.x0 < 3 {
+            continue;
+        }
+        let base = r.row as usize * nx;
+        let (mut core, mut core_par) = (0u64, 0u64);
+        for x in r.x0 as usize + 1..r.x1 as usize - 1 {
+            let i = base + x;
+            if air(i - nx) && air(i + nx) && air(i - plane) && air(i + plane) {
+                core += 1;
+                core_par += (hu_c[i] > p.parenchyma_above_hu) as u64;
+            }
+        }
+        let s = &mut stats[c as usize];
+        s.core += core;
+        s.core_parenchyma += core_par;
     }
 
     let mut air_components = Vec::new();
