@@ -24,8 +24,9 @@
 //! - [`sampler`] turns (seed, epoch, batch, item) into a patch: where, positive or not,
 //!   which nodule, which augmentations. Batch k of epoch e is a pure function of
 //!   (seed, e, k): the same for any number of workers and any thread timing.
-//! - [`patch`] reads the region through the shared [`cache::ChunkCache`], rasterises the
-//!   nodule spheres into the mask, augments, and normalises to f32.
+//! - [`patch`] reads the region through the shared [`cache::ChunkCache`], makes the mask
+//!   (the nodule spheres rasterised, or a label volume's chosen values:
+//!   [`LoaderBuilder::mask_label`]), augments, and normalises to f32.
 //! - [`stream`] runs the workers and delivers batches in order through bounded channels.
 
 pub mod augment;
