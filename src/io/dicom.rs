@@ -436,7 +436,7 @@ const CROSS_SECTIONAL: [&str; 3] = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.
 
 /// Whether a file that failed to parse was meant to be DICOM: `DICM` at byte 128, or a
 /// `.dcm` name. Such a file is damaged, not merely "not DICOM".
-fn looks_like_dicom(path: &Path) -> bool {
+pub(crate) fn looks_like_dicom(path: &Path) -> bool {
     use std::io::Read;
     if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {
         return true;

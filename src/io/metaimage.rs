@@ -546,8 +546,21 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
 /// # Ok::<(), ctstream::io::metaimage::MetaImageError>(())
 /// ```
 pub fn read(path: &Path) -> Result<Volume> {
-    let h = read_header(path)?;
-    read_with(path, h)
+    let raw = read_raw(path)?;
+    let data_path = raw.data_path;
+    let Converted { values, clamped, nan } = hu::convert(&raw.bytes, raw.scalar, raw.big_endian, None);
+    if nan > 0 {
+        return Err(MetaImageError::NaN { path: data_path, count: nan });
+    }
+    let hu = Array3::from_shape_vec(raw.shape_zyx, values).map_err(|e| MetaImageError::Data {
+        path: data_path.clone(),
+        message: format!("voxel count does not match DimSize: {e}"),
+    })?;
+    let series_id = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Volume { series_id, hu, geometry: raw.geometry, format: SourceFormat::MetaImage, clamped })
 }
 
 /// Reads a MetaImage's header and voxel bytes as they are stored, before any conversion
@@ -559,23 +572,6 @@ pub fn read_raw(path: &Path) -> Result<crate::io::RawImage> {
     let h = read_header(path)?;
     let (data_path, bytes) = read_data_bytes(path, &h)?;
     Ok(crate::io::RawImage { data_path, bytes, scalar: h.element_type, big_endian: h.msb, scale: None, shape_zyx: h.shape_zyx, geometry: h.geometry })
-}
-
-fn read_with(path: &Path, h: Header) -> Result<Volume> {
-    let (data_path, bytes) = read_data_bytes(path, &h)?;
-    let Converted { values, clamped, nan } = hu::convert(&bytes, h.element_type, h.msb, None);
-    if nan > 0 {
-        return Err(MetaImageError::NaN { path: data_path, count: nan });
-    }
-    let hu = Array3::from_shape_vec(h.shape_zyx, values).map_err(|e| MetaImageError::Data {
-        path: data_path.clone(),
-        message: format!("voxel count does not match DimSize: {e}"),
-    })?;
-    let series_id = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(Volume { series_id, hu, geometry: h.geometry, format: SourceFormat::MetaImage, clamped })
 }
 
 /// How [`write()`] lays the file out.

@@ -120,21 +120,6 @@ fn open(path: &Path, until_pixels: bool) -> Result<dicom_object::DefaultDicomObj
     opts.open_file(path).map_err(|e| read(e.to_string()))
 }
 
-fn looks_like_dicom(path: &Path) -> bool {
-    use std::io::Read;
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("dcm"))
-    {
-        return true;
-    }
-    let mut head = [0u8; 132];
-    crate::fsutil::open_regular(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .is_ok()
-        && &head[128..132] == b"DICM"
-}
-
 /// The series a SEG file references: `Ok(None)` for files that are not DICOM, or DICOM of
 /// another SOP class (ignored where label files are searched for).
 ///
@@ -142,7 +127,7 @@ fn looks_like_dicom(path: &Path) -> bool {
 /// [`SegError::Read`] for a DICOM file that cannot be parsed; [`SegError::Field`] for a
 /// SEG without ReferencedSeriesSequence.
 pub fn referenced_series(path: &Path) -> Result<Option<String>> {
-    if !looks_like_dicom(path) {
+    if !crate::io::dicom::looks_like_dicom(path) {
         return Ok(None);
     }
     let obj = open(path, true)?;
