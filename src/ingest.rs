@@ -282,7 +282,7 @@ fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool, label_
     // A scan stored without its lung mask is stored again when one is asked for (and the
     // other way round); fingerprints of stores made before lung masks stay as they were.
     if lung_mask {
-        h.update(b"labels: lungs v2");
+        h.update(b"labels: lungs v3");
     }
     // Label files count as inputs (their names too: the same file under another name is
     // another store), but not as bytes read.

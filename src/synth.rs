@@ -19,7 +19,8 @@
 //!   reads as it is.
 //!
 //! The anatomy: air (-1000) outside an elliptical body with a fat layer (-100) and soft
-//! tissue (40); two lungs (about -850) with vessel-like tubes (40) winding along z; a
+//! tissue (40); two lungs (about -850) with vessel-like tubes (40) winding along z; the
+//! trachea and two main bronchi (gas, -1000) from the top of the scan into the lungs; a
 //! vertebral body (cortex 700, marrow 250) and ribs; 2-5 spherical or ellipsoidal
 //! nodules of 3-30 mm (3-15 mm when `small`) with soft edges, inside the lungs;
 //! in-plane-correlated noise. Every value is a pure function of (seed, scan index): the
@@ -118,6 +119,32 @@ pub struct SynthScan {
     pub lungs: Array3<u8>,
     /// The nodules' ellipsoids: centre (x, y, z) and radii (x, y, z), world mm.
     pub nodule_ellipsoids: Vec<([f64; 3], [f64; 3])>,
+    /// The airway: the trachea from above the scan down to the carina, then the right and
+    /// the left main bronchus into their lungs (gas, -1000 HU).
+    pub airway: Vec<AirwaySegment>,
+}
+
+/// A straight piece of airway: the voxels within `radius` of the segment `from`-`to`
+/// (world mm) are its lumen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AirwaySegment {
+    /// One end, (x, y, z) mm.
+    pub from: [f64; 3],
+    /// The other end, (x, y, z) mm.
+    pub to: [f64; 3],
+    /// The lumen's radius, mm.
+    pub radius: f64,
+}
+
+impl AirwaySegment {
+    /// The distance in mm of `p` (x, y, z) from the segment's axis.
+    pub fn distance(&self, p: [f64; 3]) -> f64 {
+        let d: [f64; 3] = std::array::from_fn(|a| self.to[a] - self.from[a]);
+        let w: [f64; 3] = std::array::from_fn(|a| p[a] - self.from[a]);
+        let dd: f64 = d.iter().map(|v| v * v).sum();
+        let t = if dd > 0.0 { (d.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / dd).clamp(0.0, 1.0) } else { 0.0 };
+        (0..3).map(|a| (w[a] - t * d[a]).powi(2)).sum::<f64>().sqrt()
+    }
 }
 
 impl SynthScan {
@@ -142,6 +169,31 @@ impl SynthScan {
                         let dx = (o[0] + x as f64 * s[0] - c[0]) / r[0];
                         if dx * dx + dy * dy + dz * dz <= 1.0 {
                             m[[z, y, x]] = 2;
+                        }
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    /// The airway's lumen on the scan's grid, (z, y, x): 1 where a voxel centre lies
+    /// within the radius of an [`AirwaySegment`], 0 elsewhere.
+    pub fn airway_mask(&self) -> Array3<u8> {
+        let (nz, ny, nx) = self.hu.dim();
+        let mut m = Array3::<u8>::zeros((nz, ny, nx));
+        let (o, s) = (self.geometry.origin_xyz, self.geometry.spacing_xyz);
+        for seg in &self.airway {
+            let range = |a: usize, n: usize| {
+                let lo = ((seg.from[a].min(seg.to[a]) - seg.radius - o[a]) / s[a]).floor().max(0.0) as usize;
+                let hi = (((seg.from[a].max(seg.to[a]) + seg.radius - o[a]) / s[a]).ceil().max(0.0) as usize + 1).min(n);
+                lo..hi
+            };
+            for z in range(2, nz) {
+                for y in range(1, ny) {
+                    for x in range(0, nx) {
+                        if seg.distance([o[0] + x as f64 * s[0], o[1] + y as f64 * s[1], o[2] + z as f64 * s[2]]) <= seg.radius {
+                            m[[z, y, x]] = 1;
                         }
                     }
                 }
@@ -348,6 +400,19 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         });
     }
 
+    // The airway, from its own stream (the scan's other draws stay as they were): the
+    // trachea down the midline, between the lungs, to the carina; the right main bronchus
+    // steeper and shorter than the left, both ending inside their lungs.
+    let mut arng = ChaCha8Rng::seed_from_u64(sub_seed(seed, index as u64, 2));
+    let trachea_r = (body.rx * arng.random_range(0.05..0.065)).clamp(3.0, 10.0);
+    let trachea_y = cy - body.ry * arng.random_range(0.03..0.08);
+    let carina = [cx, trachea_y, z0 + zext * arng.random_range(0.55..0.65)];
+    let airway = vec![
+        AirwaySegment { from: carina, to: [cx, trachea_y, z0 + zext + 2.0 * trachea_r], radius: trachea_r },
+        AirwaySegment { from: carina, to: [lungs[0].cx + 0.5 * lungs[0].rx, lungs[0].cy, carina[2] - arng.random_range(25.0..35.0)], radius: 0.7 * trachea_r },
+        AirwaySegment { from: carina, to: [lungs[1].cx - 0.5 * lungs[1].rx, lungs[1].cy, carina[2] - arng.random_range(15.0..25.0)], radius: 0.65 * trachea_r },
+    ];
+
     // Voxels, one slice per task; each slice's noise has its own seed.
     let mut hu = Array3::<i16>::zeros((nz, nxy, nxy));
     let mut lung_truth = Array3::<u8>::zeros((nz, nxy, nxy));
@@ -384,6 +449,15 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
             .collect();
         let nods: Vec<&Nodule> = nodules.iter().filter(|n| (z - n.centre[2]).abs() < n.radii[2] + 2.0).collect();
         let w = sxy; // edge width, about one voxel
+        // The airway pieces this slice cuts, with their in-plane boxes (x0, x1, y0, y1).
+        let pieces: Vec<(&AirwaySegment, [f64; 4])> = airway
+            .iter()
+            .filter(|a| z >= a.from[2].min(a.to[2]) - a.radius - w && z <= a.from[2].max(a.to[2]) + a.radius + w)
+            .map(|a| {
+                let m = a.radius + w;
+                (a, [a.from[0].min(a.to[0]) - m, a.from[0].max(a.to[0]) + m, a.from[1].min(a.to[1]) - m, a.from[1].max(a.to[1]) + m])
+            })
+            .collect();
         for yi in 0..nxy {
             let y = origin_xyz[1] + yi as f64 * sxy;
             for xi in 0..nxy {
@@ -413,6 +487,13 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
                     }
                     let lung_v = lung_hu * (1.0 - vessel) + 40.0 * vessel;
                     v = v * (1.0 - in_lung) + lung_v * in_lung;
+                }
+                // The airway's lumen, soft-edged.
+                for (a, b) in &pieces {
+                    if x >= b[0] && x <= b[1] && y >= b[2] && y <= b[3] {
+                        let g = inside(a.distance([x, y, z]) - a.radius, w);
+                        v = v * (1.0 - g) - 1000.0 * g;
+                    }
                 }
                 // Spine: cortex and marrow; ribs: blobs just inside the fat layer.
                 let ds = spine.sdist(x, y);
@@ -456,7 +537,7 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         })
         .collect();
     let nodule_ellipsoids = nodules_truth;
-    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth, nodule_ellipsoids }
+    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth, nodule_ellipsoids, airway }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {

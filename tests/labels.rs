@@ -30,18 +30,54 @@ fn dice_against(ct: &str, reference: &str) -> (f64, f64, f64, lungs::LungMask) {
 /// stores at that spacing (trilinear, HU clipped as ingest clips them), where ingest
 /// computes the mask.
 fn dice_on(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>) -> (f64, f64, f64, lungs::LungMask) {
+    let (_, g, m, rm) = mask_and_reference(ct, reference, spacing_xyz, &lungs::LungParams::default());
+    let ml = g.spacing_xyz.iter().product::<f64>() / 1000.0;
+    let count = |a: &Array3<u8>| a.iter().filter(|&&v| v != 0).count() as f64 * ml;
+    (labels::dice(&m.lungs, &rm), count(&m.lungs), count(&rm), m)
+}
+
+/// The scan `ct` on its own grid or the ingest grid of `spacing_xyz`, its lung mask with
+/// the parameters `p`, and `reference` resampled onto that grid by nearest neighbour.
+fn mask_and_reference(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>, p: &lungs::LungParams) -> (Array3<i16>, Geometry, lungs::LungMask, Array3<u8>) {
     let v = ctstream::io::read_scan(&data(ct), &Default::default(), &()).unwrap().volume;
     let (mut hu, mut g) = aligned(v);
     if let Some(s) = spacing_xyz {
         (hu, g) = ctstream::resample::resample_linear(&hu, &g, s, [-1024, 3071]).unwrap();
     }
-    let m = lungs::segment(&hu, &g, &lungs::LungParams::default());
+    let m = lungs::segment(&hu, &g, p);
     let r = ctstream::io::read_scan(&data(reference), &Default::default(), &()).unwrap().volume;
     let shape = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
     let rm = resample_nearest(&as_labels(&r), &r.geometry, shape, &g).unwrap();
-    let ml = g.spacing_xyz.iter().product::<f64>() / 1000.0;
-    let count = |a: &Array3<u8>| a.iter().filter(|&&v| v != 0).count() as f64 * ml;
-    (labels::dice(&m.lungs, &rm), count(&m.lungs), count(&rm), m)
+    (hu, g, m, rm)
+}
+
+/// The trachea is cut out: elastix's scan reaches above the lung apex, where its
+/// reference mask holds nothing but the lungs' air component still holds the trachea
+/// (31 voxels of the top slice, 19 of them gas: SimpleITK's `ConnectedComponent` of
+/// `ct < -400`). With the airway step the mask holds no voxel above the reference's
+/// highest slice, and at most a tenth of the gas voxels outside the reference that it
+/// holds without the step (the trachea's lumen down to the carina).
+#[test]
+fn the_trachea_is_cut_out_of_the_elastix_lungs() {
+    let (ct, reference) = ("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha");
+    for spacing in [None, Some([1.0; 3])] {
+        let off = lungs::LungParams { airway_max_area_mm2: 0.0, ..Default::default() };
+        let stray_gas = |p: &lungs::LungParams| {
+            let (hu, _, m, rm) = mask_and_reference(ct, reference, spacing, p);
+            let top = (0..rm.shape()[0]).rev().find(|&z| rm.index_axis(ndarray::Axis(0), z).iter().any(|&v| v != 0)).unwrap();
+            let above = m.lungs.slice(ndarray::s![top + 1.., .., ..]).iter().filter(|&&v| v != 0).count();
+            let gas = ndarray::Zip::from(&m.lungs).and(&rm).and(&hu).fold(0usize, |n, &o, &r, &h| n + (o != 0 && r == 0 && h <= -950) as usize);
+            (above, gas, m.airway)
+        };
+        let (above_off, gas_off, _) = stray_gas(&off);
+        let (above, gas, airway) = stray_gas(&Default::default());
+        println!("{spacing:?}: without the airway step {above_off} voxels above the reference's apex, {gas_off} gas voxels outside it; with it {above} and {gas}; {airway:?}");
+        assert!(above_off > 0 && gas_off > 0, "the scan no longer shows the trachea: {above_off}, {gas_off}");
+        assert_eq!(above, 0, "{airway:?}");
+        assert!(gas * 10 <= gas_off, "{gas} of {gas_off} gas voxels outside the reference are left; {airway:?}");
+        // The field of view holds one lung: no carina to see.
+        assert!(airway.seed_z.is_some(), "{airway:?}");
+    }
 }
 
 #[test]
@@ -69,8 +105,18 @@ fn lung_mask_matches_the_synthetic_lungs() {
         // Sides too: right against right, left against left.
         let side = |a: &Array3<u8>, v: u8| a.mapv(|x| (x == v) as u8);
         let (dr, dl) = (labels::dice(&side(&m.lungs, 1), &side(&s.lungs, 1)), labels::dice(&side(&m.lungs, 2), &side(&s.lungs, 2)));
-        println!("synthetic {i} {:?}: Dice {d:.4} (right {dr:.4}, left {dl:.4}) in {secs:.2} s", s.hu.dim());
+        // The airway outside the generator's lungs (trachea, main bronchi up to the lung)
+        // is out of the mask: at most 2 % of its voxels left, where the mask without the
+        // airway step holds most of it.
+        let outside = ndarray::Zip::from(&s.airway_mask()).and(&s.lungs).map_collect(|&a, &l| (a != 0 && l == 0) as u8);
+        let kept = |m: &Array3<u8>| ndarray::Zip::from(m).and(&outside).fold(0usize, |n, &v, &o| n + (v != 0 && o != 0) as usize);
+        let off = lungs::segment(&s.hu, &s.geometry, &lungs::LungParams { airway_max_area_mm2: 0.0, ..Default::default() });
+        let (total, left_in, left_in_off) = (outside.iter().filter(|&&v| v != 0).count(), kept(&m.lungs), kept(&off.lungs));
+        println!("synthetic {i} {:?}: Dice {d:.4} (right {dr:.4}, left {dl:.4}) in {secs:.2} s; airway outside the lungs {total} voxels, {left_in} in the mask ({left_in_off} without the airway step); {:?}", s.hu.dim(), m.airway);
         assert!(d >= 0.95 && dr >= 0.95 && dl >= 0.95, "scan {i}: Dice {d}, right {dr}, left {dl}");
+        assert!(left_in_off * 2 > total, "scan {i}: the airway is not in the lungs' component: {left_in_off} of {total}");
+        assert!(left_in * 50 <= total, "scan {i}: {left_in} of {total} airway voxels outside the lungs are in the mask; {:?}", m.airway);
+        assert!(m.airway.carina_z.is_some(), "{:?}", m.airway);
     }
 }
 

@@ -28,15 +28,15 @@
 //!    of its centroid (patient's right is -x in LPS, value 1); one with more than a fifth
 //!    of its voxels on each side but under 5 % within 10 mm of the midline (lungs joined at
 //!    a thin anterior junction) is cut at the midline.
-//! 4. **Holes** of each lung are filled slice by slice (2D, 4-connected background from
+//! 4. **Airway**: the trachea and main bronchi, where they join a lung's component, are
+//!    followed slice by slice from the top of the mask as small islands of gas and cut
+//!    out ([`super::airway`]).
+//! 5. **Holes** of each lung are filled slice by slice (2D, 4-connected background from
 //!    the slice's border), so vessels and nodules inside the lung belong to it; nothing
 //!    is eroded, so nodules at the pleura are not cut away from the lung region.
-//! 5. **Region** ([`region`], not stored): `lungs > 0` dilated by a box of
+//! 6. **Region** ([`region`], not stored): `lungs > 0` dilated by a box of
 //!    [`super::LUNG_REGION_MARGIN_MM`] per axis (at least one voxel): it holds nodules
 //!    attached to the pleura, and is where prediction looks.
-//!
-//! Not done (yet): removing the trachea and main bronchi where they join the lungs'
-//! component (they are gas, so they lower its parenchyma share but stay in it).
 //!
 //! Written here rather than taken from `ndarray-ndimage`: the labelling
 //! ([`super::runs`] says why), hole filling (the crate has none) and the box dilation
@@ -64,6 +64,18 @@ pub struct LungParams {
     pub max_border_gas_share: f64,
     /// A lung component's least volume: 5 ml.
     pub min_component_ml: f64,
+    /// The largest cross-section of an airway island ([`super::airway`]): 800 mm² (an
+    /// adult trachea is up to about 25 mm across, 500 mm², and a partial-volume rim).
+    pub airway_max_area_mm2: f64,
+    /// The least share of gas (at or below [`LungParams::parenchyma_above_hu`]) of the
+    /// trachea's seed island: 0.5.
+    pub airway_min_gas_share: f64,
+    /// The largest distance of the trachea's seed from the body's midline: 30 mm.
+    pub airway_max_offset_mm: f64,
+    /// How far below the mask's highest slice the trachea's seed is looked for: 40 mm.
+    pub airway_seed_depth_mm: f64,
+    /// How far below the carina the main bronchi are followed: 40 mm.
+    pub airway_below_carina_mm: f64,
 }
 
 impl Default for LungParams {
@@ -75,6 +87,11 @@ impl Default for LungParams {
             min_parenchyma_share: 0.6,
             max_border_gas_share: 0.2,
             min_component_ml: 5.0,
+            airway_max_area_mm2: 800.0,
+            airway_min_gas_share: 0.5,
+            airway_max_offset_mm: 30.0,
+            airway_seed_depth_mm: 40.0,
+            airway_below_carina_mm: 40.0,
         }
     }
 }
@@ -114,6 +131,8 @@ pub struct LungMask {
     pub left_ml: f64,
     /// The air components of at least 1 ml, largest first.
     pub air_components: Vec<AirComponent>,
+    /// The trachea and main bronchi cut out ([`super::airway`]).
+    pub airway: super::airway::Airway,
 }
 
 impl LungMask {
@@ -152,7 +171,7 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     let (nz, ny, nx) = hu.dim();
     let spacing_xyz = g.spacing_xyz;
     let voxel_ml = spacing_xyz.iter().product::<f64>() / 1000.0;
-    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new() };
+    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new(), airway: Default::default() };
     let hu_owned;
     let hu_c: &[i16] = match hu.as_slice() {
         Some(s) => s,
@@ -295,6 +314,10 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     }
     drop(lab);
 
+    // The trachea and main bronchi out, before the holes are filled (which gives back
+    // what of them lies inside a lung's cross-section).
+    let airway = super::airway::remove(&mut out, hu_c, [nz, ny, nx], spacing_xyz, g.direction[8] >= 0.0, midline, p);
+
     out.par_chunks_mut(ny * nx).for_each(|plane| {
         if let Ok(mut p) = ndarray::ArrayViewMut2::from_shape((ny, nx), plane) {
             for value in [RIGHT, LEFT] {
@@ -309,7 +332,7 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         left += (v == LEFT) as u64;
     }
     let lungs = Array3::from_shape_vec((nz, ny, nx), out).unwrap_or_else(|_| Array3::zeros((nz, ny, nx)));
-    LungMask { lungs, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components }
+    LungMask { lungs, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components, airway }
 }
 
 /// Sets to `value` the pixels of a slice that are 0 and not reachable from the slice's

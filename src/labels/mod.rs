@@ -14,6 +14,7 @@
 //! assert_eq!(s.bbox_zyx, Some([[1, 2, 3], [3, 3, 5]]));
 //! ```
 
+pub mod airway;
 pub mod components;
 pub mod files;
 pub mod lungs;
