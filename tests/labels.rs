@@ -665,10 +665,16 @@ fn dicom_seg_becomes_a_label_volume_of_its_series() {
     )
     .unwrap();
     std::fs::write(segs.join("README.txt"), "not a label file").unwrap();
+    // A damaged DICOM file beside it (the SEG cut after 600 bytes: its preamble and part
+    // of its header) fails alone, named; the SEG still pairs.
+    let whole = std::fs::read(data("dicom-test-files/dcmqi/liver_seg.dcm")).unwrap();
+    std::fs::write(segs.join("cut_seg.dcm"), &whole[..600]).unwrap();
     let mut cfg = ctstream::ingest::IngestConfig::new(vec![scan], dir.path().join("store"));
     cfg.labels = vec![format!("liver={}", segs.display()).parse().unwrap()];
     let sum = ctstream::ingest::ingest(&cfg, &()).unwrap();
-    assert!(sum.failed.is_empty(), "{sum:?}");
+    assert_eq!(sum.failed.len(), 1, "{sum:?}");
+    assert!(sum.failed[0].source.ends_with("cut_seg.dcm") && sum.failed[0].reason.contains("label file not used"), "{sum:?}");
+    assert_eq!(sum.stored.len(), 1, "{sum:?}");
     let store = ctstream::store::Store::open(&dir.path().join("store")).unwrap();
     let rec = &store.scans()[&v.series_id];
     let l = rec.label("liver").unwrap();

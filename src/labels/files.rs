@@ -181,6 +181,9 @@ pub enum LabelFileError {
 #[derive(Debug, Clone, Default)]
 pub struct LabelFiles {
     by_key: BTreeMap<String, Vec<LabelFile>>,
+    /// DICOM files that could not be read far enough to pair (a damaged file, a SEG
+    /// without its references), with why: each fails alone, the other files still pair.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl LabelFiles {
@@ -188,7 +191,8 @@ impl LabelFiles {
     ///
     /// # Errors
     /// [`LabelFileError::Dir`] for a folder that cannot be searched or holds no label
-    /// files; [`LabelFileError::Seg`] for a SEG file whose header cannot be read.
+    /// files; an unreadable `dataset.json`. A DICOM file that cannot be paired is listed
+    /// in [`LabelFiles::unreadable`] instead.
     pub fn discover(sources: &[LabelSource]) -> Result<LabelFiles, LabelFileError> {
         let mut found = LabelFiles::default();
         for src in sources {
@@ -197,7 +201,7 @@ impl LabelFiles {
                 message,
             };
             let files = io::dicom::list_files(&src.dir).map_err(|e| dir_err(e.to_string()))?;
-            let before = found.len();
+            let before = found.len() + found.unreadable.len();
             // nnU-Net keeps dataset.json beside labelsTr/.
             let json = [src.dir.join("dataset.json"), src.dir.join("../dataset.json")].into_iter().find(|p| p.is_file());
             let classes = match json {
@@ -211,11 +215,15 @@ impl LabelFiles {
                     found.push(id, map(f));
                 } else if io::nifti::is_nifti(&f) {
                     found.push(io::nifti::series_id(&f), map(f));
-                } else if let Some(series) = super::seg::referenced_series(&f)? {
-                    found.push(series, LabelFile { name: src.name.clone(), path: f, kind: LabelFileKind::Seg, classes: None });
+                } else {
+                    match super::seg::referenced_series(&f) {
+                        Ok(Some(series)) => found.push(series, LabelFile { name: src.name.clone(), path: f, kind: LabelFileKind::Seg, classes: None }),
+                        Ok(None) => {}
+                        Err(e) => found.unreadable.push((f, e.to_string())),
+                    }
                 }
             }
-            if found.len() == before {
+            if found.len() + found.unreadable.len() == before {
                 return Err(dir_err(
                     "holds no NIfTI, MetaImage or DICOM SEG label files".into(),
                 ));
