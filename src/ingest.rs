@@ -669,10 +669,7 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let ids: BTreeSet<&str> = entries.iter().map(|e| e.id.as_str()).chain(existing.keys().map(String::as_str)).collect();
     // A label file that cannot be paired fails alone (which scan it was for is unknown).
     for (path, why) in &label_files.unreadable {
-        let source = path.display().to_string();
-        // The reader's message names the file already: say it once.
-        let why = why.strip_prefix(&format!("{source}: ")).unwrap_or(why);
-        summary.failed.push(Failure { reason: format!("label file not used: {why}"), source });
+        summary.failed.push(Failure { source: path.display().to_string(), reason: format!("{why} (label file not used)") });
     }
     for l in label_files.unpaired(&ids) {
         summary.warnings.push(Failure { source: l.path.display().to_string(), reason: format!("pairs with no scan (label volume {}; see `ctstream ingest --help` for how label files pair with scans)", l.name) });

@@ -146,17 +146,23 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             println!("  tidied      {} temporary files of interrupted ingests removed", s.temporary_files_removed);
         }
         for w in &s.warnings {
-            println!("  WARNING     {}: {}", w.source, w.reason);
+            println!("  WARNING     {}", named_once(w));
         }
         for d in &s.damaged {
             println!("  DAMAGED     {}: {} (not in the index; ingest --resume with its inputs stores it again)", d.path.display(), d.reason);
         }
         for f in &s.failed {
-            println!("  FAILED      {}: {}", f.source, f.reason);
+            println!("  FAILED      {}", named_once(f));
         }
     }
     if !s.failed.is_empty() {
         return Err(ExitError(Exit::Failed, anyhow::anyhow!("{} scans failed (listed above); the others are stored", s.failed.len())));
     }
     Ok(())
+}
+
+/// `source: reason`, with the source once: the readers' messages begin with the file they
+/// name, which is the failure's source.
+fn named_once(f: &ctstream::ingest::Failure) -> String {
+    if f.reason.starts_with(&format!("{}: ", f.source)) { f.reason.clone() } else { format!("{}: {}", f.source, f.reason) }
 }
