@@ -88,10 +88,7 @@ pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz:
             let interior: Vec<u32> = island
                 .iter()
                 .copied()
-                .filter(|&q| {
-                    let (y, x) = (q as usize / nx, q as usize % nx);
-                    x > 0 && x + 1 < nx && y > 0 && y + 1 < ny && [q as usize - 1, q as usize + 1, q as usize - nx, q as usize + nx].iter().all(|&t| m[t] != 0)
-                })
+                .filter(|&q| neighbours4(q as usize, nx, ny).filter(|&t| m[t] != 0).count() == 4)
                 .collect();
             let counted = if interior.is_empty() { &island } else { &interior };
             let gas = counted.iter().filter(|&&q| h[q as usize] <= p.parenchyma_above_hu).count() as f64 / counted.len() as f64;
@@ -161,14 +158,10 @@ fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: u
     let mut near = vec![false; m.len()];
     let mut touched = Vec::new();
     for &q in prev {
-        let (y, x) = (q as usize / nx, q as usize % nx);
-        for yy in y.saturating_sub(1)..(y + 2).min(ny) {
-            for xx in x.saturating_sub(1)..(x + 2).min(nx) {
-                let s = yy * nx + xx;
-                if !near[s] {
-                    near[s] = true;
-                    touched.push(s);
-                }
+        for s in box3(q as usize, nx, ny) {
+            if !near[s] {
+                near[s] = true;
+                touched.push(s);
             }
         }
     }
@@ -196,24 +189,11 @@ fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: u
             take.push(q);
         }
         for &q in &core {
-            let (y, x) = (q as usize / nx, q as usize % nx);
-            let mut rim = |t: usize| {
+            for t in neighbours4(q as usize, nx, ny) {
                 if m[t] != 0 && !in_take[t] {
                     in_take[t] = true;
                     take.push(t as u32);
                 }
-            };
-            if x > 0 {
-                rim(q as usize - 1);
-            }
-            if x + 1 < nx {
-                rim(q as usize + 1);
-            }
-            if y > 0 {
-                rim(q as usize - nx);
-            }
-            if y + 1 < ny {
-                rim(q as usize + nx);
             }
         }
         // The airway before that continues into this island: the pixels of `prev` within
@@ -221,13 +201,7 @@ fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: u
         for &q in &island {
             in_island[q as usize] = true;
         }
-        let continuing = prev
-            .iter()
-            .filter(|&&q| {
-                let (y, x) = (q as usize / nx, q as usize % nx);
-                (y.saturating_sub(1)..(y + 2).min(ny)).any(|yy| (x.saturating_sub(1)..(x + 2).min(nx)).any(|xx| in_island[yy * nx + xx]))
-            })
-            .count();
+        let continuing = prev.iter().filter(|&&q| box3(q as usize, nx, ny).any(|t| in_island[t])).count();
         for &q in &island {
             in_island[q as usize] = false;
         }
@@ -247,27 +221,26 @@ fn flood(m: &[u8], nx: usize, ny: usize, start: usize, visited: &mut [bool]) -> 
     visited[start] = true;
     while let Some(q) = stack.pop() {
         island.push(q as u32);
-        let (y, x) = (q / nx, q % nx);
-        let mut push = |s: usize| {
+        for s in neighbours4(q, nx, ny) {
             if m[s] != 0 && !visited[s] {
                 visited[s] = true;
                 stack.push(s);
             }
-        };
-        if x > 0 {
-            push(q - 1);
-        }
-        if x + 1 < nx {
-            push(q + 1);
-        }
-        if y > 0 {
-            push(q - nx);
-        }
-        if y + 1 < ny {
-            push(q + nx);
         }
     }
     island
+}
+
+/// The 4-neighbours of pixel `q` of an `ny` x `nx` slice that lie inside it.
+fn neighbours4(q: usize, nx: usize, ny: usize) -> impl Iterator<Item = usize> {
+    let (y, x) = (q / nx, q % nx);
+    [(x > 0).then(|| q - 1), (x + 1 < nx).then(|| q + 1), (y > 0).then(|| q - nx), (y + 1 < ny).then(|| q + nx)].into_iter().flatten()
+}
+
+/// Pixel `q` of an `ny` x `nx` slice and its 8-neighbours that lie inside it.
+fn box3(q: usize, nx: usize, ny: usize) -> impl Iterator<Item = usize> {
+    let (y, x) = (q / nx, q % nx);
+    (y.saturating_sub(1)..(y + 2).min(ny)).flat_map(move |yy| (x.saturating_sub(1)..(x + 2).min(nx)).map(move |xx| yy * nx + xx))
 }
 
 #[cfg(test)]
