@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod io;
 pub mod labels;
 pub mod loader;
+pub mod message;
 pub mod picture;
 pub mod predict;
 pub mod progress;

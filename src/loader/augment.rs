@@ -37,6 +37,36 @@ pub struct AugmentParams {
 }
 
 impl Augment {
+    /// The augmentations named in `spec`, comma-separated (the CLI's `--augment`): `flip`
+    /// (every axis), `rot90`, `hu` (HU shift 25, scale 5 %), `noise` (sigma 0.01), `none`,
+    /// or `all` (rot90 only where the patch is square in-plane).
+    ///
+    /// ```
+    /// use ctstream::loader::Augment;
+    /// let a = Augment::parse("flip,hu", [32, 64, 64]).unwrap();
+    /// assert_eq!((a.flip_zyx, a.rot90, a.hu_shift, a.noise_sigma), ([true; 3], false, 25.0, 0.0));
+    /// assert!(!Augment::parse("all", [32, 64, 32]).unwrap().rot90);
+    /// assert!(Augment::parse("flips", [32, 64, 64]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// A word that is none of these, named.
+    pub fn parse(spec: &str, patch_zyx: [usize; 3]) -> Result<Augment, String> {
+        let mut a = Augment::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "none" => {}
+                "flip" => a.flip_zyx = [true; 3],
+                "rot90" => a.rot90 = true,
+                "hu" => (a.hu_shift, a.hu_scale) = (25.0, 0.05),
+                "noise" => a.noise_sigma = 0.01,
+                "all" => a = Augment { flip_zyx: [true; 3], rot90: patch_zyx[1] == patch_zyx[2], hu_shift: 25.0, hu_scale: 0.05, noise_sigma: 0.01 },
+                other => return Err(format!("`{other}` is not one of flip, rot90, hu, noise, none, all")),
+            }
+        }
+        Ok(a)
+    }
+
     /// Draws one patch's parameters (always the same number of draws, so the other
     /// choices of a patch do not depend on which augmentations are on).
     pub fn draw(&self, rng: &mut impl Rng) -> AugmentParams {

@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, VolumeFile, index};
 pub use augment::Augment;
-pub use stream::{Batch, Epoch, PatchMeta};
+pub use stream::{Batch, Epoch, NotYet, PatchMeta};
 
 /// Errors from building or running a loader.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,19 @@ pub enum NoduleWeighting {
     Uniform,
     /// In proportion to diameter (large nodules more often).
     Diameter,
+}
+
+impl std::str::FromStr for NoduleWeighting {
+    type Err = String;
+
+    /// `uniform` or `diameter`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "uniform" => Ok(NoduleWeighting::Uniform),
+            "diameter" => Ok(NoduleWeighting::Diameter),
+            _ => Err(format!("`{s}` is not uniform or diameter")),
+        }
+    }
 }
 
 /// A train/validation split on series id: a series is in validation when a hash of its

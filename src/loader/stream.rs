@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use super::augment::AugmentParams;
 use super::{LoaderError, Shared, patch};
@@ -121,22 +123,43 @@ impl Epoch {
     }
 }
 
-impl Iterator for Epoch {
-    type Item = Result<Batch, LoaderError>;
+/// [`Epoch::next_timeout`] found the next batch not ready yet; nothing is lost, call again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotYet;
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl Epoch {
+    /// As [`Iterator::next`], waiting at most about `timeout` for the batch, so that a
+    /// caller can do something else while it waits (the Python binding checks for Ctrl-C).
+    ///
+    /// # Errors
+    /// [`NotYet`] when the batch did not arrive in time.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
+        self.take(Some(timeout))
+    }
+
+    /// The index of the batch the next call delivers (the end of the range once done).
+    pub fn next_index(&self) -> usize {
+        self.next
+    }
+
+    fn take(&mut self, timeout: Option<Duration>) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
         if self.failed || self.next >= self.end {
-            return None;
+            return Ok(None);
         }
         let item = loop {
             if let Some(r) = self.pending.remove(&self.next) {
                 break r;
             }
-            match self.results.recv() {
+            let got = match timeout {
+                None => self.results.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                Some(t) => self.results.recv_timeout(t),
+            };
+            match got {
                 Ok((k, r)) => {
                     self.pending.insert(k, r);
                 }
-                Err(_) => break Err(LoaderError::Config("all loader workers stopped".into())),
+                Err(RecvTimeoutError::Timeout) => return Err(NotYet),
+                Err(RecvTimeoutError::Disconnected) => break Err(LoaderError::Config("all loader workers stopped".into())),
             }
         };
         self.next += 1;
@@ -145,7 +168,16 @@ impl Iterator for Epoch {
         } else {
             self.issue();
         }
-        Some(item)
+        Ok(Some(item))
+    }
+}
+
+impl Iterator for Epoch {
+    type Item = Result<Batch, LoaderError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Without a timeout `take` waits until the batch or the end arrives.
+        self.take(None).unwrap_or(None)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

@@ -575,10 +575,15 @@ fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, Strin
 const MAX_TABLE_BYTES: u64 = 1 << 30;
 
 /// All record batches of a parquet file, after checking it against `checksums.json`.
-fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+/// The bytes of the table file at `path`, checked against `checksums.json` beside it
+/// ([`check_table`]; also while an ingest rewrites the index), for a reader that parses
+/// parquet itself (the Python package hands them to pyarrow).
+///
+/// # Errors
+/// [`StoreError::Io`] naming the file (missing, not a regular file, unreadable),
+/// [`StoreError::Corrupt`] when the checksums do not list these bytes.
+pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
     use std::io::Read;
-    let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
     let io_err = |source| StoreError::Io { path: path.to_path_buf(), source };
     // The checksums before the table and after it: one of them lists it, even while an
     // ingest rewrites the index (see `Checksums`).
@@ -586,6 +591,13 @@ fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     let mut bytes = Vec::new();
     crate::fsutil::open_regular(path).and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes)).map_err(io_err)?;
     check_table_against(path, &bytes, before.as_ref())?;
+    Ok(bytes)
+}
+
+fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
+    let bytes = read_table_bytes(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
 }

@@ -1,6 +1,7 @@
 //! `ctstream`: the command-line tool. Each subcommand is a small module that parses its
 //! flags and calls the library; nothing here that a library user would also need.
 
+mod batches;
 mod bench;
 #[cfg(feature = "train")]
 mod bench_net;
@@ -54,6 +55,8 @@ enum Command {
     Export(export::Args),
     /// Measure the loader (patches/s) against decode-only and copy-only bounds.
     Bench(bench::Args),
+    /// List the loader's batches: patches and SHA-256 of the arrays, to compare runs.
+    Batches(batches::Args),
     /// Time the network alone: training steps and prediction calls on a backend.
     #[cfg(feature = "train")]
     BenchNet(bench_net::Args),
@@ -114,6 +117,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify::run(a, &progress),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Batches(a) => batches::run(a),
         #[cfg(feature = "train")]
         Command::BenchNet(a) => bench_net::run(a),
         #[cfg(feature = "train")]
@@ -142,18 +146,7 @@ fn main() -> ExitCode {
 /// message before it already ends with (library errors that show their source, such as
 /// "FILE: No such file or directory") is not printed again.
 fn causes_once(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for c in e.chain() {
-        let text = c.to_string();
-        if out.ends_with(&text) || text.is_empty() {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    ctstream::message::causes_once(e.chain().map(|c| c as &dyn std::error::Error))
 }
 
 #[cfg(test)]

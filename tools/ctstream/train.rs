@@ -125,19 +125,7 @@ fn usage(msg: String) -> ExitError {
 }
 
 fn parse_augment(s: &str, patch: [usize; 3]) -> Result<Augment, ExitError> {
-    let mut a = Augment::default();
-    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part {
-            "none" => {}
-            "flip" => a.flip_zyx = [true; 3],
-            "rot90" => a.rot90 = true,
-            "hu" => (a.hu_shift, a.hu_scale) = (25.0, 0.05),
-            "noise" => a.noise_sigma = 0.01,
-            "all" => a = Augment { flip_zyx: [true; 3], rot90: patch[1] == patch[2], hu_shift: 25.0, hu_scale: 0.05, noise_sigma: 0.01 },
-            other => return Err(usage(format!("--augment: `{other}` is not one of flip, rot90, hu, noise, none, all"))),
-        }
-    }
-    Ok(a)
+    Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))
 }
 
 /// A new run's configuration from the flags and the defaults.

@@ -1,0 +1,370 @@
+"""ctstream from Python: a chunked CT store and a prefetching patch loader whose worker
+threads run in Rust.
+
+    import ctstream
+    store = ctstream.Store("luna-store")
+    store.table("nodules").to_pandas()          # the parquet index, as pyarrow tables
+    hu = store.read_region(store.series_ids[0], (0, 0, 0), (32, 64, 64))   # int16 (z, y, x)
+    loader = ctstream.Loader(store, patch=(32, 64, 64), batch_size=16, seed=0)
+    for batch in loader.epoch(0):
+        batch["image"], batch["mask"]           # float32 [16, 1, 32, 64, 64], no copy
+
+Everything is the Rust library's (``ctstream._native``); this module only turns index
+tables into ``pyarrow.Table`` objects and JSON into dicts. For PyTorch see
+``ctstream.torch``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _native
+from ._native import Error, IngestError, LoaderError, StoreError
+
+__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
+
+__version__: str = _native.version()
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class Geometry:
+    """The stored grid of a scan: ``origin`` and ``spacing`` are (x, y, z) mm, ``direction``
+    is SimpleITK's row-major ``GetDirection()``; arrays are indexed (z, y, x)."""
+
+    __slots__ = ("origin", "spacing", "direction")
+
+    def __init__(self, origin: Tuple[float, float, float], spacing: Tuple[float, float, float], direction: Tuple[float, ...]):
+        self.origin = tuple(origin)
+        self.spacing = tuple(spacing)
+        self.direction = tuple(direction)
+
+    def index_to_world(self, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
+        """World position (x, y, z) mm of the voxel at ``index_zyx`` (continuous)."""
+        ijk = (index_zyx[2], index_zyx[1], index_zyx[0])
+        d = self.direction
+        return tuple(self.origin[r] + sum(d[3 * r + c] * ijk[c] * self.spacing[c] for c in range(3)) for r in range(3))  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"Geometry(origin={self.origin}, spacing={self.spacing}, direction={self.direction})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Geometry) and (self.origin, self.spacing, self.direction) == (other.origin, other.spacing, other.direction)
+
+
+class Store:
+    """A ctstream store, opened from its folder (made by ``ctstream ingest`` or
+    :func:`ingest`). Raises :class:`StoreError` naming the file when it cannot be opened."""
+
+    def __init__(self, path: PathLike):
+        self._native = _native.Store(os.fspath(path))
+        self.manifest: Dict[str, Any] = json.loads(self._native.manifest_json())
+
+    @property
+    def path(self) -> str:
+        """The store's folder."""
+        return os.fspath(self._native.path)
+
+    @property
+    def series_ids(self) -> List[str]:
+        """Ids of the completely stored scans, sorted."""
+        return self._native.series_ids()
+
+    @property
+    def damaged(self) -> List[Tuple[str, str, str]]:
+        """Scans left out because their record is damaged: (series id, record file, reason)."""
+        return [(s, os.fspath(p), r) for s, p, r in self._native.damaged()]
+
+    def record(self, series_id: str) -> Dict[str, Any]:
+        """A scan's record (``volumes/<id>.json``: shapes, geometry, HU range, label volumes)."""
+        return json.loads(self._native.record_json(series_id))
+
+    @property
+    def table_names(self) -> List[str]:
+        """The index's tables (``scans``, ``nodules``, ``candidates``, ``labels``, ``components``)."""
+        return self._native.table_names()
+
+    def table(self, name: str):
+        """The index table ``name`` as a ``pyarrow.Table``, after its SHA-256 is checked
+        against ``index/checksums.json``. Raises ``KeyError`` when the store has no such table."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        data = self._native.table_bytes(name)
+        if data is None:
+            raise KeyError(f"{self.path}: the index has no table `{name}` (it has: {', '.join(self.table_names) or 'none'})")
+        return pq.read_table(pa.BufferReader(data))
+
+    @property
+    def scans(self):
+        """``index/scans.parquet`` as a ``pyarrow.Table``."""
+        return self.table("scans")
+
+    @property
+    def nodules(self):
+        """``index/nodules.parquet`` as a ``pyarrow.Table`` (world and stored-grid voxel coordinates)."""
+        return self.table("nodules")
+
+    @property
+    def candidates(self):
+        """``index/candidates.parquet`` as a ``pyarrow.Table`` (an empty table when ingest had no candidates CSV)."""
+        return self.table("candidates")
+
+    def geometry(self, series_id: str) -> Geometry:
+        """The stored grid of a scan."""
+        return Geometry(*self._native.geometry(series_id))
+
+    def read_region(self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> np.ndarray:
+        """HU (int16, shape ``shape_zyx``) of the box starting at voxel ``start_zyx`` of the
+        stored grid; voxels outside the scan read as the manifest's fill value. Decodes only
+        the chunks the box touches, each checked by its CRC."""
+        return self._native.read_region(series_id, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx))
+
+    def volume(self, series_id: str) -> np.ndarray:
+        """The whole stored scan, HU int16 (z, y, x); :meth:`geometry` gives its grid."""
+        return self._native.volume(series_id)
+
+    def label(self, series_id: str, name: str = "lungs") -> np.ndarray:
+        """The scan's whole label volume ``name`` (``lungs``: 0 outside, 1 right, 2 left), uint8 (z, y, x)."""
+        return self._native.label_volume(series_id, name)
+
+    def read_label_region(self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> np.ndarray:
+        """A box of the scan's label volume ``name``, uint8; 0 outside the scan."""
+        return self._native.read_label_region(series_id, name, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx))
+
+    def __len__(self) -> int:
+        return len(self.series_ids)
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+class Epoch:
+    """The batches of one epoch, built ahead by the loader's Rust threads. Iterate it;
+    :meth:`close` (or leaving a ``with`` block, or dropping it) stops the threads."""
+
+    def __init__(self, native: "_native.Epoch"):
+        self._native = native
+
+    def __iter__(self) -> "Epoch":
+        return self
+
+    def __next__(self) -> Dict[str, Any]:
+        batch = self._native.__next__()
+        if batch is None:
+            raise StopIteration
+        return batch
+
+    @property
+    def next_index(self) -> Optional[int]:
+        """The index of the batch the next step yields (None once closed or done)."""
+        return self._native.next_index
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker threads are still running."""
+        return self._native.running
+
+    def close(self) -> None:
+        """Stops the worker threads and waits for them."""
+        self._native.close()
+
+    def __enter__(self) -> "Epoch":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class Loader:
+    """Random nodule-centred patches with masks from a store, as ready batches, exactly
+    the Rust ``LoaderBuilder``'s (the same options, under the same names; None keeps the
+    library's default, shown in brackets):
+
+    - ``patch`` (z, y, x) [32, 64, 64]; ``batch_size`` [8]; ``positive_share`` [0.8];
+      ``jitter`` (z, y, x) voxels of a positive's centre [8, 8, 8];
+    - ``negatives``: ``"lungs"`` (a lung-mask voxel), ``"random"`` or ``"candidates"`` [lungs];
+      ``weighting``: ``"uniform"`` or ``"diameter"`` [uniform];
+    - ``hu_window`` (lo, hi) HU mapped to 0..1 [-1000, 400] (``window`` is the same);
+    - ``augment``: ``"flip,rot90,hu,noise"``, ``"all"``, ``"none"``, or a dict of
+      ``flip_zyx``, ``rot90``, ``hu_shift``, ``hu_scale``, ``noise_sigma`` [none];
+    - ``workers`` threads [2]; ``prefetch`` batches ahead [4]; ``cache_bytes`` of decoded
+      chunks [256 MiB] (``cache_mb`` is the same in MiB);
+    - ``seed`` [0]; ``series`` (only these ids); ``split``: ``"train"`` or ``"val"`` with
+      ``val_fraction`` [0.2]; ``rank`` and ``world`` (this rank's share of the scans);
+      ``batches_per_epoch`` [every nodule once]; ``mask_label``: ``"NAME"`` or ``"NAME:V,V"``
+      (masks from a label volume, not the annotated spheres).
+
+    Batch ``k`` of epoch ``e`` depends only on (seed, e, k), never on ``workers`` or timing.
+    Each batch is a dict: ``image`` and ``mask`` float32 ``[B, 1, D, H, W]`` (arrays that own
+    the Rust buffers: no copy), ``series_id`` (list of str), ``start_zyx`` int64 ``[B, 3]``,
+    ``positive`` bool ``[B]``, ``nodule_id`` int64 ``[B]`` (-1 for negatives), ``epoch``, ``index``.
+    Bad options raise ``ValueError`` naming the option.
+    """
+
+    def __init__(
+        self,
+        store: Union[Store, PathLike],
+        *,
+        patch: Optional[Sequence[int]] = None,
+        batch_size: Optional[int] = None,
+        positive_share: Optional[float] = None,
+        jitter: Optional[Sequence[int]] = None,
+        negatives: Optional[str] = None,
+        weighting: Optional[str] = None,
+        hu_window: Optional[Sequence[float]] = None,
+        window: Optional[Sequence[float]] = None,
+        augment: Union[None, str, Dict[str, Any]] = None,
+        workers: Optional[int] = None,
+        prefetch: Optional[int] = None,
+        cache_bytes: Optional[int] = None,
+        cache_mb: Optional[int] = None,
+        seed: Optional[int] = None,
+        series: Optional[Sequence[str]] = None,
+        split: Optional[str] = None,
+        val_fraction: Optional[float] = None,
+        rank: Optional[int] = None,
+        world: Optional[int] = None,
+        batches_per_epoch: Optional[int] = None,
+        mask_label: Optional[str] = None,
+    ):
+        if not isinstance(store, Store):
+            store = Store(store)
+        if window is not None and hu_window is not None:
+            raise ValueError("window and hu_window are the same option: give one")
+        if cache_mb is not None and cache_bytes is not None:
+            raise ValueError("cache_mb and cache_bytes are the same option: give one")
+        if cache_mb is not None:
+            if int(cache_mb) < 0:
+                raise ValueError(f"cache_mb {cache_mb}: must be at least 0")
+            cache_bytes = int(cache_mb) << 20
+        hu_window = window if window is not None else hu_window
+        self.store = store
+        self._native = _native.Loader(
+            store._native,
+            patch=None if patch is None else tuple(int(v) for v in patch),
+            batch_size=batch_size,
+            positive_share=positive_share,
+            jitter=None if jitter is None else tuple(int(v) for v in jitter),
+            negatives=negatives,
+            weighting=weighting,
+            hu_window=None if hu_window is None else tuple(float(v) for v in hu_window),
+            augment=augment,
+            workers=workers,
+            prefetch=prefetch,
+            cache_bytes=cache_bytes,
+            seed=seed,
+            series=None if series is None else list(series),
+            split=split,
+            val_fraction=val_fraction,
+            rank=rank,
+            world=world,
+            batches_per_epoch=batches_per_epoch,
+            mask_label=mask_label,
+        )
+        self.config: Dict[str, Any] = json.loads(self._native.config_json())
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    @property
+    def series_ids(self) -> List[str]:
+        """Ids of the selected scans (after series, split and rank/world)."""
+        return self._native.series_ids()
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self._native.batches_per_epoch()
+
+    def __len__(self) -> int:
+        return self._native.batches_per_epoch()
+
+    @property
+    def positive_targets(self) -> int:
+        """Nodules (or label components) positives are centred on."""
+        return self._native.positive_targets()
+
+    @property
+    def notes(self) -> List[str]:
+        """What the user should know about the selection (say, scans without a lung mask)."""
+        return self._native.notes()
+
+    def cache_stats(self) -> Dict[str, int]:
+        """Chunk-cache counters: hits, misses, decoded_bytes, held_bytes."""
+        h, m, d, b = self._native.cache_stats()
+        return {"hits": h, "misses": m, "decoded_bytes": d, "held_bytes": b}
+
+    def epoch(self, epoch: int) -> Epoch:
+        """The batches of epoch ``epoch``, in order."""
+        return Epoch(self._native.batches(int(epoch)))
+
+    def batches(self, epoch: int, first: int = 0, count: Optional[int] = None) -> Epoch:
+        """The batches ``first .. first + count`` of epoch ``epoch`` (to the end by default),
+        for resuming mid-epoch."""
+        return Epoch(self._native.batches(int(epoch), int(first), None if count is None else int(count)))
+
+    def __repr__(self) -> str:
+        return repr(self._native)
+
+
+def ingest(
+    inputs: Union[PathLike, Sequence[PathLike]],
+    out: PathLike,
+    *,
+    annotations: Optional[PathLike] = None,
+    excluded: Optional[PathLike] = None,
+    candidates: Optional[PathLike] = None,
+    spacing: Optional[Sequence[float]] = None,
+    chunk: Optional[Sequence[int]] = None,
+    level: Optional[int] = None,
+    clip: Optional[Sequence[int]] = None,
+    jobs: Optional[int] = None,
+    resume: bool = False,
+    resample_uneven: bool = False,
+    allow_missing_slices: bool = False,
+    lung_mask: bool = True,
+    labels: Union[None, Dict[str, PathLike], Sequence[str]] = None,
+    nnunet: Union[None, PathLike, Sequence[PathLike]] = None,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Builds (or, with ``resume``, extends) a store, as ``ctstream ingest`` does with the
+    same options: ``spacing`` (x, y, z) mm [1, 1, 1], ``chunk`` (z, y, x) [16, 32, 32],
+    zstd ``level`` [3], ``clip`` (lo, hi) HU [-1024, 3071], ``jobs`` [one per CPU],
+    ``labels`` ({name: folder} or ``["NAME=DIR", ...]``), ``nnunet`` (raw dataset folders).
+
+    Returns the summary (``stored``, ``skipped``, ``failed`` with each file and reason,
+    ``warnings``, sizes, seconds). A scan that fails is listed there and the others are
+    stored; bad options raise ``ValueError`` naming the option; an ingest that cannot run
+    (the store locked by another, an unreadable CSV) raises :class:`IngestError`.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if isinstance(nnunet, (str, os.PathLike)):
+        nnunet = [nnunet]
+    if isinstance(labels, dict):
+        labels = [f"{name}={os.fspath(d)}" for name, d in labels.items()]
+    fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+    summary = _native.ingest(
+        [os.fspath(p) for p in inputs],
+        os.fspath(out),
+        annotations=fs(annotations),
+        excluded=fs(excluded),
+        candidates=fs(candidates),
+        spacing=None if spacing is None else tuple(float(v) for v in spacing),
+        chunk=None if chunk is None else tuple(int(v) for v in chunk),
+        level=level,
+        clip=None if clip is None else tuple(int(v) for v in clip),
+        jobs=jobs,
+        resume=resume,
+        resample_uneven=resample_uneven,
+        allow_missing_slices=allow_missing_slices,
+        lung_mask=lung_mask,
+        labels=None if labels is None else list(labels),
+        nnunet=None if nnunet is None else [os.fspath(p) for p in nnunet],
+        progress=progress,
+    )
+    return json.loads(summary)

@@ -1,0 +1,596 @@
+//! `ctstream._native`: PyO3 bindings over the `ctstream` crate. Bindings only: every read,
+//! check, sample and batch is the library's; `ctstream/` (Python) is the thin adapter that
+//! turns index tables into `pyarrow.Table`s and wraps these classes for PyTorch.
+//!
+//! - Arrays handed to Python own the Rust buffers they were built in (rust-numpy's
+//!   `IntoPyArray` on an owned `ndarray`: no copy; the array's `base` holds the buffer).
+//! - Waiting for a batch, reading a region and ingesting run with the GIL released; a wait
+//!   checks for Ctrl-C every 50 ms.
+//! - Errors become Python exceptions (`ctstream.StoreError`, `ctstream.LoaderError`,
+//!   `ctstream.IngestError`, `ValueError` for bad options) with the text the CLI prints:
+//!   the error and its causes, each once (the file and the field).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ctstream::ingest::{IngestConfig, IngestError as LibIngestError};
+use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
+use ctstream::labels::files::LabelSource;
+use ctstream::loader::{Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel, Negatives, NoduleWeighting, Split};
+use ctstream::store::{Region, Store, StoreError as LibStoreError};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+pyo3::create_exception!(ctstream, Error, PyException, "Base class of the errors ctstream raises.");
+pyo3::create_exception!(ctstream, StoreError, Error, "A store could not be opened or read: the message names the file (and the chunk or field).");
+pyo3::create_exception!(ctstream, LoaderError, Error, "The loader failed while building a batch (a store error while streaming is a StoreError).");
+pyo3::create_exception!(ctstream, IngestError, Error, "An ingest could not start or finish (a scan that fails alone is listed in the summary instead).");
+
+/// The error and its causes, each once (as the CLI prints them).
+fn text(e: &(dyn std::error::Error + 'static)) -> String {
+    ctstream::message::causes_once(ctstream::message::chain(e))
+}
+
+fn store_err(e: LibStoreError) -> PyErr {
+    StoreError::new_err(text(&e))
+}
+
+fn loader_err(e: LibLoaderError) -> PyErr {
+    match e {
+        LibLoaderError::Store(s) => store_err(s),
+        LibLoaderError::Config(_) | LibLoaderError::Empty(_) => PyValueError::new_err(text(&e)),
+        other => LoaderError::new_err(text(&other)),
+    }
+}
+
+fn ingest_err(e: LibIngestError) -> PyErr {
+    match e {
+        LibIngestError::Config(_) => PyValueError::new_err(text(&e)),
+        other => IngestError::new_err(text(&other)),
+    }
+}
+
+/// The largest region one call may read: the store's own limit on a volume (2^31 voxels).
+fn check_region(start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Region> {
+    let voxels = shape_zyx.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+    match voxels {
+        Some(n) if n <= ctstream::volume::MAX_VOXELS => {}
+        _ => return Err(PyValueError::new_err(format!("shape_zyx {shape_zyx:?}: at most {} voxels per read", ctstream::volume::MAX_VOXELS))),
+    }
+    let mut end = [0i64; 3];
+    for a in 0..3 {
+        end[a] = i64::try_from(shape_zyx[a]).ok().and_then(|s| start_zyx[a].checked_add(s)).ok_or_else(|| PyValueError::new_err(format!("start_zyx {start_zyx:?} + shape_zyx {shape_zyx:?} overflows")))?;
+    }
+    Ok(Region::new(start_zyx, end))
+}
+
+/// A store opened from its folder (`ctstream.Store` wraps it).
+#[pyclass(module = "ctstream._native", name = "Store", frozen)]
+struct PyStore {
+    inner: Arc<Store>,
+}
+
+#[pymethods]
+impl PyStore {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let store = py.detach(|| Store::open(&path)).map_err(store_err)?;
+        Ok(PyStore { inner: Arc::new(store) })
+    }
+
+    /// The store's folder.
+    #[getter]
+    fn path(&self) -> PathBuf {
+        self.inner.root().to_path_buf()
+    }
+
+    /// `manifest.json`, as JSON text.
+    fn manifest_json(&self) -> PyResult<String> {
+        serde_json::to_string(self.inner.manifest()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Ids of the completely stored scans, in order.
+    fn series_ids(&self) -> Vec<String> {
+        self.inner.series_ids().map(str::to_string).collect()
+    }
+
+    /// A scan's record (`volumes/<id>.json`), as JSON text.
+    fn record_json(&self, series_id: &str) -> PyResult<String> {
+        let rec = self.inner.scan(series_id).map_err(store_err)?;
+        serde_json::to_string(rec).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Scans left out because their record is damaged: (series id, record file, reason).
+    fn damaged(&self) -> Vec<(String, PathBuf, String)> {
+        self.inner.damaged().iter().map(|d| (d.series_id.clone(), d.path.clone(), d.reason.clone())).collect()
+    }
+
+    /// The bytes of `index/<name>.parquet`, checked against `index/checksums.json`; None
+    /// when the store has no such table.
+    fn table_bytes<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            return Err(PyValueError::new_err(format!("table `{name}`: a table name is lower-case letters, digits and '_'")));
+        }
+        let path = self.inner.root().join(ctstream::store::INDEX).join(format!("{name}.parquet"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = py.detach(|| ctstream::store::index::read_table_bytes(&path)).map_err(store_err)?;
+        Ok(Some(PyBytes::new(py, &bytes)))
+    }
+
+    /// The names of the index's tables (`index/*.parquet`), sorted.
+    fn table_names(&self) -> PyResult<Vec<String>> {
+        let dir = self.inner.root().join(ctstream::store::INDEX);
+        let mut names = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+            Err(e) => return Err(StoreError::new_err(format!("{}: {e}", dir.display()))),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".parquet") {
+                names.push(stem.to_string());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The stored grid of a scan: (origin (x, y, z) mm, spacing (x, y, z) mm, direction
+    /// (9 numbers, row-major)).
+    fn geometry(&self, series_id: &str) -> PyResult<([f64; 3], [f64; 3], [f64; 9])> {
+        let g = self.inner.scan(series_id).map_err(store_err)?.geometry();
+        Ok((g.origin_xyz, g.spacing_xyz, g.direction))
+    }
+
+    /// HU of the box at `start_zyx` of `shape_zyx` voxels (voxels outside the scan read
+    /// as the manifest's fill value), as an int16 array (z, y, x).
+    fn read_region<'py>(&self, py: Python<'py>, series_id: &str, start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Bound<'py, PyArray3<i16>>> {
+        let r = check_region(start_zyx, shape_zyx)?;
+        let a = py.detach(|| self.inner.read_region(series_id, r)).map_err(store_err)?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// The whole scan, int16 (z, y, x).
+    fn volume<'py>(&self, py: Python<'py>, series_id: &str) -> PyResult<Bound<'py, PyArray3<i16>>> {
+        let a = py.detach(|| self.inner.volume(series_id).and_then(|v| v.read_all())).map_err(store_err)?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// A box of the scan's label volume `name`, uint8 (z, y, x); 0 outside the scan.
+    fn read_label_region<'py>(&self, py: Python<'py>, series_id: &str, name: &str, start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let r = check_region(start_zyx, shape_zyx)?;
+        let a = py.detach(|| self.inner.read_label_region(series_id, name, r)).map_err(store_err)?;
+        Ok(a.into_pyarray(py))
+    }
+
+    /// The scan's whole label volume `name`, uint8 (z, y, x).
+    fn label_volume<'py>(&self, py: Python<'py>, series_id: &str, name: &str) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let a = py.detach(|| self.inner.label(series_id, name).and_then(|v| v.read_all_as::<u8>())).map_err(store_err)?;
+        Ok(a.into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Store({:?}, {} scans)", self.inner.root().display().to_string(), self.inner.scans().len())
+    }
+}
+
+/// Reads an augmentation given as the CLI's words (`"flip,rot90"`) or as a dict of
+/// `ctstream::loader::Augment`'s fields.
+fn augment_from(v: &Bound<'_, PyAny>, patch_zyx: [usize; 3]) -> PyResult<Augment> {
+    if let Ok(s) = v.extract::<String>() {
+        return Augment::parse(&s, patch_zyx).map_err(|e| PyValueError::new_err(format!("augment: {e}")));
+    }
+    let d = v.cast::<PyDict>().map_err(|_| PyValueError::new_err("augment: give words (\"flip,rot90,hu,noise\", \"all\", \"none\") or a dict of flip_zyx, rot90, hu_shift, hu_scale, noise_sigma"))?;
+    let mut a = Augment::default();
+    for (k, val) in d.iter() {
+        let key: String = k.extract().map_err(|_| PyValueError::new_err("augment: keys are strings"))?;
+        let bad = |what: &str| PyValueError::new_err(format!("augment[{key:?}]: {what}"));
+        match key.as_str() {
+            "flip_zyx" => {
+                a.flip_zyx = match val.extract::<bool>() {
+                    Ok(b) => [b; 3],
+                    Err(_) => val.extract::<[bool; 3]>().map_err(|_| bad("a bool or three bools (z, y, x)"))?,
+                }
+            }
+            "rot90" => a.rot90 = val.extract().map_err(|_| bad("a bool"))?,
+            "hu_shift" | "hu_scale" | "noise_sigma" => {
+                let x: f32 = val.extract().map_err(|_| bad("a number"))?;
+                if !x.is_finite() || x < 0.0 {
+                    return Err(bad("a finite number at least 0"));
+                }
+                match key.as_str() {
+                    "hu_shift" => a.hu_shift = x,
+                    "hu_scale" => a.hu_scale = x,
+                    _ => a.noise_sigma = x,
+                }
+            }
+            _ => return Err(bad("not one of flip_zyx, rot90, hu_shift, hu_scale, noise_sigma")),
+        }
+    }
+    Ok(a)
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(what: &str, s: &str) -> PyResult<T> {
+    s.parse::<T>().map_err(|e| PyValueError::new_err(format!("{what}: {e}")))
+}
+
+/// The loader (`ctstream.Loader` wraps it): every option of `LoaderBuilder`, None for
+/// the library's default.
+#[pyclass(module = "ctstream._native", name = "Loader", frozen)]
+struct PyLoader {
+    inner: Arc<Loader>,
+    /// The process that built it: its worker threads do not survive a fork.
+    pid: u32,
+}
+
+#[pymethods]
+impl PyLoader {
+    #[new]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: &PyStore,
+        patch: Option<[usize; 3]>,
+        batch_size: Option<usize>,
+        positive_share: Option<f64>,
+        jitter: Option<[usize; 3]>,
+        negatives: Option<&str>,
+        weighting: Option<&str>,
+        hu_window: Option<[f32; 2]>,
+        augment: Option<&Bound<'_, PyAny>>,
+        workers: Option<usize>,
+        prefetch: Option<usize>,
+        cache_bytes: Option<usize>,
+        seed: Option<u64>,
+        series: Option<Vec<String>>,
+        split: Option<&str>,
+        val_fraction: Option<f64>,
+        rank: Option<usize>,
+        world: Option<usize>,
+        batches_per_epoch: Option<usize>,
+        mask_label: Option<&str>,
+    ) -> PyResult<Self> {
+        let mut c = LoaderConfig::default();
+        if let Some(v) = patch {
+            c.patch_zyx = v;
+        }
+        if let Some(v) = batch_size {
+            c.batch_size = v;
+        }
+        if let Some(v) = positive_share {
+            c.positive_share = v;
+        }
+        if let Some(v) = jitter {
+            c.jitter_zyx = v;
+        }
+        if let Some(v) = negatives {
+            c.negatives = parsed::<Negatives>("negatives", v)?;
+        }
+        if let Some(v) = weighting {
+            c.weighting = parsed::<NoduleWeighting>("weighting", v)?;
+        }
+        if let Some(v) = hu_window {
+            if !v.iter().all(|x| x.is_finite()) {
+                return Err(PyValueError::new_err(format!("hu_window {v:?}: must be finite")));
+            }
+            c.hu_window = v;
+        }
+        if let Some(v) = augment {
+            c.augment = augment_from(v, c.patch_zyx)?;
+        }
+        if let Some(v) = workers {
+            c.workers = v;
+        }
+        if let Some(v) = prefetch {
+            c.prefetch = v;
+        }
+        if let Some(v) = cache_bytes {
+            c.cache_bytes = v;
+        }
+        if let Some(v) = seed {
+            c.seed = v;
+        }
+        c.series = series;
+        let val_fraction = val_fraction.unwrap_or(0.2);
+        if !(0.0..1.0).contains(&val_fraction) {
+            return Err(PyValueError::new_err(format!("val_fraction {val_fraction}: must lie in [0, 1)")));
+        }
+        c.split = match split {
+            None => None,
+            Some("train") => Some(Split::Train { val_fraction }),
+            Some("val") => Some(Split::Val { val_fraction }),
+            Some(other) => return Err(PyValueError::new_err(format!("split `{other}`: give \"train\", \"val\" or None"))),
+        };
+        c.shard = match (rank, world) {
+            (None, None) => None,
+            (Some(r), Some(w)) => Some((r, w)),
+            _ => return Err(PyValueError::new_err("rank and world: give both or neither")),
+        };
+        c.batches_per_epoch = batches_per_epoch;
+        c.mask_label = mask_label.map(|m| parsed::<MaskLabel>("mask_label", m)).transpose()?;
+        let store = store.inner.clone();
+        let loader = py.detach(|| Loader::builder(&store).config(c).build()).map_err(loader_err)?;
+        Ok(PyLoader { inner: Arc::new(loader), pid: std::process::id() })
+    }
+
+    /// The configuration in use (every option, defaults filled in), as JSON text.
+    fn config_json(&self) -> PyResult<String> {
+        serde_json::to_string(self.inner.config()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+    }
+
+    /// Ids of the selected scans.
+    fn series_ids(&self) -> Vec<String> {
+        self.inner.series_ids().into_iter().map(str::to_string).collect()
+    }
+
+    /// Batches in one epoch.
+    fn batches_per_epoch(&self) -> usize {
+        self.inner.batches_per_epoch()
+    }
+
+    /// Nodules (or label components) available as positive targets.
+    fn positive_targets(&self) -> usize {
+        self.inner.positive_targets()
+    }
+
+    /// What the user should know about the selection (say, scans without a lung mask).
+    fn notes(&self) -> Vec<String> {
+        self.inner.notes().to_vec()
+    }
+
+    /// Chunk-cache counters: (hits, misses, decoded bytes, bytes held).
+    fn cache_stats(&self) -> (u64, u64, u64, u64) {
+        let s = self.inner.cache_stats();
+        (s.hits, s.misses, s.decoded_bytes, s.held_bytes)
+    }
+
+    /// The batches `first .. first + count` of epoch `epoch` (all of it by default),
+    /// built ahead by the Rust worker threads; closing or dropping the iterator stops them.
+    #[pyo3(signature = (epoch, first=0, count=None))]
+    fn batches(&self, epoch: u64, first: usize, count: Option<usize>) -> PyResult<PyEpoch> {
+        let pid = std::process::id();
+        if pid != self.pid {
+            return Err(PyRuntimeError::new_err(format!(
+                "this ctstream Loader was built in process {} and cannot run in process {pid} (a fork, such as a torch DataLoader worker): its threads stay behind in the parent. The loader is already parallel in Rust: use DataLoader(dataset, batch_size=None, num_workers=0), or build the Loader in the process that iterates it",
+                self.pid
+            )));
+        }
+        let end = self.inner.batches_per_epoch();
+        let count = count.unwrap_or(end.saturating_sub(first));
+        Ok(PyEpoch { inner: Some(self.inner.batches(epoch, first, count)), addresses: None })
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!("Loader({} scans, patch {:?}, batch_size {}, {} batches per epoch, seed {})", self.inner.series_ids().len(), c.patch_zyx, c.batch_size, self.inner.batches_per_epoch(), c.seed)
+    }
+}
+
+/// The batches of one epoch (a Python iterator of dicts).
+#[pyclass(module = "ctstream._native", name = "Epoch")]
+struct PyEpoch {
+    inner: Option<Epoch>,
+    /// Where the last batch's image and mask buffers were allocated by Rust (for the test
+    /// that shows the arrays are those buffers, not copies).
+    addresses: Option<(usize, usize)>,
+}
+
+/// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
+/// owning the Rust buffers), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
+/// `positive` (bool [B]), `nodule_id` (int64 [B], -1 for negatives), `epoch`, `index`.
+fn batch_dict<'py>(py: Python<'py>, b: Batch, addresses: &mut Option<(usize, usize)>) -> PyResult<Bound<'py, PyDict>> {
+    let [n, c, d, h, w] = b.shape;
+    let shape_err = |e: ndarray::ShapeError| LoaderError::new_err(format!("batch {} of epoch {}: {e}", b.index, b.epoch));
+    let image = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.images).map_err(shape_err)?;
+    let mask = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.masks).map_err(shape_err)?;
+    *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
+    let out = PyDict::new(py);
+    let image: Bound<'py, PyArray5<f32>> = image.into_pyarray(py);
+    let mask: Bound<'py, PyArray5<f32>> = mask.into_pyarray(py);
+    out.set_item("image", image)?;
+    out.set_item("mask", mask)?;
+    let ids: Vec<&str> = b.patches.iter().map(|p| p.series_id.as_str()).collect();
+    out.set_item("series_id", ids)?;
+    let starts = ndarray::Array2::from_shape_fn((b.patches.len(), 3), |(i, a)| b.patches[i].start_zyx[a]);
+    let starts: Bound<'py, PyArray2<i64>> = starts.into_pyarray(py);
+    out.set_item("start_zyx", starts)?;
+    let positive: Bound<'py, PyArray1<bool>> = b.patches.iter().map(|p| p.positive).collect::<Vec<bool>>().into_pyarray(py);
+    out.set_item("positive", positive)?;
+    let nodule: Bound<'py, PyArray1<i64>> = b.patches.iter().map(|p| p.nodule_id.map_or(-1, i64::from)).collect::<Vec<i64>>().into_pyarray(py);
+    out.set_item("nodule_id", nodule)?;
+    out.set_item("epoch", b.epoch)?;
+    out.set_item("index", b.index)?;
+    Ok(out)
+}
+
+#[pymethods]
+impl PyEpoch {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        loop {
+            let Some(epoch) = self.inner.as_mut() else { return Ok(None) };
+            // The GIL is released while the workers build the batch; every 50 ms the wait
+            // comes back to check for Ctrl-C (KeyboardInterrupt) and the like.
+            match py.detach(|| epoch.next_timeout(Duration::from_millis(50))) {
+                Err(ctstream::loader::NotYet) => py.check_signals()?,
+                Ok(None) => {
+                    self.close(py);
+                    return Ok(None);
+                }
+                Ok(Some(Err(e))) => {
+                    self.close(py);
+                    return Err(loader_err(e));
+                }
+                Ok(Some(Ok(b))) => return batch_dict(py, b, &mut self.addresses).map(Some),
+            }
+        }
+    }
+
+    /// The index of the batch the next step yields.
+    #[getter]
+    fn next_index(&self) -> Option<usize> {
+        self.inner.as_ref().map(Epoch::next_index)
+    }
+
+    /// Whether the worker threads are still running (False once closed or done).
+    #[getter]
+    fn running(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Stops the worker threads (after the batch each has in hand) and waits for them.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(e) = self.inner.take() {
+            py.detach(move || drop(e));
+        }
+    }
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&mut self, py: Python<'_>, _args: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close(py);
+        false
+    }
+
+    /// Where Rust allocated the last batch's image and mask buffers: (image, mask)
+    /// addresses, None before the first batch. The arrays' data pointers equal them.
+    fn _buffer_addresses(&self) -> Option<(usize, usize)> {
+        self.addresses
+    }
+}
+
+/// Ingest progress as indicatif bars on stderr (hidden when stderr is not a terminal).
+struct Bars {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl ctstream::progress::Progress for Bars {
+    fn start(&self, what: &str, total: Option<u64>) {
+        let style = indicatif::ProgressStyle::with_template("{prefix:24} [{bar:40}] {pos}/{len} ETA {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(style),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_prefix(what.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(old) = b.replace(bar) {
+                old.finish_and_clear();
+            }
+        }
+    }
+    fn set_message(&self, msg: &str) {
+        if let Some(b) = self.bar.lock().ok().and_then(|b| b.clone()) {
+            b.set_message(msg.to_string());
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.bar.lock().ok().and_then(|b| b.clone()) {
+            b.inc(n);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().ok().and_then(|mut b| b.take()) {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Builds or extends a store, as `ctstream ingest` (same options, same checks); returns
+/// the summary as JSON text. Scans that fail are listed in it, not raised.
+#[pyfunction]
+#[pyo3(signature = (inputs, out, *, annotations=None, excluded=None, candidates=None, spacing=None, chunk=None, level=None, clip=None, jobs=None, resume=false, resample_uneven=false, allow_missing_slices=false, lung_mask=true, labels=None, nnunet=None, progress=true))]
+#[allow(clippy::too_many_arguments)]
+fn ingest(
+    py: Python<'_>,
+    inputs: Vec<PathBuf>,
+    out: PathBuf,
+    annotations: Option<PathBuf>,
+    excluded: Option<PathBuf>,
+    candidates: Option<PathBuf>,
+    spacing: Option<[f64; 3]>,
+    chunk: Option<[usize; 3]>,
+    level: Option<i32>,
+    clip: Option<[i16; 2]>,
+    jobs: Option<usize>,
+    resume: bool,
+    resample_uneven: bool,
+    allow_missing_slices: bool,
+    lung_mask: bool,
+    labels: Option<Vec<String>>,
+    nnunet: Option<Vec<PathBuf>>,
+    progress: bool,
+) -> PyResult<String> {
+    let mut cfg = IngestConfig::new(inputs, out);
+    cfg.annotations = annotations;
+    cfg.excluded = excluded;
+    cfg.candidates = candidates;
+    if let Some(v) = spacing {
+        cfg.spacing_xyz = v;
+    }
+    if let Some(v) = chunk {
+        cfg.chunk_shape_zyx = v;
+    }
+    if let Some(v) = level {
+        cfg.level = v;
+    }
+    if let Some(v) = clip {
+        cfg.clip = v;
+    }
+    if let Some(v) = jobs {
+        cfg.jobs = v;
+    }
+    cfg.resume = resume;
+    cfg.lung_mask = lung_mask;
+    for l in labels.unwrap_or_default() {
+        cfg.labels.push(parsed::<LabelSource>("labels", &l)?);
+    }
+    for d in nnunet.unwrap_or_default() {
+        cfg.add_nnunet(&d).map_err(|e| PyValueError::new_err(format!("nnunet: {}", text(&e))))?;
+    }
+    cfg.dicom = DicomOptions { series: None, uneven: if resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse }, allow_missing_slices };
+    cfg.validate().map_err(ingest_err)?;
+    let summary = py
+        .detach(|| {
+            if progress {
+                ctstream::ingest::ingest(&cfg, &Bars { bar: std::sync::Mutex::new(None) })
+            } else {
+                ctstream::ingest::ingest(&cfg, &())
+            }
+        })
+        .map_err(ingest_err)?;
+    serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// The crate's version.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<PyStore>()?;
+    m.add_class::<PyLoader>()?;
+    m.add_class::<PyEpoch>()?;
+    m.add_function(wrap_pyfunction!(ingest, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add("Error", py.get_type::<Error>())?;
+    m.add("StoreError", py.get_type::<StoreError>())?;
+    m.add("LoaderError", py.get_type::<LoaderError>())?;
+    m.add("IngestError", py.get_type::<IngestError>())?;
+    Ok(())
+}
