@@ -1,0 +1,138 @@
+"""ctstream's loader as a PyTorch dataset: batches as torch tensors, built by the loader's
+Rust threads, resumable from a checkpoint.
+
+    import torch, ctstream.torch
+    ds = ctstream.torch.PatchDataset("store", patch=(32, 64, 64), batch_size=16, seed=0)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
+    for epoch in range(10):
+        for batch in dl:                      # one epoch per pass
+            loss = step(batch["image"], batch["mask"])   # float32 [16, 1, 32, 64, 64]
+    torch.save({"model": model.state_dict(), "data": ds.state_dict()}, "ckpt.pt")
+
+The dataset yields whole batches, so give the DataLoader ``batch_size=None``; the
+parallelism is in Rust, so ``num_workers=0`` (a DataLoader worker process cannot run it
+and says so, instead of hanging). Tensors share the Rust buffers (``torch.from_numpy``:
+no copy).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Optional, Union
+
+import torch
+import torch.utils.data
+
+from . import Loader, PathLike, Store
+
+__all__ = ["PatchDataset", "to_torch"]
+
+
+def to_torch(batch: Dict[str, Any]) -> Dict[str, Any]:
+    """A batch of :class:`ctstream.Loader` with its arrays as torch tensors that share their
+    memory (``image``, ``mask``: float32 [B, 1, D, H, W]; ``start_zyx``, ``positive``,
+    ``nodule_id``); ``series_id``, ``epoch`` and ``index`` as they are."""
+    out = dict(batch)
+    for key in ("image", "mask", "start_zyx", "positive", "nodule_id"):
+        out[key] = torch.from_numpy(batch[key])
+    return out
+
+
+def _distributed() -> Optional[tuple]:
+    """(rank, world size) of an initialised ``torch.distributed`` process group, else None."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
+
+
+class PatchDataset(torch.utils.data.IterableDataset):
+    """The batches of a :class:`ctstream.Loader` as torch tensors (see :func:`to_torch`).
+
+    ``store`` is a :class:`ctstream.Store` or its folder; every other keyword is a
+    :class:`ctstream.Loader` option. ``rank`` and ``world`` default to those of
+    ``torch.distributed`` when a process group is initialised (each rank then reads a
+    disjoint share of the scans), else to the whole store.
+
+    Each pass (``iter``) yields the rest of the current epoch and then moves to the next
+    epoch; :meth:`set_epoch` chooses one. :meth:`state_dict` is (seed, epoch, next batch):
+    saved with a checkpoint and given to :meth:`load_state_dict`, the next pass starts on
+    exactly the batch after the last one yielded.
+    """
+
+    def __init__(self, store: Union[Store, PathLike], *, rank: Optional[int] = None, world: Optional[int] = None, **loader_options: Any):
+        super().__init__()
+        if rank is None and world is None:
+            rank, world = _distributed() or (None, None)
+        self.loader = Loader(store, rank=rank, world=world, **loader_options)
+        self.rank, self.world = rank, world
+        self._epoch = 0
+        self._next = 0
+
+    def __len__(self) -> int:
+        """Batches in one epoch."""
+        return len(self.loader)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next pass reads."""
+        return self._epoch
+
+    @property
+    def next_batch(self) -> int:
+        """The batch of :attr:`epoch` the next pass starts on."""
+        return self._next
+
+    def set_epoch(self, epoch: int) -> None:
+        """Makes the next pass read epoch ``epoch`` from its first batch."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch {epoch}: must be at least 0")
+        self._epoch, self._next = int(epoch), 0
+
+    def __iter__(self) -> Iterator[Dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            raise RuntimeError(
+                f"ctstream.torch.PatchDataset cannot run in DataLoader worker process {info.id} (num_workers={info.num_workers}): "
+                "its loader is already parallel, with threads in Rust (`workers=`). Use DataLoader(dataset, batch_size=None, num_workers=0)."
+            )
+        return self._batches()
+
+    def _batches(self) -> Iterator[Dict[str, Any]]:
+        epoch, first = self._epoch, self._next
+        with self.loader.batches(epoch, first) as batches:
+            for batch in batches:
+                self._next = batch["index"] + 1
+                yield to_torch(batch)
+        self._epoch, self._next = epoch + 1, 0
+
+    def state_dict(self) -> Dict[str, int]:
+        """Where the loader stands: ``seed``, ``epoch`` and ``next_batch`` (plus
+        ``batches_per_epoch``, ``rank`` and ``world``, checked on load)."""
+        return {
+            "seed": self.loader.seed,
+            "epoch": self._epoch,
+            "next_batch": self._next,
+            "batches_per_epoch": len(self.loader),
+            "rank": -1 if self.rank is None else int(self.rank),
+            "world": -1 if self.world is None else int(self.world),
+        }
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        """Continues from ``state`` (:meth:`state_dict` of a dataset built with the same
+        store and options). Raises ``ValueError`` when the seed, the epoch length or the
+        shard differ: the batches would not be the ones the saved run was to see."""
+        want = self.state_dict()
+        for key in ("seed", "batches_per_epoch", "rank", "world"):
+            if key in state and int(state[key]) != want[key]:
+                raise ValueError(f"load_state_dict: the state has {key} {state[key]}, this dataset {want[key]}: build it with the options of the run that saved the state")
+        epoch, nxt = int(state["epoch"]), int(state["next_batch"])
+        if epoch < 0 or not 0 <= nxt <= want["batches_per_epoch"]:
+            raise ValueError(f"load_state_dict: epoch {epoch}, next_batch {nxt}: outside epochs of {want['batches_per_epoch']} batches")
+        if nxt == want["batches_per_epoch"]:
+            epoch, nxt = epoch + 1, 0
+        self._epoch, self._next = epoch, nxt
+
+    def __reduce__(self):
+        raise TypeError(
+            "ctstream.torch.PatchDataset cannot be pickled into another process (a spawned DataLoader worker): "
+            "its loader is already parallel, with threads in Rust. Use DataLoader(dataset, batch_size=None, num_workers=0)."
+        )

@@ -1,0 +1,109 @@
+"""ctstream.torch.PatchDataset: tensors from the Rust loader through a torch DataLoader,
+exact resume from state_dict, ranks from torch.distributed, and a clear error instead of
+a hang in DataLoader worker processes."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+import ctstream
+import ctstream.torch as ctt
+from test_loader import OPTIONS, summary
+
+
+def as_numpy(b):
+    return {**b, **{k: b[k].numpy() for k in ("image", "mask", "start_zyx", "positive", "nodule_id")}}
+
+
+def test_tensors_are_the_loader_batches_without_a_copy(store):
+    ds = ctt.PatchDataset(store, **OPTIONS)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
+    got = list(dl)
+    assert len(got) == len(ds) == len(ds.loader)
+    want = [summary(b) for b in ctstream.Loader(store, **OPTIONS).epoch(0)]
+    assert [summary(as_numpy(b)) for b in got] == want
+    b = got[0]
+    assert b["image"].dtype == torch.float32 and b["image"].shape == (4, 1, 16, 32, 32)
+    assert b["mask"].dtype == torch.float32 and b["positive"].dtype == torch.bool
+    # The tensor is a view of the NumPy array over the Rust buffer.
+    with ds.loader.epoch(0) as batches:
+        raw = next(batches)
+        t = ctt.to_torch(raw)
+        assert t["image"].data_ptr() == raw["image"].ctypes.data == batches._native._buffer_addresses()[0]
+    # The next pass is the next epoch.
+    assert ds.epoch == 1 and ds.next_batch == 0
+    assert [summary(as_numpy(b)) for b in dl] == [summary(b) for b in ctstream.Loader(store, **OPTIONS).epoch(1)]
+
+
+def test_state_dict_resumes_on_the_exact_next_batch(store, tmp_path):
+    n = len(ctstream.Loader(store, **OPTIONS))
+    # An uninterrupted run over two epochs.
+    ds = ctt.PatchDataset(store, **OPTIONS)
+    straight = [summary(as_numpy(b)) for _ in range(2) for b in ds]
+    assert len(straight) == 2 * n
+    # Stop after every possible step, save, rebuild, load, finish: the same batches.
+    for stop in (1, n - 1, n, n + 1):
+        ds = ctt.PatchDataset(store, **OPTIONS)
+        seen = []
+        while len(seen) < stop:
+            for b in ds:
+                seen.append(summary(as_numpy(b)))
+                if len(seen) == stop:
+                    break
+        state = ds.state_dict()
+        assert state["seed"] == OPTIONS["seed"]
+        # Through a PyTorch checkpoint file, as a training script keeps it.
+        torch.save({"data": state}, tmp_path / "ckpt.pt")
+        saved = torch.load(tmp_path / "ckpt.pt")["data"]
+        resumed = ctt.PatchDataset(store, **OPTIONS)
+        resumed.load_state_dict(saved)
+        rest = []
+        while len(seen) + len(rest) < 2 * n:
+            rest.extend(summary(as_numpy(b)) for b in resumed)
+        assert seen + rest == straight, f"stopped after {stop}"
+    with pytest.raises(ValueError, match="seed 11, this dataset 12"):
+        ctt.PatchDataset(store, **{**OPTIONS, "seed": 12}).load_state_dict(state)
+
+
+def test_num_workers_gives_a_clear_error_not_a_hang(store):
+    ds = ctt.PatchDataset(store, **OPTIONS)
+    for context in ("fork", "spawn"):
+        dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=context, timeout=120)
+        with pytest.raises((RuntimeError, TypeError), match="num_workers=0"):
+            next(iter(dl))
+    # It still works in this process.
+    assert len(list(torch.utils.data.DataLoader(ds, batch_size=None))) == len(ds)
+
+
+RANK_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    import torch.distributed as dist
+    import ctstream.torch as ctt
+    dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
+    ds = ctt.PatchDataset(sys.argv[1], batch_size=2)
+    print(json.dumps({"rank": ds.rank, "world": ds.world, "series": ds.loader.series_ids}))
+    dist.destroy_process_group()
+""")
+
+
+def test_rank_and_world_come_from_torch_distributed(store_path, tmp_path):
+    script = tmp_path / "rank.py"
+    script.write_text(RANK_SCRIPT)
+    rendezvous = tmp_path / "rendezvous"
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(store_path), str(rendezvous)], env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in range(2)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    assert [(o["rank"], o["world"]) for o in outs] == [(0, 2), (1, 2)]
+    a, b = (set(o["series"]) for o in outs)
+    assert a and b and not a & b
+    assert a | b == set(ctstream.Store(store_path).series_ids)
