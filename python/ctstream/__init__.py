@@ -24,7 +24,7 @@ import numpy as np
 from . import _native
 from ._native import Error, IngestError, LoaderError, StoreError
 
-__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
+__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "synth", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
 
 __version__: str = _native.version()
 
@@ -368,3 +368,35 @@ def ingest(
         progress=progress,
     )
     return json.loads(summary)
+
+
+def synth(
+    out: PathLike,
+    *,
+    scans: int = 4,
+    seed: int = 0,
+    small: bool = False,
+    dicom: bool = False,
+    labels: bool = False,
+    nnunet: bool = False,
+    progress: bool = True,
+) -> Dict[str, Any]:
+    """Writes a synthetic LUNA16-style dataset under ``out``, as ``ctstream synth``: ``scans``
+    MetaImage scans (``small``: 128 x 128 in-plane, 32-48 slices) with lungs, airways and
+    nodules, ``annotations.csv`` and ``candidates.csv``; with ``dicom`` each scan also as a
+    DICOM series, with ``labels`` its label map, with ``nnunet`` nnU-Net's raw layout. The
+    same seed writes the same bytes. Returns the paths, ready for :func:`ingest`::
+
+        d = ctstream.synth("raw", scans=4, small=True)
+        ctstream.ingest(d["out"], "store", annotations=d["annotations"], candidates=d["candidates"])
+    """
+    files, annotations, candidates, nodules = _native.synth(
+        os.fspath(out), scans=int(scans), seed=int(seed), small=small, dicom=dicom, labels=labels, nnunet=nnunet, progress=progress
+    )
+    return {
+        "out": os.fspath(out),
+        "scans": [os.fspath(f) for f in files],
+        "annotations": os.fspath(annotations),
+        "candidates": os.fspath(candidates),
+        "nodules": int(nodules),
+    }

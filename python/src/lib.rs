@@ -574,6 +574,29 @@ fn ingest(
     serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
+/// Writes a synthetic LUNA16-style dataset (MetaImage scans, annotations and candidates
+/// CSVs; optionally DICOM series, label maps and nnU-Net's layout), as `ctstream synth`;
+/// returns (scan files, annotations CSV, candidates CSV, nodules).
+#[pyfunction]
+#[pyo3(signature = (out, *, scans=4, seed=0, small=false, dicom=false, labels=false, nnunet=false, progress=true))]
+#[allow(clippy::too_many_arguments)]
+fn synth(py: Python<'_>, out: PathBuf, scans: usize, seed: u64, small: bool, dicom: bool, labels: bool, nnunet: bool, progress: bool) -> PyResult<(Vec<PathBuf>, PathBuf, PathBuf, usize)> {
+    if scans == 0 {
+        return Err(PyValueError::new_err("scans 0: must be at least 1"));
+    }
+    let cfg = ctstream::synth::SynthConfig { scans, seed, small, dicom, labels, nnunet };
+    let s = py
+        .detach(|| {
+            if progress {
+                ctstream::synth::generate(&out, &cfg, &Bars { bar: std::sync::Mutex::new(None) })
+            } else {
+                ctstream::synth::generate(&out, &cfg, &())
+            }
+        })
+        .map_err(|e| Error::new_err(text(&e)))?;
+    Ok((s.scans, s.annotations, s.candidates, s.nodules))
+}
+
 /// The crate's version.
 #[pyfunction]
 fn version() -> &'static str {
@@ -587,6 +610,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLoader>()?;
     m.add_class::<PyEpoch>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
+    m.add_function(wrap_pyfunction!(synth, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
