@@ -10,6 +10,8 @@
 # - With the pinned PyTorch (tools/bench/requirements.txt), the LibTorch backend (feature
 #   `tch`) is built against it and tested beside flex, and the PyTorch twins of the
 #   networks are checked against them.
+# - In a virtual environment with python/requirements.txt as well, the Python package
+#   (python/) is built by maturin and its pytest suite run against the binary.
 # CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH,
 # so nothing is skipped there.
 set -euo pipefail
@@ -53,3 +55,22 @@ fi
 cargo build --release --locked --all-targets --features "$features"
 # --no-fail-fast: a failing test binary does not hide the failures of the others.
 cargo test --release --locked --no-fail-fast --features "$features"
+
+# The Python package (python/): built by maturin into the active virtual environment
+# (maturin develop: what a developer runs; the same build as `pip install ./python`), then
+# its pytest suite, which compares it with the binary built above. Needs a virtual
+# environment with python/requirements.txt and the pinned numpy, pyarrow and PyTorch.
+py_requirements=(python/requirements.txt tools/python/requirements.txt tools/bench/requirements.txt)
+if [ -n "${VIRTUAL_ENV:-}" ] && py_missing=$(python3 tools/python/check_requirements.py "${py_requirements[@]}" 2>&1); then
+    py_features=()
+    case ",$features," in *,jpegls,*) py_features=(--features jpegls) ;; esac
+    (cd python && maturin develop --release --locked --quiet "${py_features[@]}")
+    CTSTREAM_BIN="$PWD/target/release/ctstream" python3 -m pytest -q -p no:cacheprovider python/tests
+elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
+    echo "${py_missing:-no virtual environment is active (VIRTUAL_ENV is unset)}" >&2
+    echo "error: CTSTREAM_REQUIRE_PYTHON is set but the Python package cannot be built and tested here (needs a virtual environment with the packages above)" >&2
+    exit 1
+else
+    echo "note: the Python package (python/) is not built or tested: it needs an active virtual environment with"
+    echo "      python3 -m pip install -r ${py_requirements[0]} -r ${py_requirements[1]} -r ${py_requirements[2]}"
+fi
