@@ -7,6 +7,8 @@ them into a chunked store ([`store`]) with lung masks and label maps (NIfTI, Met
 DICOM SEG) as label volumes ([`labels`]),
 streams patches from it ([`loader`]), trains (`train`, feature `train`) and predicts
 ([`predict`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
+The Python package (`python/`, PyO3) binds this crate and adds no logic of its own;
+[`message`] gives the CLI and the bindings one text for an error and its causes.
 
 Axis order, everywhere: physical vectors (origin, spacing, world points) are **(x, y, z)**
 in mm; array shapes and voxel indices are **(z, y, x)**. See [`geometry`].

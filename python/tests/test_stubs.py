@@ -16,7 +16,7 @@ def test_native_stub_matches_the_extension():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_the_package_and_the_example_type_check():
-    r = run("mypy", "--ignore-missing-imports", "--no-incremental", "ctstream", str(ROOT / "examples" / "train_torch.py"))
+def test_the_package_and_the_example_type_check(tmp_path):
+    r = run("mypy", "--ignore-missing-imports", "--cache-dir", str(tmp_path), "ctstream", str(ROOT / "examples" / "train_torch.py"))
     assert r.returncode == 0, r.stdout + r.stderr
 
