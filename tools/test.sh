@@ -12,7 +12,9 @@
 #   networks are checked against them.
 # - In a virtual environment with python/requirements.txt as well, the Python package
 #   (python/) is built by maturin and its pytest suite run against the binary.
-# CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH,
+# - With moto's S3 server (tools/s3/requirements.txt, in target/s3-venv or
+#   $CTSTREAM_S3_PYTHON), the object-storage tests run against it (tests/remote.rs).
+# CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH / _S3,
 # so nothing is skipped there.
 set -euo pipefail
 cd "$(dirname "$0")/.."

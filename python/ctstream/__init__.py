@@ -57,7 +57,10 @@ class Geometry:
 
 class Store:
     """A ctstream store, opened from its folder (made by ``ctstream ingest`` or
-    :func:`ingest`). Raises :class:`StoreError` naming the file when it cannot be opened."""
+    :func:`ingest`) or its URL on object storage (``s3://bucket/luna``, ``gs://``, ``az://``,
+    ``https://``; credentials and endpoint from the usual ``AWS_*`` / ``GOOGLE_*`` /
+    ``AZURE_*`` environment variables). Raises :class:`StoreError` naming the file when it
+    cannot be opened."""
 
     def __init__(self, path: PathLike):
         self._native = _native.Store(os.fspath(path))
@@ -65,8 +68,8 @@ class Store:
 
     @property
     def path(self) -> str:
-        """The store's folder."""
-        return os.fspath(self._native.path)
+        """The store's folder, or its URL."""
+        return self._native.path
 
     @property
     def series_ids(self) -> List[str]:
@@ -76,7 +79,7 @@ class Store:
     @property
     def damaged(self) -> List[Tuple[str, str, str]]:
         """Scans left out because their record is damaged: (series id, record file, reason)."""
-        return [(s, os.fspath(p), r) for s, p, r in self._native.damaged()]
+        return list(self._native.damaged())
 
     def record(self, series_id: str) -> Dict[str, Any]:
         """A scan's record (``volumes/<id>.json``: shapes, geometry, HU range, label volumes)."""

@@ -81,10 +81,10 @@ impl PyStore {
         Ok(PyStore { inner: Arc::new(store) })
     }
 
-    /// The store's folder.
+    /// The store's folder, or its URL on object storage.
     #[getter]
-    fn path(&self) -> PathBuf {
-        self.inner.root().to_path_buf()
+    fn path(&self) -> String {
+        self.inner.root().display().to_string()
     }
 
     /// `manifest.json`, as JSON text.
@@ -104,8 +104,8 @@ impl PyStore {
     }
 
     /// Scans left out because their record is damaged: (series id, record file, reason).
-    fn damaged(&self) -> Vec<(String, PathBuf, String)> {
-        self.inner.damaged().iter().map(|d| (d.series_id.clone(), d.path.clone(), d.reason.clone())).collect()
+    fn damaged(&self) -> Vec<(String, String, String)> {
+        self.inner.damaged().iter().map(|d| (d.series_id.clone(), d.path.display().to_string(), d.reason.clone())).collect()
     }
 
     /// The bytes of `index/<name>.parquet`, checked against `index/checksums.json`; None
@@ -114,31 +114,13 @@ impl PyStore {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
             return Err(PyValueError::new_err(format!("table `{name}`: a table name is lower-case letters, digits and '_'")));
         }
-        let path = self.inner.root().join(ctstream::store::INDEX).join(format!("{name}.parquet"));
-        if !path.exists() {
-            return Ok(None);
-        }
-        let bytes = py.detach(|| ctstream::store::index::read_table_bytes(&path)).map_err(store_err)?;
-        Ok(Some(PyBytes::new(py, &bytes)))
+        let bytes = py.detach(|| self.inner.table_bytes(name)).map_err(store_err)?;
+        Ok(bytes.map(|b| PyBytes::new(py, &b)))
     }
 
     /// The names of the index's tables (`index/*.parquet`), sorted.
-    fn table_names(&self) -> PyResult<Vec<String>> {
-        let dir = self.inner.root().join(ctstream::store::INDEX);
-        let mut names = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(names),
-            Err(e) => return Err(StoreError::new_err(format!("{}: {e}", dir.display()))),
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(stem) = name.strip_suffix(".parquet") {
-                names.push(stem.to_string());
-            }
-        }
-        names.sort();
-        Ok(names)
+    fn table_names(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        py.detach(|| self.inner.table_names()).map_err(store_err)
     }
 
     /// The stored grid of a scan: (origin (x, y, z) mm, spacing (x, y, z) mm, direction

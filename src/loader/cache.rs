@@ -118,10 +118,27 @@ impl ChunkCache {
     /// [`StoreError`](crate::store::StoreError) for a corrupt chunk.
     pub fn read_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
         let grid = volume.header().grid();
+        let fetched = self.fetch_missing(volume_key, volume, r)?;
         volume.read_region_with(r, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-            self.get_or_decode((volume_key, k), || volume.decode_chunk(c))
+            self.get_or_decode((volume_key, k), || volume.decode_chunk_fetched(c, &fetched))
         })
+    }
+
+    /// For a volume on object storage: the payloads of the chunks of `r` the cache does not
+    /// hold, fetched in as few requests as coalescing allows (nothing for a local file).
+    fn fetch_missing(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
+        if !volume.is_remote() {
+            return Ok(Default::default());
+        }
+        let grid = volume.header().grid();
+        let missing: Vec<[usize; 3]> = volume.chunks_touched(r).into_iter().filter(|c| !self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))).collect();
+        volume.fetch(&missing)
+    }
+
+    /// Whether the cache holds `key` now (no counters change).
+    fn holds(&self, key: ChunkKey) -> bool {
+        self.shards[(key.0 as usize * 31 + key.1 as usize) % SHARDS].lock().is_ok_and(|s| s.map.contains_key(&key))
     }
 
     /// A region of a uint8 label volume through the cache (its chunks are held widened to
@@ -131,9 +148,10 @@ impl ChunkCache {
     /// As [`ChunkCache::read_region`].
     pub fn read_label_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
         let grid = volume.header().grid();
+        let fetched = self.fetch_missing(volume_key, volume, r)?;
         volume.read_region_with(r, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-            let held = self.get_or_decode((volume_key, k), || volume.decode_chunk_as::<u8>(c).map(|v| v.into_iter().map(i16::from).collect()))?;
+            let held = self.get_or_decode((volume_key, k), || volume.decode_chunk_fetched::<u8>(c, &fetched).map(|v| v.into_iter().map(i16::from).collect()))?;
             // Values were u8 when they went in.
             Ok::<Vec<u8>, crate::store::StoreError>(held.iter().map(|&v| v as u8).collect())
         })

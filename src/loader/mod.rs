@@ -389,10 +389,14 @@ impl LungIndex {
         let mut chunks = Vec::new();
         let mut cumulative = Vec::new();
         let mut total = 0u64;
+        // On object storage, the whole label volume in a few coalesced requests (it is small:
+        // mostly zeros, compressed).
+        let all = if label.is_remote() { label.chunks_touched(crate::store::Region { start_zyx: [0; 3], shape_zyx: label.shape_zyx() }) } else { Vec::new() };
+        let fetched = label.fetch(&all)?;
         for cz in 0..grid[0] {
             for cy in 0..grid[1] {
                 for cx in 0..grid[2] {
-                    let n = label.decode_chunk_as::<u8>([cz, cy, cx])?.iter().filter(|&&v| v != 0).count() as u64;
+                    let n = label.decode_chunk_fetched::<u8>([cz, cy, cx], &fetched)?.iter().filter(|&&v| v != 0).count() as u64;
                     if n > 0 {
                         total += n;
                         chunks.push(((cz * grid[1] + cy) * grid[2] + cx) as u32);
@@ -499,10 +503,7 @@ impl Loader {
         if ids.is_empty() {
             return Err(LoaderError::Empty(format!("store has {} scans; series {:?}, split {:?}, shard {:?}", store.scans().len(), cfg.series, cfg.split, cfg.shard)));
         }
-        let nodule_rows = {
-            let p = store.root().join("index/nodules.parquet");
-            if p.exists() { index::read_nodules(&p)? } else { Vec::new() }
-        };
+        let nodule_rows = store.nodules()?;
         let mut by_id: BTreeMap<&str, Vec<&index::NoduleRow>> = BTreeMap::new();
         for n in nodule_rows.iter().filter(|n| n.source == "annotations") {
             by_id.entry(n.series_id.as_str()).or_default().push(n);
@@ -587,8 +588,7 @@ impl Loader {
         }
         let mut hard_negatives = Vec::new();
         if cfg.negatives == Negatives::Candidates {
-            let p = store.root().join("index/candidates.parquet");
-            for c in index::read_candidates(&p)? {
+            for c in store.candidates()? {
                 if c.class == 0 && c.inside {
                     if let Some(si) = scans.iter().position(|s| s.id == c.series_id) {
                         hard_negatives.push((si, c.voxel_zyx));

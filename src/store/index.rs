@@ -493,10 +493,19 @@ fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>) ->
 /// [`StoreError::Io`] or [`StoreError::Parquet`] naming the file; a missing or mistyped
 /// column is a [`StoreError::Parquet`] naming it.
 pub fn read_nodules(path: &Path) -> Result<Vec<NoduleRow>, StoreError> {
+    nodules_from_bytes(path, read_table_bytes(path)?)
+}
+
+/// Parses the bytes of a nodules table (already checked: [`read_table_bytes`],
+/// [`crate::store::Store::table_bytes`]) into rows; `path` names it in errors.
+///
+/// # Errors
+/// [`StoreError::Parquet`] naming the file and the missing or mistyped column.
+pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>, StoreError> {
     use arrow_array::Array;
     let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
     let mut rows = Vec::new();
-    for b in read_batches(path)? {
+    for b in batches_from_bytes(path, bytes)? {
         let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
         let id = column::<Int32Array>(&b, "nodule_id").map_err(perr)?;
         let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
@@ -542,9 +551,17 @@ pub fn read_scan_ids(path: &Path) -> Result<Vec<String>, StoreError> {
 /// # Errors
 /// As [`read_nodules`].
 pub fn read_candidates(path: &Path) -> Result<Vec<CandidateRow>, StoreError> {
+    candidates_from_bytes(path, read_table_bytes(path)?)
+}
+
+/// Parses the bytes of a candidates table (already checked) into rows.
+///
+/// # Errors
+/// As [`nodules_from_bytes`].
+pub fn candidates_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<CandidateRow>, StoreError> {
     let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
     let mut rows = Vec::new();
-    for b in read_batches(path)? {
+    for b in batches_from_bytes(path, bytes)? {
         let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
         let id = column::<Int32Array>(&b, "candidate_id").map_err(perr)?;
         let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
@@ -594,10 +611,46 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
+/// The bytes of index table `name` of a store on object storage, checked against its
+/// `checksums.json` as [`read_table_bytes`] checks a local one (required from format 1.1,
+/// which `manifest` says whether the store has); None when there is no such table.
+///
+/// # Errors
+/// [`StoreError::Remote`] when an object cannot be fetched; [`StoreError::Corrupt`] as
+/// [`check_table`].
+pub fn read_remote_table_bytes(remote: &crate::store::remote::Remote, manifest: &crate::store::Manifest, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let file = format!("{name}.parquet");
+    let rel = format!("{}/{file}", super::INDEX);
+    let sums_rel = format!("{}/{CHECKSUMS}", super::INDEX);
+    let path = remote.name(&rel);
+    let sums_path = remote.name(&sums_rel);
+    let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), chunk: None, message };
+    let parse = |b: bytes::Bytes| serde_json::from_slice::<Checksums>(&b).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())));
+    let before = remote.get(&sums_rel, MAX_TABLE_BYTES)?.map(parse).transpose()?;
+    let Some(bytes) = remote.get(&rel, MAX_TABLE_BYTES)? else { return Ok(None) };
+    let have = sha256_hex(&bytes);
+    if before.as_ref().is_some_and(|s| s.lists(&file, &bytes, &have)) {
+        return Ok(Some(bytes.to_vec()));
+    }
+    let fix = "the index is damaged, or an ingest was rewriting it; run `ctstream index` (or `ctstream ingest --resume`) to rewrite it";
+    match remote.get(&sums_rel, MAX_TABLE_BYTES)?.map(parse).transpose()? {
+        None if manifest.format_version[1] < 1 => Ok(Some(bytes.to_vec())),
+        None => Err(corrupt(format!("{} is missing (format 1.1 writes it with the tables); {fix}", sums_path.display()))),
+        Some(s) if s.lists(&file, &bytes, &have) => Ok(Some(bytes.to_vec())),
+        Some(s) => match s.tables.get(&file) {
+            None => Err(corrupt(format!("not listed in {}; {fix}", sums_path.display()))),
+            Some(want) => Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256))),
+        },
+    }
+}
+
 fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
+    batches_from_bytes(path, read_table_bytes(path)?)
+}
+
+fn batches_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<RecordBatch>, StoreError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
-    let bytes = read_table_bytes(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
 }

@@ -17,6 +17,7 @@ pub mod format;
 pub mod index;
 pub mod lock;
 pub mod reader;
+pub mod remote;
 pub mod verify;
 pub mod writer;
 
@@ -102,6 +103,16 @@ pub enum StoreError {
     #[error("{message}")]
     Invalid {
         /// What.
+        message: String,
+    },
+    /// A request to object storage failed (after its retries) or found no answer in time.
+    #[error("{object}{}: {message}", range.map(|(a, b)| format!(" (bytes {a}..{b})")).unwrap_or_default())]
+    Remote {
+        /// The object's URL.
+        object: String,
+        /// The byte range asked for, where one was.
+        range: Option<(u64, u64)>,
+        /// What went wrong.
         message: String,
     },
     /// Writing or reading the parquet index failed.
@@ -344,11 +355,62 @@ pub const LABELS: &str = "labels";
 #[derive(Debug)]
 pub struct Store {
     root: PathBuf,
+    location: Location,
     manifest: Manifest,
     scans: BTreeMap<String, ScanRecord>,
     damaged: Vec<DamagedRecord>,
     open: Mutex<BTreeMap<String, Arc<VolumeFile>>>,
     open_labels: Mutex<BTreeMap<(String, String), Arc<VolumeFile>>>,
+}
+
+/// Where a store lives: a local folder, or a prefix on object storage ([`remote`]).
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A folder on a local (or mounted) file system; volume files are memory-mapped.
+    Local(PathBuf),
+    /// A prefix on object storage; files are fetched, volume chunks by byte range.
+    Remote(Arc<remote::Remote>),
+}
+
+impl Location {
+    /// The store at `location`: `s3://`, `gs://`, `az://`, `http(s)://` URLs are on object
+    /// storage ([`remote::Remote::open`]); `file://` URLs and anything else are local paths.
+    ///
+    /// ```
+    /// use ctstream::store::Location;
+    /// assert!(matches!(Location::parse("luna-store").unwrap(), Location::Local(_)));
+    /// let Location::Local(p) = Location::parse("file:///data/luna").unwrap() else { panic!() };
+    /// assert_eq!(p, std::path::Path::new("/data/luna"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for a URL the client cannot use.
+    pub fn parse(location: &str) -> Result<Location, StoreError> {
+        if remote::is_remote(location) {
+            return Ok(Location::Remote(Arc::new(remote::Remote::open(location)?)));
+        }
+        if let Some(rest) = location.strip_prefix("file://") {
+            let u = url::Url::parse(location).ok().and_then(|u| u.to_file_path().ok());
+            return u.map(Location::Local).ok_or_else(|| StoreError::Invalid { message: format!("{location}: not a file URL (file:///absolute/path); {rest:?} is not an absolute path") });
+        }
+        Ok(Location::Local(PathBuf::from(location)))
+    }
+
+    /// The location as a path, for messages and joins: the folder, or the URL.
+    pub fn name(&self) -> PathBuf {
+        match self {
+            Location::Local(p) => p.clone(),
+            Location::Remote(r) => PathBuf::from(r.url()),
+        }
+    }
+
+    /// The object-storage client, for a remote store.
+    pub fn remote(&self) -> Option<&Arc<remote::Remote>> {
+        match self {
+            Location::Remote(r) => Some(r),
+            Location::Local(_) => None,
+        }
+    }
 }
 
 /// Reads and checks `manifest.json` of the store at `root`.
@@ -359,7 +421,32 @@ pub struct Store {
 pub fn read_manifest(root: &Path) -> Result<Manifest, StoreError> {
     let p = root.join(MANIFEST);
     let text = std::fs::read_to_string(&p).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
+    parse_manifest(p, &text)
+}
+
+/// The largest manifest read.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Reads and checks `manifest.json` of a store at `location`.
+///
+/// # Errors
+/// As [`read_manifest`]; [`StoreError::Remote`] when a remote store cannot be reached.
+pub fn read_manifest_at(location: &Location) -> Result<Manifest, StoreError> {
+    match location {
+        Location::Local(root) => read_manifest(root),
+        Location::Remote(r) => {
+            let p = r.name(MANIFEST);
+            let Some(bytes) = r.get(MANIFEST, MAX_MANIFEST_BYTES)? else {
+                return Err(StoreError::NotAStore { path: p, message: "no such object".into() });
+            };
+            let text = std::str::from_utf8(&bytes).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
+            parse_manifest(p, text)
+        }
+    }
+}
+
+fn parse_manifest(p: PathBuf, text: &str) -> Result<Manifest, StoreError> {
+    let m: Manifest = serde_json::from_str(text).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
     if m.format != "ctstream-store" {
         return Err(StoreError::NotAStore { path: p, message: format!("format is {:?}", m.format) });
     }
@@ -410,32 +497,184 @@ fn read_record(root: &Path, p: &Path, id: &str) -> Result<ScanRecord, String> {
     crate::fsutil::open_regular(p)
         .and_then(|f| f.take(MAX_RECORD_BYTES).read_to_string(&mut text))
         .map_err(|e| format!("cannot be read: {e}"))?;
-    let r: ScanRecord = serde_json::from_str(&text).map_err(|e| format!("not a scan record: {e}"))?;
+    check_record(&text, id, |file| {
+        let vol = root.join(file);
+        match std::fs::metadata(&vol) {
+            Ok(m) if m.is_file() => Ok((vol, m.len())),
+            Ok(_) => Err(format!("{} is not a file", vol.display())),
+            Err(e) => Err(format!("{}: {e}", vol.display())),
+        }
+    })
+}
+
+/// Parses and checks a record's text: its fields, its id against the file name, and the
+/// size of each file it names (`size(file)`: the file's name for messages and its size,
+/// or why it has none).
+fn check_record(text: &str, id: &str, size: impl Fn(&str) -> Result<(PathBuf, u64), String>) -> Result<ScanRecord, String> {
+    let r: ScanRecord = serde_json::from_str(text).map_err(|e| format!("not a scan record: {e}"))?;
     r.check()?;
     if r.series_id != id {
         return Err(format!("series_id {:?} does not match the file name", r.series_id));
     }
     let files = std::iter::once(("volume file", &r.volume_file, r.bytes_stored)).chain(r.labels.iter().map(|l| ("label volume", &l.file, l.bytes_stored)));
     for (what, file, bytes) in files {
-        let vol = root.join(file);
-        match std::fs::metadata(&vol) {
-            Ok(m) if m.is_file() && m.len() == bytes => {}
-            Ok(m) => return Err(format!("{what} {} is {} bytes, the record says {bytes} (truncated or replaced)", vol.display(), m.len())),
-            Err(e) => return Err(format!("{what} {}: {e}", vol.display())),
+        match size(file) {
+            Ok((_, n)) if n == bytes => {}
+            Ok((name, n)) => return Err(format!("{what} {} is {n} bytes, the record says {bytes} (truncated or replaced)", name.display())),
+            Err(e) => return Err(format!("{what} {e}")),
         }
     }
     Ok(r)
 }
 
+/// As [`read_records`], for a store at `location`: on object storage the records are
+/// fetched concurrently and the sizes of the files they name come from one listing.
+///
+/// # Errors
+/// [`StoreError::Io`] when a local folder cannot be listed; [`StoreError::Remote`] when
+/// the listing or a record cannot be fetched.
+pub fn read_records_at(location: &Location) -> Result<Records, StoreError> {
+    let r = match location {
+        Location::Local(root) => return read_records(root),
+        Location::Remote(r) => r,
+    };
+    let mut sizes: BTreeMap<String, u64> = r.list(VOLUMES)?.into_iter().collect();
+    sizes.extend(r.list(LABELS)?);
+    let records: Vec<String> = sizes
+        .keys()
+        .filter(|k| k.strip_prefix(&format!("{VOLUMES}/")).is_some_and(|n| n.ends_with(".json") && !n.starts_with('.') && !n.contains('/')))
+        .cloned()
+        .collect();
+    let texts = r.get_many(&records, MAX_RECORD_BYTES)?;
+    let mut out = Records::default();
+    for (rel, text) in records.iter().zip(texts) {
+        let p = r.name(rel);
+        let id = rel[VOLUMES.len() + 1..rel.len() - ".json".len()].to_string();
+        let checked = match text {
+            None => Err("vanished while the store was opened".to_string()),
+            Some(b) => match std::str::from_utf8(&b) {
+                Err(e) => Err(format!("not a scan record: {e}")),
+                Ok(text) => check_record(text, &id, |file| match sizes.get(file) {
+                    Some(&n) => Ok((r.name(file), n)),
+                    None => Err(format!("{}: no such object", r.name(file).display())),
+                }),
+            },
+        };
+        match checked {
+            Ok(rec) => {
+                out.scans.insert(rec.series_id.clone(), rec);
+            }
+            Err(reason) => out.damaged.push(DamagedRecord { series_id: id, path: p, reason }),
+        }
+    }
+    out.damaged.sort_by(|a, b| a.series_id.cmp(&b.series_id));
+    Ok(out)
+}
+
 impl Store {
-    /// Opens the store at `root`: checks the manifest and lists the stored scans.
+    /// Opens the store at `root`: checks the manifest and lists the stored scans. `root`
+    /// may be a URL of object storage (`s3://bucket/luna`; see [`Location::parse`]).
     ///
     /// # Errors
-    /// As [`read_manifest`] and [`read_records`].
+    /// As [`read_manifest`] and [`read_records`]; [`StoreError::Remote`] when a remote
+    /// store cannot be reached.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
-        let manifest = read_manifest(root)?;
-        let Records { scans, damaged } = read_records(root)?;
-        Ok(Store { root: root.to_path_buf(), manifest, scans, damaged, open: Mutex::new(BTreeMap::new()), open_labels: Mutex::new(BTreeMap::new()) })
+        match root.to_str() {
+            Some(s) => Store::open_location(Location::parse(s)?),
+            None => Store::open_location(Location::Local(root.to_path_buf())),
+        }
+    }
+
+    /// Opens the store at `location`.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_location(location: Location) -> Result<Store, StoreError> {
+        let manifest = read_manifest_at(&location)?;
+        let Records { scans, damaged } = read_records_at(&location)?;
+        Ok(Store { root: location.name(), location, manifest, scans, damaged, open: Mutex::new(BTreeMap::new()), open_labels: Mutex::new(BTreeMap::new()) })
+    }
+
+    /// Where the store lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// Opens the volume file `rel` of `bytes` bytes (as its record says) on `grid` chunks.
+    fn open_file(&self, rel: &str, bytes: u64, shape_zyx: [usize; 3], chunk_zyx: [usize; 3]) -> Result<VolumeFile, StoreError> {
+        match &self.location {
+            Location::Local(root) => VolumeFile::open(&root.join(rel)),
+            Location::Remote(r) => {
+                let chunks: u64 = (0..3).map(|a| shape_zyx[a].div_ceil(chunk_zyx[a].max(1)) as u64).product();
+                let head = (format::HEADER_SIZE as u64).saturating_add(chunks.saturating_mul(format::ENTRY_SIZE as u64)).saturating_add(4);
+                VolumeFile::open_remote(r.clone(), rel, bytes, head)
+            }
+        }
+    }
+
+    /// The bytes of index table `name` (`index/<name>.parquet`), checked against
+    /// `index/checksums.json`; None when the store has no such table.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the checksums do not list these bytes; the read's errors.
+    pub fn table_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.location {
+            Location::Local(root) => {
+                let path = root.join(INDEX).join(format!("{name}.parquet"));
+                if !path.exists() {
+                    return Ok(None);
+                }
+                index::read_table_bytes(&path).map(Some)
+            }
+            Location::Remote(r) => index::read_remote_table_bytes(r, &self.manifest, name),
+        }
+    }
+
+    /// The rows of `index/nodules.parquet` (none when the store has no such table).
+    ///
+    /// # Errors
+    /// As [`Store::table_bytes`], and [`StoreError::Parquet`] for a table that is not the
+    /// nodules table.
+    pub fn nodules(&self) -> Result<Vec<index::NoduleRow>, StoreError> {
+        let path = self.root.join(INDEX).join("nodules.parquet");
+        match self.table_bytes("nodules")? {
+            Some(b) => index::nodules_from_bytes(&path, b),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The rows of `index/candidates.parquet` (none when the store has no such table).
+    ///
+    /// # Errors
+    /// As [`Store::nodules`].
+    pub fn candidates(&self) -> Result<Vec<index::CandidateRow>, StoreError> {
+        let path = self.root.join(INDEX).join("candidates.parquet");
+        match self.table_bytes("candidates")? {
+            Some(b) => index::candidates_from_bytes(&path, b),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The index's tables (`index/*.parquet`), by name, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] or [`StoreError::Remote`] when the folder cannot be listed.
+    pub fn table_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut names: Vec<String> = match &self.location {
+            Location::Local(root) => {
+                let dir = root.join(INDEX);
+                match std::fs::read_dir(&dir) {
+                    Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(source) => return Err(StoreError::Io { path: dir, source }),
+                }
+            }
+            Location::Remote(r) => r.list(INDEX)?.into_iter().map(|(rel, _)| rel.rsplit('/').next().unwrap_or_default().to_string()).collect(),
+        };
+        names.retain(|n| n.ends_with(".parquet") && !n.starts_with('.'));
+        let mut names: Vec<String> = names.into_iter().map(|n| n.trim_end_matches(".parquet").to_string()).collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Scans whose record is damaged (left out of [`Store::scans`]); `ingest --resume`
@@ -481,7 +720,7 @@ impl Store {
         if let Some(v) = self.open.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(v);
         }
-        let v = Arc::new(VolumeFile::open(&self.root.join(&rec.volume_file))?);
+        let v = Arc::new(self.open_file(&rec.volume_file, rec.bytes_stored, rec.shape_zyx, rec.chunk_shape_zyx)?);
         if let Ok(mut m) = self.open.lock() {
             m.insert(id.to_string(), v.clone());
         }
@@ -513,7 +752,7 @@ impl Store {
             return Ok(v);
         }
         let path = self.root.join(&l.file);
-        let v = VolumeFile::open(&path)?;
+        let v = self.open_file(&l.file, l.bytes_stored, rec.shape_zyx, rec.chunk_shape_zyx)?;
         let h = v.header();
         let g = rec.geometry();
         let bad = |field: &str, found: String, want: String| StoreError::Corrupt { path: path.clone(), chunk: None, message: format!("{field} {found} is not the scan's {want}: a label volume lies on its scan's grid") };

@@ -1,12 +1,16 @@
 //! Reading volume files: memory-map, check (FORMAT.md steps 1-6), and read regions by
 //! decoding only the chunks they touch, each verified against its CRC-32 (steps 7-8).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use memmap2::Mmap;
 use ndarray::{Array3, s};
 
 use super::StoreError;
+use super::remote::Remote;
 use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader, Voxel};
 use crate::geometry::Geometry;
 
@@ -33,14 +37,26 @@ impl Region {
 }
 
 /// An open, checked volume file. Cheap to share between threads (`&VolumeFile` is all a
-/// read needs).
+/// read needs). A local file is memory-mapped; a file on object storage
+/// ([`super::remote`]) keeps its header and chunk table and fetches chunks by byte range.
 #[derive(Debug)]
 pub struct VolumeFile {
     path: PathBuf,
-    map: Mmap,
+    data: Data,
     header: VolumeHeader,
     table: Vec<ChunkEntry>,
 }
+
+#[derive(Debug)]
+enum Data {
+    Map(Mmap),
+    Remote { remote: Arc<Remote>, rel: String },
+}
+
+/// Chunk payloads fetched ahead from object storage ([`VolumeFile::fetch`]), by chunk
+/// index; empty for a local file, whose payloads are in its memory map.
+#[derive(Debug, Default)]
+pub struct Fetched(HashMap<usize, Bytes>);
 
 impl VolumeFile {
     /// Opens and checks a volume file (FORMAT.md checks 1-6).
@@ -55,41 +71,53 @@ impl VolumeFile {
         // process outside ctstream that truncates the file while it is mapped can still
         // make reads fault, as with any memory map.
         let map = unsafe { Mmap::map(&file) }.map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
-        let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
-        let header = VolumeHeader::try_from_bytes(path, &map[..map.len().min(HEADER_SIZE)])?;
-        if header.file_size != map.len() as u64 {
-            return Err(corrupt(format!("file is {} bytes, the header says {} (truncated or appended to)", map.len(), header.file_size)));
+        let (header, table) = check_head(path, &map, map.len() as u64)?;
+        Ok(VolumeFile { path: path.to_path_buf(), data: Data::Map(map), header, table })
+    }
+
+    /// Opens and checks the volume file `rel` of a store on object storage, `file_size`
+    /// bytes long (from the listing), with the same checks as [`VolumeFile::open`]. The
+    /// header and chunk table are read with one range request of `head_hint` bytes (what
+    /// the record's shapes say they take; a second request follows if the header says
+    /// more).
+    ///
+    /// # Errors
+    /// As [`VolumeFile::open`]; [`StoreError::Remote`] when the bytes cannot be fetched.
+    pub fn open_remote(remote: Arc<Remote>, rel: &str, file_size: u64, head_hint: u64) -> Result<VolumeFile, StoreError> {
+        let path = remote.name(rel);
+        let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), chunk: None, message };
+        if file_size < HEADER_SIZE as u64 {
+            return Err(corrupt(format!("file is {file_size} bytes, shorter than the {HEADER_SIZE}-byte header")));
         }
-        let n = header.chunk_count();
-        let table_end = HEADER_SIZE + n * ENTRY_SIZE;
-        if header.payload_start() > header.file_size {
-            return Err(corrupt(format!("a chunk table of {n} entries does not fit in {} bytes", header.file_size)));
+        let mut head = remote.get_range(rel, 0..head_hint.clamp(HEADER_SIZE as u64, file_size))?;
+        let header = VolumeHeader::try_from_bytes(&path, &head[..HEADER_SIZE])?;
+        let need = header.payload_start().min(file_size);
+        if need > head.len() as u64 {
+            head = remote.get_range(rel, 0..need)?;
         }
-        let table_bytes = &map[HEADER_SIZE..table_end];
-        let stored = u32::from_le_bytes(map[table_end..table_end + 4].try_into().expect("4 bytes"));
-        if crc32fast::hash(table_bytes) != stored {
-            return Err(corrupt("chunk table checksum mismatch".into()));
-        }
-        let table: Vec<ChunkEntry> = table_bytes
-            .chunks_exact(ENTRY_SIZE)
-            .map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes")))
-            .collect();
-        // Check 6: the payloads tile the file in chunk order, so no entry overlaps,
-        // swaps with or points outside another, even where the table's CRC was resealed.
-        let mut next = header.payload_start();
-        for (k, e) in table.iter().enumerate() {
-            if e.offset != next || e.offset.saturating_add(e.length as u64) > header.file_size {
-                return Err(corrupt(format!(
-                    "chunk {k}: offset {} + length {} is not where the payloads of chunks in order put it ({next}..{}): overlapping, reordered or outside the file",
-                    e.offset, e.length, header.file_size
-                )));
-            }
-            next = e.offset + e.length as u64;
-        }
-        if next != header.file_size {
-            return Err(corrupt(format!("the chunks end at byte {next}, the file at {}: bytes between or after them", header.file_size)));
-        }
-        Ok(VolumeFile { path: path.to_path_buf(), map, header, table })
+        let (header, table) = check_head(&path, &head, file_size)?;
+        Ok(VolumeFile { path, data: Data::Remote { remote, rel: rel.to_string() }, header, table })
+    }
+
+    /// Whether the file is on object storage (its chunks are fetched by byte range).
+    pub fn is_remote(&self) -> bool {
+        matches!(self.data, Data::Remote { .. })
+    }
+
+    /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding,
+    /// neighbouring ones coalesced into one request; nothing for a local file.
+    ///
+    /// # Errors
+    /// [`StoreError::Remote`] naming the object and the byte range.
+    pub fn fetch(&self, chunks: &[[usize; 3]]) -> Result<Fetched, StoreError> {
+        let Data::Remote { remote, rel } = &self.data else { return Ok(Fetched::default()) };
+        let grid = self.header.grid();
+        let mut ks: Vec<usize> = chunks.iter().filter(|c| (0..3).all(|a| c[a] < grid[a])).map(|c| (c[0] * grid[1] + c[1]) * grid[2] + c[2]).collect();
+        ks.sort_unstable();
+        ks.dedup();
+        let ranges: Vec<std::ops::Range<u64>> = ks.iter().map(|&k| self.table[k].offset..self.table[k].offset + self.table[k].length as u64).collect();
+        let got = remote.get_ranges(rel, &ranges)?;
+        Ok(Fetched(ks.into_iter().zip(got).collect()))
     }
 
     /// The file's header.
@@ -128,6 +156,16 @@ impl VolumeFile {
     /// [`StoreError::Corrupt`] naming the file and the chunk; [`StoreError::Invalid`] when
     /// the file holds another dtype.
     pub fn decode_chunk_as<T: Voxel>(&self, chunk_zyx: [usize; 3]) -> Result<Vec<T>, StoreError> {
+        self.decode_chunk_fetched(chunk_zyx, &Fetched::default())
+    }
+
+    /// As [`VolumeFile::decode_chunk_as`], taking the payload from `fetched` where it was
+    /// fetched ahead ([`VolumeFile::fetch`]).
+    ///
+    /// # Errors
+    /// As [`VolumeFile::decode_chunk_as`]; [`StoreError::Remote`] when a payload that was
+    /// not fetched ahead cannot be fetched.
+    pub fn decode_chunk_fetched<T: Voxel>(&self, chunk_zyx: [usize; 3], fetched: &Fetched) -> Result<Vec<T>, StoreError> {
         let grid = self.header.grid();
         let corrupt = |message: String| StoreError::Corrupt { path: self.path.clone(), chunk: Some(chunk_zyx), message };
         self.check_dtype::<T>()?;
@@ -136,7 +174,16 @@ impl VolumeFile {
         }
         let k = (chunk_zyx[0] * grid[1] + chunk_zyx[1]) * grid[2] + chunk_zyx[2];
         let e = self.table[k];
-        let payload = &self.map[e.offset as usize..(e.offset + e.length as u64) as usize];
+        let range = e.offset..e.offset + e.length as u64;
+        let remote_bytes;
+        let payload: &[u8] = match (&self.data, fetched.0.get(&k)) {
+            (Data::Map(map), _) => &map[range.start as usize..range.end as usize],
+            (Data::Remote { .. }, Some(b)) => b,
+            (Data::Remote { remote, rel }, None) => {
+                remote_bytes = remote.get_range(rel, range)?;
+                &remote_bytes
+            }
+        };
         let crc = crc32fast::hash(payload);
         if crc != e.crc {
             return Err(corrupt(format!("checksum mismatch (table {:08x}, payload {crc:08x})", e.crc)));
@@ -169,7 +216,7 @@ impl VolumeFile {
     /// # Errors
     /// [`StoreError::Corrupt`] for a chunk whose checksum or size is wrong.
     pub fn read_region(&self, r: Region) -> Result<Array3<i16>, StoreError> {
-        self.read_region_with(r, |c| self.decode_chunk(c))
+        self.read_region_as::<i16>(r)
     }
 
     /// Reads a region as voxels of type `T` (`u8` for a label volume); voxels outside
@@ -179,7 +226,9 @@ impl VolumeFile {
     /// As [`VolumeFile::decode_chunk_as`].
     pub fn read_region_as<T: Voxel>(&self, r: Region) -> Result<Array3<T>, StoreError> {
         self.check_dtype::<T>()?;
-        self.read_region_with(r, |c| self.decode_chunk_as::<T>(c))
+        // On object storage, every chunk of the region in as few requests as it takes.
+        let fetched = self.fetch(&if self.is_remote() { self.chunks_touched(r) } else { Vec::new() })?;
+        self.read_region_with(r, |c| self.decode_chunk_fetched::<T>(c, &fetched))
     }
 
     /// Reads a region, getting each chunk it touches (as [`VolumeFile::decode_chunk`]
@@ -263,4 +312,45 @@ impl VolumeFile {
     pub fn read_all_as<T: Voxel>(&self) -> Result<Array3<T>, StoreError> {
         self.read_region_as(Region { start_zyx: [0; 3], shape_zyx: self.header.shape_zyx })
     }
+}
+
+/// FORMAT.md checks 1-6 on the first bytes of a volume file (`head`: at least its header
+/// and chunk table, or the whole file) of `file_len` bytes: the header, the file size it
+/// records, the table's CRC-32, and payloads that tile the file in chunk order.
+fn check_head(path: &Path, head: &[u8], file_len: u64) -> Result<(VolumeHeader, Vec<ChunkEntry>), StoreError> {
+    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+    let header = VolumeHeader::try_from_bytes(path, &head[..head.len().min(HEADER_SIZE)])?;
+    if header.file_size != file_len {
+        return Err(corrupt(format!("file is {file_len} bytes, the header says {} (truncated or appended to)", header.file_size)));
+    }
+    let n = header.chunk_count();
+    let table_end = HEADER_SIZE + n * ENTRY_SIZE;
+    if header.payload_start() > header.file_size {
+        return Err(corrupt(format!("a chunk table of {n} entries does not fit in {} bytes", header.file_size)));
+    }
+    if (head.len() as u64) < header.payload_start() {
+        return Err(corrupt(format!("only {} bytes of the header and chunk table ({} bytes) were read", head.len(), header.payload_start())));
+    }
+    let table_bytes = &head[HEADER_SIZE..table_end];
+    let stored = u32::from_le_bytes(head[table_end..table_end + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(table_bytes) != stored {
+        return Err(corrupt("chunk table checksum mismatch".into()));
+    }
+    let table: Vec<ChunkEntry> = table_bytes.chunks_exact(ENTRY_SIZE).map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes"))).collect();
+    // Check 6: the payloads tile the file in chunk order, so no entry overlaps,
+    // swaps with or points outside another, even where the table's CRC was resealed.
+    let mut next = header.payload_start();
+    for (k, e) in table.iter().enumerate() {
+        if e.offset != next || e.offset.saturating_add(e.length as u64) > header.file_size {
+            return Err(corrupt(format!(
+                "chunk {k}: offset {} + length {} is not where the payloads of chunks in order put it ({next}..{}): overlapping, reordered or outside the file",
+                e.offset, e.length, header.file_size
+            )));
+        }
+        next = e.offset + e.length as u64;
+    }
+    if next != header.file_size {
+        return Err(corrupt(format!("the chunks end at byte {next}, the file at {}: bytes between or after them", header.file_size)));
+    }
+    Ok((header, table))
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{INDEX, Region, StoreError, VolumeFile, index};
+use super::{INDEX, Region, StoreError, index};
 use crate::hu::HuStats;
 use crate::progress::Progress;
 
@@ -54,7 +54,7 @@ const VOXEL_TOLERANCE: f64 = 1e-6;
 /// Checks one scan's volume file against its record; returns the chunks checked.
 fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, String> {
     let path = store.root().join(&rec.volume_file);
-    let v = VolumeFile::open(&path).map_err(|e| e.to_string())?;
+    let v = store.volume(&rec.series_id).map_err(|e| e.to_string())?;
     let h = v.header();
     let mismatch = |field: &str, file: String, record: String| Err(format!("{}: header {field} {file} but the record says {record}", path.display()));
     if h.shape_zyx != rec.shape_zyx {

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ctstream::store::{Store, index};
+use ctstream::store::Store;
 
 use crate::ExitError;
 
@@ -32,8 +32,7 @@ pub fn print_store(store: &std::path::Path) -> Result<(), ExitError> {
 
 fn print(a: &Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
-    let nodules_path = a.store.join("index/nodules.parquet");
-    let nodules = if nodules_path.exists() { index::read_nodules(&nodules_path)? } else { Vec::new() };
+    let nodules = store.nodules()?;
     let mut per_series: BTreeMap<&str, usize> = BTreeMap::new();
     for n in nodules.iter().filter(|n| n.source == "annotations") {
         *per_series.entry(n.series_id.as_str()).or_default() += 1;

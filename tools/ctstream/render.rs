@@ -59,10 +59,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let volume = store.volume(&a.series)?;
     let [nz, ny, nx] = volume.shape_zyx();
-    let nodules: Vec<index::NoduleRow> = {
-        let p = a.store.join("index/nodules.parquet");
-        if p.exists() { index::read_nodules(&p)? } else { Vec::new() }
-    };
+    let nodules: Vec<index::NoduleRow> = store.nodules()?;
     let annotated: Vec<&index::NoduleRow> = nodules.iter().filter(|n| n.series_id == a.series && n.source == "annotations").collect();
     let spheres: Vec<Sphere> = annotated.iter().filter_map(|n| n.radius_zyx.map(|r| Sphere { centre_zyx: n.voxel_zyx, radius_zyx: r })).collect();
     let pred = match &a.pred {
