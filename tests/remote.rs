@@ -141,6 +141,10 @@ fn a_remote_store_reads_as_the_local_one() {
     assert_eq!(v.read_region(r).unwrap(), local.read_region(id, r).unwrap());
     let after = fresh.location().remote().unwrap().stats();
     assert_eq!(after.requests - before.requests, 1);
+    // `verify` reads every chunk and checks the index there as here.
+    let (a, b) = (ctstream::store::verify::verify_store(&fresh, &()), ctstream::store::verify::verify(&local_path, &()).unwrap());
+    assert!(a.is_ok() && b.is_ok(), "{:?}", a.problems);
+    assert_eq!((a.chunks_checked, a.index_rows_checked, a.scans_ok.len()), (b.chunks_checked, b.index_rows_checked, 3));
 }
 
 #[test]
@@ -180,6 +184,10 @@ fn a_corrupted_object_is_caught_by_its_crc_and_named() {
     let e = store.volume(&id).unwrap().read_all().unwrap_err();
     let want = format!("s3://{BUCKET}/corrupt/{rel}: corrupt chunk (z {}, y {}, x {}): checksum mismatch", grid[0] - 1, grid[1] - 1, grid[2] - 1);
     assert!(e.to_string().starts_with(&want), "{e}\nwant {want}");
+    // `verify` names the scan and the chunk too.
+    let report = ctstream::store::verify::verify_store(&store, &());
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].scan == id && report.problems[0].message.starts_with(&want), "{:?}", report.problems);
 }
 
 #[test]

@@ -537,9 +537,17 @@ pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>,
 /// # Errors
 /// As [`read_nodules`].
 pub fn read_scan_ids(path: &Path) -> Result<Vec<String>, StoreError> {
+    scan_ids_from_bytes(path, read_table_bytes(path)?)
+}
+
+/// Parses the bytes of a scans table (already checked) into its series ids.
+///
+/// # Errors
+/// As [`nodules_from_bytes`].
+pub fn scan_ids_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<String>, StoreError> {
     let perr = |message: String| StoreError::Parquet { path: path.to_path_buf(), message };
     let mut ids = Vec::new();
-    for b in read_batches(path)? {
+    for b in batches_from_bytes(path, bytes)? {
         let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
         ids.extend((0..b.num_rows()).map(|i| series.value(i).to_string()));
     }
@@ -644,6 +652,7 @@ pub fn read_remote_table_bytes(remote: &crate::store::remote::Remote, manifest: 
     }
 }
 
+#[cfg(test)]
 fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     batches_from_bytes(path, read_table_bytes(path)?)
 }

@@ -106,14 +106,19 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
 /// # Errors
 /// [`StoreError`] only when the store cannot be opened at all (no or a bad manifest).
 pub fn verify(root: &Path, progress: &dyn Progress) -> Result<VerifyReport, StoreError> {
-    let store = super::Store::open(root)?;
+    Ok(verify_store(&super::Store::open(root)?, progress))
+}
+
+/// As [`verify`], for a store already open (local or on object storage).
+pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyReport {
+    let root = store.root();
     let mut report = VerifyReport::default();
     for d in store.damaged() {
         report.problems.push(Problem { scan: d.series_id.clone(), path: d.path.clone(), message: d.reason.clone() });
     }
     progress.start("verifying volumes", Some(store.scans().len() as u64));
     for (id, rec) in store.scans() {
-        match verify_scan(&store, rec) {
+        match verify_scan(store, rec) {
             Ok(n) => {
                 report.chunks_checked += n;
                 report.scans_ok.push(id.clone());
@@ -123,8 +128,8 @@ pub fn verify(root: &Path, progress: &dyn Progress) -> Result<VerifyReport, Stor
         progress.advance(1);
     }
     progress.finish();
-    verify_index(&store, &mut report);
-    Ok(report)
+    verify_index(store, &mut report);
+    report
 }
 
 /// The index checks of [`verify`].
@@ -132,8 +137,13 @@ fn verify_index(store: &super::Store, report: &mut VerifyReport) {
     let dir = store.root().join(INDEX);
     let mut problem = |path: &Path, message: String| report.problems.push(Problem { scan: "index".into(), path: path.to_path_buf(), message });
     let scans = store.scans();
+    // Each table through the store (a local file or an object), checked against the
+    // index's checksums; a missing one is a problem.
+    let table = |name: &str, path: &Path| -> Result<Vec<u8>, StoreError> {
+        store.table_bytes(name)?.ok_or_else(|| StoreError::Io { path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
+    };
     let p = dir.join("scans.parquet");
-    match index::read_scan_ids(&p) {
+    match table("scans", &p).and_then(|b| index::scan_ids_from_bytes(&p, b)) {
         Ok(ids) => {
             let listed: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
             let stored: BTreeSet<&str> = scans.keys().map(String::as_str).collect();
@@ -160,12 +170,12 @@ fn verify_index(store: &super::Store, report: &mut VerifyReport) {
     };
     let mut row_problems = Vec::new();
     let p = dir.join("nodules.parquet");
-    match index::read_nodules(&p) {
+    match table("nodules", &p).and_then(|b| index::nodules_from_bytes(&p, b)) {
         Ok(v) => row_problems.extend(v.iter().filter_map(|n| check_row("nodule", n.nodule_id, &n.series_id, n.world_xyz, n.voxel_zyx, n.inside, &p)).map(|m| (p.clone(), m))),
         Err(e) => row_problems.push((p.clone(), e.to_string())),
     }
     let p = dir.join("candidates.parquet");
-    match index::read_candidates(&p) {
+    match table("candidates", &p).and_then(|b| index::candidates_from_bytes(&p, b)) {
         Ok(v) => row_problems.extend(v.iter().filter_map(|c| check_row("candidate", c.candidate_id, &c.series_id, c.world_xyz, c.voxel_zyx, c.inside, &p)).map(|m| (p.clone(), m))),
         Err(e) => row_problems.push((p.clone(), e.to_string())),
     }
