@@ -99,6 +99,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A local store of `scans` small scans in `dir`, uploaded under `prefix`: its folder.
+fn uploaded(s: &Server, dir: &Path, scans: usize, prefix: &str) -> PathBuf {
+    let local = local_store(dir, scans);
+    upload(&local, &remote(s, prefix, RemoteOptions::default()));
+    local
+}
+
 fn open(r: Remote) -> Store {
     Store::open_location(Location::Remote(Arc::new(r))).unwrap()
 }
@@ -107,8 +114,7 @@ fn open(r: Remote) -> Store {
 fn a_remote_store_reads_as_the_local_one() {
     let Some(s) = server() else { return };
     let dir = tempdir();
-    let local_path = local_store(dir.path(), 3);
-    upload(&local_path, &remote(&s, "same", RemoteOptions::default()));
+    let local_path = uploaded(&s, dir.path(), 3, "same");
     let local = Store::open(&local_path).unwrap();
     let remote_store = open(remote(&s, "same", RemoteOptions::default()));
     assert_eq!(remote_store.root(), Path::new(&format!("s3://{BUCKET}/same")));
@@ -151,8 +157,7 @@ fn a_remote_store_reads_as_the_local_one() {
 fn loader_batches_from_a_remote_store_equal_the_local_stores() {
     let Some(s) = server() else { return };
     let dir = tempdir();
-    let local_path = local_store(dir.path(), 2);
-    upload(&local_path, &remote(&s, "loader", RemoteOptions::default()));
+    let local_path = uploaded(&s, dir.path(), 2, "loader");
     let local = Store::open(&local_path).unwrap();
     let remote_store = open(remote(&s, "loader", RemoteOptions::default()));
     let collect = |store: &Store| -> Vec<Batch> {
@@ -168,9 +173,8 @@ fn loader_batches_from_a_remote_store_equal_the_local_stores() {
 fn a_corrupted_object_is_caught_by_its_crc_and_named() {
     let Some(s) = server() else { return };
     let dir = tempdir();
-    let local_path = local_store(dir.path(), 1);
+    let local_path = uploaded(&s, dir.path(), 1, "corrupt");
     let r = remote(&s, "corrupt", RemoteOptions::default());
-    upload(&local_path, &r);
     let local = Store::open(&local_path).unwrap();
     let id = local.series_ids().next().unwrap().to_string();
     let rel = local.scan(&id).unwrap().volume_file.clone();
@@ -194,9 +198,8 @@ fn a_corrupted_object_is_caught_by_its_crc_and_named() {
 fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     let Some(mut s) = server() else { return };
     let dir = tempdir();
-    let local_path = local_store(dir.path(), 1);
+    uploaded(&s, dir.path(), 1, "stop");
     let quick = RemoteOptions { request_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(1), retries: 2, deadline: Duration::from_secs(5) };
-    upload(&local_path, &remote(&s, "stop", quick));
     let store = open(remote(&s, "stop", quick));
     // No chunk cache: every patch goes to the server.
     let loader = Loader::builder(&store).batch_size(2).workers(2).cache_bytes(0).batches_per_epoch(Some(10_000)).build().unwrap();

@@ -490,6 +490,11 @@ impl ctstream::progress::Progress for Bars {
     }
 }
 
+/// Progress bars on the terminal, or none.
+fn progress_for(show: bool) -> Box<dyn ctstream::progress::Progress> {
+    if show { Box::new(Bars { bar: std::sync::Mutex::new(None) }) } else { Box::new(()) }
+}
+
 /// Builds or extends a store, as `ctstream ingest` (same options, same checks); returns
 /// the summary as JSON text. Scans that fail are listed in it, not raised.
 #[pyfunction]
@@ -545,13 +550,7 @@ fn ingest(
     cfg.dicom = DicomOptions { series: None, uneven: if resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse }, allow_missing_slices };
     cfg.validate().map_err(ingest_err)?;
     let summary = py
-        .detach(|| {
-            if progress {
-                ctstream::ingest::ingest(&cfg, &Bars { bar: std::sync::Mutex::new(None) })
-            } else {
-                ctstream::ingest::ingest(&cfg, &())
-            }
-        })
+        .detach(|| ctstream::ingest::ingest(&cfg, progress_for(progress).as_ref()))
         .map_err(ingest_err)?;
     serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
@@ -568,13 +567,7 @@ fn synth(py: Python<'_>, out: PathBuf, scans: usize, seed: u64, small: bool, dic
     }
     let cfg = ctstream::synth::SynthConfig { scans, seed, small, dicom, labels, nnunet };
     let s = py
-        .detach(|| {
-            if progress {
-                ctstream::synth::generate(&out, &cfg, &Bars { bar: std::sync::Mutex::new(None) })
-            } else {
-                ctstream::synth::generate(&out, &cfg, &())
-            }
-        })
+        .detach(|| ctstream::synth::generate(&out, &cfg, progress_for(progress).as_ref()))
         .map_err(|e| Error::new_err(text(&e)))?;
     Ok((s.scans, s.annotations, s.candidates, s.nodules))
 }

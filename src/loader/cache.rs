@@ -128,12 +128,8 @@ impl ChunkCache {
     /// For a volume on object storage: the payloads of the chunks of `r` the cache does not
     /// hold, fetched in as few requests as coalescing allows (nothing for a local file).
     fn fetch_missing(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
-        if !volume.is_remote() {
-            return Ok(Default::default());
-        }
         let grid = volume.header().grid();
-        let missing: Vec<[usize; 3]> = volume.chunks_touched(r).into_iter().filter(|c| !self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))).collect();
-        volume.fetch(&missing)
+        volume.fetch_region(r, |c| self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32)))
     }
 
     /// Whether the cache holds `key` now (no counters change).

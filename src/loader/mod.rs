@@ -391,8 +391,7 @@ impl LungIndex {
         let mut total = 0u64;
         // On object storage, the whole label volume in a few coalesced requests (it is small:
         // mostly zeros, compressed).
-        let all = if label.is_remote() { label.chunks_touched(crate::store::Region { start_zyx: [0; 3], shape_zyx: label.shape_zyx() }) } else { Vec::new() };
-        let fetched = label.fetch(&all)?;
+        let fetched = label.fetch_region(crate::store::Region { start_zyx: [0; 3], shape_zyx: label.shape_zyx() }, |_| false)?;
         for cz in 0..grid[0] {
             for cy in 0..grid[1] {
                 for cx in 0..grid[2] {

@@ -162,6 +162,20 @@ pub struct VolumeHeader {
     pub file_size: u64,
 }
 
+/// Offset of the first payload byte of a volume of `shape_zyx` in chunks of `chunk_zyx`
+/// (header, chunk table, table CRC): what a reader fetches to check a file before its
+/// chunks. Saturates instead of overflowing on absurd shapes.
+///
+/// ```
+/// // 2 x 2 x 1 chunks: 4 table entries of 16 bytes after the header, then 4 bytes of CRC.
+/// use ctstream::store::format::{payload_start_of, HEADER_SIZE};
+/// assert_eq!(payload_start_of([32, 64, 32], [16, 32, 32]), HEADER_SIZE as u64 + 4 * 16 + 4);
+/// ```
+pub fn payload_start_of(shape_zyx: [usize; 3], chunk_zyx: [usize; 3]) -> u64 {
+    let chunks = (0..3).fold(1u64, |n, a| n.saturating_mul(shape_zyx[a].div_ceil(chunk_zyx[a].max(1)) as u64));
+    (HEADER_SIZE as u64).saturating_add(chunks.saturating_mul(ENTRY_SIZE as u64)).saturating_add(4)
+}
+
 impl VolumeHeader {
     /// Chunks per axis (z, y, x).
     pub fn grid(&self) -> [usize; 3] {
@@ -185,7 +199,7 @@ impl VolumeHeader {
 
     /// Offset of the first payload byte: header, table, table CRC.
     pub fn payload_start(&self) -> u64 {
-        (HEADER_SIZE + ENTRY_SIZE * self.chunk_count() + 4) as u64
+        payload_start_of(self.shape_zyx, self.chunk_shape_zyx)
     }
 
     /// Checks what the writer guarantees: the shape within [`check_shape`], the chunk

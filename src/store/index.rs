@@ -445,14 +445,30 @@ fn read_checksums(path: &Path) -> Result<Option<Checksums>, StoreError> {
         // Stores made before format 1.1 have no checksums; from 1.1 on they are required.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let root = path.parent().and_then(Path::parent);
-            return match root.map(super::read_manifest) {
-                Some(Ok(m)) if m.format_version[1] >= 1 => Err(corrupt(format!("{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index", sums_path.display()))),
-                _ => Ok(None),
-            };
+            return checksums_missing(path, root.map(super::read_manifest).and_then(Result::ok).map(|m| m.format_version[1]));
         }
         Err(e) => return Err(corrupt(format!("{}: {e}", sums_path.display()))),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())))
+    parse_checksums(path, text.as_bytes())
+}
+
+/// Parses the `checksums.json` beside table `path`.
+fn parse_checksums(path: &Path, bytes: &[u8]) -> Result<Option<Checksums>, StoreError> {
+    let sums_path = path.with_file_name(CHECKSUMS);
+    serde_json::from_slice(bytes).map(Some).map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message: format!("{} is damaged: {e}", sums_path.display()) })
+}
+
+/// What a missing `checksums.json` beside table `path` means in a store of format minor
+/// version `minor` (None: unknown): none to check before 1.1, damage from 1.1 on.
+fn checksums_missing(path: &Path, minor: Option<u16>) -> Result<Option<Checksums>, StoreError> {
+    match minor {
+        Some(m) if m >= 1 => Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            chunk: None,
+            message: format!("{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index", path.with_file_name(CHECKSUMS).display()),
+        }),
+        _ => Ok(None),
+    }
 }
 
 /// Checks a table file's bytes against `checksums.json` beside it (required from format
@@ -462,19 +478,20 @@ fn read_checksums(path: &Path) -> Result<Option<Checksums>, StoreError> {
 /// [`StoreError::Corrupt`] naming the table: a mismatch, a table the checksums do not
 /// list, or checksums that cannot be read.
 pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    check_table_against(path, bytes, None)
+    check_table_against(path, bytes, None, || read_checksums(path))
 }
 
 /// As [`check_table`], also accepting the sums read before the table (`before`): a table
 /// read while an ingest rewrites the index is listed in the checksums read before it or in
-/// those read after it (see [`Checksums`]).
-fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>) -> Result<(), StoreError> {
+/// those read after it (`after`, read only when `before` does not list it; see
+/// [`Checksums`]). `path` names the table (a file, or an object's URL).
+fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>, after: impl FnOnce() -> Result<Option<Checksums>, StoreError>) -> Result<(), StoreError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let have = sha256_hex(bytes);
     if before.is_some_and(|s| s.lists(&name, bytes, &have)) {
         return Ok(());
     }
-    let Some(sums) = read_checksums(path)? else { return Ok(()) };
+    let Some(sums) = after()? else { return Ok(()) };
     if sums.lists(&name, bytes, &have) {
         return Ok(());
     }
@@ -615,7 +632,7 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
     let before = read_checksums(path).ok().flatten();
     let mut bytes = Vec::new();
     crate::fsutil::open_regular(path).and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes)).map_err(io_err)?;
-    check_table_against(path, &bytes, before.as_ref())?;
+    check_table_against(path, &bytes, before.as_ref(), || read_checksums(path))?;
     Ok(bytes)
 }
 
@@ -627,29 +644,18 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// [`StoreError::Remote`] when an object cannot be fetched; [`StoreError::Corrupt`] as
 /// [`check_table`].
 pub fn read_remote_table_bytes(remote: &crate::store::remote::Remote, manifest: &crate::store::Manifest, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    let file = format!("{name}.parquet");
-    let rel = format!("{}/{file}", super::INDEX);
+    let rel = format!("{}/{name}.parquet", super::INDEX);
     let sums_rel = format!("{}/{CHECKSUMS}", super::INDEX);
     let path = remote.name(&rel);
-    let sums_path = remote.name(&sums_rel);
-    let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), chunk: None, message };
-    let parse = |b: bytes::Bytes| serde_json::from_slice::<Checksums>(&b).map_err(|e| corrupt(format!("{} is damaged: {e}", sums_path.display())));
-    let before = remote.get(&sums_rel, MAX_TABLE_BYTES)?.map(parse).transpose()?;
+    let read_sums = || match remote.get(&sums_rel, MAX_TABLE_BYTES)? {
+        Some(b) => parse_checksums(&path, &b),
+        None => checksums_missing(&path, Some(manifest.format_version[1])),
+    };
+    // As locally: the checksums before the table and after it.
+    let before = read_sums().ok().flatten();
     let Some(bytes) = remote.get(&rel, MAX_TABLE_BYTES)? else { return Ok(None) };
-    let have = sha256_hex(&bytes);
-    if before.as_ref().is_some_and(|s| s.lists(&file, &bytes, &have)) {
-        return Ok(Some(bytes.to_vec()));
-    }
-    let fix = "the index is damaged, or an ingest was rewriting it; run `ctstream index` (or `ctstream ingest --resume`) to rewrite it";
-    match remote.get(&sums_rel, MAX_TABLE_BYTES)?.map(parse).transpose()? {
-        None if manifest.format_version[1] < 1 => Ok(Some(bytes.to_vec())),
-        None => Err(corrupt(format!("{} is missing (format 1.1 writes it with the tables); {fix}", sums_path.display()))),
-        Some(s) if s.lists(&file, &bytes, &have) => Ok(Some(bytes.to_vec())),
-        Some(s) => match s.tables.get(&file) {
-            None => Err(corrupt(format!("not listed in {}; {fix}", sums_path.display()))),
-            Some(want) => Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256))),
-        },
-    }
+    check_table_against(&path, &bytes, before.as_ref(), read_sums)?;
+    Ok(Some(bytes.to_vec()))
 }
 
 #[cfg(test)]
@@ -694,7 +700,7 @@ mod tests {
         // checks against the sums read before it, and only so.
         check_table(&path, &new_bytes).unwrap();
         assert!(matches!(check_table(&path, &old_bytes), Err(StoreError::Corrupt { .. })));
-        check_table_against(&path, &old_bytes, Some(&old_sums)).unwrap();
+        check_table_against(&path, &old_bytes, Some(&old_sums), || read_checksums(&path)).unwrap();
 
         // Between step 1 and step 3 the file lists both.
         let mid = Checksums { tables: new_sums.tables.clone(), replacing: old_sums.tables.clone() };
@@ -703,7 +709,7 @@ mod tests {
         check_table(&path, &new_bytes).unwrap();
         let mut flipped = new_bytes.clone();
         flipped[10] ^= 1;
-        let e = check_table_against(&path, &flipped, Some(&old_sums)).unwrap_err().to_string();
+        let e = check_table_against(&path, &flipped, Some(&old_sums), || read_checksums(&path)).unwrap_err().to_string();
         assert!(e.contains("t.parquet") && e.contains("lists"), "{e}");
 
         // A rewrite that changes nothing writes no `replacing` at any step.

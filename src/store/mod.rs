@@ -600,15 +600,12 @@ impl Store {
         &self.location
     }
 
-    /// Opens the volume file `rel` of `bytes` bytes (as its record says) on `grid` chunks.
+    /// Opens the volume file `rel` of `bytes` bytes (as its record says), `shape_zyx` in
+    /// chunks of `chunk_zyx`.
     fn open_file(&self, rel: &str, bytes: u64, shape_zyx: [usize; 3], chunk_zyx: [usize; 3]) -> Result<VolumeFile, StoreError> {
         match &self.location {
             Location::Local(root) => VolumeFile::open(&root.join(rel)),
-            Location::Remote(r) => {
-                let chunks: u64 = (0..3).map(|a| shape_zyx[a].div_ceil(chunk_zyx[a].max(1)) as u64).product();
-                let head = (format::HEADER_SIZE as u64).saturating_add(chunks.saturating_mul(format::ENTRY_SIZE as u64)).saturating_add(4);
-                VolumeFile::open_remote(r.clone(), rel, bytes, head)
-            }
+            Location::Remote(r) => VolumeFile::open_remote(r.clone(), rel, bytes, format::payload_start_of(shape_zyx, chunk_zyx)),
         }
     }
 

@@ -104,6 +104,20 @@ impl VolumeFile {
         matches!(self.data, Data::Remote { .. })
     }
 
+    /// Fetches the payloads of the chunks region `r` touches, but those `skip` says are
+    /// at hand (in a cache), from object storage ahead of decoding, in as few requests as
+    /// coalescing allows; nothing (and no work) for a local file.
+    ///
+    /// # Errors
+    /// [`StoreError::Remote`] naming the object and the byte range.
+    pub fn fetch_region(&self, r: Region, skip: impl Fn([usize; 3]) -> bool) -> Result<Fetched, StoreError> {
+        if !self.is_remote() {
+            return Ok(Fetched::default());
+        }
+        let chunks: Vec<[usize; 3]> = self.chunks_touched(r).into_iter().filter(|&c| !skip(c)).collect();
+        self.fetch(&chunks)
+    }
+
     /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding,
     /// neighbouring ones coalesced into one request; nothing for a local file.
     ///
@@ -227,7 +241,7 @@ impl VolumeFile {
     pub fn read_region_as<T: Voxel>(&self, r: Region) -> Result<Array3<T>, StoreError> {
         self.check_dtype::<T>()?;
         // On object storage, every chunk of the region in as few requests as it takes.
-        let fetched = self.fetch(&if self.is_remote() { self.chunks_touched(r) } else { Vec::new() })?;
+        let fetched = self.fetch_region(r, |_| false)?;
         self.read_region_with(r, |c| self.decode_chunk_fetched::<T>(c, &fetched))
     }
 

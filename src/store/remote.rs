@@ -244,16 +244,27 @@ impl Remote {
         StoreError::Remote { object: self.name(rel).display().to_string(), range: range.map(|r| (r.start, r.end)), message: message.to_string() }
     }
 
-    /// Runs `fut` to completion on the runtime, within the deadline.
+    /// The error of a failed request for `rel`, with its causes.
+    fn describe(&self, rel: &str, range: Option<&Range<u64>>, e: &object_store::Error) -> StoreError {
+        self.error(rel, range, crate::message::causes_once(crate::message::chain(e)))
+    }
+
+    /// Runs `fut` (a request of `object_store` for `rel`) to completion on the runtime,
+    /// within the deadline.
     fn block<T>(&self, rel: &str, range: Option<&Range<u64>>, fut: impl std::future::Future<Output = Result<T, object_store::Error>>) -> Result<T, StoreError> {
+        self.run(rel, range, self.options.deadline, async { fut.await.map_err(|e| self.describe(rel, range, &e)) })
+    }
+
+    /// Runs `fut` to completion on the runtime within `deadline`; `rel` and `range` name
+    /// what it asked for when it does not finish.
+    fn run<T>(&self, rel: &str, range: Option<&Range<u64>>, deadline: Duration, fut: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         let rt = runtime()?;
         // The timer is made inside the runtime (it needs its time driver). A panic inside
         // the client (it has unwraps on configuration it did not check) becomes an error.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(async { tokio::time::timeout(self.options.deadline, fut).await })));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(async { tokio::time::timeout(deadline, fut).await })));
         match run {
-            Ok(Ok(Ok(v))) => Ok(v),
-            Ok(Ok(Err(e))) => Err(self.error(rel, range, crate::message::causes_once(crate::message::chain(&e)))),
-            Ok(Err(_)) => Err(self.error(rel, range, format!("no answer within {:.0} s (CTSTREAM_REMOTE_DEADLINE_S)", self.options.deadline.as_secs_f64()))),
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(self.error(rel, range, format!("no answer within {:.0} s (CTSTREAM_REMOTE_DEADLINE_S)", deadline.as_secs_f64()))),
             Err(p) => {
                 let what = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("a panic");
                 Err(self.error(rel, range, format!("the object-storage client failed ({what}); check the endpoint and credentials settings")))
@@ -267,27 +278,7 @@ impl Remote {
     /// # Errors
     /// [`StoreError::Remote`] naming the object.
     pub fn get(&self, rel: &str, max_bytes: u64) -> Result<Option<Bytes>, StoreError> {
-        let path = self.object(rel);
-        let got = self.block(rel, None, async {
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            match self.store.get(&path).await {
-                Ok(r) => {
-                    if r.meta.size > max_bytes {
-                        return Ok(Err(r.meta.size));
-                    }
-                    Ok(Ok(Some(r.bytes().await?)))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(Ok(None)),
-                Err(e) => Err(e),
-            }
-        })?;
-        match got {
-            Ok(b) => {
-                self.fetched.fetch_add(b.as_ref().map_or(0, |b| b.len() as u64), Ordering::Relaxed);
-                Ok(b)
-            }
-            Err(size) => Err(self.error(rel, None, format!("{size} bytes, more than the {max_bytes} a file of this kind may have"))),
-        }
+        self.run(rel, None, self.options.deadline, self.get_async(rel, max_bytes))
     }
 
     /// Bytes `range` of object `rel`, exactly that many.
@@ -355,15 +346,9 @@ impl Remote {
     /// # Errors
     /// [`StoreError::Remote`] naming the first object that failed.
     pub fn get_many(&self, rels: &[String], max_bytes: u64) -> Result<Vec<Option<Bytes>>, StoreError> {
-        let rt = runtime()?;
-        let fut = futures::stream::iter(rels.iter().map(|rel| {
-            let rel = rel.clone();
-            async move { (rel.clone(), self.get_async(&rel, max_bytes).await) }
-        }))
-        .buffered(CONCURRENCY)
-        .collect::<Vec<_>>();
-        let got = rt.block_on(async { tokio::time::timeout(self.options.deadline * 4, fut).await }).map_err(|_| self.error("volumes/", None, "listing reads did not finish within 4 deadlines"))?;
-        got.into_iter().map(|(_, r)| r).collect()
+        let fut = futures::stream::iter(rels.iter().map(|rel| self.get_async(rel, max_bytes))).buffered(CONCURRENCY).try_collect::<Vec<_>>();
+        // All of them together may take a few deadlines of one.
+        self.run(rels.first().map_or("", String::as_str), None, self.options.deadline * 4, fut)
     }
 
     async fn get_async(&self, rel: &str, max_bytes: u64) -> Result<Option<Bytes>, StoreError> {
@@ -372,12 +357,12 @@ impl Remote {
         let r = match self.store.get(&path).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(self.error(rel, None, crate::message::causes_once(crate::message::chain(&e)))),
+            Err(e) => return Err(self.describe(rel, None, &e)),
         };
         if r.meta.size > max_bytes {
             return Err(self.error(rel, None, format!("{} bytes, more than the {max_bytes} a file of this kind may have", r.meta.size)));
         }
-        let b = r.bytes().await.map_err(|e| self.error(rel, None, crate::message::causes_once(crate::message::chain(&e))))?;
+        let b = r.bytes().await.map_err(|e| self.describe(rel, None, &e))?;
         self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
         Ok(Some(b))
     }
