@@ -136,17 +136,6 @@ fn series_ids_are_validated_before_they_name_files() {
 }
 
 /// Every non-temporary file of a store with its bytes.
-fn snapshot(store: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    for p in ctstream::io::dicom::list_files(store).unwrap() {
-        let rel = p.strip_prefix(store).unwrap().display().to_string();
-        if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
-            out.insert(rel, fs::read(&p).unwrap());
-        }
-    }
-    out
-}
-
 /// The arguments of `ctstream ingest` for the dataset `data` into `out`, one job.
 fn ingest_args(data: &Path, out: &Path, resume: bool) -> Vec<std::ffi::OsString> {
     let mut a: Vec<std::ffi::OsString> = ["--quiet", "ingest", "--jobs", "1", "--input"].map(Into::into).into();
@@ -361,4 +350,50 @@ fn a_failed_write_leaves_the_store_as_it_was() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success());
     assert_eq!(Store::open(&out).unwrap().scans().len(), 3);
+}
+
+/// `--shard K/N` in N processes at once into one store, then `ctstream index`: the same
+/// store, file for file, as one ingest of everything. The shares are disjoint and cover
+/// every series; a shard without --resume is refused only for scans of its own share.
+#[test]
+fn shards_in_parallel_processes_then_index_equal_one_ingest() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 5, 21);
+    let single = dir.path().join("single");
+    let o = ingest_cmd(&data, &single, false).arg("--candidates").arg(data.join("candidates.csv")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sharded = dir.path().join("sharded");
+    let n = 3;
+    let children: Vec<_> = (0..n)
+        .map(|k| ingest_cmd(&data, &sharded, false).args(["--candidates"]).arg(data.join("candidates.csv")).args(["--json", "--shard", &format!("{k}/{n}")]).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .collect();
+    let mut stored = Vec::new();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mine: Vec<String> = s["stored"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        assert_eq!(s["other_shards"].as_u64().unwrap() as usize, 5 - mine.len());
+        stored.extend(mine);
+    }
+    stored.sort();
+    let all: Vec<String> = Store::open(&single).unwrap().series_ids().map(str::to_string).collect();
+    assert_eq!(stored, all, "every series in exactly one shard");
+    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("index").arg(&sharded).arg("--annotations").arg(data.join("annotations.csv")).arg("--candidates").arg(data.join("candidates.csv")).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (want, got) = (snapshot(&single), snapshot(&sharded));
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (name, bytes) in &want {
+        assert!(got[name] == *bytes, "{name} differs");
+    }
+    // Indexing without the CSVs would drop the nodules: refused unless asked for.
+    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("index").arg(&sharded).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give --annotations (and --excluded) again"), "{}", String::from_utf8_lossy(&o.stderr));
+    // A shard run again without --resume: refused for its own scans, naming the shard.
+    let k = (0..n).find(|k| all.iter().any(|id| ctstream::ingest::shard::Shard { index: *k, count: n }.contains(id))).unwrap();
+    let o = ingest_cmd(&data, &sharded, false).args(["--shard", &format!("{k}/{n}")]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("scans of shard {k}/{n}; pass --resume")), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -223,3 +223,98 @@ fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     assert!(msg.contains("(bytes "), "names the byte range: {msg}");
     assert!(matches!(err, ctstream::loader::LoaderError::Store(StoreError::Remote { .. })), "{err:?}");
 }
+
+/// The `object_store` settings of the environment that reach `server` (for the CLI).
+fn server_env(s: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", s.endpoint.clone()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+/// Every object under the remote's prefix, by path relative to it.
+fn objects(r: &Remote) -> std::collections::BTreeMap<String, Vec<u8>> {
+    r.list("").unwrap().into_iter().map(|(rel, _)| (rel.clone(), r.get(&rel, 1 << 30).unwrap().unwrap().to_vec())).collect()
+}
+
+fn assert_same_files(want: &std::collections::BTreeMap<String, Vec<u8>>, got: &std::collections::BTreeMap<String, Vec<u8>>) {
+    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    for (name, bytes) in want {
+        assert!(got[name] == *bytes, "{name} differs");
+    }
+}
+
+/// `ingest --out s3://...`: every object byte-identical to the file of a local ingest of
+/// the same inputs; the staging folder left empty; `--resume` skips everything and uploads
+/// nothing; without it the store is refused as a local one is.
+#[test]
+fn an_ingest_to_s3_stores_what_a_local_ingest_stores() {
+    let Some(s) = server() else { return };
+    let dir = tempdir();
+    let local = local_store(dir.path(), 3);
+    let data = dir.path().join("data");
+    let stage = dir.path().join("stage");
+    let mut cfg = ingest_config(&data, &stage);
+    cfg.remote = Some(Arc::new(remote(&s, "ingest", RemoteOptions::default())));
+    let summary = ingest::ingest(&cfg, &()).unwrap();
+    assert_eq!((summary.stored.len(), summary.scans_in_store, summary.failed.len()), (3, 3, 0), "{:?}", summary.failed);
+    let r = remote(&s, "ingest", RemoteOptions::default());
+    assert_same_files(&snapshot(&local), &objects(&r));
+    // Every volume and record uploaded was counted.
+    let uploaded: u64 = objects(&r).iter().filter(|(k, _)| !k.starts_with("index/") && k.as_str() != "manifest.json").map(|(_, v)| v.len() as u64).sum();
+    assert_eq!(summary.bytes_uploaded, uploaded);
+    assert!(snapshot(&stage).is_empty(), "staged files removed: {:?}", snapshot(&stage).keys().collect::<Vec<_>>());
+    let again = ingest::ingest(&IngestConfig { resume: true, ..cfg.clone() }, &()).unwrap();
+    assert_eq!((again.skipped.len(), again.stored.len(), again.bytes_uploaded), (3, 0, 0));
+    assert_same_files(&snapshot(&local), &objects(&r));
+    let e = ingest::ingest(&cfg, &()).unwrap_err();
+    assert!(e.to_string().starts_with(&format!("s3://{BUCKET}/ingest: the store already holds 3 scans; pass --resume")), "{e}");
+    // Other parameters are refused, naming the store.
+    let e = ingest::ingest(&IngestConfig { level: 5, resume: true, ..cfg.clone() }, &()).unwrap_err();
+    assert!(matches!(e, ingest::IngestError::Mismatch { .. }) && e.to_string().starts_with(&format!("s3://{BUCKET}/ingest: the store was made with other parameters")), "{e}");
+    // A folder that is not a staging folder is not emptied.
+    let e = ingest::ingest(&IngestConfig { out: local.clone(), resume: true, ..cfg.clone() }, &()).unwrap_err();
+    assert!(e.to_string().contains("not empty and not a staging folder"), "{e}");
+    assert!(Store::open(&local).is_ok());
+}
+
+/// Two `ctstream ingest --shard K/2` processes at once into one bucket prefix, then
+/// `ctstream index s3://...`: the objects equal the files of one local ingest of all of it.
+#[test]
+fn two_shards_in_two_processes_then_index_equal_one_ingest() {
+    let Some(s) = server() else { return };
+    let dir = tempdir();
+    let local = local_store(dir.path(), 4);
+    let data = dir.path().join("data");
+    let url = format!("s3://{BUCKET}/shards");
+    let csv = |a: &mut Command| {
+        a.arg("--annotations").arg(data.join("annotations.csv")).arg("--candidates").arg(data.join("candidates.csv"));
+    };
+    let children: Vec<_> = (0..2)
+        .map(|k| {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_ctstream"));
+            c.args(["--quiet", "ingest", "--jobs", "1", "--json", "--input"]).arg(&data).args(["--out", &url, "--shard", &format!("{k}/2"), "--stage"]).arg(dir.path().join(format!("stage{k}")));
+            csv(&mut c);
+            c.envs(server_env(&s)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let mut stored = 0;
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        stored += j["stored"].as_array().unwrap().len();
+        assert_eq!(j["stored"].as_array().unwrap().len() + j["other_shards"].as_u64().unwrap() as usize, 4);
+    }
+    assert_eq!(stored, 4);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ctstream"));
+    c.args(["index", &url]);
+    csv(&mut c);
+    let o = c.envs(server_env(&s)).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("4 scans"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_same_files(&snapshot(&local), &objects(&remote(&s, "shards", RemoteOptions::default())));
+}

@@ -332,12 +332,17 @@ def ingest(
     lung_mask: bool = True,
     labels: Union[None, Dict[str, PathLike], Sequence[str]] = None,
     nnunet: Union[None, PathLike, Sequence[PathLike]] = None,
+    shard: Optional[str] = None,
+    stage: Optional[PathLike] = None,
     progress: bool = True,
 ) -> Dict[str, Any]:
     """Builds (or, with ``resume``, extends) a store, as ``ctstream ingest`` does with the
     same options: ``spacing`` (x, y, z) mm [1, 1, 1], ``chunk`` (z, y, x) [16, 32, 32],
     zstd ``level`` [3], ``clip`` (lo, hi) HU [-1024, 3071], ``jobs`` [one per CPU],
     ``labels`` ({name: folder} or ``["NAME=DIR", ...]``), ``nnunet`` (raw dataset folders).
+    ``out`` is a folder or a URL on object storage (``s3://bucket/luna``; each scan is
+    written to the local folder ``stage`` first, then uploaded); ``shard="K/N"`` ingests
+    only that share of the series (then ``ctstream index STORE`` once every shard is done).
 
     Returns the summary (``stored``, ``skipped``, ``failed`` with each file and reason,
     ``warnings``, sizes, seconds). A scan that fails is listed there and the others are
@@ -368,6 +373,8 @@ def ingest(
         lung_mask=lung_mask,
         labels=None if labels is None else list(labels),
         nnunet=None if nnunet is None else [os.fspath(p) for p in nnunet],
+        shard=shard,
+        stage=fs(stage),
         progress=progress,
     )
     return json.loads(summary)

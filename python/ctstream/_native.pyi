@@ -107,6 +107,8 @@ def ingest(
     lung_mask: bool = True,
     labels: Optional[Sequence[str]] = None,
     nnunet: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+    shard: Optional[str] = None,
+    stage: Optional[Union[str, "os.PathLike[str]"]] = None,
     progress: bool = True,
 ) -> str: ...
 def synth(

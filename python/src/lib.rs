@@ -498,7 +498,7 @@ fn progress_for(show: bool) -> Box<dyn ctstream::progress::Progress> {
 /// Builds or extends a store, as `ctstream ingest` (same options, same checks); returns
 /// the summary as JSON text. Scans that fail are listed in it, not raised.
 #[pyfunction]
-#[pyo3(signature = (inputs, out, *, annotations=None, excluded=None, candidates=None, spacing=None, chunk=None, level=None, clip=None, jobs=None, resume=false, resample_uneven=false, allow_missing_slices=false, lung_mask=true, labels=None, nnunet=None, progress=true))]
+#[pyo3(signature = (inputs, out, *, annotations=None, excluded=None, candidates=None, spacing=None, chunk=None, level=None, clip=None, jobs=None, resume=false, resample_uneven=false, allow_missing_slices=false, lung_mask=true, labels=None, nnunet=None, shard=None, stage=None, progress=true))]
 #[allow(clippy::too_many_arguments)]
 fn ingest(
     py: Python<'_>,
@@ -518,9 +518,16 @@ fn ingest(
     lung_mask: bool,
     labels: Option<Vec<String>>,
     nnunet: Option<Vec<PathBuf>>,
+    shard: Option<String>,
+    stage: Option<PathBuf>,
     progress: bool,
 ) -> PyResult<String> {
-    let mut cfg = IngestConfig::new(inputs, out);
+    let mut cfg = IngestConfig::new(inputs, PathBuf::new());
+    if let Some(s) = shard {
+        cfg.shard = Some(parsed::<ctstream::ingest::shard::Shard>("shard", &s)?);
+    }
+    // A folder or a URL on object storage (s3://bucket/prefix, ...).
+    py.detach(|| cfg.set_out(&out.to_string_lossy(), stage)).map_err(ingest_err)?;
     cfg.annotations = annotations;
     cfg.excluded = excluded;
     cfg.candidates = candidates;

@@ -408,31 +408,57 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// # Errors
 /// As [`write_table`], and [`StoreError::Io`] for the checksums.
 pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
-    let mut new = Checksums::default();
-    let mut files = Vec::with_capacity(tables.len());
-    for (name, batch) in tables {
-        let path = dir.join(name);
-        let bytes = table_bytes(&path, batch)?;
-        new.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
-        files.push((path, bytes));
-    }
     let sums_path = dir.join(CHECKSUMS);
-    let write_sums = |sums: &Checksums| {
-        let json = serde_json::to_vec_pretty(sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
-        crate::fsutil::write_bytes_atomic(&sums_path, &json).map_err(|source| StoreError::Io { path: sums_path.clone(), source })
-    };
     // The sums of the tables there now, as they are (a damaged file lists nothing: its
     // tables were already refused, and stay refused until this rewrite ends).
     let old: Checksums = std::fs::read(&sums_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    write_index_with(dir, tables, old, |name, bytes| {
+        let path = dir.join(name);
+        crate::fsutil::write_bytes_atomic(&path, bytes).map_err(|source| StoreError::Io { path, source })
+    })
+}
+
+/// As [`write_index`], for the store at `location`: on object storage each file is one
+/// object written whole (a PUT), in the same order, so a reader racing the rewrite sees
+/// the same states as on a local disk.
+///
+/// # Errors
+/// As [`write_index`]; [`StoreError::Remote`] naming an object that cannot be written.
+pub fn write_index_at(location: &super::Location, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
+    match location {
+        super::Location::Local(root) => write_index(&root.join(super::INDEX), tables),
+        super::Location::Remote(r) => {
+            let rel = |name: &str| format!("{}/{name}", super::INDEX);
+            let old: Checksums = r.get(&rel(CHECKSUMS), MAX_TABLE_BYTES).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            write_index_with(&r.name(super::INDEX), tables, old, |name, bytes| r.put(&rel(name), bytes::Bytes::copy_from_slice(bytes)))
+        }
+    }
+}
+
+/// The rewrite of [`write_index`] with `old`, the sums there now, and `write`, which
+/// writes one file of the index (a table, or `checksums.json`) whole; `dir` names the
+/// folder in messages.
+fn write_index_with(dir: &Path, tables: &[(&str, &RecordBatch)], old: Checksums, mut write: impl FnMut(&str, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let mut new = Checksums::default();
+    let mut files = Vec::with_capacity(tables.len());
+    for (name, batch) in tables {
+        let bytes = table_bytes(&dir.join(name), batch)?;
+        new.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        files.push((*name, bytes));
+    }
+    let write_sums = |sums: &Checksums, write: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>| {
+        let json = serde_json::to_vec_pretty(sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
+        write(CHECKSUMS, &json)
+    };
     let mut replacing = old.tables;
     replacing.retain(|name, sum| new.tables.get(name) != Some(sum));
     if !replacing.is_empty() {
-        write_sums(&Checksums { tables: new.tables.clone(), replacing })?;
+        write_sums(&Checksums { tables: new.tables.clone(), replacing }, &mut write)?;
     }
-    for (path, bytes) in &files {
-        crate::fsutil::write_bytes_atomic(path, bytes).map_err(|source| StoreError::Io { path: path.clone(), source })?;
+    for (name, bytes) in &files {
+        write(name, bytes)?;
     }
-    write_sums(&new)
+    write_sums(&new, &mut write)
 }
 
 /// Reads `checksums.json` beside a table: `Ok(None)` for a store made before format 1.1,
@@ -497,7 +523,7 @@ fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>, af
     }
     let sums_path = path.with_file_name(CHECKSUMS);
     let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
-    let fix = "the index is damaged, or an interrupted ingest left it half rewritten; run `ctstream ingest --resume` with the same inputs and CSVs to rewrite it";
+    let fix = "the index is damaged, or an interrupted ingest left it half rewritten (or two ingests rewrote it at once); run `ctstream index STORE` with the CSVs (or `ctstream ingest --resume` with the same inputs and CSVs) to rewrite it";
     let Some(want) = sums.tables.get(&name) else {
         return Err(corrupt(format!("not listed in {}; {fix}", sums_path.display())));
     };

@@ -62,6 +62,22 @@ impl StoreLock {
         Ok(StoreLock { _file: file, path })
     }
 
+    /// Takes the lock of the store at `root`, waiting up to `wait` for another writer to
+    /// release it (shards of a sharded ingest take it only for their short writes: the
+    /// manifest and the index).
+    ///
+    /// # Errors
+    /// As [`StoreLock::acquire`]; [`StoreError::Locked`] when it is still held after `wait`.
+    pub fn wait(root: &Path, wait: std::time::Duration) -> Result<StoreLock, StoreError> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            match StoreLock::acquire(root) {
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(100)),
+                other => return other,
+            }
+        }
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path

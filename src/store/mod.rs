@@ -445,7 +445,7 @@ pub fn read_manifest_at(location: &Location) -> Result<Manifest, StoreError> {
     }
 }
 
-fn parse_manifest(p: PathBuf, text: &str) -> Result<Manifest, StoreError> {
+pub(crate) fn parse_manifest(p: PathBuf, text: &str) -> Result<Manifest, StoreError> {
     let m: Manifest = serde_json::from_str(text).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
     if m.format != "ctstream-store" {
         return Err(StoreError::NotAStore { path: p, message: format!("format is {:?}", m.format) });

@@ -390,6 +390,30 @@ impl Remote {
         Ok(())
     }
 
+    /// Writes object `rel` unless one exists (a conditional PUT, `If-None-Match: *`):
+    /// true when this call created it. A server without conditional writes overwrites, and
+    /// the call says true.
+    ///
+    /// # Errors
+    /// [`StoreError::Remote`] naming the object.
+    pub fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        let path = self.object(rel);
+        let n = bytes.len() as u64;
+        let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        let created = self.block(rel, None, async {
+            match self.store.put_opts(&path, PutPayload::from(bytes.clone()), opts).await {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+                Err(object_store::Error::NotImplemented { .. }) => self.store.put(&path, PutPayload::from(bytes)).await.map(|_| true),
+                Err(e) => Err(e),
+            }
+        })?;
+        if created {
+            self.sent.fetch_add(n, Ordering::Relaxed);
+        }
+        Ok(created)
+    }
+
     /// Deletes object `rel` (no error when it does not exist).
     ///
     /// # Errors

@@ -111,3 +111,15 @@ pub fn ingest_config(data: &std::path::Path, out: &std::path::Path) -> ctstream:
     c.jobs = 2;
     c
 }
+
+/// Every file of a local store (not the lock or other dot files), by path relative to it.
+pub fn snapshot(store: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in ctstream::io::dicom::list_files(store).unwrap() {
+        let rel = p.strip_prefix(store).unwrap().display().to_string();
+        if !p.file_name().unwrap().to_string_lossy().starts_with('.') {
+            out.insert(rel, std::fs::read(&p).unwrap());
+        }
+    }
+    out
+}

@@ -29,9 +29,24 @@ pub struct Args {
     /// LUNA16 candidates.csv (or candidates_V2.csv).
     #[arg(long)]
     candidates: Option<PathBuf>,
-    /// The store folder to create (or add to, with --resume).
+    /// The store to create (or add to, with --resume): a folder, or a URL on object
+    /// storage (s3://bucket/prefix, gs://, az://; credentials and endpoint from the
+    /// environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+    /// ...). On object storage each scan is written to --stage and then uploaded.
     #[arg(long)]
-    out: PathBuf,
+    out: String,
+    /// The local folder each scan is written to before it is uploaded to an --out on object
+    /// storage (needs room for --jobs scans); default: one under the system's temporary
+    /// folder, per store and shard.
+    #[arg(long, value_name = "DIR")]
+    stage: Option<PathBuf>,
+    /// Ingest only shard K of N (0 <= K < N): the series whose SHA-256 of the id, as a
+    /// number, is K mod N. Run the N shards at once, on one machine or many, into one
+    /// store (say --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), then
+    /// `ctstream index STORE` once they are done; docs/CLUSTER.md has a Slurm script and a
+    /// Kubernetes Job.
+    #[arg(long, value_name = "K/N")]
+    shard: Option<ctstream::ingest::shard::Shard>,
     /// Target spacing X,Y,Z in mm.
     #[arg(long, value_parser = parse3::<f64>, default_value = "1,1,1")]
     spacing: [f64; 3],
@@ -86,7 +101,9 @@ fn parse2(s: &str) -> Result<[i16; 2], String> {
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
-    let mut cfg = IngestConfig::new(a.input, a.out);
+    let mut cfg = IngestConfig::new(a.input, PathBuf::new());
+    cfg.shard = a.shard;
+    cfg.set_out(&a.out, a.stage).map_err(|e| ExitError(Exit::Usage, e.into()))?;
     cfg.annotations = a.annotations;
     cfg.excluded = a.excluded;
     cfg.candidates = a.candidates;
@@ -111,13 +128,20 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     // Every flag checked before anything is read or written.
     cfg.validate().map_err(|e| ExitError(Exit::Usage, e.into()))?;
     let read = if a.measure_read { Some(ingest::measure_read(&cfg, bars).context("reading the inputs")?) } else { None };
-    let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", cfg.out.display()))?;
+    let dest = cfg.location().name();
+    let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", dest.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).context("writing JSON")?);
     } else {
         let mb = |b: u64| b as f64 / 1e6;
-        println!("ingest into {} finished in {:.1} s", cfg.out.display(), s.seconds);
+        println!("ingest into {} finished in {:.1} s", dest.display(), s.seconds);
         println!("  scans       {} stored, {} failed, {} skipped (already stored), {} duplicate ids; {} in the store", s.stored.len(), s.failed.len(), s.skipped.len(), s.duplicates.len(), s.scans_in_store);
+        if let Some(k) = cfg.shard {
+            println!("  shard       {k}: {} series found belong to the other shards; run `ctstream index {}` (with the CSVs) when all are done", s.other_shards, dest.display());
+        }
+        if cfg.remote.is_some() {
+            println!("  uploaded    {:.1} MB (volume files and records; staged in {})", mb(s.bytes_uploaded), cfg.out.display());
+        }
         println!("  nodules     {} indexed, {} outside their scan; {} annotation rows for series not in the store", s.nodules_indexed, s.nodules_outside, s.annotations_without_scan);
         println!("  candidates  {} indexed; {} for series not in the store", s.candidates_indexed, s.candidates_without_scan);
         if cfg.lung_mask {

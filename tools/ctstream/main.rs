@@ -8,6 +8,7 @@ mod bench_net;
 mod demo;
 mod evaluate;
 mod export;
+mod index;
 mod info;
 mod ingest;
 mod inspect;
@@ -47,6 +48,8 @@ enum Command {
     Synth(synth::Args),
     /// Build a store: resample scans to a common grid, chunk, compress, index (parquet).
     Ingest(ingest::Args),
+    /// Rebuild a store's parquet index from its records and the CSVs (after a sharded ingest).
+    Index(index::Args),
     /// Show what a store holds: parameters, scans, nodules, sizes.
     Inspect(inspect::Args),
     /// Check every byte of a store: volumes, every chunk's CRC, records, the index.
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(a, &progress),
         Command::Synth(a) => synth::run(a, &progress),
         Command::Ingest(a) => ingest::run(a, &progress),
+        Command::Index(a) => index::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Verify(a) => verify::run(a, &progress),
         Command::Export(a) => export::run(a),

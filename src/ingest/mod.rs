@@ -15,7 +15,12 @@
 //!   fingerprint covers the input files' names, sizes and modification times and the
 //!   preprocessing parameters.
 //! - **Index**: written last, from the records of every completely stored scan, each table
-//!   renamed into place.
+//!   renamed into place ([`reindex`]).
+//! - **Object storage** (`--out s3://bucket/luna`): each scan is written to a local staging
+//!   folder and then uploaded, volume files first and its record last ([`upload`]).
+//! - **Shards** (`--shard K/N`): N runs, on one machine or many, each take a stable share
+//!   of the series ([`shard`]) into one store; `ctstream index` rebuilds the index from all
+//!   records when they are done.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -25,7 +30,13 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use crate::annotations::{self, Annotation, AnnotationError, Candidate};
+pub mod reindex;
+pub mod shard;
+pub mod upload;
+
+use std::sync::Arc;
+
+use crate::annotations::AnnotationError;
 use crate::fsutil::write_bytes_atomic;
 use crate::hu::HuStats;
 use crate::io::{self, SeriesEntry, SeriesSource, dicom::DicomOptions};
@@ -34,7 +45,8 @@ use crate::resample;
 use crate::store::format::{CodecSpec, Manifest, VERSION_MAJOR, VERSION_MINOR, valid_series_id};
 use crate::store::writer::{ChunkOptions, write_volume};
 use crate::labels;
-use crate::store::{self, INDEX, LabelRecord, MANIFEST, ScanRecord, StoreError, VOLUMES, index};
+use crate::store::remote::Remote;
+use crate::store::{self, INDEX, LabelRecord, MANIFEST, ScanRecord, StoreError, VOLUMES};
 
 /// The default chunk shape (z, y, x); see `format/CHUNKS.md` for the measurement.
 pub const DEFAULT_CHUNK: [usize; 3] = [16, 32, 32];
@@ -50,8 +62,13 @@ pub struct IngestConfig {
     pub excluded: Option<PathBuf>,
     /// `candidates.csv`.
     pub candidates: Option<PathBuf>,
-    /// The store folder.
+    /// The store folder; for a store on object storage ([`IngestConfig::remote`]), the
+    /// local staging folder each scan is written to before it is uploaded.
     pub out: PathBuf,
+    /// The store on object storage, when the store is there ([`IngestConfig::set_out`]).
+    pub remote: Option<Arc<Remote>>,
+    /// Ingest only this share of the series (`--shard K/N`, [`shard::Shard`]).
+    pub shard: Option<shard::Shard>,
     /// Target spacing (x, y, z) mm.
     pub spacing_xyz: [f64; 3],
     /// Chunk shape (z, y, x).
@@ -88,6 +105,8 @@ impl IngestConfig {
             excluded: None,
             candidates: None,
             out,
+            remote: None,
+            shard: None,
             spacing_xyz: [1.0; 3],
             chunk_shape_zyx: DEFAULT_CHUNK,
             level: 3,
@@ -98,6 +117,41 @@ impl IngestConfig {
             max_voxels: crate::volume::MAX_VOXELS,
             lung_mask: true,
             labels: Vec::new(),
+        }
+    }
+
+    /// Sets where the store is: a folder (or `file://` URL), or a URL on object storage
+    /// (`s3://bucket/luna`, `gs://`, `az://`; [`crate::store::Location::parse`]), whose
+    /// scans are staged in `stage` (default [`upload::default_stage`]) before they are
+    /// uploaded. Set [`IngestConfig::shard`] first: the default staging folder is per shard.
+    ///
+    /// # Errors
+    /// [`IngestError::Config`] for a URL the client cannot use, or a read-only (http) one.
+    pub fn set_out(&mut self, out: &str, stage: Option<PathBuf>) -> Result<(), IngestError> {
+        match crate::store::Location::parse(out).map_err(|e| IngestError::Config(format!("--out {out}: {e}")))? {
+            crate::store::Location::Local(p) => {
+                if let Some(s) = stage {
+                    return Err(IngestError::Config(format!("--stage {}: only a store on object storage is staged; --out {out} is a folder", s.display())));
+                }
+                self.out = p;
+                self.remote = None;
+            }
+            crate::store::Location::Remote(r) => {
+                if r.url().starts_with("http://") || r.url().starts_with("https://") {
+                    return Err(IngestError::Config(format!("--out {out}: an http(s) store is read-only; write to s3://, gs:// or az://")));
+                }
+                self.out = stage.unwrap_or_else(|| upload::default_stage(r.url(), self.shard));
+                self.remote = Some(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where the store is: its folder, or its URL on object storage.
+    pub fn location(&self) -> crate::store::Location {
+        match &self.remote {
+            Some(r) => crate::store::Location::Remote(r.clone()),
+            None => crate::store::Location::Local(self.out.clone()),
         }
     }
 
@@ -182,13 +236,16 @@ pub enum IngestError {
         /// Its manifest, summarised.
         existing: String,
     },
-    /// The store already holds scans and `--resume` was not given.
-    #[error("{path}: the store already holds {scans} scans; pass --resume to add to it (scans already stored are skipped)")]
+    /// The store already holds scans (of this run's shard, for a sharded ingest) and
+    /// `--resume` was not given.
+    #[error("{path}: the store already holds {scans} scans{}; pass --resume to add to it (scans already stored are skipped)", shard.map(|s| format!(" of shard {s}")).unwrap_or_default())]
     NotEmpty {
         /// The store.
         path: PathBuf,
         /// How many.
         scans: usize,
+        /// The shard they are of.
+        shard: Option<shard::Shard>,
     },
     /// Bad configuration.
     #[error("{0}")]
@@ -226,6 +283,10 @@ pub struct IngestSummary {
     pub temporary_files_removed: usize,
     /// Series ids found more than once (stored once).
     pub duplicates: Vec<String>,
+    /// Series found that belong to other shards (`--shard`), left to those.
+    pub other_shards: usize,
+    /// Bytes uploaded to object storage (volume files, records; not the index).
+    pub bytes_uploaded: u64,
     /// Scans in the store after the run.
     pub scans_in_store: usize,
     /// Nodule rows indexed (annotations + excluded) for stored scans.
@@ -469,23 +530,21 @@ fn read_label_file(l: &labels::files::LabelFile, entry: &SeriesEntry, shape_zyx:
     }
 }
 
-/// Creates the store (or checks an existing one against `manifest`).
+/// The error for a store at `path` whose manifest `existing` has other parameters.
+fn mismatch(path: PathBuf, existing: &Manifest) -> IngestError {
+    IngestError::Mismatch {
+        path,
+        existing: format!("spacing {:?} mm, chunk {:?}, clip {:?}, zstd level {}", existing.spacing_xyz, existing.chunk_shape_zyx, existing.hu_clip, existing.codec.level),
+    }
+}
+
+/// Creates the store folder (or checks an existing one against `manifest`).
 fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestError> {
     let root = &cfg.out;
     if root.join(MANIFEST).exists() {
         let existing = store::read_manifest(root)?;
         if !existing.same_parameters(manifest) {
-            return Err(IngestError::Mismatch {
-                path: root.clone(),
-                existing: format!(
-                    "spacing {:?} mm, chunk {:?}, clip {:?}, zstd level {}",
-                    existing.spacing_xyz, existing.chunk_shape_zyx, existing.hu_clip, existing.codec.level
-                ),
-            });
-        }
-        let n = store::read_records(root)?.scans.len();
-        if n > 0 && !cfg.resume {
-            return Err(IngestError::NotEmpty { path: root.clone(), scans: n });
+            return Err(mismatch(root.clone(), &existing));
         }
     }
     for dir in [root.clone(), root.join(VOLUMES), root.join(INDEX)] {
@@ -646,24 +705,50 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let t0 = Instant::now();
     cfg.validate()?;
     // Read the CSVs first: a bad row stops the run before any work.
-    let read_opt = |p: &Option<PathBuf>| -> Result<Vec<Annotation>, AnnotationError> { p.as_deref().map_or(Ok(Vec::new()), annotations::read_annotations) };
-    let nodules = read_opt(&cfg.annotations)?;
-    let excluded = cfg.excluded.as_deref().map_or(Ok(Vec::new()), annotations::read_excluded)?;
-    let candidates: Vec<Candidate> = cfg.candidates.as_deref().map_or(Ok(Vec::new()), annotations::read_candidates)?;
+    let csv = reindex::Annotations::read(cfg.annotations.as_deref(), cfg.excluded.as_deref(), cfg.candidates.as_deref())?;
 
     let manifest = cfg.manifest();
-    // Held until this function returns: a second ingest into the store is refused.
-    let _lock = store::lock::StoreLock::acquire(&cfg.out)?;
-    let temporary_files_removed = remove_temporary_files(&cfg.out);
-    prepare_store(cfg, &manifest)?;
+    let location = cfg.location();
+    let destination = location.name();
+    // The writer's lock. An ingest into a local store holds it until this function returns,
+    // so a second one is refused; shards share the store and take it only to write the
+    // manifest and the index (waiting for each other). An ingest to object storage holds
+    // the lock of its private staging folder.
+    let mut temporary_files_removed = 0;
+    let _lock = match (&cfg.remote, cfg.shard) {
+        (Some(r), _) => {
+            let lock = store::lock::StoreLock::acquire(&cfg.out)?;
+            upload::prepare_stage(&cfg.out)?;
+            upload::prepare(r, &manifest)?;
+            Some(lock)
+        }
+        (None, None) => {
+            let lock = store::lock::StoreLock::acquire(&cfg.out)?;
+            temporary_files_removed = remove_temporary_files(&cfg.out);
+            prepare_store(cfg, &manifest)?;
+            Some(lock)
+        }
+        (None, Some(_)) => {
+            // Temporary files may be another shard's, being written: left alone.
+            let _brief = store::lock::StoreLock::wait(&cfg.out, SHARD_LOCK_WAIT)?;
+            prepare_store(cfg, &manifest)?;
+            None
+        }
+    };
     // Damaged records are not "stored": their scans are ingested again from the inputs.
-    let existing = store::read_records(&cfg.out)?.scans;
+    let existing = store::read_records_at(&location)?.scans;
+    if !cfg.resume {
+        let mine = existing.keys().filter(|id| cfg.shard.is_none_or(|s| s.contains(id))).count();
+        if mine > 0 {
+            return Err(IngestError::NotEmpty { path: destination, scans: mine, shard: cfg.shard });
+        }
+    }
 
     let mut summary = IngestSummary { temporary_files_removed, ..Default::default() };
     let found = discover_all(&cfg.inputs, progress);
     summary.failed = found.failed;
     summary.duplicates = found.duplicates;
-    let entries = found.entries;
+    let mut entries = found.entries;
     // Label files, paired with the scans found; those that pair with none are reported.
     let label_files = labels::files::LabelFiles::discover(&cfg.labels)?;
     let ids: BTreeSet<&str> = entries.iter().map(|e| e.id.as_str()).chain(existing.keys().map(String::as_str)).collect();
@@ -673,6 +758,13 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     }
     for l in label_files.unpaired(&ids) {
         summary.warnings.push(Failure { source: l.path.display().to_string(), reason: format!("pairs with no scan (label volume {}; see `ctstream ingest --help` for how label files pair with scans)", l.name) });
+    }
+    drop(ids);
+    // This run's share: the others' series are theirs.
+    if let Some(s) = cfg.shard {
+        let before = entries.len();
+        entries.retain(|e| s.contains(&e.id));
+        summary.other_shards = before - entries.len();
     }
     // Resume: skip what is stored with the same fingerprint.
     let mut todo = Vec::new();
@@ -693,12 +785,15 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
         }
     }
 
-    // Store, `jobs` scans at a time.
+    // Store, `jobs` scans at a time; on object storage each is uploaded when written.
     let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
     progress.start_bytes("ingesting", total_bytes);
     let done = AtomicUsize::new(0);
     let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes, mine)| {
-        let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>());
+        let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>()).and_then(|(rec, lung_seconds)| match &cfg.remote {
+            Some(remote) => upload::publish(remote, &cfg.out, &rec).map(|sent| (rec, lung_seconds, sent)),
+            None => Ok((rec, lung_seconds, 0)),
+        });
         let n = done.fetch_add(1, Ordering::SeqCst) + 1;
         progress.advance(*bytes);
         progress.set_message(&format!("{n}/{} scans", todo.len()));
@@ -707,11 +802,12 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     progress.finish();
     for ((entry, _, bytes, _), r) in todo.iter().zip(results) {
         match r {
-            Ok(Ok((rec, lung_seconds))) => {
+            Ok(Ok((rec, lung_seconds, sent))) => {
                 summary.lung_mask_seconds += lung_seconds;
                 summary.bytes_in += bytes;
                 summary.bytes_out += rec.bytes_stored;
                 summary.bytes_raw += rec.bytes_raw;
+                summary.bytes_uploaded += sent;
                 for w in &rec.warnings {
                     summary.warnings.push(Failure { source: source_path(entry), reason: w.clone() });
                 }
@@ -726,37 +822,26 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     }
 
     // The index, last, from every completely stored scan: always written, whatever
-    // failed above.
-    let records = store::read_records(&cfg.out)?;
-    let scans = records.scans;
-    summary.damaged = records.damaged;
-    let (mut nodule_rows, missing_n) = index::nodule_rows(&scans, &nodules, &excluded);
-    // Whether each nodule lies in its scan's lung region: a damaged label volume is the
-    // scan's problem (`ctstream verify` names it), not a reason to write no index.
-    if let Ok(store) = store::Store::open(&cfg.out)
-        && let Err(e) = index::mark_in_lung_region(&store, &mut nodule_rows)
-    {
-        summary.warnings.push(Failure { source: cfg.out.display().to_string(), reason: format!("in_lung_region left out of nodules.parquet: {e}") });
-        nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
-    }
-    let (cand_rows, missing_c) = index::candidate_rows(&scans, &candidates);
-    let dir = cfg.out.join(INDEX);
-    let (t_scans, t_nodules, t_candidates) = (index::scans_batch(&scans), index::nodules_batch(&nodule_rows), index::candidates_batch(&cand_rows));
-    let (t_labels, t_components) = (index::labels_batch(&scans), index::components_batch(&scans));
-    index::write_index(
-        &dir,
-        &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates), ("labels.parquet", &t_labels), ("components.parquet", &t_components)],
-    )?;
-
-    summary.scans_in_store = scans.len();
-    summary.nodules_indexed = nodule_rows.len();
-    summary.nodules_outside = nodule_rows.iter().filter(|r| !r.inside).count();
-    summary.annotations_without_scan = missing_n;
-    summary.candidates_indexed = cand_rows.len();
-    summary.candidates_without_scan = missing_c;
+    // failed above (a shard waits for the lock, which other shards take for theirs).
+    let index = {
+        let _brief = if cfg.remote.is_none() && cfg.shard.is_some() { Some(store::lock::StoreLock::wait(&cfg.out, SHARD_LOCK_WAIT)?) } else { None };
+        reindex::write_index(&location, &csv)?
+    };
+    summary.damaged = index.damaged;
+    summary.warnings.extend(index.warnings);
+    summary.scans_in_store = index.scans_in_store;
+    summary.nodules_indexed = index.nodules_indexed;
+    summary.nodules_outside = index.nodules_outside;
+    summary.annotations_without_scan = index.annotations_without_scan;
+    summary.candidates_indexed = index.candidates_indexed;
+    summary.candidates_without_scan = index.candidates_without_scan;
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
 }
+
+/// How long a shard waits for the store's lock (another shard writing the index, or an
+/// ingest without `--shard` holding it throughout).
+pub const SHARD_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {

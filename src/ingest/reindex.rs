@@ -1,0 +1,91 @@
+//! The index, rebuilt from the records: what every ingest does last, and what `ctstream
+//! index STORE` does once the shards of a sharded ingest are done. The scan, label and
+//! component tables follow from the records alone; the nodule and candidate tables join
+//! the annotation CSVs to them, so the CSVs are given again.
+
+use std::path::Path;
+
+use crate::annotations::{self, Annotation, AnnotationError, Candidate};
+use crate::store::{DamagedRecord, Location, Store, index};
+
+use super::{Failure, IngestError};
+
+/// The annotation CSVs an index joins to the stored scans (LUNA16's `annotations.csv`,
+/// `annotations_excluded.csv`, `candidates.csv`), read and checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Annotations {
+    /// Nodules (`annotations.csv`).
+    pub nodules: Vec<Annotation>,
+    /// Findings excluded from LUNA16's evaluation (`annotations_excluded.csv`).
+    pub excluded: Vec<Annotation>,
+    /// Candidates (`candidates.csv`, `candidates_V2.csv`).
+    pub candidates: Vec<Candidate>,
+}
+
+impl Annotations {
+    /// Reads the CSVs that are given.
+    ///
+    /// # Errors
+    /// [`AnnotationError`] naming the file, the row and the field.
+    pub fn read(nodules: Option<&Path>, excluded: Option<&Path>, candidates: Option<&Path>) -> Result<Annotations, AnnotationError> {
+        Ok(Annotations {
+            nodules: nodules.map_or(Ok(Vec::new()), annotations::read_annotations)?,
+            excluded: excluded.map_or(Ok(Vec::new()), annotations::read_excluded)?,
+            candidates: candidates.map_or(Ok(Vec::new()), annotations::read_candidates)?,
+        })
+    }
+}
+
+/// What an index rebuild found.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct IndexSummary {
+    /// Scans in the store (completely stored: a valid record and its files).
+    pub scans_in_store: usize,
+    /// Records that are damaged; their scans are not in the index.
+    pub damaged: Vec<DamagedRecord>,
+    /// Nodule rows indexed (annotations + excluded) for stored scans.
+    pub nodules_indexed: usize,
+    /// Of those, how many lie outside their scan.
+    pub nodules_outside: usize,
+    /// Annotation rows (annotations + excluded) whose series is not in the store.
+    pub annotations_without_scan: usize,
+    /// Candidate rows indexed.
+    pub candidates_indexed: usize,
+    /// Candidate rows whose series is not in the store.
+    pub candidates_without_scan: usize,
+    /// What could not be worked out (a damaged lung mask: `in_lung_region` left out).
+    pub warnings: Vec<Failure>,
+}
+
+/// Rewrites the parquet index of the store at `location` from every completely stored
+/// scan and the CSVs (see [`index::write_index_at`] for how readers racing it fare). On
+/// a local disk the caller holds the store's lock; on object storage no two should run at
+/// once (`format/FORMAT.md`, "Several writers").
+///
+/// # Errors
+/// [`IngestError::Store`] when the store cannot be opened or the index written.
+pub fn write_index(location: &Location, csv: &Annotations) -> Result<IndexSummary, IngestError> {
+    let store = Store::open_location(location.clone())?;
+    let scans = store.scans();
+    let mut summary = IndexSummary { scans_in_store: scans.len(), damaged: store.damaged().to_vec(), ..Default::default() };
+    let (mut nodule_rows, missing_n) = index::nodule_rows(scans, &csv.nodules, &csv.excluded);
+    // Whether each nodule lies in its scan's lung region: a damaged label volume is the
+    // scan's problem (`ctstream verify` names it), not a reason to write no index.
+    if let Err(e) = index::mark_in_lung_region(&store, &mut nodule_rows) {
+        summary.warnings.push(Failure { source: location.name().display().to_string(), reason: format!("in_lung_region left out of nodules.parquet: {e}") });
+        nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
+    }
+    let (cand_rows, missing_c) = index::candidate_rows(scans, &csv.candidates);
+    let (t_scans, t_nodules, t_candidates) = (index::scans_batch(scans), index::nodules_batch(&nodule_rows), index::candidates_batch(&cand_rows));
+    let (t_labels, t_components) = (index::labels_batch(scans), index::components_batch(scans));
+    index::write_index_at(
+        location,
+        &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates), ("labels.parquet", &t_labels), ("components.parquet", &t_components)],
+    )?;
+    summary.nodules_indexed = nodule_rows.len();
+    summary.nodules_outside = nodule_rows.iter().filter(|r| !r.inside).count();
+    summary.annotations_without_scan = missing_n;
+    summary.candidates_indexed = cand_rows.len();
+    summary.candidates_without_scan = missing_c;
+    Ok(summary)
+}
