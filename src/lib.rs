@@ -3,8 +3,8 @@ ctstream: fast, correct 3D CT deep learning.
 
 This crate reads CT scans (DICOM series, MetaImage, NIfTI) with exactly the geometry and
 Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, ingests
-them into a chunked store ([`store`]; on a local disk or read from object storage,
-[`store::remote`]) with lung masks and label maps (NIfTI, MetaImage,
+them into a chunked store ([`store`]; on a local disk or on object storage,
+[`store::remote`]; by one process or by shards, [`ingest`]) with lung masks and label maps (NIfTI, MetaImage,
 DICOM SEG) as label volumes ([`labels`]),
 streams patches from it ([`loader`]), trains (`train`, feature `train`) and predicts
 ([`predict`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).

@@ -157,7 +157,7 @@ fn a_remote_store_reads_as_the_local_one() {
 fn loader_batches_from_a_remote_store_equal_the_local_stores() {
     let Some(s) = server() else { return };
     let dir = tempdir();
-    let local_path = uploaded(&s, dir.path(), 2, "loader");
+    let local_path = uploaded(&s, dir.path(), 4, "loader");
     let local = Store::open(&local_path).unwrap();
     let remote_store = open(remote(&s, "loader", RemoteOptions::default()));
     let collect = |store: &Store| -> Vec<Batch> {
@@ -167,6 +167,18 @@ fn loader_batches_from_a_remote_store_equal_the_local_stores() {
     let (a, b) = (collect(&local), collect(&remote_store));
     assert_eq!(a.len(), 6);
     assert_eq!(a, b, "the same batches, byte for byte");
+    // Data-parallel ranks on one remote store: each rank's batches are the local store's
+    // for that rank, and the ranks draw from disjoint scans that cover the store.
+    let ranked = |store: &Store, rank: usize| -> Vec<Batch> {
+        let l = Loader::builder(store).batch_size(4).workers(2).seed(9).shard(rank, 2).batches_per_epoch(Some(4)).build().unwrap();
+        l.epoch(0).map(|b| b.unwrap()).collect()
+    };
+    let scans = |bs: &[Batch]| bs.iter().flat_map(|b| b.patches.iter().map(|p| p.series_id.clone())).collect::<std::collections::BTreeSet<_>>();
+    let (r0, r1) = (ranked(&remote_store, 0), ranked(&remote_store, 1));
+    assert_eq!((r0.clone(), r1.clone()), (ranked(&local, 0), ranked(&local, 1)));
+    let (s0, s1) = (scans(&r0), scans(&r1));
+    assert!(s0.is_disjoint(&s1), "{s0:?} {s1:?}");
+    assert_eq!(s0.union(&s1).cloned().collect::<Vec<_>>(), local.series_ids().map(str::to_string).collect::<Vec<_>>());
 }
 
 #[test]
