@@ -194,8 +194,10 @@ class Loader:
     - ``hu_window`` (lo, hi) HU mapped to 0..1 [-1000, 400] (``window`` is the same);
     - ``augment``: ``"flip,rot90,hu,noise"``, ``"all"``, ``"none"``, or a dict of
       ``flip_zyx``, ``rot90``, ``hu_shift``, ``hu_scale``, ``noise_sigma`` [none];
-    - ``workers`` threads [2]; ``prefetch`` batches ahead [4]; ``cache_bytes`` of decoded
-      chunks [256 MiB] (``cache_mb`` is the same in MiB);
+    - ``workers`` threads [2]; ``prefetch`` batches ahead [4]; ``fetchers``: threads
+      fetching the chunks of coming patches from a store on object storage [32; none for
+      a local store]; ``cache_bytes`` of decoded chunks [256 MiB] (``cache_mb`` is the
+      same in MiB);
     - ``seed`` [0]; ``series`` (only these ids); ``split``: ``"train"`` or ``"val"`` with
       ``val_fraction`` [0.2]; ``rank`` and ``world`` (this rank's share of the scans);
       ``batches_per_epoch`` [every nodule once]; ``mask_label``: ``"NAME"`` or ``"NAME:V,V"``
@@ -223,6 +225,7 @@ class Loader:
         augment: Union[None, str, Dict[str, Any]] = None,
         workers: Optional[int] = None,
         prefetch: Optional[int] = None,
+        fetchers: Optional[int] = None,
         cache_bytes: Optional[int] = None,
         cache_mb: Optional[int] = None,
         seed: Optional[int] = None,
@@ -258,6 +261,7 @@ class Loader:
             augment=augment,
             workers=workers,
             prefetch=prefetch,
+            fetchers=fetchers,
             cache_bytes=cache_bytes,
             seed=seed,
             series=None if series is None else list(series),

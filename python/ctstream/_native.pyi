@@ -58,6 +58,7 @@ class Loader:
         augment: Union[None, str, Dict[str, Any]] = None,
         workers: Optional[int] = None,
         prefetch: Optional[int] = None,
+        fetchers: Optional[int] = None,
         cache_bytes: Optional[int] = None,
         seed: Optional[int] = None,
         series: Optional[Sequence[str]] = None,

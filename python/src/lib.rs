@@ -214,7 +214,7 @@ struct PyLoader {
 #[pymethods]
 impl PyLoader {
     #[new]
-    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None))]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -229,6 +229,7 @@ impl PyLoader {
         augment: Option<&Bound<'_, PyAny>>,
         workers: Option<usize>,
         prefetch: Option<usize>,
+        fetchers: Option<usize>,
         cache_bytes: Option<usize>,
         seed: Option<u64>,
         series: Option<Vec<String>>,
@@ -272,6 +273,9 @@ impl PyLoader {
         }
         if let Some(v) = prefetch {
             c.prefetch = v;
+        }
+        if let Some(v) = fetchers {
+            c.fetchers = v;
         }
         if let Some(v) = cache_bytes {
             c.cache_bytes = v;

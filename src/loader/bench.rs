@@ -9,6 +9,10 @@
 //! - **copy bound**: patches/s of the copy + convert step alone (window, mask
 //!   rasterisation, batch layout) on already-decoded patches, on the same number of
 //!   threads: the most the loader could deliver with every chunk already decoded.
+//! - **object storage** (a store given as a URL): requests per patch, bytes received per
+//!   patch, and bytes received per byte of the chunks asked for (above 1 where coalescing
+//!   fetched the gaps between neighbouring chunks), during the measurement. The decode
+//!   bound then decodes chunks fetched beforehand: it stays the bound of the CPU.
 
 use std::time::{Duration, Instant};
 
@@ -56,6 +60,21 @@ pub struct BenchReport {
     pub rss_start_bytes: u64,
     /// See `rss_start_bytes`.
     pub rss_end_bytes: u64,
+    /// For a store on object storage: its requests during the measurement.
+    pub remote: Option<RemoteReport>,
+}
+
+/// The requests of a loader reading a store on object storage, during the measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteReport {
+    /// Requests (byte ranges; coalesced ones count once).
+    pub requests: u64,
+    /// Requests per patch delivered.
+    pub requests_per_patch: f64,
+    /// Bytes received per patch delivered.
+    pub bytes_per_patch: f64,
+    /// Bytes received per byte of the chunk ranges asked for.
+    pub fetched_per_byte_wanted: f64,
 }
 
 /// A field of /proc/self/status in bytes (Linux); 0 elsewhere.
@@ -100,6 +119,8 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
     while t0.elapsed() < warmup {
         epoch.next().transpose()?;
     }
+    let remote = shared.scans.iter().find_map(|s| s.volume.remote().cloned());
+    let r0 = remote.as_ref().map(|r| r.stats());
     let (c0, rss_start) = (loader.cache_stats(), proc_status_bytes("VmRSS:"));
     let t = Instant::now();
     let mut patches = 0u64;
@@ -110,8 +131,19 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
     }
     let elapsed = t.elapsed().as_secs_f64();
     let c1 = loader.cache_stats();
+    let r1 = remote.as_ref().map(|r| r.stats());
     let rss_end = proc_status_bytes("VmRSS:");
     drop(epoch);
+    let remote = r0.zip(r1).map(|(a, b)| {
+        let requests = b.requests - a.requests;
+        let per_patch = |n: u64| n as f64 / patches.max(1) as f64;
+        RemoteReport {
+            requests,
+            requests_per_patch: per_patch(requests),
+            bytes_per_patch: per_patch(b.bytes_fetched - a.bytes_fetched),
+            fetched_per_byte_wanted: (b.bytes_fetched - a.bytes_fetched) as f64 / (b.bytes_wanted - a.bytes_wanted).max(1) as f64,
+        }
+    });
     let patches_per_s = patches as f64 / elapsed;
     let lookups = (c1.hits + c1.misses - c0.hits - c0.misses).max(1);
 
@@ -124,9 +156,17 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
         touched.push(v.chunks_touched(r).into_iter().map(|c| (s.scan, c)).collect::<Vec<_>>());
     }
     let chunks_per_patch = touched.iter().map(Vec::len).sum::<usize>() as f64 / specs.len() as f64;
+    // On object storage the chunks' bytes are fetched first, outside the timing (nothing
+    // for a local file).
+    let fetched: Vec<_> = specs
+        .iter()
+        .zip(&touched)
+        .map(|(s, t)| shared.scans[s.scan].volume.fetch(&t.iter().map(|(_, c)| *c).collect::<Vec<_>>()))
+        .collect::<Result<_, _>>()
+        .map_err(LoaderError::Store)?;
     let decode_s = parallel_time(cfg.workers, specs.len(), |i| {
         for (scan, c) in &touched[i] {
-            let _ = std::hint::black_box(shared.scans[*scan].volume.decode_chunk(*c));
+            let _ = std::hint::black_box(shared.scans[*scan].volume.decode_chunk_fetched::<i16>(*c, &fetched[i]));
         }
     });
     let decoded: Vec<_> = specs.iter().map(|s| read_patch(shared, s)).collect::<Result<_, _>>()?;
@@ -163,5 +203,6 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
         peak_rss_bytes: proc_status_bytes("VmHWM:"),
         rss_start_bytes: rss_start,
         rss_end_bytes: rss_end,
+        remote,
     })
 }

@@ -125,6 +125,24 @@ impl ChunkCache {
         })
     }
 
+    /// Decodes into the cache the chunks of `r` it does not hold (fetching them from object
+    /// storage first, in as few requests as coalescing allows), without assembling the
+    /// region: the work of a fetcher ahead of the workers.
+    ///
+    /// # Errors
+    /// As [`ChunkCache::read_region`].
+    pub fn warm_region<T: crate::store::format::Voxel + Into<i16>>(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<(), crate::store::StoreError> {
+        let grid = volume.header().grid();
+        let key = |c: [usize; 3]| (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32);
+        let fetched = self.fetch_missing(volume_key, volume, r)?;
+        for c in volume.chunks_touched(r) {
+            if !self.holds(key(c)) {
+                self.get_or_decode(key(c), || volume.decode_chunk_fetched::<T>(c, &fetched).map(|v| v.into_iter().map(Into::into).collect()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// For a volume on object storage: the payloads of the chunks of `r` the cache does not
     /// hold, fetched in as few requests as coalescing allows (nothing for a local file).
     fn fetch_missing(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {

@@ -209,6 +209,12 @@ pub struct LoaderConfig {
     pub workers: usize,
     /// Batches built ahead of the consumer.
     pub prefetch: usize,
+    /// For a store on object storage: threads that fetch (and decode into the cache) the
+    /// chunks of the patches ahead of the workers, so that many requests are in flight and
+    /// the server's latency is hidden; none for a local store. Default
+    /// [`DEFAULT_FETCHERS`].
+    #[serde(default = "default_fetchers")]
+    pub fetchers: usize,
     /// Decoded-chunk cache budget, bytes.
     pub cache_bytes: usize,
     /// Seed.
@@ -228,6 +234,14 @@ pub struct LoaderConfig {
     pub mask_label: Option<MaskLabel>,
 }
 
+/// The default of [`LoaderConfig::fetchers`]: requests in flight at once while the
+/// workers build batches from a store on object storage.
+pub const DEFAULT_FETCHERS: usize = 32;
+
+fn default_fetchers() -> usize {
+    DEFAULT_FETCHERS
+}
+
 impl Default for LoaderConfig {
     fn default() -> Self {
         LoaderConfig {
@@ -241,6 +255,7 @@ impl Default for LoaderConfig {
             augment: Augment::default(),
             workers: 2,
             prefetch: 4,
+            fetchers: DEFAULT_FETCHERS,
             cache_bytes: 256 << 20,
             seed: 0,
             series: None,
@@ -291,6 +306,9 @@ impl<'s> LoaderBuilder<'s> {
         workers: usize => workers,
         /// Batches built ahead; default 4.
         prefetch: usize => prefetch,
+        /// Threads fetching the chunks of coming patches from object storage; default
+        /// [`DEFAULT_FETCHERS`] (none are started for a local store).
+        fetchers: usize => fetchers,
         /// Cache budget in bytes; default 256 MiB.
         cache_bytes: usize => cache_bytes,
         /// Seed; default 0.
@@ -467,6 +485,9 @@ impl Loader {
         }
         if cfg.batches_per_epoch == Some(0) {
             return bad("an epoch needs at least 1 batch");
+        }
+        if cfg.fetchers > 1024 {
+            return bad("fetchers: at most 1024");
         }
         if !(0.0..=1.0).contains(&cfg.positive_share) {
             return bad("positive share must lie in [0, 1]");

@@ -91,6 +91,23 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
     Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
+/// Brings the chunks patch (epoch, batch, item) reads into the cache: its lung negative's
+/// label chunk, its scan chunks and its mask label's chunks (a fetcher's work, ahead of
+/// the worker that builds the batch).
+///
+/// # Errors
+/// As [`build_batch`]; the worker meets the same error and reports it.
+pub fn warm(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<(), LoaderError> {
+    let spec = resolve(shared, epoch, batch, item)?;
+    let scan = &shared.scans[spec.scan];
+    let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+    shared.cache.warm_region::<i16>(spec.scan as u32, &scan.volume, r)?;
+    if let (Some(v), Some(_)) = (&scan.mask_label, &shared.cfg.mask_label) {
+        shared.cache.warm_region::<u8>(super::cache::mask_key(spec.scan as u32), v, r)?;
+    }
+    Ok(())
+}
+
 /// The patch for (seed, epoch, batch, item) with its position settled: a lung negative's
 /// centre is the lung voxel its pick names, found in the decoded label chunk (through the
 /// shared cache). Everything else is [`sample`]'s.

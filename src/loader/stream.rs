@@ -4,9 +4,18 @@
 //! the consumer delivers them in order. A worker's error (or panic) arrives as an `Err`
 //! in place of its batch, and the epoch ends there. Dropping the [`Epoch`] disconnects
 //! both channels, so the workers stop after the batch in hand, and joins them.
+//!
+//! For a store on object storage, `fetchers` more threads (`ctstream.fetch.{n}`) take the
+//! patches of the coming batches one by one, in order, and bring their chunks into the
+//! shared cache ([`patch::warm`]), so that many requests are in flight while the workers
+//! decode and copy: the workers then find the chunks decoded. They stay at most
+//! `prefetch + fetchers / batch_size + 1` batches ahead of the consumer (so the cache holds
+//! what they fetched until it is used), ignore errors (the worker building the batch meets
+//! and reports them) and stop at the next patch once the epoch is dropped.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use std::time::Duration;
@@ -65,6 +74,68 @@ pub struct Epoch {
     end: usize,
     prefetch: usize,
     failed: bool,
+    ahead: Option<Arc<Ahead>>,
+}
+
+/// What the fetchers share with the consumer: the batch it takes next, and whether the
+/// epoch is over.
+#[derive(Debug)]
+struct Ahead {
+    next: Mutex<usize>,
+    moved: Condvar,
+    stop: AtomicBool,
+}
+
+impl Ahead {
+    /// Waits until batch `k` is fewer than `depth` batches ahead of the consumer; false
+    /// when the epoch is over.
+    fn wait_for(&self, k: usize, depth: usize) -> bool {
+        let Ok(mut next) = self.next.lock() else { return false };
+        while !self.stop.load(Ordering::Relaxed) && k >= *next + depth {
+            next = match self.moved.wait_timeout(next, Duration::from_millis(100)) {
+                Ok((n, _)) => n,
+                Err(_) => return false,
+            };
+        }
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, next: usize) {
+        if let Ok(mut n) = self.next.lock() {
+            *n = next;
+        }
+        self.moved.notify_all();
+    }
+}
+
+/// Starts the fetchers of an epoch of batches `first..end` (none for a local store).
+fn start_fetchers(shared: &Arc<Shared>, epoch: u64, first: usize, end: usize) -> Option<Arc<Ahead>> {
+    let cfg = &shared.cfg;
+    if cfg.fetchers == 0 || !shared.scans.iter().any(|s| s.volume.is_remote()) {
+        return None;
+    }
+    let ahead = Arc::new(Ahead { next: Mutex::new(first), moved: Condvar::new(), stop: AtomicBool::new(false) });
+    let item = Arc::new(AtomicUsize::new(0));
+    let depth = cfg.prefetch + cfg.fetchers / cfg.batch_size + 1;
+    for f in 0..cfg.fetchers {
+        let (shared, ahead, item) = (shared.clone(), ahead.clone(), item.clone());
+        let fetch = move || {
+            loop {
+                let j = item.fetch_add(1, Ordering::Relaxed);
+                let (k, i) = (first + j / shared.cfg.batch_size, j % shared.cfg.batch_size);
+                if k >= end || !ahead.wait_for(k, depth) {
+                    break;
+                }
+                // Errors (and panics) come to the worker that builds the batch.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::warm(&shared, epoch, k, i)));
+            }
+        };
+        // Not joined: one may be waiting on a request when the epoch ends; it stops after it.
+        if std::thread::Builder::new().name(format!("ctstream.fetch.{f}")).spawn(fetch).is_err() {
+            break;
+        }
+    }
+    Some(ahead)
 }
 
 impl std::fmt::Debug for Epoch {
@@ -107,7 +178,8 @@ impl Epoch {
                 Err(_) => break,
             }
         }
-        let mut e = Epoch { results: res_rx, jobs: Some(job_tx), workers, pending: BTreeMap::new(), next: first, issued: first, end: first + count, prefetch, failed: false };
+        let ahead = start_fetchers(&shared, epoch, first, first + count);
+        let mut e = Epoch { results: res_rx, jobs: Some(job_tx), workers, pending: BTreeMap::new(), next: first, issued: first, end: first + count, prefetch, failed: false, ahead };
         e.issue();
         e
     }
@@ -163,6 +235,9 @@ impl Epoch {
             }
         };
         self.next += 1;
+        if let Some(a) = &self.ahead {
+            a.set(self.next);
+        }
         if item.is_err() {
             self.failed = true;
         } else {
@@ -188,6 +263,10 @@ impl Iterator for Epoch {
 
 impl Drop for Epoch {
     fn drop(&mut self) {
+        if let Some(a) = &self.ahead {
+            a.stop.store(true, Ordering::Relaxed);
+            a.moved.notify_all();
+        }
         self.jobs.take();
         // Disconnect the results so a worker blocked on a full channel wakes up.
         let (_, dead) = unbounded::<Item>();

@@ -99,6 +99,14 @@ impl VolumeFile {
         Ok(VolumeFile { path, data: Data::Remote { remote, rel: rel.to_string() }, header, table })
     }
 
+    /// The object-storage client this volume is read through (None for a local file).
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        match &self.data {
+            Data::Remote { remote, .. } => Some(remote),
+            Data::Map(_) => None,
+        }
+    }
+
     /// Whether the file is on object storage (its chunks are fetched by byte range).
     pub fn is_remote(&self) -> bool {
         matches!(self.data, Data::Remote { .. })

@@ -109,6 +109,9 @@ pub struct RemoteStats {
     pub requests: u64,
     /// Bytes received.
     pub bytes_fetched: u64,
+    /// Bytes of the byte ranges asked for ([`Remote::get_ranges`]): what coalescing
+    /// fetched beyond them is `bytes_fetched` minus this (for range reads alone).
+    pub bytes_wanted: u64,
     /// Bytes sent.
     pub bytes_sent: u64,
 }
@@ -121,6 +124,7 @@ pub struct Remote {
     options: RemoteOptions,
     requests: AtomicU64,
     fetched: AtomicU64,
+    wanted: AtomicU64,
     sent: AtomicU64,
 }
 
@@ -213,7 +217,7 @@ impl Remote {
             }
             other => return Err(bad(format!("{other:?} is not an object store ctstream reads (a local folder is given as a path)"))),
         };
-        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), sent: AtomicU64::new(0) })
+        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0) })
     }
 
     /// The store's URL, without a trailing `/`.
@@ -228,7 +232,7 @@ impl Remote {
 
     /// Requests made so far.
     pub fn stats(&self) -> RemoteStats {
-        RemoteStats { requests: self.requests.load(Ordering::Relaxed), bytes_fetched: self.fetched.load(Ordering::Relaxed), bytes_sent: self.sent.load(Ordering::Relaxed) }
+        RemoteStats { requests: self.requests.load(Ordering::Relaxed), bytes_fetched: self.fetched.load(Ordering::Relaxed), bytes_wanted: self.wanted.load(Ordering::Relaxed), bytes_sent: self.sent.load(Ordering::Relaxed) }
     }
 
     /// The URL of the store's file `rel` (for messages; a `PathBuf` as local files are named).
@@ -300,6 +304,7 @@ impl Remote {
             return Ok(Vec::new());
         }
         let path = self.object(rel);
+        self.wanted.fetch_add(ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum(), Ordering::Relaxed);
         let span = ranges.iter().map(|r| r.start).min().unwrap_or(0)..ranges.iter().map(|r| r.end).max().unwrap_or(0);
         let got = self.block(rel, Some(&span), async {
             object_store::coalesce_ranges(

@@ -11,7 +11,7 @@ use crate::ExitError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store to read.
+    /// The store to read: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     #[arg(long)]
     store: PathBuf,
     /// Seconds to measure, after a warm-up of a quarter of that (at most 5 s).
@@ -23,6 +23,10 @@ pub struct Args {
     /// Patches per batch.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Threads fetching the chunks of coming patches from a store on object storage
+    /// (none are started for a local store).
+    #[arg(long, default_value_t = ctstream::loader::DEFAULT_FETCHERS)]
+    fetchers: usize,
     /// Decoded-chunk cache budget in MB.
     #[arg(long, default_value_t = 256)]
     cache: usize,
@@ -44,7 +48,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let negatives = a.negatives.parse::<ctstream::loader::Negatives>().map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
-    let loader = Loader::builder(&store).workers(a.workers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives);
+    let loader = Loader::builder(&store).workers(a.workers).fetchers(a.fetchers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives);
     let loader = match &a.mask_label {
         Some(m) => loader.mask_label(&m.name, &m.values),
         None => loader,
@@ -67,6 +71,15 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     println!("decode bound  {:8.0} patches/s  (every touched chunk decoded, {:.1} chunks/patch)   loader / bound = {:.2}", r.decode_bound_patches_per_s, r.chunks_per_patch, r.ratio_to_decode_bound);
     println!("copy bound    {:8.0} patches/s  (window + mask + layout of decoded patches)        loader / bound = {:.2}", r.copy_bound_patches_per_s, r.ratio_to_copy_bound);
     println!("cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB", r.cache_hit_rate, r.read_amplification, a.cache);
+    if let Some(rm) = &r.remote {
+        println!(
+            "remote        {:.2} requests/patch, {:.0} KB received/patch, {:.2} bytes received per byte of chunks asked for ({} requests)",
+            rm.requests_per_patch,
+            rm.bytes_per_patch / 1e3,
+            rm.fetched_per_byte_wanted,
+            rm.requests
+        );
+    }
     println!("memory        peak RSS {:.0} MiB; RSS {:.0} -> {:.0} MiB over the measurement", mb(r.peak_rss_bytes), mb(r.rss_start_bytes), mb(r.rss_end_bytes));
     Ok(())
 }
