@@ -330,3 +330,40 @@ fn two_shards_in_two_processes_then_index_equal_one_ingest() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("4 scans"), "{}", String::from_utf8_lossy(&o.stdout));
     assert_same_files(&snapshot(&local), &objects(&remote(&s, "shards", RemoteOptions::default())));
 }
+
+/// `--disk-cache`: a second run of the same epoch on a fresh client reads every chunk from
+/// the local folder (no request after the volumes are opened) and yields the same batches;
+/// a damaged cache file is not used (fetched again), and the batches stay the same.
+#[test]
+fn a_disk_cache_serves_a_second_run_without_requests() {
+    use ctstream::store::disk_cache::DiskCache;
+    let Some(s) = server() else { return };
+    let dir = tempdir();
+    uploaded(&s, dir.path(), 2, "disk");
+    let cache_dir = dir.path().join("cache");
+    let run = || -> (Vec<Batch>, u64, u64) {
+        let r = remote(&s, "disk", RemoteOptions::default());
+        assert!(r.set_disk_cache(DiskCache::open(&cache_dir, 1 << 30).unwrap()));
+        let store = open(r);
+        let l = Loader::builder(&store).batch_size(4).workers(2).seed(3).batches_per_epoch(Some(5)).build().unwrap();
+        let client = store.location().remote().unwrap().clone();
+        let before = client.stats().requests;
+        let batches: Vec<Batch> = l.epoch(0).map(|b| b.unwrap()).collect();
+        (batches, client.stats().requests - before, client.disk_cache().unwrap().stats().hits)
+    };
+    let (cold, cold_requests, _) = run();
+    assert!(cold_requests > 0);
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "chunk")).collect();
+    assert!(!files.is_empty());
+    let (warm, warm_requests, hits) = run();
+    assert_eq!(warm, cold, "the same batches from the disk cache");
+    assert_eq!(warm_requests, 0, "every chunk came from the disk cache");
+    assert!(hits > 0);
+    // One cache file damaged (same size): refused by its CRC, fetched again.
+    let mut b = std::fs::read(&files[0]).unwrap();
+    b[0] ^= 0xff;
+    std::fs::write(&files[0], &b).unwrap();
+    let (again, refetched, _) = run();
+    assert_eq!(again, cold);
+    assert!(refetched >= 1, "the damaged chunk was fetched again");
+}

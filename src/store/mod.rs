@@ -13,6 +13,7 @@
 //! # Ok::<(), ctstream::store::StoreError>(())
 //! ```
 
+pub mod disk_cache;
 pub mod format;
 pub mod index;
 pub mod lock;

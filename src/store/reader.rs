@@ -126,8 +126,9 @@ impl VolumeFile {
         self.fetch(&chunks)
     }
 
-    /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding,
-    /// neighbouring ones coalesced into one request; nothing for a local file.
+    /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding:
+    /// from the disk cache where one is set and holds them ([`Remote::set_disk_cache`]),
+    /// the rest with neighbouring ones coalesced into one request; nothing for a local file.
     ///
     /// # Errors
     /// [`StoreError::Remote`] naming the object and the byte range.
@@ -137,9 +138,29 @@ impl VolumeFile {
         let mut ks: Vec<usize> = chunks.iter().filter(|c| (0..3).all(|a| c[a] < grid[a])).map(|c| (c[0] * grid[1] + c[1]) * grid[2] + c[2]).collect();
         ks.sort_unstable();
         ks.dedup();
+        // The disk cache first, then one coalesced call for the rest.
+        let cache = remote.disk_cache();
+        let url = self.path.to_string_lossy();
+        let key = |k: usize| super::disk_cache::DiskCache::key(&url, self.header.file_size, self.table[k].offset, self.table[k].length, self.table[k].crc);
+        let mut out = HashMap::with_capacity(ks.len());
+        if let Some(c) = cache {
+            ks.retain(|&k| match c.get(&key(k), self.table[k].crc) {
+                Some(b) => {
+                    out.insert(k, Bytes::from(b));
+                    false
+                }
+                None => true,
+            });
+        }
         let ranges: Vec<std::ops::Range<u64>> = ks.iter().map(|&k| self.table[k].offset..self.table[k].offset + self.table[k].length as u64).collect();
         let got = remote.get_ranges(rel, &ranges)?;
-        Ok(Fetched(ks.into_iter().zip(got).collect()))
+        for (k, b) in ks.into_iter().zip(got) {
+            if let Some(c) = cache {
+                c.put(&key(k), &b);
+            }
+            out.insert(k, b);
+        }
+        Ok(Fetched(out))
     }
 
     /// The file's header.
@@ -201,8 +222,8 @@ impl VolumeFile {
         let payload: &[u8] = match (&self.data, fetched.0.get(&k)) {
             (Data::Map(map), _) => &map[range.start as usize..range.end as usize],
             (Data::Remote { .. }, Some(b)) => b,
-            (Data::Remote { remote, rel }, None) => {
-                remote_bytes = remote.get_range(rel, range)?;
+            (Data::Remote { .. }, None) => {
+                remote_bytes = self.fetch(&[chunk_zyx])?.0.remove(&k).unwrap_or_default();
                 &remote_bytes
             }
         };

@@ -48,6 +48,11 @@ pub fn is_remote(location: &str) -> bool {
 
 /// Objects larger than this are uploaded in parts (multipart upload).
 pub const MULTIPART_BYTES: usize = 16 << 20;
+/// Ranges less than this apart are fetched in one request (with the bytes between them).
+fn coalesce_bytes() -> u64 {
+    std::env::var("CTSTREAM_REMOTE_COALESCE").ok().and_then(|v| v.parse().ok()).unwrap_or(object_store::OBJECT_STORE_COALESCE_DEFAULT)
+}
+
 /// Requests of one call in flight at once (listing reads, coalesced ranges).
 const CONCURRENCY: usize = 16;
 
@@ -126,6 +131,7 @@ pub struct Remote {
     fetched: AtomicU64,
     wanted: AtomicU64,
     sent: AtomicU64,
+    disk_cache: OnceLock<super::disk_cache::DiskCache>,
 }
 
 impl std::fmt::Debug for Remote {
@@ -217,7 +223,18 @@ impl Remote {
             }
             other => return Err(bad(format!("{other:?} is not an object store ctstream reads (a local folder is given as a path)"))),
         };
-        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0) })
+        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0), disk_cache: OnceLock::new() })
+    }
+
+    /// Keeps the chunk bytes this store's volumes fetch in `cache` too, and reads them from
+    /// there first ([`super::disk_cache`]). Set once; false when one was set already.
+    pub fn set_disk_cache(&self, cache: super::disk_cache::DiskCache) -> bool {
+        self.disk_cache.set(cache).is_ok()
+    }
+
+    /// The disk cache of fetched chunks, when one is set.
+    pub fn disk_cache(&self) -> Option<&super::disk_cache::DiskCache> {
+        self.disk_cache.get()
     }
 
     /// The store's URL, without a trailing `/`.
@@ -318,7 +335,7 @@ impl Remote {
                         Ok::<_, object_store::Error>(b)
                     }
                 },
-                object_store::OBJECT_STORE_COALESCE_DEFAULT,
+                coalesce_bytes(),
             )
             .await
         })?;

@@ -4,10 +4,15 @@ one run: `ctstream bench` on the local folder, on a copy served by moto's S3 ser
 loopback interface, and on that server behind a proxy that delays every request.
 
     python3 tools/bench/remote.py --store STORE [--ctstream target/release/ctstream]
-        [--s3-python target/s3-venv/bin/python] [--seconds 20] [--rounds 3]
-        [--latency-ms 20] [--json OUT.json]
+        [--server moto|s3rver|s3s-fs] [--s3-python target/s3-venv/bin/python]
+        [--s3rver PATH] [--s3s-fs PATH] [--seconds 20] [--rounds 3] [--latency-ms 20] [--json OUT.json]
 
-The store is uploaded object for object (a store's files are its objects). Rounds
+The server is moto's (tools/s3/server.py, what the tests use; in Python, it copies the
+whole object to answer a range, so it bounds the throughput by itself), s3rver (Node.js,
+over a folder, answering a range from the file: `npm install s3rver@3.7.1`), or s3s-fs (in
+Rust, over a folder: `cargo install s3s-fs --version 0.14.1 --features binary`; it takes
+about 150 ms a range request here, hashing the whole file). The store is uploaded object
+for object (a store's files are its objects), or linked into s3s-fs's folder. Rounds
 alternate local, loopback and delayed runs; the medians and their ratios to the local
 figure are printed, with requests per patch and bytes received per byte asked for. The
 proxy (`LatencyProxy` below) holds every piece of a request on its way to the server for
@@ -88,6 +93,49 @@ class LatencyProxy:
                 w.close()
 
 
+def start_s3s(binary, store):
+    import shutil
+    import socket
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="ctstream-s3s-"))
+    shutil.copytree(store, root / BUCKET / "store", copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", "test", "--secret-key", "test", str(root)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit(f"{binary} did not start")
+    return p, f"http://127.0.0.1:{port}", root
+
+
+def start_s3rver(binary):
+    import socket
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="ctstream-s3rver-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = subprocess.Popen([binary, "-d", root, "-a", "127.0.0.1", "-p", str(port), "-s", "--configure-bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit(f"{binary} did not start")
+    time.sleep(0.5)
+    return p, f"http://127.0.0.1:{port}"
+
+
 def start_server(python):
     p = subprocess.Popen([python, str(ROOT / "tools/s3/server.py"), "--bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     endpoint = p.stdout.readline().strip()
@@ -96,27 +144,30 @@ def start_server(python):
     return p, endpoint
 
 
+KEY = "test"
+
+
 def env_for(endpoint):
     e = dict(os.environ)
-    e.update(AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    e.update(AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=KEY, AWS_REGION="us-east-1")
     return e
 
 
 def upload(python, endpoint, store, prefix):
     code = (
         "import boto3,os,sys\n"
-        "s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',aws_access_key_id='test',aws_secret_access_key='test')\n"
+        "s3=boto3.client('s3',endpoint_url=sys.argv[1],region_name='us-east-1',aws_access_key_id=sys.argv[5],aws_secret_access_key=sys.argv[5])\n"
         "root=sys.argv[2]\n"
         "for d,_,fs in os.walk(root):\n"
         "  for f in fs:\n"
         "    if f.startswith('.'): continue\n"
         "    p=os.path.join(d,f); s3.upload_file(p,sys.argv[3],sys.argv[4]+'/'+os.path.relpath(p,root))\n"
     )
-    subprocess.run([python, "-c", code, endpoint, str(store), BUCKET, prefix], check=True)
+    subprocess.run([python, "-c", code, endpoint, str(store), BUCKET, prefix, KEY], check=True)
 
 
-def bench(ctstream, store, seconds, env):
-    out = subprocess.run([ctstream, "--quiet", "bench", "--store", store, "--seconds", str(seconds), "--json"], env=env, check=True, capture_output=True, text=True)
+def bench(ctstream, store, seconds, env, extra):
+    out = subprocess.run([ctstream, "--quiet", "bench", "--store", store, "--seconds", str(seconds), "--json", *extra], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -124,15 +175,28 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", required=True, help="a local store (ctstream ingest --out)")
     ap.add_argument("--ctstream", default=str(ROOT / "target/release/ctstream"))
-    ap.add_argument("--s3-python", default=str(ROOT / "target/s3-venv/bin/python"), help="a Python with tools/s3/requirements.txt")
+    ap.add_argument("--server", choices=["moto", "s3rver", "s3s-fs"], default="moto")
+    ap.add_argument("--s3rver", default="s3rver", help="the s3rver script (node_modules/.bin/s3rver)")
+    ap.add_argument("--s3-python", default=str(ROOT / "target/s3-venv/bin/python"), help="a Python with tools/s3/requirements.txt (moto)")
+    ap.add_argument("--s3s-fs", default="s3s-fs", help="the s3s-fs binary")
+    ap.add_argument("--fetchers", type=int, help="ctstream bench --fetchers (default: the loader's)")
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--json", help="write the figures here as JSON")
     a = ap.parse_args()
-    server, endpoint = start_server(a.s3_python)
-    try:
+    global KEY
+    if a.server == "moto":
+        server, endpoint = start_server(a.s3_python)
         upload(a.s3_python, endpoint, a.store, "store")
+    elif a.server == "s3rver":
+        KEY = "S3RVER"  # the key pair s3rver accepts
+        server, endpoint = start_s3rver(a.s3rver)
+        upload(a.s3_python, endpoint, a.store, "store")
+    else:
+        server, endpoint, _ = start_s3s(a.s3s_fs, a.store)
+    extra = [] if a.fetchers is None else ["--fetchers", str(a.fetchers)]
+    try:
         proxy = LatencyProxy(int(endpoint.rsplit(":", 1)[1]), a.latency_ms / 1000.0)
         delayed = f"http://127.0.0.1:{proxy.port}"
         url = f"s3://{BUCKET}/store"
@@ -140,7 +204,7 @@ def main():
         runs = {k: [] for k in kinds}
         for r in range(a.rounds):
             for k, (store, env) in kinds.items():
-                rep = bench(a.ctstream, store, a.seconds, env)
+                rep = bench(a.ctstream, store, a.seconds, env, extra)
                 runs[k].append(rep)
                 rm = rep.get("remote") or {}
                 print(f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
@@ -151,6 +215,7 @@ def main():
             med = statistics.median(x["patches_per_s"] for x in reps)
             rms = [x["remote"] for x in reps if x.get("remote")]
             summary[k] = {
+                "server": a.server,
                 "patches_per_s": med,
                 "ratio_to_local": med / local,
                 "requests_per_patch": statistics.median(x["requests_per_patch"] for x in rms) if rms else None,
@@ -163,6 +228,8 @@ def main():
             Path(a.json).write_text(json.dumps(summary, indent=2))
     finally:
         server.stdin.close()
+        if a.server != "moto":
+            server.terminate()
         server.wait(timeout=30)
 
 

@@ -4,9 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use ctstream::loader::{Augment, Loader, MaskLabel, Negatives};
-use ctstream::store::Store;
 use sha2::{Digest, Sha256};
 
 use crate::{Exit, ExitError};
@@ -59,6 +57,8 @@ pub struct Args {
     /// f32 little-endian bytes, C order), and the patches.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    disk_cache: crate::DiskCacheArgs,
 }
 
 fn usage(flag: &str, e: impl std::fmt::Display) -> ExitError {
@@ -74,7 +74,7 @@ fn sha256_f32(v: &[f32]) -> String {
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
-    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let store = crate::open_store(&a.store, &a.disk_cache)?;
     let negatives = a.negatives.parse::<Negatives>().map_err(|e| usage("--negatives", e))?;
     let augment = Augment::parse(&a.augment, a.patch).map_err(|e| usage("--augment", e))?;
     let b = Loader::builder(&store)

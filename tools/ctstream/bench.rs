@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ctstream::loader::{Loader, bench};
-use ctstream::store::Store;
 
 use crate::ExitError;
 
@@ -39,6 +38,8 @@ pub struct Args {
     /// Masks from a label volume (NAME or NAME:V,V), as `train --mask-label`.
     #[arg(long, value_name = "NAME[:V,...]")]
     mask_label: Option<ctstream::loader::MaskLabel>,
+    #[command(flatten)]
+    disk_cache: crate::DiskCacheArgs,
     /// Print JSON (keys: patches_per_s, decode_bound_patches_per_s, copy_bound_patches_per_s,
     /// read_amplification, cache_hit_rate, peak_rss_bytes, ...).
     #[arg(long)]
@@ -46,7 +47,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
-    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let store = crate::open_store(&a.store, &a.disk_cache)?;
     let negatives = a.negatives.parse::<ctstream::loader::Negatives>().map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
     let loader = Loader::builder(&store).workers(a.workers).fetchers(a.fetchers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives);
     let loader = match &a.mask_label {

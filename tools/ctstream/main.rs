@@ -79,6 +79,39 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// `--disk-cache DIR --disk-cache-gb N`, for the commands that stream from a store.
+#[derive(Debug, Clone, clap::Args)]
+struct DiskCacheArgs {
+    /// For a store on object storage: keep the chunk bytes fetched in this local folder and
+    /// read them from there first (a second epoch or run fetches nothing it holds).
+    #[arg(long, value_name = "DIR")]
+    disk_cache: Option<std::path::PathBuf>,
+    /// The most the --disk-cache folder may hold, in GB (10^9 bytes); the least recently
+    /// used chunks go first.
+    #[arg(long, value_name = "N", default_value_t = 10.0, requires = "disk_cache")]
+    disk_cache_gb: f64,
+}
+
+/// Opens the store at `path` with the disk cache of `cache`, if one is given.
+fn open_store(path: &std::path::Path, cache: &DiskCacheArgs) -> Result<ctstream::store::Store, ExitError> {
+    use anyhow::Context;
+    let gb = cache.disk_cache_gb;
+    if !(gb.is_finite() && gb > 0.0 && gb <= 1e6) {
+        return Err(ExitError(Exit::Usage, anyhow::anyhow!("--disk-cache-gb {gb}: give more than 0 and at most 1000000")));
+    }
+    let store = ctstream::store::Store::open(path).with_context(|| format!("opening {}", path.display()))?;
+    if let Some(dir) = &cache.disk_cache {
+        match store.location().remote() {
+            Some(r) => {
+                let c = ctstream::store::disk_cache::DiskCache::open(dir, (gb * 1e9) as u64).with_context(|| format!("--disk-cache {}", dir.display()))?;
+                r.set_disk_cache(c);
+            }
+            None => eprintln!("note: {} is a local store; --disk-cache is for stores on object storage and is not used", path.display()),
+        }
+    }
+    Ok(store)
+}
+
 /// Parses `A,B,C` (three comma-separated numbers) for flags such as `--spacing` and `--chunk`.
 fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
     let v: Vec<T> = s.split(',').map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
@@ -110,6 +143,13 @@ impl<E: Into<anyhow::Error>> From<E> for ExitError {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`ctstream inspect ... | head`) ends the process as it ends any Unix
+    // tool, instead of a panic in println!.
+    #[cfg(unix)]
+    // SAFETY: called first, before any other thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let progress = progress::Bars::new(cli.quiet);
     let result = match cli.command {

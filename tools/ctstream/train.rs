@@ -25,9 +25,11 @@ checkpoints/step-N/. Ctrl-C stops after the current step and writes a checkpoint
 continues from the newest checkpoint with the same next batches. On resume only --steps/--epochs, --device, --backend, --workers, \
 --cache, --val-every, --checkpoint-every, --keep-checkpoints and --store may be given.")]
 pub struct Args {
-    /// The store to train on.
+    /// The store to train on: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     #[arg(long)]
     store: Option<PathBuf>,
+    #[command(flatten)]
+    disk_cache: crate::DiskCacheArgs,
     /// Run folder for a new run.
     #[arg(long, required_unless_present = "resume", conflicts_with = "resume")]
     out: Option<PathBuf>,
@@ -297,7 +299,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         }
     };
 
-    let store = Store::open(&cfg.store).with_context(|| format!("opening {}", cfg.store.display()))?;
+    let store = crate::open_store(&cfg.store, &a.disk_cache)?;
     if resume.is_some() && !store.manifest().same_parameters(&cfg.store_manifest) {
         return Err(anyhow!("{}: the store's parameters differ from those the run started with (config.json store_manifest); resuming would train on other data", cfg.store.display()).into());
     }
