@@ -341,7 +341,7 @@ fn a_disk_cache_serves_a_second_run_without_requests() {
     let dir = tempdir();
     uploaded(&s, dir.path(), 2, "disk");
     let cache_dir = dir.path().join("cache");
-    let run = || -> (Vec<Batch>, u64, u64) {
+    let run = || -> (Vec<Batch>, u64, ctstream::store::disk_cache::DiskCacheStats) {
         let r = remote(&s, "disk", RemoteOptions::default());
         assert!(r.set_disk_cache(DiskCache::open(&cache_dir, 1 << 30).unwrap()));
         let store = open(r);
@@ -349,21 +349,21 @@ fn a_disk_cache_serves_a_second_run_without_requests() {
         let client = store.location().remote().unwrap().clone();
         let before = client.stats().requests;
         let batches: Vec<Batch> = l.epoch(0).map(|b| b.unwrap()).collect();
-        (batches, client.stats().requests - before, client.disk_cache().unwrap().stats().hits)
+        (batches, client.stats().requests - before, client.disk_cache().unwrap().stats())
     };
     let (cold, cold_requests, _) = run();
     assert!(cold_requests > 0);
     let files: Vec<PathBuf> = std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "chunk")).collect();
     assert!(!files.is_empty());
-    let (warm, warm_requests, hits) = run();
+    let (warm, warm_requests, stats) = run();
     assert_eq!(warm, cold, "the same batches from the disk cache");
     assert_eq!(warm_requests, 0, "every chunk came from the disk cache");
-    assert!(hits > 0);
+    assert!(stats.hits > 0 && stats.misses == 0, "{stats:?}");
     // One cache file damaged (same size): refused by its CRC, fetched again.
     let mut b = std::fs::read(&files[0]).unwrap();
     b[0] ^= 0xff;
     std::fs::write(&files[0], &b).unwrap();
-    let (again, refetched, _) = run();
+    let (again, _, stats) = run();
     assert_eq!(again, cold);
-    assert!(refetched >= 1, "the damaged chunk was fetched again");
+    assert_eq!(stats.misses, 1, "the damaged chunk was fetched again: {stats:?}");
 }
