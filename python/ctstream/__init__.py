@@ -59,11 +59,13 @@ class Store:
     """A ctstream store, opened from its folder (made by ``ctstream ingest`` or
     :func:`ingest`) or its URL on object storage (``s3://bucket/luna``, ``gs://``, ``az://``,
     ``https://``; credentials and endpoint from the usual ``AWS_*`` / ``GOOGLE_*`` /
-    ``AZURE_*`` environment variables). Raises :class:`StoreError` naming the file when it
-    cannot be opened."""
+    ``AZURE_*`` environment variables). For a store on object storage, ``disk_cache`` is a
+    local folder that keeps the chunk bytes fetched (at most ``disk_cache_gb`` GB, least
+    recently used out first), read from there first by later epochs and runs. Raises
+    :class:`StoreError` naming the file when it cannot be opened."""
 
-    def __init__(self, path: PathLike):
-        self._native = _native.Store(os.fspath(path))
+    def __init__(self, path: PathLike, disk_cache: Optional[PathLike] = None, disk_cache_gb: float = 10.0):
+        self._native = _native.Store(os.fspath(path), None if disk_cache is None else os.fspath(disk_cache), float(disk_cache_gb))
         self.manifest: Dict[str, Any] = json.loads(self._native.manifest_json())
 
     @property

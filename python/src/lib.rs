@@ -76,8 +76,17 @@ struct PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    #[pyo3(signature = (path, disk_cache=None, disk_cache_gb=10.0))]
+    fn new(py: Python<'_>, path: PathBuf, disk_cache: Option<PathBuf>, disk_cache_gb: f64) -> PyResult<Self> {
+        if !(disk_cache_gb.is_finite() && disk_cache_gb > 0.0 && disk_cache_gb <= 1e6) {
+            return Err(PyValueError::new_err(format!("disk_cache_gb {disk_cache_gb}: give more than 0 and at most 1000000")));
+        }
         let store = py.detach(|| Store::open(&path)).map_err(store_err)?;
+        // The disk cache is for stores on object storage; a local store reads its own files.
+        if let (Some(dir), Some(r)) = (disk_cache, store.location().remote()) {
+            let c = py.detach(|| ctstream::store::disk_cache::DiskCache::open(&dir, (disk_cache_gb * 1e9) as u64)).map_err(store_err)?;
+            r.set_disk_cache(c);
+        }
         Ok(PyStore { inner: Arc::new(store) })
     }
 
