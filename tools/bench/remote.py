@@ -13,7 +13,8 @@ over a folder, answering a range from the file: `npm install s3rver@3.7.1`), or 
 Rust, over a folder: `cargo install s3s-fs --version 0.14.1 --features binary`; it takes
 about 150 ms a range request here, hashing the whole file). The store is uploaded object
 for object (a store's files are its objects), or linked into s3s-fs's folder. Rounds
-alternate local, loopback and delayed runs; the medians and their ratios to the local
+alternate local, loopback, loopback with a disk cache (--disk-cache: a new folder, "cold",
+then the same again, "warm") and delayed runs; the medians and their ratios to the local
 figure are printed, with requests per patch and bytes received per byte asked for. The
 proxy (`LatencyProxy` below) holds every piece of a request on its way to the server for
 `--latency-ms` before passing it on, so each request costs that much more, as a server
@@ -200,11 +201,25 @@ def main():
         proxy = LatencyProxy(int(endpoint.rsplit(":", 1)[1]), a.latency_ms / 1000.0)
         delayed = f"http://127.0.0.1:{proxy.port}"
         url = f"s3://{BUCKET}/store"
-        kinds = {"local": (a.store, dict(os.environ)), "loopback": (url, env_for(endpoint)), f"{a.latency_ms:g} ms": (url, env_for(delayed))}
+        import tempfile
+
+        cache_root = Path(tempfile.mkdtemp(prefix="ctstream-disk-cache-"))
+        # (store, environment, disk cache: None, "cold" (a new folder) or "warm" (the last one))
+        kinds = {
+            "local": (a.store, dict(os.environ), None),
+            "loopback": (url, env_for(endpoint), None),
+            "disk cold": (url, env_for(endpoint), "cold"),
+            "disk warm": (url, env_for(endpoint), "warm"),
+            f"{a.latency_ms:g} ms": (url, env_for(delayed), None),
+        }
         runs = {k: [] for k in kinds}
         for r in range(a.rounds):
-            for k, (store, env) in kinds.items():
-                rep = bench(a.ctstream, store, a.seconds, env, extra)
+            for k, (store, env, disk) in kinds.items():
+                flags = list(extra)
+                if disk:
+                    folder = cache_root / f"round{r}"
+                    flags += ["--disk-cache", str(folder)]
+                rep = bench(a.ctstream, store, a.seconds, env, flags)
                 runs[k].append(rep)
                 rm = rep.get("remote") or {}
                 print(f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
