@@ -94,45 +94,45 @@ class LatencyProxy:
                 w.close()
 
 
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, binary):
+    import socket
+
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"{binary} did not start")
+
+
 def start_s3s(binary, store):
     import shutil
-    import socket
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="ctstream-s3s-"))
     shutil.copytree(store, root / BUCKET / "store", copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     p = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", "test", "--secret-key", "test", str(root)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        sys.exit(f"{binary} did not start")
+    wait_listening(port, binary)
     return p, f"http://127.0.0.1:{port}", root
 
 
 def start_s3rver(binary):
-    import socket
     import tempfile
 
     root = tempfile.mkdtemp(prefix="ctstream-s3rver-")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     p = subprocess.Popen([binary, "-d", root, "-a", "127.0.0.1", "-p", str(port), "-s", "--configure-bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        sys.exit(f"{binary} did not start")
+    wait_listening(port, binary)
     time.sleep(0.5)
     return p, f"http://127.0.0.1:{port}"
 

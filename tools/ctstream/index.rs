@@ -2,8 +2,6 @@
 //! parquet index from the store's records, as an ingest does last; run once after the
 //! shards of a sharded ingest are done.
 
-use std::path::PathBuf;
-
 use anyhow::Context;
 use ctstream::ingest::reindex::{self, Annotations};
 use ctstream::store::{Location, Store};
@@ -14,15 +12,9 @@ use crate::{Exit, ExitError};
 pub struct Args {
     /// The store: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     store: String,
-    /// LUNA16 annotations.csv (nodules, world mm), as given to ingest.
-    #[arg(long)]
-    annotations: Option<PathBuf>,
-    /// LUNA16 annotations_excluded.csv, as given to ingest.
-    #[arg(long)]
-    excluded: Option<PathBuf>,
-    /// LUNA16 candidates.csv, as given to ingest.
-    #[arg(long)]
-    candidates: Option<PathBuf>,
+    /// The CSVs, as given to ingest.
+    #[command(flatten)]
+    csv: crate::CsvArgs,
     /// Write the index without nodules or candidates even though the store's index has
     /// some (by default that is refused: the CSVs were forgotten).
     #[arg(long)]
@@ -34,7 +26,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), ExitError> {
     let location = Location::parse(&a.store).map_err(|e| ExitError(Exit::Usage, e.into()))?;
-    let csv = Annotations::read(a.annotations.as_deref(), a.excluded.as_deref(), a.candidates.as_deref()).context("reading the CSVs")?;
+    let csv = Annotations::read(a.csv.annotations.as_deref(), a.csv.excluded.as_deref(), a.csv.candidates.as_deref()).context("reading the CSVs")?;
     // A local store is locked while its index is rewritten (as by an ingest, or a shard).
     let _lock = match &location {
         Location::Local(root) => Some(ctstream::store::lock::StoreLock::wait(root, ctstream::ingest::SHARD_LOCK_WAIT).with_context(|| format!("indexing {}", root.display()))?),
@@ -50,8 +42,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
             }
         };
         // A damaged table is rewritten whatever it held.
-        forgotten("nodules", "--annotations (and --excluded)", store.nodules().map_or(0, |v| v.len()), a.annotations.is_some() || a.excluded.is_some())?;
-        forgotten("candidates", "--candidates", store.candidates().map_or(0, |v| v.len()), a.candidates.is_some())?;
+        forgotten("nodules", "--annotations (and --excluded)", store.nodules().map_or(0, |v| v.len()), a.csv.annotations.is_some() || a.csv.excluded.is_some())?;
+        forgotten("candidates", "--candidates", store.candidates().map_or(0, |v| v.len()), a.csv.candidates.is_some())?;
     }
     let s = reindex::write_index(&location, &csv).with_context(|| format!("indexing {}", a.store))?;
     if a.json {

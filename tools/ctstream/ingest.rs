@@ -20,15 +20,8 @@ pub struct Args {
     /// dataset.json names its labels. Repeat for several; --input may add more scans.
     #[arg(long, value_name = "DIR")]
     nnunet: Vec<PathBuf>,
-    /// LUNA16 annotations.csv (nodules, world mm).
-    #[arg(long)]
-    annotations: Option<PathBuf>,
-    /// LUNA16 annotations_excluded.csv.
-    #[arg(long)]
-    excluded: Option<PathBuf>,
-    /// LUNA16 candidates.csv (or candidates_V2.csv).
-    #[arg(long)]
-    candidates: Option<PathBuf>,
+    #[command(flatten)]
+    csv: crate::CsvArgs,
     /// The store to create (or add to, with --resume): a folder, or a URL on object
     /// storage (s3://bucket/prefix, gs://, az://; credentials and endpoint from the
     /// environment: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
@@ -104,9 +97,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let mut cfg = IngestConfig::new(a.input, PathBuf::new());
     cfg.shard = a.shard;
     cfg.set_out(&a.out, a.stage).map_err(|e| ExitError(Exit::Usage, e.into()))?;
-    cfg.annotations = a.annotations;
-    cfg.excluded = a.excluded;
-    cfg.candidates = a.candidates;
+    cfg.annotations = a.csv.annotations;
+    cfg.excluded = a.csv.excluded;
+    cfg.candidates = a.csv.candidates;
     cfg.spacing_xyz = a.spacing;
     cfg.chunk_shape_zyx = a.chunk;
     cfg.level = a.level;

@@ -79,6 +79,20 @@ enum Command {
     Demo(demo::Args),
 }
 
+/// The LUNA16 CSVs an index joins to the scans (`ingest`, `index`).
+#[derive(Debug, Clone, clap::Args)]
+struct CsvArgs {
+    /// LUNA16 annotations.csv (nodules, world mm).
+    #[arg(long)]
+    annotations: Option<std::path::PathBuf>,
+    /// LUNA16 annotations_excluded.csv.
+    #[arg(long)]
+    excluded: Option<std::path::PathBuf>,
+    /// LUNA16 candidates.csv (or candidates_V2.csv).
+    #[arg(long)]
+    candidates: Option<std::path::PathBuf>,
+}
+
 /// `--disk-cache DIR --disk-cache-gb N`, for the commands that stream from a store.
 #[derive(Debug, Clone, clap::Args)]
 struct DiskCacheArgs {
