@@ -211,7 +211,7 @@ fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     let Some(mut s) = server() else { return };
     let dir = tempdir();
     uploaded(&s, dir.path(), 1, "stop");
-    let quick = RemoteOptions { request_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(1), retries: 2, deadline: Duration::from_secs(5) };
+    let quick = RemoteOptions { request_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(1), retries: 2, deadline: Duration::from_secs(5), ..RemoteOptions::default() };
     let store = open(remote(&s, "stop", quick));
     // No chunk cache: every patch goes to the server.
     let loader = Loader::builder(&store).batch_size(2).workers(2).cache_bytes(0).batches_per_epoch(Some(10_000)).build().unwrap();

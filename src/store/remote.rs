@@ -48,17 +48,13 @@ pub fn is_remote(location: &str) -> bool {
 
 /// Objects larger than this are uploaded in parts (multipart upload).
 pub const MULTIPART_BYTES: usize = 16 << 20;
-/// Ranges less than this apart are fetched in one request (with the bytes between them).
-fn coalesce_bytes() -> u64 {
-    std::env::var("CTSTREAM_REMOTE_COALESCE").ok().and_then(|v| v.parse().ok()).unwrap_or(object_store::OBJECT_STORE_COALESCE_DEFAULT)
-}
-
 /// Requests of one call in flight at once (listing reads, coalesced ranges).
 const CONCURRENCY: usize = 16;
 
 /// Settings of the client: timeouts and retries. [`RemoteOptions::from_env`] reads
 /// `CTSTREAM_REMOTE_TIMEOUT_S` (one request; default 30), `CTSTREAM_REMOTE_RETRIES`
-/// (default 4) and `CTSTREAM_REMOTE_DEADLINE_S` (one call with its retries; default 120).
+/// (default 4), `CTSTREAM_REMOTE_DEADLINE_S` (one call with its retries; default 120) and
+/// `CTSTREAM_REMOTE_COALESCE_KB` (default 1024).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RemoteOptions {
     /// Longest wait for one request.
@@ -69,11 +65,14 @@ pub struct RemoteOptions {
     pub retries: usize,
     /// Longest a call may take, retries included.
     pub deadline: Duration,
+    /// Byte ranges of one call less than this apart are fetched in one request, with the
+    /// bytes between them (default 1 MiB, `object_store`'s: fewer requests, more bytes).
+    pub coalesce_bytes: u64,
 }
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5), retries: 4, deadline: Duration::from_secs(120) }
+        RemoteOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5), retries: 4, deadline: Duration::from_secs(120), coalesce_bytes: object_store::OBJECT_STORE_COALESCE_DEFAULT }
     }
 }
 
@@ -102,6 +101,9 @@ impl RemoteOptions {
         }
         if let Ok(v) = std::env::var("CTSTREAM_REMOTE_RETRIES") {
             o.retries = v.trim().parse::<usize>().ok().filter(|&n| n <= 100).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_RETRIES={v:?}: give a count, 0 to 100") })?;
+        }
+        if let Ok(v) = std::env::var("CTSTREAM_REMOTE_COALESCE_KB") {
+            o.coalesce_bytes = v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_COALESCE_KB={v:?}: give KiB, 0 to 1048576") })? << 10;
         }
         Ok(o)
     }
@@ -335,7 +337,7 @@ impl Remote {
                         Ok::<_, object_store::Error>(b)
                     }
                 },
-                coalesce_bytes(),
+                self.options.coalesce_bytes,
             )
             .await
         })?;

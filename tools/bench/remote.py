@@ -167,6 +167,15 @@ def upload(python, endpoint, store, prefix):
     subprocess.run([python, "-c", code, endpoint, str(store), BUCKET, prefix, KEY], check=True)
 
 
+def cpu_seconds(pid):
+    """User + system CPU seconds of process `pid` so far (Linux /proc), or 0."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def bench(ctstream, store, seconds, env, extra):
     out = subprocess.run([ctstream, "--quiet", "bench", "--store", store, "--seconds", str(seconds), "--json", *extra], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
@@ -219,11 +228,15 @@ def main():
                 if disk:
                     folder = cache_root / f"round{r}"
                     flags += ["--disk-cache", str(folder)]
+                c0, t0 = cpu_seconds(server.pid), time.monotonic()
                 rep = bench(a.ctstream, store, a.seconds, env, flags)
+                # The server's share of one core over the whole run (warm-up and bounds too).
+                rep["server_cpu_share"] = (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
                 runs[k].append(rep)
                 rm = rep.get("remote") or {}
                 print(f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
-                      f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte asked for", flush=True)
+                      f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte asked for, "
+                      f"server {rep['server_cpu_share']:.2f} of a core", flush=True)
         local = statistics.median(x["patches_per_s"] for x in runs["local"])
         summary = {}
         for k, reps in runs.items():
@@ -236,6 +249,7 @@ def main():
                 "requests_per_patch": statistics.median(x["requests_per_patch"] for x in rms) if rms else None,
                 "fetched_per_byte_wanted": statistics.median(x["fetched_per_byte_wanted"] for x in rms) if rms else None,
                 "cache_hit_rate": statistics.median(x["cache_hit_rate"] for x in reps),
+                "server_cpu_share": statistics.median(x["server_cpu_share"] for x in reps),
                 "rounds": [x["patches_per_s"] for x in reps],
             }
             print(f"{k:>10}: {med:7.0f} patches/s (median of {len(reps)}), {med / local:.2f} x local")
