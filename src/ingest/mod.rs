@@ -825,7 +825,7 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     // failed above (a shard waits for the lock, which other shards take for theirs).
     let index = {
         let _brief = if cfg.remote.is_none() && cfg.shard.is_some() { Some(store::lock::StoreLock::wait(&cfg.out, SHARD_LOCK_WAIT)?) } else { None };
-        reindex::write_index(&location, &csv)?
+        reindex::write_index(&store::Store::open_location(location)?, &csv)?
     };
     summary.damaged = index.damaged;
     summary.warnings.extend(index.warnings);

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::annotations::{self, Annotation, AnnotationError, Candidate};
-use crate::store::{DamagedRecord, Location, Store, index};
+use crate::store::{DamagedRecord, Store, index};
 
 use super::{Failure, IngestError};
 
@@ -57,21 +57,22 @@ pub struct IndexSummary {
     pub warnings: Vec<Failure>,
 }
 
-/// Rewrites the parquet index of the store at `location` from every completely stored
-/// scan and the CSVs (see [`index::write_index_at`] for how readers racing it fare). On
+/// Rewrites the parquet index of `store` (opened after the last scan was stored) from
+/// every completely stored scan and the CSVs (see [`index::write_index_at`] for how
+/// readers racing it fare). On
 /// a local disk the caller holds the store's lock; on object storage no two should run at
 /// once (`format/FORMAT.md`, "Several writers").
 ///
 /// # Errors
-/// [`IngestError::Store`] when the store cannot be opened or the index written.
-pub fn write_index(location: &Location, csv: &Annotations) -> Result<IndexSummary, IngestError> {
-    let store = Store::open_location(location.clone())?;
+/// [`IngestError::Store`] when the index cannot be written.
+pub fn write_index(store: &Store, csv: &Annotations) -> Result<IndexSummary, IngestError> {
+    let location = store.location();
     let scans = store.scans();
     let mut summary = IndexSummary { scans_in_store: scans.len(), damaged: store.damaged().to_vec(), ..Default::default() };
     let (mut nodule_rows, missing_n) = index::nodule_rows(scans, &csv.nodules, &csv.excluded);
     // Whether each nodule lies in its scan's lung region: a damaged label volume is the
     // scan's problem (`ctstream verify` names it), not a reason to write no index.
-    if let Err(e) = index::mark_in_lung_region(&store, &mut nodule_rows) {
+    if let Err(e) = index::mark_in_lung_region(store, &mut nodule_rows) {
         summary.warnings.push(Failure { source: location.name().display().to_string(), reason: format!("in_lung_region left out of nodules.parquet: {e}") });
         nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
     }

@@ -29,11 +29,16 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     let csv = Annotations::read(a.csv.annotations.as_deref(), a.csv.excluded.as_deref(), a.csv.candidates.as_deref()).context("reading the CSVs")?;
     // A local store is locked while its index is rewritten (as by an ingest, or a shard).
     let _lock = match &location {
-        Location::Local(root) => Some(ctstream::store::lock::StoreLock::wait(root, ctstream::ingest::SHARD_LOCK_WAIT).with_context(|| format!("indexing {}", root.display()))?),
+        Location::Local(root) => {
+            // A folder that is not a store is named as such, not made one by the lock.
+            ctstream::store::read_manifest(root).with_context(|| format!("opening {}", a.store))?;
+            Some(ctstream::store::lock::StoreLock::wait(root, ctstream::ingest::SHARD_LOCK_WAIT).with_context(|| format!("indexing {}", root.display()))?)
+        }
         Location::Remote(_) => None,
     };
+    // Opened once the lock is held: the records as they are now.
+    let store = Store::open_location(location).with_context(|| format!("opening {}", a.store))?;
     if !a.no_csv {
-        let store = Store::open_location(location.clone()).with_context(|| format!("opening {}", a.store))?;
         let forgotten = |what: &str, flags: &str, have: usize, given: bool| {
             if have > 0 && !given {
                 Err(ExitError(Exit::Usage, anyhow::anyhow!("{}: its index lists {have} {what}; give {flags} again (as to ingest), or --no-csv to drop them", a.store)))
@@ -45,7 +50,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         forgotten("nodules", "--annotations (and --excluded)", store.nodules().map_or(0, |v| v.len()), a.csv.annotations.is_some() || a.csv.excluded.is_some())?;
         forgotten("candidates", "--candidates", store.candidates().map_or(0, |v| v.len()), a.csv.candidates.is_some())?;
     }
-    let s = reindex::write_index(&location, &csv).with_context(|| format!("indexing {}", a.store))?;
+    let s = reindex::write_index(&store, &csv).with_context(|| format!("indexing {}", a.store))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).context("writing JSON")?);
     } else {
