@@ -367,3 +367,45 @@ fn a_disk_cache_serves_a_second_run_without_requests() {
     assert_eq!(again, cold);
     assert_eq!(stats.misses, 1, "the damaged chunk was fetched again: {stats:?}");
 }
+
+#[test]
+fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
+    let Some(s) = server() else { return };
+    let dir = tempdir();
+    let local_path = uploaded(&s, dir.path(), 1, "memory");
+    let local = Store::open(&local_path).unwrap();
+    let id = local.series_ids().next().unwrap().to_string();
+    let lv = local.volume(&id).unwrap();
+    let read = |memory_bytes: u64| {
+        let store = open(remote(&s, "memory", RemoteOptions { memory_bytes, ..RemoteOptions::default() }));
+        let v = store.volume(&id).unwrap();
+        let client = store.location().remote().unwrap().clone();
+        // Chunks 0 and 2 of the first row: one request for bytes 0..end of chunk 2 (the
+        // gap, chunk 1, is far below the 1 MiB coalescing gap), which brings chunk 1.
+        let before = client.stats();
+        let f = v.fetch(&[[0, 0, 0], [0, 0, 2]]).unwrap();
+        for c in [[0, 0, 0], [0, 0, 2]] {
+            assert_eq!(v.decode_chunk_fetched::<i16>(c, &f).unwrap(), lv.decode_chunk(c).unwrap());
+        }
+        let mid = client.stats();
+        assert_eq!(mid.requests - before.requests, 1);
+        let f = v.fetch(&[[0, 0, 1]]).unwrap();
+        assert_eq!(v.decode_chunk_fetched::<i16>([0, 0, 1], &f).unwrap(), lv.decode_chunk([0, 0, 1]).unwrap());
+        let end = client.stats();
+        (end.requests - mid.requests, mid.bytes_fetched - before.bytes_fetched, mid.bytes_wanted - before.bytes_wanted, end.bytes_wanted - before.bytes_wanted, client.memory_cache().stats())
+    };
+    // The payload lengths, from the local file's chunk table (FORMAT.md: they tile the
+    // file in chunk order, so chunks 0..=2 are one run of bytes).
+    let head = std::fs::read(lv.path()).unwrap();
+    let entry_len = |k: usize| u32::from_le_bytes(head[256 + 16 * k + 8..256 + 16 * k + 12].try_into().unwrap()) as u64;
+    let (l0, l1, l2) = (entry_len(0), entry_len(1), entry_len(2));
+    let (again, fetched, wanted_first, wanted_all, stats) = read(256 << 20);
+    assert_eq!(again, 0, "chunk 1 came with the first request");
+    assert_eq!(fetched, l0 + l1 + l2);
+    assert_eq!(wanted_first, l0 + l2, "asked for");
+    assert_eq!(wanted_all, fetched, "every byte received was used");
+    assert_eq!(stats.hits, 1);
+    // Without a memory budget chunk 1 is asked for again.
+    let (again, fetched, _, wanted_all, _) = read(0);
+    assert_eq!((again, fetched, wanted_all), (1, l0 + l1 + l2, l0 + l1 + l2));
+}

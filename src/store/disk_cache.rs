@@ -5,7 +5,8 @@
 //! Each chunk payload is one file, named by the SHA-256 of what identifies it (the
 //! object's URL, the file's size, and the chunk's offset, length and CRC-32), so a volume
 //! replaced in the store never reads stale bytes from the cache. Files are written under a
-//! temporary name and renamed. Bytes read back are checked against the chunk table's
+//! temporary name and renamed, not synced: a file a crash left torn fails its CRC-32 and is
+//! fetched again. Bytes read back are checked against the chunk table's
 //! CRC-32 before use; a file that fails is removed and the chunk fetched again. The least
 //! recently used files go when the budget is exceeded. Several processes may share one
 //! folder (each keeps its own count of it, so the folder may briefly hold more than one
@@ -138,12 +139,22 @@ impl DiskCache {
         }
     }
 
+    /// Whether the cache holds entry `key` (by its count; the file is not read).
+    pub fn holds(&self, key: &str) -> bool {
+        self.state.lock().is_ok_and(|s| s.files.contains_key(key))
+    }
+
     /// Stores `bytes` as entry `key` (best effort: a full disk only costs the cache).
     pub fn put(&self, key: &str, bytes: &[u8]) {
         if bytes.len() as u64 > self.budget {
             return;
         }
-        if crate::fsutil::write_bytes_atomic(&self.dir.join(key), bytes).is_err() {
+        // A temporary name of this thread's own (several may write one key at once), then
+        // the rename; no sync, as the module says.
+        static SERIAL: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.dir.join(format!(".{key}-{}.tmp-{}", SERIAL.fetch_add(1, Ordering::Relaxed), std::process::id()));
+        if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, self.dir.join(key))).is_err() {
+            let _ = std::fs::remove_file(&tmp);
             return;
         }
         if let Ok(mut s) = self.state.lock() {

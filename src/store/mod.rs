@@ -17,6 +17,7 @@ pub mod disk_cache;
 pub mod format;
 pub mod index;
 pub mod lock;
+pub mod memory_cache;
 pub mod reader;
 pub mod remote;
 pub mod verify;

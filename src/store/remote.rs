@@ -51,10 +51,31 @@ pub const MULTIPART_BYTES: usize = 16 << 20;
 /// Requests of one call in flight at once (listing reads, coalesced ranges).
 const CONCURRENCY: usize = 16;
 
+/// `ranges` sorted and merged where at most `gap` bytes apart (empty ones dropped).
+///
+/// ```
+/// use ctstream::store::remote::merge_ranges;
+/// assert_eq!(merge_ranges(&[10..20, 0..5, 30..40, 7..7], 10), vec![0..5, 10..40]);
+/// assert_eq!(merge_ranges(&[0..5, 5..9, 2..3], 0), vec![0..9]);
+/// ```
+pub fn merge_ranges(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut rs: Vec<Range<u64>> = ranges.iter().filter(|r| r.end > r.start).cloned().collect();
+    rs.sort_unstable_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(rs.len());
+    for r in rs {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
 /// Settings of the client: timeouts and retries. [`RemoteOptions::from_env`] reads
 /// `CTSTREAM_REMOTE_TIMEOUT_S` (one request; default 30), `CTSTREAM_REMOTE_RETRIES`
-/// (default 4), `CTSTREAM_REMOTE_DEADLINE_S` (one call with its retries; default 120) and
-/// `CTSTREAM_REMOTE_COALESCE_KB` (default 1024).
+/// (default 4), `CTSTREAM_REMOTE_DEADLINE_S` (one call with its retries; default 120),
+/// `CTSTREAM_REMOTE_COALESCE_KB` (default 1024) and `CTSTREAM_REMOTE_MEMORY_MB` (default
+/// 256).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RemoteOptions {
     /// Longest wait for one request.
@@ -68,11 +89,17 @@ pub struct RemoteOptions {
     /// Byte ranges of one call less than this apart are fetched in one request, with the
     /// bytes between them (default 1 MiB, `object_store`'s: fewer requests, more bytes).
     pub coalesce_bytes: u64,
+    /// Budget of the fetched chunk payloads held in memory ([`super::memory_cache`]):
+    /// what coalesced requests brought beyond what was asked for is used from there.
+    pub memory_bytes: u64,
 }
+
+/// [`RemoteOptions::memory_bytes`] by default: 256 MiB.
+pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5), retries: 4, deadline: Duration::from_secs(120), coalesce_bytes: object_store::OBJECT_STORE_COALESCE_DEFAULT }
+        RemoteOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5), retries: 4, deadline: Duration::from_secs(120), coalesce_bytes: object_store::OBJECT_STORE_COALESCE_DEFAULT, memory_bytes: DEFAULT_MEMORY_BYTES }
     }
 }
 
@@ -105,6 +132,9 @@ impl RemoteOptions {
         if let Ok(v) = std::env::var("CTSTREAM_REMOTE_COALESCE_KB") {
             o.coalesce_bytes = v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_COALESCE_KB={v:?}: give KiB, 0 to 1048576") })? << 10;
         }
+        if let Ok(v) = std::env::var("CTSTREAM_REMOTE_MEMORY_MB") {
+            o.memory_bytes = v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_MEMORY_MB={v:?}: give MiB, 0 to 1048576") })? << 20;
+        }
         Ok(o)
     }
 }
@@ -116,8 +146,10 @@ pub struct RemoteStats {
     pub requests: u64,
     /// Bytes received.
     pub bytes_fetched: u64,
-    /// Bytes of the byte ranges asked for ([`Remote::get_ranges`]): what coalescing
-    /// fetched beyond them is `bytes_fetched` minus this (for range reads alone).
+    /// Bytes of the byte ranges readers asked for ([`Remote::get_ranges`],
+    /// [`Remote::get_spans`]), and of the chunk payloads a request brought along that a
+    /// reader took later from the memory cache, counted once ([`Remote::note_wanted`]):
+    /// the bytes received that were used.
     pub bytes_wanted: u64,
     /// Bytes sent.
     pub bytes_sent: u64,
@@ -134,6 +166,7 @@ pub struct Remote {
     wanted: AtomicU64,
     sent: AtomicU64,
     disk_cache: OnceLock<super::disk_cache::DiskCache>,
+    memory: super::memory_cache::MemoryCache,
 }
 
 impl std::fmt::Debug for Remote {
@@ -225,7 +258,7 @@ impl Remote {
             }
             other => return Err(bad(format!("{other:?} is not an object store ctstream reads (a local folder is given as a path)"))),
         };
-        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0), disk_cache: OnceLock::new() })
+        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0), disk_cache: OnceLock::new(), memory: super::memory_cache::MemoryCache::new(usize::try_from(options.memory_bytes).unwrap_or(usize::MAX)) })
     }
 
     /// Keeps the chunk bytes this store's volumes fetch in `cache` too, and reads them from
@@ -237,6 +270,17 @@ impl Remote {
     /// The disk cache of fetched chunks, when one is set.
     pub fn disk_cache(&self) -> Option<&super::disk_cache::DiskCache> {
         self.disk_cache.get()
+    }
+
+    /// The fetched chunk payloads held in memory, and those being fetched now.
+    pub fn memory_cache(&self) -> &super::memory_cache::MemoryCache {
+        &self.memory
+    }
+
+    /// Counts `n` bytes of chunk payloads an earlier request brought along that a reader
+    /// has now taken for the first time ([`RemoteStats::bytes_wanted`]).
+    pub fn note_wanted(&self, n: u64) {
+        self.wanted.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The store's URL, without a trailing `/`.
@@ -346,6 +390,41 @@ impl Remote {
                 return Err(self.error(rel, Some(r), format!("the server sent {} bytes for a range of {}", b.len(), r.end - r.start)));
             }
         }
+        Ok(got)
+    }
+
+    /// Byte ranges of object `rel` as the requests brought them: ranges at most
+    /// [`RemoteOptions::coalesce_bytes`] apart are merged into one span, with the bytes
+    /// between them, and the spans are fetched concurrently. Returns (span, its bytes) in
+    /// order of offset; every range asked for lies in one span.
+    ///
+    /// # Errors
+    /// [`StoreError::Remote`] naming the object and the span of a failed or short request.
+    pub fn get_spans(&self, rel: &str, ranges: &[Range<u64>]) -> Result<Vec<(Range<u64>, Bytes)>, StoreError> {
+        let spans = merge_ranges(ranges, self.options.coalesce_bytes);
+        if spans.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.object(rel);
+        self.wanted.fetch_add(ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum(), Ordering::Relaxed);
+        let whole = spans[0].start..spans[spans.len() - 1].end;
+        let got = self.run(rel, Some(&whole), self.options.deadline, async {
+            futures::stream::iter(spans.iter().cloned().map(|r| {
+                let path = path.clone();
+                async move {
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    let b = self.store.get_range(&path, r.clone()).await.map_err(|e| self.describe(rel, Some(&r), &e))?;
+                    self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if b.len() as u64 != r.end - r.start {
+                        return Err(self.error(rel, Some(&r), format!("the server sent {} bytes for a range of {}", b.len(), r.end - r.start)));
+                    }
+                    Ok((r, b))
+                }
+            }))
+            .buffered(CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await
+        })?;
         Ok(got)
     }
 
