@@ -24,7 +24,7 @@ import numpy as np
 from . import _native
 from ._native import Error, IngestError, LoaderError, StoreError
 
-__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "synth", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
+__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "index", "synth", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
 
 __version__: str = _native.version()
 
@@ -348,7 +348,7 @@ def ingest(
     ``labels`` ({name: folder} or ``["NAME=DIR", ...]``), ``nnunet`` (raw dataset folders).
     ``out`` is a folder or a URL on object storage (``s3://bucket/luna``; each scan is
     written to the local folder ``stage`` first, then uploaded); ``shard="K/N"`` ingests
-    only that share of the series (then ``ctstream index STORE`` once every shard is done).
+    only that share of the series (then :func:`index` once every shard is done).
 
     Returns the summary (``stored``, ``skipped``, ``failed`` with each file and reason,
     ``warnings``, sizes, seconds). A scan that fails is listed there and the others are
@@ -384,6 +384,26 @@ def ingest(
         progress=progress,
     )
     return json.loads(summary)
+
+
+def index(
+    store: PathLike,
+    *,
+    annotations: Optional[PathLike] = None,
+    excluded: Optional[PathLike] = None,
+    candidates: Optional[PathLike] = None,
+    drop_csv: bool = False,
+) -> Dict[str, Any]:
+    """Rebuilds the parquet index of the store at ``store`` (a folder or a URL) from its
+    records and the annotation CSVs, as ``ctstream index`` does: run it once the shards of
+    a sharded :func:`ingest` are done. Give the CSVs given to the ingest; leaving out one
+    whose rows the index holds raises :class:`IngestError` unless ``drop_csv``.
+
+    Returns the summary (``scans_in_store``, ``nodules_indexed``, ``candidates_indexed``,
+    ``damaged``, ...).
+    """
+    fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+    return json.loads(_native.index(os.fspath(store), annotations=fs(annotations), excluded=fs(excluded), candidates=fs(candidates), drop_csv=drop_csv))
 
 
 def synth(

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Store", "Loader", "Epoch", "ingest", "synth", "version", "Error", "StoreError", "LoaderError", "IngestError"]
+__all__ = ["Store", "Loader", "Epoch", "ingest", "index", "synth", "version", "Error", "StoreError", "LoaderError", "IngestError"]
 
 class Error(Exception):
     """Base class of the errors ctstream raises."""
@@ -111,6 +111,14 @@ def ingest(
     shard: Optional[str] = None,
     stage: Optional[Union[str, "os.PathLike[str]"]] = None,
     progress: bool = True,
+) -> str: ...
+def index(
+    store: Union[str, "os.PathLike[str]"],
+    *,
+    annotations: Optional[Union[str, "os.PathLike[str]"]] = None,
+    excluded: Optional[Union[str, "os.PathLike[str]"]] = None,
+    candidates: Optional[Union[str, "os.PathLike[str]"]] = None,
+    drop_csv: bool = False,
 ) -> str: ...
 def synth(
     out: Union[str, "os.PathLike[str]"],

@@ -18,7 +18,7 @@ use ctstream::ingest::{IngestConfig, IngestError as LibIngestError};
 use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
 use ctstream::labels::files::LabelSource;
 use ctstream::loader::{Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel, Negatives, NoduleWeighting, Split};
-use ctstream::store::{Region, Store, StoreError as LibStoreError};
+use ctstream::store::{Location, Region, Store, StoreError as LibStoreError};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5};
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -575,6 +575,25 @@ fn ingest(
     serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
+/// Rebuilds a store's parquet index from its records and the CSVs, as `ctstream index`
+/// (run once the shards of a sharded ingest are done); returns the summary as JSON text.
+#[pyfunction]
+#[pyo3(signature = (store, *, annotations=None, excluded=None, candidates=None, drop_csv=false))]
+fn index(py: Python<'_>, store: PathBuf, annotations: Option<PathBuf>, excluded: Option<PathBuf>, candidates: Option<PathBuf>, drop_csv: bool) -> PyResult<String> {
+    let location = Location::parse(&store.to_string_lossy()).map_err(|e| PyValueError::new_err(text(&e)))?;
+    let csv = py
+        .detach(|| ctstream::ingest::reindex::Annotations::read(annotations.as_deref(), excluded.as_deref(), candidates.as_deref()))
+        .map_err(|e| IngestError::new_err(text(&e)))?;
+    let summary = py.detach(|| ctstream::ingest::reindex::reindex(location, &csv, drop_csv)).map_err(|e| match e {
+        LibIngestError::CsvForgotten { path, what, count, .. } => {
+            let keys = if what == "nodules" { "annotations= (and excluded=)" } else { "candidates=" };
+            IngestError::new_err(format!("{}: its index lists {count} {what}; give {keys} again (as to ingest), or drop_csv=True to drop them", path.display()))
+        }
+        other => ingest_err(other),
+    })?;
+    serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
 /// Writes a synthetic LUNA16-style dataset (MetaImage scans, annotations and candidates
 /// CSVs; optionally DICOM series, label maps and nnU-Net's layout), as `ctstream synth`;
 /// returns (scan files, annotations CSV, candidates CSV, nodules).
@@ -606,6 +625,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEpoch>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(synth, m)?)?;
+    m.add_function(wrap_pyfunction!(index, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;

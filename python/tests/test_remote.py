@@ -82,3 +82,26 @@ def test_bad_remote_options_raise_naming_them(s3):
         ctstream.ingest("/nonexistent", f"s3://{BUCKET}/other", shard="2/2", progress=False)
     with pytest.raises(ValueError, match="read-only"):
         ctstream.ingest("/nonexistent", "https://example.org/store", progress=False)
+
+
+def test_two_shards_then_index_equal_one_ingest(s3, raw, store, tmp_path):
+    # Two shards into one store on S3, one after the other as two machines would, then
+    # the index once: the same tables as the single local ingest of the same inputs.
+    url = f"s3://{BUCKET}/sharded"
+    csv = dict(annotations=raw / "annotations.csv", candidates=raw / "candidates.csv")
+    stored = []
+    for k in range(2):
+        s = ctstream.ingest(raw, url, shard=f"{k}/2", jobs=2, stage=tmp_path / f"stage{k}", progress=False, **csv)
+        assert not s["failed"], s
+        stored += s["stored"]
+    assert sorted(stored) == sorted(store.series_ids)
+    s = ctstream.index(url, **csv)
+    assert s["scans_in_store"] == 4 and s["nodules_indexed"] == len(store.table("nodules")), s
+    r = ctstream.Store(url)
+    for name in store.table_names:
+        assert r.table(name).equals(store.table(name)), name
+    # Without the CSVs the index would lose its nodules: refused, naming the keywords.
+    with pytest.raises(ctstream.IngestError, match=r"annotations= \(and excluded=\) again"):
+        ctstream.index(url)
+    assert ctstream.index(url, drop_csv=True)["nodules_indexed"] == 0
+    assert len(ctstream.Store(url).table("nodules")) == 0

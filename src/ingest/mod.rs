@@ -247,6 +247,19 @@ pub enum IngestError {
         /// The shard they are of.
         shard: Option<shard::Shard>,
     },
+    /// An index rebuild was not given a CSV whose rows the store's index holds
+    /// ([`reindex::reindex`]): rebuilding without it would drop them.
+    #[error("{path}: its index lists {count} {what}; give {csv} again, as to ingest, or rebuild without them on purpose")]
+    CsvForgotten {
+        /// The store.
+        path: PathBuf,
+        /// "nodules" or "candidates".
+        what: &'static str,
+        /// Rows the index holds.
+        count: usize,
+        /// The CSV to give: "annotations.csv (and annotations_excluded.csv)", "candidates.csv".
+        csv: &'static str,
+    },
     /// Bad configuration.
     #[error("{0}")]
     Config(String),

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::annotations::{self, Annotation, AnnotationError, Candidate};
-use crate::store::{DamagedRecord, Store, index};
+use crate::store::{DamagedRecord, Location, Store, index};
 
 use super::{Failure, IngestError};
 
@@ -20,6 +20,10 @@ pub struct Annotations {
     pub excluded: Vec<Annotation>,
     /// Candidates (`candidates.csv`, `candidates_V2.csv`).
     pub candidates: Vec<Candidate>,
+    /// Whether a nodule CSV (annotations or excluded) was given, even one without rows.
+    pub given_nodules: bool,
+    /// Whether a candidates CSV was given, even one without rows.
+    pub given_candidates: bool,
 }
 
 impl Annotations {
@@ -32,6 +36,8 @@ impl Annotations {
             nodules: nodules.map_or(Ok(Vec::new()), annotations::read_annotations)?,
             excluded: excluded.map_or(Ok(Vec::new()), annotations::read_excluded)?,
             candidates: candidates.map_or(Ok(Vec::new()), annotations::read_candidates)?,
+            given_nodules: nodules.is_some() || excluded.is_some(),
+            given_candidates: candidates.is_some(),
         })
     }
 }
@@ -55,6 +61,46 @@ pub struct IndexSummary {
     pub candidates_without_scan: usize,
     /// What could not be worked out (a damaged lung mask: `in_lung_region` left out).
     pub warnings: Vec<Failure>,
+}
+
+/// Rebuilds the index of the store at `location` from its records and the CSVs: what
+/// `ctstream index STORE` does once the shards of a sharded ingest are done. A local store
+/// is locked meanwhile (waiting up to [`super::SHARD_LOCK_WAIT`] for an ingest or a shard
+/// that holds it); the records are read once the lock is held. Unless `drop_csv`, a CSV
+/// whose rows the store's index holds must be given again: rebuilding without it would
+/// drop them (a damaged table counts as empty).
+///
+/// ```no_run
+/// use ctstream::ingest::reindex::{Annotations, reindex};
+/// use ctstream::store::Location;
+/// let csv = Annotations::read(Some("annotations.csv".as_ref()), None, Some("candidates.csv".as_ref()))?;
+/// let summary = reindex(Location::parse("s3://scans/luna")?, &csv, false)?;
+/// println!("{} scans indexed", summary.scans_in_store);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`IngestError::Store`] for a folder that is not a store, a lock not released in time,
+/// or an index that cannot be written; [`IngestError::CsvForgotten`].
+pub fn reindex(location: Location, csv: &Annotations, drop_csv: bool) -> Result<IndexSummary, IngestError> {
+    let _lock = match &location {
+        Location::Local(root) => {
+            // A folder that is not a store is named as such, not made one by the lock.
+            crate::store::read_manifest(root)?;
+            Some(crate::store::lock::StoreLock::wait(root, super::SHARD_LOCK_WAIT)?)
+        }
+        Location::Remote(_) => None,
+    };
+    let store = Store::open_location(location)?;
+    if !drop_csv {
+        let path = store.location().name();
+        let forgotten = |what: &'static str, csv_name: &'static str, count: usize, given: bool| {
+            if count > 0 && !given { Err(IngestError::CsvForgotten { path: path.clone(), what, count, csv: csv_name }) } else { Ok(()) }
+        };
+        forgotten("nodules", "annotations.csv (and annotations_excluded.csv)", store.nodules().map_or(0, |v| v.len()), csv.given_nodules)?;
+        forgotten("candidates", "candidates.csv", store.candidates().map_or(0, |v| v.len()), csv.given_candidates)?;
+    }
+    write_index(&store, csv)
 }
 
 /// Rewrites the parquet index of `store` (opened after the last scan was stored) from

@@ -10,8 +10,10 @@
 //!   rasterisation, batch layout) on already-decoded patches, on the same number of
 //!   threads: the most the loader could deliver with every chunk already decoded.
 //! - **object storage** (a store given as a URL): requests per patch, bytes received per
-//!   patch, and bytes received per byte of the chunks asked for (above 1 where coalescing
-//!   fetched the gaps between neighbouring chunks), during the measurement. The decode
+//!   patch, and bytes received per byte used (the chunks asked for, and those a coalesced
+//!   request brought along when a reader first takes them from the memory cache), during
+//!   the measurement: above 1 where what coalescing brought was evicted unused, below 1
+//!   where the measurement uses what the warm-up brought. The decode
 //!   bound then decodes chunks fetched beforehand: it stays the bound of the CPU.
 
 use std::time::{Duration, Instant};
@@ -73,7 +75,7 @@ pub struct RemoteReport {
     pub requests_per_patch: f64,
     /// Bytes received per patch delivered.
     pub bytes_per_patch: f64,
-    /// Bytes received per byte of the chunk ranges asked for.
+    /// Bytes received per byte used ([`crate::store::remote::RemoteStats::bytes_wanted`]).
     pub fetched_per_byte_wanted: f64,
 }
 

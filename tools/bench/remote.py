@@ -15,7 +15,7 @@ about 150 ms a range request here, hashing the whole file). The store is uploade
 for object (a store's files are its objects), or linked into s3s-fs's folder. Rounds
 alternate local, loopback, loopback with a disk cache (--disk-cache: a new folder, "cold",
 then the same again, "warm") and delayed runs; the medians and their ratios to the local
-figure are printed, with requests per patch and bytes received per byte asked for. The
+figure are printed, with requests per patch and bytes received per byte used. The
 proxy (`LatencyProxy` below) holds every piece of a request on its way to the server for
 `--latency-ms` before passing it on, so each request costs that much more, as a server
 that far away would; answers pass at once.
@@ -235,7 +235,7 @@ def main():
                 runs[k].append(rep)
                 rm = rep.get("remote") or {}
                 print(f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
-                      f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte asked for, "
+                      f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte used, "
                       f"server {rep['server_cpu_share']:.2f} of a core", flush=True)
         local = statistics.median(x["patches_per_s"] for x in runs["local"])
         summary = {}

@@ -74,7 +74,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     println!("cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB", r.cache_hit_rate, r.read_amplification, a.cache);
     if let Some(rm) = &r.remote {
         println!(
-            "remote        {:.2} requests/patch, {:.0} KB received/patch, {:.2} bytes received per byte of chunks asked for ({} requests)",
+            "remote        {:.2} requests/patch, {:.0} KB received/patch, {:.2} bytes received per byte used ({} requests)",
             rm.requests_per_patch,
             rm.bytes_per_patch / 1e3,
             rm.fetched_per_byte_wanted,

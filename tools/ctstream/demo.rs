@@ -179,6 +179,7 @@ fn pictures_step(a: &Args, store: &Store, store_path: &std::path::Path, run_dir:
             crop,
             panel_width: 400,
             out: path.clone(),
+            disk_cache: crate::DiskCacheArgs::default(),
         })?;
         out.push((what, path));
     }

@@ -2,15 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, anyhow};
+use anyhow::anyhow;
 use ctstream::io::{metaimage, nifti};
-use ctstream::store::Store;
 
 use crate::{Exit, ExitError};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store folder.
+    /// The store: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     store: PathBuf,
     /// The scan to export.
     #[arg(long)]
@@ -23,10 +22,12 @@ pub struct Args {
     /// as int16).
     #[arg(long, value_name = "NAME")]
     label: Option<String>,
+    #[command(flatten)]
+    disk_cache: crate::DiskCacheArgs,
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
-    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let store = crate::open_store(&a.store, &a.disk_cache)?;
     let vol = store.volume(&a.series)?;
     let g = vol.geometry();
     let hu = match &a.label {

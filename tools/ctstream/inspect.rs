@@ -11,7 +11,7 @@ use crate::ExitError;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The store folder.
+    /// The store: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     store: PathBuf,
     /// Show one scan only.
     #[arg(long)]

@@ -106,6 +106,13 @@ struct DiskCacheArgs {
     disk_cache_gb: f64,
 }
 
+impl Default for DiskCacheArgs {
+    /// No disk cache.
+    fn default() -> Self {
+        DiskCacheArgs { disk_cache: None, disk_cache_gb: 10.0 }
+    }
+}
+
 /// Opens the store at `path` with the disk cache of `cache`, if one is given.
 fn open_store(path: &std::path::Path, cache: &DiskCacheArgs) -> Result<ctstream::store::Store, ExitError> {
     use anyhow::Context;

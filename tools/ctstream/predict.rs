@@ -12,7 +12,7 @@ use ctstream::predict::components::{self, Component};
 use ctstream::predict::model::Trained;
 use ctstream::predict::{self, SlidingWindow};
 use ctstream::store::writer::ChunkOptions;
-use ctstream::store::{Store, index};
+use ctstream::store::index;
 use burn::tensor::backend::AutodiffBackend;
 use ctstream::train::device::{self, BackendChoice, Engine, OnBackend};
 use ctstream::train::DeviceChoice;
@@ -26,7 +26,7 @@ findings.parquet (centre, voxel centre, equivalent diameter, voxels, max and mea
 series.txt (the scans predicted, for `evaluate --series-list`), and the probability maps: volumes/<id>.ctv \
 (store volume files holding probability x 1000 as int16; `ctstream export`-able) or <id>.mhd (float32).")]
 pub struct Args {
-    /// The store holding the scans.
+    /// The store holding the scans: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     #[arg(long)]
     store: PathBuf,
     /// The training run (its config.json and checkpoints).
@@ -78,6 +78,8 @@ pub struct Args {
     /// Format of the probability maps: ctv (store volume, per-mille), mhd (float32), none.
     #[arg(long, value_parser = ["ctv", "mhd", "none"], default_value = "ctv")]
     format: String,
+    #[command(flatten)]
+    disk_cache: crate::DiskCacheArgs,
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
@@ -102,7 +104,7 @@ impl OnBackend for PredictOn<'_> {
 
 fn run_on<B: Backend>(device: B::Device, a: &Args, bars: &Bars, engine: Engine) -> Result<(), ExitError> {
     let trained = Trained::<B>::load(&a.run, a.checkpoint, &device)?;
-    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let store = crate::open_store(&a.store, &a.disk_cache)?;
     let ids: Vec<String> = if a.all {
         store.series_ids().map(String::from).collect()
     } else if let Some(split) = &a.split {

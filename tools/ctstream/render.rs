@@ -17,7 +17,7 @@ use crate::{Exit, ExitError};
 with the most predicted voxels, else the middle slice. The annotated mask is drawn from the store's index \
 (index/nodules.parquet, spheres of the annotated diameters); the predicted mask from PRED_DIR/volumes/<id>.ctv.")]
 pub struct Args {
-    /// The store holding the scan.
+    /// The store holding the scan: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     #[arg(long)]
     pub store: PathBuf,
     /// The scan's series id.
@@ -53,10 +53,12 @@ pub struct Args {
     /// The PNG to write.
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub disk_cache: crate::DiskCacheArgs,
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
-    let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
+    let store = crate::open_store(&a.store, &a.disk_cache)?;
     let volume = store.volume(&a.series)?;
     let [nz, ny, nx] = volume.shape_zyx();
     let nodules: Vec<index::NoduleRow> = store.nodules()?;
