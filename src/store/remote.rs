@@ -55,7 +55,8 @@ const CONCURRENCY: usize = 16;
 ///
 /// ```
 /// use ctstream::store::remote::merge_ranges;
-/// assert_eq!(merge_ranges(&[10..20, 0..5, 30..40, 7..7], 10), vec![0..5, 10..40]);
+/// // 5 bytes apart merge (at most the gap), 10 do not; the empty range is dropped.
+/// assert_eq!(merge_ranges(&[10..20, 0..5, 30..40, 7..7], 5), vec![0..20, 30..40]);
 /// assert_eq!(merge_ranges(&[0..5, 5..9, 2..3], 0), vec![0..9]);
 /// ```
 pub fn merge_ranges(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
@@ -356,41 +357,28 @@ impl Remote {
         Ok(self.get_ranges(rel, std::slice::from_ref(&range))?.pop().unwrap_or_default())
     }
 
-    /// Byte ranges of object `rel`: neighbouring ranges (less than 1 MiB apart) are
-    /// coalesced into one request, as `ObjectStore::get_ranges` does, and the requests run
-    /// concurrently.
+    /// Byte ranges of object `rel`, each exactly: [`Remote::get_spans`] (ranges at most
+    /// [`RemoteOptions::coalesce_bytes`] apart in one request, requests concurrent), each
+    /// range then cut from its span.
     ///
     /// # Errors
-    /// [`StoreError::Remote`] naming the object and the first range of a failed request.
+    /// [`StoreError::Remote`] naming the object and the span of a failed or short request.
     pub fn get_ranges(&self, rel: &str, ranges: &[Range<u64>]) -> Result<Vec<Bytes>, StoreError> {
-        if ranges.is_empty() {
-            return Ok(Vec::new());
-        }
-        let path = self.object(rel);
-        self.wanted.fetch_add(ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum(), Ordering::Relaxed);
-        let span = ranges.iter().map(|r| r.start).min().unwrap_or(0)..ranges.iter().map(|r| r.end).max().unwrap_or(0);
-        let got = self.block(rel, Some(&span), async {
-            object_store::coalesce_ranges(
-                ranges,
-                |r| {
-                    let path = path.clone();
-                    async move {
-                        self.requests.fetch_add(1, Ordering::Relaxed);
-                        let b = self.store.get_range(&path, r.clone()).await?;
-                        self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        Ok::<_, object_store::Error>(b)
-                    }
-                },
-                self.options.coalesce_bytes,
-            )
-            .await
-        })?;
-        for (r, b) in ranges.iter().zip(&got) {
-            if b.len() as u64 != r.end - r.start {
-                return Err(self.error(rel, Some(r), format!("the server sent {} bytes for a range of {}", b.len(), r.end - r.start)));
-            }
-        }
-        Ok(got)
+        let spans = self.get_spans(rel, ranges)?;
+        ranges
+            .iter()
+            .map(|r| {
+                if r.end <= r.start {
+                    return Ok(Bytes::new());
+                }
+                // The last span starting at or before the range: the one holding it.
+                let held = spans.partition_point(|(s, _)| s.start <= r.start).checked_sub(1).map(|i| &spans[i]).filter(|(s, _)| r.end <= s.end);
+                match held {
+                    Some((s, b)) => Ok(b.slice((r.start - s.start) as usize..(r.end - s.start) as usize)),
+                    None => Err(self.error(rel, Some(r), "no request covered this range")),
+                }
+            })
+            .collect()
     }
 
     /// Byte ranges of object `rel` as the requests brought them: ranges at most
