@@ -19,21 +19,39 @@ use rand::{Rng, SeedableRng};
 fn main() {
     let dir = tempfile::tempdir().expect("temporary folder");
     let scan = synth::synth_scan(3, 0, false);
-    let (hu, g) = resample::resample_linear(&scan.hu, &scan.geometry, [1.0; 3], [-1024, 3071]).expect("resample");
+    let (hu, g) = resample::resample_linear(&scan.hu, &scan.geometry, [1.0; 3], [-1024, 3071])
+        .expect("resample");
     let shape = hu.shape().to_vec();
-    println!("volume {shape:?} (z, y, x) at 1 mm, {} MB as int16; 400 random 32x64x64 patches", hu.len() * 2 / 1_000_000);
+    println!(
+        "volume {shape:?} (z, y, x) at 1 mm, {} MB as int16; 400 random 32x64x64 patches",
+        hu.len() * 2 / 1_000_000
+    );
     println!();
-    println!("| chunk (z, y, x) | read amplification | patch read (ms) | patches/s | ratio | write (s) |");
+    println!(
+        "| chunk (z, y, x) | read amplification | patch read (ms) | patches/s | ratio | write (s) |"
+    );
     println!("|---|---|---|---|---|---|");
     for chunk in [[16, 32, 32], [32, 32, 32], [16, 64, 64], [32, 64, 64], [64, 64, 64]] {
         let p = dir.path().join(format!("{}x{}x{}.ctv", chunk[0], chunk[1], chunk[2]));
         let t = Instant::now();
-        let bytes = write_volume(&p, &hu, &g, &ChunkOptions { chunk_shape_zyx: chunk, level: 3, fill_value: -1024 }).expect("write");
+        let bytes = write_volume(
+            &p,
+            &hu,
+            &g,
+            &ChunkOptions { chunk_shape_zyx: chunk, level: 3, fill_value: -1024 },
+        )
+        .expect("write");
         let write_s = t.elapsed().as_secs_f64();
         let v = VolumeFile::open(&p).expect("open");
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let patches: Vec<[i64; 3]> = (0..400)
-            .map(|_| [rng.random_range(0..shape[0] as i64 - 32), rng.random_range(0..shape[1] as i64 - 64), rng.random_range(0..shape[2] as i64 - 64)])
+            .map(|_| {
+                [
+                    rng.random_range(0..shape[0] as i64 - 32),
+                    rng.random_range(0..shape[1] as i64 - 64),
+                    rng.random_range(0..shape[2] as i64 - 64),
+                ]
+            })
             .collect();
         let mut decoded = 0usize;
         for s in &patches {
@@ -49,7 +67,9 @@ fn main() {
         }
         let t = Instant::now();
         for s in &patches {
-            std::hint::black_box(v.read_region(Region::new(*s, [s[0] + 32, s[1] + 64, s[2] + 64])).expect("read"));
+            std::hint::black_box(
+                v.read_region(Region::new(*s, [s[0] + 32, s[1] + 64, s[2] + 64])).expect("read"),
+            );
         }
         let per = t.elapsed().as_secs_f64() / patches.len() as f64;
         println!(

@@ -10,7 +10,8 @@ use ctstream::ingest::{self, IngestConfig};
 use ctstream::synth::{self, SynthConfig};
 
 fn main() {
-    let n: usize = std::env::var("CTSTREAM_BENCH_SCANS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
+    let n: usize =
+        std::env::var("CTSTREAM_BENCH_SCANS").ok().and_then(|v| v.parse().ok()).unwrap_or(6);
     let dir = tempfile::tempdir().expect("temporary folder");
     let data = dir.path().join("data");
     let s = synth::generate(&data, &SynthConfig::new(n, 2024), &()).expect("synth");
@@ -26,10 +27,27 @@ fn main() {
     let sum = ingest::ingest(&cfg, &()).expect("ingest");
     let ingest_mbs = sum.bytes_in as f64 / 1e6 / sum.seconds;
     let without_mbs = without.bytes_in as f64 / 1e6 / without.seconds;
-    println!("{} scans, {:.0} MB of MetaImage input, {} jobs", read.scans, read.bytes as f64 / 1e6, cfg.jobs);
+    println!(
+        "{} scans, {:.0} MB of MetaImage input, {} jobs",
+        read.scans,
+        read.bytes as f64 / 1e6,
+        cfg.jobs
+    );
     println!("read only               {:7.1} MB/s  ({:.2} s)", read.mb_per_s(), read.seconds);
-    println!("ingest, no lung mask    {:7.1} MB/s  ({:.2} s; {:.2} s per scan)", without_mbs, without.seconds, without.seconds / n as f64);
-    println!("ingest (with lung mask) {:7.1} MB/s  ({:.2} s; {:.2} s per scan; {:.0} MB written, ratio {:.2})", ingest_mbs, sum.seconds, sum.seconds / n as f64, sum.bytes_out as f64 / 1e6, sum.compression_ratio());
+    println!(
+        "ingest, no lung mask    {:7.1} MB/s  ({:.2} s; {:.2} s per scan)",
+        without_mbs,
+        without.seconds,
+        without.seconds / n as f64
+    );
+    println!(
+        "ingest (with lung mask) {:7.1} MB/s  ({:.2} s; {:.2} s per scan; {:.0} MB written, ratio {:.2})",
+        ingest_mbs,
+        sum.seconds,
+        sum.seconds / n as f64,
+        sum.bytes_out as f64 / 1e6,
+        sum.compression_ratio()
+    );
     println!(
         "lung mask: {:.2} s per scan on one worker ({:.0} % of the worker time of an ingest with it); the run takes {:.2}x as long as without",
         sum.lung_mask_seconds / n as f64,

@@ -32,22 +32,56 @@ fn pieces(c: &mut Criterion) {
     let mut g = c.benchmark_group("loader");
     g.sample_size(20);
     g.throughput(Throughput::Bytes((16 * 32 * 32 * 2) as u64));
-    g.bench_function("chunk decode (16x32x32)", |b| b.iter(|| black_box(v.decode_chunk([2, 3, 3]).expect("decode"))));
+    g.bench_function("chunk decode (16x32x32)", |b| {
+        b.iter(|| black_box(v.decode_chunk([2, 3, 3]).expect("decode")))
+    });
     g.throughput(Throughput::Elements(1));
-    g.bench_function("region read 32x64x64 (uncached)", |b| b.iter(|| black_box(v.read_region(region).expect("read"))));
+    g.bench_function("region read 32x64x64 (uncached)", |b| {
+        b.iter(|| black_box(v.read_region(region).expect("read")))
+    });
     let hu = v.read_region(region).expect("read");
-    let spheres = vec![Sphere { centre_zyx: [16.0 + centre[0] as f64, 32.0 + centre[1] as f64, 32.0 + centre[2] as f64], radius_zyx: [6.0, 6.0, 6.0] }];
+    let spheres = vec![Sphere {
+        centre_zyx: [16.0 + centre[0] as f64, 32.0 + centre[1] as f64, 32.0 + centre[2] as f64],
+        radius_zyx: [6.0, 6.0, 6.0],
+    }];
     let m = rasterize(&spheres, centre, [32, 64, 64]);
     let (mut img, mut msk) = (vec![0f32; n], vec![0f32; n]);
     let plain = AugmentParams { hu_scale: 1.0, ..Default::default() };
     g.bench_function("patch assembly (window + mask copy)", |b| {
-        b.iter(|| write_patch(hu.as_slice().expect("contiguous"), &m, &plain, [32, 64, 64], [-1000.0, 400.0], &mut img, &mut msk))
+        b.iter(|| {
+            write_patch(
+                hu.as_slice().expect("contiguous"),
+                &m,
+                &plain,
+                [32, 64, 64],
+                [-1000.0, 400.0],
+                &mut img,
+                &mut msk,
+            )
+        })
     });
-    let flipped = AugmentParams { flip_zyx: [true, false, true], quarter_turns: 1, hu_scale: 1.0, ..Default::default() };
+    let flipped = AugmentParams {
+        flip_zyx: [true, false, true],
+        quarter_turns: 1,
+        hu_scale: 1.0,
+        ..Default::default()
+    };
     g.bench_function("patch assembly, flipped and rotated", |b| {
-        b.iter(|| write_patch(hu.as_slice().expect("contiguous"), &m, &flipped, [32, 64, 64], [-1000.0, 400.0], &mut img, &mut msk))
+        b.iter(|| {
+            write_patch(
+                hu.as_slice().expect("contiguous"),
+                &m,
+                &flipped,
+                [32, 64, 64],
+                [-1000.0, 400.0],
+                &mut img,
+                &mut msk,
+            )
+        })
     });
-    g.bench_function("mask rasterisation (one 12 mm sphere)", |b| b.iter(|| black_box(rasterize(&spheres, centre, [32, 64, 64]))));
+    g.bench_function("mask rasterisation (one 12 mm sphere)", |b| {
+        b.iter(|| black_box(rasterize(&spheres, centre, [32, 64, 64])))
+    });
     let loader = Loader::builder(&store).batch_size(8).workers(1).build().expect("loader");
     g.throughput(Throughput::Elements(8));
     let mut k = 0;

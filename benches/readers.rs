@@ -17,8 +17,10 @@ fn readers(c: &mut Criterion) {
     let bytes = (scan.hu.len() * 2) as u64;
     let raw = dir.path().join("scan.mhd");
     let zraw = dir.path().join("scanz.mha");
-    metaimage::write(&raw, &scan.hu, &scan.geometry, metaimage::WriteOptions { compress: false }).expect("write .mhd");
-    metaimage::write(&zraw, &scan.hu, &scan.geometry, metaimage::WriteOptions { compress: true }).expect("write .mha");
+    metaimage::write(&raw, &scan.hu, &scan.geometry, metaimage::WriteOptions { compress: false })
+        .expect("write .mhd");
+    metaimage::write(&zraw, &scan.hu, &scan.geometry, metaimage::WriteOptions { compress: true })
+        .expect("write .mha");
     let dcm = dir.path().join("dicom");
     synth::write_dicom_series(&dcm, &scan).expect("write DICOM");
 
@@ -27,8 +29,12 @@ fn readers(c: &mut Criterion) {
     g.sample_size(10);
     let src: Vec<i16> = scan.hu.iter().copied().collect();
     g.bench_function("memcpy (bound)", |b| b.iter(|| black_box(src.clone())));
-    g.bench_function("metaimage raw", |b| b.iter(|| black_box(metaimage::read(&raw).expect("read"))));
-    g.bench_function("metaimage zlib", |b| b.iter(|| black_box(metaimage::read(&zraw).expect("read"))));
+    g.bench_function("metaimage raw", |b| {
+        b.iter(|| black_box(metaimage::read(&raw).expect("read")))
+    });
+    g.bench_function("metaimage zlib", |b| {
+        b.iter(|| black_box(metaimage::read(&zraw).expect("read")))
+    });
     g.bench_function("dicom series", |b| {
         b.iter(|| black_box(io::read_scan(&dcm, &DicomOptions::default(), &()).expect("read")))
     });

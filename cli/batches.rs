@@ -107,9 +107,19 @@ pub fn run(a: Args) -> Result<(), ExitError> {
             let line = serde_json::json!({"epoch": batch.epoch, "index": batch.index, "shape": batch.shape, "image_sha256": img, "mask_sha256": mask, "patches": patches});
             println!("{line}");
         } else {
-            println!("epoch {} batch {:4}  image {}  mask {}", batch.epoch, batch.index, &img[..16], &mask[..16]);
+            println!(
+                "epoch {} batch {:4}  image {}  mask {}",
+                batch.epoch,
+                batch.index,
+                &img[..16],
+                &mask[..16]
+            );
             for p in &batch.patches {
-                let kind = if p.positive { format!("nodule {}", p.nodule_id.unwrap_or(-1)) } else { "negative".to_string() };
+                let kind = if p.positive {
+                    format!("nodule {}", p.nodule_id.unwrap_or(-1))
+                } else {
+                    "negative".to_string()
+                };
                 println!("    {} at {:?}  {kind}", p.series_id, p.start_zyx);
             }
         }

@@ -48,8 +48,17 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), ExitError> {
     let store = crate::open_store(&a.store, &a.disk_cache)?;
-    let negatives = a.negatives.parse::<ctstream::loader::Negatives>().map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
-    let loader = Loader::builder(&store).workers(a.workers).fetchers(a.fetchers).batch_size(a.batch_size).cache_bytes(a.cache << 20).seed(a.seed).negatives(negatives);
+    let negatives = a
+        .negatives
+        .parse::<ctstream::loader::Negatives>()
+        .map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
+    let loader = Loader::builder(&store)
+        .workers(a.workers)
+        .fetchers(a.fetchers)
+        .batch_size(a.batch_size)
+        .cache_bytes(a.cache << 20)
+        .seed(a.seed)
+        .negatives(negatives);
     let loader = match &a.mask_label {
         Some(m) => loader.mask_label(&m.name, &m.values),
         None => loader,
@@ -60,7 +69,13 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         eprintln!("note: {n}");
     }
     if !a.json {
-        eprintln!("measuring {} workers, batch {}, {} s after {:.1} s of warm-up ...", a.workers, a.batch_size, a.seconds, warm.as_secs_f64());
+        eprintln!(
+            "measuring {} workers, batch {}, {} s after {:.1} s of warm-up ...",
+            a.workers,
+            a.batch_size,
+            a.seconds,
+            warm.as_secs_f64()
+        );
     }
     let r = bench::run(&loader, warm, Duration::from_secs_f64(a.seconds))?;
     if a.json {
@@ -68,10 +83,22 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         return Ok(());
     }
     let mb = |b: u64| b as f64 / (1 << 20) as f64;
-    println!("loader        {:8.0} patches/s  ({:.0} MB/s of f32 image + mask; {} patches of {:?} in {:.1} s)", r.patches_per_s, r.mb_per_s, r.patches, r.patch_zyx, r.seconds);
-    println!("decode bound  {:8.0} patches/s  (every touched chunk decoded, {:.1} chunks/patch)   loader / bound = {:.2}", r.decode_bound_patches_per_s, r.chunks_per_patch, r.ratio_to_decode_bound);
-    println!("copy bound    {:8.0} patches/s  (window + mask + layout of decoded patches)        loader / bound = {:.2}", r.copy_bound_patches_per_s, r.ratio_to_copy_bound);
-    println!("cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB", r.cache_hit_rate, r.read_amplification, a.cache);
+    println!(
+        "loader        {:8.0} patches/s  ({:.0} MB/s of f32 image + mask; {} patches of {:?} in {:.1} s)",
+        r.patches_per_s, r.mb_per_s, r.patches, r.patch_zyx, r.seconds
+    );
+    println!(
+        "decode bound  {:8.0} patches/s  (every touched chunk decoded, {:.1} chunks/patch)   loader / bound = {:.2}",
+        r.decode_bound_patches_per_s, r.chunks_per_patch, r.ratio_to_decode_bound
+    );
+    println!(
+        "copy bound    {:8.0} patches/s  (window + mask + layout of decoded patches)        loader / bound = {:.2}",
+        r.copy_bound_patches_per_s, r.ratio_to_copy_bound
+    );
+    println!(
+        "cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB",
+        r.cache_hit_rate, r.read_amplification, a.cache
+    );
     if let Some(rm) = &r.remote {
         println!(
             "remote        {:.2} requests/patch, {:.0} KB received/patch, {:.2} bytes received per byte used ({} requests)",
@@ -81,6 +108,11 @@ pub fn run(a: Args) -> Result<(), ExitError> {
             rm.requests
         );
     }
-    println!("memory        peak RSS {:.0} MiB; RSS {:.0} -> {:.0} MiB over the measurement", mb(r.peak_rss_bytes), mb(r.rss_start_bytes), mb(r.rss_end_bytes));
+    println!(
+        "memory        peak RSS {:.0} MiB; RSS {:.0} -> {:.0} MiB over the measurement",
+        mb(r.peak_rss_bytes),
+        mb(r.rss_start_bytes),
+        mb(r.rss_end_bytes)
+    );
     Ok(())
 }

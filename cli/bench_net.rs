@@ -10,10 +10,12 @@ use ctstream::train::{DeviceChoice, LossKind, ModelKind};
 use crate::{Exit, ExitError, parse3};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The step timed is the one `ctstream train` runs (forward, loss, backward, Adam, loss and \
+#[command(
+    after_help = "The step timed is the one `ctstream train` runs (forward, loss, backward, Adam, loss and \
 probabilities read back), on images uniform in [0, 1) and a ball mask; the loader is left out. A prediction call is \
 the one `ctstream predict` makes per batch of tiles. tools/bench/train_vs_pytorch.py runs this beside the same \
-networks in PyTorch.")]
+networks in PyTorch."
+)]
 pub struct Args {
     /// unet3d or vnet.
     #[arg(long, value_parser = ["unet3d", "vnet"], default_value = "unet3d")]
@@ -68,7 +70,10 @@ impl OnBackend for Bench {
 pub fn run(a: Args) -> Result<(), ExitError> {
     let usage = |m: String| ExitError(Exit::Usage, anyhow!(m));
     if a.patch.iter().any(|&s| s == 0 || s % 16 != 0) {
-        return Err(usage(format!("--patch {:?}: each side must be a positive multiple of 16", a.patch)));
+        return Err(usage(format!(
+            "--patch {:?}: each side must be a positive multiple of 16",
+            a.patch
+        )));
     }
     if !(a.width.is_finite() && a.width > 0.0 && a.width <= 4.0) {
         return Err(usage(format!("--width {}: must lie in (0, 4]", a.width)));
@@ -76,7 +81,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     if a.batch_size == 0 || a.steps == 0 {
         return Err(usage("--batch-size and --steps must be at least 1".into()));
     }
-    let engine: Engine = device::resolve(a.device, a.backend).map_err(|e| usage(format!("--backend {} --device {}: {e}", a.backend, a.device)))?;
+    let engine: Engine = device::resolve(a.device, a.backend)
+        .map_err(|e| usage(format!("--backend {} --device {}: {e}", a.backend, a.device)))?;
     let opened = device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
     let cfg = NetBench {
         model: if a.model == "vnet" { ModelKind::Vnet } else { ModelKind::Unet3d },
@@ -110,10 +116,23 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         });
         println!("{v}");
     } else {
-        println!("{} width {} on {engine} ({threads} cores): {} parameters", a.model, a.width, t.params);
-        println!("  training step, batch {} of {:?}: median {step:.4} s over {} steps ({:.2} patches/s)", cfg.batch_size, cfg.patch_zyx, t.step_s.len(), cfg.batch_size as f64 / step);
+        println!(
+            "{} width {} on {engine} ({threads} cores): {} parameters",
+            a.model, a.width, t.params
+        );
+        println!(
+            "  training step, batch {} of {:?}: median {step:.4} s over {} steps ({:.2} patches/s)",
+            cfg.batch_size,
+            cfg.patch_zyx,
+            t.step_s.len(),
+            cfg.batch_size as f64 / step
+        );
         if !t.predict_call_s.is_empty() {
-            println!("  prediction, {} tiles per call: median {tile:.4} s per tile ({:.2} tiles/s)", cfg.predict_batch, 1.0 / tile);
+            println!(
+                "  prediction, {} tiles per call: median {tile:.4} s per tile ({:.2} tiles/s)",
+                cfg.predict_batch,
+                1.0 / tile
+            );
         }
     }
     Ok(())

@@ -47,8 +47,13 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     let series = match &a.series_list {
         Some(p) => read_series_list(p)?,
         None => {
-            let s: std::collections::BTreeSet<&str> = detections.iter().map(|d| d.series_id.as_str()).collect();
-            eprintln!("note: no --series-list: evaluating the {} scans named in {}", s.len(), a.predictions.display());
+            let s: std::collections::BTreeSet<&str> =
+                detections.iter().map(|d| d.series_id.as_str()).collect();
+            eprintln!(
+                "note: no --series-list: evaluating the {} scans named in {}",
+                s.len(),
+                a.predictions.display()
+            );
             s.into_iter().map(String::from).collect()
         }
     };
@@ -56,14 +61,22 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     if let Some(dir) = &a.out {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let j = dir.join("froc.json");
-        ctstream::fsutil::write_bytes_atomic(&j, serde_json::to_string_pretty(&r).context("JSON")?.as_bytes()).with_context(|| format!("writing {}", j.display()))?;
+        ctstream::fsutil::write_bytes_atomic(
+            &j,
+            serde_json::to_string_pretty(&r).context("JSON")?.as_bytes(),
+        )
+        .with_context(|| format!("writing {}", j.display()))?;
         let mut csv = String::from("threshold,fps_per_scan,sensitivity\n");
         for p in &r.curve {
             csv += &format!("{},{},{}\n", p.threshold, p.fps_per_scan, p.sensitivity);
         }
         let c = dir.join("froc.csv");
-        ctstream::fsutil::write_bytes_atomic(&c, csv.as_bytes()).with_context(|| format!("writing {}", c.display()))?;
-        let title = a.predictions.file_name().map_or_else(|| "FROC".to_string(), |n| format!("FROC of {}", n.to_string_lossy()));
+        ctstream::fsutil::write_bytes_atomic(&c, csv.as_bytes())
+            .with_context(|| format!("writing {}", c.display()))?;
+        let title = a
+            .predictions
+            .file_name()
+            .map_or_else(|| "FROC".to_string(), |n| format!("FROC of {}", n.to_string_lossy()));
         ctstream::picture::froc::plot(&r, &title)?.save(&dir.join("froc.png"))?;
     }
     if a.json {
@@ -74,18 +87,32 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         "{} scans, {} nodules: {} detected; {} false-positive marks, {} on excluded findings ignored, {} extra hits on detected nodules",
         r.scans, r.nodules, r.detected, r.false_positives, r.ignored, r.double_hits
     );
-    println!("FP/scan   sensitivity{}", if r.intervals.is_empty() { "" } else { "   95% bootstrap interval" });
+    println!(
+        "FP/scan   sensitivity{}",
+        if r.intervals.is_empty() { "" } else { "   95% bootstrap interval" }
+    );
     for (k, rate) in FP_RATES.iter().enumerate() {
-        let iv = r.intervals.get(k).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
+        let iv = r
+            .intervals
+            .get(k)
+            .map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1]))
+            .unwrap_or_default();
         println!("{rate:>7}   {:.3}{iv}", r.sensitivities[k]);
     }
-    let iv = r.intervals.get(7).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
+    let iv =
+        r.intervals.get(7).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
     println!("CPM       {:.3}{iv}", r.cpm);
     Ok(())
 }
 
 /// The series listed in a file, one per line (a `seriesuid` header line is skipped).
 fn read_series_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text.lines().map(|l| l.trim().trim_end_matches(',')).filter(|l| !l.is_empty() && *l != "seriesuid").map(String::from).collect())
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .filter(|l| !l.is_empty() && *l != "seriesuid")
+        .map(String::from)
+        .collect())
 }

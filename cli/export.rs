@@ -39,8 +39,17 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     } else if nifti::is_nifti(&a.out) {
         nifti::write(&a.out, &hu, &g)?;
     } else {
-        return Err(ExitError(Exit::Usage, anyhow!("{}: the output must end in .mhd, .mha, .nii or .nii.gz", a.out.display())));
+        return Err(ExitError(
+            Exit::Usage,
+            anyhow!("{}: the output must end in .mhd, .mha, .nii or .nii.gz", a.out.display()),
+        ));
     }
-    println!("wrote {} ({} x {} x {} voxels, z, y, x)", a.out.display(), hu.shape()[0], hu.shape()[1], hu.shape()[2]);
+    println!(
+        "wrote {} ({} x {} x {} voxels, z, y, x)",
+        a.out.display(),
+        hu.shape()[0],
+        hu.shape()[1],
+        hu.shape()[2]
+    );
     Ok(())
 }

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ctstream::io::{self, ReadError, dicom::{DicomOptions, UnevenPolicy}};
+use ctstream::io::{
+    self, ReadError,
+    dicom::{DicomOptions, UnevenPolicy},
+};
 
 use crate::progress::Bars;
 use crate::{Exit, ExitError};
@@ -38,8 +41,15 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     };
     let scan = match io::read_scan(&a.path, &opts, bars) {
         Ok(s) => s,
-        Err(e @ ReadError::MultipleSeries { .. }) => return Err(ExitError(Exit::NeedsChoice, e.into())),
-        Err(e) => return Err(ExitError(Exit::Failed, anyhow::Error::new(e).context("cannot read the scan"))),
+        Err(e @ ReadError::MultipleSeries { .. }) => {
+            return Err(ExitError(Exit::NeedsChoice, e.into()));
+        }
+        Err(e) => {
+            return Err(ExitError(
+                Exit::Failed,
+                anyhow::Error::new(e).context("cannot read the scan"),
+            ));
+        }
     };
     for w in &scan.warnings {
         bars.println(&format!("warning: {w}"));
@@ -55,17 +65,37 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     writeln!(out, "series     {}", info.series_id)?;
     writeln!(out, "format     {}", info.format)?;
     writeln!(out, "path       {}", a.path.display())?;
-    writeln!(out, "shape      {} x {} x {} voxels (z, y, x)", info.shape[0], info.shape[1], info.shape[2])?;
+    writeln!(
+        out,
+        "shape      {} x {} x {} voxels (z, y, x)",
+        info.shape[0], info.shape[1], info.shape[2]
+    )?;
     writeln!(out, "spacing    {} mm (x, y, z)", f(&info.spacing))?;
     writeln!(out, "origin     {} mm (x, y, z)", f(&info.origin))?;
-    writeln!(out, "direction  [{}] [{}] [{}]", f(&info.direction[0..3]), f(&info.direction[3..6]), f(&info.direction[6..9]))?;
+    writeln!(
+        out,
+        "direction  [{}] [{}] [{}]",
+        f(&info.direction[0..3]),
+        f(&info.direction[3..6]),
+        f(&info.direction[6..9])
+    )?;
     let g = &scan.volume.geometry;
     let s = info.shape;
     let far = g.index_to_world([(s[0] - 1) as f64, (s[1] - 1) as f64, (s[2] - 1) as f64]);
-    writeln!(out, "extent     {} to {} mm (x, y, z of the first and last voxel centres)", f(&info.origin), f(&far))?;
+    writeln!(
+        out,
+        "extent     {} to {} mm (x, y, z of the first and last voxel centres)",
+        f(&info.origin),
+        f(&far)
+    )?;
     writeln!(out, "HU         min {}, max {}, mean {:.1}", info.hu.min, info.hu.max, info.hu.mean)?;
     if let Some(d) = &scan.dicom {
-        writeln!(out, "slices     {} read{}", d.slices, if d.resampled { ", resampled onto a uniform grid" } else { "" })?;
+        writeln!(
+            out,
+            "slices     {} read{}",
+            d.slices,
+            if d.resampled { ", resampled onto a uniform grid" } else { "" }
+        )?;
         if let Some(sp) = &d.spacing {
             writeln!(out, "steps      {}", sp.describe())?;
         }

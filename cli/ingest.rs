@@ -86,7 +86,10 @@ pub struct Args {
 }
 
 fn parse2(s: &str) -> Result<[i16; 2], String> {
-    let v: Vec<i16> = s.split(',').map(|p| p.trim().parse::<i16>().map_err(|_| format!("`{p}` is not an int16"))).collect::<Result<_, _>>()?;
+    let v: Vec<i16> = s
+        .split(',')
+        .map(|p| p.trim().parse::<i16>().map_err(|_| format!("`{p}` is not an int16")))
+        .collect::<Result<_, _>>()?;
     match v[..] {
         [lo, hi] if lo < hi => Ok([lo, hi]),
         _ => Err(format!("expected LO,HI with LO < HI, got `{s}`")),
@@ -120,25 +123,55 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     };
     // Every flag checked before anything is read or written.
     cfg.validate().map_err(|e| ExitError(Exit::Usage, e.into()))?;
-    let read = if a.measure_read { Some(ingest::measure_read(&cfg, bars).context("reading the inputs")?) } else { None };
+    let read = if a.measure_read {
+        Some(ingest::measure_read(&cfg, bars).context("reading the inputs")?)
+    } else {
+        None
+    };
     let dest = cfg.location().name();
-    let s = ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", dest.display()))?;
+    let s =
+        ingest::ingest(&cfg, bars).with_context(|| format!("ingesting into {}", dest.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s).context("writing JSON")?);
     } else {
         let mb = |b: u64| b as f64 / 1e6;
         println!("ingest into {} finished in {:.1} s", dest.display(), s.seconds);
-        println!("  scans       {} stored, {} failed, {} skipped (already stored), {} duplicate ids; {} in the store", s.stored.len(), s.failed.len(), s.skipped.len(), s.duplicates.len(), s.scans_in_store);
+        println!(
+            "  scans       {} stored, {} failed, {} skipped (already stored), {} duplicate ids; {} in the store",
+            s.stored.len(),
+            s.failed.len(),
+            s.skipped.len(),
+            s.duplicates.len(),
+            s.scans_in_store
+        );
         if let Some(k) = cfg.shard {
-            println!("  shard       {k}: {} series found belong to the other shards; run `ctstream index {}` (with the CSVs) when all are done", s.other_shards, dest.display());
+            println!(
+                "  shard       {k}: {} series found belong to the other shards; run `ctstream index {}` (with the CSVs) when all are done",
+                s.other_shards,
+                dest.display()
+            );
         }
         if cfg.remote.is_some() {
-            println!("  uploaded    {:.1} MB (volume files and records; staged in {})", mb(s.bytes_uploaded), cfg.out.display());
+            println!(
+                "  uploaded    {:.1} MB (volume files and records; staged in {})",
+                mb(s.bytes_uploaded),
+                cfg.out.display()
+            );
         }
-        println!("  nodules     {} indexed, {} outside their scan; {} annotation rows for series not in the store", s.nodules_indexed, s.nodules_outside, s.annotations_without_scan);
-        println!("  candidates  {} indexed; {} for series not in the store", s.candidates_indexed, s.candidates_without_scan);
+        println!(
+            "  nodules     {} indexed, {} outside their scan; {} annotation rows for series not in the store",
+            s.nodules_indexed, s.nodules_outside, s.annotations_without_scan
+        );
+        println!(
+            "  candidates  {} indexed; {} for series not in the store",
+            s.candidates_indexed, s.candidates_without_scan
+        );
         if cfg.lung_mask {
-            println!("  lung masks  {:.1} s of the workers' time ({:.2} s per stored scan)", s.lung_mask_seconds, s.lung_mask_seconds / s.stored.len().max(1) as f64);
+            println!(
+                "  lung masks  {:.1} s of the workers' time ({:.2} s per stored scan)",
+                s.lung_mask_seconds,
+                s.lung_mask_seconds / s.stored.len().max(1) as f64
+            );
         }
         println!(
             "  bytes       {:.1} MB read, {:.1} MB written ({:.1} MB of int16 voxels, ratio {:.2}); {:.1} MB/s of input",
@@ -160,20 +193,33 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             );
         }
         if s.temporary_files_removed > 0 {
-            println!("  tidied      {} temporary files of interrupted ingests removed", s.temporary_files_removed);
+            println!(
+                "  tidied      {} temporary files of interrupted ingests removed",
+                s.temporary_files_removed
+            );
         }
         for w in &s.warnings {
             println!("  WARNING     {}", named_once(w));
         }
         for d in &s.damaged {
-            println!("  DAMAGED     {}: {} (not in the index; ingest --resume with its inputs stores it again)", d.path.display(), d.reason);
+            println!(
+                "  DAMAGED     {}: {} (not in the index; ingest --resume with its inputs stores it again)",
+                d.path.display(),
+                d.reason
+            );
         }
         for f in &s.failed {
             println!("  FAILED      {}", named_once(f));
         }
     }
     if !s.failed.is_empty() {
-        return Err(ExitError(Exit::Failed, anyhow::anyhow!("{} scans failed (listed above); the others are stored", s.failed.len())));
+        return Err(ExitError(
+            Exit::Failed,
+            anyhow::anyhow!(
+                "{} scans failed (listed above); the others are stored",
+                s.failed.len()
+            ),
+        ));
     }
     Ok(())
 }
@@ -181,5 +227,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
 /// `source: reason`, with the source once: the readers' messages begin with the file they
 /// name, which is the failure's source.
 fn named_once(f: &ctstream::ingest::Failure) -> String {
-    if f.reason.starts_with(&format!("{}: ", f.source)) { f.reason.clone() } else { format!("{}: {}", f.source, f.reason) }
+    if f.reason.starts_with(&format!("{}: ", f.source)) {
+        f.reason.clone()
+    } else {
+        format!("{}: {}", f.source, f.reason)
+    }
 }

@@ -59,32 +59,84 @@ fn print(a: &Args) -> Result<(), ExitError> {
         return Ok(());
     }
     writeln!(out, "store      {}", a.store.display())?;
-    writeln!(out, "format     {}.{} (ctstream {})", m.format_version[0], m.format_version[1], m.ctstream_version)?;
-    writeln!(out, "grid       spacing {:?} mm (x, y, z), {} interpolation, HU clipped to {:?}", m.spacing_xyz, m.interpolation, m.hu_clip)?;
-    writeln!(out, "chunks     {:?} (z, y, x), zstd level {}, {}", m.chunk_shape_zyx, m.codec.level, m.checksum)?;
-    writeln!(out, "scans      {} ({} nodules)", scans.len(), scans.iter().map(|s| per_series.get(s.series_id.as_str()).copied().unwrap_or(0)).sum::<usize>())?;
-    writeln!(out, "bytes      {:.1} MB stored, {:.1} MB as int16, ratio {:.2}", stored as f64 / 1e6, raw as f64 / 1e6, raw as f64 / stored.max(1) as f64)?;
+    writeln!(
+        out,
+        "format     {}.{} (ctstream {})",
+        m.format_version[0], m.format_version[1], m.ctstream_version
+    )?;
+    writeln!(
+        out,
+        "grid       spacing {:?} mm (x, y, z), {} interpolation, HU clipped to {:?}",
+        m.spacing_xyz, m.interpolation, m.hu_clip
+    )?;
+    writeln!(
+        out,
+        "chunks     {:?} (z, y, x), zstd level {}, {}",
+        m.chunk_shape_zyx, m.codec.level, m.checksum
+    )?;
+    writeln!(
+        out,
+        "scans      {} ({} nodules)",
+        scans.len(),
+        scans
+            .iter()
+            .map(|s| per_series.get(s.series_id.as_str()).copied().unwrap_or(0))
+            .sum::<usize>()
+    )?;
+    writeln!(
+        out,
+        "bytes      {:.1} MB stored, {:.1} MB as int16, ratio {:.2}",
+        stored as f64 / 1e6,
+        raw as f64 / 1e6,
+        raw as f64 / stored.max(1) as f64
+    )?;
     for d in store.damaged() {
-        writeln!(out, "DAMAGED    {}: {} (left out; `ctstream ingest --resume` with its inputs stores it again)", d.path.display(), d.reason)?;
+        writeln!(
+            out,
+            "DAMAGED    {}: {} (left out; `ctstream ingest --resume` with its inputs stores it again)",
+            d.path.display(),
+            d.reason
+        )?;
     }
     if !store.damaged().is_empty() {
-        writeln!(out, "           (inspect reads records only; `ctstream verify {}` checks every chunk and the index)", a.store.display())?;
+        writeln!(
+            out,
+            "           (inspect reads records only; `ctstream verify {}` checks every chunk and the index)",
+            a.store.display()
+        )?;
     }
     writeln!(out)?;
-    writeln!(out, "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}  {}", "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max", "labels (ml per value)")?;
+    writeln!(
+        out,
+        "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}  {}",
+        "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max", "labels (ml per value)"
+    )?;
     for s in &scans {
         let ml = s.spacing_xyz.iter().product::<f64>() / 1000.0;
         let labels: Vec<String> = s
             .labels
             .iter()
             .map(|l| {
-                let values: Vec<String> = l.counts.iter().map(|&[v, n]| {
-                    // Whole ml, or one decimal below 10 ml (a nodule is a fraction of one).
-                    let v_ml = n as f64 * ml;
-                    let name = l.classes.get(&v.to_string()).cloned().unwrap_or_else(|| v.to_string());
-                    if v_ml < 10.0 { format!("{name}={v_ml:.1}") } else { format!("{name}={v_ml:.0}") }
-                }).collect();
-                if values.is_empty() { format!("{} (empty)", l.name) } else { format!("{} ({})", l.name, values.join(", ")) }
+                let values: Vec<String> = l
+                    .counts
+                    .iter()
+                    .map(|&[v, n]| {
+                        // Whole ml, or one decimal below 10 ml (a nodule is a fraction of one).
+                        let v_ml = n as f64 * ml;
+                        let name =
+                            l.classes.get(&v.to_string()).cloned().unwrap_or_else(|| v.to_string());
+                        if v_ml < 10.0 {
+                            format!("{name}={v_ml:.1}")
+                        } else {
+                            format!("{name}={v_ml:.0}")
+                        }
+                    })
+                    .collect();
+                if values.is_empty() {
+                    format!("{} (empty)", l.name)
+                } else {
+                    format!("{} ({})", l.name, values.join(", "))
+                }
             })
             .collect();
         writeln!(

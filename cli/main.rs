@@ -114,20 +114,31 @@ impl Default for DiskCacheArgs {
 }
 
 /// Opens the store at `path` with the disk cache of `cache`, if one is given.
-fn open_store(path: &std::path::Path, cache: &DiskCacheArgs) -> Result<ctstream::store::Store, ExitError> {
+fn open_store(
+    path: &std::path::Path,
+    cache: &DiskCacheArgs,
+) -> Result<ctstream::store::Store, ExitError> {
     use anyhow::Context;
     let gb = cache.disk_cache_gb;
     if !(gb.is_finite() && gb > 0.0 && gb <= 1e6) {
-        return Err(ExitError(Exit::Usage, anyhow::anyhow!("--disk-cache-gb {gb}: give more than 0 and at most 1000000")));
+        return Err(ExitError(
+            Exit::Usage,
+            anyhow::anyhow!("--disk-cache-gb {gb}: give more than 0 and at most 1000000"),
+        ));
     }
-    let store = ctstream::store::Store::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let store = ctstream::store::Store::open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
     if let Some(dir) = &cache.disk_cache {
         match store.location().remote() {
             Some(r) => {
-                let c = ctstream::store::disk_cache::DiskCache::open(dir, (gb * 1e9) as u64).with_context(|| format!("--disk-cache {}", dir.display()))?;
+                let c = ctstream::store::disk_cache::DiskCache::open(dir, (gb * 1e9) as u64)
+                    .with_context(|| format!("--disk-cache {}", dir.display()))?;
                 r.set_disk_cache(c);
             }
-            None => eprintln!("note: {} is a local store; --disk-cache is for stores on object storage and is not used", path.display()),
+            None => eprintln!(
+                "note: {} is a local store; --disk-cache is for stores on object storage and is not used",
+                path.display()
+            ),
         }
     }
     Ok(store)
@@ -135,7 +146,10 @@ fn open_store(path: &std::path::Path, cache: &DiskCacheArgs) -> Result<ctstream:
 
 /// Parses `A,B,C` (three comma-separated numbers) for flags such as `--spacing` and `--chunk`.
 fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
-    let v: Vec<T> = s.split(',').map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number"))).collect::<Result<_, _>>()?;
+    let v: Vec<T> = s
+        .split(',')
+        .map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number")))
+        .collect::<Result<_, _>>()?;
     v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
 }
 
@@ -198,7 +212,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(ExitError(code, e)) => {
             // A closed pipe (`ctstream info ... | head`) is not a failure.
-            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
                 return ExitCode::SUCCESS;
             }
             eprintln!("error: {}", causes_once(&e));
@@ -218,10 +235,16 @@ fn causes_once(e: &anyhow::Error) -> String {
 mod tests {
     #[test]
     fn each_cause_is_printed_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
         let lib = ctstream::store::StoreError::Io { path: "s/manifest.json".into(), source: io };
         let e = anyhow::Error::new(lib).context("opening s");
-        assert_eq!(super::causes_once(&e), "opening s: s/manifest.json: No such file or directory (os error 2)");
+        assert_eq!(
+            super::causes_once(&e),
+            "opening s: s/manifest.json: No such file or directory (os error 2)"
+        );
     }
 
     use clap::CommandFactory;

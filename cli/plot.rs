@@ -18,7 +18,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<(), ExitError> {
     let c = curves::read_run(&a.run)?;
     let out = a.out.clone().unwrap_or_else(|| a.run.join("curves.png"));
-    let title = format!("{}: {} steps, {} validations", a.run.display(), c.train_loss.len(), c.val_loss.len());
+    let title = format!(
+        "{}: {} steps, {} validations",
+        a.run.display(),
+        c.train_loss.len(),
+        c.val_loss.len()
+    );
     curves::plot(&c, &title)?.save(&out)?;
     println!("{}", out.display());
     Ok(())

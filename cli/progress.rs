@@ -41,7 +41,9 @@ impl Bars {
 }
 
 fn style(template: &str) -> ProgressStyle {
-    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> ")
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 impl Progress for Bars {
@@ -50,7 +52,8 @@ impl Progress for Bars {
             return;
         }
         let bar = match total {
-            Some(n) => ProgressBar::new(n).with_style(style("{prefix:24} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}")),
+            Some(n) => ProgressBar::new(n)
+                .with_style(style("{prefix:24} [{bar:40}] {pos}/{len} {per_sec} ETA {eta} {msg}")),
             None => ProgressBar::new_spinner().with_style(style("{prefix:24} {spinner} {msg}")),
         };
         self.show(bar, what);
@@ -60,7 +63,9 @@ impl Progress for Bars {
         if self.quiet {
             return;
         }
-        let bar = ProgressBar::new(total).with_style(style("{prefix:16} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}"));
+        let bar = ProgressBar::new(total).with_style(style(
+            "{prefix:16} [{bar:32}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+        ));
         self.show(bar, what);
     }
 

@@ -38,13 +38,21 @@ pub struct Args {
 
 impl Args {
     pub fn config(&self) -> SynthConfig {
-        SynthConfig { scans: self.scans, seed: self.seed, small: self.small, dicom: self.dicom, labels: self.labels, nnunet: self.nnunet }
+        SynthConfig {
+            scans: self.scans,
+            seed: self.seed,
+            small: self.small,
+            dicom: self.dicom,
+            labels: self.labels,
+            nnunet: self.nnunet,
+        }
     }
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let t = Instant::now();
-    let s = synth::generate(&a.out, &a.config(), bars).with_context(|| format!("writing a synthetic dataset to {}", a.out.display()))?;
+    let s = synth::generate(&a.out, &a.config(), bars)
+        .with_context(|| format!("writing a synthetic dataset to {}", a.out.display()))?;
     println!(
         "wrote {} scans with {} nodules to {} in {:.1} s",
         s.scans.len(),

@@ -13,17 +13,20 @@ use ctstream::train::checkpoint;
 use ctstream::train::device::OnBackend;
 use ctstream::train::fit::{Checkpoints, Validation};
 use ctstream::train::{
-    self, BackendChoice, CsvLog, DeviceChoice, LossKind, LrSchedule, ModelKind, Observer, Plan, Position, RunConfig, StepRecord, UNet3d, VNet, ValRecord,
+    self, BackendChoice, CsvLog, DeviceChoice, LossKind, LrSchedule, ModelKind, Observer, Plan,
+    Position, RunConfig, StepRecord, UNet3d, VNet, ValRecord,
 };
 
 use crate::progress::Bars;
 use crate::{Exit, ExitError, parse3};
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Writes RUN_DIR/config.json, metrics.csv (one row per step), val.csv (one row per validation) and \
+#[command(
+    after_help = "Writes RUN_DIR/config.json, metrics.csv (one row per step), val.csv (one row per validation) and \
 checkpoints/step-N/. Ctrl-C stops after the current step and writes a checkpoint; `ctstream train --resume RUN_DIR` \
 continues from the newest checkpoint with the same next batches. On resume only --steps/--epochs, --device, --backend, --workers, \
---cache, --val-every, --checkpoint-every, --keep-checkpoints and --store may be given.")]
+--cache, --val-every, --checkpoint-every, --keep-checkpoints and --store may be given."
+)]
 pub struct Args {
     /// The store to train on: a folder, or a URL on object storage (s3://bucket/prefix, ...).
     #[arg(long)]
@@ -134,11 +137,17 @@ fn parse_augment(s: &str, patch: [usize; 3]) -> Result<Augment, ExitError> {
 fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, ExitError> {
     let patch = a.patch.unwrap_or([32, 64, 64]);
     if patch.iter().any(|p| *p == 0 || p % 16 != 0) {
-        return Err(usage(format!("--patch {}: every side must be a positive multiple of 16 (four 2x down-samplings)", patch.map(|p| p.to_string()).join(","))));
+        return Err(usage(format!(
+            "--patch {}: every side must be a positive multiple of 16 (four 2x down-samplings)",
+            patch.map(|p| p.to_string()).join(",")
+        )));
     }
     let steps = a.steps.unwrap_or(100);
     let schedule = match a.lr_schedule.as_deref() {
-        Some("cosine") => LrSchedule::Cosine { warmup: a.warmup.unwrap_or(steps / 20), min_factor: a.min_lr_factor.unwrap_or(0.01) },
+        Some("cosine") => LrSchedule::Cosine {
+            warmup: a.warmup.unwrap_or(steps / 20),
+            min_factor: a.min_lr_factor.unwrap_or(0.01),
+        },
         _ => LrSchedule::Constant,
     };
     let val_every = a.val_every.unwrap_or(50);
@@ -147,7 +156,12 @@ fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, E
         batch_size: a.batch_size.unwrap_or(8),
         positive_share: a.positive_share.unwrap_or(0.8),
         jitter_zyx: a.jitter.unwrap_or([8, 8, 8]),
-        negatives: a.negatives.as_deref().unwrap_or("lungs").parse::<Negatives>().map_err(|e| ExitError(Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?,
+        negatives: a
+            .negatives
+            .as_deref()
+            .unwrap_or("lungs")
+            .parse::<Negatives>()
+            .map_err(|e| ExitError(Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?,
         augment: parse_augment(a.augment.as_deref().unwrap_or("none"), patch)?,
         workers: a.workers.unwrap_or(2),
         cache_bytes: a.cache.unwrap_or(256) << 20,
@@ -244,8 +258,10 @@ fn backend_of(a: &Args, cfg_engine: Option<&str>) -> BackendChoice {
 /// Reads a run's `config.json`.
 fn read_config(dir: &Path) -> Result<RunConfig, ExitError> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_json::from_str(&text).with_context(|| format!("{}: not a ctstream run configuration", path.display()))?)
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a ctstream run configuration", path.display()))?)
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
@@ -254,25 +270,41 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         None => None,
     };
     let backend = backend_of(&a, previous.as_ref().and_then(|c| c.engine.as_deref()));
-    let engine = train::device::resolve(a.device, backend).map_err(|e| usage(format!("--backend {backend} --device {}: {e}", a.device)))?;
+    let engine = train::device::resolve(a.device, backend)
+        .map_err(|e| usage(format!("--backend {backend} --device {}: {e}", a.device)))?;
     let opened = train::device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
     let (run_dir, mut cfg, resume) = match &a.resume {
         None => {
-            let out = a.out.clone().ok_or_else(|| usage("--out RUN_DIR or --resume RUN_DIR is required".into()))?;
+            let out = a
+                .out
+                .clone()
+                .ok_or_else(|| usage("--out RUN_DIR or --resume RUN_DIR is required".into()))?;
             if !checkpoint::list(&out)?.is_empty() {
-                return Err(usage(format!("{} already holds a run with checkpoints: continue it with --resume {0}, or choose another --out", out.display())));
+                return Err(usage(format!(
+                    "{} already holds a run with checkpoints: continue it with --resume {0}, or choose another --out",
+                    out.display()
+                )));
             }
-            let store_path = a.store.clone().ok_or_else(|| usage("--store STORE is required for a new run".into()))?;
-            let store = Store::open(&store_path).with_context(|| format!("opening {}", store_path.display()))?;
+            let store_path = a
+                .store
+                .clone()
+                .ok_or_else(|| usage("--store STORE is required for a new run".into()))?;
+            let store = Store::open(&store_path)
+                .with_context(|| format!("opening {}", store_path.display()))?;
             let cfg = new_config(&a, &store_path, &store)?;
             (out, cfg, None)
         }
         Some(dir) => {
             let fixed = fixed_on_resume(&a);
             if !fixed.is_empty() {
-                return Err(usage(format!("--resume continues the run as configured in {}; {} cannot change (start a new run instead)", dir.join("config.json").display(), fixed.join(", "))));
+                return Err(usage(format!(
+                    "--resume continues the run as configured in {}; {} cannot change (start a new run instead)",
+                    dir.join("config.json").display(),
+                    fixed.join(", ")
+                )));
             }
-            let mut cfg = previous.clone().ok_or_else(|| anyhow!("{}: no configuration", dir.display()))?;
+            let mut cfg =
+                previous.clone().ok_or_else(|| anyhow!("{}: no configuration", dir.display()))?;
             let ck = checkpoint::latest(dir)?.ok_or_else(|| anyhow!("{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again", checkpoint::folder(dir).display()))?;
             if let Some(s) = &a.store {
                 cfg.store = s.clone();
@@ -282,7 +314,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             }
             cfg.epochs = a.epochs.or(cfg.epochs);
             cfg.device = a.device.to_string();
-            let before = cfg.engine.clone().unwrap_or_else(|| if cfg.device == "cpu" { "flex".into() } else { cfg.device.clone() });
+            let before = cfg.engine.clone().unwrap_or_else(|| {
+                if cfg.device == "cpu" { "flex".into() } else { cfg.device.clone() }
+            });
             if before != engine.to_string() {
                 bars.println(&format!("note: the run last trained on {before}, now on {engine}: the steps from here are not bit for bit those an uninterrupted run on {before} would take"));
             }
@@ -314,7 +348,11 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     };
     let loader = match loader {
         Err(LoaderError::Empty(_)) if cfg.val_fraction > 0.0 => {
-            return Err(usage(format!("{}: every scan falls in the validation split (--val-fraction {}); use a smaller --val-fraction, or 0 to train on all", cfg.store.display(), cfg.val_fraction)));
+            return Err(usage(format!(
+                "{}: every scan falls in the validation split (--val-fraction {}); use a smaller --val-fraction, or 0 to train on all",
+                cfg.store.display(),
+                cfg.val_fraction
+            )));
         }
         r => r?,
     };
@@ -331,7 +369,10 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         None
     };
     let train_series: Vec<String> = loader.series_ids().iter().map(|s| s.to_string()).collect();
-    let val_series: Vec<String> = val_loader.as_ref().map(|l| l.series_ids().iter().map(|s| s.to_string()).collect()).unwrap_or_default();
+    let val_series: Vec<String> = val_loader
+        .as_ref()
+        .map(|l| l.series_ids().iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
     if resume.is_some() && (train_series != cfg.train_series || val_series != cfg.val_series) {
         return Err(anyhow!("{}: the store now holds other scans than when the run started (config.json train_series / val_series); resuming would not give the same batches", cfg.store.display()).into());
     }
@@ -344,11 +385,20 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     let cfg_path = run_dir.join("config.json");
     let cfg_json = serde_json::to_value(&cfg).context("config JSON")?;
-    ctstream::fsutil::write_bytes_atomic(&cfg_path, serde_json::to_string_pretty(&cfg_json).context("config JSON")?.as_bytes()).with_context(|| format!("writing {}", cfg_path.display()))?;
+    ctstream::fsutil::write_bytes_atomic(
+        &cfg_path,
+        serde_json::to_string_pretty(&cfg_json).context("config JSON")?.as_bytes(),
+    )
+    .with_context(|| format!("writing {}", cfg_path.display()))?;
     let through = resume.as_ref().map_or(0, |c| c.state.position.step);
     let open = |name: &str, header: &str| {
         let p = run_dir.join(name);
-        if resume.is_some() { CsvLog::resume(&p, header, through) } else { CsvLog::create(&p, header) }.with_context(|| format!("opening {}", p.display()))
+        if resume.is_some() {
+            CsvLog::resume(&p, header, through)
+        } else {
+            CsvLog::create(&p, header)
+        }
+        .with_context(|| format!("opening {}", p.display()))
     };
     let mut reporter = Reporter {
         bars,
@@ -366,13 +416,25 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         schedule: cfg.schedule,
         loss: cfg.loss,
         validation: val_loader.as_ref().map(|l| Validation { loader: l, every: cfg.val_every }),
-        checkpoints: Some(Checkpoints { run_dir: &run_dir, every: cfg.checkpoint_every, keep: cfg.keep_checkpoints, config: cfg_json }),
+        checkpoints: Some(Checkpoints {
+            run_dir: &run_dir,
+            every: cfg.checkpoint_every,
+            keep: cfg.keep_checkpoints,
+            config: cfg_json,
+        }),
         resume: resume.as_ref(),
         stop: Some(&STOP),
     };
     if let Some(ck) = &resume {
         let p = ck.state.position;
-        bars.println(&format!("resuming {} at step {} (epoch {}, batch {}) of {}", run_dir.display(), p.step, p.epoch, p.next_batch, cfg.steps));
+        bars.println(&format!(
+            "resuming {} at step {} (epoch {}, batch {}) of {}",
+            run_dir.display(),
+            p.step,
+            p.epoch,
+            p.next_batch,
+            cfg.steps
+        ));
     }
     bars.start("training", Some(cfg.steps as u64));
     bars.advance(through as u64);
@@ -384,7 +446,15 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     }
     summarise(&outcome.0, &outcome.1, reporter.last_val.as_ref(), cfg.loader.batch_size, &run_dir);
     if outcome.2 {
-        return Err(ExitError(Exit::Interrupted, anyhow!("interrupted at step {} of {}; continue with: ctstream train --resume {}", outcome.1.step, cfg.steps, run_dir.display())));
+        return Err(ExitError(
+            Exit::Interrupted,
+            anyhow!(
+                "interrupted at step {} of {}; continue with: ctstream train --resume {}",
+                outcome.1.step,
+                cfg.steps,
+                run_dir.display()
+            ),
+        ));
     }
     Ok(())
 }
@@ -404,15 +474,22 @@ impl OnBackend for RunOn<'_, '_, '_> {
 }
 
 /// Builds the network on `B`, seeded, and runs the plan: (records, position, stopped).
-fn run_on<B: AutodiffBackend>(device: B::Device, cfg: &RunConfig, plan: &Plan<'_>, reporter: &mut Reporter<'_>) -> Result<(Vec<StepRecord>, Position, bool), ExitError> {
+fn run_on<B: AutodiffBackend>(
+    device: B::Device,
+    cfg: &RunConfig,
+    plan: &Plan<'_>,
+    reporter: &mut Reporter<'_>,
+) -> Result<(Vec<StepRecord>, Position, bool), ExitError> {
     B::seed(&device, cfg.seed);
     let (records, position, stopped) = match cfg.model {
         ModelKind::Unet3d => {
-            let o = train::fit::<B, _>(UNet3d::<B>::new(cfg.width, &device), plan, &device, reporter)?;
+            let o =
+                train::fit::<B, _>(UNet3d::<B>::new(cfg.width, &device), plan, &device, reporter)?;
             (o.records, o.position, o.stopped)
         }
         ModelKind::Vnet => {
-            let o = train::fit::<B, _>(VNet::<B>::new(cfg.width, &device), plan, &device, reporter)?;
+            let o =
+                train::fit::<B, _>(VNet::<B>::new(cfg.width, &device), plan, &device, reporter)?;
             (o.records, o.position, o.stopped)
         }
     };
@@ -436,7 +513,12 @@ impl Observer for Reporter<'_> {
         }
         self.bars.advance(1);
         let val = self.last_val.map(|v| format!(", val Dice {:.3}", v.dice)).unwrap_or_default();
-        self.bars.set_message(&format!("loss {:.3} Dice {:.3}{val}, wait {:.0}%", r.loss, r.dice, 100.0 * r.loader_wait_s / r.step_s.max(1e-9)));
+        self.bars.set_message(&format!(
+            "loss {:.3} Dice {:.3}{val}, wait {:.0}%",
+            r.loss,
+            r.dice,
+            100.0 * r.loader_wait_s / r.step_s.max(1e-9)
+        ));
     }
 
     fn validated(&mut self, r: &ValRecord) {
@@ -455,7 +537,13 @@ impl Observer for Reporter<'_> {
     }
 }
 
-fn summarise(records: &[StepRecord], pos: &Position, val: Option<&ValRecord>, batch: usize, run_dir: &Path) {
+fn summarise(
+    records: &[StepRecord],
+    pos: &Position,
+    val: Option<&ValRecord>,
+    batch: usize,
+    run_dir: &Path,
+) {
     let n = records.len().max(1) as f64;
     let wait: f64 = records.iter().map(|r| r.loader_wait_s).sum();
     let total: f64 = records.iter().map(|r| r.step_s).sum();
@@ -474,7 +562,10 @@ fn summarise(records: &[StepRecord], pos: &Position, val: Option<&ValRecord>, ba
         tail.iter().map(|r| r.dice).sum::<f64>() / tn,
     );
     if let Some(v) = val {
-        println!("validation at step {}: Dice {:.3}, {:.1} false-positive voxels per negative patch", v.step, v.dice, v.fp_voxels_per_negative);
+        println!(
+            "validation at step {}: Dice {:.3}, {:.1} false-positive voxels per negative patch",
+            v.step, v.dice, v.fp_voxels_per_negative
+        );
     }
     println!("  {}/{{config.json, metrics.csv, val.csv, checkpoints/}}", run_dir.display());
 }

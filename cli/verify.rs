@@ -19,11 +19,18 @@ pub struct Args {
 }
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
-    let r = verify::verify(&a.store, bars).with_context(|| format!("verifying {}", a.store.display()))?;
+    let r = verify::verify(&a.store, bars)
+        .with_context(|| format!("verifying {}", a.store.display()))?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).context("writing JSON")?);
     } else {
-        println!("verified {}: {} scans sound, {} chunks and {} index rows checked", a.store.display(), r.scans_ok.len(), r.chunks_checked, r.index_rows_checked);
+        println!(
+            "verified {}: {} scans sound, {} chunks and {} index rows checked",
+            a.store.display(),
+            r.scans_ok.len(),
+            r.chunks_checked,
+            r.index_rows_checked
+        );
         for p in &r.problems {
             let path = p.path.display().to_string();
             // Messages from the readers name their file already.
@@ -35,7 +42,12 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         }
     }
     if !r.is_ok() {
-        return Err(anyhow::anyhow!("{} problems in {} (listed above)", r.problems.len(), a.store.display()).into());
+        return Err(anyhow::anyhow!(
+            "{} problems in {} (listed above)",
+            r.problems.len(),
+            a.store.display()
+        )
+        .into());
     }
     Ok(())
 }

@@ -107,7 +107,11 @@ fn read_rows<T>(
     let file = crate::fsutil::open_regular(path).map_err(io_err)?;
     let len = file.metadata().map_err(io_err)?.len();
     if len > MAX_CSV_BYTES {
-        return Err(AnnotationError::TooLarge { path: path.to_path_buf(), bytes: len, limit: MAX_CSV_BYTES });
+        return Err(AnnotationError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: len,
+            limit: MAX_CSV_BYTES,
+        });
     }
     // `take`: a file that grows while it is read stops at the limit, and is found short.
     let mut rdr = csv::ReaderBuilder::new()
@@ -117,10 +121,9 @@ fn read_rows<T>(
     let headers = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
     let mut idx = [0usize; 5];
     for (i, c) in columns.iter().enumerate() {
-        idx[i] = headers
-            .iter()
-            .position(|h| h.trim_start_matches('\u{feff}') == *c)
-            .ok_or(AnnotationError::MissingColumn { path: path.to_path_buf(), column: c, expected })?;
+        idx[i] = headers.iter().position(|h| h.trim_start_matches('\u{feff}') == *c).ok_or(
+            AnnotationError::MissingColumn { path: path.to_path_buf(), column: c, expected },
+        )?;
     }
     let mut out = Vec::new();
     let mut rec = csv::StringRecord::new();
@@ -139,10 +142,19 @@ fn read_rows<T>(
             fields[i] = rec.get(j).ok_or_else(|| AnnotationError::Row {
                 path: path.to_path_buf(),
                 line,
-                message: format!("column `{}` is missing ({} fields, expected {})", columns[i], rec.len(), headers.len()),
+                message: format!(
+                    "column `{}` is missing ({} fields, expected {})",
+                    columns[i],
+                    rec.len(),
+                    headers.len()
+                ),
             })?;
         }
-        let v = row(line, fields).map_err(|message| AnnotationError::Row { path: path.to_path_buf(), line, message })?;
+        let v = row(line, fields).map_err(|message| AnnotationError::Row {
+            path: path.to_path_buf(),
+            line,
+            message,
+        })?;
         out.push(v);
     }
     Ok(out)
@@ -152,7 +164,9 @@ fn csv_err(path: &Path, e: csv::Error) -> AnnotationError {
     let line = e.position().map_or(0, |p| p.line());
     match e.into_kind() {
         csv::ErrorKind::Io(source) => AnnotationError::Io { path: path.to_path_buf(), source },
-        other => AnnotationError::Row { path: path.to_path_buf(), line, message: format!("{other:?}") },
+        other => {
+            AnnotationError::Row { path: path.to_path_buf(), line, message: format!("{other:?}") }
+        }
     }
 }
 
@@ -165,7 +179,10 @@ fn series(s: &str) -> std::result::Result<String, String> {
     }
     if !crate::store::format::valid_series_id(s) {
         let shown: String = s.chars().take(80).collect();
-        return Err(format!("column `seriesuid`: `{}` is not a series id (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 128)", shown.escape_debug()));
+        return Err(format!(
+            "column `seriesuid`: `{}` is not a series id (letters, digits, `.`, `_`, `-`, starting with a letter or digit, at most 128)",
+            shown.escape_debug()
+        ));
     }
     Ok(s.to_string())
 }
@@ -278,7 +295,11 @@ pub fn write_candidates(path: &Path, rows: &[Candidate]) -> Result<()> {
 pub fn read_predictions(path: &Path) -> Result<Vec<crate::evaluate::Detection>> {
     let cols = ["seriesuid", "coordX", "coordY", "coordZ", "probability"];
     read_rows(path, cols, PREDICTION_HEADER, |_, f| {
-        Ok(crate::evaluate::Detection { series_id: series(f[0])?, world_xyz: xyz(&f)?, probability: number("probability", f[4])? })
+        Ok(crate::evaluate::Detection {
+            series_id: series(f[0])?,
+            world_xyz: xyz(&f)?,
+            probability: number("probability", f[4])?,
+        })
     })
 }
 

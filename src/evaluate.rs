@@ -93,7 +93,12 @@ fn hits(c: &[f64; 3], centre: &[f64; 3], diameter: f64) -> bool {
 }
 
 /// Matches one scan's detections to its nodules and excluded findings.
-fn score_scan(nodules: &[&Annotation], excluded: &[&Annotation], detections: &[&Detection], counts: &mut (usize, usize)) -> ScanScores {
+fn score_scan(
+    nodules: &[&Annotation],
+    excluded: &[&Annotation],
+    detections: &[&Detection],
+    counts: &mut (usize, usize),
+) -> ScanScores {
     let mut used = vec![false; detections.len()];
     let mut out = ScanScores::default();
     for n in nodules {
@@ -119,7 +124,8 @@ fn score_scan(nodules: &[&Annotation], excluded: &[&Annotation], detections: &[&
             }
         }
     }
-    out.false_positives = detections.iter().zip(&used).filter(|(_, u)| !**u).map(|(c, _)| c.probability).collect();
+    out.false_positives =
+        detections.iter().zip(&used).filter(|(_, u)| !**u).map(|(c, _)| c.probability).collect();
     out
 }
 
@@ -140,10 +146,18 @@ fn curve(scores: &[&ScanScores]) -> Vec<FrocPoint> {
     while i < marks.len() {
         let t = marks[i].0;
         while i < marks.len() && marks[i].0 == t {
-            if marks[i].1 { tp += 1 } else { fp += 1 }
+            if marks[i].1 {
+                tp += 1
+            } else {
+                fp += 1
+            }
             i += 1;
         }
-        out.push(FrocPoint { threshold: t, fps_per_scan: fp as f64 / scans, sensitivity: if total == 0 { 0.0 } else { tp as f64 / total as f64 } });
+        out.push(FrocPoint {
+            threshold: t,
+            fps_per_scan: fp as f64 / scans,
+            sensitivity: if total == 0 { 0.0 } else { tp as f64 / total as f64 },
+        });
     }
     out
 }
@@ -161,7 +175,11 @@ fn interp(curve: &[FrocPoint], x: f64) -> f64 {
         Some(next) => {
             let (a, b) = (&curve[j], next);
             let span = b.fps_per_scan - a.fps_per_scan;
-            if span <= 0.0 { a.sensitivity } else { a.sensitivity + (b.sensitivity - a.sensitivity) * (x - a.fps_per_scan) / span }
+            if span <= 0.0 {
+                a.sensitivity
+            } else {
+                a.sensitivity + (b.sensitivity - a.sensitivity) * (x - a.fps_per_scan) / span
+            }
         }
     }
 }
@@ -173,7 +191,14 @@ fn sensitivities(c: &[FrocPoint]) -> [f64; 7] {
 /// Evaluates `detections` against `annotations` (and `excluded`) on the scans `series`
 /// (the divisor of false positives per scan; detections on other scans are ignored).
 /// `bootstrap` resamplings of the scans (0: none) with `seed` give the intervals.
-pub fn froc(series: &[String], annotations: &[Annotation], excluded: &[Annotation], detections: &[Detection], bootstrap: usize, seed: u64) -> Froc {
+pub fn froc(
+    series: &[String],
+    annotations: &[Annotation],
+    excluded: &[Annotation],
+    detections: &[Detection],
+    bootstrap: usize,
+    seed: u64,
+) -> Froc {
     let (nod, exc) = (group(annotations), group(excluded));
     let mut det: BTreeMap<&str, Vec<&Detection>> = BTreeMap::new();
     for d in detections {
@@ -197,7 +222,9 @@ pub fn froc(series: &[String], annotations: &[Annotation], excluded: &[Annotatio
         let mut rng = crate::seed::rng(&[seed, 0x46524f43]);
         let mut samples: Vec<[f64; 8]> = Vec::with_capacity(bootstrap);
         for _ in 0..bootstrap {
-            let pick: Vec<&ScanScores> = (0..per_scan.len()).map(|_| &per_scan[rng.random_range(0..per_scan.len())]).collect();
+            let pick: Vec<&ScanScores> = (0..per_scan.len())
+                .map(|_| &per_scan[rng.random_range(0..per_scan.len())])
+                .collect();
             let s = sensitivities(&curve(&pick));
             let mut row = [0.0; 8];
             row[..7].copy_from_slice(&s);
@@ -273,7 +300,11 @@ mod tests {
     /// end). CPM = (3 * 1/3 + 4 * 2/3) / 7 = (1 + 8/3) / 7 = 11/21.
     #[test]
     fn hand_worked_two_scans() {
-        let annotations = [nod("A", [0.0; 3], Some(10.0)), nod("A", [50.0, 0.0, 0.0], Some(6.0)), nod("B", [0.0; 3], Some(4.0))];
+        let annotations = [
+            nod("A", [0.0; 3], Some(10.0)),
+            nod("A", [50.0, 0.0, 0.0], Some(6.0)),
+            nod("B", [0.0; 3], Some(4.0)),
+        ];
         let excluded = [nod("A", [0.0, 50.0, 0.0], None)];
         let detections = [
             det("A", [1.0, 1.0, 1.0], 0.9),
@@ -286,11 +317,28 @@ mod tests {
             det("C", [0.0; 3], 0.99),
         ];
         let r = froc(&["A".into(), "B".into()], &annotations, &excluded, &detections, 0, 0);
-        assert_eq!((r.scans, r.nodules, r.detected, r.false_positives, r.ignored, r.double_hits), (2, 3, 2, 3, 1, 1));
-        let pts: Vec<(f64, f64)> = r.curve.iter().map(|p| (p.fps_per_scan, p.sensitivity)).collect();
+        assert_eq!(
+            (r.scans, r.nodules, r.detected, r.false_positives, r.ignored, r.double_hits),
+            (2, 3, 2, 3, 1, 1)
+        );
+        let pts: Vec<(f64, f64)> =
+            r.curve.iter().map(|p| (p.fps_per_scan, p.sensitivity)).collect();
         let third = 1.0 / 3.0;
-        assert_eq!(pts, [(0.0, 0.0), (0.0, third), (0.5, third), (1.0, third), (1.0, 2.0 * third), (1.5, 2.0 * third)]);
-        assert_eq!(r.sensitivities, [third, third, third, 2.0 * third, 2.0 * third, 2.0 * third, 2.0 * third]);
+        assert_eq!(
+            pts,
+            [
+                (0.0, 0.0),
+                (0.0, third),
+                (0.5, third),
+                (1.0, third),
+                (1.0, 2.0 * third),
+                (1.5, 2.0 * third)
+            ]
+        );
+        assert_eq!(
+            r.sensitivities,
+            [third, third, third, 2.0 * third, 2.0 * third, 2.0 * third, 2.0 * third]
+        );
         assert!((r.cpm - 11.0 / 21.0).abs() < 1e-12);
     }
 
@@ -301,7 +349,13 @@ mod tests {
     #[test]
     fn false_positives_per_scan_divide_by_the_scan_list() {
         let annotations = [nod("A", [0.0; 3], Some(10.0)), nod("A", [40.0, 0.0, 0.0], Some(10.0))];
-        let detections = [det("A", [0.0; 3], 0.9), det("A", [40.0, 0.0, 0.0], 0.2), det("A", [90.0; 3], 0.8), det("A", [80.0; 3], 0.6), det("A", [70.0; 3], 0.4)];
+        let detections = [
+            det("A", [0.0; 3], 0.9),
+            det("A", [40.0, 0.0, 0.0], 0.2),
+            det("A", [90.0; 3], 0.8),
+            det("A", [80.0; 3], 0.6),
+            det("A", [70.0; 3], 0.4),
+        ];
         let one = froc(&["A".into()], &annotations, &[], &detections, 0, 0);
         assert_eq!(one.sensitivities, [0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0]);
         let two = froc(&["A".into(), "B".into()], &annotations, &[], &detections, 0, 0);
@@ -314,7 +368,14 @@ mod tests {
     /// is 0.5 (interpolated), at 0.125 it is 0.125, at 0.25 0.25, from 1 on 1.
     #[test]
     fn ties_between_hits_and_false_positives_interpolate() {
-        let r = froc(&["A".into()], &[nod("A", [0.0; 3], Some(10.0))], &[], &[det("A", [0.0; 3], 0.5), det("A", [50.0; 3], 0.5)], 0, 0);
+        let r = froc(
+            &["A".into()],
+            &[nod("A", [0.0; 3], Some(10.0))],
+            &[],
+            &[det("A", [0.0; 3], 0.5), det("A", [50.0; 3], 0.5)],
+            0,
+            0,
+        );
         assert_eq!(r.sensitivities, [0.125, 0.25, 0.5, 1.0, 1.0, 1.0, 1.0]);
     }
 

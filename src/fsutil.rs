@@ -21,7 +21,10 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// assert!(!is_temp_name("a.ctv"));
 /// ```
 pub fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.') && name.rsplit_once(".tmp-").is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Writes `path` atomically: `fill` writes into a buffered temporary file, which is
@@ -68,8 +71,15 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 pub fn open_regular(path: &Path) -> io::Result<File> {
     let meta = fs::metadata(path)?;
     if !meta.is_file() {
-        let what = if meta.is_dir() { "a folder" } else { "not a regular file (a FIFO, device or socket)" };
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{what}; ctstream reads regular files only")));
+        let what = if meta.is_dir() {
+            "a folder"
+        } else {
+            "not a regular file (a FIFO, device or socket)"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what}; ctstream reads regular files only"),
+        ));
     }
     File::open(path)
 }

@@ -152,11 +152,17 @@ impl Geometry {
         let err = |field, message: String| Err(GeometryError { field, message });
         let s = self.spacing_xyz;
         if s.iter().any(|v| !(v.is_finite() && (MIN_SPACING_MM..=MAX_SPACING_MM).contains(v))) {
-            return err("spacing", format!("{s:?} mm is not finite and within {MIN_SPACING_MM}..{MAX_SPACING_MM} mm"));
+            return err(
+                "spacing",
+                format!("{s:?} mm is not finite and within {MIN_SPACING_MM}..{MAX_SPACING_MM} mm"),
+            );
         }
         let o = self.origin_xyz;
         if o.iter().any(|v| !(v.is_finite() && v.abs() <= MAX_ABS_ORIGIN_MM)) {
-            return err("origin", format!("{o:?} mm is not finite and within {MAX_ABS_ORIGIN_MM} mm of 0"));
+            return err(
+                "origin",
+                format!("{o:?} mm is not finite and within {MAX_ABS_ORIGIN_MM} mm of 0"),
+            );
         }
         let d = &self.direction;
         if d.iter().any(|v| !v.is_finite()) {
@@ -165,11 +171,17 @@ impl Geometry {
         for c in 0..3 {
             let norm = (d[c] * d[c] + d[3 + c] * d[3 + c] + d[6 + c] * d[6 + c]).sqrt();
             if (norm - 1.0).abs() > 1e-3 {
-                return err("direction", format!("{d:?} (row-major): column {c} has length {norm}, not 1"));
+                return err(
+                    "direction",
+                    format!("{d:?} (row-major): column {c} has length {norm}, not 1"),
+                );
             }
         }
         if invert3(d).is_none_or(|_| det3(d).abs() < 1e-3) {
-            return err("direction", format!("{d:?} (row-major) is singular: its axes are not independent"));
+            return err(
+                "direction",
+                format!("{d:?} (row-major) is singular: its axes are not independent"),
+            );
         }
         Ok(())
     }
@@ -177,7 +189,8 @@ impl Geometry {
 
 /// Determinant of a row-major 3x3 matrix.
 fn det3(m: &[f64; 9]) -> f64 {
-    m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6]) + m[2] * (m[3] * m[7] - m[4] * m[6])
+    m[0] * (m[4] * m[8] - m[5] * m[7]) - m[1] * (m[3] * m[8] - m[5] * m[6])
+        + m[2] * (m[3] * m[7] - m[4] * m[6])
 }
 
 /// Inverse of a row-major 3x3 matrix, `None` when it is (nearly) singular.

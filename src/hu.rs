@@ -163,7 +163,8 @@ pub fn convert(bytes: &[u8], t: Scalar, big_endian: bool, scale: Option<(f64, f6
                 .chunks_exact($n)
                 .map(|c| {
                     let a: [u8; $n] = c.try_into().expect("chunks_exact yields whole values");
-                    let x = if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
+                    let x =
+                        if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
                     match scale {
                         Some((s, i)) => rule(x as f64 * s + i, &mut clamped, &mut nan),
                         None if $is_int => clamp_int(x as i128, &mut clamped),
@@ -176,7 +177,13 @@ pub fn convert(bytes: &[u8], t: Scalar, big_endian: bool, scale: Option<(f64, f6
     let values: Vec<i16> = match t {
         Scalar::I16 if scale.is_none() => bytes
             .chunks_exact(2)
-            .map(|c| if big_endian { i16::from_be_bytes([c[0], c[1]]) } else { i16::from_le_bytes([c[0], c[1]]) })
+            .map(|c| {
+                if big_endian {
+                    i16::from_be_bytes([c[0], c[1]])
+                } else {
+                    i16::from_le_bytes([c[0], c[1]])
+                }
+            })
             .collect(),
         Scalar::U8 => each!(u8, 1, true),
         Scalar::I8 => each!(i8, 1, true),

@@ -11,7 +11,9 @@
 /// let e = ctstream::store::StoreError::Io { path: "s/manifest.json".into(), source: io };
 /// assert_eq!(ctstream::message::causes_once(ctstream::message::chain(&e)), "s/manifest.json: No such file or directory (os error 2)");
 /// ```
-pub fn causes_once<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'a)>) -> String {
+pub fn causes_once<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'a)>,
+) -> String {
     let mut out = String::new();
     for c in chain {
         let text = c.to_string();
@@ -27,6 +29,8 @@ pub fn causes_once<'a>(chain: impl IntoIterator<Item = &'a (dyn std::error::Erro
 }
 
 /// `e` and its sources, in order (what `anyhow::Error::chain` gives for an anyhow error).
-pub fn chain<'a>(e: &'a (dyn std::error::Error + 'a)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'a)> {
+pub fn chain<'a>(
+    e: &'a (dyn std::error::Error + 'a),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'a)> {
     std::iter::successors(Some(e), |e| e.source())
 }

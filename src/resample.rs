@@ -21,14 +21,18 @@ use crate::geometry::{Geometry, IDENTITY};
 #[non_exhaustive]
 pub enum ResampleError {
     /// The direction is not a signed permutation of the axes.
-    #[error("oblique direction {direction:?} (row-major): the store holds axis-aligned grids; oblique scans are not supported yet")]
+    #[error(
+        "oblique direction {direction:?} (row-major): the store holds axis-aligned grids; oblique scans are not supported yet"
+    )]
     Oblique {
         /// The direction matrix.
         direction: [f64; 9],
     },
     /// The resampled grid, or the intermediate planes resampling needs, would hold more
     /// than [`crate::volume::MAX_VOXELS`]: refused before anything is allocated.
-    #[error("resampling {shape_zyx:?} voxels (z, y, x) at {from_xyz:?} mm to {to_xyz:?} mm (x, y, z) needs {voxels} voxels ({what}), more than the limit of {limit}")]
+    #[error(
+        "resampling {shape_zyx:?} voxels (z, y, x) at {from_xyz:?} mm to {to_xyz:?} mm (x, y, z) needs {voxels} voxels ({what}), more than the limit of {limit}"
+    )]
     TooLarge {
         /// The source shape.
         shape_zyx: [usize; 3],
@@ -64,7 +68,10 @@ pub enum ResampleError {
 /// # Errors
 /// [`ResampleError::Oblique`] when the direction is not a signed axis permutation
 /// (within 1e-6).
-pub fn to_axis_aligned(hu: Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, Geometry), ResampleError> {
+pub fn to_axis_aligned(
+    hu: Array3<i16>,
+    g: &Geometry,
+) -> Result<(Array3<i16>, Geometry), ResampleError> {
     if g.is_identity_direction() {
         return Ok((hu, Geometry { direction: IDENTITY, ..*g }));
     }
@@ -125,7 +132,11 @@ pub fn to_axis_aligned(hu: Array3<i16>, g: &Geometry) -> Result<(Array3<i16>, Ge
 ///
 /// # Errors
 /// [`ResampleError::BadSpacing`], [`ResampleError::TooLarge`].
-pub fn resampled_shape(shape_zyx: [usize; 3], from_xyz: [f64; 3], to_xyz: [f64; 3]) -> Result<[usize; 3], ResampleError> {
+pub fn resampled_shape(
+    shape_zyx: [usize; 3],
+    from_xyz: [f64; 3],
+    to_xyz: [f64; 3],
+) -> Result<[usize; 3], ResampleError> {
     for s in [from_xyz, to_xyz] {
         if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             return Err(ResampleError::BadSpacing { spacing_xyz: s });
@@ -137,7 +148,14 @@ pub fn resampled_shape(shape_zyx: [usize; 3], from_xyz: [f64; 3], to_xyz: [f64; 
         if n == 0 { 0.0 } else { ((n - 1) as f64 * s_in / s_out + 1e-9).floor() + 1.0 }
     };
     let out = [n_out(0), n_out(1), n_out(2)];
-    let too_large = |what, v: f64| ResampleError::TooLarge { shape_zyx, from_xyz, to_xyz, what, voxels: if v >= u64::MAX as f64 { u64::MAX } else { v as u64 }, limit };
+    let too_large = |what, v: f64| ResampleError::TooLarge {
+        shape_zyx,
+        from_xyz,
+        to_xyz,
+        what,
+        voxels: if v >= u64::MAX as f64 { u64::MAX } else { v as u64 },
+        limit,
+    };
     let grid = out[0] * out[1] * out[2];
     if grid.is_nan() || grid > limit as f64 {
         return Err(too_large("the resampled grid", grid));
@@ -168,7 +186,12 @@ fn axis_table(n_in: usize, s_in: f64, s_out: f64) -> Vec<(usize, usize, f32)> {
 /// # Errors
 /// [`ResampleError::Oblique`] if `g` is not axis-aligned; [`ResampleError::BadSpacing`];
 /// [`ResampleError::TooLarge`] (see [`resampled_shape`]), before allocating.
-pub fn resample_linear(hu: &Array3<i16>, g: &Geometry, spacing_xyz: [f64; 3], clip: [i16; 2]) -> Result<(Array3<i16>, Geometry), ResampleError> {
+pub fn resample_linear(
+    hu: &Array3<i16>,
+    g: &Geometry,
+    spacing_xyz: [f64; 3],
+    clip: [i16; 2],
+) -> Result<(Array3<i16>, Geometry), ResampleError> {
     if !g.is_identity_direction() {
         return Err(ResampleError::Oblique { direction: g.direction });
     }
@@ -214,7 +237,10 @@ pub fn resample_linear(hu: &Array3<i16>, g: &Geometry, spacing_xyz: [f64; 3], cl
         .par_chunks_mut(oy * ox)
         .zip(tz.par_iter())
         .for_each(|(dst, &(i0, i1, w))| {
-            let (a, b) = (planes[i0].as_slice().expect("contiguous"), planes[i1].as_slice().expect("contiguous"));
+            let (a, b) = (
+                planes[i0].as_slice().expect("contiguous"),
+                planes[i1].as_slice().expect("contiguous"),
+            );
             for ((d, &va), &vb) in dst.iter_mut().zip(a).zip(b) {
                 let v = va + (vb - va) * w;
                 *d = v.round().clamp(lo, hi) as i16;
@@ -233,7 +259,11 @@ mod tests {
         // 2 x 3 x 4 (z, y, x) with values encoding their index.
         let hu = Array3::from_shape_fn((2, 3, 4), |(z, y, x)| (100 * z + 10 * y + x) as i16);
         // Index x runs along -x; index y runs along +z; index z runs along +y.
-        let g = Geometry { origin_xyz: [10.0, 20.0, 30.0], spacing_xyz: [0.5, 2.0, 3.0], direction: [-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0] };
+        let g = Geometry {
+            origin_xyz: [10.0, 20.0, 30.0],
+            spacing_xyz: [0.5, 2.0, 3.0],
+            direction: [-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0],
+        };
         let (out, ng) = to_axis_aligned(hu.clone(), &g).unwrap();
         assert_eq!(ng.direction, IDENTITY);
         // World x extent: 4 voxels of 0.5 along -x from 10 -> new origin x = 10 - 1.5 = 8.5.
@@ -245,7 +275,8 @@ mod tests {
         for ((z2, y2, x2), &v) in out.indexed_iter() {
             let w = ng.index_to_world([z2 as f64, y2 as f64, x2 as f64]);
             let src = g.world_to_index(w).unwrap();
-            let (z, y, x) = (src[0].round() as usize, src[1].round() as usize, src[2].round() as usize);
+            let (z, y, x) =
+                (src[0].round() as usize, src[1].round() as usize, src[2].round() as usize);
             assert_eq!(v, hu[[z, y, x]], "at new ({z2}, {y2}, {x2})");
         }
     }
@@ -253,15 +284,24 @@ mod tests {
     #[test]
     fn oblique_is_refused() {
         let (s, c) = (0.3f64.sin(), 0.3f64.cos());
-        let g = Geometry { origin_xyz: [0.0; 3], spacing_xyz: [1.0; 3], direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0] };
-        assert!(matches!(to_axis_aligned(Array3::zeros((2, 2, 2)), &g), Err(ResampleError::Oblique { .. })));
+        let g = Geometry {
+            origin_xyz: [0.0; 3],
+            spacing_xyz: [1.0; 3],
+            direction: [c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0],
+        };
+        assert!(matches!(
+            to_axis_aligned(Array3::zeros((2, 2, 2)), &g),
+            Err(ResampleError::Oblique { .. })
+        ));
     }
 
     /// A linear ramp is reproduced exactly by linear interpolation: v = 3x + 5y - 2z (mm).
     #[test]
     fn linear_ramp_is_exact() {
         let g = Geometry::axis_aligned([0.0; 3], [0.7, 0.8, 2.5]);
-        let hu = Array3::from_shape_fn((9, 20, 20), |(z, y, x)| (3.0 * x as f64 * 0.7 + 5.0 * y as f64 * 0.8 - 2.0 * z as f64 * 2.5).round() as i16);
+        let hu = Array3::from_shape_fn((9, 20, 20), |(z, y, x)| {
+            (3.0 * x as f64 * 0.7 + 5.0 * y as f64 * 0.8 - 2.0 * z as f64 * 2.5).round() as i16
+        });
         let (out, ng) = resample_linear(&hu, &g, [1.0, 1.0, 1.0], [i16::MIN, i16::MAX]).unwrap();
         // floor(19 * 0.7) + 1 = 14, floor(19 * 0.8) + 1 = 16, floor(8 * 2.5) + 1 = 21.
         assert_eq!(out.dim(), (21, 16, 14));

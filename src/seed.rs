@@ -20,7 +20,9 @@ fn mix(mut z: u64) -> u64 {
 /// assert_ne!(derive(&[7, 0, 3]), derive(&[7, 3, 0]));
 /// ```
 pub fn derive(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x9E37_79B9_7F4A_7C15u64, |h, &p| mix(h ^ mix(p.wrapping_add(0x9E37_79B9_7F4A_7C15))))
+    parts
+        .iter()
+        .fold(0x9E37_79B9_7F4A_7C15u64, |h, &p| mix(h ^ mix(p.wrapping_add(0x9E37_79B9_7F4A_7C15))))
 }
 
 /// FNV-1a (64 bit) of `bytes`: a stable hash for ids that must not change between

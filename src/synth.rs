@@ -142,7 +142,11 @@ impl AirwaySegment {
         let d: [f64; 3] = std::array::from_fn(|a| self.to[a] - self.from[a]);
         let w: [f64; 3] = std::array::from_fn(|a| p[a] - self.from[a]);
         let dd: f64 = d.iter().map(|v| v * v).sum();
-        let t = if dd > 0.0 { (d.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / dd).clamp(0.0, 1.0) } else { 0.0 };
+        let t = if dd > 0.0 {
+            (d.iter().zip(&w).map(|(a, b)| a * b).sum::<f64>() / dd).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         (0..3).map(|a| (w[a] - t * d[a]).powi(2)).sum::<f64>().sqrt()
     }
 }
@@ -185,14 +189,23 @@ impl SynthScan {
         let (o, s) = (self.geometry.origin_xyz, self.geometry.spacing_xyz);
         for seg in &self.airway {
             let range = |a: usize, n: usize| {
-                let lo = ((seg.from[a].min(seg.to[a]) - seg.radius - o[a]) / s[a]).floor().max(0.0) as usize;
-                let hi = (((seg.from[a].max(seg.to[a]) + seg.radius - o[a]) / s[a]).ceil().max(0.0) as usize + 1).min(n);
+                let lo = ((seg.from[a].min(seg.to[a]) - seg.radius - o[a]) / s[a]).floor().max(0.0)
+                    as usize;
+                let hi = (((seg.from[a].max(seg.to[a]) + seg.radius - o[a]) / s[a]).ceil().max(0.0)
+                    as usize
+                    + 1)
+                .min(n);
                 lo..hi
             };
             for z in range(2, nz) {
                 for y in range(1, ny) {
                     for x in range(0, nx) {
-                        if seg.distance([o[0] + x as f64 * s[0], o[1] + y as f64 * s[1], o[2] + z as f64 * s[2]]) <= seg.radius {
+                        if seg.distance([
+                            o[0] + x as f64 * s[0],
+                            o[1] + y as f64 * s[1],
+                            o[2] + z as f64 * s[2],
+                        ]) <= seg.radius
+                        {
                             m[[z, y, x]] = 1;
                         }
                     }
@@ -222,7 +235,9 @@ pub struct SynthSummary {
 
 /// A 64-bit seed for a (seed, scan, purpose) triple: SplitMix64 over the three.
 fn sub_seed(seed: u64, scan: u64, purpose: u64) -> u64 {
-    let mut z = seed ^ scan.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ scan.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ purpose.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -303,13 +318,23 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
     // Anatomy in world mm, scaled to the field of view.
     let cx = origin_xyz[0] + fov / 2.0 + rng.random_range(-0.03..0.03) * fov;
     let cy = origin_xyz[1] + fov / 2.0 + rng.random_range(-0.02..0.04) * fov;
-    let body = Ellipse { cx, cy, rx: fov * rng.random_range(0.40..0.46), ry: fov * rng.random_range(0.29..0.34) };
+    let body = Ellipse {
+        cx,
+        cy,
+        rx: fov * rng.random_range(0.40..0.46),
+        ry: fov * rng.random_range(0.29..0.34),
+    };
     let fat = Ellipse { cx, cy, rx: body.rx - fov * 0.03, ry: body.ry - fov * 0.03 };
     let lung_rx = body.rx * rng.random_range(0.33..0.38);
     let lung_ry = body.ry * rng.random_range(0.62..0.70);
     let lungs = [
         Ellipse { cx: cx - body.rx * 0.47, cy: cy - body.ry * 0.08, rx: lung_rx, ry: lung_ry },
-        Ellipse { cx: cx + body.rx * 0.47, cy: cy - body.ry * 0.08, rx: lung_rx * 0.95, ry: lung_ry },
+        Ellipse {
+            cx: cx + body.rx * 0.47,
+            cy: cy - body.ry * 0.08,
+            rx: lung_rx * 0.95,
+            ry: lung_ry,
+        },
     ];
     let lung_hu = rng.random_range(-870.0..-830.0);
     let spine = Ellipse { cx, cy: cy + body.ry * 0.72, rx: body.rx * 0.12, ry: body.ry * 0.16 };
@@ -361,7 +386,9 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         let rr = rng.random_range(0.0..0.7f64).sqrt();
         let (x, y) = (lung.cx + rr * lung.rx * s * a.cos(), lung.cy + rr * lung.ry * s * a.sin());
         // Entirely inside the lung (in-plane) and inside the scan (along z).
-        let inside_lung = lung.sdist(x, y) < -(rmax + 1.0) && ((x - lung.cx) / (lung.rx * s)).powi(2) + ((y - lung.cy) / (lung.ry * s)).powi(2) < 1.0;
+        let inside_lung = lung.sdist(x, y) < -(rmax + 1.0)
+            && ((x - lung.cx) / (lung.rx * s)).powi(2) + ((y - lung.cy) / (lung.ry * s)).powi(2)
+                < 1.0;
         let inside_scan = z - rmax > z0 + sz && z + rmax < z0 + zext - sz;
         let apart = nodules.iter().all(|n: &Nodule| {
             let dd: f64 = (0..3).map(|i| (n.centre[i] - [x, y, z][i]).powi(2)).sum::<f64>().sqrt();
@@ -382,7 +409,11 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         let j: Vec<f64> = (0..3).map(|_| rng.random_range(-0.5..0.5)).collect();
         candidates.push(Candidate {
             series_id: series_id.clone(),
-            world_xyz: [round_to(n.centre[0] + j[0], 3), round_to(n.centre[1] + j[1], 3), round_to(n.centre[2] + j[2], 3)],
+            world_xyz: [
+                round_to(n.centre[0] + j[0], 3),
+                round_to(n.centre[1] + j[1], 3),
+                round_to(n.centre[2] + j[2], 3),
+            ],
             class: 1,
         });
     }
@@ -395,7 +426,11 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         let rr = rng.random_range(0.0..0.8f64).sqrt() * s;
         candidates.push(Candidate {
             series_id: series_id.clone(),
-            world_xyz: [round_to(lung.cx + rr * lung.rx * a.cos(), 3), round_to(lung.cy + rr * lung.ry * a.sin(), 3), round_to(z, 3)],
+            world_xyz: [
+                round_to(lung.cx + rr * lung.rx * a.cos(), 3),
+                round_to(lung.cy + rr * lung.ry * a.sin(), 3),
+                round_to(z, 3),
+            ],
             class: 0,
         });
     }
@@ -408,9 +443,29 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
     let trachea_y = cy - body.ry * arng.random_range(0.03..0.08);
     let carina = [cx, trachea_y, z0 + zext * arng.random_range(0.55..0.65)];
     let airway = vec![
-        AirwaySegment { from: carina, to: [cx, trachea_y, z0 + zext + 2.0 * trachea_r], radius: trachea_r },
-        AirwaySegment { from: carina, to: [lungs[0].cx + 0.5 * lungs[0].rx, lungs[0].cy, carina[2] - arng.random_range(25.0..35.0)], radius: 0.7 * trachea_r },
-        AirwaySegment { from: carina, to: [lungs[1].cx - 0.5 * lungs[1].rx, lungs[1].cy, carina[2] - arng.random_range(15.0..25.0)], radius: 0.65 * trachea_r },
+        AirwaySegment {
+            from: carina,
+            to: [cx, trachea_y, z0 + zext + 2.0 * trachea_r],
+            radius: trachea_r,
+        },
+        AirwaySegment {
+            from: carina,
+            to: [
+                lungs[0].cx + 0.5 * lungs[0].rx,
+                lungs[0].cy,
+                carina[2] - arng.random_range(25.0..35.0),
+            ],
+            radius: 0.7 * trachea_r,
+        },
+        AirwaySegment {
+            from: carina,
+            to: [
+                lungs[1].cx - 0.5 * lungs[1].rx,
+                lungs[1].cy,
+                carina[2] - arng.random_range(15.0..25.0),
+            ],
+            radius: 0.65 * trachea_r,
+        },
     ];
 
     // Voxels, one slice per task; each slice's noise has its own seed.
@@ -420,114 +475,140 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
     let plane_len = nxy * nxy;
     let voxels = hu.as_slice_mut().expect("a new array is contiguous");
     let truth = lung_truth.as_slice_mut().expect("a new array is contiguous");
-    voxels.par_chunks_mut(plane_len).zip(truth.par_chunks_mut(plane_len)).enumerate().for_each(|(k, (plane, truth_plane))| {
-        let z = z0 + k as f64 * sz;
-        let mut srng = ChaCha8Rng::seed_from_u64(sub_seed(seed, index as u64, 1000 + k as u64));
-        let normal = Normal::new(0.0, 1.0).expect("unit normal is valid");
-        let mut noise: Vec<f64> = (0..nxy * nxy).map(|_| normal.sample(&mut srng)).collect();
-        // Correlate in-plane: two passes of a separable [1 2 1]/4 filter (sigma drops to ~0.5).
-        for _ in 0..2 {
-            let mut tmp = noise.clone();
-            for y in 0..nxy {
-                for x in 1..nxy - 1 {
-                    tmp[y * nxy + x] = 0.25 * noise[y * nxy + x - 1] + 0.5 * noise[y * nxy + x] + 0.25 * noise[y * nxy + x + 1];
+    voxels.par_chunks_mut(plane_len).zip(truth.par_chunks_mut(plane_len)).enumerate().for_each(
+        |(k, (plane, truth_plane))| {
+            let z = z0 + k as f64 * sz;
+            let mut srng = ChaCha8Rng::seed_from_u64(sub_seed(seed, index as u64, 1000 + k as u64));
+            let normal = Normal::new(0.0, 1.0).expect("unit normal is valid");
+            let mut noise: Vec<f64> = (0..nxy * nxy).map(|_| normal.sample(&mut srng)).collect();
+            // Correlate in-plane: two passes of a separable [1 2 1]/4 filter (sigma drops to ~0.5).
+            for _ in 0..2 {
+                let mut tmp = noise.clone();
+                for y in 0..nxy {
+                    for x in 1..nxy - 1 {
+                        tmp[y * nxy + x] = 0.25 * noise[y * nxy + x - 1]
+                            + 0.5 * noise[y * nxy + x]
+                            + 0.25 * noise[y * nxy + x + 1];
+                    }
+                }
+                for y in 1..nxy - 1 {
+                    for x in 0..nxy {
+                        noise[y * nxy + x] = 0.25 * tmp[(y - 1) * nxy + x]
+                            + 0.5 * tmp[y * nxy + x]
+                            + 0.25 * tmp[(y + 1) * nxy + x];
+                    }
                 }
             }
-            for y in 1..nxy - 1 {
-                for x in 0..nxy {
-                    noise[y * nxy + x] = 0.25 * tmp[(y - 1) * nxy + x] + 0.5 * tmp[y * nxy + x] + 0.25 * tmp[(y + 1) * nxy + x];
-                }
-            }
-        }
-        let ls = lung_scale(z);
-        let tube_pos: Vec<(f64, f64, f64)> = tubes
-            .iter()
-            .map(|t| {
-                let ph = 2.0 * PI * (z - z0) / t.wavelength + t.phase;
-                (t.x0 + t.ax * ph.sin(), t.y0 + t.ay * (0.7 * ph).cos(), t.radius)
-            })
-            .collect();
-        let nods: Vec<&Nodule> = nodules.iter().filter(|n| (z - n.centre[2]).abs() < n.radii[2] + 2.0).collect();
-        let w = sxy; // edge width, about one voxel
-        // The airway pieces this slice cuts, with their in-plane boxes (x0, x1, y0, y1).
-        let pieces: Vec<(&AirwaySegment, [f64; 4])> = airway
-            .iter()
-            .filter(|a| z >= a.from[2].min(a.to[2]) - a.radius - w && z <= a.from[2].max(a.to[2]) + a.radius + w)
-            .map(|a| {
-                let m = a.radius + w;
-                (a, [a.from[0].min(a.to[0]) - m, a.from[0].max(a.to[0]) + m, a.from[1].min(a.to[1]) - m, a.from[1].max(a.to[1]) + m])
-            })
-            .collect();
-        for yi in 0..nxy {
-            let y = origin_xyz[1] + yi as f64 * sxy;
-            for xi in 0..nxy {
-                let x = origin_xyz[0] + xi as f64 * sxy;
-                let in_body = inside(body.sdist(x, y), w);
-                let in_soft = inside(fat.sdist(x, y), w);
-                let mut v = -1000.0 * (1.0 - in_body) + in_body * (-100.0 * (1.0 - in_soft) + 40.0 * in_soft);
-                // Lungs.
-                let mut in_lung = 0.0f64;
-                if ls > 0.05 {
-                    for (side, l) in lungs.iter().enumerate() {
-                        let e = Ellipse { cx: l.cx, cy: l.cy, rx: l.rx * ls, ry: l.ry * ls };
-                        let a = inside(e.sdist(x, y), w);
-                        if a >= 0.5 {
-                            truth_plane[yi * nxy + xi] = side as u8 + 1;
+            let ls = lung_scale(z);
+            let tube_pos: Vec<(f64, f64, f64)> = tubes
+                .iter()
+                .map(|t| {
+                    let ph = 2.0 * PI * (z - z0) / t.wavelength + t.phase;
+                    (t.x0 + t.ax * ph.sin(), t.y0 + t.ay * (0.7 * ph).cos(), t.radius)
+                })
+                .collect();
+            let nods: Vec<&Nodule> =
+                nodules.iter().filter(|n| (z - n.centre[2]).abs() < n.radii[2] + 2.0).collect();
+            let w = sxy; // edge width, about one voxel
+            // The airway pieces this slice cuts, with their in-plane boxes (x0, x1, y0, y1).
+            let pieces: Vec<(&AirwaySegment, [f64; 4])> = airway
+                .iter()
+                .filter(|a| {
+                    z >= a.from[2].min(a.to[2]) - a.radius - w
+                        && z <= a.from[2].max(a.to[2]) + a.radius + w
+                })
+                .map(|a| {
+                    let m = a.radius + w;
+                    (
+                        a,
+                        [
+                            a.from[0].min(a.to[0]) - m,
+                            a.from[0].max(a.to[0]) + m,
+                            a.from[1].min(a.to[1]) - m,
+                            a.from[1].max(a.to[1]) + m,
+                        ],
+                    )
+                })
+                .collect();
+            for yi in 0..nxy {
+                let y = origin_xyz[1] + yi as f64 * sxy;
+                for xi in 0..nxy {
+                    let x = origin_xyz[0] + xi as f64 * sxy;
+                    let in_body = inside(body.sdist(x, y), w);
+                    let in_soft = inside(fat.sdist(x, y), w);
+                    let mut v = -1000.0 * (1.0 - in_body)
+                        + in_body * (-100.0 * (1.0 - in_soft) + 40.0 * in_soft);
+                    // Lungs.
+                    let mut in_lung = 0.0f64;
+                    if ls > 0.05 {
+                        for (side, l) in lungs.iter().enumerate() {
+                            let e = Ellipse { cx: l.cx, cy: l.cy, rx: l.rx * ls, ry: l.ry * ls };
+                            let a = inside(e.sdist(x, y), w);
+                            if a >= 0.5 {
+                                truth_plane[yi * nxy + xi] = side as u8 + 1;
+                            }
+                            in_lung = in_lung.max(a);
                         }
-                        in_lung = in_lung.max(a);
                     }
-                }
-                if in_lung > 0.0 {
-                    let mut vessel = 0.0f64;
-                    for &(tx, ty, r) in &tube_pos {
-                        let d = ((x - tx).powi(2) + (y - ty).powi(2)).sqrt() - r;
-                        if d < w {
-                            vessel = vessel.max(inside(d, w * 0.7));
+                    if in_lung > 0.0 {
+                        let mut vessel = 0.0f64;
+                        for &(tx, ty, r) in &tube_pos {
+                            let d = ((x - tx).powi(2) + (y - ty).powi(2)).sqrt() - r;
+                            if d < w {
+                                vessel = vessel.max(inside(d, w * 0.7));
+                            }
+                        }
+                        let lung_v = lung_hu * (1.0 - vessel) + 40.0 * vessel;
+                        v = v * (1.0 - in_lung) + lung_v * in_lung;
+                    }
+                    // The airway's lumen, soft-edged.
+                    for (a, b) in &pieces {
+                        if x >= b[0] && x <= b[1] && y >= b[2] && y <= b[3] {
+                            let g = inside(a.distance([x, y, z]) - a.radius, w);
+                            v = v * (1.0 - g) - 1000.0 * g;
                         }
                     }
-                    let lung_v = lung_hu * (1.0 - vessel) + 40.0 * vessel;
-                    v = v * (1.0 - in_lung) + lung_v * in_lung;
-                }
-                // The airway's lumen, soft-edged.
-                for (a, b) in &pieces {
-                    if x >= b[0] && x <= b[1] && y >= b[2] && y <= b[3] {
-                        let g = inside(a.distance([x, y, z]) - a.radius, w);
-                        v = v * (1.0 - g) - 1000.0 * g;
+                    // Spine: cortex and marrow; ribs: blobs just inside the fat layer.
+                    let ds = spine.sdist(x, y);
+                    if ds < w {
+                        let cortex = inside(ds, w);
+                        let marrow = inside(ds + 3.0, w);
+                        v = v * (1.0 - cortex)
+                            + (700.0 * (cortex - marrow) + 250.0 * marrow)
+                            + 0.0 * cortex;
                     }
-                }
-                // Spine: cortex and marrow; ribs: blobs just inside the fat layer.
-                let ds = spine.sdist(x, y);
-                if ds < w {
-                    let cortex = inside(ds, w);
-                    let marrow = inside(ds + 3.0, w);
-                    v = v * (1.0 - cortex) + (700.0 * (cortex - marrow) + 250.0 * marrow) + 0.0 * cortex;
-                }
-                let (u, vv) = ((x - body.cx) / fat.rx, (y - body.cy) / fat.ry);
-                let rho = (u * u + vv * vv).sqrt();
-                if rho > 0.85 && rho < 1.0 && vv < 0.5 {
-                    let ang = vv.atan2(u);
-                    let rib_phase = (ang * 9.0 + z * 0.12).sin();
-                    if rib_phase > 0.93 && (rho - 0.92).abs() < 0.04 {
-                        v = 450.0;
+                    let (u, vv) = ((x - body.cx) / fat.rx, (y - body.cy) / fat.ry);
+                    let rho = (u * u + vv * vv).sqrt();
+                    if rho > 0.85 && rho < 1.0 && vv < 0.5 {
+                        let ang = vv.atan2(u);
+                        let rib_phase = (ang * 9.0 + z * 0.12).sin();
+                        if rib_phase > 0.93 && (rho - 0.92).abs() < 0.04 {
+                            v = 450.0;
+                        }
                     }
-                }
-                // Nodules, soft-edged.
-                for n in &nods {
-                    let (dx, dy, dz) = ((x - n.centre[0]) / n.radii[0], (y - n.centre[1]) / n.radii[1], (z - n.centre[2]) / n.radii[2]);
-                    let rn = (dx * dx + dy * dy + dz * dz).sqrt();
-                    let d = (rn - 1.0) * n.radii.iter().cloned().fold(f64::MAX, f64::min);
-                    if d < 1.5 * w {
-                        let a = inside(d, 0.8 * w);
-                        v = v * (1.0 - a) + n.hu * a;
+                    // Nodules, soft-edged.
+                    for n in &nods {
+                        let (dx, dy, dz) = (
+                            (x - n.centre[0]) / n.radii[0],
+                            (y - n.centre[1]) / n.radii[1],
+                            (z - n.centre[2]) / n.radii[2],
+                        );
+                        let rn = (dx * dx + dy * dy + dz * dz).sqrt();
+                        let d = (rn - 1.0) * n.radii.iter().cloned().fold(f64::MAX, f64::min);
+                        if d < 1.5 * w {
+                            let a = inside(d, 0.8 * w);
+                            v = v * (1.0 - a) + n.hu * a;
+                        }
                     }
+                    v += noise_sigma * 2.0 * noise[yi * nxy + xi];
+                    plane[yi * nxy + xi] = v.round().clamp(-1024.0, 3071.0) as i16;
                 }
-                v += noise_sigma * 2.0 * noise[yi * nxy + xi];
-                plane[yi * nxy + xi] = v.round().clamp(-1024.0, 3071.0) as i16;
             }
-        }
-    });
+        },
+    );
 
-    let nodules_truth: Vec<([f64; 3], [f64; 3])> = nodules.iter().map(|n| (n.centre, n.radii)).collect();
+    let nodules_truth: Vec<([f64; 3], [f64; 3])> =
+        nodules.iter().map(|n| (n.centre, n.radii)).collect();
     let nodules = nodules
         .iter()
         .map(|n| Annotation {
@@ -537,7 +618,16 @@ pub fn synth_scan(seed: u64, index: usize, small: bool) -> SynthScan {
         })
         .collect();
     let nodule_ellipsoids = nodules_truth;
-    SynthScan { series_id, hu, geometry, nodules, candidates, lungs: lung_truth, nodule_ellipsoids, airway }
+    SynthScan {
+        series_id,
+        hu,
+        geometry,
+        nodules,
+        candidates,
+        lungs: lung_truth,
+        nodule_ellipsoids,
+        airway,
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> SynthError + '_ {
@@ -564,7 +654,8 @@ pub fn write_dicom_series(dir: &Path, scan: &SynthScan) -> Result<(), SynthError
         let sop = format!("{}.{}", scan.series_id, k + 1);
         let zpos = round_to(g.origin_xyz[2] + k as f64 * g.spacing_xyz[2], 4);
         let mut obj = InMemDicomObject::new_empty();
-        let mut put_str = |tag, vr, v: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
+        let mut put_str =
+            |tag, vr, v: &str| obj.put(DataElement::new(tag, vr, PrimitiveValue::from(v)));
         put_str(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.2");
         put_str(tags::SOP_INSTANCE_UID, VR::UI, &sop);
         put_str(tags::STUDY_INSTANCE_UID, VR::UI, &study);
@@ -576,9 +667,17 @@ pub fn write_dicom_series(dir: &Path, scan: &SynthScan) -> Result<(), SynthError
         put_str(tags::PATIENT_NAME, VR::PN, "Synthetic^Phantom");
         put_str(tags::SERIES_DESCRIPTION, VR::LO, "ctstream synthetic LUNA-like scan");
         put_str(tags::INSTANCE_NUMBER, VR::IS, &(k + 1).to_string());
-        put_str(tags::IMAGE_POSITION_PATIENT, VR::DS, &format!("{}\\{}\\{}", ds(g.origin_xyz[0]), ds(g.origin_xyz[1]), ds(zpos)));
+        put_str(
+            tags::IMAGE_POSITION_PATIENT,
+            VR::DS,
+            &format!("{}\\{}\\{}", ds(g.origin_xyz[0]), ds(g.origin_xyz[1]), ds(zpos)),
+        );
         put_str(tags::IMAGE_ORIENTATION_PATIENT, VR::DS, "1\\0\\0\\0\\1\\0");
-        put_str(tags::PIXEL_SPACING, VR::DS, &format!("{}\\{}", ds(g.spacing_xyz[1]), ds(g.spacing_xyz[0])));
+        put_str(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            &format!("{}\\{}", ds(g.spacing_xyz[1]), ds(g.spacing_xyz[0])),
+        );
         put_str(tags::SLICE_THICKNESS, VR::DS, &ds(g.spacing_xyz[2]));
         put_str(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2");
         put_str(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
@@ -595,7 +694,8 @@ pub fn write_dicom_series(dir: &Path, scan: &SynthScan) -> Result<(), SynthError
         ] {
             obj.put(DataElement::new(tag, VR::US, PrimitiveValue::from(v)));
         }
-        let stored: Vec<i16> = scan.hu.index_axis(Axis(0), k).iter().map(|&v| v.saturating_add(1024)).collect();
+        let stored: Vec<i16> =
+            scan.hu.index_axis(Axis(0), k).iter().map(|&v| v.saturating_add(1024)).collect();
         obj.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::I16(stored.into())));
         // Name from the top slice down: file-name order is the reverse of position order.
         let path = dir.join(format!("IM{:04}.dcm", nz - k));
@@ -607,7 +707,8 @@ pub fn write_dicom_series(dir: &Path, scan: &SynthScan) -> Result<(), SynthError
                     .media_storage_sop_instance_uid(&sop),
             )
             .map_err(|e| SynthError::Dicom { path: path.clone(), message: e.to_string() })?;
-        write_atomic(&path, |w| file.write_all(w).map_err(std::io::Error::other)).map_err(io_err(&path))
+        write_atomic(&path, |w| file.write_all(w).map_err(std::io::Error::other))
+            .map_err(io_err(&path))
     })
 }
 
@@ -618,7 +719,11 @@ pub const NNUNET_DATASET: &str = "nnunet/Dataset001_SynthLung";
 ///
 /// # Errors
 /// [`SynthError`] naming the file that could not be written.
-pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Result<SynthSummary, SynthError> {
+pub fn generate(
+    out: &Path,
+    cfg: &SynthConfig,
+    progress: &dyn Progress,
+) -> Result<SynthSummary, SynthError> {
     let subset = out.join("subset0");
     std::fs::create_dir_all(&subset).map_err(io_err(&subset))?;
     let mut all_nodules = Vec::new();
@@ -640,7 +745,12 @@ pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Resul
             if cfg.labels {
                 let dir = out.join("labels");
                 std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-                metaimage::write(&dir.join(format!("{}.mha", scan.series_id)), &m, &scan.geometry, WriteOptions { compress: true })?;
+                metaimage::write(
+                    &dir.join(format!("{}.mha", scan.series_id)),
+                    &m,
+                    &scan.geometry,
+                    WriteOptions { compress: true },
+                )?;
             }
             if cfg.nnunet {
                 let root = out.join(NNUNET_DATASET);
@@ -649,8 +759,16 @@ pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Resul
                     std::fs::create_dir_all(d).map_err(io_err(d))?;
                 }
                 let case = format!("lung_{i:03}");
-                crate::io::nifti::write(&images.join(format!("{case}_0000.nii.gz")), &scan.hu, &scan.geometry)?;
-                crate::io::nifti::write(&labels.join(format!("{case}.nii.gz")), &m, &scan.geometry)?;
+                crate::io::nifti::write(
+                    &images.join(format!("{case}_0000.nii.gz")),
+                    &scan.hu,
+                    &scan.geometry,
+                )?;
+                crate::io::nifti::write(
+                    &labels.join(format!("{case}.nii.gz")),
+                    &m,
+                    &scan.geometry,
+                )?;
             }
         }
         scans.push(mhd);
@@ -673,8 +791,16 @@ pub fn generate(out: &Path, cfg: &SynthConfig, progress: &dyn Progress) -> Resul
             "numTraining": cfg.scans,
             "file_ending": ".nii.gz"
         });
-        let bytes = serde_json::to_vec_pretty(&json).map_err(|e| SynthError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
+        let bytes = serde_json::to_vec_pretty(&json)
+            .map_err(|e| SynthError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
         crate::fsutil::write_bytes_atomic(&path, &bytes).map_err(io_err(&path))?;
     }
-    Ok(SynthSummary { out: out.to_path_buf(), scans, dicom_series, annotations, candidates, nodules: all_nodules.len() })
+    Ok(SynthSummary {
+        out: out.to_path_buf(),
+        scans,
+        dicom_series,
+        annotations,
+        candidates,
+        nodules: all_nodules.len(),
+    })
 }

@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use ctstream::annotations::{self, AnnotationError, Annotation, Candidate};
+use ctstream::annotations::{self, Annotation, AnnotationError, Candidate};
 
 fn sums(rows: &[Annotation]) -> [f64; 4] {
     let mut s = [0.0; 4];
@@ -83,7 +83,10 @@ fn malformed_rows_give_line_numbered_errors() {
         let e = annotations::read_annotations(&p).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, AnnotationError::Row { line: l, .. } if l == *line), "case {i}: {msg}");
-        assert!(msg.contains(&format!("bad{i}.csv:{line}:")) && msg.contains(column), "case {i}: {msg}");
+        assert!(
+            msg.contains(&format!("bad{i}.csv:{line}:")) && msg.contains(column),
+            "case {i}: {msg}"
+        );
     }
     // A missing column in the header.
     let p = dir.path().join("nocol.csv");
@@ -105,13 +108,18 @@ fn malformed_rows_give_line_numbered_errors() {
 fn written_csvs_read_back_exactly() {
     let dir = tempdir();
     let rows = vec![
-        Annotation { series_id: "1.2.3".into(), world_xyz: [-128.6994211, 0.1, 1790.494057], diameter_mm: Some(5.651470635) },
+        Annotation {
+            series_id: "1.2.3".into(),
+            world_xyz: [-128.6994211, 0.1, 1790.494057],
+            diameter_mm: Some(5.651470635),
+        },
         Annotation { series_id: "4.5.6".into(), world_xyz: [1.0, 2.0, 3.0], diameter_mm: None },
     ];
     let p = dir.path().join("excluded.csv");
     annotations::write_annotations(&p, &rows).unwrap();
     assert_eq!(annotations::read_excluded(&p).unwrap(), rows);
-    let cands = vec![Candidate { series_id: "1.2.3".into(), world_xyz: [1.5, -2.25, 3.0], class: 1 }];
+    let cands =
+        vec![Candidate { series_id: "1.2.3".into(), world_xyz: [1.5, -2.25, 3.0], class: 1 }];
     let p = dir.path().join("candidates.csv");
     annotations::write_candidates(&p, &cands).unwrap();
     assert_eq!(annotations::read_candidates(&p).unwrap(), cands);

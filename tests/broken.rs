@@ -30,7 +30,12 @@ fn cases() -> Vec<Case> {
         .map(|l| {
             let c: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
             assert_eq!(c.len(), 5, "row `{l}`");
-            Case { path: c[0].into(), reader: c[1].into(), exit: c[2].parse().ok(), fragments: c[4].split(" ; ").map(String::from).collect() }
+            Case {
+                path: c[0].into(),
+                reader: c[1].into(),
+                exit: c[2].parse().ok(),
+                fragments: c[4].split(" ; ").map(String::from).collect(),
+            }
         })
         .collect();
     assert!(rows.len() >= 20, "{} rows", rows.len());
@@ -42,14 +47,21 @@ fn library_error(c: &Case, path: &Path) -> Option<String> {
     let r = catch_unwind(AssertUnwindSafe(|| -> Result<(), String> {
         let s = |e: &dyn std::fmt::Display| e.to_string();
         match c.reader.as_str() {
-            "scan" | "ingest" => io::read_scan(path, &DicomOptions::default(), &()).map(drop).map_err(|e| s(&e)),
+            "scan" | "ingest" => {
+                io::read_scan(path, &DicomOptions::default(), &()).map(drop).map_err(|e| s(&e))
+            }
             "annotations" => annotations::read_annotations(path).map(drop).map_err(|e| s(&e)),
             "candidates" => annotations::read_candidates(path).map(drop).map_err(|e| s(&e)),
             "predictions" => annotations::read_predictions(path).map(drop).map_err(|e| s(&e)),
             // A damaged store: `verify` names every problem (or the store cannot open).
             "store" => match ctstream::store::verify::verify(path, &()) {
                 Ok(r) if r.is_ok() => Ok(()),
-                Ok(r) => Err(r.problems.iter().map(|p| format!("{}: {}", p.path.display(), p.message)).collect::<Vec<_>>().join("\n")),
+                Ok(r) => Err(r
+                    .problems
+                    .iter()
+                    .map(|p| format!("{}: {}", p.path.display(), p.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")),
                 Err(e) => Err(s(&e)),
             },
             other => panic!("unknown reader `{other}`"),
@@ -78,31 +90,60 @@ fn every_broken_input_gets_its_clear_error() {
             // The id is readable; it is storing under it that is refused.
             "ingest" => {
                 let out = dir.path().join("store");
-                let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).args(["--quiet", "ingest", "--input"]).arg(&path).arg("--out").arg(&out).output().unwrap();
-                let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+                    .args(["--quiet", "ingest", "--input"])
+                    .arg(&path)
+                    .arg("--out")
+                    .arg(&out)
+                    .output()
+                    .unwrap();
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
                 assert_eq!(o.status.code(), c.exit, "{}: {text}", c.path);
                 contains_all(&c, &text);
-                assert!(!out.join("evil").exists() && !dir.path().join("evil").exists() && !dir.path().join("evil.ctv").exists(), "{}: a file escaped the store", c.path);
+                assert!(
+                    !out.join("evil").exists()
+                        && !dir.path().join("evil").exists()
+                        && !dir.path().join("evil.ctv").exists(),
+                    "{}: a file escaped the store",
+                    c.path
+                );
             }
             _ => {
                 let msg = library_error(&c, &path);
                 if c.reader == "scan" && c.exit == Some(3) {
                     // Several series: the library lists them (read_scan picks none).
-                    let msg = msg.unwrap_or_else(|| panic!("{}: read without choosing a series", c.path));
+                    let msg =
+                        msg.unwrap_or_else(|| panic!("{}: read without choosing a series", c.path));
                     assert!(msg.contains("series"), "{}: {msg}", c.path);
                 } else {
                     let msg = msg.unwrap_or_else(|| panic!("{}: read without an error", c.path));
                     contains_all(&c, &msg);
                 }
                 if c.reader == "store" {
-                    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).args(["--quiet", "verify"]).arg(&path).output().unwrap();
-                    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+                    let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+                        .args(["--quiet", "verify"])
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    let text = format!(
+                        "{}{}",
+                        String::from_utf8_lossy(&o.stdout),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                     assert_eq!(o.status.code(), c.exit, "{}: {text}", c.path);
                     contains_all(&c, &text);
                     assert!(!text.contains("panicked"), "{}: {text}", c.path);
                 }
                 if c.reader == "scan" {
-                    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("info").arg(&path).output().unwrap();
+                    let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+                        .arg("info")
+                        .arg(&path)
+                        .output()
+                        .unwrap();
                     let err = String::from_utf8_lossy(&o.stderr);
                     assert_eq!(o.status.code(), c.exit, "{}: {err}", c.path);
                     contains_all(&c, &err);

@@ -58,8 +58,17 @@ fn several_series_are_listed_and_one_can_be_chosen() {
     let o = ctstream(&["info", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(3), "needs --series");
     let err = text(&o.stderr);
-    assert!(err.contains("--series") && err.contains("1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457"), "{err}");
-    let o = ctstream(&["info", p.to_str().unwrap(), "--series", "1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457", "--json"]);
+    assert!(
+        err.contains("--series") && err.contains("1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457"),
+        "{err}"
+    );
+    let o = ctstream(&[
+        "info",
+        p.to_str().unwrap(),
+        "--series",
+        "1.3.6.1.4.1.5962.1.3.2.1.20040826185059.5457",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["shape"], serde_json::json!([1, 512, 512]));
@@ -69,17 +78,37 @@ fn several_series_are_listed_and_one_can_be_chosen() {
 fn bad_input_fails_with_the_file_named_and_no_panic() {
     let dir = tempdir();
     // A missing .raw, a truncated .raw, a bad number, an empty folder.
-    std::fs::write(dir.path().join("a.mhd"), "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = a.raw\n").unwrap();
-    std::fs::write(dir.path().join("b.mhd"), "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = b.raw\n").unwrap();
+    std::fs::write(
+        dir.path().join("a.mhd"),
+        "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = a.raw\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.mhd"),
+        "NDims = 3\nDimSize = 2 2 2\nElementType = MET_SHORT\nElementDataFile = b.raw\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("b.raw"), [0u8; 5]).unwrap();
-    std::fs::write(dir.path().join("c.mhd"), "NDims = 3\nDimSize = 2 2 x\nElementType = MET_SHORT\nElementDataFile = c.raw\n").unwrap();
+    std::fs::write(
+        dir.path().join("c.mhd"),
+        "NDims = 3\nDimSize = 2 2 x\nElementType = MET_SHORT\nElementDataFile = c.raw\n",
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("empty")).unwrap();
-    for (name, expect) in [("a.mhd", "a.raw"), ("b.mhd", "truncated"), ("c.mhd", "DimSize"), ("empty", "no DICOM images")] {
+    for (name, expect) in [
+        ("a.mhd", "a.raw"),
+        ("b.mhd", "truncated"),
+        ("c.mhd", "DimSize"),
+        ("empty", "no DICOM images"),
+    ] {
         let p = dir.path().join(name);
         let o = ctstream(&["info", p.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(1), "{name}");
         let err = text(&o.stderr);
-        assert!(err.contains(name) && err.contains(expect) && !err.contains("panicked"), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(expect) && !err.contains("panicked"),
+            "{name}: {err}"
+        );
     }
 }
 
@@ -87,7 +116,17 @@ fn bad_input_fails_with_the_file_named_and_no_panic() {
 fn synth_then_info() {
     let dir = tempdir();
     let out = dir.path().join("ds");
-    let o = ctstream(&["--quiet", "synth", "--out", out.to_str().unwrap(), "--scans", "2", "--seed", "4", "--small"]);
+    let o = ctstream(&[
+        "--quiet",
+        "synth",
+        "--out",
+        out.to_str().unwrap(),
+        "--scans",
+        "2",
+        "--seed",
+        "4",
+        "--small",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let rows = ctstream::annotations::read_annotations(&out.join("annotations.csv")).unwrap();
     let id = &rows[0].series_id;
@@ -105,10 +144,35 @@ fn synth_then_info() {
 fn demo_runs_end_to_end() {
     let dir = tempdir();
     let out = dir.path().join("demo");
-    let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "4"]);
+    let o = ctstream(&[
+        "--quiet",
+        "demo",
+        "--out",
+        out.to_str().unwrap(),
+        "--small",
+        "--scans",
+        "3",
+        "--train-steps",
+        "4",
+    ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     let stdout = text(&o.stdout);
-    let stages: &[&str] = if cfg!(feature = "train") { &["1. synth", "2. read", "3. ingest", "4. inspect", "5. stream", "6. train", "7. predict", "8. evaluate", "CPM", "9. draw"] } else { &["1. synth", "5. stream", "9. draw"] };
+    let stages: &[&str] = if cfg!(feature = "train") {
+        &[
+            "1. synth",
+            "2. read",
+            "3. ingest",
+            "4. inspect",
+            "5. stream",
+            "6. train",
+            "7. predict",
+            "8. evaluate",
+            "CPM",
+            "9. draw",
+        ]
+    } else {
+        &["1. synth", "5. stream", "9. draw"]
+    };
     for stage in stages {
         assert!(stdout.contains(stage), "no `{stage}` in:\n{stdout}");
     }
@@ -120,30 +184,75 @@ fn demo_runs_end_to_end() {
         assert!(val.lines().count() >= 2, "the demo holds one scan out and validates: {val}");
         assert!(out.join("run/checkpoints/step-00000004/model.mpk").is_file());
         assert!(out.join("pred/candidates.csv").is_file());
-        let froc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval/froc.json")).unwrap()).unwrap();
+        let froc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("eval/froc.json")).unwrap())
+                .unwrap();
         assert_eq!(froc["scans"], 1, "the held-out scan");
         assert!(froc["cpm"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)));
         // The pictures exist and show something: many colours, and the masks' outlines.
-        for png in ["pictures/slice.png", "pictures/nodule.png", "pictures/curves.png", "eval/froc.png"] {
+        for png in
+            ["pictures/slice.png", "pictures/nodule.png", "pictures/curves.png", "eval/froc.png"]
+        {
             let img = image::open(out.join(png)).unwrap_or_else(|e| panic!("{png}: {e}")).to_rgb8();
             let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
             assert!(colours.len() >= 64, "{png}: only {} colours", colours.len());
             assert!(stdout.contains(png), "the demo prints where {png} is");
         }
         let nodule = image::open(out.join("pictures/nodule.png")).unwrap().to_rgb8();
-        let outline = nodule.pixels().filter(|p| p.0 == ctstream::picture::slice::ANNOTATED).count();
+        let outline =
+            nodule.pixels().filter(|p| p.0 == ctstream::picture::slice::ANNOTATED).count();
         assert!(outline >= 20, "the annotated nodule's outline: {outline} pixels");
         // render and plot name what is wrong.
         let store = out.join("store");
-        let id = std::fs::read_to_string(out.join("pred/series.txt")).unwrap().lines().next().unwrap().to_string();
+        let id = std::fs::read_to_string(out.join("pred/series.txt"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_string();
         let png = out.join("x.png");
-        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--slice", "100000", "--out", png.to_str().unwrap()]);
+        let o = ctstream(&[
+            "render",
+            "--store",
+            store.to_str().unwrap(),
+            "--series",
+            &id,
+            "--slice",
+            "100000",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(2));
-        assert!(text(&o.stderr).contains("--slice 100000") && text(&o.stderr).contains("has slices 0.."), "{}", text(&o.stderr));
-        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--nodule", "99", "--out", png.to_str().unwrap()]);
+        assert!(
+            text(&o.stderr).contains("--slice 100000")
+                && text(&o.stderr).contains("has slices 0.."),
+            "{}",
+            text(&o.stderr)
+        );
+        let o = ctstream(&[
+            "render",
+            "--store",
+            store.to_str().unwrap(),
+            "--series",
+            &id,
+            "--nodule",
+            "99",
+            "--out",
+            png.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(2));
         assert!(text(&o.stderr).contains("has annotated nodules ["), "{}", text(&o.stderr));
-        let o = ctstream(&["render", "--store", store.to_str().unwrap(), "--series", &id, "--pred", dir.path().to_str().unwrap(), "--out", png.to_str().unwrap()]);
+        let o = ctstream(&[
+            "render",
+            "--store",
+            store.to_str().unwrap(),
+            "--series",
+            &id,
+            "--pred",
+            dir.path().to_str().unwrap(),
+            "--out",
+            png.to_str().unwrap(),
+        ]);
         assert_eq!(o.status.code(), Some(1));
         assert!(text(&o.stderr).contains(".ctv: no probability map"), "{}", text(&o.stderr));
         assert!(!png.exists());
@@ -151,8 +260,21 @@ fn demo_runs_end_to_end() {
         assert_eq!(o.status.code(), Some(1));
         assert!(text(&o.stderr).contains("metrics.csv"), "{}", text(&o.stderr));
         // Running it again into the same folder works (the old run is replaced).
-        let o = ctstream(&["--quiet", "demo", "--out", out.to_str().unwrap(), "--small", "--scans", "3", "--train-steps", "2"]);
+        let o = ctstream(&[
+            "--quiet",
+            "demo",
+            "--out",
+            out.to_str().unwrap(),
+            "--small",
+            "--scans",
+            "3",
+            "--train-steps",
+            "2",
+        ]);
         assert!(o.status.success(), "{}", text(&o.stderr));
-        assert_eq!(std::fs::read_to_string(out.join("run/metrics.csv")).unwrap().lines().count(), 3);
+        assert_eq!(
+            std::fs::read_to_string(out.join("run/metrics.csv")).unwrap().lines().count(),
+            3
+        );
     }
 }

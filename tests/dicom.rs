@@ -22,7 +22,12 @@ fn read_series(p: &Path, id: &str) -> Result<io::ScanRead, ReadError> {
 }
 
 /// Copies `src` to `dir/name`, applying `edit` to the DICOM object first.
-fn copy_edited(src: &Path, dir: &Path, name: &str, edit: impl FnOnce(&mut dicom_object::DefaultDicomObject)) -> PathBuf {
+fn copy_edited(
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut dicom_object::DefaultDicomObject),
+) -> PathBuf {
     let mut obj = dicom_object::open_file(src).unwrap();
     edit(&mut obj);
     let out = dir.join(name);
@@ -59,12 +64,20 @@ fn empty_folder_missing_path_and_non_dicom_file() {
 
     let missing = dir.path().join("no-such-scan");
     let e = read(&missing).unwrap_err();
-    assert!(matches!(e, ReadError::Dicom(DicomError::Io { .. })) && e.to_string().contains("no-such-scan"), "{e}");
+    assert!(
+        matches!(e, ReadError::Dicom(DicomError::Io { .. }))
+            && e.to_string().contains("no-such-scan"),
+        "{e}"
+    );
 
     let txt = dir.path().join("notes.txt");
     fs::write(&txt, "not a scan").unwrap();
     let e = read(&txt).unwrap_err();
-    assert!(matches!(e, ReadError::Dicom(DicomError::NotDicom { .. })) && e.to_string().contains("notes.txt"), "{e}");
+    assert!(
+        matches!(e, ReadError::Dicom(DicomError::NotDicom { .. }))
+            && e.to_string().contains("notes.txt"),
+        "{e}"
+    );
 
     // A folder of non-DICOM files says what it skipped.
     let e = read(dir.path()).unwrap_err();
@@ -77,7 +90,9 @@ fn folder_with_several_series_lists_them_and_reads_the_chosen_one() {
     let wg04 = data("dicom-test-files/WG04");
     let e = read(&wg04).unwrap_err();
     let msg = e.to_string();
-    let ReadError::MultipleSeries { series, .. } = &e else { panic!("expected MultipleSeries, got {msg}") };
+    let ReadError::MultipleSeries { series, .. } = &e else {
+        panic!("expected MultipleSeries, got {msg}")
+    };
     assert!(series.len() >= 2, "{msg}");
     assert!(msg.contains("--series"), "{msg}");
 
@@ -100,7 +115,10 @@ fn duplicate_positions_name_both_files() {
     let e = read(dir.path()).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, ReadError::Dicom(DicomError::DuplicatePosition { .. })), "{msg}");
-    assert!(msg.contains("02.dcm") && msg.contains("02-again.dcm") && msg.contains("-127.690"), "{msg}");
+    assert!(
+        msg.contains("02.dcm") && msg.contains("02-again.dcm") && msg.contains("-127.690"),
+        "{msg}"
+    );
 }
 
 /// A localizer and an image of another size that share the series UID are skipped and
@@ -124,8 +142,15 @@ fn localizers_and_other_sizes_are_skipped_and_counted() {
     assert_eq!(d.slices, 3);
     assert_eq!(d.skipped.localizer, 1);
     assert_eq!(d.skipped.other_geometry, 1);
-    assert!(r.warnings.iter().any(|w| w.contains("1 localizers") && w.contains("1 other size")), "{:?}", r.warnings);
-    assert_eq!(sha256_volume(&r.volume.hu), golden("dcmqi_ct3slice")["values"]["sha256"].as_str().unwrap());
+    assert!(
+        r.warnings.iter().any(|w| w.contains("1 localizers") && w.contains("1 other size")),
+        "{:?}",
+        r.warnings
+    );
+    assert_eq!(
+        sha256_volume(&r.volume.hu),
+        golden("dcmqi_ct3slice")["values"]["sha256"].as_str().unwrap()
+    );
 }
 
 /// Slices whose positions drift sideways (gantry tilt) cannot form a 3D grid.
@@ -169,7 +194,10 @@ fn rescale_is_per_slice() {
 fn segmentation_object_is_refused_clearly() {
     let e = read(&data("dicom-test-files/dcmqi/liver_seg.dcm")).unwrap_err();
     assert!(matches!(e, ReadError::Dicom(DicomError::Unsupported { .. })), "{e}");
-    assert!(e.to_string().contains("liver_seg.dcm") && e.to_string().contains("multi-frame"), "{e}");
+    assert!(
+        e.to_string().contains("liver_seg.dcm") && e.to_string().contains("multi-frame"),
+        "{e}"
+    );
 }
 
 /// A transfer syntax no decoder here handles (JPIP Referenced, patched
@@ -179,7 +207,10 @@ fn undecodable_transfer_syntax_is_named() {
     let dir = tempdir();
     let mut bytes = fs::read(data("dicom-test-files/WG04/CT1_JPLL.dcm")).unwrap();
     let (from, to) = (b"1.2.840.10008.1.2.4.70", b"1.2.840.10008.1.2.4.94");
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("JPEG Lossless UID in the meta header");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("JPEG Lossless UID in the meta header");
     bytes[at..at + to.len()].copy_from_slice(to);
     let p = dir.path().join("part2.dcm");
     fs::write(&p, bytes).unwrap();

@@ -35,13 +35,21 @@ unsafe impl GlobalAlloc for Capped {
         if refuse(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc(layout) } }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if refuse(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc_zeroed(layout) } }
+        if refuse(layout.size()) {
+            std::ptr::null_mut()
+        } else {
+            unsafe { System.alloc_zeroed(layout) }
+        }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if refuse(new_size) { std::ptr::null_mut() } else { unsafe { System.realloc(ptr, layout, new_size) } }
+        if refuse(new_size) {
+            std::ptr::null_mut()
+        } else {
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
     }
 }
 

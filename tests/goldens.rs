@@ -7,9 +7,9 @@
 mod common;
 
 use common::*;
+use ctstream::geometry::Geometry;
 use ctstream::io::dicom::{DicomError, DicomOptions, UnevenPolicy};
 use ctstream::io::{self, ReadError};
-use ctstream::geometry::Geometry;
 use ctstream::volume::Volume;
 
 fn read(rel: &str) -> Result<io::ScanRead, ReadError> {
@@ -17,9 +17,15 @@ fn read(rel: &str) -> Result<io::ScanRead, ReadError> {
 }
 
 fn check_geometry(name: &str, v: &Volume, g: &serde_json::Value, tol: f64) {
-    let shape: Vec<usize> = g["shape_zyx"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> =
+        g["shape_zyx"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
     assert_eq!(v.shape_zyx().to_vec(), shape, "{name}: shape (z, y, x)");
-    assert_close(&format!("{name}: spacing"), &v.geometry.spacing_xyz, &f64s(&g["spacing_xyz"]), tol);
+    assert_close(
+        &format!("{name}: spacing"),
+        &v.geometry.spacing_xyz,
+        &f64s(&g["spacing_xyz"]),
+        tol,
+    );
     assert_close(&format!("{name}: origin"), &v.geometry.origin_xyz, &f64s(&g["origin_xyz"]), tol);
     assert_close(&format!("{name}: direction"), &v.geometry.direction, &f64s(&g["direction"]), tol);
 }
@@ -38,8 +44,18 @@ fn check_transforms(name: &str, g: &serde_json::Value) {
         assert_close(&format!("{name}: index {i:?} to world"), &w, &f64s(&t["world_xyz"]), 1e-6);
         let sw = f64s(&t["shifted_world_xyz"]);
         let zyx = geometry.world_to_index([sw[0], sw[1], sw[2]]).unwrap();
-        assert_close(&format!("{name}: world {sw:?} to index"), &[zyx[2], zyx[1], zyx[0]], &f64s(&t["shifted_index_xyz"]), 1e-6);
-        assert_close(&format!("{name}: world {sw:?} round trip"), &geometry.index_to_world(zyx), &sw, 1e-6);
+        assert_close(
+            &format!("{name}: world {sw:?} to index"),
+            &[zyx[2], zyx[1], zyx[0]],
+            &f64s(&t["shifted_index_xyz"]),
+            1e-6,
+        );
+        assert_close(
+            &format!("{name}: world {sw:?} round trip"),
+            &geometry.index_to_world(zyx),
+            &sw,
+            1e-6,
+        );
     }
 }
 
@@ -51,7 +67,11 @@ fn check_values(name: &str, v: &Volume, g: &serde_json::Value) {
     let sum: i64 = v.hu.iter().map(|&x| x as i64).sum();
     assert_eq!(sum, want["sum"].as_i64().unwrap(), "{name}: sum of HU");
     assert_eq!(v.clamped, want["clamped"].as_u64().unwrap(), "{name}: clamped voxels");
-    assert_eq!(sha256_volume(&v.hu), want["sha256"].as_str().unwrap(), "{name}: voxels differ from the golden");
+    assert_eq!(
+        sha256_volume(&v.hu),
+        want["sha256"].as_str().unwrap(),
+        "{name}: voxels differ from the golden"
+    );
 }
 
 /// A fixture that must read and match its golden in geometry and every voxel.
@@ -103,11 +123,22 @@ golden_cases!(wg04_ct1_jlsl, wg04_ct1_jlsn);
 #[cfg(not(feature = "jpegls"))]
 #[test]
 fn jpegls_without_feature_names_the_transfer_syntax() {
-    for (name, uid) in [("CT1_JLSL", "1.2.840.10008.1.2.4.80"), ("CT1_JLSN", "1.2.840.10008.1.2.4.81")] {
+    for (name, uid) in
+        [("CT1_JLSL", "1.2.840.10008.1.2.4.80"), ("CT1_JLSN", "1.2.840.10008.1.2.4.81")]
+    {
         let e = read(&format!("dicom-test-files/WG04/{name}.dcm")).unwrap_err();
         let msg = e.to_string();
-        assert!(matches!(e, ReadError::Dicom(DicomError::UnsupportedTransferSyntax { .. })), "{msg}");
-        assert!(msg.contains(uid) && msg.contains("JPEG-LS") && msg.contains(&format!("{name}.dcm")) && msg.contains("--features jpegls"), "{msg}");
+        assert!(
+            matches!(e, ReadError::Dicom(DicomError::UnsupportedTransferSyntax { .. })),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(uid)
+                && msg.contains("JPEG-LS")
+                && msg.contains(&format!("{name}.dcm"))
+                && msg.contains("--features jpegls"),
+            "{msg}"
+        );
     }
 }
 
@@ -117,18 +148,35 @@ fn jpegls_without_feature_names_the_transfer_syntax() {
 #[test]
 fn monai_gap_is_refused_with_the_gap_named() {
     for uneven in [UnevenPolicy::Refuse, UnevenPolicy::Resample] {
-        let e = io::read_scan(&data("monai/CT_DICOM"), &DicomOptions { uneven, ..Default::default() }, &()).unwrap_err();
+        let e = io::read_scan(
+            &data("monai/CT_DICOM"),
+            &DicomOptions { uneven, ..Default::default() },
+            &(),
+        )
+        .unwrap_err();
         let msg = e.to_string();
         match e {
             ReadError::Dicom(DicomError::MissingSlices { gaps, .. }) => {
                 assert_eq!(gaps.len(), 1, "{msg}");
                 // -99.48 to 103.02
-                assert!(gaps[0].contains("7106 at -99.480 mm") && gaps[0].contains("7136 at 103.020 mm"), "{msg}");
-                assert!(gaps[0].contains("202.500 mm apart") && gaps[0].contains("161 slice(s) missing") && gaps[0].contains("InstanceNumber 18 -> 180"), "{msg}");
+                assert!(
+                    gaps[0].contains("7106 at -99.480 mm")
+                        && gaps[0].contains("7136 at 103.020 mm"),
+                    "{msg}"
+                );
+                assert!(
+                    gaps[0].contains("202.500 mm apart")
+                        && gaps[0].contains("161 slice(s) missing")
+                        && gaps[0].contains("InstanceNumber 18 -> 180"),
+                    "{msg}"
+                );
             }
             other => panic!("expected MissingSlices, got {other}"),
         }
-        assert!(msg.contains("--allow-missing-slices") && !msg.contains("--resample-uneven"), "{msg}");
+        assert!(
+            msg.contains("--allow-missing-slices") && !msg.contains("--resample-uneven"),
+            "{msg}"
+        );
     }
 }
 
@@ -145,7 +193,12 @@ fn monai_gap_resampled_onto_uniform_grid() {
     // (105.52 - -99.48) / 1.25 = 164 steps.
     assert_eq!(v.shape_zyx(), [165, 16, 16]);
     assert_close("origin", &v.geometry.origin_xyz, &f64s(&g["origin_xyz"]), 1e-4);
-    assert_close("in-plane spacing", &v.geometry.spacing_xyz[..2], &f64s(&g["spacing_xyz"])[..2], 1e-9);
+    assert_close(
+        "in-plane spacing",
+        &v.geometry.spacing_xyz[..2],
+        &f64s(&g["spacing_xyz"])[..2],
+        1e-9,
+    );
     assert!((v.geometry.spacing_xyz[2] - 1.25).abs() < 1e-9);
     assert_close("direction", &v.geometry.direction, &f64s(&g["direction"]), 1e-9);
     let slices = g["slice_sha256"].as_array().unwrap();

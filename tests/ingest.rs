@@ -27,7 +27,11 @@ fn stored_volumes_and_nodules_agree_with_simpleitk() {
     // A third scan: scan 0's voxels with a direction that swaps x/y and flips one, and
     // anisotropic spacing, so the exact reordering path runs.
     let src = metaimage::read(&s.scans[0]).unwrap();
-    let g = Geometry { origin_xyz: [20.0, -150.0, -200.0], spacing_xyz: [0.9, 1.1, 2.0], direction: [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0] };
+    let g = Geometry {
+        origin_xyz: [20.0, -150.0, -200.0],
+        spacing_xyz: [0.9, 1.1, 2.0],
+        direction: [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    };
     let rotated = data.join("other").join("rotated.mhd");
     fs::create_dir_all(rotated.parent().unwrap()).unwrap();
     metaimage::write(&rotated, &src.hu, &g, metaimage::WriteOptions::default()).unwrap();
@@ -56,10 +60,20 @@ fn stored_volumes_and_nodules_agree_with_simpleitk() {
         let rec = store.scan(&id).unwrap();
         assert_eq!(v.shape_zyx(), rec.shape_zyx);
         let exported = dir.path().join(format!("{id}-stored.mhd"));
-        metaimage::write(&exported, &v.read_all().unwrap(), &v.geometry(), metaimage::WriteOptions::default()).unwrap();
+        metaimage::write(
+            &exported,
+            &v.read_all().unwrap(),
+            &v.geometry(),
+            metaimage::WriteOptions::default(),
+        )
+        .unwrap();
         let rows = by_series.get(id.as_str()).cloned().unwrap_or_default();
         let points: Vec<[f64; 3]> = rows.iter().map(|n| n.world_xyz).collect();
-        let args = [exported.clone().into_os_string(), source.into_os_string(), serde_json::to_string(&points).unwrap().into()];
+        let args = [
+            exported.clone().into_os_string(),
+            source.into_os_string(),
+            serde_json::to_string(&points).unwrap().into(),
+        ];
         let Some(r) = python_json("tools/goldens/check_store.py", &args) else { return };
         let mad = r["mad"].as_f64().unwrap();
         assert!(mad < 1.0, "{id}: mean |stored - SimpleITK| = {mad} HU (max {})", r["max"]);
@@ -93,7 +107,10 @@ fn broken_scan_is_reported_and_the_rest_stored() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("2 stored, 1 failed"), "{stdout}");
     let name = raw.file_name().unwrap().to_string_lossy();
-    assert!(stdout.contains("FAILED") && stdout.contains(name.as_ref()) && stdout.contains("truncated"), "{stdout}");
+    assert!(
+        stdout.contains("FAILED") && stdout.contains(name.as_ref()) && stdout.contains("truncated"),
+        "{stdout}"
+    );
     assert_eq!(Store::open(&out).unwrap().scans().len(), 2);
 }
 
@@ -110,11 +127,16 @@ fn resume_skips_and_parameters_must_match() {
     assert_eq!(first.stored.len(), 2);
     let before = snapshot(&out);
     let e = ingest::ingest(&cfg, &()).unwrap_err();
-    assert!(matches!(e, IngestError::NotEmpty { scans: 2, .. }) && e.to_string().contains("--resume"), "{e}");
+    assert!(
+        matches!(e, IngestError::NotEmpty { scans: 2, .. }) && e.to_string().contains("--resume"),
+        "{e}"
+    );
     let again = ingest::ingest(&IngestConfig { resume: true, ..cfg.clone() }, &()).unwrap();
     assert_eq!((again.stored.len(), again.skipped.len()), (0, 2));
     assert_eq!(snapshot(&out), before);
-    let e = ingest::ingest(&IngestConfig { resume: true, spacing_xyz: [0.7, 0.7, 1.25], ..cfg }, &()).unwrap_err();
+    let e =
+        ingest::ingest(&IngestConfig { resume: true, spacing_xyz: [0.7, 0.7, 1.25], ..cfg }, &())
+            .unwrap_err();
     assert!(matches!(e, IngestError::Mismatch { .. }), "{e}");
 }
 
@@ -125,21 +147,37 @@ fn series_ids_are_validated_before_they_name_files() {
     let data = dir.path().join("data");
     let s = dataset(&data, 1, 2);
     let v = metaimage::read(&s.scans[0]).unwrap();
-    metaimage::write(&data.join("bad id with spaces.mhd"), &v.hu, &v.geometry, metaimage::WriteOptions::default()).unwrap();
+    metaimage::write(
+        &data.join("bad id with spaces.mhd"),
+        &v.hu,
+        &v.geometry,
+        metaimage::WriteOptions::default(),
+    )
+    .unwrap();
     let out = dir.path().join("store");
     let sum = ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     assert_eq!(sum.stored.len(), 1);
     assert_eq!(sum.failed.len(), 1);
     assert!(sum.failed[0].reason.contains("cannot name a file"), "{:?}", sum.failed);
-    let names: Vec<String> = fs::read_dir(out.join("volumes")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = fs::read_dir(out.join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().all(|n| !n.contains("bad")), "{names:?}");
 }
 
 /// Every non-temporary file of a store with its bytes.
 /// The arguments of `ctstream ingest` for the dataset `data` into `out`, one job.
 fn ingest_args(data: &Path, out: &Path, resume: bool) -> Vec<std::ffi::OsString> {
-    let mut a: Vec<std::ffi::OsString> = ["--quiet", "ingest", "--jobs", "1", "--input"].map(Into::into).into();
-    a.extend([data.into(), "--annotations".into(), data.join("annotations.csv").into(), "--out".into(), out.into()]);
+    let mut a: Vec<std::ffi::OsString> =
+        ["--quiet", "ingest", "--jobs", "1", "--input"].map(Into::into).into();
+    a.extend([
+        data.into(),
+        "--annotations".into(),
+        data.join("annotations.csv").into(),
+        "--out".into(),
+        out.into(),
+    ]);
     if resume {
         a.push("--resume".into());
     }
@@ -164,25 +202,46 @@ fn killed_ingest_resumes_to_the_same_store() {
     let want = snapshot(&clean);
     // Time a clean run to spread the kills over it.
     let t = std::time::Instant::now();
-    assert!(ingest_cmd(&data, &dir.path().join("timing"), false).output().unwrap().status.success());
+    assert!(
+        ingest_cmd(&data, &dir.path().join("timing"), false).output().unwrap().status.success()
+    );
     let full = t.elapsed().as_secs_f64();
     for (k, frac) in [0.05, 0.2, 0.35, 0.5, 0.65, 0.8, 0.95].iter().enumerate() {
         let out = dir.path().join(format!("killed{k}"));
-        let mut child = ingest_cmd(&data, &out, false).stdout(std::process::Stdio::null()).spawn().unwrap();
+        let mut child =
+            ingest_cmd(&data, &out, false).stdout(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_secs_f64(full * frac));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         match Store::open(&out) {
             Ok(store) => {
                 for id in store.series_ids() {
-                    store.volume(id).and_then(|v| v.read_all()).unwrap_or_else(|e| panic!("kill {k}: {id}: {e}"));
+                    store
+                        .volume(id)
+                        .and_then(|v| v.read_all())
+                        .unwrap_or_else(|e| panic!("kill {k}: {id}: {e}"));
                 }
             }
             // Killed before the manifest existed: there is no store yet, and no volume.
-            Err(e) => assert!(!out.join("volumes").exists() || fs::read_dir(out.join("volumes")).unwrap().all(|f| f.unwrap().file_name().to_string_lossy().starts_with('.')), "kill {k}: {e}"),
+            Err(e) => assert!(
+                !out.join("volumes").exists()
+                    || fs::read_dir(out.join("volumes")).unwrap().all(|f| f
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with('.')),
+                "kill {k}: {e}"
+            ),
         }
-        assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success(), "resume after kill {k}");
-        assert_eq!(snapshot(&out).keys().collect::<Vec<_>>(), want.keys().collect::<Vec<_>>(), "kill {k}");
+        assert!(
+            ingest_cmd(&data, &out, true).output().unwrap().status.success(),
+            "resume after kill {k}"
+        );
+        assert_eq!(
+            snapshot(&out).keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "kill {k}"
+        );
         assert!(snapshot(&out) == want, "kill {k}: the resumed store differs from a clean run");
     }
 }
@@ -202,7 +261,13 @@ fn export_round_trips_through_metaimage_and_nifti() {
     let stored = v.read_all().unwrap();
     let (mhd, nii) = (dir.path().join("x.mhd"), dir.path().join("x.nii.gz"));
     for p in [&mhd, &nii] {
-        let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("export").arg(&out).args(["--series", &id, "--out"]).arg(p).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+            .arg("export")
+            .arg(&out)
+            .args(["--series", &id, "--out"])
+            .arg(p)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let m = metaimage::read(&mhd).unwrap();
@@ -216,7 +281,12 @@ fn export_round_trips_through_metaimage_and_nifti() {
     if let Some(d) = sitk_digest(&[nii.as_path()]) {
         assert_matches_sitk("exported NIfTI", &d[nii.to_str().unwrap()], &n, 1e-4);
     }
-    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("export").arg(&out).args(["--series", &id, "--out", "x.png"]).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .arg("export")
+        .arg(&out)
+        .args(["--series", &id, "--out", "x.png"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
 
@@ -224,7 +294,11 @@ fn export_round_trips_through_metaimage_and_nifti() {
 /// into `to`, so a store can hold some of them before a resumed ingest adds the rest.
 fn first_scans(data: &Path, n: usize, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    let mut headers: Vec<PathBuf> = fs::read_dir(data.join("subset0")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "mhd")).collect();
+    let mut headers: Vec<PathBuf> = fs::read_dir(data.join("subset0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "mhd"))
+        .collect();
     headers.sort();
     for h in headers.into_iter().take(n) {
         for p in [h.clone(), h.with_extension("raw")] {
@@ -260,19 +334,35 @@ fn a_second_ingest_into_the_same_store_is_refused_by_the_lock() {
     let out = dir.path().join("store");
     let held = StoreLock::acquire(&out).unwrap();
     let e = ingest::ingest(&ingest_config(&data, &out), &()).unwrap_err();
-    assert!(matches!(&e, IngestError::Store(StoreError::Locked { holder: Some(p), .. }) if *p == std::process::id()), "{e}");
-    assert!(!out.join("manifest.json").exists() && !out.join("volumes").exists(), "nothing written");
+    assert!(
+        matches!(&e, IngestError::Store(StoreError::Locked { holder: Some(p), .. }) if *p == std::process::id()),
+        "{e}"
+    );
+    assert!(
+        !out.join("manifest.json").exists() && !out.join("volumes").exists(),
+        "nothing written"
+    );
     let o = ingest_cmd(&data, &out, false).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains(&format!("another ingest (process {}) is writing to this store", std::process::id())) && err.contains(".lock"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "another ingest (process {}) is writing to this store",
+            std::process::id()
+        )) && err.contains(".lock"),
+        "{err}"
+    );
     drop(held);
 
     // Two processes: the second starts once the first has taken the lock.
-    let mut first = ingest_cmd(&data, &out, false).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut first =
+        ingest_cmd(&data, &out, false).stdout(std::process::Stdio::null()).spawn().unwrap();
     let pid = first.id().to_string();
     while fs::read_to_string(out.join(".lock")).unwrap_or_default() != pid {
-        assert!(first.try_wait().unwrap().is_none(), "the first ingest ended before the test saw its lock");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the first ingest ended before the test saw its lock"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     let o = ingest_cmd(&data, &out, true).output().unwrap();
@@ -297,7 +387,8 @@ fn readers_see_only_complete_scans_while_a_resumed_ingest_adds_more() {
     dataset(&data, 8, 23);
     let out = dir.path().join("store");
     store_first(&data, 2, &out);
-    let mut child = ingest_cmd(&data, &out, true).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child =
+        ingest_cmd(&data, &out, true).stdout(std::process::Stdio::null()).spawn().unwrap();
     let mut seen = std::collections::BTreeSet::new();
     let mut looks = 0;
     loop {
@@ -307,7 +398,8 @@ fn readers_see_only_complete_scans_while_a_resumed_ingest_adds_more() {
             let v = store.volume(id).unwrap_or_else(|e| panic!("look {looks}: {id}: {e}"));
             v.read_all().unwrap_or_else(|e| panic!("look {looks}: {id}: {e}"));
         }
-        index::read_nodules(&out.join("index/nodules.parquet")).unwrap_or_else(|e| panic!("look {looks}: {e}"));
+        index::read_nodules(&out.join("index/nodules.parquet"))
+            .unwrap_or_else(|e| panic!("look {looks}: {e}"));
         seen.insert(store.scans().len());
         looks += 1;
         if done {
@@ -340,13 +432,21 @@ fn a_failed_write_leaves_the_store_as_it_was() {
         .args(ingest_args(&data, &out, true))
         .output()
         .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(1), "{text}");
-    assert!(text.contains("File too large") && text.contains(".mhd"), "the failure names the scan and the reason: {text}");
+    assert!(
+        text.contains("File too large") && text.contains(".mhd"),
+        "the failure names the scan and the reason: {text}"
+    );
     let after = snapshot(&out);
     assert_eq!(after.keys().collect::<Vec<_>>(), before.keys().collect::<Vec<_>>(), "{text}");
     assert!(after == before, "the store changed");
-    let leftovers: Vec<_> = fs::read_dir(out.join("volumes")).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = fs::read_dir(out.join("volumes"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     assert!(ingest_cmd(&data, &out, true).output().unwrap().status.success());
     assert_eq!(Store::open(&out).unwrap().scans().len(), 3);
@@ -361,26 +461,51 @@ fn shards_in_parallel_processes_then_index_equal_one_ingest() {
     let data = dir.path().join("data");
     dataset(&data, 5, 21);
     let single = dir.path().join("single");
-    let o = ingest_cmd(&data, &single, false).arg("--candidates").arg(data.join("candidates.csv")).output().unwrap();
+    let o = ingest_cmd(&data, &single, false)
+        .arg("--candidates")
+        .arg(data.join("candidates.csv"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let sharded = dir.path().join("sharded");
     let n = 3;
     let children: Vec<_> = (0..n)
-        .map(|k| ingest_cmd(&data, &sharded, false).args(["--candidates"]).arg(data.join("candidates.csv")).args(["--json", "--shard", &format!("{k}/{n}")]).stdout(std::process::Stdio::piped()).spawn().unwrap())
+        .map(|k| {
+            ingest_cmd(&data, &sharded, false)
+                .args(["--candidates"])
+                .arg(data.join("candidates.csv"))
+                .args(["--json", "--shard", &format!("{k}/{n}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut stored = Vec::new();
     for c in children {
         let o = c.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        let mine: Vec<String> = s["stored"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let mine: Vec<String> = s["stored"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
         assert_eq!(s["other_shards"].as_u64().unwrap() as usize, 5 - mine.len());
         stored.extend(mine);
     }
     stored.sort();
     let all: Vec<String> = Store::open(&single).unwrap().series_ids().map(str::to_string).collect();
     assert_eq!(stored, all, "every series in exactly one shard");
-    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("index").arg(&sharded).arg("--annotations").arg(data.join("annotations.csv")).arg("--candidates").arg(data.join("candidates.csv")).output().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .arg("index")
+        .arg(&sharded)
+        .arg("--annotations")
+        .arg(data.join("annotations.csv"))
+        .arg("--candidates")
+        .arg(data.join("candidates.csv"))
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (want, got) = (snapshot(&single), snapshot(&sharded));
     assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
@@ -388,12 +513,27 @@ fn shards_in_parallel_processes_then_index_equal_one_ingest() {
         assert!(got[name] == *bytes, "{name} differs");
     }
     // Indexing without the CSVs would drop the nodules: refused unless asked for.
-    let o = Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("index").arg(&sharded).output().unwrap();
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_ctstream")).arg("index").arg(&sharded).output().unwrap();
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("give --annotations (and --excluded) again"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("give --annotations (and --excluded) again"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // A shard run again without --resume: refused for its own scans, naming the shard.
-    let k = (0..n).find(|k| all.iter().any(|id| ctstream::ingest::shard::Shard { index: *k, count: n }.contains(id))).unwrap();
-    let o = ingest_cmd(&data, &sharded, false).args(["--shard", &format!("{k}/{n}")]).output().unwrap();
+    let k = (0..n)
+        .find(|k| {
+            all.iter().any(|id| ctstream::ingest::shard::Shard { index: *k, count: n }.contains(id))
+        })
+        .unwrap();
+    let o =
+        ingest_cmd(&data, &sharded, false).args(["--shard", &format!("{k}/{n}")]).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("scans of shard {k}/{n}; pass --resume")), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains(&format!("scans of shard {k}/{n}; pass --resume")),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

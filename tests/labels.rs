@@ -29,8 +29,13 @@ fn dice_against(ct: &str, reference: &str) -> (f64, f64, f64, lungs::LungMask) {
 /// As [`dice_against`], on the scan's own grid or, with `spacing_xyz`, on the grid ingest
 /// stores at that spacing (trilinear, HU clipped as ingest clips them), where ingest
 /// computes the mask.
-fn dice_on(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>) -> (f64, f64, f64, lungs::LungMask) {
-    let (_, g, m, rm) = mask_and_reference(ct, reference, spacing_xyz, &lungs::LungParams::default());
+fn dice_on(
+    ct: &str,
+    reference: &str,
+    spacing_xyz: Option<[f64; 3]>,
+) -> (f64, f64, f64, lungs::LungMask) {
+    let (_, g, m, rm) =
+        mask_and_reference(ct, reference, spacing_xyz, &lungs::LungParams::default());
     let ml = g.spacing_xyz.iter().product::<f64>() / 1000.0;
     let count = |a: &Array3<u8>| a.iter().filter(|&&v| v != 0).count() as f64 * ml;
     (labels::dice(&m.lungs, &rm), count(&m.lungs), count(&rm), m)
@@ -38,7 +43,12 @@ fn dice_on(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>) -> (f64, f6
 
 /// The scan `ct` on its own grid or the ingest grid of `spacing_xyz`, its lung mask with
 /// the parameters `p`, and `reference` resampled onto that grid by nearest neighbour.
-fn mask_and_reference(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>, p: &lungs::LungParams) -> (Array3<i16>, Geometry, lungs::LungMask, Array3<u8>) {
+fn mask_and_reference(
+    ct: &str,
+    reference: &str,
+    spacing_xyz: Option<[f64; 3]>,
+    p: &lungs::LungParams,
+) -> (Array3<i16>, Geometry, lungs::LungMask, Array3<u8>) {
     let v = ctstream::io::read_scan(&data(ct), &Default::default(), &()).unwrap().volume;
     let (mut hu, mut g) = aligned(v);
     if let Some(s) = spacing_xyz {
@@ -59,22 +69,38 @@ fn mask_and_reference(ct: &str, reference: &str, spacing_xyz: Option<[f64; 3]>, 
 /// holds without the step (the trachea's lumen down to the carina).
 #[test]
 fn the_trachea_is_cut_out_of_the_elastix_lungs() {
-    let (ct, reference) = ("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha");
+    let (ct, reference) =
+        ("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha");
     for spacing in [None, Some([1.0; 3])] {
         let off = lungs::LungParams { airway_max_area_mm2: 0.0, ..Default::default() };
         let stray_gas = |p: &lungs::LungParams| {
             let (hu, _, m, rm) = mask_and_reference(ct, reference, spacing, p);
-            let top = (0..rm.shape()[0]).rev().find(|&z| rm.index_axis(ndarray::Axis(0), z).iter().any(|&v| v != 0)).unwrap();
-            let above = m.lungs.slice(ndarray::s![top + 1.., .., ..]).iter().filter(|&&v| v != 0).count();
-            let gas = ndarray::Zip::from(&m.lungs).and(&rm).and(&hu).fold(0usize, |n, &o, &r, &h| n + (o != 0 && r == 0 && h <= -950) as usize);
+            let top = (0..rm.shape()[0])
+                .rev()
+                .find(|&z| rm.index_axis(ndarray::Axis(0), z).iter().any(|&v| v != 0))
+                .unwrap();
+            let above =
+                m.lungs.slice(ndarray::s![top + 1.., .., ..]).iter().filter(|&&v| v != 0).count();
+            let gas = ndarray::Zip::from(&m.lungs)
+                .and(&rm)
+                .and(&hu)
+                .fold(0usize, |n, &o, &r, &h| n + (o != 0 && r == 0 && h <= -950) as usize);
             (above, gas, m.airway)
         };
         let (above_off, gas_off, _) = stray_gas(&off);
         let (above, gas, airway) = stray_gas(&Default::default());
-        println!("{spacing:?}: without the airway step {above_off} voxels above the reference's apex, {gas_off} gas voxels outside it; with it {above} and {gas}; {airway:?}");
-        assert!(above_off > 0 && gas_off > 0, "the scan no longer shows the trachea: {above_off}, {gas_off}");
+        println!(
+            "{spacing:?}: without the airway step {above_off} voxels above the reference's apex, {gas_off} gas voxels outside it; with it {above} and {gas}; {airway:?}"
+        );
+        assert!(
+            above_off > 0 && gas_off > 0,
+            "the scan no longer shows the trachea: {above_off}, {gas_off}"
+        );
         assert_eq!(above, 0, "{airway:?}");
-        assert!(gas * 10 <= gas_off, "{gas} of {gas_off} gas voxels outside the reference are left; {airway:?}");
+        assert!(
+            gas * 10 <= gas_off,
+            "{gas} of {gas_off} gas voxels outside the reference are left; {airway:?}"
+        );
         // The field of view holds one lung: no carina to see.
         assert!(airway.seed_z.is_some(), "{airway:?}");
     }
@@ -82,15 +108,25 @@ fn the_trachea_is_cut_out_of_the_elastix_lungs() {
 
 #[test]
 fn lung_mask_matches_elastix_reference() {
-    let (d, ours, theirs, m) = dice_against("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha");
-    println!("elastix: Dice {d:.4}, ours {ours:.1} ml, reference {theirs:.1} ml, right {:.1} left {:.1}; {:?}", m.right_ml, m.left_ml, m.air_components);
+    let (d, ours, theirs, m) =
+        dice_against("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha");
+    println!(
+        "elastix: Dice {d:.4}, ours {ours:.1} ml, reference {theirs:.1} ml, right {:.1} left {:.1}; {:?}",
+        m.right_ml, m.left_ml, m.air_components
+    );
     assert!(d >= 0.95, "Dice {d}");
 }
 
 #[test]
 fn lung_mask_matches_totalsegmentator_reference() {
-    let (d, ours, theirs, m) = dice_against("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_lung.nii.gz");
-    println!("totalsegmentator: Dice {d:.4}, ours {ours:.1} ml, reference {theirs:.1} ml, right {:.1} left {:.1}; {:?}", m.right_ml, m.left_ml, m.air_components);
+    let (d, ours, theirs, m) = dice_against(
+        "totalsegmentator/example_ct.nii.gz",
+        "totalsegmentator/example_seg_lung.nii.gz",
+    );
+    println!(
+        "totalsegmentator: Dice {d:.4}, ours {ours:.1} ml, reference {theirs:.1} ml, right {:.1} left {:.1}; {:?}",
+        m.right_ml, m.left_ml, m.air_components
+    );
     assert!(d >= 0.90, "Dice {d}");
 }
 
@@ -104,18 +140,43 @@ fn lung_mask_matches_the_synthetic_lungs() {
         let d = labels::dice(&m.lungs, &s.lungs);
         // Sides too: right against right, left against left.
         let side = |a: &Array3<u8>, v: u8| a.mapv(|x| (x == v) as u8);
-        let (dr, dl) = (labels::dice(&side(&m.lungs, 1), &side(&s.lungs, 1)), labels::dice(&side(&m.lungs, 2), &side(&s.lungs, 2)));
+        let (dr, dl) = (
+            labels::dice(&side(&m.lungs, 1), &side(&s.lungs, 1)),
+            labels::dice(&side(&m.lungs, 2), &side(&s.lungs, 2)),
+        );
         // The airway outside the generator's lungs (trachea, main bronchi up to the lung)
         // is out of the mask: at most 2 % of its voxels left, where the mask without the
         // airway step holds most of it.
-        let outside = ndarray::Zip::from(&s.airway_mask()).and(&s.lungs).map_collect(|&a, &l| (a != 0 && l == 0) as u8);
-        let kept = |m: &Array3<u8>| ndarray::Zip::from(m).and(&outside).fold(0usize, |n, &v, &o| n + (v != 0 && o != 0) as usize);
-        let off = lungs::segment(&s.hu, &s.geometry, &lungs::LungParams { airway_max_area_mm2: 0.0, ..Default::default() });
-        let (total, left_in, left_in_off) = (outside.iter().filter(|&&v| v != 0).count(), kept(&m.lungs), kept(&off.lungs));
-        println!("synthetic {i} {:?}: Dice {d:.4} (right {dr:.4}, left {dl:.4}) in {secs:.2} s; airway outside the lungs {total} voxels, {left_in} in the mask ({left_in_off} without the airway step); {:?}", s.hu.dim(), m.airway);
+        let outside = ndarray::Zip::from(&s.airway_mask())
+            .and(&s.lungs)
+            .map_collect(|&a, &l| (a != 0 && l == 0) as u8);
+        let kept = |m: &Array3<u8>| {
+            ndarray::Zip::from(m)
+                .and(&outside)
+                .fold(0usize, |n, &v, &o| n + (v != 0 && o != 0) as usize)
+        };
+        let off = lungs::segment(
+            &s.hu,
+            &s.geometry,
+            &lungs::LungParams { airway_max_area_mm2: 0.0, ..Default::default() },
+        );
+        let (total, left_in, left_in_off) =
+            (outside.iter().filter(|&&v| v != 0).count(), kept(&m.lungs), kept(&off.lungs));
+        println!(
+            "synthetic {i} {:?}: Dice {d:.4} (right {dr:.4}, left {dl:.4}) in {secs:.2} s; airway outside the lungs {total} voxels, {left_in} in the mask ({left_in_off} without the airway step); {:?}",
+            s.hu.dim(),
+            m.airway
+        );
         assert!(d >= 0.95 && dr >= 0.95 && dl >= 0.95, "scan {i}: Dice {d}, right {dr}, left {dl}");
-        assert!(left_in_off * 2 > total, "scan {i}: the airway is not in the lungs' component: {left_in_off} of {total}");
-        assert!(left_in * 50 <= total, "scan {i}: {left_in} of {total} airway voxels outside the lungs are in the mask; {:?}", m.airway);
+        assert!(
+            left_in_off * 2 > total,
+            "scan {i}: the airway is not in the lungs' component: {left_in_off} of {total}"
+        );
+        assert!(
+            left_in * 50 <= total,
+            "scan {i}: {left_in} of {total} airway voxels outside the lungs are in the mask; {:?}",
+            m.airway
+        );
         assert!(m.airway.carina_z.is_some(), "{:?}", m.airway);
     }
 }
@@ -128,9 +189,24 @@ fn lung_mask_matches_the_synthetic_lungs() {
 fn nearest_resampling_equals_simpleitk() {
     let dir = tempdir();
     let cases: [(&str, [f64; 3], [f64; 3], [usize; 3]); 3] = [
-        ("elastix/3DCT_lung_baseline_mask.mha", [-152.461, -148.986, -1432.0], [2.732, 2.732, 5.0], [57, 78, 64]),
-        ("elastix/3DCT_lung_baseline_mask.mha", [-160.0 + 1.0 / 3.0, -155.0, -1440.0], [1.0, 1.0, 1.0], [170, 220, 340]),
-        ("totalsegmentator/example_seg_lung.nii.gz", [-190.0, -320.0, 90.0], [1.5, 1.5, 1.5], [250, 220, 230]),
+        (
+            "elastix/3DCT_lung_baseline_mask.mha",
+            [-152.461, -148.986, -1432.0],
+            [2.732, 2.732, 5.0],
+            [57, 78, 64],
+        ),
+        (
+            "elastix/3DCT_lung_baseline_mask.mha",
+            [-160.0 + 1.0 / 3.0, -155.0, -1440.0],
+            [1.0, 1.0, 1.0],
+            [170, 220, 340],
+        ),
+        (
+            "totalsegmentator/example_seg_lung.nii.gz",
+            [-190.0, -320.0, 90.0],
+            [1.5, 1.5, 1.5],
+            [250, 220, 230],
+        ),
     ];
     for (k, (file, origin, spacing, size_xyz)) in cases.into_iter().enumerate() {
         let src = ctstream::io::read_scan(&data(file), &Default::default(), &()).unwrap().volume;
@@ -153,16 +229,24 @@ fn nearest_resampling_equals_simpleitk() {
             let t = theirs[(z * shape[1] + y) * shape[2] + x];
             if v != t {
                 differ += 1;
-                let i = src.geometry.world_to_index(g.index_to_world([z as f64, y as f64, x as f64])).unwrap();
+                let i = src
+                    .geometry
+                    .world_to_index(g.index_to_world([z as f64, y as f64, x as f64]))
+                    .unwrap();
                 if i.iter().any(|c| ((c - c.floor()) - 0.5).abs() < 1e-6) {
                     ties += 1;
                 }
             }
         }
         let nonzero = ours.iter().filter(|&&v| v != 0).count();
-        println!("{file} onto {spacing:?}: {nonzero} labelled voxels, {differ} differ from SimpleITK ({ties} at ties)");
+        println!(
+            "{file} onto {spacing:?}: {nonzero} labelled voxels, {differ} differ from SimpleITK ({ties} at ties)"
+        );
         assert!(nonzero > 1000, "{file}: the case must overlap the mask");
-        assert_eq!(j["nonzero"].as_u64().unwrap() as usize, theirs.iter().filter(|&&v| v != 0).count());
+        assert_eq!(
+            j["nonzero"].as_u64().unwrap() as usize,
+            theirs.iter().filter(|&&v| v != 0).count()
+        );
         assert_eq!(differ, ties, "{file}: voxels differ from SimpleITK away from ties");
     }
 }
@@ -180,7 +264,13 @@ fn label_volumes_round_trip_and_damage_is_caught() {
     }
     let g = Geometry::axis_aligned([-10.0, 20.5, -300.25], [0.8, 0.8, 1.25]);
     let p = dir.path().join("lungs.ctv");
-    let size = writer::write_volume(&p, &m, &g, &writer::ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 3, fill_value: 0u8 }).unwrap();
+    let size = writer::write_volume(
+        &p,
+        &m,
+        &g,
+        &writer::ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 3, fill_value: 0u8 },
+    )
+    .unwrap();
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(bytes.len() as u64, size);
     assert_eq!(&bytes[0..8], b"CTVOLUME");
@@ -190,12 +280,16 @@ fn label_volumes_round_trip_and_damage_is_caught() {
     let v = VolumeFile::open(&p).unwrap();
     assert_eq!(v.read_all_as::<u8>().unwrap(), m);
     // A region reaching outside reads 0 there.
-    let r = v.read_region_as::<u8>(ctstream::store::Region::new([-2, 45, 60], [3, 55, 75])).unwrap();
+    let r =
+        v.read_region_as::<u8>(ctstream::store::Region::new([-2, 45, 60], [3, 55, 75])).unwrap();
     assert_eq!(r[[0, 0, 0]], 0);
     assert_eq!(r[[2, 0, 0]], m[[0, 45, 60]]);
     // One decoded chunk is exactly 16*32*32 bytes' worth of values.
     assert_eq!(v.decode_chunk_as::<u8>([1, 1, 2]).unwrap().len(), 16 * 32 * 32);
-    assert!(matches!(v.read_all(), Err(StoreError::Invalid { .. })), "a label volume is not read as HU");
+    assert!(
+        matches!(v.read_all(), Err(StoreError::Invalid { .. })),
+        "a label volume is not read as HU"
+    );
     // Flip one payload byte of chunk (1, 0, 1) = number 1 * 2 * 3 + 0 * 3 + 1 = 7.
     let entry = 256 + 16 * 7;
     let off = u64::from_le_bytes(bytes[entry..entry + 8].try_into().unwrap()) as usize;
@@ -204,7 +298,12 @@ fn label_volumes_round_trip_and_damage_is_caught() {
     let q = dir.path().join("bad.ctv");
     std::fs::write(&q, &bad).unwrap();
     let err = VolumeFile::open(&q).unwrap().read_all_as::<u8>().unwrap_err().to_string();
-    assert!(err.contains("bad.ctv") && err.contains("chunk (z 1, y 0, x 1)") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("bad.ctv")
+            && err.contains("chunk (z 1, y 0, x 1)")
+            && err.contains("checksum"),
+        "{err}"
+    );
 }
 
 /// Ingest stores each scan's lung mask as the label volume `lungs` on the stored grid:
@@ -226,9 +325,18 @@ fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
         let l = rec.label(labels::LUNGS).expect("a lungs label volume");
         assert_eq!(l.file, format!("labels/{}/lungs.ctv", rec.series_id));
         assert_eq!(l.counts.iter().map(|c| c[0]).collect::<Vec<_>>(), vec![1, 2], "two lungs");
-        let synth = ctstream::synth::synth_scan(41, s.scans.iter().position(|p| p.file_stem().unwrap().to_string_lossy() == rec.series_id).unwrap(), true);
-        let truth = resample_nearest(&synth.lungs, &synth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
-        let stored = store.label(&rec.series_id, labels::LUNGS).unwrap().read_all_as::<u8>().unwrap();
+        let synth = ctstream::synth::synth_scan(
+            41,
+            s.scans
+                .iter()
+                .position(|p| p.file_stem().unwrap().to_string_lossy() == rec.series_id)
+                .unwrap(),
+            true,
+        );
+        let truth = resample_nearest(&synth.lungs, &synth.geometry, rec.shape_zyx, &rec.geometry())
+            .unwrap();
+        let stored =
+            store.label(&rec.series_id, labels::LUNGS).unwrap().read_all_as::<u8>().unwrap();
         let d = labels::dice(&stored, &truth);
         println!("scan {k}: Dice {d:.4} against the generator's lungs on the stored grid");
         assert!(d >= 0.95, "scan {k}: Dice {d}");
@@ -238,7 +346,10 @@ fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
     let report = verify::verify(&out, &()).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let nodules = ctstream::store::index::read_nodules(&out.join("index/nodules.parquet")).unwrap();
-    assert!(!nodules.is_empty() && nodules.iter().all(|n| n.in_lung_region == Some(true)), "{nodules:?}");
+    assert!(
+        !nodules.is_empty() && nodules.iter().all(|n| n.in_lung_region == Some(true)),
+        "{nodules:?}"
+    );
 
     // Without lung masks: no label volumes, and in_lung_region is null.
     let plain = dir.path().join("plain");
@@ -247,8 +358,12 @@ fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
     ctstream::ingest::ingest(&cfg, &()).unwrap();
     let store = Store::open(&plain).unwrap();
     assert!(store.scans().values().all(|r| r.labels.is_empty()));
-    assert!(!plain.join("labels").exists() || std::fs::read_dir(plain.join("labels")).unwrap().next().is_none());
-    let nodules = ctstream::store::index::read_nodules(&plain.join("index/nodules.parquet")).unwrap();
+    assert!(
+        !plain.join("labels").exists()
+            || std::fs::read_dir(plain.join("labels")).unwrap().next().is_none()
+    );
+    let nodules =
+        ctstream::store::index::read_nodules(&plain.join("index/nodules.parquet")).unwrap();
     assert!(nodules.iter().all(|n| n.in_lung_region.is_none()));
 }
 
@@ -270,19 +385,38 @@ fn a_scan_without_lungs_warns_and_is_stored() {
     }
     let phantom = data.join("phantom").join("water.mhd");
     std::fs::create_dir_all(phantom.parent().unwrap()).unwrap();
-    ctstream::io::metaimage::write(&phantom, &hu, &Geometry::axis_aligned([-120.0, -120.0, 0.0], [2.5, 2.5, 2.5]), Default::default()).unwrap();
+    ctstream::io::metaimage::write(
+        &phantom,
+        &hu,
+        &Geometry::axis_aligned([-120.0, -120.0, 0.0], [2.5, 2.5, 2.5]),
+        Default::default(),
+    )
+    .unwrap();
     let out = dir.path().join("store");
     let sum = ctstream::ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     assert!(sum.failed.is_empty(), "{sum:?}");
     assert_eq!(sum.stored.len(), 2);
     assert_eq!(sum.warnings.len(), 1, "{sum:?}");
-    assert!(sum.warnings[0].source.ends_with("water.mhd") && sum.warnings[0].reason.contains("no lungs found"), "{:?}", sum.warnings);
+    assert!(
+        sum.warnings[0].source.ends_with("water.mhd")
+            && sum.warnings[0].reason.contains("no lungs found"),
+        "{:?}",
+        sum.warnings
+    );
     let store = Store::open(&out).unwrap();
     let rec = store.scan("water").unwrap();
     let l = rec.label(labels::LUNGS).unwrap();
     assert!(l.counts.is_empty() && l.bbox_zyx.is_none() && l.components.is_empty());
     assert!(rec.warnings.iter().any(|w| w.contains("no lungs found")));
-    assert!(store.label("water", labels::LUNGS).unwrap().read_all_as::<u8>().unwrap().iter().all(|&v| v == 0));
+    assert!(
+        store
+            .label("water", labels::LUNGS)
+            .unwrap()
+            .read_all_as::<u8>()
+            .unwrap()
+            .iter()
+            .all(|&v| v == 0)
+    );
     assert!(verify::verify(&out, &()).unwrap().problems.is_empty());
 
     // Flip a byte in the chest scan's lungs: verify names the label volume and the chunk.
@@ -311,7 +445,16 @@ fn lung_negatives_lie_inside_the_lungs() {
     let out = dir.path().join("store");
     ctstream::ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
     let store = Store::open(&out).unwrap();
-    let build = || Loader::builder(&store).positive_share(0.0).batch_size(16).batches_per_epoch(Some(4)).patch([16, 32, 32]).seed(5).build().unwrap();
+    let build = || {
+        Loader::builder(&store)
+            .positive_share(0.0)
+            .batch_size(16)
+            .batches_per_epoch(Some(4))
+            .patch([16, 32, 32])
+            .seed(5)
+            .build()
+            .unwrap()
+    };
     let loader = build();
     assert_eq!(loader.config().negatives, Negatives::Lungs, "the default");
     assert!(loader.notes().is_empty(), "{:?}", loader.notes());
@@ -322,7 +465,13 @@ fn lung_negatives_lie_inside_the_lungs() {
         fingerprints.push((b.images.clone(), b.masks.clone()));
         for p in &b.patches {
             let c: [i64; 3] = [p.start_zyx[0] + 8, p.start_zyx[1] + 16, p.start_zyx[2] + 16];
-            let v = store.read_label_region(&p.series_id, labels::LUNGS, Region::new(c, [c[0] + 1, c[1] + 1, c[2] + 1])).unwrap()[[0, 0, 0]];
+            let v = store
+                .read_label_region(
+                    &p.series_id,
+                    labels::LUNGS,
+                    Region::new(c, [c[0] + 1, c[1] + 1, c[2] + 1]),
+                )
+                .unwrap()[[0, 0, 0]];
             assert_ne!(v, 0, "{} centre {c:?} is not in the lungs", p.series_id);
             *per_scan.entry((p.series_id.clone(), v)).or_insert(0) += 1;
         }
@@ -337,7 +486,13 @@ fn lung_negatives_lie_inside_the_lungs() {
     cfg.lung_mask = false;
     ctstream::ingest::ingest(&cfg, &()).unwrap();
     let store = Store::open(&plain).unwrap();
-    let loader = Loader::builder(&store).positive_share(0.0).batch_size(4).batches_per_epoch(Some(2)).seed(5).build().unwrap();
+    let loader = Loader::builder(&store)
+        .positive_share(0.0)
+        .batch_size(4)
+        .batches_per_epoch(Some(2))
+        .seed(5)
+        .build()
+        .unwrap();
     assert_eq!(loader.notes().len(), 1);
     assert!(loader.notes()[0].contains("2 of 2 scans have no lung mask"), "{}", loader.notes()[0]);
     assert_eq!(loader.epoch(0).map(|b| b.unwrap().patches.len()).sum::<usize>(), 8);
@@ -349,16 +504,8 @@ fn lung_negatives_lie_inside_the_lungs() {
 #[test]
 fn lung_masks_at_the_ingest_grid_match_the_references() {
     for (ct, reference, target) in [
-        (
-            "elastix/3DCT_lung_baseline_small.mha",
-            "elastix/3DCT_lung_baseline_mask.mha",
-            0.95,
-        ),
-        (
-            "totalsegmentator/example_ct.nii.gz",
-            "totalsegmentator/example_seg_lung.nii.gz",
-            0.90,
-        ),
+        ("elastix/3DCT_lung_baseline_small.mha", "elastix/3DCT_lung_baseline_mask.mha", 0.95),
+        ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_lung.nii.gz", 0.90),
     ] {
         let (d, ours, theirs, m) = dice_on(ct, reference, Some([1.0; 3]));
         println!(
@@ -386,10 +533,7 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
     )
     .unwrap();
     let out = dir.path().join("store");
-    let mut cfg = IngestConfig::new(
-        vec![data("totalsegmentator/example_ct.nii.gz")],
-        out.clone(),
-    );
+    let mut cfg = IngestConfig::new(vec![data("totalsegmentator/example_ct.nii.gz")], out.clone());
     cfg.labels = vec!["lung_ref=".to_string() + masks.to_str().unwrap()]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -399,15 +543,8 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
     let store = Store::open(&out).unwrap();
     let rec = &store.scans()["example_ct"];
     let l = rec.label("lung_ref").expect("the label volume");
-    assert_eq!(
-        l.source,
-        masks.join("example_ct.nii.gz").display().to_string()
-    );
-    let stored = store
-        .label("example_ct", "lung_ref")
-        .unwrap()
-        .read_all_as::<u8>()
-        .unwrap();
+    assert_eq!(l.source, masks.join("example_ct.nii.gz").display().to_string());
+    let stored = store.label("example_ct", "lung_ref").unwrap().read_all_as::<u8>().unwrap();
     let r = ctstream::io::read_scan(
         &data("totalsegmentator/example_seg_lung.nii.gz"),
         &Default::default(),
@@ -421,16 +558,9 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
         stored == want,
         "the stored label volume is the reference resampled by nearest neighbour"
     );
-    assert_eq!(
-        l.counts,
-        vec![[1, want.iter().filter(|&&v| v == 1).count() as u64]]
-    );
+    assert_eq!(l.counts, vec![[1, want.iter().filter(|&&v| v == 1).count() as u64]]);
     // The computed lungs and the reference agree as in `lung_masks_at_the_ingest_grid_...`.
-    let lungs = store
-        .label("example_ct", labels::LUNGS)
-        .unwrap()
-        .read_all_as::<u8>()
-        .unwrap();
+    let lungs = store.label("example_ct", labels::LUNGS).unwrap().read_all_as::<u8>().unwrap();
     assert!(labels::dice(&lungs, &stored) >= 0.90);
     // The index lists it (labels.parquet, read as any parquet reader reads it).
     let f = std::fs::File::open(out.join("index/labels.parquet")).unwrap();
@@ -443,13 +573,8 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
                 use arrow_array::{Array, Int32Array, Int64Array, StringArray};
                 let b = b.unwrap();
                 let col = |n: &str| b.column_by_name(n).unwrap().clone();
-                let (s, n, v, c, src) = (
-                    col("series_id"),
-                    col("label"),
-                    col("value"),
-                    col("voxels"),
-                    col("source"),
-                );
+                let (s, n, v, c, src) =
+                    (col("series_id"), col("label"), col("value"), col("voxels"), col("source"));
                 let (s, n, v, c, src) = (
                     s.as_any().downcast_ref::<StringArray>().unwrap().clone(),
                     n.as_any().downcast_ref::<StringArray>().unwrap().clone(),
@@ -481,26 +606,17 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
         "{rows:?}"
     );
     cfg.resume = true;
-    assert_eq!(
-        ingest(&cfg, &()).unwrap().skipped,
-        vec!["example_ct".to_string()]
-    );
+    assert_eq!(ingest(&cfg, &()).unwrap().skipped, vec!["example_ct".to_string()]);
     // A changed label file is a changed input: the scan is stored again.
     std::fs::copy(
         data("totalsegmentator/example_seg_lung.nii.gz"),
         masks.join("example_ct.nii.gz"),
     )
     .unwrap();
-    let f = std::fs::File::options()
-        .write(true)
-        .open(masks.join("example_ct.nii.gz"))
-        .unwrap();
+    let f = std::fs::File::options().write(true).open(masks.join("example_ct.nii.gz")).unwrap();
     f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000))
         .unwrap();
-    assert_eq!(
-        ingest(&cfg, &()).unwrap().stored,
-        vec!["example_ct".to_string()]
-    );
+    assert_eq!(ingest(&cfg, &()).unwrap().stored, vec!["example_ct".to_string()]);
 }
 
 /// A label map on another grid (elastix's full-resolution mask beside its 2x down-sampled
@@ -514,40 +630,20 @@ fn label_maps_off_the_grid_or_with_bad_values_are_refused() {
     let (scans, masks) = (dir.path().join("scans"), dir.path().join("masks"));
     std::fs::create_dir_all(&scans).unwrap();
     std::fs::create_dir_all(&masks).unwrap();
-    std::fs::copy(
-        data("elastix/3DCT_lung_baseline_small.mha"),
-        scans.join("small.mha"),
-    )
-    .unwrap();
-    std::fs::copy(
-        data("elastix/3DCT_lung_baseline_mask.mha"),
-        masks.join("small.mha"),
-    )
-    .unwrap();
+    std::fs::copy(data("elastix/3DCT_lung_baseline_small.mha"), scans.join("small.mha")).unwrap();
+    std::fs::copy(data("elastix/3DCT_lung_baseline_mask.mha"), masks.join("small.mha")).unwrap();
     // Two scans on a 4x3x2 grid with label maps holding 0.5 and -1.
     let g = Geometry::axis_aligned([0.0, 0.0, 0.0], [1.0, 1.0, 1.0]);
     let hu = Array3::<i16>::from_elem((2, 3, 4), -500);
     for name in ["half", "negative", "good"] {
-        metaimage::write(
-            &scans.join(format!("{name}.mha")),
-            &hu,
-            &g,
-            Default::default(),
-        )
-        .unwrap();
+        metaimage::write(&scans.join(format!("{name}.mha")), &hu, &g, Default::default()).unwrap();
     }
     let mut half = Array3::<f32>::zeros((2, 3, 4));
     half[[1, 2, 3]] = 0.5;
     metaimage::write_f32(&masks.join("half.mha"), &half, &g, Default::default()).unwrap();
     let mut negative = Array3::<i16>::zeros((2, 3, 4));
     negative[[0, 1, 2]] = -1;
-    metaimage::write(
-        &masks.join("negative.mha"),
-        &negative,
-        &g,
-        Default::default(),
-    )
-    .unwrap();
+    metaimage::write(&masks.join("negative.mha"), &negative, &g, Default::default()).unwrap();
     let mut good = Array3::<i16>::zeros((2, 3, 4));
     good[[1, 1, 1]] = 3;
     metaimage::write(&masks.join("good.mha"), &good, &g, Default::default()).unwrap();
@@ -581,10 +677,7 @@ fn label_maps_off_the_grid_or_with_bad_values_are_refused() {
         "{r}"
     );
     let r = reason("negative");
-    assert!(
-        r.contains("[0, 1, 2] is -1") && r.contains("negative"),
-        "{r}"
-    );
+    assert!(r.contains("[0, 1, 2] is -1") && r.contains("negative"), "{r}");
     assert!(
         sum.warnings
             .iter()
@@ -592,19 +685,13 @@ fn label_maps_off_the_grid_or_with_bad_values_are_refused() {
         "{sum:?}"
     );
     let store = ctstream::store::Store::open(&dir.path().join("store")).unwrap();
-    assert_eq!(
-        store.scans()["good"].label("labels").unwrap().counts,
-        vec![[3, 1]]
-    );
+    assert_eq!(store.scans()["good"].label("labels").unwrap().counts, vec![[3, 1]]);
 
     // The computed lung mask's name is not a user's while it is computed.
     let mut cfg = IngestConfig::new(vec![scans], dir.path().join("other"));
     cfg.labels = vec![format!("lungs={}", masks.display()).parse().unwrap()];
     let e = ingest(&cfg, &()).unwrap_err().to_string();
-    assert!(
-        e.contains("--labels lungs=") && e.contains("--no-lung-mask"),
-        "{e}"
-    );
+    assert!(e.contains("--labels lungs=") && e.contains("--no-lung-mask"), "{e}");
 }
 
 /// DICOM SEG: dcmqi's liver segmentation of its three CT slices becomes the label volume
@@ -616,24 +703,16 @@ fn label_maps_off_the_grid_or_with_bad_values_are_refused() {
 fn dicom_seg_becomes_a_label_volume_of_its_series() {
     use ctstream::labels::seg;
     let scan = data("dicom-test-files/dcmqi/ct-3slice");
-    let v = ctstream::io::read_scan(&scan, &Default::default(), &())
-        .unwrap()
-        .volume;
+    let v = ctstream::io::read_scan(&scan, &Default::default(), &()).unwrap().volume;
     let s = seg::read(&data("dicom-test-files/dcmqi/liver_seg.dcm")).unwrap();
     assert_eq!(s.referenced_series, v.series_id);
     assert_eq!(
-        s.segments
-            .iter()
-            .map(|(n, l)| (*n, l.as_str()))
-            .collect::<Vec<_>>(),
+        s.segments.iter().map(|(n, l)| (*n, l.as_str())).collect::<Vec<_>>(),
         vec![(1, "Liver")]
     );
     let p = s.place(&scan, v.shape_zyx(), &v.geometry).unwrap();
-    let per_slice: Vec<usize> = p
-        .labels
-        .outer_iter()
-        .map(|sl| sl.iter().filter(|&&x| x == 1).count())
-        .collect();
+    let per_slice: Vec<usize> =
+        p.labels.outer_iter().map(|sl| sl.iter().filter(|&&x| x == 1).count()).collect();
     assert_eq!(per_slice, vec![36233, 35645, 35220]);
     assert_eq!((p.labels[[0, 145, 253]], p.labels[[0, 145, 254]]), (0, 1));
     assert_eq!(p.overlapping, 0);
@@ -646,24 +725,15 @@ fn dicom_seg_becomes_a_label_volume_of_its_series() {
         ],
         ..v.geometry
     };
-    let e = s
-        .place(&scan, [2, 512, 512], &short)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("frame 1") && e.contains("not on one of its 2 slices"),
-        "{e}"
-    );
+    let e = s.place(&scan, [2, 512, 512], &short).unwrap_err().to_string();
+    assert!(e.contains("frame 1") && e.contains("not on one of its 2 slices"), "{e}");
 
     // Through ingest: `--labels liver=DIR` with the SEG; its classes are its segments.
     let dir = tempdir();
     let segs = dir.path().join("segs");
     std::fs::create_dir_all(&segs).unwrap();
-    std::fs::copy(
-        data("dicom-test-files/dcmqi/liver_seg.dcm"),
-        segs.join("liver_seg.dcm"),
-    )
-    .unwrap();
+    std::fs::copy(data("dicom-test-files/dcmqi/liver_seg.dcm"), segs.join("liver_seg.dcm"))
+        .unwrap();
     std::fs::write(segs.join("README.txt"), "not a label file").unwrap();
     // A damaged DICOM file beside it (the SEG cut after 600 bytes: its preamble and part
     // of its header) fails alone, named; the SEG still pairs.
@@ -673,22 +743,17 @@ fn dicom_seg_becomes_a_label_volume_of_its_series() {
     cfg.labels = vec![format!("liver={}", segs.display()).parse().unwrap()];
     let sum = ctstream::ingest::ingest(&cfg, &()).unwrap();
     assert_eq!(sum.failed.len(), 1, "{sum:?}");
-    assert!(sum.failed[0].source.ends_with("cut_seg.dcm") && sum.failed[0].reason.contains("label file not used"), "{sum:?}");
+    assert!(
+        sum.failed[0].source.ends_with("cut_seg.dcm")
+            && sum.failed[0].reason.contains("label file not used"),
+        "{sum:?}"
+    );
     assert_eq!(sum.stored.len(), 1, "{sum:?}");
     let store = ctstream::store::Store::open(&dir.path().join("store")).unwrap();
     let rec = &store.scans()[&v.series_id];
     let l = rec.label("liver").unwrap();
-    assert_eq!(
-        l.classes,
-        [("1".to_string(), "Liver".to_string())]
-            .into_iter()
-            .collect()
-    );
-    let stored = store
-        .label(&v.series_id, "liver")
-        .unwrap()
-        .read_all_as::<u8>()
-        .unwrap();
+    assert_eq!(l.classes, [("1".to_string(), "Liver".to_string())].into_iter().collect());
+    let stored = store.label(&v.series_id, "liver").unwrap().read_all_as::<u8>().unwrap();
     let want = resample_nearest(&p.labels, &v.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
     assert!(stored == want);
 }
@@ -706,7 +771,12 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
     use ctstream::synth::{self, SynthConfig};
     let dir = tempdir();
     let data = dir.path().join("data");
-    synth::generate(&data, &SynthConfig { small: true, nnunet: true, labels: true, ..SynthConfig::new(3, 5) }, &()).unwrap();
+    synth::generate(
+        &data,
+        &SynthConfig { small: true, nnunet: true, labels: true, ..SynthConfig::new(3, 5) },
+        &(),
+    )
+    .unwrap();
     let nn = data.join(synth::NNUNET_DATASET);
     let out = dir.path().join("store");
     let mut cfg = IngestConfig::new(Vec::new(), out.clone());
@@ -718,18 +788,27 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
     for (k, rec) in store.scans().values().enumerate() {
         assert_eq!(rec.series_id, format!("lung_{k:03}_0000"));
         let l = rec.label("labels").unwrap();
-        let names: Vec<(&str, &str)> = l.classes.iter().map(|(v, n)| (v.as_str(), n.as_str())).collect();
+        let names: Vec<(&str, &str)> =
+            l.classes.iter().map(|(v, n)| (v.as_str(), n.as_str())).collect();
         assert_eq!(names, [("1", "lung"), ("2", "nodule")]);
         // The generator's own label map, on the store's grid, is what was stored.
         let truth = synth::synth_scan(5, k, true);
-        let want = resample_nearest(&truth.label_map(), &truth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
+        let want =
+            resample_nearest(&truth.label_map(), &truth.geometry, rec.shape_zyx, &rec.geometry())
+                .unwrap();
         let stored = store.label(&rec.series_id, "labels").unwrap().read_all_as::<u8>().unwrap();
         assert!(stored == want, "{}", rec.series_id);
         nodule_components += l.components.iter().filter(|c| c.value == 2).count();
     }
     assert!(nodule_components >= 3, "{nodule_components} nodule components");
 
-    let loader = Loader::builder(&store).mask_label("labels", &[2]).positive_share(0.5).batch_size(4).seed(3).build().unwrap();
+    let loader = Loader::builder(&store)
+        .mask_label("labels", &[2])
+        .positive_share(0.5)
+        .batch_size(4)
+        .seed(3)
+        .build()
+        .unwrap();
     assert_eq!(loader.positive_targets(), nodule_components);
     let (mut positives, mut foreground) = (0, 0.0f32);
     for batch in loader.epoch(0) {
@@ -739,15 +818,32 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
             let rec = &store.scans()[&p.series_id];
             let k = rec.series_id[5..8].parse::<usize>().unwrap();
             let truth = synth::synth_scan(5, k, true);
-            let full = resample_nearest(&truth.label_map(), &truth.geometry, rec.shape_zyx, &rec.geometry()).unwrap();
+            let full = resample_nearest(
+                &truth.label_map(),
+                &truth.geometry,
+                rec.shape_zyx,
+                &rec.geometry(),
+            )
+            .unwrap();
             let [d, h, w] = [b.shape[2], b.shape[3], b.shape[4]];
             for z in 0..d {
                 for y in 0..h {
                     for x in 0..w {
-                        let at = [p.start_zyx[0] + z as i64, p.start_zyx[1] + y as i64, p.start_zyx[2] + x as i64];
-                        let inside = (0..3).all(|a| at[a] >= 0 && (at[a] as usize) < rec.shape_zyx[a]);
-                        let want = inside && full[[at[0] as usize, at[1] as usize, at[2] as usize]] == 2;
-                        assert_eq!(b.masks[i * n + (z * h + y) * w + x], want as u8 as f32, "{} at {at:?}", p.series_id);
+                        let at = [
+                            p.start_zyx[0] + z as i64,
+                            p.start_zyx[1] + y as i64,
+                            p.start_zyx[2] + x as i64,
+                        ];
+                        let inside =
+                            (0..3).all(|a| at[a] >= 0 && (at[a] as usize) < rec.shape_zyx[a]);
+                        let want =
+                            inside && full[[at[0] as usize, at[1] as usize, at[2] as usize]] == 2;
+                        assert_eq!(
+                            b.masks[i * n + (z * h + y) * w + x],
+                            want as u8 as f32,
+                            "{} at {at:?}",
+                            p.series_id
+                        );
                     }
                 }
             }
@@ -757,7 +853,10 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
             }
         }
     }
-    assert!(positives > 0 && foreground > 0.0, "positives centred on nodule components hold nodule voxels");
+    assert!(
+        positives > 0 && foreground > 0.0,
+        "positives centred on nodule components hold nodule voxels"
+    );
 
     // A value dataset.json does not name is refused, naming the file and dataset.json.
     let bad = nn.join("labelsTr/lung_001.nii.gz");
@@ -769,8 +868,14 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
     let sum = ingest(&cfg, &()).unwrap();
     assert_eq!(sum.failed.len(), 1, "{sum:?}");
     let r = &sum.failed[0].reason;
-    assert!(r.contains("lung_001.nii.gz") && r.contains("is 7") && r.contains("dataset.json"), "{r}");
+    assert!(
+        r.contains("lung_001.nii.gz") && r.contains("is 7") && r.contains("dataset.json"),
+        "{r}"
+    );
     // Not a dataset: a clear error.
-    let e = IngestConfig::new(Vec::new(), dir.path().join("x")).add_nnunet(&data).unwrap_err().to_string();
+    let e = IngestConfig::new(Vec::new(), dir.path().join("x"))
+        .add_nnunet(&data)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("imagesTr") && e.contains("not an nnU-Net raw dataset"), "{e}");
 }

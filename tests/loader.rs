@@ -17,7 +17,8 @@ use ctstream::synth::{self, SynthConfig};
 
 fn make_store(dir: &Path, scans: usize) -> (PathBuf, PathBuf) {
     let data = dir.join("data");
-    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(scans, 77) }, &()).unwrap();
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(scans, 77) }, &())
+        .unwrap();
     let out = dir.join("store");
     let mut cfg = IngestConfig::new(vec![data.clone()], out.clone());
     cfg.annotations = Some(data.join("annotations.csv"));
@@ -38,7 +39,14 @@ fn patches_equal_regions_of_the_decoded_volume_and_masks_equal_spheres() {
     let dir = tempdir();
     let (out, data) = make_store(dir.path(), 3);
     let store = Store::open(&out).unwrap();
-    let loader = Loader::builder(&store).patch(P).batch_size(6).workers(2).seed(3).batches_per_epoch(Some(6)).build().unwrap();
+    let loader = Loader::builder(&store)
+        .patch(P)
+        .batch_size(6)
+        .workers(2)
+        .seed(3)
+        .batches_per_epoch(Some(6))
+        .build()
+        .unwrap();
     // The annotations as written by synth, in world mm: an independent source for masks.
     let truth = annotations::read_annotations(&data.join("annotations.csv")).unwrap();
     let mut positives = 0;
@@ -56,7 +64,9 @@ fn patches_equal_regions_of_the_decoded_volume_and_masks_equal_spheres() {
                 .filter(|a| a.series_id == meta.series_id)
                 .map(|a| {
                     // World -> stored voxel by hand: the stored grid is axis-aligned.
-                    let c: [f64; 3] = std::array::from_fn(|k| (a.world_xyz[2 - k] - rec.origin_xyz[2 - k]) / rec.spacing_xyz[2 - k]);
+                    let c: [f64; 3] = std::array::from_fn(|k| {
+                        (a.world_xyz[2 - k] - rec.origin_xyz[2 - k]) / rec.spacing_xyz[2 - k]
+                    });
                     (c, a.diameter_mm.unwrap() / 2.0)
                 })
                 .collect();
@@ -65,12 +75,26 @@ fn patches_equal_regions_of_the_decoded_volume_and_masks_equal_spheres() {
                 for y in 0..64i64 {
                     for x in 0..64i64 {
                         let p = [s[0] + z, s[1] + y, s[2] + x];
-                        let inside = (0..3).all(|a| p[a] >= 0 && (p[a] as usize) < rec.shape_zyx[a]);
-                        let hu = if inside { full[[p[0] as usize, p[1] as usize, p[2] as usize]] } else { -1024 };
+                        let inside =
+                            (0..3).all(|a| p[a] >= 0 && (p[a] as usize) < rec.shape_zyx[a]);
+                        let hu = if inside {
+                            full[[p[0] as usize, p[1] as usize, p[2] as usize]]
+                        } else {
+                            -1024
+                        };
                         // f32 arithmetic: (hu - lo) * (1 / 1400) here vs / 1400 in the test.
-                        assert!((img[k] - window(hu)).abs() <= 1e-6, "{} patch {i} voxel {:?}: {} vs {}", meta.series_id, (z, y, x), img[k], window(hu));
+                        assert!(
+                            (img[k] - window(hu)).abs() <= 1e-6,
+                            "{} patch {i} voxel {:?}: {} vs {}",
+                            meta.series_id,
+                            (z, y, x),
+                            img[k],
+                            window(hu)
+                        );
                         // Spacing is 1 mm, so the radius in voxels is the radius in mm.
-                        let in_sphere = spheres.iter().any(|(c, r)| (0..3).map(|a| ((p[a] as f64 - c[a]) / r).powi(2)).sum::<f64>() <= 1.0);
+                        let in_sphere = spheres.iter().any(|(c, r)| {
+                            (0..3).map(|a| ((p[a] as f64 - c[a]) / r).powi(2)).sum::<f64>() <= 1.0
+                        });
                         assert_eq!(mask[k], in_sphere as u8 as f32, "mask at {p:?}");
                         k += 1;
                     }
@@ -83,10 +107,17 @@ fn patches_equal_regions_of_the_decoded_volume_and_masks_equal_spheres() {
                 // The nodule centre lies at patch/2 minus the jitter (at most 8) from the start.
                 for a in 0..3 {
                     let off = c[a].round() as i64 - s[a];
-                    assert!((off - (P[a] / 2) as i64).abs() <= 8, "axis {a}: centre at offset {off}");
+                    assert!(
+                        (off - (P[a] / 2) as i64).abs() <= 8,
+                        "axis {a}: centre at offset {off}"
+                    );
                 }
                 let ci = |a: usize| (c[a].round() as i64 - s[a]) as usize;
-                assert_eq!(mask[(ci(0) * 64 + ci(1)) * 64 + ci(2)], 1.0, "mask at the nodule centre");
+                assert_eq!(
+                    mask[(ci(0) * 64 + ci(1)) * 64 + ci(2)],
+                    1.0,
+                    "mask at the nodule centre"
+                );
             }
         }
     }
@@ -102,8 +133,24 @@ fn batches_are_identical_across_worker_counts_and_runs() {
     let dir = tempdir();
     let (out, _) = make_store(dir.path(), 2);
     let store = Store::open(&out).unwrap();
-    let aug = Augment { flip_zyx: [true; 3], rot90: true, hu_shift: 30.0, hu_scale: 0.1, noise_sigma: 0.01 };
-    let build = |workers: usize, seed: u64| Loader::builder(&store).batch_size(4).workers(workers).prefetch(3).augment(aug).seed(seed).batches_per_epoch(Some(7)).build().unwrap();
+    let aug = Augment {
+        flip_zyx: [true; 3],
+        rot90: true,
+        hu_shift: 30.0,
+        hu_scale: 0.1,
+        noise_sigma: 0.01,
+    };
+    let build = |workers: usize, seed: u64| {
+        Loader::builder(&store)
+            .batch_size(4)
+            .workers(workers)
+            .prefetch(3)
+            .augment(aug)
+            .seed(seed)
+            .batches_per_epoch(Some(7))
+            .build()
+            .unwrap()
+    };
     let one = collect(&build(1, 5), 1);
     assert_eq!(one.len(), 7);
     assert_eq!(one, collect(&build(2, 5), 1));
@@ -124,13 +171,24 @@ fn augmentation_moves_image_and_mask_together() {
     let dir = tempdir();
     let (out, _) = make_store(dir.path(), 2);
     let store = Store::open(&out).unwrap();
-    let plain = Loader::builder(&store).batch_size(8).seed(9).batches_per_epoch(Some(2)).build().unwrap();
-    let moved = Loader::builder(&store).batch_size(8).seed(9).batches_per_epoch(Some(2)).augment(Augment { flip_zyx: [true; 3], rot90: true, ..Default::default() }).build().unwrap();
+    let plain =
+        Loader::builder(&store).batch_size(8).seed(9).batches_per_epoch(Some(2)).build().unwrap();
+    let moved = Loader::builder(&store)
+        .batch_size(8)
+        .seed(9)
+        .batches_per_epoch(Some(2))
+        .augment(Augment { flip_zyx: [true; 3], rot90: true, ..Default::default() })
+        .build()
+        .unwrap();
     let (a, b) = (collect(&plain, 0), collect(&moved, 0));
     let mut moved_any = false;
     for (ba, bb) in a.iter().zip(&b) {
         for (i, (pa, pb)) in ba.patches.iter().zip(&bb.patches).enumerate() {
-            assert_eq!((pa.start_zyx, &pa.series_id), (pb.start_zyx, &pb.series_id), "the same patches are drawn");
+            assert_eq!(
+                (pa.start_zyx, &pa.series_id),
+                (pb.start_zyx, &pb.series_id),
+                "the same patches are drawn"
+            );
             let aug = pb.augment;
             moved_any |= aug.flip_zyx.iter().any(|f| *f) || aug.quarter_turns > 0;
             let mut k = 0;
@@ -174,8 +232,15 @@ fn shards_are_disjoint_and_cover_and_splits_partition() {
     }
     seen.sort();
     assert_eq!(seen, all, "the shards cover the selection");
-    let ids = |s: Split| Loader::builder(&store).split(Some(s)).build().map(|l| l.series_ids().iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap_or_default();
-    let (mut train, val) = (ids(Split::Train { val_fraction: 0.4 }), ids(Split::Val { val_fraction: 0.4 }));
+    let ids = |s: Split| {
+        Loader::builder(&store)
+            .split(Some(s))
+            .build()
+            .map(|l| l.series_ids().iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let (mut train, val) =
+        (ids(Split::Train { val_fraction: 0.4 }), ids(Split::Val { val_fraction: 0.4 }));
     assert!(train.iter().all(|t| !val.contains(t)));
     train.extend(val);
     train.sort();
@@ -210,7 +275,10 @@ fn corrupt_chunk_is_an_error_not_a_hang() {
     let last = results.last().unwrap();
     let e = last.as_ref().unwrap_err();
     assert!(e.to_string().contains("corrupt chunk") && e.to_string().contains(&id), "{e}");
-    assert!(results[..results.len() - 1].iter().all(|r| r.is_ok()), "the epoch ends at the first error");
+    assert!(
+        results[..results.len() - 1].iter().all(|r| r.is_ok()),
+        "the epoch ends at the first error"
+    );
 }
 
 /// Dropping an epoch after one batch of many stops the workers promptly.
@@ -219,7 +287,12 @@ fn dropping_stops_the_workers() {
     let dir = tempdir();
     let (out, _) = make_store(dir.path(), 1);
     let store = Store::open(&out).unwrap();
-    let loader = Loader::builder(&store).workers(3).prefetch(2).batches_per_epoch(Some(100_000)).build().unwrap();
+    let loader = Loader::builder(&store)
+        .workers(3)
+        .prefetch(2)
+        .batches_per_epoch(Some(100_000))
+        .build()
+        .unwrap();
     let t = Instant::now();
     {
         let mut e = loader.epoch(0);
@@ -240,7 +313,14 @@ fn bench_reports_the_documented_keys() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    for k in ["patches_per_s", "decode_bound_patches_per_s", "copy_bound_patches_per_s", "read_amplification", "cache_hit_rate", "peak_rss_bytes"] {
+    for k in [
+        "patches_per_s",
+        "decode_bound_patches_per_s",
+        "copy_bound_patches_per_s",
+        "read_amplification",
+        "cache_hit_rate",
+        "peak_rss_bytes",
+    ] {
         assert!(j[k].is_number(), "{k} missing: {j}");
     }
     assert!(j["patches_per_s"].as_f64().unwrap() > 0.0);
@@ -256,13 +336,26 @@ fn candidate_negatives_and_size_weighting() {
     let dir = tempdir();
     let (out, _) = make_store(dir.path(), 3);
     let store = Store::open(&out).unwrap();
-    let cands = ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
-    let loader = Loader::builder(&store).positive_share(0.0).negatives(Negatives::Candidates).jitter([2, 2, 2]).batch_size(16).batches_per_epoch(Some(3)).build().unwrap();
+    let cands =
+        ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
+    let loader = Loader::builder(&store)
+        .positive_share(0.0)
+        .negatives(Negatives::Candidates)
+        .jitter([2, 2, 2])
+        .batch_size(16)
+        .batches_per_epoch(Some(3))
+        .build()
+        .unwrap();
     for b in loader.epoch(0) {
         for p in b.unwrap().patches {
             assert!(!p.positive);
             let near = cands.iter().any(|c| {
-                c.class == 0 && c.series_id == p.series_id && (0..3).all(|a| ((c.voxel_zyx[a].round() as i64 - p.start_zyx[a]) - [16, 32, 32][a]).abs() <= 2)
+                c.class == 0
+                    && c.series_id == p.series_id
+                    && (0..3).all(|a| {
+                        ((c.voxel_zyx[a].round() as i64 - p.start_zyx[a]) - [16, 32, 32][a]).abs()
+                            <= 2
+                    })
             });
             assert!(near, "negative at {:?} is not on a class-0 candidate", p.start_zyx);
         }
@@ -270,11 +363,29 @@ fn candidate_negatives_and_size_weighting() {
     // Mean diameter of the drawn nodules: larger under size weighting.
     let nodules = ctstream::store::index::read_nodules(&out.join("index/nodules.parquet")).unwrap();
     let mean_d = |w: NoduleWeighting| {
-        let l = Loader::builder(&store).positive_share(1.0).weighting(w).batch_size(32).batches_per_epoch(Some(8)).seed(1).build().unwrap();
+        let l = Loader::builder(&store)
+            .positive_share(1.0)
+            .weighting(w)
+            .batch_size(32)
+            .batches_per_epoch(Some(8))
+            .seed(1)
+            .build()
+            .unwrap();
         let ds: Vec<f64> = l
             .epoch(0)
             .flat_map(|b| b.unwrap().patches)
-            .map(|p| nodules.iter().find(|n| n.series_id == p.series_id && Some(n.nodule_id) == p.nodule_id && n.source == "annotations").unwrap().diameter_mm.unwrap())
+            .map(|p| {
+                nodules
+                    .iter()
+                    .find(|n| {
+                        n.series_id == p.series_id
+                            && Some(n.nodule_id) == p.nodule_id
+                            && n.source == "annotations"
+                    })
+                    .unwrap()
+                    .diameter_mm
+                    .unwrap()
+            })
             .collect();
         ds.iter().sum::<f64>() / ds.len() as f64
     };

@@ -54,7 +54,10 @@ fn round_trip_is_exact_in_all_layouts() {
     assert!(dir.path().join("b.zraw").is_file());
     assert!(!dir.path().join("c.raw").exists());
     // No temporary files are left behind.
-    let names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 }
 
@@ -63,14 +66,15 @@ fn round_trip_is_exact_in_all_layouts() {
 fn simpleitk_reads_what_the_writer_writes() {
     let dir = tempdir();
     let (hu, g) = sample();
-    let paths: Vec<PathBuf> = [("a.mhd", false), ("b.mhd", true), ("c.mha", false), ("d.mha", true)]
-        .iter()
-        .map(|(n, c)| {
-            let p = dir.path().join(n);
-            metaimage::write(&p, &hu, &g, WriteOptions { compress: *c }).unwrap();
-            p
-        })
-        .collect();
+    let paths: Vec<PathBuf> =
+        [("a.mhd", false), ("b.mhd", true), ("c.mha", false), ("d.mha", true)]
+            .iter()
+            .map(|(n, c)| {
+                let p = dir.path().join(n);
+                metaimage::write(&p, &hu, &g, WriteOptions { compress: *c }).unwrap();
+                p
+            })
+            .collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
     let Some(d) = sitk_digest(&refs) else { return };
     for p in &paths {
@@ -90,7 +94,17 @@ fn transform_matrix_is_the_transposed_direction() {
     let p = write_file(
         dir.path(),
         "t.mhd",
-        header(&["ObjectType = Image", "NDims = 3", "TransformMatrix = 0 1 0 -1 0 0 0 0 1", "Offset = 1 2 3", "ElementSpacing = 0.5 0.7 2", "DimSize = 4 3 2", "ElementType = MET_SHORT", "ElementDataFile = t.raw"]).as_bytes(),
+        header(&[
+            "ObjectType = Image",
+            "NDims = 3",
+            "TransformMatrix = 0 1 0 -1 0 0 0 0 1",
+            "Offset = 1 2 3",
+            "ElementSpacing = 0.5 0.7 2",
+            "DimSize = 4 3 2",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = t.raw",
+        ])
+        .as_bytes(),
     );
     let v = metaimage::read(&p).unwrap();
     assert_eq!(v.geometry.direction, [0.0, -1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
@@ -109,7 +123,20 @@ fn header_variants() {
     // 2 x 2 x 1 voxels of big-endian shorts: 1, -2, 300, -32768.
     let be: Vec<u8> = [1i16, -2, 300, -32768].iter().flat_map(|v| v.to_be_bytes()).collect();
     write_file(d, "be.raw", &be);
-    let p = write_file(d, "be.mhd", header(&["NDims = 3", "DimSize = 2 2 1", "ElementType = MET_SHORT", "ElementByteOrderMSB = True", "Position = 1 2 3", "Orientation = 1 0 0 0 1 0 0 0 1", "ElementDataFile = be.raw"]).as_bytes());
+    let p = write_file(
+        d,
+        "be.mhd",
+        header(&[
+            "NDims = 3",
+            "DimSize = 2 2 1",
+            "ElementType = MET_SHORT",
+            "ElementByteOrderMSB = True",
+            "Position = 1 2 3",
+            "Orientation = 1 0 0 0 1 0 0 0 1",
+            "ElementDataFile = be.raw",
+        ])
+        .as_bytes(),
+    );
     let v = metaimage::read(&p).unwrap();
     assert_eq!(v.hu.iter().copied().collect::<Vec<_>>(), vec![1, -2, 300, -32768]);
     assert_eq!(v.geometry.origin_xyz, [1.0, 2.0, 3.0]);
@@ -119,26 +146,70 @@ fn header_variants() {
     let mut skipped = vec![0xAAu8; 10];
     skipped.extend([5i16, 6].iter().flat_map(|v| v.to_le_bytes()));
     write_file(d, "hs.raw", &skipped);
-    let p = write_file(d, "hs.mhd", header(&["NDims = 3", "DimSize = 2 1 1", "ElementType = MET_SHORT", "HeaderSize = 10", "Origin = -1 -2 -3", "ElementDataFile = hs.raw"]).as_bytes());
+    let p = write_file(
+        d,
+        "hs.mhd",
+        header(&[
+            "NDims = 3",
+            "DimSize = 2 1 1",
+            "ElementType = MET_SHORT",
+            "HeaderSize = 10",
+            "Origin = -1 -2 -3",
+            "ElementDataFile = hs.raw",
+        ])
+        .as_bytes(),
+    );
     let v = metaimage::read(&p).unwrap();
     assert_eq!(v.hu.iter().copied().collect::<Vec<_>>(), vec![5, 6]);
     assert_eq!(v.geometry.origin_xyz, [-1.0, -2.0, -3.0]);
 
     // HeaderSize = -1: the voxels are the last bytes of the file.
-    let p = write_file(d, "hsm.mhd", header(&["NDims = 3", "DimSize = 2 1 1", "ElementType = MET_SHORT", "HeaderSize = -1", "ElementDataFile = hs.raw"]).as_bytes());
+    let p = write_file(
+        d,
+        "hsm.mhd",
+        header(&[
+            "NDims = 3",
+            "DimSize = 2 1 1",
+            "ElementType = MET_SHORT",
+            "HeaderSize = -1",
+            "ElementDataFile = hs.raw",
+        ])
+        .as_bytes(),
+    );
     assert_eq!(metaimage::read(&p).unwrap().hu.iter().copied().collect::<Vec<_>>(), vec![5, 6]);
 
     // Compressed without CompressedDataSize, in a LOCAL .mha, with Rotation alias.
     let raw: Vec<u8> = [7i16, -8, 9].iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut z, &raw).unwrap();
-    let mut mha = header(&["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_SHORT", "CompressedData = True", "Rotation = 1 0 0 0 1 0 0 0 1", "ElementDataFile = LOCAL"]).into_bytes();
+    let mut mha = header(&[
+        "NDims = 3",
+        "DimSize = 3 1 1",
+        "ElementType = MET_SHORT",
+        "CompressedData = True",
+        "Rotation = 1 0 0 0 1 0 0 0 1",
+        "ElementDataFile = LOCAL",
+    ])
+    .into_bytes();
     mha.extend(z.finish().unwrap());
     let p = write_file(d, "z.mha", &mha);
     assert_eq!(metaimage::read(&p).unwrap().hu.iter().copied().collect::<Vec<_>>(), vec![7, -8, 9]);
 
     // A 2D image reads as one slice: z spacing 1, z origin 0, identity in z.
-    let p = write_file(d, "flat.mhd", header(&["NDims = 2", "DimSize = 2 1", "ElementSpacing = 0.5 0.25", "Offset = 10 20", "TransformMatrix = 0 1 1 0", "ElementType = MET_UCHAR", "ElementDataFile = flat.raw"]).as_bytes());
+    let p = write_file(
+        d,
+        "flat.mhd",
+        header(&[
+            "NDims = 2",
+            "DimSize = 2 1",
+            "ElementSpacing = 0.5 0.25",
+            "Offset = 10 20",
+            "TransformMatrix = 0 1 1 0",
+            "ElementType = MET_UCHAR",
+            "ElementDataFile = flat.raw",
+        ])
+        .as_bytes(),
+    );
     write_file(d, "flat.raw", &[3, 250]);
     let v = metaimage::read(&p).unwrap();
     assert_eq!(v.shape_zyx(), [1, 1, 2]);
@@ -155,17 +226,57 @@ fn element_types_convert_by_the_documented_rule() {
     let d = dir.path();
     let read = |name: &str, et: &str, bytes: Vec<u8>, n: usize| {
         write_file(d, &format!("{name}.raw"), &bytes);
-        let p = write_file(d, &format!("{name}.mhd"), header(&["NDims = 3", &format!("DimSize = {n} 1 1"), &format!("ElementType = {et}"), &format!("ElementDataFile = {name}.raw")]).as_bytes());
+        let p = write_file(
+            d,
+            &format!("{name}.mhd"),
+            header(&[
+                "NDims = 3",
+                &format!("DimSize = {n} 1 1"),
+                &format!("ElementType = {et}"),
+                &format!("ElementDataFile = {name}.raw"),
+            ])
+            .as_bytes(),
+        );
         let v = metaimage::read(&p).unwrap();
         (v.hu.iter().copied().collect::<Vec<i16>>(), v.clamped)
     };
     let f32s = [1.5f32, -1.5, 2.5, -0.4, 40000.0, -1e9];
-    assert_eq!(read("f", "MET_FLOAT", f32s.iter().flat_map(|v| v.to_le_bytes()).collect(), 6), (vec![2, -2, 3, 0, 32767, -32768], 2));
+    assert_eq!(
+        read("f", "MET_FLOAT", f32s.iter().flat_map(|v| v.to_le_bytes()).collect(), 6),
+        (vec![2, -2, 3, 0, 32767, -32768], 2)
+    );
     let f64s = [-1024.5f64, 3071.49999];
-    assert_eq!(read("d", "MET_DOUBLE", f64s.iter().flat_map(|v| v.to_le_bytes()).collect(), 2), (vec![-1025, 3071], 0));
-    assert_eq!(read("us", "MET_USHORT", [0u16, 32767, 32768, 65535].iter().flat_map(|v| v.to_le_bytes()).collect(), 4), (vec![0, 32767, 32767, 32767], 2));
-    assert_eq!(read("i", "MET_INT", [-40000i32, -1024, 70000].iter().flat_map(|v| v.to_le_bytes()).collect(), 3), (vec![-32768, -1024, 32767], 2));
-    assert_eq!(read("ui", "MET_UINT", [5u32, 4_000_000_000].iter().flat_map(|v| v.to_le_bytes()).collect(), 2), (vec![5, 32767], 1));
+    assert_eq!(
+        read("d", "MET_DOUBLE", f64s.iter().flat_map(|v| v.to_le_bytes()).collect(), 2),
+        (vec![-1025, 3071], 0)
+    );
+    assert_eq!(
+        read(
+            "us",
+            "MET_USHORT",
+            [0u16, 32767, 32768, 65535].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            4
+        ),
+        (vec![0, 32767, 32767, 32767], 2)
+    );
+    assert_eq!(
+        read(
+            "i",
+            "MET_INT",
+            [-40000i32, -1024, 70000].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            3
+        ),
+        (vec![-32768, -1024, 32767], 2)
+    );
+    assert_eq!(
+        read(
+            "ui",
+            "MET_UINT",
+            [5u32, 4_000_000_000].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            2
+        ),
+        (vec![5, 32767], 1)
+    );
     assert_eq!(read("c", "MET_CHAR", vec![0x80, 0x7f, 0xff], 3), (vec![-128, 127, -1], 0));
     assert_eq!(read("uc", "MET_UCHAR", vec![0x80, 0x7f, 0xff], 3), (vec![128, 127, 255], 0));
 }
@@ -189,24 +300,50 @@ fn err(dir: &Path, name: &str, lines: &[&str], data: Option<&[u8]>) -> (MetaImag
 fn clear_errors_name_the_file_and_key() {
     let dir = tempdir();
     let d = dir.path();
-    let base = |name: &str| vec!["NDims = 3".to_string(), "DimSize = 4 4 2".into(), "ElementType = MET_SHORT".into(), format!("ElementDataFile = {name}.raw")];
+    let base = |name: &str| {
+        vec![
+            "NDims = 3".to_string(),
+            "DimSize = 4 4 2".into(),
+            "ElementType = MET_SHORT".into(),
+            format!("ElementDataFile = {name}.raw"),
+        ]
+    };
 
     // Missing .raw: names the data file and the header that wants it.
     let (e, msg) = err(d, "missing", &lines(&base("missing")), None);
-    assert!(matches!(e, MetaImageError::Data { .. }) && msg.contains("missing.raw") && msg.contains("does not exist"), "{msg}");
+    assert!(
+        matches!(e, MetaImageError::Data { .. })
+            && msg.contains("missing.raw")
+            && msg.contains("does not exist"),
+        "{msg}"
+    );
 
     // Truncated .raw: says how many bytes were wanted and found.
     let (e, msg) = err(d, "short", &lines(&base("short")), Some(&[0u8; 40]));
-    assert!(matches!(e, MetaImageError::Data { .. }) && msg.contains("truncated") && msg.contains("64") && msg.contains("40"), "{msg}");
+    assert!(
+        matches!(e, MetaImageError::Data { .. })
+            && msg.contains("truncated")
+            && msg.contains("64")
+            && msg.contains("40"),
+        "{msg}"
+    );
 
     // A bad number: names the line and the key.
     let mut l = base("badnum");
     l.insert(2, "ElementSpacing = 0.7 zero 1.25".into());
     let (e, msg) = err(d, "badnum", &lines(&l), Some(&[0u8; 64]));
-    assert!(matches!(e, MetaImageError::BadValue { line: 3, .. }) && msg.contains("ElementSpacing"), "{msg}");
+    assert!(
+        matches!(e, MetaImageError::BadValue { line: 3, .. }) && msg.contains("ElementSpacing"),
+        "{msg}"
+    );
 
     // Non-numeric DimSize.
-    let l = vec!["NDims = 3".to_string(), "DimSize = 4 four 2".into(), "ElementType = MET_SHORT".into(), "ElementDataFile = x.raw".into()];
+    let l = vec![
+        "NDims = 3".to_string(),
+        "DimSize = 4 four 2".into(),
+        "ElementType = MET_SHORT".into(),
+        "ElementDataFile = x.raw".into(),
+    ];
     let (e, msg) = err(d, "baddim", &lines(&l), None);
     assert!(matches!(e, MetaImageError::BadValue { .. }) && msg.contains("DimSize"), "{msg}");
 
@@ -214,11 +351,17 @@ fn clear_errors_name_the_file_and_key() {
     let mut l = base("list");
     l[3] = "ElementDataFile = LIST".into();
     let (e, msg) = err(d, "list", &lines(&l), None);
-    assert!(matches!(e, MetaImageError::Unsupported { .. }) && msg.contains("ElementDataFile = LIST"), "{msg}");
+    assert!(
+        matches!(e, MetaImageError::Unsupported { .. }) && msg.contains("ElementDataFile = LIST"),
+        "{msg}"
+    );
     let mut l = base("rgb");
     l.insert(2, "ElementNumberOfChannels = 3".into());
     let (e, msg) = err(d, "rgb", &lines(&l), Some(&[0u8; 192]));
-    assert!(matches!(e, MetaImageError::Unsupported { .. }) && msg.contains("ElementNumberOfChannels"), "{msg}");
+    assert!(
+        matches!(e, MetaImageError::Unsupported { .. }) && msg.contains("ElementNumberOfChannels"),
+        "{msg}"
+    );
     let mut l = base("half");
     l[2] = "ElementType = MET_HALF".into();
     let (e, msg) = err(d, "half", &lines(&l), None);
@@ -235,36 +378,87 @@ fn clear_errors_name_the_file_and_key() {
     assert!(matches!(e, MetaImageError::TooLarge { .. }) && msg.contains("100000"), "{msg}");
 
     // No ElementDataFile, no DimSize.
-    let (e, _) = err(d, "nodata", &["NDims = 3", "DimSize = 1 1 1", "ElementType = MET_SHORT"], None);
+    let (e, _) =
+        err(d, "nodata", &["NDims = 3", "DimSize = 1 1 1", "ElementType = MET_SHORT"], None);
     assert!(matches!(e, MetaImageError::MissingKey { key: "ElementDataFile", .. }));
-    let (e, _) = err(d, "nodim", &["NDims = 3", "ElementType = MET_SHORT", "ElementDataFile = x.raw"], None);
+    let (e, _) =
+        err(d, "nodim", &["NDims = 3", "ElementType = MET_SHORT", "ElementDataFile = x.raw"], None);
     assert!(matches!(e, MetaImageError::MissingKey { key: "DimSize", .. }));
 
     // NaN voxels have no HU.
     let nan: Vec<u8> = [1.0f32, f32::NAN, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (e, msg) = err(d, "nan", &["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = nan.raw"], Some(&nan));
+    let (e, msg) = err(
+        d,
+        "nan",
+        &["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = nan.raw"],
+        Some(&nan),
+    );
     assert!(matches!(e, MetaImageError::NaN { count: 2, .. }), "{msg}");
     // So do infinities (clamped, they would pass for bone).
-    let inf: Vec<u8> = [f32::INFINITY, 0.0, f32::NEG_INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let (e, msg) = err(d, "inf", &["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = inf.raw"], Some(&inf));
+    let inf: Vec<u8> =
+        [f32::INFINITY, 0.0, f32::NEG_INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let (e, msg) = err(
+        d,
+        "inf",
+        &["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = inf.raw"],
+        Some(&inf),
+    );
     assert!(matches!(e, MetaImageError::NaN { count: 2, .. }) && msg.contains("infinite"), "{msg}");
 
     // A corrupt zlib stream, and one that is cut short.
-    let (e, msg) = err(d, "badz", &["NDims = 3", "DimSize = 4 4 2", "ElementType = MET_SHORT", "CompressedData = True", "ElementDataFile = badz.raw"], Some(b"this is not zlib"));
+    let (e, msg) = err(
+        d,
+        "badz",
+        &[
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "ElementType = MET_SHORT",
+            "CompressedData = True",
+            "ElementDataFile = badz.raw",
+        ],
+        Some(b"this is not zlib"),
+    );
     assert!(matches!(e, MetaImageError::Data { .. }) && msg.contains("zlib"), "{msg}");
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
     std::io::Write::write_all(&mut z, &[1u8; 40]).unwrap();
-    let (e, msg) = err(d, "shortz", &["NDims = 3", "DimSize = 4 4 2", "ElementType = MET_SHORT", "CompressedData = True", "ElementDataFile = shortz.raw"], Some(&z.finish().unwrap()));
+    let (e, msg) = err(
+        d,
+        "shortz",
+        &[
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "ElementType = MET_SHORT",
+            "CompressedData = True",
+            "ElementDataFile = shortz.raw",
+        ],
+        Some(&z.finish().unwrap()),
+    );
     assert!(matches!(e, MetaImageError::Data { .. }) && msg.contains("truncated"), "{msg}");
 
     // A zlib stream that expands far beyond the header's size is stopped at the size.
     let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut z, &vec![0u8; 50_000_000]).unwrap();
-    let (e, msg) = err(d, "bomb", &["NDims = 3", "DimSize = 4 4 2", "ElementType = MET_SHORT", "CompressedData = True", "ElementDataFile = bomb.raw"], Some(&z.finish().unwrap()));
+    let (e, msg) = err(
+        d,
+        "bomb",
+        &[
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "ElementType = MET_SHORT",
+            "CompressedData = True",
+            "ElementDataFile = bomb.raw",
+        ],
+        Some(&z.finish().unwrap()),
+    );
     assert!(matches!(e, MetaImageError::Data { .. }) && msg.contains("more than"), "{msg}");
 
     // A line that is not Key = Value.
-    let (e, msg) = err(d, "syntax", &["NDims = 3", "this line has no equals sign", "ElementDataFile = x.raw"], None);
+    let (e, msg) = err(
+        d,
+        "syntax",
+        &["NDims = 3", "this line has no equals sign", "ElementDataFile = x.raw"],
+        None,
+    );
     assert!(matches!(e, MetaImageError::Syntax { line: 2, .. }), "{msg}");
 }
 
@@ -278,5 +472,7 @@ fn fixture_headers() {
     let h = metaimage::read_header(&data("elastix/fixed.mhd")).unwrap();
     assert_eq!(h.ndims, 2);
     assert_eq!(h.shape_zyx, [1, 256, 256]);
-    assert!(matches!(h.data_file, metaimage::DataFile::External(ref p) if p.ends_with("fixed.raw")));
+    assert!(
+        matches!(h.data_file, metaimage::DataFile::External(ref p) if p.ends_with("fixed.raw"))
+    );
 }

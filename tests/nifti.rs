@@ -69,11 +69,19 @@ fn refusals_name_the_file_and_field() {
     let mut h = header([3, 4, 4, 4, 1, 1, 1, 1], 4, 16, [1.0; 8]);
     h.extend([0u8; 10]);
     let e = nifti::read(&write(dir.path(), "short.nii", &h)).unwrap_err();
-    assert!(matches!(e, NiftiError::Truncated { need: 128, have: 10, .. }) && e.to_string().contains("short.nii"), "{e}");
+    assert!(
+        matches!(e, NiftiError::Truncated { need: 128, have: 10, .. })
+            && e.to_string().contains("short.nii"),
+        "{e}"
+    );
     // A time series.
     let h = header([4, 4, 4, 4, 3, 1, 1, 1], 4, 16, [1.0; 8]);
     let e = nifti::read(&write(dir.path(), "4d.nii", &h)).unwrap_err();
-    assert!(matches!(e, NiftiError::Unsupported { .. }) && e.to_string().contains("more than one volume"), "{e}");
+    assert!(
+        matches!(e, NiftiError::Unsupported { .. })
+            && e.to_string().contains("more than one volume"),
+        "{e}"
+    );
     // RGB.
     let h = header([3, 4, 4, 4, 1, 1, 1, 1], 128, 24, [1.0; 8]);
     let e = nifti::read(&write(dir.path(), "rgb.nii", &h)).unwrap_err();

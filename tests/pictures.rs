@@ -50,7 +50,16 @@ fn px(p: &Picture, origin: (u32, u32), x: u32, y: u32) -> [u8; 3] {
 #[test]
 fn slice_panels_show_window_and_masks_where_the_voxels_are() {
     let (hu, ann, pred) = scene();
-    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: "test".into() };
+    let view = SliceView {
+        hu: hu.view(),
+        spacing_yx: [1.0, 1.0],
+        predicted: Some(pred.view()),
+        threshold: 0.5,
+        annotated: ann.view(),
+        lungs: None,
+        window: Window::LUNG,
+        title: "test".into(),
+    };
     // 200 px panels for 20 voxels: voxel (y, x) covers pixels 10y..10y+9, 10x..10x+9.
     let (pic, l) = slice::render(&view, 200).unwrap();
     assert_eq!((l.panel_w, l.panel_h), (200, 200));
@@ -73,7 +82,10 @@ fn slice_panels_show_window_and_masks_where_the_voxels_are() {
     assert_eq!(px(&pic, pr, 100, 115), PREDICTED);
     assert_eq!(px(&pic, pr, 75, 75), bg, "p = 0.3 is below the threshold");
     // The title and labels put dark pixels above the panels.
-    let dark = (0..pic.width()).flat_map(|x| (0..l.origins[0].1).map(move |y| (x, y))).filter(|&(x, y)| pic.pixel(x, y).iter().all(|&c| c < 100)).count();
+    let dark = (0..pic.width())
+        .flat_map(|x| (0..l.origins[0].1).map(move |y| (x, y)))
+        .filter(|&(x, y)| pic.pixel(x, y).iter().all(|&c| c < 100))
+        .count();
     assert!(dark > 200, "{dark} dark pixels of text");
 }
 
@@ -81,7 +93,16 @@ fn slice_panels_show_window_and_masks_where_the_voxels_are() {
 fn slice_panels_keep_the_physical_aspect_and_refuse_mismatched_masks() {
     let (hu, ann, _) = scene();
     // Rows 2 mm apart, columns 1 mm: a 20 x 20 slice is 40 mm tall and 20 mm wide.
-    let view = SliceView { hu: hu.view(), spacing_yx: [2.0, 1.0], predicted: None, threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: String::new() };
+    let view = SliceView {
+        hu: hu.view(),
+        spacing_yx: [2.0, 1.0],
+        predicted: None,
+        threshold: 0.5,
+        annotated: ann.view(),
+        lungs: None,
+        window: Window::LUNG,
+        title: String::new(),
+    };
     let (pic, l) = slice::render(&view, 100).unwrap();
     assert_eq!((l.panel_w, l.panel_h, l.origins.len()), (100, 200, 2));
     assert_eq!((pic.width(), pic.height()), l.size);
@@ -95,7 +116,16 @@ fn slice_panels_keep_the_physical_aspect_and_refuse_mismatched_masks() {
 #[test]
 fn png_round_trips_through_the_decoder() {
     let (hu, ann, pred) = scene();
-    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: Some(pred.view()), threshold: 0.5, annotated: ann.view(), lungs: None, window: Window::LUNG, title: "round trip".into() };
+    let view = SliceView {
+        hu: hu.view(),
+        spacing_yx: [1.0, 1.0],
+        predicted: Some(pred.view()),
+        threshold: 0.5,
+        annotated: ann.view(),
+        lungs: None,
+        window: Window::LUNG,
+        title: "round trip".into(),
+    };
     let (pic, _) = slice::render(&view, 120).unwrap();
     let dir = tempdir();
     let path = dir.path().join("slice.png");
@@ -115,7 +145,15 @@ fn froc_with(curve: &[(f64, f64)]) -> Froc {
         false_positives: 40,
         ignored: 0,
         double_hits: 0,
-        curve: curve.iter().enumerate().map(|(k, &(f, s))| FrocPoint { threshold: 1.0 - k as f64 * 0.1, fps_per_scan: f, sensitivity: s }).collect(),
+        curve: curve
+            .iter()
+            .enumerate()
+            .map(|(k, &(f, s))| FrocPoint {
+                threshold: 1.0 - k as f64 * 0.1,
+                fps_per_scan: f,
+                sensitivity: s,
+            })
+            .collect(),
         sensitivities: [0.5, 0.5, 0.5, 1.0, 1.0, 1.0, 1.0],
         cpm: 5.5 / 7.0,
         intervals: vec![[0.0, 1.0]; 8],
@@ -128,10 +166,16 @@ fn froc_staircase_is_the_best_sensitivity_at_each_rate() {
     // line starts at (0.1, 0.5); at 0.5 nothing new; at 1.0 it steps up to 1.0; 20 lies
     // right of the range, so the line ends at 10.
     let r = froc_with(&[(0.05, 0.5), (0.5, 0.5), (1.0, 1.0), (20.0, 1.0)]);
-    assert_eq!(froc::staircase(&r), vec![(0.1, 0.5), (0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (10.0, 1.0)]);
+    assert_eq!(
+        froc::staircase(&r),
+        vec![(0.1, 0.5), (0.5, 0.5), (1.0, 0.5), (1.0, 1.0), (10.0, 1.0)]
+    );
     // A curve ending at 2 FP/scan ends there.
     let r = froc_with(&[(0.25, 0.5), (2.0, 1.0)]);
-    assert_eq!(froc::staircase(&r), vec![(0.1, 0.0), (0.25, 0.0), (0.25, 0.5), (2.0, 0.5), (2.0, 1.0)]);
+    assert_eq!(
+        froc::staircase(&r),
+        vec![(0.1, 0.0), (0.25, 0.0), (0.25, 0.5), (2.0, 0.5), (2.0, 1.0)]
+    );
 }
 
 /// Pixels of exactly `rgb`.
@@ -146,7 +190,12 @@ fn froc_and_curve_charts_draw_their_lines() {
     assert!(count(&pic, [40, 90, 200]) > 300, "the blue FROC line");
     assert!(count(&pic, [230, 120, 20]) > 7 * 40, "seven orange operating points");
     let train: Vec<(f64, f64)> = (1..=100).map(|s| (s as f64, 1.0 / s as f64)).collect();
-    let c = curves::Curves { train_loss: train.clone(), train_dice: train.iter().map(|&(s, l)| (s, 1.0 - l)).collect(), val_loss: vec![(50.0, 0.1), (100.0, 0.05)], val_dice: vec![(50.0, 0.8), (100.0, 0.9)] };
+    let c = curves::Curves {
+        train_loss: train.clone(),
+        train_dice: train.iter().map(|&(s, l)| (s, 1.0 - l)).collect(),
+        val_loss: vec![(50.0, 0.1), (100.0, 0.05)],
+        val_dice: vec![(50.0, 0.8), (100.0, 0.9)],
+    };
     let pic = curves::plot(&c, "test").unwrap();
     assert!(count(&pic, [40, 90, 200]) > 600, "two blue running means");
     assert!(count(&pic, [230, 120, 20]) > 4 * 30, "validation dots");
@@ -155,7 +204,10 @@ fn froc_and_curve_charts_draw_their_lines() {
 #[test]
 fn running_mean_by_hand() {
     // Window 3, shortened at the ends: (1 + 2) / 2, (1 + 2 + 6) / 3, (2 + 6) / 2.
-    assert_eq!(curves::running_mean(&[(1.0, 1.0), (2.0, 2.0), (3.0, 6.0)], 3), vec![(1.0, 1.5), (2.0, 3.0), (3.0, 4.0)]);
+    assert_eq!(
+        curves::running_mean(&[(1.0, 1.0), (2.0, 2.0), (3.0, 6.0)], 3),
+        vec![(1.0, 1.5), (2.0, 3.0), (3.0, 4.0)]
+    );
     assert_eq!(curves::running_mean(&[(1.0, 1.0), (2.0, 2.0)], 1), vec![(1.0, 1.0), (2.0, 2.0)]);
 }
 
@@ -163,8 +215,13 @@ fn running_mean_by_hand() {
 fn run_logs_are_read_by_column_name_and_bad_rows_are_named() {
     let dir = tempdir();
     let run = dir.path();
-    std::fs::write(run.join("metrics.csv"), "step,loss,dice,patches_per_s\n1,1.5,0.1,9\n2,1.25,0.2,9\n").unwrap();
-    std::fs::write(run.join("val.csv"), "step,loss,dice,fp_voxels_per_negative\n2,1.0,0.5,3\n").unwrap();
+    std::fs::write(
+        run.join("metrics.csv"),
+        "step,loss,dice,patches_per_s\n1,1.5,0.1,9\n2,1.25,0.2,9\n",
+    )
+    .unwrap();
+    std::fs::write(run.join("val.csv"), "step,loss,dice,fp_voxels_per_negative\n2,1.0,0.5,3\n")
+        .unwrap();
     let c = curves::read_run(run).unwrap();
     assert_eq!(c.train_loss, vec![(1.0, 1.5), (2.0, 1.25)]);
     assert_eq!(c.train_dice, vec![(1.0, 0.1), (2.0, 0.2)]);
@@ -187,7 +244,16 @@ fn the_ct_panel_outlines_the_lungs() {
     let (hu, ann, _) = scene();
     let mut lungs = Array2::<u8>::zeros((20, 20));
     lungs.slice_mut(ndarray::s![12..18, 2..8]).fill(1);
-    let view = SliceView { hu: hu.view(), spacing_yx: [1.0, 1.0], predicted: None, threshold: 0.5, annotated: ann.view(), lungs: Some(lungs.view()), window: Window::LUNG, title: "lungs".into() };
+    let view = SliceView {
+        hu: hu.view(),
+        spacing_yx: [1.0, 1.0],
+        predicted: None,
+        threshold: 0.5,
+        annotated: ann.view(),
+        lungs: Some(lungs.view()),
+        window: Window::LUNG,
+        title: "lungs".into(),
+    };
     // 200 px for 20 voxels: voxel (y, x) covers pixels 10y..10y+9, 10x..10x+9.
     let (pic, l) = slice::render(&view, 200).unwrap();
     let [ct, an] = [l.origins[0], l.origins[1]];

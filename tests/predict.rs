@@ -36,20 +36,43 @@ fn store_and_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     ingest::ingest(&cfg, &()).unwrap();
     let run = dir.join("run");
     let o = ctstream(&[
-        "--quiet", "train", "--store", store.to_str().unwrap(), "--out", run.to_str().unwrap(), "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2",
-        "--steps", "3", "--val-fraction", "0.3", "--val-every", "3",
+        "--quiet",
+        "train",
+        "--store",
+        store.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--width",
+        "0.125",
+        "--patch",
+        "16,32,32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "3",
+        "--val-fraction",
+        "0.3",
+        "--val-every",
+        "3",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     (store, run)
 }
 
 /// The naive reference: every tile predicted alone on the fully decoded volume.
-fn naive(volume: &VolumeFile, net: &Trained<Cpu>, patch: [usize; 3], overlap: f64, window_hu: [f32; 2]) -> Array3<f32> {
+fn naive(
+    volume: &VolumeFile,
+    net: &Trained<Cpu>,
+    patch: [usize; 3],
+    overlap: f64,
+    window_hu: [f32; 2],
+) -> Array3<f32> {
     let hu = volume.read_all().unwrap();
     let shape = volume.shape_zyx();
     let fill = volume.header().fill_value;
     let g = window::gaussian(patch);
-    let (mut acc, mut wsum) = (Array3::<f32>::zeros(hu.raw_dim()), Array3::<f32>::zeros(hu.raw_dim()));
+    let (mut acc, mut wsum) =
+        (Array3::<f32>::zeros(hu.raw_dim()), Array3::<f32>::zeros(hu.raw_dim()));
     let device = Default::default();
     for z in window::tile_starts(shape[0], patch[0], overlap) {
         for y in window::tile_starts(shape[1], patch[1], overlap) {
@@ -59,11 +82,17 @@ fn naive(volume: &VolumeFile, net: &Trained<Cpu>, patch: [usize; 3], overlap: f6
                     for dy in 0..patch[1] {
                         for dx in 0..patch[2] {
                             let v = hu.get([z + dz, y + dy, x + dx]).copied().unwrap_or(fill);
-                            tile.push(((v as f32 - window_hu[0]) / (window_hu[1] - window_hu[0])).clamp(0.0, 1.0));
+                            tile.push(
+                                ((v as f32 - window_hu[0]) / (window_hu[1] - window_hu[0]))
+                                    .clamp(0.0, 1.0),
+                            );
                         }
                     }
                 }
-                let p = net.network.predict_batch(&tile, [1, 1, patch[0], patch[1], patch[2]], &device).unwrap();
+                let p = net
+                    .network
+                    .predict_batch(&tile, [1, 1, patch[0], patch[1], patch[2]], &device)
+                    .unwrap();
                 let mut k = 0;
                 for dz in 0..patch[0] {
                     for dy in 0..patch[1] {
@@ -94,13 +123,37 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     let id = net.config.val_series[0].clone();
     let volume = store.volume(&id).unwrap();
     // A volume side not a multiple of the stride, and batches that do not divide the tiles.
-    let sw = SlidingWindow { patch_zyx: [16, 32, 32], overlap: 0.5, batch_size: 3, hu_window: net.config.loader.hu_window, cache_bytes: 1 << 20 };
-    let fast = predict::predict_volume(&volume, &sw, 2, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
-    let serial = predict::predict_volume(&volume, &sw, 1, |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let sw = SlidingWindow {
+        patch_zyx: [16, 32, 32],
+        overlap: 0.5,
+        batch_size: 3,
+        hu_window: net.config.loader.hu_window,
+        cache_bytes: 1 << 20,
+    };
+    let fast = predict::predict_volume(
+        &volume,
+        &sw,
+        2,
+        |x, s| net.network.predict_batch(x, s, &device),
+        &(),
+    )
+    .unwrap();
+    let serial = predict::predict_volume(
+        &volume,
+        &sw,
+        1,
+        |x, s| net.network.predict_batch(x, s, &device),
+        &(),
+    )
+    .unwrap();
     assert_eq!(fast, serial, "the map does not depend on the number of threads");
     let slow = naive(&volume, &net, sw.patch_zyx, sw.overlap, sw.hu_window);
     let diff = fast.iter().zip(slow.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    eprintln!("{id}: shape {:?}, {} tiles, largest difference {diff:e}", volume.shape_zyx(), predict::tiles(volume.shape_zyx(), &sw).len());
+    eprintln!(
+        "{id}: shape {:?}, {} tiles, largest difference {diff:e}",
+        volume.shape_zyx(),
+        predict::tiles(volume.shape_zyx(), &sw).len()
+    );
     assert!(diff <= 1e-5, "sliding window and naive reference differ by {diff}");
     assert!(fast.iter().all(|p| (0.0..=1.0).contains(p)));
     // Not a constant map: the network saw the scan (after 3 steps it varies little).
@@ -110,13 +163,42 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     // The command writes the same map (probability x 1000 as int16) and one LUNA16 row
     // per component.
     let out = dir.path().join("pred");
-    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "5", "--no-lung-roi"]);
+    let o = ctstream(&[
+        "--quiet",
+        "predict",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "val",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "5",
+        "--no-lung-roi",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let map = VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().read_all().unwrap();
-    let worst = map.iter().zip(slow.iter()).map(|(&m, &p)| (m as f32 - 1000.0 * p).abs()).fold(0f32, f32::max);
+    let map = VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv")))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    let worst = map
+        .iter()
+        .zip(slow.iter())
+        .map(|(&m, &p)| (m as f32 - 1000.0 * p).abs())
+        .fold(0f32, f32::max);
     assert!(worst <= 0.5 + 1e-2, "per-mille map off by {worst}");
-    assert_eq!(VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().geometry(), volume.geometry());
-    let comps = predict::components::components(slow.as_slice().unwrap(), volume.shape_zyx(), 0.5, &volume.geometry());
+    assert_eq!(
+        VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv"))).unwrap().geometry(),
+        volume.geometry()
+    );
+    let comps = predict::components::components(
+        slow.as_slice().unwrap(),
+        volume.shape_zyx(),
+        0.5,
+        &volume.geometry(),
+    );
     let csv = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
     assert_eq!(csv.lines().next(), Some("seriesuid,coordX,coordY,coordZ,probability"));
     assert_eq!(csv.lines().count() - 1, comps.len());
@@ -130,7 +212,15 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     let all = predict::tiles(volume.shape_zyx(), &sw);
     let computed = all.iter().filter(|t| roi.touches(**t, sw.patch_zyx)).count();
     assert!(computed < all.len() && computed > 0, "{computed} of {} tiles", all.len());
-    let inside = predict::predict_volume_in(&volume, &sw, 2, Some(&roi), |x, s| net.network.predict_batch(x, s, &device), &()).unwrap();
+    let inside = predict::predict_volume_in(
+        &volume,
+        &sw,
+        2,
+        Some(&roi),
+        |x, s| net.network.predict_batch(x, s, &device),
+        &(),
+    )
+    .unwrap();
     let mut in_region = 0;
     for ((&a, &b), &m) in inside.iter().zip(fast.iter()).zip(roi.mask.iter()) {
         if m != 0 {
@@ -138,11 +228,41 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
             in_region += 1;
         }
     }
-    assert!(in_region > 0 && inside.iter().any(|&p| p == 0.0), "the map is 0 where no tile was computed");
+    assert!(
+        in_region > 0 && inside.iter().any(|&p| p == 0.0),
+        "the map is 0 where no tile was computed"
+    );
     let out = dir.path().join("pred-roi");
-    let o = ctstream(&["--quiet", "predict", "--store", store_path.to_str().unwrap(), "--run", run.to_str().unwrap(), "--split", "val", "--out", out.to_str().unwrap(), "--batch-size", "3", "--threshold", "0.45", "--backend", "burn", "--threads", "2"]);
+    let o = ctstream(&[
+        "--quiet",
+        "predict",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "val",
+        "--out",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "3",
+        "--threshold",
+        "0.45",
+        "--backend",
+        "burn",
+        "--threads",
+        "2",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let comps: Vec<_> = predict::components::components(inside.as_slice().unwrap(), volume.shape_zyx(), 0.45, &volume.geometry()).into_iter().filter(|c| roi.contains(c.centre_zyx)).collect();
+    let comps: Vec<_> = predict::components::components(
+        inside.as_slice().unwrap(),
+        volume.shape_zyx(),
+        0.45,
+        &volume.geometry(),
+    )
+    .into_iter()
+    .filter(|c| roi.contains(c.centre_zyx))
+    .collect();
     let csv = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
     assert_eq!(csv.lines().count() - 1, comps.len());
 }
@@ -157,7 +277,10 @@ fn evaluate_command_reproduces_the_hand_worked_froc() {
         std::fs::write(&p, text).unwrap();
         p
     };
-    let ann = w("annotations.csv", "seriesuid,coordX,coordY,coordZ,diameter_mm\nA,0,0,0,10\nA,50,0,0,6\nB,0,0,0,4\n");
+    let ann = w(
+        "annotations.csv",
+        "seriesuid,coordX,coordY,coordZ,diameter_mm\nA,0,0,0,10\nA,50,0,0,6\nB,0,0,0,4\n",
+    );
     let exc = w("excluded.csv", "seriesuid,coordX,coordY,coordZ,diameter_mm\nA,0,50,0,-1\n");
     let pred = w(
         "pred.csv",
@@ -166,19 +289,46 @@ fn evaluate_command_reproduces_the_hand_worked_froc() {
     let list = w("series.txt", "seriesuid\nA\nB\n");
     let out = dir.path().join("eval");
     let o = ctstream(&[
-        "evaluate", "--annotations", ann.to_str().unwrap(), "--excluded", exc.to_str().unwrap(), "--predictions", pred.to_str().unwrap(), "--series-list",
-        list.to_str().unwrap(), "--bootstrap", "50", "--json", "--out", out.to_str().unwrap(),
+        "evaluate",
+        "--annotations",
+        ann.to_str().unwrap(),
+        "--excluded",
+        exc.to_str().unwrap(),
+        "--predictions",
+        pred.to_str().unwrap(),
+        "--series-list",
+        list.to_str().unwrap(),
+        "--bootstrap",
+        "50",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((j["scans"].as_u64(), j["nodules"].as_u64(), j["detected"].as_u64(), j["false_positives"].as_u64(), j["ignored"].as_u64()), (Some(2), Some(3), Some(2), Some(3), Some(1)));
+    assert_eq!(
+        (
+            j["scans"].as_u64(),
+            j["nodules"].as_u64(),
+            j["detected"].as_u64(),
+            j["false_positives"].as_u64(),
+            j["ignored"].as_u64()
+        ),
+        (Some(2), Some(3), Some(2), Some(3), Some(1))
+    );
     assert!((j["cpm"].as_f64().unwrap() - 11.0 / 21.0).abs() < 1e-12);
     assert_eq!(j["intervals"].as_array().unwrap().len(), 8);
     assert!(out.join("froc.json").is_file());
     assert_eq!(std::fs::read_to_string(out.join("froc.csv")).unwrap().lines().count(), 1 + 6);
     // A bad row is a clear error naming the file and line.
     let bad = w("bad.csv", "seriesuid,coordX,coordY,coordZ,probability\nA,1,x,1,0.9\n");
-    let o = ctstream(&["evaluate", "--annotations", ann.to_str().unwrap(), "--predictions", bad.to_str().unwrap()]);
+    let o = ctstream(&[
+        "evaluate",
+        "--annotations",
+        ann.to_str().unwrap(),
+        "--predictions",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.csv") && err.contains("coordY"), "{err}");

@@ -43,9 +43,18 @@ impl Drop for Server {
 fn server() -> Option<Server> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let venv = root.join("target/s3-venv/bin/python");
-    let python = std::env::var_os("CTSTREAM_S3_PYTHON").map(PathBuf::from).unwrap_or(if venv.exists() { venv } else { PathBuf::from("python3") });
+    let python = std::env::var_os("CTSTREAM_S3_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or(if venv.exists() { venv } else { PathBuf::from("python3") });
     let required = std::env::var_os("CTSTREAM_REQUIRE_S3").is_some();
-    let mut child = match Command::new(&python).arg(root.join("tools/s3/server.py")).args(["--bucket", BUCKET]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() {
+    let mut child = match Command::new(&python)
+        .arg(root.join("tools/s3/server.py"))
+        .args(["--bucket", BUCKET])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    {
         Ok(c) => c,
         Err(e) if required => panic!("{}: {e}", python.display()),
         Err(_) => return None,
@@ -56,8 +65,15 @@ fn server() -> Option<Server> {
     if !endpoint.starts_with("http://127.0.0.1:") {
         let _ = child.kill();
         let _ = child.wait();
-        assert!(!required, "CTSTREAM_REQUIRE_S3 is set but {} tools/s3/server.py did not start (pip install -r tools/s3/requirements.txt)", python.display());
-        eprintln!("moto is not installed for {}: skipping the object-storage tests (CI runs them)", python.display());
+        assert!(
+            !required,
+            "CTSTREAM_REQUIRE_S3 is set but {} tools/s3/server.py did not start (pip install -r tools/s3/requirements.txt)",
+            python.display()
+        );
+        eprintln!(
+            "moto is not installed for {}: skipping the object-storage tests (CI runs them)",
+            python.display()
+        );
         return None;
     }
     Some(Server { child, endpoint })
@@ -65,7 +81,13 @@ fn server() -> Option<Server> {
 
 /// A client for `prefix` of the test bucket on `server`.
 fn remote(server: &Server, prefix: &str, options: RemoteOptions) -> Remote {
-    let config = [("aws_endpoint", server.endpoint.as_str()), ("aws_allow_http", "true"), ("aws_access_key_id", "test"), ("aws_secret_access_key", "test"), ("aws_region", "us-east-1")];
+    let config = [
+        ("aws_endpoint", server.endpoint.as_str()),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+    ];
     Remote::open_with_config(&format!("s3://{BUCKET}/{prefix}"), options, &config).unwrap()
 }
 
@@ -118,17 +140,33 @@ fn a_remote_store_reads_as_the_local_one() {
     let local = Store::open(&local_path).unwrap();
     let remote_store = open(remote(&s, "same", RemoteOptions::default()));
     assert_eq!(remote_store.root(), Path::new(&format!("s3://{BUCKET}/same")));
-    assert_eq!(serde_json::to_value(remote_store.manifest()).unwrap(), serde_json::to_value(local.manifest()).unwrap());
-    assert_eq!(serde_json::to_value(remote_store.scans()).unwrap(), serde_json::to_value(local.scans()).unwrap());
+    assert_eq!(
+        serde_json::to_value(remote_store.manifest()).unwrap(),
+        serde_json::to_value(local.manifest()).unwrap()
+    );
+    assert_eq!(
+        serde_json::to_value(remote_store.scans()).unwrap(),
+        serde_json::to_value(local.scans()).unwrap()
+    );
     assert!(remote_store.damaged().is_empty() && remote_store.scans().len() == 3);
     assert_eq!(remote_store.table_names().unwrap(), local.table_names().unwrap());
     for t in local.table_names().unwrap() {
         assert_eq!(remote_store.table_bytes(&t).unwrap(), local.table_bytes(&t).unwrap(), "{t}");
     }
-    assert_eq!(format!("{:?}", remote_store.nodules().unwrap()), format!("{:?}", local.nodules().unwrap()));
-    assert_eq!(format!("{:?}", remote_store.candidates().unwrap()), format!("{:?}", local.candidates().unwrap()));
+    assert_eq!(
+        format!("{:?}", remote_store.nodules().unwrap()),
+        format!("{:?}", local.nodules().unwrap())
+    );
+    assert_eq!(
+        format!("{:?}", remote_store.candidates().unwrap()),
+        format!("{:?}", local.candidates().unwrap())
+    );
     for id in local.series_ids() {
-        assert_eq!(remote_store.volume(id).unwrap().read_all().unwrap(), local.volume(id).unwrap().read_all().unwrap(), "{id}");
+        assert_eq!(
+            remote_store.volume(id).unwrap().read_all().unwrap(),
+            local.volume(id).unwrap().read_all().unwrap(),
+            "{id}"
+        );
         let (a, b) = (remote_store.label(id, "lungs").unwrap(), local.label(id, "lungs").unwrap());
         assert_eq!(a.read_all_as::<u8>().unwrap(), b.read_all_as::<u8>().unwrap(), "{id} lungs");
         // A patch crossing chunk borders and the scan's edge.
@@ -148,9 +186,15 @@ fn a_remote_store_reads_as_the_local_one() {
     let after = fresh.location().remote().unwrap().stats();
     assert_eq!(after.requests - before.requests, 1);
     // `verify` reads every chunk and checks the index there as here.
-    let (a, b) = (ctstream::store::verify::verify_store(&fresh, &()), ctstream::store::verify::verify(&local_path, &()).unwrap());
+    let (a, b) = (
+        ctstream::store::verify::verify_store(&fresh, &()),
+        ctstream::store::verify::verify(&local_path, &()).unwrap(),
+    );
     assert!(a.is_ok() && b.is_ok(), "{:?}", a.problems);
-    assert_eq!((a.chunks_checked, a.index_rows_checked, a.scans_ok.len()), (b.chunks_checked, b.index_rows_checked, 3));
+    assert_eq!(
+        (a.chunks_checked, a.index_rows_checked, a.scans_ok.len()),
+        (b.chunks_checked, b.index_rows_checked, 3)
+    );
 }
 
 #[test]
@@ -161,7 +205,13 @@ fn loader_batches_from_a_remote_store_equal_the_local_stores() {
     let local = Store::open(&local_path).unwrap();
     let remote_store = open(remote(&s, "loader", RemoteOptions::default()));
     let collect = |store: &Store| -> Vec<Batch> {
-        let l = Loader::builder(store).batch_size(4).workers(2).seed(9).batches_per_epoch(Some(6)).build().unwrap();
+        let l = Loader::builder(store)
+            .batch_size(4)
+            .workers(2)
+            .seed(9)
+            .batches_per_epoch(Some(6))
+            .build()
+            .unwrap();
         l.epoch(1).map(|b| b.unwrap()).collect()
     };
     let (a, b) = (collect(&local), collect(&remote_store));
@@ -170,15 +220,29 @@ fn loader_batches_from_a_remote_store_equal_the_local_stores() {
     // Data-parallel ranks on one remote store: each rank's batches are the local store's
     // for that rank, and the ranks draw from disjoint scans that cover the store.
     let ranked = |store: &Store, rank: usize| -> Vec<Batch> {
-        let l = Loader::builder(store).batch_size(4).workers(2).seed(9).shard(rank, 2).batches_per_epoch(Some(4)).build().unwrap();
+        let l = Loader::builder(store)
+            .batch_size(4)
+            .workers(2)
+            .seed(9)
+            .shard(rank, 2)
+            .batches_per_epoch(Some(4))
+            .build()
+            .unwrap();
         l.epoch(0).map(|b| b.unwrap()).collect()
     };
-    let scans = |bs: &[Batch]| bs.iter().flat_map(|b| b.patches.iter().map(|p| p.series_id.clone())).collect::<std::collections::BTreeSet<_>>();
+    let scans = |bs: &[Batch]| {
+        bs.iter()
+            .flat_map(|b| b.patches.iter().map(|p| p.series_id.clone()))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
     let (r0, r1) = (ranked(&remote_store, 0), ranked(&remote_store, 1));
     assert_eq!((r0.clone(), r1.clone()), (ranked(&local, 0), ranked(&local, 1)));
     let (s0, s1) = (scans(&r0), scans(&r1));
     assert!(s0.is_disjoint(&s1), "{s0:?} {s1:?}");
-    assert_eq!(s0.union(&s1).cloned().collect::<Vec<_>>(), local.series_ids().map(str::to_string).collect::<Vec<_>>());
+    assert_eq!(
+        s0.union(&s1).cloned().collect::<Vec<_>>(),
+        local.series_ids().map(str::to_string).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -198,12 +262,21 @@ fn a_corrupted_object_is_caught_by_its_crc_and_named() {
     let store = open(remote(&s, "corrupt", RemoteOptions::default()));
     let grid = store.volume(&id).unwrap().header().grid();
     let e = store.volume(&id).unwrap().read_all().unwrap_err();
-    let want = format!("s3://{BUCKET}/corrupt/{rel}: corrupt chunk (z {}, y {}, x {}): checksum mismatch", grid[0] - 1, grid[1] - 1, grid[2] - 1);
+    let want = format!(
+        "s3://{BUCKET}/corrupt/{rel}: corrupt chunk (z {}, y {}, x {}): checksum mismatch",
+        grid[0] - 1,
+        grid[1] - 1,
+        grid[2] - 1
+    );
     assert!(e.to_string().starts_with(&want), "{e}\nwant {want}");
     // `verify` names the scan and the chunk too.
     let report = ctstream::store::verify::verify_store(&store, &());
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
-    assert!(report.problems[0].scan == id && report.problems[0].message.starts_with(&want), "{:?}", report.problems);
+    assert!(
+        report.problems[0].scan == id && report.problems[0].message.starts_with(&want),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[test]
@@ -211,10 +284,22 @@ fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     let Some(mut s) = server() else { return };
     let dir = tempdir();
     uploaded(&s, dir.path(), 1, "stop");
-    let quick = RemoteOptions { request_timeout: Duration::from_secs(2), connect_timeout: Duration::from_secs(1), retries: 2, deadline: Duration::from_secs(5), ..RemoteOptions::default() };
+    let quick = RemoteOptions {
+        request_timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        retries: 2,
+        deadline: Duration::from_secs(5),
+        ..RemoteOptions::default()
+    };
     let store = open(remote(&s, "stop", quick));
     // No chunk cache: every patch goes to the server.
-    let loader = Loader::builder(&store).batch_size(2).workers(2).cache_bytes(0).batches_per_epoch(Some(10_000)).build().unwrap();
+    let loader = Loader::builder(&store)
+        .batch_size(2)
+        .workers(2)
+        .cache_bytes(0)
+        .batches_per_epoch(Some(10_000))
+        .build()
+        .unwrap();
     let mut epoch = loader.epoch(0);
     assert!(epoch.next().unwrap().is_ok());
     let _ = s.child.kill();
@@ -222,7 +307,10 @@ fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     let t = Instant::now();
     let err = loop {
         match epoch.next() {
-            Some(Ok(_)) => assert!(t.elapsed() < Duration::from_secs(60), "batches keep coming from a stopped server"),
+            Some(Ok(_)) => assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "batches keep coming from a stopped server"
+            ),
             Some(Err(e)) => break e,
             None => panic!("the epoch ended without an error"),
         }
@@ -231,9 +319,16 @@ fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {
     // (5 s) and a margin, not as a hang.
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     let msg = err.to_string();
-    assert!(msg.contains(&format!("s3://{BUCKET}/stop/volumes/")) || msg.contains(&format!("s3://{BUCKET}/stop/labels/")), "{msg}");
+    assert!(
+        msg.contains(&format!("s3://{BUCKET}/stop/volumes/"))
+            || msg.contains(&format!("s3://{BUCKET}/stop/labels/")),
+        "{msg}"
+    );
     assert!(msg.contains("(bytes "), "names the byte range: {msg}");
-    assert!(matches!(err, ctstream::loader::LoaderError::Store(StoreError::Remote { .. })), "{err:?}");
+    assert!(
+        matches!(err, ctstream::loader::LoaderError::Store(StoreError::Remote { .. })),
+        "{err:?}"
+    );
 }
 
 /// The `object_store` settings of the environment that reach `server` (for the CLI).
@@ -249,10 +344,17 @@ fn server_env(s: &Server) -> Vec<(&'static str, String)> {
 
 /// Every object under the remote's prefix, by path relative to it.
 fn objects(r: &Remote) -> std::collections::BTreeMap<String, Vec<u8>> {
-    r.list("").unwrap().into_iter().map(|(rel, _)| (rel.clone(), r.get(&rel, 1 << 30).unwrap().unwrap().to_vec())).collect()
+    r.list("")
+        .unwrap()
+        .into_iter()
+        .map(|(rel, _)| (rel.clone(), r.get(&rel, 1 << 30).unwrap().unwrap().to_vec()))
+        .collect()
 }
 
-fn assert_same_files(want: &std::collections::BTreeMap<String, Vec<u8>>, got: &std::collections::BTreeMap<String, Vec<u8>>) {
+fn assert_same_files(
+    want: &std::collections::BTreeMap<String, Vec<u8>>,
+    got: &std::collections::BTreeMap<String, Vec<u8>>,
+) {
     assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
     for (name, bytes) in want {
         assert!(got[name] == *bytes, "{name} differs");
@@ -272,23 +374,49 @@ fn an_ingest_to_s3_stores_what_a_local_ingest_stores() {
     let mut cfg = ingest_config(&data, &stage);
     cfg.remote = Some(Arc::new(remote(&s, "ingest", RemoteOptions::default())));
     let summary = ingest::ingest(&cfg, &()).unwrap();
-    assert_eq!((summary.stored.len(), summary.scans_in_store, summary.failed.len()), (3, 3, 0), "{:?}", summary.failed);
+    assert_eq!(
+        (summary.stored.len(), summary.scans_in_store, summary.failed.len()),
+        (3, 3, 0),
+        "{:?}",
+        summary.failed
+    );
     let r = remote(&s, "ingest", RemoteOptions::default());
     assert_same_files(&snapshot(&local), &objects(&r));
     // Every volume and record uploaded was counted.
-    let uploaded: u64 = objects(&r).iter().filter(|(k, _)| !k.starts_with("index/") && k.as_str() != "manifest.json").map(|(_, v)| v.len() as u64).sum();
+    let uploaded: u64 = objects(&r)
+        .iter()
+        .filter(|(k, _)| !k.starts_with("index/") && k.as_str() != "manifest.json")
+        .map(|(_, v)| v.len() as u64)
+        .sum();
     assert_eq!(summary.bytes_uploaded, uploaded);
-    assert!(snapshot(&stage).is_empty(), "staged files removed: {:?}", snapshot(&stage).keys().collect::<Vec<_>>());
+    assert!(
+        snapshot(&stage).is_empty(),
+        "staged files removed: {:?}",
+        snapshot(&stage).keys().collect::<Vec<_>>()
+    );
     let again = ingest::ingest(&IngestConfig { resume: true, ..cfg.clone() }, &()).unwrap();
     assert_eq!((again.skipped.len(), again.stored.len(), again.bytes_uploaded), (3, 0, 0));
     assert_same_files(&snapshot(&local), &objects(&r));
     let e = ingest::ingest(&cfg, &()).unwrap_err();
-    assert!(e.to_string().starts_with(&format!("s3://{BUCKET}/ingest: the store already holds 3 scans; pass --resume")), "{e}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "s3://{BUCKET}/ingest: the store already holds 3 scans; pass --resume"
+        )),
+        "{e}"
+    );
     // Other parameters are refused, naming the store.
-    let e = ingest::ingest(&IngestConfig { level: 5, resume: true, ..cfg.clone() }, &()).unwrap_err();
-    assert!(matches!(e, ingest::IngestError::Mismatch { .. }) && e.to_string().starts_with(&format!("s3://{BUCKET}/ingest: the store was made with other parameters")), "{e}");
+    let e =
+        ingest::ingest(&IngestConfig { level: 5, resume: true, ..cfg.clone() }, &()).unwrap_err();
+    assert!(
+        matches!(e, ingest::IngestError::Mismatch { .. })
+            && e.to_string().starts_with(&format!(
+                "s3://{BUCKET}/ingest: the store was made with other parameters"
+            )),
+        "{e}"
+    );
     // A folder that is not a staging folder is not emptied.
-    let e = ingest::ingest(&IngestConfig { out: local.clone(), resume: true, ..cfg.clone() }, &()).unwrap_err();
+    let e = ingest::ingest(&IngestConfig { out: local.clone(), resume: true, ..cfg.clone() }, &())
+        .unwrap_err();
     assert!(e.to_string().contains("not empty and not a staging folder"), "{e}");
     assert!(Store::open(&local).is_ok());
 }
@@ -303,12 +431,18 @@ fn two_shards_in_two_processes_then_index_equal_one_ingest() {
     let data = dir.path().join("data");
     let url = format!("s3://{BUCKET}/shards");
     let csv = |a: &mut Command| {
-        a.arg("--annotations").arg(data.join("annotations.csv")).arg("--candidates").arg(data.join("candidates.csv"));
+        a.arg("--annotations")
+            .arg(data.join("annotations.csv"))
+            .arg("--candidates")
+            .arg(data.join("candidates.csv"));
     };
     let children: Vec<_> = (0..2)
         .map(|k| {
             let mut c = Command::new(env!("CARGO_BIN_EXE_ctstream"));
-            c.args(["--quiet", "ingest", "--jobs", "1", "--json", "--input"]).arg(&data).args(["--out", &url, "--shard", &format!("{k}/2"), "--stage"]).arg(dir.path().join(format!("stage{k}")));
+            c.args(["--quiet", "ingest", "--jobs", "1", "--json", "--input"])
+                .arg(&data)
+                .args(["--out", &url, "--shard", &format!("{k}/2"), "--stage"])
+                .arg(dir.path().join(format!("stage{k}")));
             csv(&mut c);
             c.envs(server_env(&s)).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
         })
@@ -319,7 +453,10 @@ fn two_shards_in_two_processes_then_index_equal_one_ingest() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         stored += j["stored"].as_array().unwrap().len();
-        assert_eq!(j["stored"].as_array().unwrap().len() + j["other_shards"].as_u64().unwrap() as usize, 4);
+        assert_eq!(
+            j["stored"].as_array().unwrap().len() + j["other_shards"].as_u64().unwrap() as usize,
+            4
+        );
     }
     assert_eq!(stored, 4);
     let mut c = Command::new(env!("CARGO_BIN_EXE_ctstream"));
@@ -327,7 +464,11 @@ fn two_shards_in_two_processes_then_index_equal_one_ingest() {
     csv(&mut c);
     let o = c.envs(server_env(&s)).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("4 scans"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("4 scans"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
     assert_same_files(&snapshot(&local), &objects(&remote(&s, "shards", RemoteOptions::default())));
 }
 
@@ -345,7 +486,13 @@ fn a_disk_cache_serves_a_second_run_without_requests() {
         let r = remote(&s, "disk", RemoteOptions::default());
         assert!(r.set_disk_cache(DiskCache::open(&cache_dir, 1 << 30).unwrap()));
         let store = open(r);
-        let l = Loader::builder(&store).batch_size(4).workers(2).seed(3).batches_per_epoch(Some(5)).build().unwrap();
+        let l = Loader::builder(&store)
+            .batch_size(4)
+            .workers(2)
+            .seed(3)
+            .batches_per_epoch(Some(5))
+            .build()
+            .unwrap();
         let client = store.location().remote().unwrap().clone();
         let before = client.stats().requests;
         let batches: Vec<Batch> = l.epoch(0).map(|b| b.unwrap()).collect();
@@ -353,7 +500,11 @@ fn a_disk_cache_serves_a_second_run_without_requests() {
     };
     let (cold, cold_requests, _) = run();
     assert!(cold_requests > 0);
-    let files: Vec<PathBuf> = std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "chunk")).collect();
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "chunk"))
+        .collect();
     assert!(!files.is_empty());
     let (warm, warm_requests, stats) = run();
     assert_eq!(warm, cold, "the same batches from the disk cache");
@@ -377,7 +528,8 @@ fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
     let id = local.series_ids().next().unwrap().to_string();
     let lv = local.volume(&id).unwrap();
     let read = |memory_bytes: u64| {
-        let store = open(remote(&s, "memory", RemoteOptions { memory_bytes, ..RemoteOptions::default() }));
+        let store =
+            open(remote(&s, "memory", RemoteOptions { memory_bytes, ..RemoteOptions::default() }));
         let v = store.volume(&id).unwrap();
         let client = store.location().remote().unwrap().clone();
         // Chunks 0 and 2 of the first row: one request for bytes 0..end of chunk 2 (the
@@ -390,14 +542,25 @@ fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
         let mid = client.stats();
         assert_eq!(mid.requests - before.requests, 1);
         let f = v.fetch(&[[0, 0, 1]]).unwrap();
-        assert_eq!(v.decode_chunk_fetched::<i16>([0, 0, 1], &f).unwrap(), lv.decode_chunk([0, 0, 1]).unwrap());
+        assert_eq!(
+            v.decode_chunk_fetched::<i16>([0, 0, 1], &f).unwrap(),
+            lv.decode_chunk([0, 0, 1]).unwrap()
+        );
         let end = client.stats();
-        (end.requests - mid.requests, mid.bytes_fetched - before.bytes_fetched, mid.bytes_wanted - before.bytes_wanted, end.bytes_wanted - before.bytes_wanted, client.memory_cache().stats())
+        (
+            end.requests - mid.requests,
+            mid.bytes_fetched - before.bytes_fetched,
+            mid.bytes_wanted - before.bytes_wanted,
+            end.bytes_wanted - before.bytes_wanted,
+            client.memory_cache().stats(),
+        )
     };
     // The payload lengths, from the local file's chunk table (FORMAT.md: they tile the
     // file in chunk order, so chunks 0..=2 are one run of bytes).
     let head = std::fs::read(lv.path()).unwrap();
-    let entry_len = |k: usize| u32::from_le_bytes(head[256 + 16 * k + 8..256 + 16 * k + 12].try_into().unwrap()) as u64;
+    let entry_len = |k: usize| {
+        u32::from_le_bytes(head[256 + 16 * k + 8..256 + 16 * k + 12].try_into().unwrap()) as u64
+    };
     let (l0, l1, l2) = (entry_len(0), entry_len(1), entry_len(2));
     let (again, fetched, wanted_first, wanted_all, stats) = read(256 << 20);
     assert_eq!(again, 0, "chunk 1 came with the first request");

@@ -25,7 +25,10 @@ fn ctstream() -> Command {
 /// Rewrites one `Key = value` line of a MetaImage header.
 fn set_header(mhd: &Path, key: &str, value: &str) {
     let text = fs::read_to_string(mhd).unwrap();
-    let lines: Vec<String> = text.lines().map(|l| if l.starts_with(key) { format!("{key} = {value}") } else { l.to_string() }).collect();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| if l.starts_with(key) { format!("{key} = {value}") } else { l.to_string() })
+        .collect();
     assert!(lines.iter().any(|l| l.starts_with(key)), "{key} not in {}", mhd.display());
     fs::write(mhd, lines.join("\n") + "\n").unwrap();
 }
@@ -75,7 +78,11 @@ fn bad_scans_fail_alone_and_the_store_stays_usable() {
     ];
     assert_eq!(sum.failed.len(), want.len(), "{:?}", sum.failed);
     for (file, field) in want {
-        let f = sum.failed.iter().find(|f| f.source.ends_with(file)).unwrap_or_else(|| panic!("{file} not among {:?}", sum.failed));
+        let f = sum
+            .failed
+            .iter()
+            .find(|f| f.source.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} not among {:?}", sum.failed));
         assert!(f.reason.contains(field), "{file}: {}", f.reason);
     }
     let store = Store::open(&out).unwrap();
@@ -85,7 +92,13 @@ fn bad_scans_fail_alone_and_the_store_stays_usable() {
     assert!(r.is_ok(), "{:?}", r.problems);
     assert_eq!(r.scans_ok.len(), 3);
     assert_eq!(r.index_rows_checked as usize, sum.nodules_indexed + sum.candidates_indexed);
-    let loader = Loader::builder(&store).patch([16, 32, 32]).batch_size(2).workers(1).seed(1).build().unwrap();
+    let loader = Loader::builder(&store)
+        .patch([16, 32, 32])
+        .batch_size(2)
+        .workers(1)
+        .seed(1)
+        .build()
+        .unwrap();
     let batch = loader.epoch(0).next().unwrap().unwrap();
     assert_eq!(batch.shape, [2, 1, 16, 32, 32]);
 }
@@ -104,7 +117,15 @@ fn a_damaged_record_leaves_the_others_usable_and_resume_restores_it() {
     let rec = out.join("volumes").join(format!("{id}.json"));
     let good = fs::read(&rec).unwrap();
     // What an earlier version wrote for a NaN origin: `null` where a number belongs.
-    fs::write(&rec, String::from_utf8(good.clone()).unwrap().replacen("\"origin_xyz\": [", "\"origin_xyz\": [null, ", 1)).unwrap();
+    fs::write(
+        &rec,
+        String::from_utf8(good.clone()).unwrap().replacen(
+            "\"origin_xyz\": [",
+            "\"origin_xyz\": [null, ",
+            1,
+        ),
+    )
+    .unwrap();
 
     let store = Store::open(&out).unwrap();
     assert_eq!(store.scans().len(), 2);
@@ -114,7 +135,10 @@ fn a_damaged_record_leaves_the_others_usable_and_resume_restores_it() {
     assert!(Loader::builder(&store).patch([16, 32, 32]).batch_size(2).workers(1).build().is_ok());
     let o = ctstream().arg("inspect").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && text.contains("DAMAGED") && text.contains(&format!("{id}.json")), "{text}");
+    assert!(
+        o.status.success() && text.contains("DAMAGED") && text.contains(&format!("{id}.json")),
+        "{text}"
+    );
     // verify reports it (exit 1).
     let o = ctstream().args(["--quiet", "verify"]).arg(&out).output().unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stdout));
@@ -142,7 +166,14 @@ fn bad_flags_are_refused_before_anything_is_written() {
         ("--jobs", "0", "--jobs"),
     ] {
         let out = dir.path().join("store");
-        let o = ctstream().args(["--quiet", "ingest", "--input"]).arg(&data).arg("--out").arg(&out).args([flag, value]).output().unwrap();
+        let o = ctstream()
+            .args(["--quiet", "ingest", "--input"])
+            .arg(&data)
+            .arg("--out")
+            .arg(&out)
+            .args([flag, value])
+            .output()
+            .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}: {err}");
         assert!(err.contains(says), "{flag} {value}: {err}");
@@ -158,7 +189,14 @@ fn a_fine_target_spacing_fails_each_scan_with_its_size() {
     let data = dir.path().join("data");
     dataset(&data, 2, 26);
     let out = dir.path().join("store");
-    let o = ctstream().args(["--quiet", "ingest", "--input"]).arg(&data).arg("--out").arg(&out).args(["--spacing", "0.01,0.01,0.01"]).output().unwrap();
+    let o = ctstream()
+        .args(["--quiet", "ingest", "--input"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["--spacing", "0.01,0.01,0.01"])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert_eq!(text.matches("the resampled grid").count(), 2, "{text}");
@@ -178,7 +216,11 @@ fn temporary_files_of_killed_ingests_are_removed() {
     let out = dir.path().join("store");
     let cfg = ingest_config(&data, &out);
     ingest::ingest(&cfg, &()).unwrap();
-    let planted = [out.join("volumes/.x.ctv.tmp-4242"), out.join("index/.nodules.parquet.tmp-4242"), out.join(".manifest.json.tmp-1")];
+    let planted = [
+        out.join("volumes/.x.ctv.tmp-4242"),
+        out.join("index/.nodules.parquet.tmp-4242"),
+        out.join(".manifest.json.tmp-1"),
+    ];
     for p in &planted {
         fs::write(p, vec![7u8; 1000]).unwrap();
     }
@@ -219,13 +261,42 @@ fn fifos_and_devices_are_refused_not_read() {
     let runs: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
         (vec!["info".into(), fifo.clone().into()], "pipe.mhd"),
         (vec!["info".into(), hdr.clone().into()], "pipe.raw"),
-        (vec!["ingest".into(), "--input".into(), data.clone().into(), "--annotations".into(), fifo.clone().into(), "--out".into(), out.clone().into()], "pipe.mhd"),
-        (vec!["ingest".into(), "--input".into(), data.clone().into(), "--annotations".into(), "/dev/zero".into(), "--out".into(), out.clone().into()], "/dev/zero"),
+        (
+            vec![
+                "ingest".into(),
+                "--input".into(),
+                data.clone().into(),
+                "--annotations".into(),
+                fifo.clone().into(),
+                "--out".into(),
+                out.clone().into(),
+            ],
+            "pipe.mhd",
+        ),
+        (
+            vec![
+                "ingest".into(),
+                "--input".into(),
+                data.clone().into(),
+                "--annotations".into(),
+                "/dev/zero".into(),
+                "--out".into(),
+                out.clone().into(),
+            ],
+            "/dev/zero",
+        ),
     ];
     for (args, names) in runs {
-        let child = ctstream().arg("--quiet").args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        let child = ctstream()
+            .arg("--quiet")
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
         let o = wait_or_kill(child, 30, &format!("{args:?}"));
-        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert_eq!(o.status.code(), Some(1), "{args:?}: {text}");
         assert!(text.contains(names) && text.contains("not a regular file"), "{args:?}: {text}");
     }
@@ -238,17 +309,34 @@ fn missing_and_damaged_slices_are_refused_unless_accepted_by_name() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken/dicom");
     let read = |dir: &str, opts: DicomOptions| io::read_scan(&corpus.join(dir), &opts, &());
     // A gap is not "uneven spacing": resampling does not make it go away.
-    let e = read("missing_middle", DicomOptions { uneven: UnevenPolicy::Resample, ..Default::default() }).unwrap_err();
+    let e = read(
+        "missing_middle",
+        DicomOptions { uneven: UnevenPolicy::Resample, ..Default::default() },
+    )
+    .unwrap_err();
     assert!(matches!(e, ReadError::Dicom(DicomError::MissingSlices { .. })), "{e}");
     assert!(!e.to_string().contains("--resample-uneven"), "advice must not hide damage: {e}");
     // Accepted by name: the gap is interpolated onto the 1.25 mm grid (5 slices) and named.
-    let r = read("missing_middle", DicomOptions { allow_missing_slices: true, ..Default::default() }).unwrap();
+    let r =
+        read("missing_middle", DicomOptions { allow_missing_slices: true, ..Default::default() })
+            .unwrap();
     assert_eq!(r.volume.shape_zyx()[0], 5);
     assert!((r.volume.geometry.spacing_xyz[2] - 1.25).abs() < 1e-6, "{:?}", r.volume.geometry);
-    assert!(r.warnings.iter().any(|w| w.contains("slices missing") && w.contains("b.dcm") && w.contains("d.dcm")), "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("slices missing") && w.contains("b.dcm") && w.contains("d.dcm")),
+        "{:?}",
+        r.warnings
+    );
     // A truncated end slice: refused; accepted, the three good slices with a warning.
-    assert!(matches!(read("truncated_end", DicomOptions::default()), Err(ReadError::Dicom(DicomError::DamagedSlices { .. }))));
-    let r = read("truncated_end", DicomOptions { allow_missing_slices: true, ..Default::default() }).unwrap();
+    assert!(matches!(
+        read("truncated_end", DicomOptions::default()),
+        Err(ReadError::Dicom(DicomError::DamagedSlices { .. }))
+    ));
+    let r =
+        read("truncated_end", DicomOptions { allow_missing_slices: true, ..Default::default() })
+            .unwrap();
     assert_eq!(r.volume.shape_zyx()[0], 3);
     assert!(r.warnings.iter().any(|w| w.contains("truncated_end/d.dcm")), "{:?}", r.warnings);
     // Through ingest: the warning is in the summary and in the scan's record.
@@ -280,14 +368,27 @@ fn missing_and_damaged_slices_are_refused_unless_accepted_by_name() {
 fn a_damaged_index_is_refused_by_the_loader() {
     let store_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/broken/store/flipped_index");
     let store = Store::open(&store_dir).unwrap();
-    let e = Loader::builder(&store).patch([16, 32, 32]).batch_size(1).workers(1).build().unwrap_err().to_string();
-    assert!(e.contains("nodules.parquet") && e.contains("checksums.json") && e.contains("--resume"), "{e}");
+    let e = Loader::builder(&store)
+        .patch([16, 32, 32])
+        .batch_size(1)
+        .workers(1)
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("nodules.parquet") && e.contains("checksums.json") && e.contains("--resume"),
+        "{e}"
+    );
 }
 
 /// Each cause of an error is printed once (no "os error 2: os error 2").
 #[test]
 fn each_error_cause_is_printed_once() {
-    for args in [["info", "/nonexistent/scan.mhd"], ["inspect", "/nonexistent/store"], ["info", "/nonexistent/dicom"]] {
+    for args in [
+        ["info", "/nonexistent/scan.mhd"],
+        ["inspect", "/nonexistent/store"],
+        ["info", "/nonexistent/dicom"],
+    ] {
         let o = ctstream().args(args).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1), "{err}");

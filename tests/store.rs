@@ -43,7 +43,11 @@ fn expected(hu: &Array3<i16>, r: Region) -> Array3<i16> {
     Array3::from_shape_fn((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), |(z, y, x)| {
         let p = [r.start_zyx[0] + z as i64, r.start_zyx[1] + y as i64, r.start_zyx[2] + x as i64];
         let sh = hu.shape();
-        if (0..3).all(|a| p[a] >= 0 && p[a] < sh[a] as i64) { hu[[p[0] as usize, p[1] as usize, p[2] as usize]] } else { -1024 }
+        if (0..3).all(|a| p[a] >= 0 && p[a] < sh[a] as i64) {
+            hu[[p[0] as usize, p[1] as usize, p[2] as usize]]
+        } else {
+            -1024
+        }
     })
 }
 
@@ -58,8 +62,8 @@ fn regions_equal_array_slices_with_fill_outside() {
     let regions = [
         Region::new([0, 0, 0], [37, 45, 51]),
         Region::new([5, 7, 9], [21, 30, 40]),
-        Region::new([-8, -3, 40], [24, 61, 67]),    // sticks out on several sides
-        Region::new([36, 44, 50], [37, 45, 51]),     // one voxel, last chunk
+        Region::new([-8, -3, 40], [24, 61, 67]), // sticks out on several sides
+        Region::new([36, 44, 50], [37, 45, 51]), // one voxel, last chunk
         Region::new([100, 100, 100], [132, 164, 164]), // entirely outside
         Region::new([-40, 0, 0], [-8, 64, 64]),
     ];
@@ -67,7 +71,10 @@ fn regions_equal_array_slices_with_fill_outside() {
         assert_eq!(v.read_region(r).unwrap(), expected(&hu, r), "{r:?}");
     }
     // A slice taken by ndarray agrees too (a hand-check of the expected() helper).
-    assert_eq!(v.read_region(Region::new([5, 7, 9], [21, 30, 40])).unwrap(), hu.slice(s![5..21, 7..30, 9..40]));
+    assert_eq!(
+        v.read_region(Region::new([5, 7, 9], [21, 30, 40])).unwrap(),
+        hu.slice(s![5..21, 7..30, 9..40])
+    );
 }
 
 /// Any single flipped byte in the header, the chunk table or a chunk is detected; a
@@ -95,7 +102,10 @@ fn every_flipped_byte_is_detected() {
         let msg = err.to_string();
         assert!(msg.contains("bad.ctv"), "byte {i}: {msg}");
         if i >= table_end {
-            assert!(matches!(err, StoreError::Corrupt { chunk: Some([1, 2, 3]), .. }), "byte {i}: {msg}");
+            assert!(
+                matches!(err, StoreError::Corrupt { chunk: Some([1, 2, 3]), .. }),
+                "byte {i}: {msg}"
+            );
             assert!(msg.contains("chunk (z 1, y 2, x 3)"), "byte {i}: {msg}");
         }
     }
@@ -112,7 +122,10 @@ fn truncated_and_newer_files_are_refused() {
         fs::write(&t, &bytes[..cut]).unwrap();
         let e = VolumeFile::open(&t).unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "cut at {cut}: {e}");
-        assert!(e.to_string().contains("truncated") || e.to_string().contains("magic"), "cut at {cut}: {e}");
+        assert!(
+            e.to_string().contains("truncated") || e.to_string().contains("magic"),
+            "cut at {cut}: {e}"
+        );
     }
     // Version 2.0 with a valid header checksum: refused as newer, not as corrupt.
     let mut b = bytes.clone();
@@ -165,36 +178,111 @@ fn absurd_sizes_and_offsets_are_refused_before_allocating() {
     let dir = tempdir();
     let (p, _) = write(dir.path());
     let bytes = fs::read(&p).unwrap();
-    let put_u32 = |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put_u32 =
+        |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
     let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
         // 100000^3 voxels (the chunk grid would not even fit the chunk_count field).
-        ("huge shape", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 16 + 4 * a, 100_000))), "more than the limit"),
+        (
+            "huge shape",
+            Box::new(move |b| (0..3).for_each(|a| put_u32(b, 16 + 4 * a, 100_000))),
+            "more than the limit",
+        ),
         // u32::MAX^3 chunk voxels: the product overflows u64.
-        ("huge chunk", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, u32::MAX))), "chunk shape"),
+        (
+            "huge chunk",
+            Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, u32::MAX))),
+            "chunk shape",
+        ),
         // One chunk of 1 x 65536 x 32768: grid 1 x 1 x 1, a volume at the limit, but 2^31
         // voxels per chunk.
-        ("one giant chunk", Box::new(move |b| { put_u32(b, 16, 1); put_u32(b, 20, 65_536); put_u32(b, 24, 32_768); put_u32(b, 28, 1); put_u32(b, 32, 65_536); put_u32(b, 36, 32_768); put_u32(b, 168, 1) }), "chunk shape"),
-        ("offset near 2^64", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes())), "outside the file"),
-        ("offset into the header", Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&16u64.to_le_bytes())), "outside the file"),
-        ("length past the end", Box::new(move |b| put_u32(b, HEADER_SIZE + 8, u32::MAX)), "outside the file"),
+        (
+            "one giant chunk",
+            Box::new(move |b| {
+                put_u32(b, 16, 1);
+                put_u32(b, 20, 65_536);
+                put_u32(b, 24, 32_768);
+                put_u32(b, 28, 1);
+                put_u32(b, 32, 65_536);
+                put_u32(b, 36, 32_768);
+                put_u32(b, 168, 1)
+            }),
+            "chunk shape",
+        ),
+        (
+            "offset near 2^64",
+            Box::new(|b| {
+                b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&(u64::MAX - 3).to_le_bytes())
+            }),
+            "outside the file",
+        ),
+        (
+            "offset into the header",
+            Box::new(|b| b[HEADER_SIZE..HEADER_SIZE + 8].copy_from_slice(&16u64.to_le_bytes())),
+            "outside the file",
+        ),
+        (
+            "length past the end",
+            Box::new(move |b| put_u32(b, HEADER_SIZE + 8, u32::MAX)),
+            "outside the file",
+        ),
         // Chunk 1 points at chunk 0's payload: overlapping entries.
-        ("overlapping chunks", Box::new(|b| {
-            let first: [u8; 8] = b[HEADER_SIZE..HEADER_SIZE + 8].try_into().unwrap();
-            b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&first);
-        }), "chunk 1: offset"),
+        (
+            "overlapping chunks",
+            Box::new(|b| {
+                let first: [u8; 8] = b[HEADER_SIZE..HEADER_SIZE + 8].try_into().unwrap();
+                b[HEADER_SIZE + 16..HEADER_SIZE + 24].copy_from_slice(&first);
+            }),
+            "chunk 1: offset",
+        ),
         // Entries 0 and 1 swapped: each payload is intact, but the table is out of order.
-        ("swapped entries", Box::new(|b| {
-            let (e0, e1): (Vec<u8>, Vec<u8>) = (b[HEADER_SIZE..HEADER_SIZE + 16].to_vec(), b[HEADER_SIZE + 16..HEADER_SIZE + 32].to_vec());
-            b[HEADER_SIZE..HEADER_SIZE + 16].copy_from_slice(&e1);
-            b[HEADER_SIZE + 16..HEADER_SIZE + 32].copy_from_slice(&e0);
-        }), "reordered"),
+        (
+            "swapped entries",
+            Box::new(|b| {
+                let (e0, e1): (Vec<u8>, Vec<u8>) = (
+                    b[HEADER_SIZE..HEADER_SIZE + 16].to_vec(),
+                    b[HEADER_SIZE + 16..HEADER_SIZE + 32].to_vec(),
+                );
+                b[HEADER_SIZE..HEADER_SIZE + 16].copy_from_slice(&e1);
+                b[HEADER_SIZE + 16..HEADER_SIZE + 32].copy_from_slice(&e0);
+            }),
+            "reordered",
+        ),
         // Geometry no writer stores.
-        ("NaN spacing", Box::new(|b| b[64..72].copy_from_slice(&f64::NAN.to_le_bytes())), "spacing [NaN"),
-        ("negative spacing", Box::new(|b| b[72..80].copy_from_slice(&(-1.0f64).to_le_bytes())), "spacing"),
-        ("infinite origin", Box::new(|b| b[40..48].copy_from_slice(&f64::INFINITY.to_le_bytes())), "origin [inf"),
-        ("a direction that is not the identity", Box::new(|b| { b[88..96].copy_from_slice(&0.0f64.to_le_bytes()); b[96..104].copy_from_slice(&1.0f64.to_le_bytes()); b[112..120].copy_from_slice(&1.0f64.to_le_bytes()); b[120..128].copy_from_slice(&0.0f64.to_le_bytes()); }), "not the identity"),
-        ("chunk of 1 voxel", Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, 1))), "chunk shape [1, 1, 1]"),
-        ("file_size lies", Box::new(|b| b[184..192].copy_from_slice(&u64::MAX.to_le_bytes())), "truncated or appended"),
+        (
+            "NaN spacing",
+            Box::new(|b| b[64..72].copy_from_slice(&f64::NAN.to_le_bytes())),
+            "spacing [NaN",
+        ),
+        (
+            "negative spacing",
+            Box::new(|b| b[72..80].copy_from_slice(&(-1.0f64).to_le_bytes())),
+            "spacing",
+        ),
+        (
+            "infinite origin",
+            Box::new(|b| b[40..48].copy_from_slice(&f64::INFINITY.to_le_bytes())),
+            "origin [inf",
+        ),
+        (
+            "a direction that is not the identity",
+            Box::new(|b| {
+                b[88..96].copy_from_slice(&0.0f64.to_le_bytes());
+                b[96..104].copy_from_slice(&1.0f64.to_le_bytes());
+                b[112..120].copy_from_slice(&1.0f64.to_le_bytes());
+                b[120..128].copy_from_slice(&0.0f64.to_le_bytes());
+            }),
+            "not the identity",
+        ),
+        (
+            "chunk of 1 voxel",
+            Box::new(move |b| (0..3).for_each(|a| put_u32(b, 28 + 4 * a, 1))),
+            "chunk shape [1, 1, 1]",
+        ),
+        (
+            "file_size lies",
+            Box::new(|b| b[184..192].copy_from_slice(&u64::MAX.to_le_bytes())),
+            "truncated or appended",
+        ),
         ("chunk_count lies", Box::new(move |b| put_u32(b, 168, 7)), "does not match the grid"),
     ];
     for (what, edit, want) in cases {
@@ -205,6 +293,9 @@ fn absurd_sizes_and_offsets_are_refused_before_allocating() {
         fs::write(&t, &b).unwrap();
         let e = VolumeFile::open(&t).err().unwrap_or_else(|| panic!("{what}: opened"));
         assert!(matches!(e, StoreError::Corrupt { .. }), "{what}: {e}");
-        assert!(e.to_string().contains("edited.ctv") && e.to_string().contains(want), "{what}: {e}");
+        assert!(
+            e.to_string().contains("edited.ctv") && e.to_string().contains(want),
+            "{what}: {e}"
+        );
     }
 }

@@ -32,7 +32,10 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     let (fa, fb, fc) = (all_bytes(a.path()), all_bytes(b.path()), all_bytes(c.path()));
     assert!(fa.len() > 2 * 32 + 4, "scans, data files, DICOM slices and CSVs: {}", fa.len());
     assert_eq!(fa, fb, "same seed must give the same bytes");
-    assert_ne!(fa.iter().find(|f| f.0 == "annotations.csv"), fc.iter().find(|f| f.0 == "annotations.csv"));
+    assert_ne!(
+        fa.iter().find(|f| f.0 == "annotations.csv"),
+        fc.iter().find(|f| f.0 == "annotations.csv")
+    );
 }
 
 /// A full-size scan: LUNA16-like geometry, CT-like HU, nodules inside lungs and scan.
@@ -43,7 +46,10 @@ fn full_size_scan_looks_like_luna16() {
         let [nz, ny, nx] = [s.hu.shape()[0], s.hu.shape()[1], s.hu.shape()[2]];
         assert_eq!((ny, nx), (512, 512));
         let g = &s.geometry;
-        assert!((0.55..=0.85).contains(&g.spacing_xyz[0]) && g.spacing_xyz[0] == g.spacing_xyz[1], "{g:?}");
+        assert!(
+            (0.55..=0.85).contains(&g.spacing_xyz[0]) && g.spacing_xyz[0] == g.spacing_xyz[1],
+            "{g:?}"
+        );
         assert!((0.7..=2.5).contains(&g.spacing_xyz[2]), "{g:?}");
         assert!((100..=480).contains(&nz));
         assert!(g.is_identity_direction());
@@ -72,13 +78,17 @@ fn check_content(s: &synth::SynthScan) {
         let c = s.geometry.world_to_index(n.world_xyz).unwrap();
         for a in 0..3 {
             let ra = r_vox[2 - a];
-            assert!(c[a] - ra >= 0.0 && c[a] + ra <= (shape[a] - 1) as f64, "nodule {n:?} crosses the scan's edge");
+            assert!(
+                c[a] - ra >= 0.0 && c[a] + ra <= (shape[a] - 1) as f64,
+                "nodule {n:?} crosses the scan's edge"
+            );
         }
         // Soft tissue at the centre of a nodule (lung parenchyma is about -850).
         assert!(hu_at(n.world_xyz) > -400, "HU {} at nodule {:?}", hu_at(n.world_xyz), n);
     }
     // Class-0 candidates are lung points: mostly air-like parenchyma.
-    let mut lung: Vec<i16> = s.candidates.iter().filter(|c| c.class == 0).map(|c| hu_at(c.world_xyz)).collect();
+    let mut lung: Vec<i16> =
+        s.candidates.iter().filter(|c| c.class == 0).map(|c| hu_at(c.world_xyz)).collect();
     lung.sort();
     let median = lung[lung.len() / 2];
     assert!((-950..=-700).contains(&median), "median lung HU {median}");
@@ -93,7 +103,12 @@ fn check_content(s: &synth::SynthScan) {
 #[test]
 fn written_dataset_reads_in_ctstream_and_simpleitk_alike() {
     let dir = tempdir();
-    let s = synth::generate(dir.path(), &SynthConfig { small: true, dicom: true, ..SynthConfig::new(2, 3) }, &()).unwrap();
+    let s = synth::generate(
+        dir.path(),
+        &SynthConfig { small: true, dicom: true, ..SynthConfig::new(2, 3) },
+        &(),
+    )
+    .unwrap();
     let nodules = annotations::read_annotations(&s.annotations).unwrap();
     let cands = annotations::read_candidates(&s.candidates).unwrap();
     assert_eq!(nodules.len(), s.nodules);
@@ -129,9 +144,19 @@ fn label_maps_hold_the_nodules_and_lungs() {
         let s = synth::synth_scan(8, k, true);
         let m = s.label_map();
         let voxel = s.geometry.spacing_xyz.iter().product::<f64>();
-        let want: f64 = s.nodule_ellipsoids.iter().map(|(_, r)| 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2] / voxel).sum();
+        let want: f64 = s
+            .nodule_ellipsoids
+            .iter()
+            .map(|(_, r)| 4.0 / 3.0 * std::f64::consts::PI * r[0] * r[1] * r[2] / voxel)
+            .sum();
         let got = m.iter().filter(|&&v| v == 2).count() as f64;
-        assert!((got - want).abs() <= 0.15 * want, "scan {k}: {got} nodule voxels, ellipsoids {want:.0}");
-        assert!(m.iter().zip(s.lungs.iter()).all(|(&l, &t)| (t != 0) <= (l != 0)), "every lung voxel is labelled");
+        assert!(
+            (got - want).abs() <= 0.15 * want,
+            "scan {k}: {got} nodule voxels, ellipsoids {want:.0}"
+        );
+        assert!(
+            m.iter().zip(s.lungs.iter()).all(|(&l, &t)| (t != 0) <= (l != 0)),
+            "every lung voxel is labelled"
+        );
     }
 }

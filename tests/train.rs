@@ -16,13 +16,13 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::{Backend, Tensor};
 use common::*;
 use ctstream::ingest::{self, IngestConfig};
 use ctstream::loader::Loader;
 use ctstream::store::Store;
 use ctstream::synth::{self, SynthConfig};
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::{Backend, Tensor};
 use ctstream::train::checkpoint::{self, Checkpoint};
 use ctstream::train::fit::{self, Checkpoints, Plan};
 use ctstream::train::models::trainable_params;
@@ -39,7 +39,15 @@ fn store(dir: &Path) -> Store {
 }
 
 fn loader(store: &Store) -> Loader {
-    Loader::builder(store).patch([16, 32, 32]).batch_size(4).positive_share(1.0).jitter([3, 3, 3]).workers(2).seed(1).build().unwrap()
+    Loader::builder(store)
+        .patch([16, 32, 32])
+        .batch_size(4)
+        .positive_share(1.0)
+        .jitter([3, 3, 3])
+        .workers(2)
+        .seed(1)
+        .build()
+        .unwrap()
 }
 
 fn mean_dice(r: &[StepRecord]) -> f64 {
@@ -48,7 +56,11 @@ fn mean_dice(r: &[StepRecord]) -> f64 {
 
 fn check(name: &str, records: &[StepRecord]) {
     let (first, last) = (mean_dice(&records[..5]), mean_dice(&records[records.len() - 10..]));
-    eprintln!("{name}: Dice {first:.3} over the first 5 steps -> {last:.3} over the last 10; loss {:.3} -> {:.3}", records[0].loss, records[records.len() - 1].loss);
+    eprintln!(
+        "{name}: Dice {first:.3} over the first 5 steps -> {last:.3} over the last 10; loss {:.3} -> {:.3}",
+        records[0].loss,
+        records[records.len() - 1].loss
+    );
     assert!(last >= first + 0.2 && last >= 0.3, "{name}: Dice {first:.3} -> {last:.3}");
 }
 
@@ -123,7 +135,16 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
     }
     let dir = tempdir();
     let store = store(dir.path());
-    let loader = Loader::builder(&store).patch([16, 32, 32]).batch_size(2).positive_share(0.5).jitter([3, 3, 3]).batches_per_epoch(Some(3)).workers(2).seed(5).build().unwrap();
+    let loader = Loader::builder(&store)
+        .patch([16, 32, 32])
+        .batch_size(2)
+        .positive_share(0.5)
+        .jitter([3, 3, 3])
+        .batches_per_epoch(Some(3))
+        .workers(2)
+        .seed(5)
+        .build()
+        .unwrap();
     let config = serde_json::json!({"test": true});
     let stop = AtomicBool::new(false);
     let run = |run_dir: &Path, resume: Option<&Checkpoint>, seed: u64, stop_at: usize| {
@@ -134,21 +155,48 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
         plan.checkpoints = Some(Checkpoints { run_dir, every: 3, keep: 0, config: config.clone() });
         plan.resume = resume;
         plan.stop = Some(&stop);
-        fit::fit::<B, _>(UNet3d::<B>::new(0.125, &device), &plan, &device, &mut StopAt(stop_at, &stop)).unwrap()
+        fit::fit::<B, _>(
+            UNet3d::<B>::new(0.125, &device),
+            &plan,
+            &device,
+            &mut StopAt(stop_at, &stop),
+        )
+        .unwrap()
     };
     let whole = run(&dir.path().join("a"), None, 9, 0);
     assert!(!whole.stopped);
     let first = run(&dir.path().join("b"), None, 9, N);
     assert!(first.stopped);
-    assert_eq!(first.records, whole.records[..N].iter().zip(&first.records).map(|(w, f)| StepRecord { patches_per_s: f.patches_per_s, loader_wait_s: f.loader_wait_s, step_s: f.step_s, ..*w }).collect::<Vec<_>>());
+    assert_eq!(
+        first.records,
+        whole.records[..N]
+            .iter()
+            .zip(&first.records)
+            .map(|(w, f)| StepRecord {
+                patches_per_s: f.patches_per_s,
+                loader_wait_s: f.loader_wait_s,
+                step_s: f.step_s,
+                ..*w
+            })
+            .collect::<Vec<_>>()
+    );
     let ck = checkpoint::latest(&dir.path().join("b")).unwrap().unwrap();
     assert_eq!(ck.state.position, train::Position { step: N, epoch: 1, next_batch: 1 });
     assert_eq!(ck.state.config, config);
     let second = run(&dir.path().join("b"), Some(&ck), 1234, 0);
     assert_eq!(second.records.len(), N);
     for (a, b) in whole.records[N..].iter().zip(&second.records) {
-        assert_eq!((a.step, a.epoch, a.batch, a.batch_fingerprint, a.lr), (b.step, b.epoch, b.batch, b.batch_fingerprint, b.lr));
-        assert!((a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1.0), "step {}: loss {} vs {}", a.step, a.loss, b.loss);
+        assert_eq!(
+            (a.step, a.epoch, a.batch, a.batch_fingerprint, a.lr),
+            (b.step, b.epoch, b.batch, b.batch_fingerprint, b.lr)
+        );
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-6 * a.loss.abs().max(1.0),
+            "step {}: loss {} vs {}",
+            a.step,
+            a.loss,
+            b.loss
+        );
     }
     let (wa, wb) = (weights(&whole.model), weights(&second.model));
     assert_eq!(wa.len(), wb.len());
@@ -158,7 +206,8 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
     // one machine: the weights are equal, bit for bit.
     assert_eq!(max_diff, 0.0, "{name}: weights differ by up to {max_diff}");
     // Checkpoints every 3 steps, when stopped (4) and at the end (8), each complete.
-    let steps: Vec<usize> = checkpoint::list(&dir.path().join("b")).unwrap().iter().map(|c| c.0).collect();
+    let steps: Vec<usize> =
+        checkpoint::list(&dir.path().join("b")).unwrap().iter().map(|c| c.0).collect();
     assert_eq!(steps, [3, 4, 6, 8]);
 }
 
@@ -170,7 +219,10 @@ fn resume_trains_on_the_same_batches_to_the_same_weights() {
 #[cfg(feature = "tch")]
 #[test]
 fn resume_on_libtorch_trains_on_the_same_batches_to_the_same_weights() {
-    resume_is_exact::<ctstream::train::device::LibtorchBackend>(burn::backend::libtorch::LibTorchDevice::Cpu, "libtorch");
+    resume_is_exact::<ctstream::train::device::LibtorchBackend>(
+        burn::backend::libtorch::LibTorchDevice::Cpu,
+        "libtorch",
+    );
 }
 
 /// The same weights give the same probabilities on flex (Burn's kernels) and on LibTorch
@@ -187,8 +239,13 @@ fn flex_and_libtorch_compute_the_same_networks() {
     let recorder = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
     let (images, masks) = ctstream::train::bench::synthetic_batch(2, [16, 32, 32], 7);
     let shape = [2, 1, 16, 32, 32];
-    let input = |d: &_| Tensor::<Tch, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), d);
-    let flex_in = Tensor::<burn::backend::Flex, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &flex_dev);
+    let input = |d: &_| {
+        Tensor::<Tch, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), d)
+    };
+    let flex_in = Tensor::<burn::backend::Flex, 5>::from_data(
+        burn::tensor::TensorData::new(images.clone(), shape),
+        &flex_dev,
+    );
     let compare = |name: &str, a: Vec<f32>, b: Vec<f32>| {
         let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         eprintln!("{name}: flex vs LibTorch, largest difference {d:e}");
@@ -197,37 +254,68 @@ fn flex_and_libtorch_compute_the_same_networks() {
     // Both networks are loaded from one record (parameters are initialised lazily, so a
     // clone taken before first use would draw its own weights).
     <CpuBackend as Backend>::seed(&flex_dev, 5);
-    let bytes = recorder.record(UNet3d::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
-    let unet = UNet3d::<CpuBackend>::new(0.125, &flex_dev).load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
-    let unet_tch = UNet3d::<LibtorchBackend>::new(0.125, &tch_dev).load_record(recorder.load(bytes, &tch_dev).unwrap());
+    let bytes =
+        recorder.record(UNet3d::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
+    let unet = UNet3d::<CpuBackend>::new(0.125, &flex_dev)
+        .load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
+    let unet_tch = UNet3d::<LibtorchBackend>::new(0.125, &tch_dev)
+        .load_record(recorder.load(bytes, &tch_dev).unwrap());
     fn probs<B: Backend>(t: Tensor<B, 5>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
     }
-    compare("unet3d inference", probs(unet.valid().forward(flex_in.clone())), probs(unet_tch.valid().forward(input(&tch_dev))));
+    compare(
+        "unet3d inference",
+        probs(unet.valid().forward(flex_in.clone())),
+        probs(unet_tch.valid().forward(input(&tch_dev))),
+    );
     <CpuBackend as Backend>::seed(&flex_dev, 6);
-    let bytes = recorder.record(VNet::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
-    let vnet = VNet::<CpuBackend>::new(0.125, &flex_dev).load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
-    let vnet_tch = VNet::<LibtorchBackend>::new(0.125, &tch_dev).load_record(recorder.load(bytes, &tch_dev).unwrap());
-    compare("vnet inference", probs(vnet.valid().forward(flex_in)), probs(vnet_tch.valid().forward(input(&tch_dev))));
+    let bytes =
+        recorder.record(VNet::<CpuBackend>::new(0.125, &flex_dev).into_record(), ()).unwrap();
+    let vnet = VNet::<CpuBackend>::new(0.125, &flex_dev)
+        .load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
+    let vnet_tch = VNet::<LibtorchBackend>::new(0.125, &tch_dev)
+        .load_record(recorder.load(bytes, &tch_dev).unwrap());
+    compare(
+        "vnet inference",
+        probs(vnet.valid().forward(flex_in)),
+        probs(vnet_tch.valid().forward(input(&tch_dev))),
+    );
     // One training step (batch statistics, backward, Adam) from the same weights.
     let step = |flex: bool| -> f64 {
         if flex {
-            let x = Tensor::<CpuBackend, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &flex_dev);
-            let y = Tensor::<CpuBackend, 5>::from_data(burn::tensor::TensorData::new(masks.clone(), shape), &flex_dev);
+            let x = Tensor::<CpuBackend, 5>::from_data(
+                burn::tensor::TensorData::new(images.clone(), shape),
+                &flex_dev,
+            );
+            let y = Tensor::<CpuBackend, 5>::from_data(
+                burn::tensor::TensorData::new(masks.clone(), shape),
+                &flex_dev,
+            );
             let mut o = burn::optim::AdamConfig::new().init();
-            let (m, _, _) = fit::step(unet.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
+            let (m, _, _) =
+                fit::step(unet.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
             fit::step(m, &mut o, x, y, 1e-2, LossKind::DiceBce).1
         } else {
-            let x = Tensor::<LibtorchBackend, 5>::from_data(burn::tensor::TensorData::new(images.clone(), shape), &tch_dev);
-            let y = Tensor::<LibtorchBackend, 5>::from_data(burn::tensor::TensorData::new(masks.clone(), shape), &tch_dev);
+            let x = Tensor::<LibtorchBackend, 5>::from_data(
+                burn::tensor::TensorData::new(images.clone(), shape),
+                &tch_dev,
+            );
+            let y = Tensor::<LibtorchBackend, 5>::from_data(
+                burn::tensor::TensorData::new(masks.clone(), shape),
+                &tch_dev,
+            );
             let mut o = burn::optim::AdamConfig::new().init();
-            let (m, _, _) = fit::step(unet_tch.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
+            let (m, _, _) =
+                fit::step(unet_tch.clone(), &mut o, x.clone(), y.clone(), 1e-2, LossKind::DiceBce);
             fit::step(m, &mut o, x, y, 1e-2, LossKind::DiceBce).1
         }
     };
     let (lf, lt) = (step(true), step(false));
     eprintln!("loss after one Adam step: flex {lf}, LibTorch {lt}");
-    assert!((lf - lt).abs() <= 1e-4 * lf.abs().max(1.0), "second-step loss: flex {lf}, LibTorch {lt}");
+    assert!(
+        (lf - lt).abs() <= 1e-4 * lf.abs().max(1.0),
+        "second-step loss: flex {lf}, LibTorch {lt}"
+    );
 }
 
 /// The PyTorch twins of tools/bench/twin.py (which the benchmark against PyTorch times)
@@ -242,7 +330,12 @@ fn the_pytorch_twins_have_the_parameter_counts_of_the_networks() {
         ("unet3d 1.0", trainable_params(&UNet3d::<CpuBackend>::new(1.0, &device))),
         ("vnet 1.0", trainable_params(&VNet::<CpuBackend>::new(1.0, &device))),
     ] {
-        assert_eq!(counts[key].as_u64(), Some(n as u64), "{key}: PyTorch twin {} vs Burn {n}", counts[key]);
+        assert_eq!(
+            counts[key].as_u64(),
+            Some(n as u64),
+            "{key}: PyTorch twin {} vs Burn {n}",
+            counts[key]
+        );
     }
 }
 
@@ -253,23 +346,55 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     let dir = tempdir();
     let _ = store(dir.path());
     let run = dir.path().join("run");
-    let ctstream = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().unwrap();
+    let ctstream =
+        |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().unwrap();
     let store_path = dir.path().join("store");
     let s = store_path.to_str().unwrap();
-    let o = ctstream(&["--quiet", "train", "--store", s, "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2", "--steps", "4", "--val-every", "2", "--val-fraction", "0.3", "--val-batches", "2", "--out", run.to_str().unwrap()]);
+    let o = ctstream(&[
+        "--quiet",
+        "train",
+        "--store",
+        s,
+        "--width",
+        "0.125",
+        "--patch",
+        "16,32,32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "4",
+        "--val-every",
+        "2",
+        "--val-fraction",
+        "0.3",
+        "--val-batches",
+        "2",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "step,loss,dice,patches_per_s,loader_wait_s,step_s,epoch,batch,lr,batch_fingerprint");
+    assert_eq!(
+        lines[0],
+        "step,loss,dice,patches_per_s,loader_wait_s,step_s,epoch,batch,lr,batch_fingerprint"
+    );
     assert_eq!(lines.len(), 5);
     assert!(lines[4].starts_with("4,"));
     // Validation after steps 2 and 4, on the one held-out scan (hash fraction 0.202 of
     // the three; 0.452 and 0.561 train): 2 batches of 2 patches, half positive.
     let val = std::fs::read_to_string(run.join("val.csv")).unwrap();
     let rows: Vec<Vec<&str>> = val.lines().skip(1).map(|l| l.split(',').collect()).collect();
-    assert_eq!(val.lines().next(), Some("step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds"));
-    assert_eq!(rows.iter().map(|r| (r[0], r[4], r[5])).collect::<Vec<_>>(), [("2", "2", "2"), ("4", "2", "2")]);
-    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        val.lines().next(),
+        Some("step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds")
+    );
+    assert_eq!(
+        rows.iter().map(|r| (r[0], r[4], r[5])).collect::<Vec<_>>(),
+        [("2", "2", "2"), ("4", "2", "2")]
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"], "unet3d");
     assert_eq!(cfg["seed"], 0);
     assert_eq!(cfg["store_manifest"]["chunk_shape_zyx"], serde_json::json!([16, 32, 32]));
@@ -281,10 +406,37 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     // --epochs: steps = epochs x batches per epoch; the run ends at the last batch of
     // the last epoch.
     let ep = dir.path().join("epochs");
-    let o = ctstream(&["--quiet", "train", "--store", s, "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2", "--epochs", "2", "--val-fraction", "0", "--out", ep.to_str().unwrap()]);
+    let o = ctstream(&[
+        "--quiet",
+        "train",
+        "--store",
+        s,
+        "--width",
+        "0.125",
+        "--patch",
+        "16,32,32",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0",
+        "--out",
+        ep.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let steps = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(ep.join("config.json")).unwrap()).unwrap()["steps"].as_u64().unwrap() as usize;
-    let rows: Vec<Vec<String>> = std::fs::read_to_string(ep.join("metrics.csv")).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    let steps = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(ep.join("config.json")).unwrap(),
+    )
+    .unwrap()["steps"]
+        .as_u64()
+        .unwrap() as usize;
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(ep.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
     assert_eq!(rows.len(), steps);
     assert!(steps >= 2 && steps % 2 == 0, "{steps}");
     let last = &rows[steps - 1];
@@ -297,25 +449,49 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     let o = ctstream(&["train", "--resume", run.to_str().unwrap(), "--lr", "0.1"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--lr"));
-    let o = ctstream(&["train", "--store", s, "--device", "tpu", "--out", dir.path().join("r2").to_str().unwrap()]);
+    let o = ctstream(&[
+        "train",
+        "--store",
+        s,
+        "--device",
+        "tpu",
+        "--out",
+        dir.path().join("r2").to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     // CUDA: without the feature, a usage error; with it, on a machine without a driver, a
     // clear error naming the device and the missing driver library, not a panic.
-    let o = ctstream(&["train", "--store", s, "--device", "cuda", "--out", dir.path().join("r3").to_str().unwrap()]);
+    let o = ctstream(&[
+        "train",
+        "--store",
+        s,
+        "--device",
+        "cuda",
+        "--out",
+        dir.path().join("r3").to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     if cfg!(feature = "cuda") {
         if Path::new("/proc/driver/nvidia/version").exists() {
             eprintln!("an NVIDIA driver is present: the no-driver error cannot be checked here");
         } else {
             assert_eq!(o.status.code(), Some(1), "{err}");
-            assert!(err.contains("cuda:0") && err.contains("CUDA cannot be used") && err.contains("shared library"), "{err}");
+            assert!(
+                err.contains("cuda:0")
+                    && err.contains("CUDA cannot be used")
+                    && err.contains("shared library"),
+                "{err}"
+            );
             assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
         }
     } else {
         assert_eq!(o.status.code(), Some(2));
         assert!(err.contains("cuda:0") && err.contains("without CUDA"), "{err}");
     }
-    assert!(!dir.path().join("r3").join("config.json").exists(), "nothing is written before the device is checked");
+    assert!(
+        !dir.path().join("r3").join("config.json").exists(),
+        "nothing is written before the device is checked"
+    );
 }
 
 /// Ctrl-C stops after the current step with a checkpoint and exit code 130; `--resume`
@@ -328,8 +504,30 @@ fn ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run() {
     let s = dir.path().join("store");
     let common = |out: &Path, steps: &str| -> Vec<String> {
         [
-            "--quiet", "train", "--store", s.to_str().unwrap(), "--out", out.to_str().unwrap(), "--width", "0.125", "--patch", "16,32,32", "--batch-size", "2",
-            "--steps", steps, "--val-fraction", "0", "--checkpoint-every", "100", "--lr-schedule", "cosine", "--augment", "all", "--seed", "3",
+            "--quiet",
+            "train",
+            "--store",
+            s.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--width",
+            "0.125",
+            "--patch",
+            "16,32,32",
+            "--batch-size",
+            "2",
+            "--steps",
+            steps,
+            "--val-fraction",
+            "0",
+            "--checkpoint-every",
+            "100",
+            "--lr-schedule",
+            "cosine",
+            "--augment",
+            "all",
+            "--seed",
+            "3",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -341,13 +539,24 @@ fn ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     let cut = dir.path().join("cut");
-    let mut child = Command::new(bin).args(common(&cut, "30")).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let rows = |p: &Path| std::fs::read_to_string(p.join("metrics.csv")).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0);
+    let mut child = Command::new(bin)
+        .args(common(&cut, "30"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rows = |p: &Path| {
+        std::fs::read_to_string(p.join("metrics.csv"))
+            .map(|t| t.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
     let t0 = std::time::Instant::now();
     while rows(&cut) < 3 && t0.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success()
+    );
     let status = child.wait().unwrap();
     let mut err = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -358,27 +567,48 @@ fn ctrl_c_checkpoints_and_resume_matches_an_uninterrupted_run() {
     assert!((3..30).contains(&k), "stopped at step {k}");
     assert_eq!(rows(&cut), k);
 
-    let o = Command::new(bin).args(["--quiet", "train", "--resume", cut.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(bin)
+        .args(["--quiet", "train", "--resume", cut.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = |p: &Path| -> Vec<Vec<String>> {
-        std::fs::read_to_string(p.join("metrics.csv")).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect()
+        std::fs::read_to_string(p.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').map(String::from).collect())
+            .collect()
     };
     let (a, b) = (table(&whole), table(&cut));
     assert_eq!(a.len(), 30);
     assert_eq!(b.len(), 30);
     for (ra, rb) in a.iter().zip(&b) {
         // step, epoch, batch, lr, fingerprint equal; loss close.
-        assert_eq!((&ra[0], &ra[6], &ra[7], &ra[8], &ra[9]), (&rb[0], &rb[6], &rb[7], &rb[8], &rb[9]));
+        assert_eq!(
+            (&ra[0], &ra[6], &ra[7], &ra[8], &ra[9]),
+            (&rb[0], &rb[6], &rb[7], &rb[8], &rb[9])
+        );
         let (la, lb): (f64, f64) = (ra[1].parse().unwrap(), rb[1].parse().unwrap());
         assert!((la - lb).abs() <= 1e-6 * la.abs().max(1.0), "step {}: loss {la} vs {lb}", ra[0]);
     }
-    let model = |p: &Path| std::fs::read(checkpoint::latest(p).unwrap().unwrap().dir.join("model.mpk")).unwrap();
+    let model = |p: &Path| {
+        std::fs::read(checkpoint::latest(p).unwrap().unwrap().dir.join("model.mpk")).unwrap()
+    };
     let (ma, mb) = (model(&whole), model(&cut));
     if ma != mb {
         let device = Default::default();
-        let load = |p: &Path| weights(&checkpoint::latest(p).unwrap().unwrap().load_model(UNet3d::<CpuBackend>::new(0.125, &device), &device).unwrap());
-        let d = load(&whole).iter().zip(&load(&cut)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let load = |p: &Path| {
+            weights(
+                &checkpoint::latest(p)
+                    .unwrap()
+                    .unwrap()
+                    .load_model(UNet3d::<CpuBackend>::new(0.125, &device), &device)
+                    .unwrap(),
+            )
+        };
+        let d =
+            load(&whole).iter().zip(&load(&cut)).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(d <= 1e-5, "final weights differ by up to {d}");
     }
 }
-

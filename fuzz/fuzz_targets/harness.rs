@@ -70,11 +70,22 @@ fn read_volume(p: &Path) {
 fn valid_volume(dir: &Path) -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
-        let hu = ndarray::Array3::from_shape_fn((40, 48, 56), |(z, y, x)| ((z * 7 + y * 3 + x) % 300) as i16 - 1000);
-        let g = ctstream::geometry::Geometry { origin_xyz: [-10.0, 5.0, 2.5], spacing_xyz: [1.0, 1.0, 1.0], direction: ctstream::geometry::IDENTITY };
+        let hu = ndarray::Array3::from_shape_fn((40, 48, 56), |(z, y, x)| {
+            ((z * 7 + y * 3 + x) % 300) as i16 - 1000
+        });
+        let g = ctstream::geometry::Geometry {
+            origin_xyz: [-10.0, 5.0, 2.5],
+            spacing_xyz: [1.0, 1.0, 1.0],
+            direction: ctstream::geometry::IDENTITY,
+        };
         let p = dir.join("valid.ctv");
-        let opts = ctstream::store::writer::ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 1, fill_value: -1024 };
-        ctstream::store::writer::write_volume(&p, &hu, &g, &opts).expect("writing the valid volume");
+        let opts = ctstream::store::writer::ChunkOptions {
+            chunk_shape_zyx: [16, 32, 32],
+            level: 1,
+            fill_value: -1024,
+        };
+        ctstream::store::writer::write_volume(&p, &hu, &g, &opts)
+            .expect("writing the valid volume");
         std::fs::read(&p).expect("reading it back")
     })
 }

@@ -17,7 +17,10 @@ use std::time::Duration;
 use ctstream::ingest::{IngestConfig, IngestError as LibIngestError};
 use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
 use ctstream::labels::files::LabelSource;
-use ctstream::loader::{Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel, Negatives, NoduleWeighting, Split};
+use ctstream::loader::{
+    Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel,
+    Negatives, NoduleWeighting, Split,
+};
 use ctstream::store::{Location, Region, Store, StoreError as LibStoreError};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5};
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
@@ -25,9 +28,24 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 pyo3::create_exception!(ctstream, Error, PyException, "Base class of the errors ctstream raises.");
-pyo3::create_exception!(ctstream, StoreError, Error, "A store could not be opened or read: the message names the file (and the chunk or field).");
-pyo3::create_exception!(ctstream, LoaderError, Error, "The loader failed while building a batch (a store error while streaming is a StoreError).");
-pyo3::create_exception!(ctstream, IngestError, Error, "An ingest could not start or finish (a scan that fails alone is listed in the summary instead).");
+pyo3::create_exception!(
+    ctstream,
+    StoreError,
+    Error,
+    "A store could not be opened or read: the message names the file (and the chunk or field)."
+);
+pyo3::create_exception!(
+    ctstream,
+    LoaderError,
+    Error,
+    "The loader failed while building a batch (a store error while streaming is a StoreError)."
+);
+pyo3::create_exception!(
+    ctstream,
+    IngestError,
+    Error,
+    "An ingest could not start or finish (a scan that fails alone is listed in the summary instead)."
+);
 
 /// The error and its causes, each once (as the CLI prints them).
 fn text(e: &(dyn std::error::Error + 'static)) -> String {
@@ -58,11 +76,23 @@ fn check_region(start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Region> 
     let voxels = shape_zyx.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
     match voxels {
         Some(n) if n <= ctstream::volume::MAX_VOXELS => {}
-        _ => return Err(PyValueError::new_err(format!("shape_zyx {shape_zyx:?}: at most {} voxels per read", ctstream::volume::MAX_VOXELS))),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "shape_zyx {shape_zyx:?}: at most {} voxels per read",
+                ctstream::volume::MAX_VOXELS
+            )));
+        }
     }
     let mut end = [0i64; 3];
     for a in 0..3 {
-        end[a] = i64::try_from(shape_zyx[a]).ok().and_then(|s| start_zyx[a].checked_add(s)).ok_or_else(|| PyValueError::new_err(format!("start_zyx {start_zyx:?} + shape_zyx {shape_zyx:?} overflows")))?;
+        end[a] = i64::try_from(shape_zyx[a])
+            .ok()
+            .and_then(|s| start_zyx[a].checked_add(s))
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "start_zyx {start_zyx:?} + shape_zyx {shape_zyx:?} overflows"
+                ))
+            })?;
     }
     Ok(Region::new(start_zyx, end))
 }
@@ -77,14 +107,25 @@ struct PyStore {
 impl PyStore {
     #[new]
     #[pyo3(signature = (path, disk_cache=None, disk_cache_gb=10.0))]
-    fn new(py: Python<'_>, path: PathBuf, disk_cache: Option<PathBuf>, disk_cache_gb: f64) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        disk_cache: Option<PathBuf>,
+        disk_cache_gb: f64,
+    ) -> PyResult<Self> {
         if !(disk_cache_gb.is_finite() && disk_cache_gb > 0.0 && disk_cache_gb <= 1e6) {
-            return Err(PyValueError::new_err(format!("disk_cache_gb {disk_cache_gb}: give more than 0 and at most 1000000")));
+            return Err(PyValueError::new_err(format!(
+                "disk_cache_gb {disk_cache_gb}: give more than 0 and at most 1000000"
+            )));
         }
         let store = py.detach(|| Store::open(&path)).map_err(store_err)?;
         // The disk cache is for stores on object storage; a local store reads its own files.
         if let (Some(dir), Some(r)) = (disk_cache, store.location().remote()) {
-            let c = py.detach(|| ctstream::store::disk_cache::DiskCache::open(&dir, (disk_cache_gb * 1e9) as u64)).map_err(store_err)?;
+            let c = py
+                .detach(|| {
+                    ctstream::store::disk_cache::DiskCache::open(&dir, (disk_cache_gb * 1e9) as u64)
+                })
+                .map_err(store_err)?;
             r.set_disk_cache(c);
         }
         Ok(PyStore { inner: Arc::new(store) })
@@ -98,7 +139,8 @@ impl PyStore {
 
     /// `manifest.json`, as JSON text.
     fn manifest_json(&self) -> PyResult<String> {
-        serde_json::to_string(self.inner.manifest()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(self.inner.manifest())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Ids of the completely stored scans, in order.
@@ -114,14 +156,26 @@ impl PyStore {
 
     /// Scans left out because their record is damaged: (series id, record file, reason).
     fn damaged(&self) -> Vec<(String, String, String)> {
-        self.inner.damaged().iter().map(|d| (d.series_id.clone(), d.path.display().to_string(), d.reason.clone())).collect()
+        self.inner
+            .damaged()
+            .iter()
+            .map(|d| (d.series_id.clone(), d.path.display().to_string(), d.reason.clone()))
+            .collect()
     }
 
     /// The bytes of `index/<name>.parquet`, checked against `index/checksums.json`; None
     /// when the store has no such table.
-    fn table_bytes<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-            return Err(PyValueError::new_err(format!("table `{name}`: a table name is lower-case letters, digits and '_'")));
+    fn table_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(PyValueError::new_err(format!(
+                "table `{name}`: a table name is lower-case letters, digits and '_'"
+            )));
         }
         let bytes = py.detach(|| self.inner.table_bytes(name)).map_err(store_err)?;
         Ok(bytes.map(|b| PyBytes::new(py, &b)))
@@ -141,7 +195,13 @@ impl PyStore {
 
     /// HU of the box at `start_zyx` of `shape_zyx` voxels (voxels outside the scan read
     /// as the manifest's fill value), as an int16 array (z, y, x).
-    fn read_region<'py>(&self, py: Python<'py>, series_id: &str, start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Bound<'py, PyArray3<i16>>> {
+    fn read_region<'py>(
+        &self,
+        py: Python<'py>,
+        series_id: &str,
+        start_zyx: [i64; 3],
+        shape_zyx: [usize; 3],
+    ) -> PyResult<Bound<'py, PyArray3<i16>>> {
         let r = check_region(start_zyx, shape_zyx)?;
         let a = py.detach(|| self.inner.read_region(series_id, r)).map_err(store_err)?;
         Ok(a.into_pyarray(py))
@@ -149,25 +209,46 @@ impl PyStore {
 
     /// The whole scan, int16 (z, y, x).
     fn volume<'py>(&self, py: Python<'py>, series_id: &str) -> PyResult<Bound<'py, PyArray3<i16>>> {
-        let a = py.detach(|| self.inner.volume(series_id).and_then(|v| v.read_all())).map_err(store_err)?;
+        let a = py
+            .detach(|| self.inner.volume(series_id).and_then(|v| v.read_all()))
+            .map_err(store_err)?;
         Ok(a.into_pyarray(py))
     }
 
     /// A box of the scan's label volume `name`, uint8 (z, y, x); 0 outside the scan.
-    fn read_label_region<'py>(&self, py: Python<'py>, series_id: &str, name: &str, start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Bound<'py, PyArray3<u8>>> {
+    fn read_label_region<'py>(
+        &self,
+        py: Python<'py>,
+        series_id: &str,
+        name: &str,
+        start_zyx: [i64; 3],
+        shape_zyx: [usize; 3],
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
         let r = check_region(start_zyx, shape_zyx)?;
-        let a = py.detach(|| self.inner.read_label_region(series_id, name, r)).map_err(store_err)?;
+        let a =
+            py.detach(|| self.inner.read_label_region(series_id, name, r)).map_err(store_err)?;
         Ok(a.into_pyarray(py))
     }
 
     /// The scan's whole label volume `name`, uint8 (z, y, x).
-    fn label_volume<'py>(&self, py: Python<'py>, series_id: &str, name: &str) -> PyResult<Bound<'py, PyArray3<u8>>> {
-        let a = py.detach(|| self.inner.label(series_id, name).and_then(|v| v.read_all_as::<u8>())).map_err(store_err)?;
+    fn label_volume<'py>(
+        &self,
+        py: Python<'py>,
+        series_id: &str,
+        name: &str,
+    ) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let a = py
+            .detach(|| self.inner.label(series_id, name).and_then(|v| v.read_all_as::<u8>()))
+            .map_err(store_err)?;
         Ok(a.into_pyarray(py))
     }
 
     fn __repr__(&self) -> String {
-        format!("Store({:?}, {} scans)", self.inner.root().display().to_string(), self.inner.scans().len())
+        format!(
+            "Store({:?}, {} scans)",
+            self.inner.root().display().to_string(),
+            self.inner.scans().len()
+        )
     }
 }
 
@@ -175,18 +256,22 @@ impl PyStore {
 /// `ctstream::loader::Augment`'s fields.
 fn augment_from(v: &Bound<'_, PyAny>, patch_zyx: [usize; 3]) -> PyResult<Augment> {
     if let Ok(s) = v.extract::<String>() {
-        return Augment::parse(&s, patch_zyx).map_err(|e| PyValueError::new_err(format!("augment: {e}")));
+        return Augment::parse(&s, patch_zyx)
+            .map_err(|e| PyValueError::new_err(format!("augment: {e}")));
     }
     let d = v.cast::<PyDict>().map_err(|_| PyValueError::new_err("augment: give words (\"flip,rot90,hu,noise\", \"all\", \"none\") or a dict of flip_zyx, rot90, hu_shift, hu_scale, noise_sigma"))?;
     let mut a = Augment::default();
     for (k, val) in d.iter() {
-        let key: String = k.extract().map_err(|_| PyValueError::new_err("augment: keys are strings"))?;
+        let key: String =
+            k.extract().map_err(|_| PyValueError::new_err("augment: keys are strings"))?;
         let bad = |what: &str| PyValueError::new_err(format!("augment[{key:?}]: {what}"));
         match key.as_str() {
             "flip_zyx" => {
                 a.flip_zyx = match val.extract::<bool>() {
                     Ok(b) => [b; 3],
-                    Err(_) => val.extract::<[bool; 3]>().map_err(|_| bad("a bool or three bools (z, y, x)"))?,
+                    Err(_) => val
+                        .extract::<[bool; 3]>()
+                        .map_err(|_| bad("a bool or three bools (z, y, x)"))?,
                 }
             }
             "rot90" => a.rot90 = val.extract().map_err(|_| bad("a bool"))?,
@@ -295,13 +380,19 @@ impl PyLoader {
         c.series = series;
         let val_fraction = val_fraction.unwrap_or(0.2);
         if !(0.0..1.0).contains(&val_fraction) {
-            return Err(PyValueError::new_err(format!("val_fraction {val_fraction}: must lie in [0, 1)")));
+            return Err(PyValueError::new_err(format!(
+                "val_fraction {val_fraction}: must lie in [0, 1)"
+            )));
         }
         c.split = match split {
             None => None,
             Some("train") => Some(Split::Train { val_fraction }),
             Some("val") => Some(Split::Val { val_fraction }),
-            Some(other) => return Err(PyValueError::new_err(format!("split `{other}`: give \"train\", \"val\" or None"))),
+            Some(other) => {
+                return Err(PyValueError::new_err(format!(
+                    "split `{other}`: give \"train\", \"val\" or None"
+                )));
+            }
         };
         c.shard = match (rank, world) {
             (None, None) => None,
@@ -317,7 +408,8 @@ impl PyLoader {
 
     /// The configuration in use (every option, defaults filled in), as JSON text.
     fn config_json(&self) -> PyResult<String> {
-        serde_json::to_string(self.inner.config()).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+        serde_json::to_string(self.inner.config())
+            .map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
 
     /// Ids of the selected scans.
@@ -364,7 +456,14 @@ impl PyLoader {
 
     fn __repr__(&self) -> String {
         let c = self.inner.config();
-        format!("Loader({} scans, patch {:?}, batch_size {}, {} batches per epoch, seed {})", self.inner.series_ids().len(), c.patch_zyx, c.batch_size, self.inner.batches_per_epoch(), c.seed)
+        format!(
+            "Loader({} scans, patch {:?}, batch_size {}, {} batches per epoch, seed {})",
+            self.inner.series_ids().len(),
+            c.patch_zyx,
+            c.batch_size,
+            self.inner.batches_per_epoch(),
+            c.seed
+        )
     }
 }
 
@@ -380,9 +479,15 @@ struct PyEpoch {
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
 /// owning the Rust buffers), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
 /// `positive` (bool [B]), `nodule_id` (int64 [B], -1 for negatives), `epoch`, `index`.
-fn batch_dict<'py>(py: Python<'py>, b: Batch, addresses: &mut Option<(usize, usize)>) -> PyResult<Bound<'py, PyDict>> {
+fn batch_dict<'py>(
+    py: Python<'py>,
+    b: Batch,
+    addresses: &mut Option<(usize, usize)>,
+) -> PyResult<Bound<'py, PyDict>> {
     let [n, c, d, h, w] = b.shape;
-    let shape_err = |e: ndarray::ShapeError| LoaderError::new_err(format!("batch {} of epoch {}: {e}", b.index, b.epoch));
+    let shape_err = |e: ndarray::ShapeError| {
+        LoaderError::new_err(format!("batch {} of epoch {}: {e}", b.index, b.epoch))
+    };
     let image = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.images).map_err(shape_err)?;
     let mask = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.masks).map_err(shape_err)?;
     *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
@@ -393,12 +498,19 @@ fn batch_dict<'py>(py: Python<'py>, b: Batch, addresses: &mut Option<(usize, usi
     out.set_item("mask", mask)?;
     let ids: Vec<&str> = b.patches.iter().map(|p| p.series_id.as_str()).collect();
     out.set_item("series_id", ids)?;
-    let starts = ndarray::Array2::from_shape_fn((b.patches.len(), 3), |(i, a)| b.patches[i].start_zyx[a]);
+    let starts =
+        ndarray::Array2::from_shape_fn((b.patches.len(), 3), |(i, a)| b.patches[i].start_zyx[a]);
     let starts: Bound<'py, PyArray2<i64>> = starts.into_pyarray(py);
     out.set_item("start_zyx", starts)?;
-    let positive: Bound<'py, PyArray1<bool>> = b.patches.iter().map(|p| p.positive).collect::<Vec<bool>>().into_pyarray(py);
+    let positive: Bound<'py, PyArray1<bool>> =
+        b.patches.iter().map(|p| p.positive).collect::<Vec<bool>>().into_pyarray(py);
     out.set_item("positive", positive)?;
-    let nodule: Bound<'py, PyArray1<i64>> = b.patches.iter().map(|p| p.nodule_id.map_or(-1, i64::from)).collect::<Vec<i64>>().into_pyarray(py);
+    let nodule: Bound<'py, PyArray1<i64>> = b
+        .patches
+        .iter()
+        .map(|p| p.nodule_id.map_or(-1, i64::from))
+        .collect::<Vec<i64>>()
+        .into_pyarray(py);
     out.set_item("nodule_id", nodule)?;
     out.set_item("epoch", b.epoch)?;
     out.set_item("index", b.index)?;
@@ -474,7 +586,10 @@ struct Bars {
 
 impl ctstream::progress::Progress for Bars {
     fn start(&self, what: &str, total: Option<u64>) {
-        let style = indicatif::ProgressStyle::with_template("{prefix:24} [{bar:40}] {pos}/{len} ETA {eta} {msg}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        let style = indicatif::ProgressStyle::with_template(
+            "{prefix:24} [{bar:40}] {pos}/{len} ETA {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
         let bar = match total {
             Some(n) => indicatif::ProgressBar::new(n).with_style(style),
             None => indicatif::ProgressBar::new_spinner(),
@@ -567,7 +682,11 @@ fn ingest(
     for d in nnunet.unwrap_or_default() {
         cfg.add_nnunet(&d).map_err(|e| PyValueError::new_err(format!("nnunet: {}", text(&e))))?;
     }
-    cfg.dicom = DicomOptions { series: None, uneven: if resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse }, allow_missing_slices };
+    cfg.dicom = DicomOptions {
+        series: None,
+        uneven: if resample_uneven { UnevenPolicy::Resample } else { UnevenPolicy::Refuse },
+        allow_missing_slices,
+    };
     cfg.validate().map_err(ingest_err)?;
     let summary = py
         .detach(|| ctstream::ingest::ingest(&cfg, progress_for(progress).as_ref()))
@@ -579,10 +698,24 @@ fn ingest(
 /// (run once the shards of a sharded ingest are done); returns the summary as JSON text.
 #[pyfunction]
 #[pyo3(signature = (store, *, annotations=None, excluded=None, candidates=None, drop_csv=false))]
-fn index(py: Python<'_>, store: PathBuf, annotations: Option<PathBuf>, excluded: Option<PathBuf>, candidates: Option<PathBuf>, drop_csv: bool) -> PyResult<String> {
-    let location = Location::parse(&store.to_string_lossy()).map_err(|e| PyValueError::new_err(text(&e)))?;
+fn index(
+    py: Python<'_>,
+    store: PathBuf,
+    annotations: Option<PathBuf>,
+    excluded: Option<PathBuf>,
+    candidates: Option<PathBuf>,
+    drop_csv: bool,
+) -> PyResult<String> {
+    let location =
+        Location::parse(&store.to_string_lossy()).map_err(|e| PyValueError::new_err(text(&e)))?;
     let csv = py
-        .detach(|| ctstream::ingest::reindex::Annotations::read(annotations.as_deref(), excluded.as_deref(), candidates.as_deref()))
+        .detach(|| {
+            ctstream::ingest::reindex::Annotations::read(
+                annotations.as_deref(),
+                excluded.as_deref(),
+                candidates.as_deref(),
+            )
+        })
         .map_err(|e| IngestError::new_err(text(&e)))?;
     let summary = py.detach(|| ctstream::ingest::reindex::reindex(location, &csv, drop_csv)).map_err(|e| match e {
         LibIngestError::CsvForgotten { path, what, count, .. } => {
@@ -600,7 +733,17 @@ fn index(py: Python<'_>, store: PathBuf, annotations: Option<PathBuf>, excluded:
 #[pyfunction]
 #[pyo3(signature = (out, *, scans=4, seed=0, small=false, dicom=false, labels=false, nnunet=false, progress=true))]
 #[allow(clippy::too_many_arguments)]
-fn synth(py: Python<'_>, out: PathBuf, scans: usize, seed: u64, small: bool, dicom: bool, labels: bool, nnunet: bool, progress: bool) -> PyResult<(Vec<PathBuf>, PathBuf, PathBuf, usize)> {
+fn synth(
+    py: Python<'_>,
+    out: PathBuf,
+    scans: usize,
+    seed: u64,
+    small: bool,
+    dicom: bool,
+    labels: bool,
+    nnunet: bool,
+    progress: bool,
+) -> PyResult<(Vec<PathBuf>, PathBuf, PathBuf, usize)> {
     if scans == 0 {
         return Err(PyValueError::new_err("scans 0: must be at least 1"));
     }

@@ -40,12 +40,12 @@ use crate::annotations::AnnotationError;
 use crate::fsutil::write_bytes_atomic;
 use crate::hu::HuStats;
 use crate::io::{self, SeriesEntry, SeriesSource, dicom::DicomOptions};
+use crate::labels;
 use crate::progress::Progress;
 use crate::resample;
 use crate::store::format::{CodecSpec, Manifest, VERSION_MAJOR, VERSION_MINOR, valid_series_id};
-use crate::store::writer::{ChunkOptions, write_volume};
-use crate::labels;
 use crate::store::remote::Remote;
+use crate::store::writer::{ChunkOptions, write_volume};
 use crate::store::{self, INDEX, LabelRecord, MANIFEST, ScanRecord, StoreError, VOLUMES};
 
 /// The default chunk shape (z, y, x); see `format/CHUNKS.md` for the measurement.
@@ -128,17 +128,24 @@ impl IngestConfig {
     /// # Errors
     /// [`IngestError::Config`] for a URL the client cannot use, or a read-only (http) one.
     pub fn set_out(&mut self, out: &str, stage: Option<PathBuf>) -> Result<(), IngestError> {
-        match crate::store::Location::parse(out).map_err(|e| IngestError::Config(format!("--out {out}: {e}")))? {
+        match crate::store::Location::parse(out)
+            .map_err(|e| IngestError::Config(format!("--out {out}: {e}")))?
+        {
             crate::store::Location::Local(p) => {
                 if let Some(s) = stage {
-                    return Err(IngestError::Config(format!("--stage {}: only a store on object storage is staged; --out {out} is a folder", s.display())));
+                    return Err(IngestError::Config(format!(
+                        "--stage {}: only a store on object storage is staged; --out {out} is a folder",
+                        s.display()
+                    )));
                 }
                 self.out = p;
                 self.remote = None;
             }
             crate::store::Location::Remote(r) => {
                 if r.url().starts_with("http://") || r.url().starts_with("https://") {
-                    return Err(IngestError::Config(format!("--out {out}: an http(s) store is read-only; write to s3://, gs:// or az://")));
+                    return Err(IngestError::Config(format!(
+                        "--out {out}: an http(s) store is read-only; write to s3://, gs:// or az://"
+                    )));
                 }
                 self.out = stage.unwrap_or_else(|| upload::default_stage(r.url(), self.shard));
                 self.remote = Some(r);
@@ -163,7 +170,10 @@ impl IngestConfig {
     pub fn add_nnunet(&mut self, dir: &std::path::Path) -> Result<(), IngestError> {
         let (images, labels_dir, _) = labels::nnunet::layout(dir)?;
         self.inputs.push(images);
-        self.labels.push(labels::files::LabelSource { name: labels::nnunet::LABEL_NAME.to_string(), dir: labels_dir });
+        self.labels.push(labels::files::LabelSource {
+            name: labels::nnunet::LABEL_NAME.to_string(),
+            dir: labels_dir,
+        });
         Ok(())
     }
 
@@ -229,7 +239,9 @@ pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The store exists with other parameters.
-    #[error("{path}: the store was made with other parameters ({existing}); ingest with the same ones or into a new --out")]
+    #[error(
+        "{path}: the store was made with other parameters ({existing}); ingest with the same ones or into a new --out"
+    )]
     Mismatch {
         /// The store.
         path: PathBuf,
@@ -249,7 +261,9 @@ pub enum IngestError {
     },
     /// An index rebuild was not given a CSV whose rows the store's index holds
     /// ([`reindex::reindex`]): rebuilding without it would drop them.
-    #[error("{path}: its index lists {count} {what}; give {csv} again, as to ingest, or rebuild without them on purpose")]
+    #[error(
+        "{path}: its index lists {count} {what}; give {csv} again, as to ingest, or rebuild without them on purpose"
+    )]
     CsvForgotten {
         /// The store.
         path: PathBuf,
@@ -350,9 +364,22 @@ fn input_files(entry: &SeriesEntry) -> Vec<PathBuf> {
 }
 
 /// Fingerprint and total size of a series' input files.
-fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool, label_files: &[&labels::files::LabelFile]) -> (String, u64) {
+fn fingerprint(
+    entry: &SeriesEntry,
+    manifest: &Manifest,
+    lung_mask: bool,
+    label_files: &[&labels::files::LabelFile],
+) -> (String, u64) {
     let mut h = Sha256::new();
-    h.update(serde_json::to_vec(&(&manifest.spacing_xyz, &manifest.hu_clip, &manifest.chunk_shape_zyx, &manifest.codec)).unwrap_or_default());
+    h.update(
+        serde_json::to_vec(&(
+            &manifest.spacing_xyz,
+            &manifest.hu_clip,
+            &manifest.chunk_shape_zyx,
+            &manifest.codec,
+        ))
+        .unwrap_or_default(),
+    );
     // A scan stored without its lung mask is stored again when one is asked for (and the
     // other way round); fingerprints of stores made before lung masks stay as they were.
     if lung_mask {
@@ -364,7 +391,13 @@ fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool, label_
         h.update(format!("label {} {}", l.name, l.path.display()).as_bytes());
         if let Ok(m) = std::fs::metadata(&l.path) {
             h.update(m.len().to_le_bytes());
-            h.update(m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos()).to_le_bytes());
+            h.update(
+                m.modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos())
+                    .to_le_bytes(),
+            );
         }
     }
     let mut files = input_files(entry);
@@ -373,7 +406,15 @@ fn fingerprint(entry: &SeriesEntry, manifest: &Manifest, lung_mask: bool, label_
     for f in files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let (len, mtime) = std::fs::metadata(&f)
-            .map(|m| (m.len(), m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos())))
+            .map(|m| {
+                (
+                    m.len(),
+                    m.modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos()),
+                )
+            })
             .unwrap_or((0, 0));
         bytes += len;
         h.update(name.as_bytes());
@@ -393,13 +434,26 @@ fn source_path(entry: &SeriesEntry) -> String {
 
 /// Writes label volume `name` of scan `id` (on the scan's grid `g`) and returns its
 /// record entry.
-fn write_label(cfg: &IngestConfig, manifest: &Manifest, id: &str, name: &str, m: &ndarray::Array3<u8>, g: &crate::geometry::Geometry, source: &str, classes: &[(u8, &str)]) -> Result<LabelRecord, String> {
+fn write_label(
+    cfg: &IngestConfig,
+    manifest: &Manifest,
+    id: &str,
+    name: &str,
+    m: &ndarray::Array3<u8>,
+    g: &crate::geometry::Geometry,
+    source: &str,
+    classes: &[(u8, &str)],
+) -> Result<LabelRecord, String> {
     let rel = LabelRecord::file_for(id, name);
     let path = cfg.out.join(&rel);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: 0u8 };
+    let opts = ChunkOptions {
+        chunk_shape_zyx: manifest.chunk_shape_zyx,
+        level: manifest.codec.level,
+        fill_value: 0u8,
+    };
     let bytes_stored = write_volume(&path, m, g, &opts).map_err(|e| e.to_string())?;
     let mut components = labels::components::components(m, g);
     // The counts and the box follow from the components (every voxel is in one).
@@ -432,7 +486,8 @@ fn remove_unlisted_labels(root: &std::path::Path, rec: &ScanRecord) {
     let dir = root.join(store::LABELS).join(&rec.series_id);
     let Ok(rd) = std::fs::read_dir(&dir) else { return };
     for e in rd.flatten() {
-        let rel = format!("{}/{}/{}", store::LABELS, rec.series_id, e.file_name().to_string_lossy());
+        let rel =
+            format!("{}/{}/{}", store::LABELS, rec.series_id, e.file_name().to_string_lossy());
         if e.file_type().is_ok_and(|t| t.is_file()) && !rec.labels.iter().any(|l| l.file == rel) {
             let _ = std::fs::remove_file(e.path());
         }
@@ -441,24 +496,39 @@ fn remove_unlisted_labels(root: &std::path::Path, rec: &ScanRecord) {
 
 /// Reads, resamples and writes one scan (and its lung mask); returns its record and the
 /// seconds the lung mask took.
-fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: &str, label_files: &[&labels::files::LabelFile]) -> Result<(ScanRecord, f64), String> {
+fn store_scan(
+    entry: &SeriesEntry,
+    cfg: &IngestConfig,
+    manifest: &Manifest,
+    fp: &str,
+    label_files: &[&labels::files::LabelFile],
+) -> Result<(ScanRecord, f64), String> {
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
     let mut warnings = read.warnings;
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
     let (sz, sy, sx) = aligned.dim();
-    let grid = resample::resampled_shape([sz, sy, sx], ag.spacing_xyz, manifest.spacing_xyz).map_err(|e| e.to_string())?;
+    let grid = resample::resampled_shape([sz, sy, sx], ag.spacing_xyz, manifest.spacing_xyz)
+        .map_err(|e| e.to_string())?;
     let voxels: u64 = grid.iter().map(|&n| n as u64).product();
     if voxels > cfg.max_voxels {
-        return Err(format!("the resampled grid {grid:?} (z, y, x) would hold {voxels} voxels, more than the limit of {} set for this ingest", cfg.max_voxels));
+        return Err(format!(
+            "the resampled grid {grid:?} (z, y, x) would hold {voxels} voxels, more than the limit of {} set for this ingest",
+            cfg.max_voxels
+        ));
     }
-    let (hu, g) = resample::resample_linear(&aligned, &ag, manifest.spacing_xyz, manifest.hu_clip).map_err(|e| e.to_string())?;
+    let (hu, g) = resample::resample_linear(&aligned, &ag, manifest.spacing_xyz, manifest.hu_clip)
+        .map_err(|e| e.to_string())?;
     drop(aligned);
     let stats = HuStats::of(&hu).ok_or("the resampled volume is empty")?;
     let rel = format!("{VOLUMES}/{}.ctv", entry.id);
     let path = cfg.out.join(&rel);
-    let opts = ChunkOptions { chunk_shape_zyx: manifest.chunk_shape_zyx, level: manifest.codec.level, fill_value: manifest.fill_hu };
+    let opts = ChunkOptions {
+        chunk_shape_zyx: manifest.chunk_shape_zyx,
+        level: manifest.codec.level,
+        fill_value: manifest.fill_hu,
+    };
     let bytes_stored = write_volume(&path, &hu, &g, &opts).map_err(|e| e.to_string())?;
     let mut label_records = Vec::new();
     let mut lung_seconds = 0.0;
@@ -471,15 +541,41 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
                 labels::LUNGS
             ));
         }
-        let lung_classes = [(labels::lungs::RIGHT, "right_lung"), (labels::lungs::LEFT, "left_lung")];
-        label_records.push(write_label(cfg, manifest, &entry.id, labels::LUNGS, &m.lungs, &g, "computed", &lung_classes)?);
+        let lung_classes =
+            [(labels::lungs::RIGHT, "right_lung"), (labels::lungs::LEFT, "left_lung")];
+        label_records.push(write_label(
+            cfg,
+            manifest,
+            &entry.id,
+            labels::LUNGS,
+            &m.lungs,
+            &g,
+            "computed",
+            &lung_classes,
+        )?);
         lung_seconds = t.elapsed().as_secs_f64();
     }
     for l in label_files {
-        let (m, classes) = read_label_file(l, entry, orig_shape_zyx, &orig_geometry, &mut warnings)?;
-        let m = labels::nearest::resample_nearest(&m, &orig_geometry, [hu.shape()[0], hu.shape()[1], hu.shape()[2]], &g).map_err(|e| format!("{}: {e}", l.path.display()))?;
+        let (m, classes) =
+            read_label_file(l, entry, orig_shape_zyx, &orig_geometry, &mut warnings)?;
+        let m = labels::nearest::resample_nearest(
+            &m,
+            &orig_geometry,
+            [hu.shape()[0], hu.shape()[1], hu.shape()[2]],
+            &g,
+        )
+        .map_err(|e| format!("{}: {e}", l.path.display()))?;
         let classes: Vec<(u8, &str)> = classes.iter().map(|(v, n)| (*v, n.as_str())).collect();
-        label_records.push(write_label(cfg, manifest, &entry.id, &l.name, &m, &g, &l.path.display().to_string(), &classes)?);
+        label_records.push(write_label(
+            cfg,
+            manifest,
+            &entry.id,
+            &l.name,
+            &m,
+            &g,
+            &l.path.display().to_string(),
+            &classes,
+        )?);
     }
     // Records list their label volumes by name.
     label_records.sort_by(|a, b| a.name.cmp(&b.name));
@@ -516,17 +612,25 @@ fn store_scan(entry: &SeriesEntry, cfg: &IngestConfig, manifest: &Manifest, fp: 
 
 /// Reads a label file of a scan on the scan's grid as its files give it (`shape_zyx`, `g`),
 /// with its classes (segment labels, for DICOM SEG).
-fn read_label_file(l: &labels::files::LabelFile, entry: &SeriesEntry, shape_zyx: [usize; 3], g: &crate::geometry::Geometry, warnings: &mut Vec<String>) -> Result<(ndarray::Array3<u8>, Vec<(u8, String)>), String> {
+fn read_label_file(
+    l: &labels::files::LabelFile,
+    entry: &SeriesEntry,
+    shape_zyx: [usize; 3],
+    g: &crate::geometry::Geometry,
+    warnings: &mut Vec<String>,
+) -> Result<(ndarray::Array3<u8>, Vec<(u8, String)>), String> {
     use labels::files::{self as lf, LabelFileKind};
     let scan = PathBuf::from(source_path(entry));
     match l.kind {
         LabelFileKind::Map => {
             let (m, lg) = lf::read_map(&l.path).map_err(|e| e.to_string())?;
             let s = m.shape();
-            lf::check_grid(&l.path, [s[0], s[1], s[2]], &lg, &scan, shape_zyx, g).map_err(|e| e.to_string())?;
+            lf::check_grid(&l.path, [s[0], s[1], s[2]], &lg, &scan, shape_zyx, g)
+                .map_err(|e| e.to_string())?;
             match &l.classes {
                 Some((dataset, classes)) => {
-                    lf::check_classes(&l.path, &m, classes).map_err(|e| format!("{e} ({})", dataset.display()))?;
+                    lf::check_classes(&l.path, &m, classes)
+                        .map_err(|e| format!("{e} ({})", dataset.display()))?;
                     Ok((m, classes.clone()))
                 }
                 None => Ok((m, Vec::new())),
@@ -547,7 +651,10 @@ fn read_label_file(l: &labels::files::LabelFile, entry: &SeriesEntry, shape_zyx:
 fn mismatch(path: PathBuf, existing: &Manifest) -> IngestError {
     IngestError::Mismatch {
         path,
-        existing: format!("spacing {:?} mm, chunk {:?}, clip {:?}, zstd level {}", existing.spacing_xyz, existing.chunk_shape_zyx, existing.hu_clip, existing.codec.level),
+        existing: format!(
+            "spacing {:?} mm, chunk {:?}, clip {:?}, zstd level {}",
+            existing.spacing_xyz, existing.chunk_shape_zyx, existing.hu_clip, existing.codec.level
+        ),
     }
 }
 
@@ -561,11 +668,14 @@ fn prepare_store(cfg: &IngestConfig, manifest: &Manifest) -> Result<(), IngestEr
         }
     }
     for dir in [root.clone(), root.join(VOLUMES), root.join(INDEX)] {
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
     }
     if !root.join(MANIFEST).exists() {
-        let json = serde_json::to_vec_pretty(manifest).map_err(|e| IngestError::Config(e.to_string()))?;
-        write_bytes_atomic(&root.join(MANIFEST), &json).map_err(|source| StoreError::Io { path: root.join(MANIFEST), source })?;
+        let json =
+            serde_json::to_vec_pretty(manifest).map_err(|e| IngestError::Config(e.to_string()))?;
+        write_bytes_atomic(&root.join(MANIFEST), &json)
+            .map_err(|source| StoreError::Io { path: root.join(MANIFEST), source })?;
     }
     Ok(())
 }
@@ -577,13 +687,18 @@ fn remove_temporary_files(root: &std::path::Path) -> usize {
     let mut removed = 0;
     let mut dirs = vec![root.to_path_buf(), root.join(VOLUMES), root.join(INDEX)];
     if let Ok(rd) = std::fs::read_dir(root.join(store::LABELS)) {
-        dirs.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));
+        dirs.extend(
+            rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()),
+        );
     }
     for dir in dirs {
         let Ok(rd) = std::fs::read_dir(&dir) else { continue };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if crate::fsutil::is_temp_name(&name) && e.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(e.path()).is_ok() {
+            if crate::fsutil::is_temp_name(&name)
+                && e.file_type().is_ok_and(|t| t.is_file())
+                && std::fs::remove_file(e.path()).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -619,7 +734,9 @@ fn discover_all(inputs: &[PathBuf], progress: &dyn Progress) -> Found {
                     }
                 }
             }
-            Err(e) => found.failed.push(Failure { source: input.display().to_string(), reason: e.to_string() }),
+            Err(e) => found
+                .failed
+                .push(Failure { source: input.display().to_string(), reason: e.to_string() }),
         }
     }
     found
@@ -649,7 +766,10 @@ impl ReadThroughput {
 ///
 /// # Errors
 /// [`IngestError::Config`] when no worker thread can start.
-pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadThroughput, IngestError> {
+pub fn measure_read(
+    cfg: &IngestConfig,
+    progress: &dyn Progress,
+) -> Result<ReadThroughput, IngestError> {
     let t0 = Instant::now();
     let found = discover_all(&cfg.inputs, progress);
     let manifest = cfg.manifest();
@@ -660,21 +780,33 @@ pub fn measure_read(cfg: &IngestConfig, progress: &dyn Progress) -> Result<ReadT
     .into_iter()
     .map(|r| r.unwrap_or(0))
     .collect();
-    Ok(ReadThroughput { scans: sizes.iter().filter(|b| **b > 0).count(), bytes: sizes.iter().sum(), seconds: t0.elapsed().as_secs_f64() })
+    Ok(ReadThroughput {
+        scans: sizes.iter().filter(|b| **b > 0).count(),
+        bytes: sizes.iter().sum(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// The message of a caught panic.
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Runs `f` on every item with `jobs` named worker threads (`ctstream.ingest.{n}`), each
 /// taking the next item when it finishes one, so at most `jobs` items are in progress.
 /// Results come back in item order. A panic in `f` is caught at this per-item boundary
 /// and comes back as that item's `Err` (its message): one bad scan fails alone.
-fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Result<Vec<Result<R, String>>, IngestError> {
+fn on_workers<T: Sync, R: Send>(
+    jobs: usize,
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Result<Vec<Result<R, String>>, IngestError> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<(usize, Result<R, String>)>> = Mutex::new(Vec::with_capacity(items.len()));
+    let results: Mutex<Vec<(usize, Result<R, String>)>> =
+        Mutex::new(Vec::with_capacity(items.len()));
     let spawn_error = std::thread::scope(|s| {
         for w in 0..jobs.min(items.len()).max(1) {
             let (next, results, f) = (&next, &results, &f);
@@ -691,7 +823,10 @@ fn on_workers<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + 
                     }
                 }
             };
-            if let Err(e) = std::thread::Builder::new().name(format!("ctstream.ingest.{w}")).spawn_scoped(s, worker) {
+            if let Err(e) = std::thread::Builder::new()
+                .name(format!("ctstream.ingest.{w}"))
+                .spawn_scoped(s, worker)
+            {
                 // The workers already started finish the queue; only none at all is fatal.
                 if w == 0 {
                     return Some(e);
@@ -718,7 +853,11 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let t0 = Instant::now();
     cfg.validate()?;
     // Read the CSVs first: a bad row stops the run before any work.
-    let csv = reindex::Annotations::read(cfg.annotations.as_deref(), cfg.excluded.as_deref(), cfg.candidates.as_deref())?;
+    let csv = reindex::Annotations::read(
+        cfg.annotations.as_deref(),
+        cfg.excluded.as_deref(),
+        cfg.candidates.as_deref(),
+    )?;
 
     let manifest = cfg.manifest();
     let location = cfg.location();
@@ -764,10 +903,14 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let mut entries = found.entries;
     // Label files, paired with the scans found; those that pair with none are reported.
     let label_files = labels::files::LabelFiles::discover(&cfg.labels)?;
-    let ids: BTreeSet<&str> = entries.iter().map(|e| e.id.as_str()).chain(existing.keys().map(String::as_str)).collect();
+    let ids: BTreeSet<&str> =
+        entries.iter().map(|e| e.id.as_str()).chain(existing.keys().map(String::as_str)).collect();
     // A label file that cannot be paired fails alone (which scan it was for is unknown).
     for (path, why) in &label_files.unreadable {
-        summary.failed.push(Failure { source: path.display().to_string(), reason: format!("{why} (label file not used)") });
+        summary.failed.push(Failure {
+            source: path.display().to_string(),
+            reason: format!("{why} (label file not used)"),
+        });
     }
     for l in label_files.unpaired(&ids) {
         summary.warnings.push(Failure { source: l.path.display().to_string(), reason: format!("pairs with no scan (label volume {}; see `ctstream ingest --help` for how label files pair with scans)", l.name) });
@@ -802,16 +945,19 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
     progress.start_bytes("ingesting", total_bytes);
     let done = AtomicUsize::new(0);
-    let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes, mine)| {
-        let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>()).and_then(|(rec, lung_seconds)| match &cfg.remote {
-            Some(remote) => upload::publish(remote, &cfg.out, &rec).map(|sent| (rec, lung_seconds, sent)),
-            None => Ok((rec, lung_seconds, 0)),
-        });
-        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-        progress.advance(*bytes);
-        progress.set_message(&format!("{n}/{} scans", todo.len()));
-        r
-    })?;
+    let results =
+        on_workers(cfg.jobs, &todo, |(entry, fp, bytes, mine)| {
+            let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>())
+                .and_then(|(rec, lung_seconds)| match &cfg.remote {
+                    Some(remote) => upload::publish(remote, &cfg.out, &rec)
+                        .map(|sent| (rec, lung_seconds, sent)),
+                    None => Ok((rec, lung_seconds, 0)),
+                });
+            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+            progress.advance(*bytes);
+            progress.set_message(&format!("{n}/{} scans", todo.len()));
+            r
+        })?;
     progress.finish();
     for ((entry, _, bytes, _), r) in todo.iter().zip(results) {
         match r {
@@ -822,14 +968,18 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
                 summary.bytes_raw += rec.bytes_raw;
                 summary.bytes_uploaded += sent;
                 for w in &rec.warnings {
-                    summary.warnings.push(Failure { source: source_path(entry), reason: w.clone() });
+                    summary
+                        .warnings
+                        .push(Failure { source: source_path(entry), reason: w.clone() });
                 }
                 summary.stored.push(rec.series_id);
             }
             Ok(Err(reason)) => summary.failed.push(Failure { source: source_path(entry), reason }),
             Err(panic) => summary.failed.push(Failure {
                 source: source_path(entry),
-                reason: format!("internal error (a bug in ctstream; please report it with this file): {panic}"),
+                reason: format!(
+                    "internal error (a bug in ctstream; please report it with this file): {panic}"
+                ),
             }),
         }
     }
@@ -837,7 +987,11 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     // The index, last, from every completely stored scan: always written, whatever
     // failed above (a shard waits for the lock, which other shards take for theirs).
     let index = {
-        let _brief = if cfg.remote.is_none() && cfg.shard.is_some() { Some(store::lock::StoreLock::wait(&cfg.out, SHARD_LOCK_WAIT)?) } else { None };
+        let _brief = if cfg.remote.is_none() && cfg.shard.is_some() {
+            Some(store::lock::StoreLock::wait(&cfg.out, SHARD_LOCK_WAIT)?)
+        } else {
+            None
+        };
         reindex::write_index(&store::Store::open_location(location)?, &csv)?
     };
     summary.damaged = index.damaged;
@@ -864,7 +1018,8 @@ mod tests {
     #[test]
     fn a_panic_fails_only_its_own_item() {
         let items: Vec<u32> = (0..7).collect();
-        let r = on_workers(2, &items, |&i| if i == 3 { panic!("bad scan {i}") } else { i * 10 }).unwrap();
+        let r = on_workers(2, &items, |&i| if i == 3 { panic!("bad scan {i}") } else { i * 10 })
+            .unwrap();
         assert_eq!(r.len(), 7);
         for (i, v) in r.iter().enumerate() {
             match v {

@@ -31,7 +31,11 @@ impl Annotations {
     ///
     /// # Errors
     /// [`AnnotationError`] naming the file, the row and the field.
-    pub fn read(nodules: Option<&Path>, excluded: Option<&Path>, candidates: Option<&Path>) -> Result<Annotations, AnnotationError> {
+    pub fn read(
+        nodules: Option<&Path>,
+        excluded: Option<&Path>,
+        candidates: Option<&Path>,
+    ) -> Result<Annotations, AnnotationError> {
         Ok(Annotations {
             nodules: nodules.map_or(Ok(Vec::new()), annotations::read_annotations)?,
             excluded: excluded.map_or(Ok(Vec::new()), annotations::read_excluded)?,
@@ -82,7 +86,11 @@ pub struct IndexSummary {
 /// # Errors
 /// [`IngestError::Store`] for a folder that is not a store, a lock not released in time,
 /// or an index that cannot be written; [`IngestError::CsvForgotten`].
-pub fn reindex(location: Location, csv: &Annotations, drop_csv: bool) -> Result<IndexSummary, IngestError> {
+pub fn reindex(
+    location: Location,
+    csv: &Annotations,
+    drop_csv: bool,
+) -> Result<IndexSummary, IngestError> {
     let _lock = match &location {
         Location::Local(root) => {
             // A folder that is not a store is named as such, not made one by the lock.
@@ -95,10 +103,24 @@ pub fn reindex(location: Location, csv: &Annotations, drop_csv: bool) -> Result<
     if !drop_csv {
         let path = store.location().name();
         let forgotten = |what: &'static str, csv_name: &'static str, count: usize, given: bool| {
-            if count > 0 && !given { Err(IngestError::CsvForgotten { path: path.clone(), what, count, csv: csv_name }) } else { Ok(()) }
+            if count > 0 && !given {
+                Err(IngestError::CsvForgotten { path: path.clone(), what, count, csv: csv_name })
+            } else {
+                Ok(())
+            }
         };
-        forgotten("nodules", "annotations.csv (and annotations_excluded.csv)", store.nodules().map_or(0, |v| v.len()), csv.given_nodules)?;
-        forgotten("candidates", "candidates.csv", store.candidates().map_or(0, |v| v.len()), csv.given_candidates)?;
+        forgotten(
+            "nodules",
+            "annotations.csv (and annotations_excluded.csv)",
+            store.nodules().map_or(0, |v| v.len()),
+            csv.given_nodules,
+        )?;
+        forgotten(
+            "candidates",
+            "candidates.csv",
+            store.candidates().map_or(0, |v| v.len()),
+            csv.given_candidates,
+        )?;
     }
     write_index(&store, csv)
 }
@@ -114,20 +136,37 @@ pub fn reindex(location: Location, csv: &Annotations, drop_csv: bool) -> Result<
 pub fn write_index(store: &Store, csv: &Annotations) -> Result<IndexSummary, IngestError> {
     let location = store.location();
     let scans = store.scans();
-    let mut summary = IndexSummary { scans_in_store: scans.len(), damaged: store.damaged().to_vec(), ..Default::default() };
+    let mut summary = IndexSummary {
+        scans_in_store: scans.len(),
+        damaged: store.damaged().to_vec(),
+        ..Default::default()
+    };
     let (mut nodule_rows, missing_n) = index::nodule_rows(scans, &csv.nodules, &csv.excluded);
     // Whether each nodule lies in its scan's lung region: a damaged label volume is the
     // scan's problem (`ctstream verify` names it), not a reason to write no index.
     if let Err(e) = index::mark_in_lung_region(store, &mut nodule_rows) {
-        summary.warnings.push(Failure { source: location.name().display().to_string(), reason: format!("in_lung_region left out of nodules.parquet: {e}") });
+        summary.warnings.push(Failure {
+            source: location.name().display().to_string(),
+            reason: format!("in_lung_region left out of nodules.parquet: {e}"),
+        });
         nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
     }
     let (cand_rows, missing_c) = index::candidate_rows(scans, &csv.candidates);
-    let (t_scans, t_nodules, t_candidates) = (index::scans_batch(scans), index::nodules_batch(&nodule_rows), index::candidates_batch(&cand_rows));
+    let (t_scans, t_nodules, t_candidates) = (
+        index::scans_batch(scans),
+        index::nodules_batch(&nodule_rows),
+        index::candidates_batch(&cand_rows),
+    );
     let (t_labels, t_components) = (index::labels_batch(scans), index::components_batch(scans));
     index::write_index_at(
         location,
-        &[("scans.parquet", &t_scans), ("nodules.parquet", &t_nodules), ("candidates.parquet", &t_candidates), ("labels.parquet", &t_labels), ("components.parquet", &t_components)],
+        &[
+            ("scans.parquet", &t_scans),
+            ("nodules.parquet", &t_nodules),
+            ("candidates.parquet", &t_candidates),
+            ("labels.parquet", &t_labels),
+            ("components.parquet", &t_components),
+        ],
     )?;
     summary.nodules_indexed = nodule_rows.len();
     summary.nodules_outside = nodule_rows.iter().filter(|r| !r.inside).count();

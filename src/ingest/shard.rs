@@ -54,9 +54,14 @@ impl std::str::FromStr for Shard {
 
     /// `K/N` with `0 <= K < N <= 100000`.
     fn from_str(s: &str) -> Result<Shard, String> {
-        let bad = || format!("`{s}`: give K/N, the shard K (0-based) of N, with 0 <= K < N <= {MAX_SHARDS}");
+        let bad = || {
+            format!("`{s}`: give K/N, the shard K (0-based) of N, with 0 <= K < N <= {MAX_SHARDS}")
+        };
         let (k, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count) = (k.trim().parse::<u32>().map_err(|_| bad())?, n.trim().parse::<u32>().map_err(|_| bad())?);
+        let (index, count) = (
+            k.trim().parse::<u32>().map_err(|_| bad())?,
+            n.trim().parse::<u32>().map_err(|_| bad())?,
+        );
         if count == 0 || count > MAX_SHARDS || index >= count {
             return Err(bad());
         }

@@ -41,7 +41,10 @@ pub(super) fn prepare_stage(stage: &Path) -> Result<(), IngestError> {
     };
     let marker = stage.join(MARKER);
     if !marker.exists() {
-        let foreign = std::fs::read_dir(stage).map_err(io(stage))?.flatten().any(|e| e.file_name() != crate::store::lock::LOCK_FILE);
+        let foreign = std::fs::read_dir(stage)
+            .map_err(io(stage))?
+            .flatten()
+            .any(|e| e.file_name() != crate::store::lock::LOCK_FILE);
         if foreign || stage.join(MANIFEST).exists() {
             return Err(IngestError::Config(format!(
                 "--stage {}: not empty and not a staging folder of an earlier ingest; give an empty or new folder (it holds each scan until it is uploaded)",
@@ -75,7 +78,8 @@ pub(super) fn prepare(r: &Remote, manifest: &Manifest) -> Result<(), IngestError
         let existing = match r.get(MANIFEST, MAX_MANIFEST)? {
             Some(b) => b,
             None => {
-                let json = serde_json::to_vec_pretty(manifest).map_err(|e| IngestError::Config(e.to_string()))?;
+                let json = serde_json::to_vec_pretty(manifest)
+                    .map_err(|e| IngestError::Config(e.to_string()))?;
                 if r.put_new(MANIFEST, json.into())? {
                     return Ok(());
                 }
@@ -83,14 +87,21 @@ pub(super) fn prepare(r: &Remote, manifest: &Manifest) -> Result<(), IngestError
                 continue;
             }
         };
-        let text = std::str::from_utf8(&existing).map_err(|e| StoreError::NotAStore { path: r.name(MANIFEST), message: e.to_string() })?;
+        let text = std::str::from_utf8(&existing).map_err(|e| StoreError::NotAStore {
+            path: r.name(MANIFEST),
+            message: e.to_string(),
+        })?;
         let existing = crate::store::parse_manifest(r.name(MANIFEST), text)?;
         if !existing.same_parameters(manifest) {
             return Err(super::mismatch(PathBuf::from(r.url()), &existing));
         }
         return Ok(());
     }
-    Err(IngestError::Store(StoreError::Remote { object: r.name(MANIFEST).display().to_string(), range: None, message: "created by another writer and then gone; is something deleting the store?".into() }))
+    Err(IngestError::Store(StoreError::Remote {
+        object: r.name(MANIFEST).display().to_string(),
+        range: None,
+        message: "created by another writer and then gone; is something deleting the store?".into(),
+    }))
 }
 
 /// Publishes a scan written to `stage`: its volume files, then its record, then removes
@@ -102,11 +113,14 @@ pub(super) fn prepare(r: &Remote, manifest: &Manifest) -> Result<(), IngestError
 /// uploaded before its record is not part of the store).
 pub(super) fn publish(r: &Remote, stage: &Path, rec: &ScanRecord) -> Result<u64, String> {
     let record = format!("{VOLUMES}/{}.json", rec.series_id);
-    let files: Vec<&str> = std::iter::once(rec.volume_file.as_str()).chain(rec.labels.iter().map(|l| l.file.as_str())).collect();
+    let files: Vec<&str> = std::iter::once(rec.volume_file.as_str())
+        .chain(rec.labels.iter().map(|l| l.file.as_str()))
+        .collect();
     let mut sent = 0;
     for rel in files.iter().copied().chain([record.as_str()]) {
         let path = stage.join(rel);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{} (staged for upload): {e}", path.display()))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("{} (staged for upload): {e}", path.display()))?;
         sent += bytes.len() as u64;
         r.put(rel, bytes.into()).map_err(|e| e.to_string())?;
     }

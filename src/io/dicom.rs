@@ -134,7 +134,9 @@ pub enum DicomError {
         message: String,
     },
     /// Two slices of a series lie at the same position.
-    #[error("{path}: series {series}: {first} and {second} are both at {position_mm:.3} mm along the slice normal (duplicate slices)")]
+    #[error(
+        "{path}: series {series}: {first} and {second} are both at {position_mm:.3} mm along the slice normal (duplicate slices)"
+    )]
     DuplicatePosition {
         /// The folder.
         path: PathBuf,
@@ -195,7 +197,9 @@ pub enum DicomError {
         limit: u64,
     },
     /// Slice positions do not lie along the slice normal.
-    #[error("{path}: series {series}: slice positions drift {offset_mm:.3} mm sideways from the slice normal (gantry tilt or sheared series), which a 3D grid cannot hold")]
+    #[error(
+        "{path}: series {series}: slice positions drift {offset_mm:.3} mm sideways from the slice normal (gantry tilt or sheared series), which a 3D grid cannot hold"
+    )]
     Sheared {
         /// The folder.
         path: PathBuf,
@@ -230,7 +234,12 @@ pub struct Skipped {
 impl Skipped {
     /// Total files skipped.
     pub fn total(&self) -> usize {
-        self.not_dicom + self.not_image + self.localizer + self.other_geometry + self.multiframe + self.damaged
+        self.not_dicom
+            + self.not_image
+            + self.localizer
+            + self.other_geometry
+            + self.multiframe
+            + self.damaged
     }
 
     /// Adds another count to this one.
@@ -279,7 +288,8 @@ pub struct SliceSpacing {
 impl SliceSpacing {
     /// One line for errors and reports.
     pub fn describe(&self) -> String {
-        let mut s = format!("steps {:.4}..{:.4} mm, median {:.4} mm", self.min, self.max, self.median);
+        let mut s =
+            format!("steps {:.4}..{:.4} mm, median {:.4} mm", self.min, self.max, self.median);
         for (a, b, d) in &self.gaps {
             s += &format!("; gap of {d:.3} mm between {} and {}", a.display(), b.display());
         }
@@ -396,12 +406,22 @@ fn get_str(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
 }
 
 /// Decimal strings, split on `\`; errors name the field.
-fn get_f64s(obj: &DefaultDicomObject, path: &Path, tag: Tag, field: &'static str) -> Result<Option<Vec<f64>>> {
+fn get_f64s(
+    obj: &DefaultDicomObject,
+    path: &Path,
+    tag: Tag,
+    field: &'static str,
+) -> Result<Option<Vec<f64>>> {
     let Some(s) = get_str(obj, tag) else { return Ok(None) };
     if s.is_empty() {
         return Ok(None);
     }
-    let bad = |message: String| DicomError::BadField { path: path.to_path_buf(), field, tag: tag_str(tag), message };
+    let bad = |message: String| DicomError::BadField {
+        path: path.to_path_buf(),
+        field,
+        tag: tag_str(tag),
+        message,
+    };
     s.split('\\')
         .map(|p| {
             let p = p.trim_matches(|c: char| c == '\0' || c.is_whitespace());
@@ -432,7 +452,8 @@ enum Reject {
 
 /// SOP classes of single-frame cross-sectional images (CT, MR, PET Image Storage): a file of
 /// one of these without Rows, Columns and a position is damaged, not some other object.
-const CROSS_SECTIONAL: [&str; 3] = ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128"];
+const CROSS_SECTIONAL: [&str; 3] =
+    ["1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.128"];
 
 /// Whether a file that failed to parse was meant to be DICOM: `DICM` at byte 128, or a
 /// `.dcm` name. Such a file is damaged, not merely "not DICOM".
@@ -442,7 +463,8 @@ pub(crate) fn looks_like_dicom(path: &Path) -> bool {
         return true;
     }
     let mut head = [0u8; 132];
-    crate::fsutil::open_regular(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head[128..132] == b"DICM"
+    crate::fsutil::open_regular(path).and_then(|mut f| f.read_exact(&mut head)).is_ok()
+        && &head[128..132] == b"DICM"
 }
 
 /// Checks a DICOM file's element lengths before dicom-rs parses it (a length past the end
@@ -456,14 +478,20 @@ fn check_orientation(iop: &[f64; 6]) -> std::result::Result<(), String> {
     let (r, c) = ([iop[0], iop[1], iop[2]], [iop[3], iop[4], iop[5]]);
     let (nr, nc) = (dot(r, r).sqrt(), dot(c, c).sqrt());
     if (nr - 1.0).abs() > 1e-3 || (nc - 1.0).abs() > 1e-3 || dot(r, c).abs() > 1e-3 {
-        return Err(format!("ImageOrientationPatient {iop:?} is not two orthogonal unit vectors (lengths {nr:.4}, {nc:.4}, dot {:.4})", dot(r, c)));
+        return Err(format!(
+            "ImageOrientationPatient {iop:?} is not two orthogonal unit vectors (lengths {nr:.4}, {nc:.4}, dot {:.4})",
+            dot(r, c)
+        ));
     }
     Ok(())
 }
 
 /// Reads the header of one file (up to Pixel Data).
-fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader, String, String), Reject> {
-    let unreadable = |m: String| if looks_like_dicom(path) { Reject::Damaged(m) } else { Reject::NotDicom(m) };
+fn read_slice_header(
+    path: &Path,
+) -> std::result::Result<(GroupKey, SliceHeader, String, String), Reject> {
+    let unreadable =
+        |m: String| if looks_like_dicom(path) { Reject::Damaged(m) } else { Reject::NotDicom(m) };
     super::dicom_lengths::check_file(path).map_err(unreadable)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
@@ -474,22 +502,32 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     let sop_class = obj.meta().media_storage_sop_class_uid().trim_end_matches('\0').to_string();
     let not_image = || {
         if CROSS_SECTIONAL.contains(&sop_class.as_str()) {
-            Reject::Damaged(format!("an image of SOP class {sop_class} without Rows, Columns, ImagePositionPatient or ImageOrientationPatient (truncated or damaged)"))
+            Reject::Damaged(format!(
+                "an image of SOP class {sop_class} without Rows, Columns, ImagePositionPatient or ImageOrientationPatient (truncated or damaged)"
+            ))
         } else {
             Reject::NotImage
         }
     };
-    let (Some(rows), Some(columns)) = (get_u32(&obj, tags::ROWS), get_u32(&obj, tags::COLUMNS)) else {
+    let (Some(rows), Some(columns)) = (get_u32(&obj, tags::ROWS), get_u32(&obj, tags::COLUMNS))
+    else {
         return Err(not_image());
     };
-    if get_str(&obj, tags::IMAGE_TYPE).is_some_and(|t| t.to_ascii_uppercase().split('\\').any(|p| p.trim() == "LOCALIZER")) {
+    if get_str(&obj, tags::IMAGE_TYPE)
+        .is_some_and(|t| t.to_ascii_uppercase().split('\\').any(|p| p.trim() == "LOCALIZER"))
+    {
         return Err(Reject::Localizer);
     }
-    if get_u32(&obj, tags::NUMBER_OF_FRAMES).is_some_and(|n| n > 1) || get_u32(&obj, tags::SAMPLES_PER_PIXEL).is_some_and(|n| n != 1) {
+    if get_u32(&obj, tags::NUMBER_OF_FRAMES).is_some_and(|n| n > 1)
+        || get_u32(&obj, tags::SAMPLES_PER_PIXEL).is_some_and(|n| n != 1)
+    {
         return Err(Reject::Multiframe);
     }
     let f = |tag, field| get_f64s(&obj, path, tag, field).ok().flatten();
-    let (Some(ipp), Some(iop)) = (f(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"), f(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient")) else {
+    let (Some(ipp), Some(iop)) = (
+        f(tags::IMAGE_POSITION_PATIENT, "ImagePositionPatient"),
+        f(tags::IMAGE_ORIENTATION_PATIENT, "ImageOrientationPatient"),
+    ) else {
         return Err(not_image());
     };
     if ipp.len() != 3 || iop.len() != 6 {
@@ -508,7 +546,13 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
             size: (rows, columns),
         }
     } else {
-        GroupKey { series_uid, study: String::new(), frame_of_reference: String::new(), orientation: [0; 6], size: (0, 0) }
+        GroupKey {
+            series_uid,
+            study: String::new(),
+            frame_of_reference: String::new(),
+            orientation: [0; 6],
+            size: (0, 0),
+        }
     };
     // Values no slice can have make the file a damaged slice of its series: never a
     // silent default (PixelSpacing "0", "-1" or "abc" is not 1 mm).
@@ -520,8 +564,17 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
     // PixelSpacing is required in CT; where it is absent, 1 mm as ITK and pydicom assume.
     let ps = match get_f64s(&obj, path, tags::PIXEL_SPACING, "PixelSpacing") {
         Ok(None) => vec![1.0, 1.0],
-        Ok(Some(v)) if v.len() == 2 && v.iter().all(|s| (crate::geometry::MIN_SPACING_MM..=crate::geometry::MAX_SPACING_MM).contains(s)) => v,
-        Ok(Some(v)) => return Err(invalid(format!("PixelSpacing {v:?} is not two spacings in mm"))),
+        Ok(Some(v))
+            if v.len() == 2
+                && v.iter().all(|s| {
+                    (crate::geometry::MIN_SPACING_MM..=crate::geometry::MAX_SPACING_MM).contains(s)
+                }) =>
+        {
+            v
+        }
+        Ok(Some(v)) => {
+            return Err(invalid(format!("PixelSpacing {v:?} is not two spacings in mm")));
+        }
         Err(e) => return Err(invalid(e.to_string())),
     };
     let header = SliceHeader {
@@ -531,7 +584,8 @@ fn read_slice_header(path: &Path) -> std::result::Result<(GroupKey, SliceHeader,
         pixel_spacing_xy: [ps[1], ps[0]],
         rows,
         columns,
-        spacing_between_slices: f(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices").and_then(|v| v.first().copied()),
+        spacing_between_slices: f(tags::SPACING_BETWEEN_SLICES, "SpacingBetweenSlices")
+            .and_then(|v| v.first().copied()),
         transfer_syntax: obj.meta().transfer_syntax().trim_end_matches('\0').to_string(),
         instance: get_str(&obj, tags::INSTANCE_NUMBER).and_then(|v| v.parse::<i64>().ok()),
     };
@@ -554,7 +608,8 @@ struct GroupKey {
 }
 
 fn list_dir(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd = std::fs::read_dir(path).map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
+    let rd = std::fs::read_dir(path)
+        .map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
     for entry in rd {
         let entry = entry.map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
         let p = entry.path();
@@ -573,7 +628,8 @@ fn list_dir(path: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// # Errors
 /// [`DicomError::Io`] when the path does not exist or cannot be listed.
 pub fn list_files(path: &Path) -> Result<Vec<PathBuf>> {
-    let meta = std::fs::metadata(path).map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|source| DicomError::Io { path: path.to_path_buf(), source })?;
     let mut files = Vec::new();
     if meta.is_dir() {
         list_dir(path, &mut files)?;
@@ -611,11 +667,15 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
     for (f, r) in files.iter().zip(headers) {
         match r {
             Ok((key, h, modality, description)) => {
-                let g = groups.entry(key).or_insert_with(|| (Vec::new(), Skipped::default(), modality, description, Vec::new()));
+                let g = groups.entry(key).or_insert_with(|| {
+                    (Vec::new(), Skipped::default(), modality, description, Vec::new())
+                });
                 g.0.push(h);
             }
             Err(Reject::Invalid(key, m)) => {
-                let g = groups.entry(*key).or_insert_with(|| (Vec::new(), Skipped::default(), String::new(), String::new(), Vec::new()));
+                let g = groups.entry(*key).or_insert_with(|| {
+                    (Vec::new(), Skipped::default(), String::new(), String::new(), Vec::new())
+                });
                 g.1.damaged += 1;
                 g.4.push((f.clone(), m.clone()));
                 first_reject.get_or_insert((f.clone(), Some(m)));
@@ -641,14 +701,19 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
         }
     }
     if single_file && groups.values().all(|g| g.0.is_empty()) {
-        if let Some((f, m)) = damaged.first().cloned().or_else(|| groups.values().find_map(|g| g.4.first().cloned())) {
+        if let Some((f, m)) =
+            damaged.first().cloned().or_else(|| groups.values().find_map(|g| g.4.first().cloned()))
+        {
             return Err(DicomError::Damaged { path: f, message: m });
         }
         if let Some((f, Some(message))) = first_reject {
             return Err(DicomError::NotDicom { path: f, message });
         }
         if skipped.multiframe > 0 {
-            return Err(DicomError::Unsupported { path: path.to_path_buf(), what: "a multi-frame or multi-sample (colour) image".into() });
+            return Err(DicomError::Unsupported {
+                path: path.to_path_buf(),
+                what: "a multi-frame or multi-sample (colour) image".into(),
+            });
         }
     }
     let mut warnings = Vec::new();
@@ -662,7 +727,10 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
         }
         let derived_id = key.series_uid.is_empty();
         let id = if derived_id {
-            let ident = format!("{}|{}|{:?}|{:?}", key.study, key.frame_of_reference, key.orientation, key.size);
+            let ident = format!(
+                "{}|{}|{:?}|{:?}",
+                key.study, key.frame_of_reference, key.orientation, key.size
+            );
             let id = format!("derived-{:016x}", crate::seed::fnv1a(ident.as_bytes()));
             warnings.push(format!(
                 "{} files have no SeriesInstanceUID; grouped by study, frame of reference, orientation and size as series {id}",
@@ -684,9 +752,23 @@ pub fn scan_files(path: &Path, files: &[PathBuf], progress: &dyn Progress) -> Re
             sk.other_geometry += before - slices.len();
         }
         // Unreadable DICOM files in a folder of this series may be its slices.
-        let folders: std::collections::BTreeSet<&Path> = slices.iter().filter_map(|s| s.path.parent()).collect();
-        bad.extend(damaged.iter().filter(|(f, _)| f.parent().is_some_and(|p| folders.contains(p))).cloned());
-        series.push(SeriesFiles { id, derived_id, modality, description, slices, skipped: sk, damaged: bad });
+        let folders: std::collections::BTreeSet<&Path> =
+            slices.iter().filter_map(|s| s.path.parent()).collect();
+        bad.extend(
+            damaged
+                .iter()
+                .filter(|(f, _)| f.parent().is_some_and(|p| folders.contains(p)))
+                .cloned(),
+        );
+        series.push(SeriesFiles {
+            id,
+            derived_id,
+            modality,
+            description,
+            slices,
+            skipped: sk,
+            damaged: bad,
+        });
     }
     if series.is_empty() {
         return Err(DicomError::NoImages { path: path.to_path_buf(), skipped });
@@ -703,32 +785,59 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
         Some(ts) if ts.can_decode_all() => {}
         other => {
             let name = other.map(|t| t.name().to_string()).unwrap_or_else(|| "unknown".into());
-            let hint = if h.transfer_syntax.starts_with("1.2.840.10008.1.2.4.8") && !cfg!(feature = "jpegls") {
+            let hint = if h.transfer_syntax.starts_with("1.2.840.10008.1.2.4.8")
+                && !cfg!(feature = "jpegls")
+            {
                 "; JPEG-LS needs ctstream built with --features jpegls".to_string()
             } else {
                 String::new()
             };
-            return Err(DicomError::UnsupportedTransferSyntax { path: path.clone(), uid: h.transfer_syntax.clone(), name, hint });
+            return Err(DicomError::UnsupportedTransferSyntax {
+                path: path.clone(),
+                uid: h.transfer_syntax.clone(),
+                name,
+                hint,
+            });
         }
     }
-    super::dicom_lengths::check_file(path).map_err(|message| DicomError::NotDicom { path: path.clone(), message })?;
-    let obj = OpenFileOptions::new().open_file(path).map_err(|e| DicomError::NotDicom { path: path.clone(), message: e.to_string() })?;
+    super::dicom_lengths::check_file(path)
+        .map_err(|message| DicomError::NotDicom { path: path.clone(), message })?;
+    let obj = OpenFileOptions::new()
+        .open_file(path)
+        .map_err(|e| DicomError::NotDicom { path: path.clone(), message: e.to_string() })?;
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(DicomError::NoPixelData { path: path.clone() });
     }
-    if obj.element_opt(tags::MODALITY_LUT_SEQUENCE).ok().flatten().is_some() && obj.element_opt(tags::RESCALE_SLOPE).ok().flatten().is_none() {
-        return Err(DicomError::Unsupported { path: path.clone(), what: "a Modality LUT Sequence (0028,3000) instead of RescaleSlope/Intercept".into() });
+    if obj.element_opt(tags::MODALITY_LUT_SEQUENCE).ok().flatten().is_some()
+        && obj.element_opt(tags::RESCALE_SLOPE).ok().flatten().is_none()
+    {
+        return Err(DicomError::Unsupported {
+            path: path.clone(),
+            what: "a Modality LUT Sequence (0028,3000) instead of RescaleSlope/Intercept".into(),
+        });
     }
-    let num = |tag, field| -> Result<Option<f64>> { Ok(get_f64s(&obj, path, tag, field)?.and_then(|v| v.first().copied())) };
+    let num = |tag, field| -> Result<Option<f64>> {
+        Ok(get_f64s(&obj, path, tag, field)?.and_then(|v| v.first().copied()))
+    };
     let slope = num(tags::RESCALE_SLOPE, "RescaleSlope")?.unwrap_or(1.0);
     if slope == 0.0 {
-        return Err(DicomError::BadField { path: path.clone(), field: "RescaleSlope", tag: tag_str(tags::RESCALE_SLOPE), message: "0 maps every voxel to the intercept".into() });
+        return Err(DicomError::BadField {
+            path: path.clone(),
+            field: "RescaleSlope",
+            tag: tag_str(tags::RESCALE_SLOPE),
+            message: "0 maps every voxel to the intercept".into(),
+        });
     }
     let intercept = num(tags::RESCALE_INTERCEPT, "RescaleIntercept")?.unwrap_or(0.0);
-    let px = obj.decode_pixel_data().map_err(|e| DicomError::Decode { path: path.clone(), message: e.to_string() })?;
+    let px = obj
+        .decode_pixel_data()
+        .map_err(|e| DicomError::Decode { path: path.clone(), message: e.to_string() })?;
     let (rows, cols) = (px.rows() as usize, px.columns() as usize);
     if rows != h.rows as usize || cols != h.columns as usize {
-        return Err(DicomError::Decode { path: path.clone(), message: format!("decoded {rows}x{cols}, header says {}x{}", h.rows, h.columns) });
+        return Err(DicomError::Decode {
+            path: path.clone(),
+            message: format!("decoded {rows}x{cols}, header says {}x{}", h.rows, h.columns),
+        });
     }
     let (ba, bs, hb) = (px.bits_allocated(), px.bits_stored(), px.high_bit());
     let signed = matches!(px.pixel_representation(), dicom_pixeldata::PixelRepresentation::Signed);
@@ -737,7 +846,9 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
             path: path.clone(),
             field: "BitsStored",
             tag: tag_str(tags::BITS_STORED),
-            message: format!("BitsAllocated {ba}, BitsStored {bs}, HighBit {hb}: ctstream reads HighBit = BitsStored - 1 <= BitsAllocated - 1"),
+            message: format!(
+                "BitsAllocated {ba}, BitsStored {bs}, HighBit {hb}: ctstream reads HighBit = BitsStored - 1 <= BitsAllocated - 1"
+            ),
         });
     }
     let n = rows * cols;
@@ -746,17 +857,32 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
         8 => 1,
         16 => 2,
         32 => 4,
-        _ => return Err(DicomError::Unsupported { path: path.clone(), what: format!("BitsAllocated {ba}") }),
+        _ => {
+            return Err(DicomError::Unsupported {
+                path: path.clone(),
+                what: format!("BitsAllocated {ba}"),
+            });
+        }
     };
     if data.len() < n * bytes_per {
-        return Err(DicomError::Decode { path: path.clone(), message: format!("pixel data holds {} bytes, {rows}x{cols} at {ba} bits needs {}", data.len(), n * bytes_per) });
+        return Err(DicomError::Decode {
+            path: path.clone(),
+            message: format!(
+                "pixel data holds {} bytes, {rows}x{cols} at {ba} bits needs {}",
+                data.len(),
+                n * bytes_per
+            ),
+        });
     }
     let mask: u64 = if bs >= 64 { u64::MAX } else { (1u64 << bs) - 1 };
     let stored = |i: usize| -> i64 {
         let raw: u64 = match bytes_per {
             1 => data[i] as u64,
             2 => u16::from_le_bytes([data[2 * i], data[2 * i + 1]]) as u64,
-            _ => u32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]]) as u64,
+            _ => {
+                u32::from_le_bytes([data[4 * i], data[4 * i + 1], data[4 * i + 2], data[4 * i + 3]])
+                    as u64
+            }
         } & mask;
         if signed && raw >> (bs - 1) & 1 == 1 { raw as i64 - (1i64 << bs) } else { raw as i64 }
     };
@@ -788,22 +914,37 @@ fn decode_slice(h: &SliceHeader) -> Result<(Vec<i16>, u64)> {
 /// Any [`DicomError`]: duplicate positions, uneven spacing under
 /// [`UnevenPolicy::Refuse`], sheared stacks, undecodable files (naming the file and the
 /// transfer syntax), files without pixel data.
-pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, progress: &dyn Progress) -> Result<DicomVolume> {
+pub fn read_series(
+    folder: &Path,
+    series: &SeriesFiles,
+    opts: &DicomOptions,
+    progress: &dyn Progress,
+) -> Result<DicomVolume> {
     if series.slices.is_empty() {
         return Err(DicomError::NoImages { path: folder.to_path_buf(), skipped: series.skipped });
     }
     let mut warnings = Vec::new();
     if !series.damaged.is_empty() {
         if !opts.allow_missing_slices {
-            return Err(DicomError::DamagedSlices { path: folder.to_path_buf(), series: series.id.clone(), files: series.damaged.clone() });
+            return Err(DicomError::DamagedSlices {
+                path: folder.to_path_buf(),
+                series: series.id.clone(),
+                files: series.damaged.clone(),
+            });
         }
-        let list: Vec<String> = series.damaged.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect();
-        warnings.push(format!("stored without {} damaged file(s) that may be its slices (--allow-missing-slices): {}", list.len(), list.join("; ")));
+        let list: Vec<String> =
+            series.damaged.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect();
+        warnings.push(format!(
+            "stored without {} damaged file(s) that may be its slices (--allow-missing-slices): {}",
+            list.len(),
+            list.join("; ")
+        ));
     }
     let o = series.slices[0].orientation;
     let (row, col) = ([o[0], o[1], o[2]], [o[3], o[4], o[5]]);
     let normal = cross(row, col);
-    let mut slices: Vec<(f64, &SliceHeader)> = series.slices.iter().map(|s| (dot(s.position_xyz, normal), s)).collect();
+    let mut slices: Vec<(f64, &SliceHeader)> =
+        series.slices.iter().map(|s| (dot(s.position_xyz, normal), s)).collect();
     slices.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.path.cmp(&b.1.path)));
     let n = slices.len();
     let first = slices[0].1;
@@ -828,7 +969,8 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
         let mut sorted = steps.clone();
         sorted.sort_by(f64::total_cmp);
         let m = sorted.len();
-        let median = if m % 2 == 1 { sorted[m / 2] } else { 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]) };
+        let median =
+            if m % 2 == 1 { sorted[m / 2] } else { 0.5 * (sorted[m / 2 - 1] + sorted[m / 2]) };
         let gaps = steps
             .iter()
             .enumerate()
@@ -841,12 +983,20 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
         let shear = slices
             .iter()
             .map(|(t, s)| {
-                let d: Vec<f64> = (0..3).map(|a| s.position_xyz[a] - first.position_xyz[a] - (t - slices[0].0) * normal[a]).collect();
+                let d: Vec<f64> = (0..3)
+                    .map(|a| {
+                        s.position_xyz[a] - first.position_xyz[a] - (t - slices[0].0) * normal[a]
+                    })
+                    .collect();
                 (d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt()
             })
             .fold(0.0, f64::max);
         if shear > 0.05 * min_ps.max(0.1) {
-            return Err(DicomError::Sheared { path: folder.to_path_buf(), series: series.id.clone(), offset_mm: shear });
+            return Err(DicomError::Sheared {
+                path: folder.to_path_buf(),
+                series: series.id.clone(),
+                offset_mm: shear,
+            });
         }
         // A step that is a whole multiple (2x, 3x, ...) of the median is where slices are
         // missing: damage, refused unless the user accepts it by name. Only unevenness
@@ -878,30 +1028,48 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
             .collect();
         if !missing.is_empty() {
             if !opts.allow_missing_slices {
-                return Err(DicomError::MissingSlices { path: folder.to_path_buf(), series: series.id.clone(), gaps: missing });
+                return Err(DicomError::MissingSlices {
+                    path: folder.to_path_buf(),
+                    series: series.id.clone(),
+                    gaps: missing,
+                });
             }
             warnings.push(format!("slices missing, resampled over the gap onto a uniform grid (--allow-missing-slices): {}", missing.join("; ")));
         }
-        let uneven_otherwise = steps.iter().any(|&d| !is_gap(d) && (d - median).abs() > 0.01 * median + 1e-3);
+        let uneven_otherwise =
+            steps.iter().any(|&d| !is_gap(d) && (d - median).abs() > 0.01 * median + 1e-3);
         if uneven {
             if uneven_otherwise && opts.uneven == UnevenPolicy::Refuse {
-                return Err(DicomError::UnevenSpacing { path: folder.to_path_buf(), series: series.id.clone(), spacing: info });
+                return Err(DicomError::UnevenSpacing {
+                    path: folder.to_path_buf(),
+                    series: series.id.clone(),
+                    spacing: info,
+                });
             }
             if uneven_otherwise {
-                warnings.push(format!("uneven slice spacing ({}); resampled to {:.4} mm", info.describe(), median));
+                warnings.push(format!(
+                    "uneven slice spacing ({}); resampled to {:.4} mm",
+                    info.describe(),
+                    median
+                ));
             }
             z_spacing = median;
         } else {
             // ITK's rule: distance from the first to the last position over n - 1.
             let last = slices[n - 1].1.position_xyz;
-            let d: f64 = (0..3).map(|a| (last[a] - first.position_xyz[a]).powi(2)).sum::<f64>().sqrt();
+            let d: f64 =
+                (0..3).map(|a| (last[a] - first.position_xyz[a]).powi(2)).sum::<f64>().sqrt();
             z_spacing = d / (n - 1) as f64;
         }
         spacing_info = Some(info);
     }
 
     // Refuse sizes no CT has before allocating anything.
-    let nz_out = if uneven { ((slices[n - 1].0 - slices[0].0) / z_spacing).round() as u64 + 1 } else { n as u64 };
+    let nz_out = if uneven {
+        ((slices[n - 1].0 - slices[0].0) / z_spacing).round() as u64 + 1
+    } else {
+        n as u64
+    };
     let voxels = nz_out.saturating_mul(first.rows as u64 * first.columns as u64);
     if voxels > crate::io::metaimage::MAX_VOXELS {
         return Err(DicomError::TooLarge {
@@ -955,7 +1123,8 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
     } else {
         (Array3::from_shape_vec((n, rows, cols), planes.concat()), false)
     };
-    let hu = hu.map_err(|e| DicomError::Decode { path: folder.to_path_buf(), message: e.to_string() })?;
+    let hu =
+        hu.map_err(|e| DicomError::Decode { path: folder.to_path_buf(), message: e.to_string() })?;
 
     let normal_len = dot(normal, normal).sqrt();
     let nrm = normal.map(|v| v / normal_len);
@@ -968,7 +1137,13 @@ pub fn read_series(folder: &Path, series: &SeriesFiles, opts: &DicomOptions, pro
         warnings.push(format!("series has no SeriesInstanceUID; its id {} is derived from study, frame of reference, orientation and size", series.id));
     }
     Ok(DicomVolume {
-        volume: Volume { series_id: series.id.clone(), hu, geometry, format: SourceFormat::Dicom, clamped },
+        volume: Volume {
+            series_id: series.id.clone(),
+            hu,
+            geometry,
+            format: SourceFormat::Dicom,
+            clamped,
+        },
         slices: n,
         spacing: spacing_info,
         resampled,

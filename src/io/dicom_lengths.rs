@@ -22,7 +22,30 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 /// Explicit VRs whose length field is 4 bytes (after 2 reserved bytes): all but the
 /// short ones. An unknown VR counts as long, as dicom-rs reads it (as UN).
 fn long_vr(vr: &[u8]) -> bool {
-    !matches!(vr, b"AE" | b"AS" | b"AT" | b"CS" | b"DA" | b"DS" | b"DT" | b"FL" | b"FD" | b"IS" | b"LO" | b"LT" | b"PN" | b"SH" | b"SL" | b"SS" | b"ST" | b"TM" | b"UI" | b"UL" | b"US")
+    !matches!(
+        vr,
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
+    )
 }
 
 /// The bytes dicom-rs 0.10.1 actually reads for a value of `vr` and `length`: binary
@@ -75,9 +98,12 @@ pub fn check(b: &[u8]) -> Result<(), String> {
             let cap = (b.len() as u64).saturating_mul(64);
             let mut inflated = Vec::new();
             let mut d = flate2::read::DeflateDecoder::new(&b[start..]).take(cap + 1);
-            d.read_to_end(&mut inflated).map_err(|e| format!("deflated data set does not inflate: {e}"))?;
+            d.read_to_end(&mut inflated)
+                .map_err(|e| format!("deflated data set does not inflate: {e}"))?;
             if inflated.len() as u64 > cap {
-                return Err(format!("deflated data set expands to more than {cap} bytes (64 times the file)"));
+                return Err(format!(
+                    "deflated data set expands to more than {cap} bytes (64 times the file)"
+                ));
             }
             walk(&inflated, 0, false, Encoding::ExplicitLe).map(drop)
         }
@@ -86,14 +112,25 @@ pub fn check(b: &[u8]) -> Result<(), String> {
 
 /// Walks element headers from `pos` (in the meta group if `meta`), checking lengths.
 /// Returns where a deflated data set starts, if the meta group says it is deflated.
-fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<Option<usize>, String> {
+fn walk(
+    b: &[u8],
+    mut pos: usize,
+    meta: bool,
+    mut encoding: Encoding,
+) -> Result<Option<usize>, String> {
     let mut in_meta = meta;
     let mut deflated = false;
     // Inside encapsulated Pixel Data: items are fragments of compressed pixels, skipped.
     let mut fragments = false;
     while pos + 8 <= b.len() {
         let big = !in_meta && encoding == Encoding::ExplicitBe;
-        let u16_at = |p: usize| if big { u16::from_be_bytes([b[p], b[p + 1]]) } else { u16::from_le_bytes([b[p], b[p + 1]]) };
+        let u16_at = |p: usize| {
+            if big {
+                u16::from_be_bytes([b[p], b[p + 1]])
+            } else {
+                u16::from_le_bytes([b[p], b[p + 1]])
+            }
+        };
         let u32_at = |p: usize| {
             let v = [b[p], b[p + 1], b[p + 2], b[p + 3]];
             if big { u32::from_be_bytes(v) } else { u32::from_le_bytes(v) }
@@ -115,7 +152,11 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
             let length = u32_at(pos + 4);
             pos += 8;
             if length != UNDEFINED && length as usize > b.len() - pos {
-                return Err(format!("item at byte {} claims {length} bytes, {} remain in the file", pos - 8, b.len() - pos));
+                return Err(format!(
+                    "item at byte {} claims {length} bytes, {} remain in the file",
+                    pos - 8,
+                    b.len() - pos
+                ));
             }
             if fragments {
                 if element == 0xE0DD {
@@ -151,7 +192,10 @@ fn walk(b: &[u8], mut pos: usize, meta: bool, mut encoding: Encoding) -> Result<
         }
         let remaining = b.len() - pos;
         if length as usize > remaining {
-            return Err(format!("element ({group:04X},{element:04X}) at byte {} claims {length} bytes, {remaining} remain in the file", pos - header));
+            return Err(format!(
+                "element ({group:04X},{element:04X}) at byte {} claims {length} bytes, {remaining} remain in the file",
+                pos - header
+            ));
         }
         if tag == Tag(0x0002, 0x0010) {
             let uid = String::from_utf8_lossy(&b[pos..pos + length as usize]);
@@ -235,7 +279,9 @@ mod tests {
         // Encapsulated pixel data: fragments are skipped, not read as elements.
         let mut enc = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
         enc.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
-        enc.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 8, 0, 0, 0, 0x10, 0x00, 0x10, 0x00, b'O', b'B', 0, 0]);
+        enc.extend_from_slice(&[
+            0xFE, 0xFF, 0x00, 0xE0, 8, 0, 0, 0, 0x10, 0x00, 0x10, 0x00, b'O', b'B', 0, 0,
+        ]);
         enc.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
         assert_eq!(check(&file(EXPLICIT, &enc)), Ok(()));
         // An SL of length 2 (the fifth finding): dicom-rs reads 2 / 4 = 0 values, so its

@@ -143,9 +143,20 @@ pub fn met_name(t: Scalar) -> &'static str {
 
 /// The scalar type of a `MET_*` name.
 pub fn met_type(name: &str) -> Option<Scalar> {
-    [Scalar::U8, Scalar::I8, Scalar::U16, Scalar::I16, Scalar::U32, Scalar::I32, Scalar::U64, Scalar::I64, Scalar::F32, Scalar::F64]
-        .into_iter()
-        .find(|&t| met_name(t) == name)
+    [
+        Scalar::U8,
+        Scalar::I8,
+        Scalar::U16,
+        Scalar::I16,
+        Scalar::U32,
+        Scalar::I32,
+        Scalar::U64,
+        Scalar::I64,
+        Scalar::F32,
+        Scalar::F64,
+    ]
+    .into_iter()
+    .find(|&t| met_name(t) == name)
 }
 
 /// Where the voxel bytes are.
@@ -254,29 +265,30 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         if bytes.len() >= MAX_HEADER_BYTES {
             return Err(syntax(line_no, "no `ElementDataFile` within the first 1 MiB".into()));
         }
-        return Err(MetaImageError::MissingKey { path: path.to_path_buf(), key: "ElementDataFile" });
+        return Err(MetaImageError::MissingKey {
+            path: path.to_path_buf(),
+            key: "ElementDataFile",
+        });
     };
 
     let find = |names: &[&str]| {
         fields.iter().find(|(_, k, _)| names.iter().any(|n| k.eq_ignore_ascii_case(n)))
     };
-    let bad = |(line, key, value): &(usize, String, String), message: String| {
-        MetaImageError::BadValue {
+    let bad =
+        |(line, key, value): &(usize, String, String), message: String| MetaImageError::BadValue {
             path: path.to_path_buf(),
             line: *line,
             key: key.clone(),
             value: value.clone(),
             message,
-        }
-    };
-    let unsupported = |(_, key, value): &(usize, String, String), why: &str| {
-        MetaImageError::Unsupported {
+        };
+    let unsupported =
+        |(_, key, value): &(usize, String, String), why: &str| MetaImageError::Unsupported {
             path: path.to_path_buf(),
             key: key.clone(),
             value: value.clone(),
             why: why.to_string(),
-        }
-    };
+        };
     let numbers = |field: &(usize, String, String), n: usize| -> Result<Vec<f64>> {
         let v: std::result::Result<Vec<f64>, _> =
             field.2.split_whitespace().map(str::parse::<f64>).collect();
@@ -295,9 +307,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             return Err(unsupported(f, "only ObjectType = Image holds a volume"));
         }
     }
-    let ndims_field =
-        find(&["NDims"]).ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "NDims" })?;
-    let ndims: usize = ndims_field.2.parse().map_err(|_| bad(ndims_field, "not an integer".into()))?;
+    let ndims_field = find(&["NDims"])
+        .ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "NDims" })?;
+    let ndims: usize =
+        ndims_field.2.parse().map_err(|_| bad(ndims_field, "not an integer".into()))?;
     if ndims != 2 && ndims != 3 {
         return Err(unsupported(ndims_field, "ctstream reads 2D and 3D images"));
     }
@@ -313,8 +326,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             None => return Err(bad(f, "expected True or False".into())),
         }
     }
-    let dims_field =
-        find(&["DimSize"]).ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "DimSize" })?;
+    let dims_field = find(&["DimSize"])
+        .ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "DimSize" })?;
     let dims: std::result::Result<Vec<u64>, _> =
         dims_field.2.split_whitespace().map(str::parse::<u64>).collect();
     let dims = dims.map_err(|_| bad(dims_field, "not a list of non-negative integers".into()))?;
@@ -345,7 +358,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     if let Some(f) = find(&["Offset", "Origin", "Position"]) {
         origin = numbers(f, ndims)?;
     }
-    let mut matrix: Vec<f64> = (0..ndims * ndims).map(|i| if i % (ndims + 1) == 0 { 1.0 } else { 0.0 }).collect();
+    let mut matrix: Vec<f64> =
+        (0..ndims * ndims).map(|i| if i % (ndims + 1) == 0 { 1.0 } else { 0.0 }).collect();
     if let Some(f) = find(&["TransformMatrix", "Orientation", "Rotation"]) {
         matrix = numbers(f, ndims * ndims)?;
     }
@@ -363,7 +377,8 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     }
     let mut compressed_size = None;
     if let Some(f) = find(&["CompressedDataSize"]) {
-        compressed_size = Some(f.2.parse::<u64>().map_err(|_| bad(f, "not a non-negative integer".into()))?);
+        compressed_size =
+            Some(f.2.parse::<u64>().map_err(|_| bad(f, "not a non-negative integer".into()))?);
     }
     let mut header_size = 0i64;
     if let Some(f) = find(&["HeaderSize"]) {
@@ -372,17 +387,21 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
             return Err(bad(f, "must be -1 or a byte count".into()));
         }
     }
-    let data_field = find(&["ElementDataFile"]).ok_or(MetaImageError::MissingKey {
-        path: path.to_path_buf(),
-        key: "ElementDataFile",
-    })?;
+    let data_field = find(&["ElementDataFile"])
+        .ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "ElementDataFile" })?;
     let data_file = match data_field.2.as_str() {
         v if v.eq_ignore_ascii_case("LOCAL") => DataFile::Local { offset: data_offset },
         v if v.eq_ignore_ascii_case("LIST") || v.starts_with("LIST ") => {
-            return Err(unsupported(data_field, "one file per slice (LIST) is not read; convert to a single .mha"));
+            return Err(unsupported(
+                data_field,
+                "one file per slice (LIST) is not read; convert to a single .mha",
+            ));
         }
         v if v.contains('%') && v.split_whitespace().count() > 1 => {
-            return Err(unsupported(data_field, "file-name patterns are not read; convert to a single .mha"));
+            return Err(unsupported(
+                data_field,
+                "file-name patterns are not read; convert to a single .mha",
+            ));
         }
         "" => return Err(bad(data_field, "empty file name".into())),
         v => {
@@ -433,7 +452,11 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         if let Some(f) = find(names) {
             return Err(bad(f, e.to_string()));
         }
-        return Err(MetaImageError::Syntax { path: path.to_path_buf(), line: 0, message: e.to_string() });
+        return Err(MetaImageError::Syntax {
+            path: path.to_path_buf(),
+            line: 0,
+            message: e.to_string(),
+        });
     }
     Ok(Header {
         shape_zyx,
@@ -458,7 +481,11 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
     let external = matches!(h.data_file, DataFile::External(_));
     let data_err = |message: String| MetaImageError::Data {
         path: data_path.clone(),
-        message: if external { format!("{message} (data file of {})", path.display()) } else { message },
+        message: if external {
+            format!("{message} (data file of {})", path.display())
+        } else {
+            message
+        },
     };
     let mut f = crate::fsutil::open_regular(&data_path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
@@ -477,17 +504,23 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
             let size = h.compressed_size.ok_or_else(|| {
                 data_err("HeaderSize = -1 with compressed data needs CompressedDataSize".into())
             })?;
-            file_len.checked_sub(size).ok_or_else(|| data_err(format!("file has {file_len} bytes, fewer than CompressedDataSize {size}")))?
+            file_len.checked_sub(size).ok_or_else(|| {
+                data_err(format!("file has {file_len} bytes, fewer than CompressedDataSize {size}"))
+            })?
         } else {
             file_len.checked_sub(need).ok_or_else(|| {
-                data_err(format!("truncated: the header needs {need} bytes of voxels, the file has {file_len}"))
+                data_err(format!(
+                    "truncated: the header needs {need} bytes of voxels, the file has {file_len}"
+                ))
             })?
         }
     } else {
         start + h.header_size as u64
     };
     if start > file_len {
-        return Err(data_err(format!("truncated: data should start at byte {start}, the file has {file_len}")));
+        return Err(data_err(format!(
+            "truncated: data should start at byte {start}, the file has {file_len}"
+        )));
     }
     f.seek(SeekFrom::Start(start)).map_err(io_err)?;
     let available = file_len - start;
@@ -521,7 +554,9 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
         .read_to_end(&mut out)
         .map_err(|e| data_err(format!("zlib stream is corrupt: {e}")))?;
     if out.len() as u64 > need {
-        return Err(data_err(format!("compressed data expands to more than the {need} bytes the header needs")));
+        return Err(data_err(format!(
+            "compressed data expands to more than the {need} bytes the header needs"
+        )));
     }
     if (out.len() as u64) < need {
         return Err(data_err(format!(
@@ -548,7 +583,8 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
 pub fn read(path: &Path) -> Result<Volume> {
     let raw = read_raw(path)?;
     let data_path = raw.data_path;
-    let Converted { values, clamped, nan } = hu::convert(&raw.bytes, raw.scalar, raw.big_endian, None);
+    let Converted { values, clamped, nan } =
+        hu::convert(&raw.bytes, raw.scalar, raw.big_endian, None);
     if nan > 0 {
         return Err(MetaImageError::NaN { path: data_path, count: nan });
     }
@@ -556,10 +592,7 @@ pub fn read(path: &Path) -> Result<Volume> {
         path: data_path.clone(),
         message: format!("voxel count does not match DimSize: {e}"),
     })?;
-    let series_id = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let series_id = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(Volume { series_id, hu, geometry: raw.geometry, format: SourceFormat::MetaImage, clamped })
 }
 
@@ -571,7 +604,15 @@ pub fn read(path: &Path) -> Result<Volume> {
 pub fn read_raw(path: &Path) -> Result<crate::io::RawImage> {
     let h = read_header(path)?;
     let (data_path, bytes) = read_data_bytes(path, &h)?;
-    Ok(crate::io::RawImage { data_path, bytes, scalar: h.element_type, big_endian: h.msb, scale: None, shape_zyx: h.shape_zyx, geometry: h.geometry })
+    Ok(crate::io::RawImage {
+        data_path,
+        bytes,
+        scalar: h.element_type,
+        big_endian: h.msb,
+        scale: None,
+        shape_zyx: h.shape_zyx,
+        geometry: h.geometry,
+    })
 }
 
 /// How [`write()`] lays the file out.
@@ -611,7 +652,12 @@ pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry, opts: WriteOptions) ->
 ///
 /// # Errors
 /// [`MetaImageError::Io`] naming the file that could not be written.
-pub fn write_f32(path: &Path, values: &Array3<f32>, g: &Geometry, opts: WriteOptions) -> Result<()> {
+pub fn write_f32(
+    path: &Path,
+    values: &Array3<f32>,
+    g: &Geometry,
+    opts: WriteOptions,
+) -> Result<()> {
     let mut data = Vec::with_capacity(values.len() * 4);
     for v in values.iter() {
         data.extend_from_slice(&v.to_le_bytes());
@@ -619,7 +665,14 @@ pub fn write_f32(path: &Path, values: &Array3<f32>, g: &Geometry, opts: WriteOpt
     write_elements(path, data, "MET_FLOAT", values.shape(), g, opts)
 }
 
-fn write_elements(path: &Path, data: Vec<u8>, element_type: &str, s: &[usize], g: &Geometry, opts: WriteOptions) -> Result<()> {
+fn write_elements(
+    path: &Path,
+    data: Vec<u8>,
+    element_type: &str,
+    s: &[usize],
+    g: &Geometry,
+    opts: WriteOptions,
+) -> Result<()> {
     let io_err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| MetaImageError::Io { path: p, source }
@@ -678,6 +731,5 @@ pub fn write_volume(path: &Path, vol: &Volume, opts: WriteOptions) -> Result<()>
 
 /// Whether `path` names a MetaImage header (`.mhd` or `.mha`, any case).
 pub fn is_metaimage(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("mhd") || e.eq_ignore_ascii_case("mha"))
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("mhd") || e.eq_ignore_ascii_case("mha"))
 }

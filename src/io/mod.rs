@@ -125,7 +125,11 @@ impl SeriesEntry {
                 self.id,
                 files.modality,
                 files.slices.len(),
-                if files.description.is_empty() { String::new() } else { format!("  \"{}\"", files.description) }
+                if files.description.is_empty() {
+                    String::new()
+                } else {
+                    format!("  \"{}\"", files.description)
+                }
             ),
         }
     }
@@ -134,13 +138,22 @@ impl SeriesEntry {
     ///
     /// # Errors
     /// The reader's error, naming the file and the field.
-    pub fn read(&self, opts: &dicom::DicomOptions, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
+    pub fn read(
+        &self,
+        opts: &dicom::DicomOptions,
+        progress: &dyn Progress,
+    ) -> Result<ScanRead, ReadError> {
         self.read_counting(opts, &dicom::Skipped::default(), progress)
     }
 
     /// Reads the series, adding `also_skipped` (files skipped while finding it) to the
     /// DICOM report.
-    fn read_counting(&self, opts: &dicom::DicomOptions, also_skipped: &dicom::Skipped, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
+    fn read_counting(
+        &self,
+        opts: &dicom::DicomOptions,
+        also_skipped: &dicom::Skipped,
+        progress: &dyn Progress,
+    ) -> Result<ScanRead, ReadError> {
         let mut warnings = Vec::new();
         let (volume, dicom) = match &self.source {
             SeriesSource::MetaImage(p) => (metaimage::read(p)?, None),
@@ -163,7 +176,8 @@ impl SeriesEntry {
             return Err(ReadError::Geometry { path, source });
         }
         if volume.clamped > 0 {
-            warnings.push(format!("{} voxels outside the int16 range were clamped", volume.clamped));
+            warnings
+                .push(format!("{} voxels outside the int16 range were clamped", volume.clamped));
         }
         Ok(ScanRead { volume, warnings, dicom })
     }
@@ -215,7 +229,10 @@ pub fn discover(path: &Path, progress: &dyn Progress) -> Result<Discovered, Read
         }
     }
     series.sort_by(|a, b| a.id.cmp(&b.id));
-    let is_data = |f: &PathBuf| f.extension().is_some_and(|e| e.eq_ignore_ascii_case("raw") || e.eq_ignore_ascii_case("zraw"));
+    let is_data = |f: &PathBuf| {
+        f.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("raw") || e.eq_ignore_ascii_case("zraw"))
+    };
     let probe: Vec<PathBuf> = rest.into_iter().filter(|f| !is_data(f)).collect();
     let (mut skipped, mut warnings) = (dicom::Skipped::default(), Vec::new());
     if !probe.is_empty() || series.is_empty() {
@@ -229,7 +246,9 @@ pub fn discover(path: &Path, progress: &dyn Progress) -> Result<Discovered, Read
                 }));
             }
             // A folder of MetaImages with a stray file or two is fine.
-            Err(dicom::DicomError::NoImages { skipped: s, .. }) if !series.is_empty() => skipped = s,
+            Err(dicom::DicomError::NoImages { skipped: s, .. }) if !series.is_empty() => {
+                skipped = s
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -243,11 +262,13 @@ impl Discovered {
     /// [`ReadError::MultipleSeries`] (listing them) or [`ReadError::SeriesNotFound`].
     pub fn pick(&self, id: Option<&str>) -> Result<&SeriesEntry, ReadError> {
         match id {
-            Some(id) => self.series.iter().find(|s| s.id == id).ok_or_else(|| ReadError::SeriesNotFound {
-                path: self.path.clone(),
-                id: id.to_string(),
-                found: self.series.iter().map(|s| s.id.clone()).collect(),
-            }),
+            Some(id) => {
+                self.series.iter().find(|s| s.id == id).ok_or_else(|| ReadError::SeriesNotFound {
+                    path: self.path.clone(),
+                    id: id.to_string(),
+                    found: self.series.iter().map(|s| s.id.clone()).collect(),
+                })
+            }
             None if self.series.len() == 1 => Ok(&self.series[0]),
             None => Err(ReadError::MultipleSeries {
                 path: self.path.clone(),
@@ -268,7 +289,11 @@ impl Discovered {
 /// println!("{:?} voxels (z, y, x)", scan.volume.shape_zyx());
 /// # Ok::<(), ctstream::io::ReadError>(())
 /// ```
-pub fn read_scan(path: &Path, opts: &dicom::DicomOptions, progress: &dyn Progress) -> Result<ScanRead, ReadError> {
+pub fn read_scan(
+    path: &Path,
+    opts: &dicom::DicomOptions,
+    progress: &dyn Progress,
+) -> Result<ScanRead, ReadError> {
     if path.is_file() {
         let source = if metaimage::is_metaimage(path) {
             Some(SeriesSource::MetaImage(path.to_path_buf()))

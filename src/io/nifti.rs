@@ -77,7 +77,9 @@ pub enum NiftiError {
         limit: u64,
     },
     /// The data is shorter than the header says.
-    #[error("{path}: truncated: the header needs {need} bytes of voxels after byte {offset}, the file has {have}")]
+    #[error(
+        "{path}: truncated: the header needs {need} bytes of voxels after byte {offset}, the file has {have}"
+    )]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -102,7 +104,8 @@ type Result<T> = std::result::Result<T, NiftiError>;
 
 /// Whether `path` names a NIfTI file (`.nii` or `.nii.gz`, any case).
 pub fn is_nifti(path: &Path) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let name =
+        path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     name.ends_with(".nii") || name.ends_with(".nii.gz")
 }
 
@@ -110,7 +113,13 @@ pub fn is_nifti(path: &Path) -> bool {
 pub fn series_id(path: &Path) -> String {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let lower = name.to_ascii_lowercase();
-    let cut = if lower.ends_with(".nii.gz") { 7 } else if lower.ends_with(".nii") { 4 } else { 0 };
+    let cut = if lower.ends_with(".nii.gz") {
+        7
+    } else if lower.ends_with(".nii") {
+        4
+    } else {
+        0
+    };
     name[..name.len() - cut].to_string()
 }
 
@@ -136,12 +145,23 @@ fn scalar(datatype: i16) -> Option<Scalar> {
 /// [`NiftiError`] naming the file and the header field.
 pub fn read(path: &Path) -> Result<Volume> {
     let raw = read_raw(path)?;
-    let Converted { values, clamped, nan } = hu::convert(&raw.bytes, raw.scalar, raw.big_endian, raw.scale);
+    let Converted { values, clamped, nan } =
+        hu::convert(&raw.bytes, raw.scalar, raw.big_endian, raw.scale);
     if nan > 0 {
         return Err(NiftiError::NaN { path: path.to_path_buf(), count: nan });
     }
-    let hu = Array3::from_shape_vec(raw.shape_zyx, values).map_err(|e| NiftiError::Header { path: path.to_path_buf(), field: "dim", message: e.to_string() })?;
-    Ok(Volume { series_id: series_id(path), hu, geometry: raw.geometry, format: SourceFormat::Nifti, clamped })
+    let hu = Array3::from_shape_vec(raw.shape_zyx, values).map_err(|e| NiftiError::Header {
+        path: path.to_path_buf(),
+        field: "dim",
+        message: e.to_string(),
+    })?;
+    Ok(Volume {
+        series_id: series_id(path),
+        hu,
+        geometry: raw.geometry,
+        format: SourceFormat::Nifti,
+        clamped,
+    })
 }
 
 /// Reads a NIfTI-1 file's header and voxel bytes as they are stored, before any
@@ -151,7 +171,8 @@ pub fn read(path: &Path) -> Result<Volume> {
 /// As [`read`], less the NaN check.
 pub fn read_raw(path: &Path) -> Result<RawImage> {
     let io_err = |source| NiftiError::Io { path: path.to_path_buf(), source };
-    let header_err = |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
+    let header_err =
+        |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
     let file = crate::fsutil::open_regular(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
     let mut magic = [0u8; 2];
@@ -164,23 +185,41 @@ pub fn read_raw(path: &Path) -> Result<RawImage> {
         if gz { Box::new(GzDecoder::new(head)) } else { Box::new(head) }
     };
     let mut h = [0u8; 348];
-    reader.read_exact(&mut h).map_err(|_| header_err("sizeof_hdr", "the file is shorter than a NIfTI-1 header (348 bytes)".into()))?;
+    reader.read_exact(&mut h).map_err(|_| {
+        header_err("sizeof_hdr", "the file is shorter than a NIfTI-1 header (348 bytes)".into())
+    })?;
     let le = i32::from_le_bytes([h[0], h[1], h[2], h[3]]);
     let be = i32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let big = match (le, be) {
         (348, _) => false,
         (_, 348) => true,
-        (540, _) | (_, 540) => return Err(NiftiError::Unsupported { path: path.to_path_buf(), what: "NIfTI-2".into() }),
+        (540, _) | (_, 540) => {
+            return Err(NiftiError::Unsupported {
+                path: path.to_path_buf(),
+                what: "NIfTI-2".into(),
+            });
+        }
         _ => return Err(header_err("sizeof_hdr", format!("{le} is not 348: not a NIfTI-1 file"))),
     };
-    let i16_at = |o: usize| if big { i16::from_be_bytes([h[o], h[o + 1]]) } else { i16::from_le_bytes([h[o], h[o + 1]]) };
+    let i16_at = |o: usize| {
+        if big {
+            i16::from_be_bytes([h[o], h[o + 1]])
+        } else {
+            i16::from_le_bytes([h[o], h[o + 1]])
+        }
+    };
     let f32_at = |o: usize| {
         let b = [h[o], h[o + 1], h[o + 2], h[o + 3]];
         (if big { f32::from_be_bytes(b) } else { f32::from_le_bytes(b) }) as f64
     };
     match &h[344..348] {
         b"n+1\0" => {}
-        b"ni1\0" => return Err(NiftiError::Unsupported { path: path.to_path_buf(), what: "a .hdr/.img pair (magic ni1)".into() }),
+        b"ni1\0" => {
+            return Err(NiftiError::Unsupported {
+                path: path.to_path_buf(),
+                what: "a .hdr/.img pair (magic ni1)".into(),
+            });
+        }
         m => return Err(header_err("magic", format!("{m:?} is neither n+1 nor ni1"))),
     }
     let dim: Vec<i16> = (0..8).map(|i| i16_at(40 + 2 * i)).collect();
@@ -192,7 +231,10 @@ pub fn read_raw(path: &Path) -> Result<RawImage> {
     if (4..=7).any(|i| size(i) > 1) {
         return Err(NiftiError::Unsupported {
             path: path.to_path_buf(),
-            what: format!("an image with more than one volume (dim = {:?})", &dim[..=ndim as usize]),
+            what: format!(
+                "an image with more than one volume (dim = {:?})",
+                &dim[..=ndim as usize]
+            ),
         });
     }
     let (nx, ny, nz) = (size(1), size(2), size(3));
@@ -204,12 +246,19 @@ pub fn read_raw(path: &Path) -> Result<RawImage> {
         return Err(NiftiError::TooLarge { path: path.to_path_buf(), dims, limit: MAX_VOXELS });
     }
     let datatype = i16_at(70);
-    let t = scalar(datatype).ok_or_else(|| NiftiError::Unsupported { path: path.to_path_buf(), what: format!("datatype {datatype}") })?;
+    let t = scalar(datatype).ok_or_else(|| NiftiError::Unsupported {
+        path: path.to_path_buf(),
+        what: format!("datatype {datatype}"),
+    })?;
     // pixdim of axes past dim[0] do not exist (a 2D image has no slice spacing): 1 mm.
-    let pixdim: Vec<f64> = (0..8).map(|i| if i > ndim as usize { 1.0 } else { f32_at(76 + 4 * i) }).collect();
+    let pixdim: Vec<f64> =
+        (0..8).map(|i| if i > ndim as usize { 1.0 } else { f32_at(76 + 4 * i) }).collect();
     let vox_offset = f32_at(108);
     if !(vox_offset >= 348.0 && vox_offset.fract() == 0.0 && vox_offset < 1e9) {
-        return Err(header_err("vox_offset", format!("{vox_offset} is not a byte offset after the header")));
+        return Err(header_err(
+            "vox_offset",
+            format!("{vox_offset} is not a byte offset after the header"),
+        ));
     }
     // scl_slope 0 means "no scaling" (the NIfTI standard); a NaN or infinite slope or
     // intercept is an error, not silently 1 or 0 (nifticlib replaces them).
@@ -235,32 +284,66 @@ pub fn read_raw(path: &Path) -> Result<RawImage> {
     let mut data = Vec::with_capacity(need.min(file_len.saturating_mul(expand)) as usize);
     (&mut reader).take(need).read_to_end(&mut data).map_err(|e| {
         if gz {
-            NiftiError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")) }
+            NiftiError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")),
+            }
         } else {
             header_err("vox_offset", format!("voxel data cannot be read: {e}"))
         }
     })?;
     if (data.len() as u64) < need {
-        return Err(NiftiError::Truncated { path: path.to_path_buf(), need, offset: vox_offset as u64, have: data.len() as u64 });
+        return Err(NiftiError::Truncated {
+            path: path.to_path_buf(),
+            need,
+            offset: vox_offset as u64,
+            have: data.len() as u64,
+        });
     }
     if gz {
         // The gzip trailer (CRC-32 and length) is checked only when the stream is read to
         // its end: read what follows the voxels (at most 1 MiB; a valid file has nothing).
-        io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink())
-            .map_err(|e| NiftiError::Io { path: path.to_path_buf(), source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")) })?;
+        io::copy(&mut (&mut reader).take(1 << 20), &mut io::sink()).map_err(|e| {
+            NiftiError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(e.kind(), format!("gzip stream is damaged: {e}")),
+            }
+        })?;
     }
-    Ok(RawImage { data_path: path.to_path_buf(), bytes: data, scalar: t, big_endian: big, scale, shape_zyx: [nz as usize, ny as usize, nx as usize], geometry })
+    Ok(RawImage {
+        data_path: path.to_path_buf(),
+        bytes: data,
+        scalar: t,
+        big_endian: big,
+        scale,
+        shape_zyx: [nz as usize, ny as usize, nx as usize],
+        geometry,
+    })
 }
 
 /// The LPS geometry from the sform, the qform, or pixdim alone (see the module docs).
-fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_at: impl Fn(usize) -> f64) -> Result<Geometry> {
-    let bad = |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
+fn geometry(
+    path: &Path,
+    pixdim: &[f64],
+    qform_code: i16,
+    sform_code: i16,
+    f32_at: impl Fn(usize) -> f64,
+) -> Result<Geometry> {
+    let bad =
+        |field, message: String| NiftiError::Header { path: path.to_path_buf(), field, message };
     // m: 3x3 RAS matrix (columns = axis steps in mm), o: RAS origin.
     let (m, o, spacing) = if sform_code > 0 {
-        let row = |r: usize| [f32_at(280 + 16 * r), f32_at(284 + 16 * r), f32_at(288 + 16 * r), f32_at(292 + 16 * r)];
+        let row = |r: usize| {
+            [f32_at(280 + 16 * r), f32_at(284 + 16 * r), f32_at(288 + 16 * r), f32_at(292 + 16 * r)]
+        };
         let rows = [row(0), row(1), row(2)];
-        let m = [rows[0][0], rows[0][1], rows[0][2], rows[1][0], rows[1][1], rows[1][2], rows[2][0], rows[2][1], rows[2][2]];
-        let spacing: [f64; 3] = std::array::from_fn(|c| (m[c] * m[c] + m[3 + c] * m[3 + c] + m[6 + c] * m[6 + c]).sqrt());
+        let m = [
+            rows[0][0], rows[0][1], rows[0][2], rows[1][0], rows[1][1], rows[1][2], rows[2][0],
+            rows[2][1], rows[2][2],
+        ];
+        let spacing: [f64; 3] = std::array::from_fn(|c| {
+            (m[c] * m[c] + m[3 + c] * m[3 + c] + m[6 + c] * m[6 + c]).sqrt()
+        });
         if spacing.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
             return Err(bad("srow_x", format!("sform columns have lengths {spacing:?}")));
         }
@@ -269,14 +352,24 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
     } else {
         // pixdim[1..=3] must be finite and non-zero; a negative one is taken by its size,
         // as ITK does. (nifticlib turns 0 or NaN into 1 mm; ctstream refuses to guess.)
-        if let Some((i, p)) = pixdim.iter().enumerate().take(4).skip(1).find(|(_, p)| !(p.is_finite() && **p != 0.0)) {
-            return Err(bad("pixdim", format!("pixdim[{i}] = {p} is not a spacing (finite, non-zero)")));
+        if let Some((i, p)) =
+            pixdim.iter().enumerate().take(4).skip(1).find(|(_, p)| !(p.is_finite() && **p != 0.0))
+        {
+            return Err(bad(
+                "pixdim",
+                format!("pixdim[{i}] = {p} is not a spacing (finite, non-zero)"),
+            ));
         }
         let spacing = [pixdim[1].abs(), pixdim[2].abs(), pixdim[3].abs()];
         if qform_code > 0 {
             let (b, c, d) = (f32_at(256), f32_at(260), f32_at(264));
             if ![b, c, d].iter().all(|v| v.is_finite()) || b * b + c * c + d * d > 1.0 + 1e-6 {
-                return Err(bad("quatern_b", format!("quaternion (b, c, d) = ({b}, {c}, {d}) is not a rotation (finite, b^2 + c^2 + d^2 <= 1)")));
+                return Err(bad(
+                    "quatern_b",
+                    format!(
+                        "quaternion (b, c, d) = ({b}, {c}, {d}) is not a rotation (finite, b^2 + c^2 + d^2 <= 1)"
+                    ),
+                ));
             }
             let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
             let qfac = if pixdim[0] < 0.0 { -1.0 } else { 1.0 };
@@ -329,7 +422,11 @@ fn geometry(path: &Path, pixdim: &[f64], qform_code: i16, sform_code: i16, f32_a
 pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry) -> Result<()> {
     let (nz, ny, nx) = hu.dim();
     if [nx, ny, nz].iter().any(|&n| n > i16::MAX as usize) {
-        return Err(NiftiError::TooLarge { path: path.to_path_buf(), dims: [nx as u64, ny as u64, nz as u64], limit: MAX_VOXELS });
+        return Err(NiftiError::TooLarge {
+            path: path.to_path_buf(),
+            dims: [nx as u64, ny as u64, nz as u64],
+            limit: MAX_VOXELS,
+        });
     }
     let mut h = [0u8; 352];
     h[0..4].copy_from_slice(&348i32.to_le_bytes());
@@ -338,7 +435,16 @@ pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry) -> Result<()> {
     }
     h[70..72].copy_from_slice(&4i16.to_le_bytes()); // int16
     h[72..74].copy_from_slice(&16i16.to_le_bytes());
-    let pixdim = [1.0f32, g.spacing_xyz[0] as f32, g.spacing_xyz[1] as f32, g.spacing_xyz[2] as f32, 1.0, 1.0, 1.0, 1.0];
+    let pixdim = [
+        1.0f32,
+        g.spacing_xyz[0] as f32,
+        g.spacing_xyz[1] as f32,
+        g.spacing_xyz[2] as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
     for (i, p) in pixdim.iter().enumerate() {
         h[76 + 4 * i..80 + 4 * i].copy_from_slice(&p.to_le_bytes());
     }
@@ -351,7 +457,8 @@ pub fn write(path: &Path, hu: &Array3<i16>, g: &Geometry) -> Result<()> {
         let sign = if r < 2 { -1.0 } else { 1.0 };
         for c in 0..3 {
             let v = sign * g.direction[3 * r + c] * g.spacing_xyz[c];
-            h[280 + 16 * r + 4 * c..284 + 16 * r + 4 * c].copy_from_slice(&(v as f32).to_le_bytes());
+            h[280 + 16 * r + 4 * c..284 + 16 * r + 4 * c]
+                .copy_from_slice(&(v as f32).to_le_bytes());
         }
         let o = sign * g.origin_xyz[r];
         h[292 + 16 * r..296 + 16 * r].copy_from_slice(&(o as f32).to_le_bytes());

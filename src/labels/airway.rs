@@ -53,7 +53,15 @@ pub struct Airway {
 /// (z, y, x) of `dims`, C order) of the volume `hu` (module doc). `z_up`: whether a
 /// higher z index is higher in the body (superior); `midline_x`: the body's midline as an
 /// x index; `spacing_xyz` in mm.
-pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz: [f64; 3], z_up: bool, midline_x: f64, p: &LungParams) -> Airway {
+pub(crate) fn remove(
+    mask: &mut [u8],
+    hu: &[i16],
+    dims: [usize; 3],
+    spacing_xyz: [f64; 3],
+    z_up: bool,
+    midline_x: f64,
+    p: &LungParams,
+) -> Airway {
     let [nz, ny, nx] = dims;
     let plane = ny * nx;
     if nz == 0 || plane == 0 || mask.len() != nz * plane || hu.len() != mask.len() {
@@ -63,7 +71,10 @@ pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz:
     let max_pixels = (p.airway_max_area_mm2 / pixel_mm2).floor() as usize;
     // Slice k of step i (0 = the highest slice).
     let slice_of = |i: usize| if z_up { nz - 1 - i } else { i };
-    let Some(top) = (0..nz).find(|&i| mask[slice_of(i) * plane..][..plane].iter().any(|&v| v != 0)) else { return Airway::default() };
+    let Some(top) = (0..nz).find(|&i| mask[slice_of(i) * plane..][..plane].iter().any(|&v| v != 0))
+    else {
+        return Airway::default();
+    };
     let steps = |mm: f64| (mm / spacing_xyz[2]).round().max(0.0) as usize;
 
     // 1. The seed: the best-qualifying island of the first slice that has one.
@@ -91,10 +102,14 @@ pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz:
                 .filter(|&q| neighbours4(q as usize, nx, ny).filter(|&t| m[t] != 0).count() == 4)
                 .collect();
             let counted = if interior.is_empty() { &island } else { &interior };
-            let gas = counted.iter().filter(|&&q| h[q as usize] <= p.parenchyma_above_hu).count() as f64 / counted.len() as f64;
-            let cx = island.iter().map(|&q| (q as usize % nx) as f64).sum::<f64>() / island.len() as f64;
+            let gas = counted.iter().filter(|&&q| h[q as usize] <= p.parenchyma_above_hu).count()
+                as f64
+                / counted.len() as f64;
+            let cx =
+                island.iter().map(|&q| (q as usize % nx) as f64).sum::<f64>() / island.len() as f64;
             let near = (cx - midline_x).abs() * spacing_xyz[0] <= p.airway_max_offset_mm;
-            if gas >= p.airway_min_gas_share && near && best.as_ref().is_none_or(|(g, _)| gas > *g) {
+            if gas >= p.airway_min_gas_share && near && best.as_ref().is_none_or(|(g, _)| gas > *g)
+            {
                 best = Some((gas, island));
             }
         }
@@ -118,7 +133,15 @@ pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz:
                 break;
             }
             let k = slice_of(next);
-            let (islands, pixels) = follow(&mask[k * plane..][..plane], &hu[k * plane..][..plane], nx, ny, &prev, max_pixels, p.parenchyma_above_hu);
+            let (islands, pixels) = follow(
+                &mask[k * plane..][..plane],
+                &hu[k * plane..][..plane],
+                nx,
+                ny,
+                &prev,
+                max_pixels,
+                p.parenchyma_above_hu,
+            );
             if pixels.is_empty() {
                 break;
             }
@@ -153,7 +176,15 @@ pub(crate) fn remove(mask: &mut [u8], hu: &[i16], dims: [usize; 3], spacing_xyz:
 /// of `prev`, with their rim of one pixel in the island, when those hold at most
 /// `max_pixels` and 1.5 times the pixels of `prev` within one pixel of the island (the
 /// lumen goes on, a leak into the lung grows).
-fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: usize, gas_at_most: i16) -> (usize, Vec<u32>) {
+fn follow(
+    m: &[u8],
+    h: &[i16],
+    nx: usize,
+    ny: usize,
+    prev: &[u32],
+    max_pixels: usize,
+    gas_at_most: i16,
+) -> (usize, Vec<u32>) {
     let mut visited = vec![false; m.len()];
     let mut near = vec![false; m.len()];
     let mut touched = Vec::new();
@@ -179,7 +210,11 @@ fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: u
             continue;
         }
         // Merged: the lumen (gas near the airway before) and its rim within the island.
-        let core: Vec<u32> = island.iter().copied().filter(|&q| near[q as usize] && h[q as usize] <= gas_at_most).collect();
+        let core: Vec<u32> = island
+            .iter()
+            .copied()
+            .filter(|&q| near[q as usize] && h[q as usize] <= gas_at_most)
+            .collect();
         if core.is_empty() {
             continue;
         }
@@ -201,7 +236,8 @@ fn follow(m: &[u8], h: &[i16], nx: usize, ny: usize, prev: &[u32], max_pixels: u
         for &q in &island {
             in_island[q as usize] = true;
         }
-        let continuing = prev.iter().filter(|&&q| box3(q as usize, nx, ny).any(|t| in_island[t])).count();
+        let continuing =
+            prev.iter().filter(|&&q| box3(q as usize, nx, ny).any(|t| in_island[t])).count();
         for &q in &island {
             in_island[q as usize] = false;
         }
@@ -234,13 +270,21 @@ fn flood(m: &[u8], nx: usize, ny: usize, start: usize, visited: &mut [bool]) -> 
 /// The 4-neighbours of pixel `q` of an `ny` x `nx` slice that lie inside it.
 fn neighbours4(q: usize, nx: usize, ny: usize) -> impl Iterator<Item = usize> {
     let (y, x) = (q / nx, q % nx);
-    [(x > 0).then(|| q - 1), (x + 1 < nx).then(|| q + 1), (y > 0).then(|| q - nx), (y + 1 < ny).then(|| q + nx)].into_iter().flatten()
+    [
+        (x > 0).then(|| q - 1),
+        (x + 1 < nx).then(|| q + 1),
+        (y > 0).then(|| q - nx),
+        (y + 1 < ny).then(|| q + nx),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// Pixel `q` of an `ny` x `nx` slice and its 8-neighbours that lie inside it.
 fn box3(q: usize, nx: usize, ny: usize) -> impl Iterator<Item = usize> {
     let (y, x) = (q / nx, q % nx);
-    (y.saturating_sub(1)..(y + 2).min(ny)).flat_map(move |yy| (x.saturating_sub(1)..(x + 2).min(nx)).map(move |xx| yy * nx + xx))
+    (y.saturating_sub(1)..(y + 2).min(ny))
+        .flat_map(move |yy| (x.saturating_sub(1)..(x + 2).min(nx)).map(move |xx| yy * nx + xx))
 }
 
 #[cfg(test)]
@@ -305,7 +349,8 @@ mod tests {
         let lungs_after = m.iter().zip(&h).filter(|(v, h)| **v != 0 && **h == -850).count();
         assert_eq!(lungs_after, lungs_before);
         let plane = dims[1] * dims[2];
-        let gas_left: Vec<usize> = (0..m.len()).filter(|&i| m[i] != 0 && h[i] == -1000).map(|i| i / plane).collect();
+        let gas_left: Vec<usize> =
+            (0..m.len()).filter(|&i| m[i] != 0 && h[i] == -1000).map(|i| i / plane).collect();
         assert_eq!(gas_left, vec![3; 8]);
     }
 
@@ -328,7 +373,9 @@ mod tests {
         let (m0, h0, [nz, ny, nx]) = scene();
         // The same scene with the slices in reverse order and z_up false.
         let plane = ny * nx;
-        let flip = |v: &[u8]| (0..nz).rev().flat_map(|k| v[k * plane..][..plane].to_vec()).collect::<Vec<u8>>();
+        let flip = |v: &[u8]| {
+            (0..nz).rev().flat_map(|k| v[k * plane..][..plane].to_vec()).collect::<Vec<u8>>()
+        };
         let mut m = flip(&m0);
         let h: Vec<i16> = (0..nz).rev().flat_map(|k| h0[k * plane..][..plane].to_vec()).collect();
         let a = remove(&mut m, &h, [nz, ny, nx], [1.0; 3], false, 10.0, &params());

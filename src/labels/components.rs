@@ -65,7 +65,10 @@ pub fn components(m: &Array3<u8>, g: &Geometry) -> Vec<LabelComponent> {
         lo: [usize; 3],
         hi: [usize; 3],
     }
-    let mut acc = vec![Acc { value: 0, voxels: 0, sum: [0.0; 3], lo: [usize::MAX; 3], hi: [0; 3] }; lab.count];
+    let mut acc = vec![
+        Acc { value: 0, voxels: 0, sum: [0.0; 3], lo: [usize::MAX; 3], hi: [0; 3] };
+        lab.count
+    ];
     for (r, &c) in lab.runs.iter().zip(&lab.component) {
         let (z, y) = (r.row as usize / ny, r.row as usize % ny);
         let (x0, x1, len) = (r.x0 as usize, r.x1 as usize, r.len());
@@ -96,7 +99,8 @@ pub fn components(m: &Array3<u8>, g: &Geometry) -> Vec<LabelComponent> {
             centroid_zyx,
             centroid_world_xyz: g.index_to_world(centroid_zyx),
             bbox_zyx: [a.lo, a.hi],
-            equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI).cbrt(),
+            equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI)
+                .cbrt(),
         });
     }
     out

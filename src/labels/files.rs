@@ -80,10 +80,7 @@ impl FromStr for LabelSource {
         if dir.is_empty() {
             return Err("no folder given".into());
         }
-        Ok(LabelSource {
-            name: name.to_string(),
-            dir: PathBuf::from(dir),
-        })
+        Ok(LabelSource { name: name.to_string(), dir: PathBuf::from(dir) })
     }
 }
 
@@ -126,9 +123,7 @@ pub enum LabelFileError {
     #[error(transparent)]
     Read(#[from] io::ReadError),
     /// A voxel value that is no label.
-    #[error(
-        "{path}: voxel (z, y, x) {voxel_zyx:?} is {value}: {what} ({count} voxels like it)"
-    )]
+    #[error("{path}: voxel (z, y, x) {voxel_zyx:?} is {value}: {what} ({count} voxels like it)")]
     Value {
         /// The file.
         path: PathBuf,
@@ -196,37 +191,48 @@ impl LabelFiles {
     pub fn discover(sources: &[LabelSource]) -> Result<LabelFiles, LabelFileError> {
         let mut found = LabelFiles::default();
         for src in sources {
-            let dir_err = |message: String| LabelFileError::Dir {
-                path: src.dir.clone(),
-                message,
-            };
+            let dir_err = |message: String| LabelFileError::Dir { path: src.dir.clone(), message };
             let files = io::dicom::list_files(&src.dir).map_err(|e| dir_err(e.to_string()))?;
             let before = found.len() + found.unreadable.len();
             // nnU-Net keeps dataset.json beside labelsTr/.
-            let json = [src.dir.join("dataset.json"), src.dir.join("../dataset.json")].into_iter().find(|p| p.is_file());
+            let json = [src.dir.join("dataset.json"), src.dir.join("../dataset.json")]
+                .into_iter()
+                .find(|p| p.is_file());
             let classes = match json {
                 Some(p) => Some((p.clone(), super::nnunet::read_dataset(&p)?.classes())),
                 None => None,
             };
             for f in files {
-                let map = |path| LabelFile { name: src.name.clone(), path, kind: LabelFileKind::Map, classes: classes.clone() };
+                let map = |path| LabelFile {
+                    name: src.name.clone(),
+                    path,
+                    kind: LabelFileKind::Map,
+                    classes: classes.clone(),
+                };
                 if io::metaimage::is_metaimage(&f) {
-                    let id = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    let id =
+                        f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                     found.push(id, map(f));
                 } else if io::nifti::is_nifti(&f) {
                     found.push(io::nifti::series_id(&f), map(f));
                 } else {
                     match super::seg::referenced_series(&f) {
-                        Ok(Some(series)) => found.push(series, LabelFile { name: src.name.clone(), path: f, kind: LabelFileKind::Seg, classes: None }),
+                        Ok(Some(series)) => found.push(
+                            series,
+                            LabelFile {
+                                name: src.name.clone(),
+                                path: f,
+                                kind: LabelFileKind::Seg,
+                                classes: None,
+                            },
+                        ),
                         Ok(None) => {}
                         Err(e) => found.unreadable.push((f, e.to_string())),
                     }
                 }
             }
             if found.len() + found.unreadable.len() == before {
-                return Err(dir_err(
-                    "holds no NIfTI, MetaImage or DICOM SEG label files".into(),
-                ));
+                return Err(dir_err("holds no NIfTI, MetaImage or DICOM SEG label files".into()));
             }
         }
         Ok(found)
@@ -353,10 +359,8 @@ pub fn to_labels(raw: &RawImage) -> Result<Array3<u8>, LabelFileError> {
         "over 255; label values are integers 0..=255 (uint16 label volumes are not stored yet)",
         "not a number; label values are integers 0..=255",
     ];
-    if let Some((f, ((i, v), count))) = faults
-        .iter()
-        .enumerate()
-        .find_map(|(f, (first, count))| first.map(|x| (f, (x, *count))))
+    if let Some((f, ((i, v), count))) =
+        faults.iter().enumerate().find_map(|(f, (first, count))| first.map(|x| (f, (x, *count))))
     {
         let [_, ny, nx] = raw.shape_zyx;
         return Err(LabelFileError::Value {
@@ -382,11 +386,7 @@ fn value(c: &[u8], t: Scalar, big: bool) -> f64 {
         ($t:ty, $n:expr) => {{
             let mut a = [0u8; $n];
             a.copy_from_slice(&c[..$n]);
-            (if big {
-                <$t>::from_be_bytes(a)
-            } else {
-                <$t>::from_le_bytes(a)
-            }) as f64
+            (if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
         }};
     }
     match t {
@@ -407,7 +407,11 @@ fn value(c: &[u8], t: Scalar, big: bool) -> f64 {
 ///
 /// # Errors
 /// [`LabelFileError::Value`] naming the first voxel of the first value not named.
-pub fn check_classes(path: &Path, m: &Array3<u8>, classes: &[(u8, String)]) -> Result<(), LabelFileError> {
+pub fn check_classes(
+    path: &Path,
+    m: &Array3<u8>,
+    classes: &[(u8, String)],
+) -> Result<(), LabelFileError> {
     let mut named = [false; 256];
     named[0] = true;
     for (v, _) in classes {
@@ -423,7 +427,13 @@ pub fn check_classes(path: &Path, m: &Array3<u8>, classes: &[(u8, String)]) -> R
     }
     let Some((i, v)) = first else { return Ok(()) };
     let (ny, nx) = (m.shape()[1], m.shape()[2]);
-    Err(LabelFileError::Value { path: path.to_path_buf(), voxel_zyx: [i / (ny * nx), (i / nx) % ny, i % nx], value: v as f64, what: "a value dataset.json does not name", count })
+    Err(LabelFileError::Value {
+        path: path.to_path_buf(),
+        voxel_zyx: [i / (ny * nx), (i / nx) % ny, i % nx],
+        value: v as f64,
+        what: "a value dataset.json does not name",
+        count,
+    })
 }
 
 /// Checks that a label map (`label_shape_zyx`, `label_g`) lies on its scan's grid within the
@@ -495,20 +505,12 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(field([10, 20, 31], base), "size");
-        assert_eq!(
-            field([10, 20, 30], g([-100.0, -50.0, 20.0], [0.7, 0.7, 2.0])),
-            "spacing"
-        );
-        assert_eq!(
-            field([10, 20, 30], g([-100.0, -50.0, 20.03], [0.7, 0.7, 2.5])),
-            "origin"
-        );
+        assert_eq!(field([10, 20, 30], g([-100.0, -50.0, 20.0], [0.7, 0.7, 2.0])), "spacing");
+        assert_eq!(field([10, 20, 30], g([-100.0, -50.0, 20.03], [0.7, 0.7, 2.5])), "origin");
         let mut flipped = base;
         flipped.direction[0] = -1.0;
         assert_eq!(field([10, 20, 30], flipped), "direction");
-        let e = check_grid(l, [10, 20, 31], &base, s, [10, 20, 30], &base)
-            .unwrap_err()
-            .to_string();
+        let e = check_grid(l, [10, 20, 31], &base, s, [10, 20, 30], &base).unwrap_err().to_string();
         assert!(
             e.contains("l.nii.gz")
                 && e.contains("s.nii.gz")
@@ -534,19 +536,11 @@ mod tests {
         assert_eq!(f.for_series("case_001_0000").unwrap().len(), 1);
         assert_eq!(f.for_series("case_001").unwrap().len(), 1);
         assert!(f.for_series("case_002_0000").unwrap().is_empty());
-        let names: Vec<_> = f
-            .for_series("scan7")
-            .unwrap()
-            .iter()
-            .map(|l| l.name.clone())
-            .collect();
+        let names: Vec<_> = f.for_series("scan7").unwrap().iter().map(|l| l.name.clone()).collect();
         assert_eq!(names, ["labels", "tumour"]);
         f.push("scan7".into(), file("labels", "c/scan7.nii.gz"));
         let e = f.for_series("scan7").unwrap_err().to_string();
-        assert!(
-            e.contains("a/scan7.mhd") && e.contains("c/scan7.nii.gz"),
-            "{e}"
-        );
+        assert!(e.contains("a/scan7.mhd") && e.contains("c/scan7.nii.gz"), "{e}");
         let ids = ["case_001_0000"].into_iter().collect();
         let un: Vec<_> = f.unpaired(&ids).iter().map(|l| l.path.clone()).collect();
         assert_eq!(un.len(), 3);
@@ -564,18 +558,19 @@ mod tests {
             geometry: g([0.0; 3], [1.0; 3]),
         };
         let what = |vals: &[f64]| match to_labels(&raw(vals, None)) {
-            Err(LabelFileError::Value {
-                what,
-                count,
-                voxel_zyx,
-                ..
-            }) => (what, count, voxel_zyx),
+            Err(LabelFileError::Value { what, count, voxel_zyx, .. }) => (what, count, voxel_zyx),
             other => panic!("{other:?}"),
         };
         assert_eq!(what(&[0.0, 1.0, 256.0, 300.0]).1, 2);
         assert_eq!(what(&[0.0, 1.0, 256.0, 300.0]).2, [0, 1, 0]);
-        assert_eq!(what(&[f64::NAN, 1.0, 1.0, 1.0]).0, "not a number; label values are integers 0..=255");
-        assert_eq!(what(&[0.0, 0.5, 1.0, 1.0]).0, "not an integer; label values are integers 0..=255");
+        assert_eq!(
+            what(&[f64::NAN, 1.0, 1.0, 1.0]).0,
+            "not a number; label values are integers 0..=255"
+        );
+        assert_eq!(
+            what(&[0.0, 0.5, 1.0, 1.0]).0,
+            "not an integer; label values are integers 0..=255"
+        );
         // NIfTI scaling applies first: 0.5 * 4 = 2.
         assert_eq!(
             to_labels(&raw(&[0.0, 0.5, 1.0, 127.5], Some((2.0, 0.0))))

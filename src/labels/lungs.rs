@@ -171,7 +171,13 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     let (nz, ny, nx) = hu.dim();
     let spacing_xyz = g.spacing_xyz;
     let voxel_ml = spacing_xyz.iter().product::<f64>() / 1000.0;
-    let empty = || LungMask { lungs: Array3::zeros((nz, ny, nx)), right_ml: 0.0, left_ml: 0.0, air_components: Vec::new(), airway: Default::default() };
+    let empty = || LungMask {
+        lungs: Array3::zeros((nz, ny, nx)),
+        right_ml: 0.0,
+        left_ml: 0.0,
+        air_components: Vec::new(),
+        airway: Default::default(),
+    };
     let hu_owned;
     let hu_c: &[i16] = match hu.as_slice() {
         Some(s) => s,
@@ -187,7 +193,9 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         return empty();
     }
     // runs::label refuses shapes whose rows or runs a u32 cannot count.
-    let Some(lab) = super::runs::label(hu_c, [nz, ny, nx], |&v| (v < p.air_below_hu) as u8) else { return empty() };
+    let Some(lab) = super::runs::label(hu_c, [nz, ny, nx], |&v| (v < p.air_below_hu) as u8) else {
+        return empty();
+    };
     // The body (not air): its voxels, x sum and voxels on the x border, from the runs.
     let (mut air_n, mut air_x, mut air_edge) = (0u64, 0f64, 0u64);
     for r in &lab.runs {
@@ -205,7 +213,11 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     // view cuts the body at its left or right edge (more than 5 % of the edge is body: a
     // crop), where the scanner's x = 0 is the better guess.
     let cropped = body_edge as f64 > 0.05 * (2 * nz * ny) as f64;
-    let midline = if cropped || body_n == 0 { (0.0 - g.origin_xyz[0]) / spacing_xyz[0] } else { body_x / body_n as f64 };
+    let midline = if cropped || body_n == 0 {
+        (0.0 - g.origin_xyz[0]) / spacing_xyz[0]
+    } else {
+        body_x / body_n as f64
+    };
     // Voxels within 10 mm of the midline: a component with few of them is two lungs
     // joined at a thin junction; one with many is a lung across the midline.
     let junction = 10.0 / spacing_xyz[0];
@@ -215,7 +227,8 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     for (r, &c) in lab.runs.iter().zip(&lab.component) {
         let y = r.row as usize % ny;
         let len = r.len();
-        let voxels = &hu_c[r.row as usize * nx + r.x0 as usize..r.row as usize * nx + r.x1 as usize];
+        let voxels =
+            &hu_c[r.row as usize * nx + r.x0 as usize..r.row as usize * nx + r.x1 as usize];
         let s = &mut stats[c as usize];
         s.voxels += len;
         let (mut par, mut gas) = (0u64, 0u64);
@@ -238,7 +251,11 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
     // air, most of the air voxels of a scan.
     let candidate: Vec<bool> = stats
         .iter()
-        .map(|s| s.voxels as f64 * voxel_ml >= p.min_component_ml && !(s.border && s.gas as f64 > p.max_border_gas_share * s.voxels as f64) && s.parenchyma as f64 >= p.min_parenchyma_share * s.voxels as f64)
+        .map(|s| {
+            s.voxels as f64 * voxel_ml >= p.min_component_ml
+                && !(s.border && s.gas as f64 > p.max_border_gas_share * s.voxels as f64)
+                && s.parenchyma as f64 >= p.min_parenchyma_share * s.voxels as f64
+        })
         .collect();
     let plane = ny * nx;
     let air = |i: usize| hu_c[i] < p.air_below_hu;
@@ -276,9 +293,15 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         // partial volume between gas and tissue, and after interpolation onto a finer
         // grid it counts as parenchyma (TotalSegmentator's bowel gas at 1 mm: 58 % of all
         // its voxels, under half of its interior ones).
-        let parenchyma_share = if s.core > 0 { s.core_parenchyma as f64 / s.core as f64 } else { s.parenchyma as f64 / s.voxels as f64 };
+        let parenchyma_share = if s.core > 0 {
+            s.core_parenchyma as f64 / s.core as f64
+        } else {
+            s.parenchyma as f64 / s.voxels as f64
+        };
         let gas_share = s.gas as f64 / s.voxels as f64;
-        let lung = ml >= p.min_component_ml && parenchyma_share >= p.min_parenchyma_share && !(s.border && gas_share > p.max_border_gas_share);
+        let lung = ml >= p.min_component_ml
+            && parenchyma_share >= p.min_parenchyma_share
+            && !(s.border && gas_share > p.max_border_gas_share);
         if lung {
             let right_share = s.right_of_mid as f64 / s.voxels as f64;
             let near_share = s.near_mid as f64 / s.voxels as f64;
@@ -291,7 +314,13 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
             };
         }
         if ml >= 1.0 {
-            air_components.push(AirComponent { ml, parenchyma_share, gas_share, touches_border: s.border, lung });
+            air_components.push(AirComponent {
+                ml,
+                parenchyma_share,
+                gas_share,
+                touches_border: s.border,
+                lung,
+            });
         }
     }
     air_components.sort_by(|a, b| b.ml.total_cmp(&a.ml));
@@ -316,7 +345,15 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
 
     // The trachea and main bronchi out, before the holes are filled (which gives back
     // what of them lies inside a lung's cross-section).
-    let airway = super::airway::remove(&mut out, hu_c, [nz, ny, nx], spacing_xyz, g.direction[8] >= 0.0, midline, p);
+    let airway = super::airway::remove(
+        &mut out,
+        hu_c,
+        [nz, ny, nx],
+        spacing_xyz,
+        g.direction[8] >= 0.0,
+        midline,
+        p,
+    );
 
     out.par_chunks_mut(ny * nx).for_each(|plane| {
         if let Ok(mut p) = ndarray::ArrayViewMut2::from_shape((ny, nx), plane) {
@@ -331,8 +368,15 @@ pub fn segment(hu: &Array3<i16>, g: &Geometry, p: &LungParams) -> LungMask {
         right += (v == RIGHT) as u64;
         left += (v == LEFT) as u64;
     }
-    let lungs = Array3::from_shape_vec((nz, ny, nx), out).unwrap_or_else(|_| Array3::zeros((nz, ny, nx)));
-    LungMask { lungs, right_ml: right as f64 * voxel_ml, left_ml: left as f64 * voxel_ml, air_components, airway }
+    let lungs =
+        Array3::from_shape_vec((nz, ny, nx), out).unwrap_or_else(|_| Array3::zeros((nz, ny, nx)));
+    LungMask {
+        lungs,
+        right_ml: right as f64 * voxel_ml,
+        left_ml: left as f64 * voxel_ml,
+        air_components,
+        airway,
+    }
 }
 
 /// Sets to `value` the pixels of a slice that are 0 and not reachable from the slice's
@@ -349,7 +393,8 @@ fn fill_holes_2d(plane: &mut ndarray::ArrayViewMut2<u8>, value: u8) {
     if y0 == usize::MAX {
         return;
     }
-    let (y0, x0, y1, x1) = (y0.saturating_sub(1), x0.saturating_sub(1), (y1 + 1).min(ny), (x1 + 1).min(nx));
+    let (y0, x0, y1, x1) =
+        (y0.saturating_sub(1), x0.saturating_sub(1), (y1 + 1).min(ny), (x1 + 1).min(nx));
     let (h, w) = (y1 - y0, x1 - x0);
     let mut win = plane.slice_mut(ndarray::s![y0..y1, x0..x1]);
     let mut outside = vec![false; h * w];
@@ -397,7 +442,11 @@ pub fn region(lungs_wide: &Array3<u8>, margin_zyx: [usize; 3]) -> Array3<u8> {
     let (wz, wy, wx) = lungs_wide.dim();
     let [mz, my, mx] = margin_zyx;
     if wz < 2 * mz || wy < 2 * my || wx < 2 * mx {
-        return Array3::zeros((wz.saturating_sub(2 * mz), wy.saturating_sub(2 * my), wx.saturating_sub(2 * mx)));
+        return Array3::zeros((
+            wz.saturating_sub(2 * mz),
+            wy.saturating_sub(2 * my),
+            wx.saturating_sub(2 * mx),
+        ));
     }
     let d = dilate_box_voxels(lungs_wide, margin_zyx);
     d.slice(ndarray::s![mz..wz - mz, my..wy - my, mx..wx - mx]).to_owned()
@@ -429,7 +478,11 @@ pub fn dilate_box_voxels(m: &Array3<u8>, rad: [usize; 3]) -> Array3<u8> {
     let lo: [usize; 3] = std::array::from_fn(|a| lo[a].saturating_sub(rad[a]));
     let hi: [usize; 3] = std::array::from_fn(|a| (hi[a] + rad[a]).min(m.shape()[a]));
     let (bz, by, bx) = (hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2]);
-    let mut v: Vec<u8> = m.slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]]).iter().map(|&x| (x > 0) as u8).collect();
+    let mut v: Vec<u8> = m
+        .slice(ndarray::s![lo[0]..hi[0], lo[1]..hi[1], lo[2]..hi[2]])
+        .iter()
+        .map(|&x| (x > 0) as u8)
+        .collect();
     // Along x: within each row.
     v.par_chunks_mut(bx).for_each_init(Vec::new, |hit, row| dilate_line(row, rad[2], hit));
     // Along y and z: rows of a plane (y) or planes of the volume (z) are the "voxels" of

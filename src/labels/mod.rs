@@ -55,7 +55,10 @@ impl Summary {
             }
             bbox = Some(match bbox {
                 None => k.bbox_zyx,
-                Some([lo, hi]) => [std::array::from_fn(|a| lo[a].min(k.bbox_zyx[0][a])), std::array::from_fn(|a| hi[a].max(k.bbox_zyx[1][a]))],
+                Some([lo, hi]) => [
+                    std::array::from_fn(|a| lo[a].min(k.bbox_zyx[0][a])),
+                    std::array::from_fn(|a| hi[a].max(k.bbox_zyx[1][a])),
+                ],
             });
         }
         counts.sort();
@@ -98,7 +101,8 @@ pub fn summary(m: &Array3<u8>) -> Summary {
             }
         }
     }
-    let list: Vec<[u64; 2]> = (1..256).filter(|&v| counts[v] > 0).map(|v| [v as u64, counts[v]]).collect();
+    let list: Vec<[u64; 2]> =
+        (1..256).filter(|&v| counts[v] > 0).map(|v| [v as u64, counts[v]]).collect();
     let bbox_zyx = (!list.is_empty()).then_some([lo, hi]);
     Summary { counts: list, bbox_zyx }
 }

@@ -52,14 +52,21 @@ fn nearest_index(i: f64, n: usize) -> Option<usize> {
 /// # Errors
 /// [`NearestError::Degenerate`] for a source grid that cannot be inverted;
 /// [`NearestError::TooLarge`] for a target over the voxel limit.
-pub fn resample_nearest(src: &Array3<u8>, src_g: &Geometry, dst_shape_zyx: [usize; 3], dst_g: &Geometry) -> Result<Array3<u8>, NearestError> {
+pub fn resample_nearest(
+    src: &Array3<u8>,
+    src_g: &Geometry,
+    dst_shape_zyx: [usize; 3],
+    dst_g: &Geometry,
+) -> Result<Array3<u8>, NearestError> {
     let voxels = dst_shape_zyx.iter().map(|&n| n as u128).product::<u128>();
     if voxels > crate::volume::MAX_VOXELS as u128 {
         return Err(NearestError::TooLarge { shape_zyx: dst_shape_zyx });
     }
     // The affine map from a target index (z, y, x) to a source continuous index (z, y, x):
     // its value at 0 and its steps along each target axis.
-    let at = |zyx: [f64; 3]| src_g.world_to_index(dst_g.index_to_world(zyx)).ok_or(NearestError::Degenerate);
+    let at = |zyx: [f64; 3]| {
+        src_g.world_to_index(dst_g.index_to_world(zyx)).ok_or(NearestError::Degenerate)
+    };
     let base = at([0.0; 3])?;
     let steps: [[f64; 3]; 3] = {
         let mut s = [[0.0; 3]; 3];
@@ -80,8 +87,15 @@ pub fn resample_nearest(src: &Array3<u8>, src_g: &Geometry, dst_shape_zyx: [usiz
             for x in 0..nx {
                 // Computed afresh per voxel (not accumulated), so rounding matches a
                 // direct evaluation of the map.
-                let i: [f64; 3] = std::array::from_fn(|b| base[b] + z as f64 * steps[0][b] + y as f64 * steps[1][b] + x as f64 * steps[2][b]);
-                if let (Some(iz), Some(iy), Some(ix)) = (nearest_index(i[0], sz), nearest_index(i[1], sy), nearest_index(i[2], sx)) {
+                let i: [f64; 3] = std::array::from_fn(|b| {
+                    base[b]
+                        + z as f64 * steps[0][b]
+                        + y as f64 * steps[1][b]
+                        + x as f64 * steps[2][b]
+                });
+                if let (Some(iz), Some(iy), Some(ix)) =
+                    (nearest_index(i[0], sz), nearest_index(i[1], sy), nearest_index(i[2], sx))
+                {
                     plane[y * nx + x] = src[[iz, iy, ix]];
                 }
             }

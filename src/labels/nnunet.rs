@@ -59,33 +59,66 @@ fn bad(path: &Path, message: String) -> LabelFileError {
 /// [`LabelFileError::Dir`] naming the file and the key.
 pub fn read_dataset(path: &Path) -> Result<Dataset, LabelFileError> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(path, format!("is not JSON: {e}")))?;
-    let channels = v.get("channel_names").or_else(|| v.get("modality")).and_then(|c| c.as_object()).ok_or_else(|| bad(path, "has no `channel_names` (or v1's `modality`) object".into()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(path, format!("is not JSON: {e}")))?;
+    let channels = v
+        .get("channel_names")
+        .or_else(|| v.get("modality"))
+        .and_then(|c| c.as_object())
+        .ok_or_else(|| bad(path, "has no `channel_names` (or v1's `modality`) object".into()))?;
     if channels.len() != 1 {
-        return Err(bad(path, format!("`channel_names` lists {} channels; a store holds one CT volume per scan, so only single-channel datasets are read", channels.len())));
+        return Err(bad(
+            path,
+            format!(
+                "`channel_names` lists {} channels; a store holds one CT volume per scan, so only single-channel datasets are read",
+                channels.len()
+            ),
+        ));
     }
     let channel = channels.values().next().and_then(|c| c.as_str()).unwrap_or_default().to_string();
-    let labels = v.get("labels").and_then(|l| l.as_object()).ok_or_else(|| bad(path, "has no `labels` object".into()))?;
+    let labels = v
+        .get("labels")
+        .and_then(|l| l.as_object())
+        .ok_or_else(|| bad(path, "has no `labels` object".into()))?;
     let mut out = Vec::new();
     for (k, val) in labels {
         // v2: name -> value; v1: "value" -> name.
         let (value, name) = match (val, k.parse::<i64>()) {
             (serde_json::Value::Number(n), _) => (n.as_i64(), k.clone()),
             (serde_json::Value::String(s), Ok(n)) => (Some(n), s.clone()),
-            (serde_json::Value::Array(_), _) => return Err(bad(path, format!("`labels.{k}` is a region (a list of values); region-based labels are not read"))),
+            (serde_json::Value::Array(_), _) => {
+                return Err(bad(
+                    path,
+                    format!(
+                        "`labels.{k}` is a region (a list of values); region-based labels are not read"
+                    ),
+                ));
+            }
             _ => (None, k.clone()),
         };
         match value {
             Some(n) if (0..=255).contains(&n) => out.push((n as u8, name)),
-            _ => return Err(bad(path, format!("`labels.{k}`: {val} is not a label value 0..=255"))),
+            _ => {
+                return Err(bad(path, format!("`labels.{k}`: {val} is not a label value 0..=255")));
+            }
         }
     }
     out.sort();
     if let Some(w) = out.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(bad(path, format!("`labels`: {} and {} both have value {}", w[0].1, w[1].1, w[0].0)));
+        return Err(bad(
+            path,
+            format!("`labels`: {} and {} both have value {}", w[0].1, w[1].1, w[0].0),
+        ));
     }
-    let file_ending = v.get("file_ending").and_then(|f| f.as_str()).unwrap_or(".nii.gz").to_string();
-    Ok(Dataset { path: path.to_path_buf(), name: v.get("name").and_then(|n| n.as_str()).map(str::to_string), channel, labels: out, file_ending })
+    let file_ending =
+        v.get("file_ending").and_then(|f| f.as_str()).unwrap_or(".nii.gz").to_string();
+    Ok(Dataset {
+        path: path.to_path_buf(),
+        name: v.get("name").and_then(|n| n.as_str()).map(str::to_string),
+        channel,
+        labels: out,
+        file_ending,
+    })
 }
 
 /// The parts of an nnU-Net raw dataset folder: `imagesTr`, `labelsTr` and its dataset.
@@ -93,14 +126,21 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, LabelFileError> {
 /// # Errors
 /// [`LabelFileError::Dir`] for a missing folder or a bad `dataset.json`.
 pub fn layout(dir: &Path) -> Result<(PathBuf, PathBuf, Dataset), LabelFileError> {
-    let (images, labels, json) = (dir.join("imagesTr"), dir.join("labelsTr"), dir.join("dataset.json"));
+    let (images, labels, json) =
+        (dir.join("imagesTr"), dir.join("labelsTr"), dir.join("dataset.json"));
     for p in [&images, &labels] {
         if !p.is_dir() {
-            return Err(bad(dir, format!("is not an nnU-Net raw dataset: {} is not a folder", p.display())));
+            return Err(bad(
+                dir,
+                format!("is not an nnU-Net raw dataset: {} is not a folder", p.display()),
+            ));
         }
     }
     if !json.is_file() {
-        return Err(bad(dir, format!("is not an nnU-Net raw dataset: {} is missing", json.display())));
+        return Err(bad(
+            dir,
+            format!("is not an nnU-Net raw dataset: {} is missing", json.display()),
+        ));
     }
     let d = read_dataset(&json)?;
     Ok((images, labels, d))

@@ -64,7 +64,12 @@ fn union(parent: &mut [u32], a: u32, b: u32) {
 }
 
 /// Joins the runs of two neighbouring rows (each sorted by x) that share an x and a key.
-fn join_rows(parent: &mut [u32], runs: &[Run], a: std::ops::Range<usize>, b: std::ops::Range<usize>) {
+fn join_rows(
+    parent: &mut [u32],
+    runs: &[Run],
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) {
     let (mut i, mut j) = (a.start, b.start);
     while i < a.end && j < b.end {
         let (ra, rb) = (runs[i], runs[j]);
@@ -90,9 +95,16 @@ fn join_rows(parent: &mut [u32], runs: &[Run], a: std::ops::Range<usize>, b: std
 /// assert_eq!(l.count, 2);
 /// assert_eq!(l.component, vec![0, 1, 0]);
 /// ```
-pub fn label<T: Sync>(data: &[T], shape_zyx: [usize; 3], key: impl Fn(&T) -> u8 + Sync) -> Option<Labelled> {
+pub fn label<T: Sync>(
+    data: &[T],
+    shape_zyx: [usize; 3],
+    key: impl Fn(&T) -> u8 + Sync,
+) -> Option<Labelled> {
     let [nz, ny, nx] = shape_zyx;
-    if data.len() != nz * ny * nx || (nz as u64) * (ny as u64) >= u32::MAX as u64 || nx as u64 >= u32::MAX as u64 {
+    if data.len() != nz * ny * nx
+        || (nz as u64) * (ny as u64) >= u32::MAX as u64
+        || nx as u64 >= u32::MAX as u64
+    {
         return None;
     }
     if data.is_empty() {

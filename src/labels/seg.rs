@@ -106,17 +106,10 @@ pub struct Segmentation {
 }
 
 fn open(path: &Path, until_pixels: bool) -> Result<dicom_object::DefaultDicomObject> {
-    let read = |message: String| SegError::Read {
-        path: path.to_path_buf(),
-        message,
-    };
+    let read = |message: String| SegError::Read { path: path.to_path_buf(), message };
     crate::io::dicom::check_lengths(path).map_err(read)?;
     let opts = OpenFileOptions::new();
-    let opts = if until_pixels {
-        opts.read_until(tags::PIXEL_DATA)
-    } else {
-        opts
-    };
+    let opts = if until_pixels { opts.read_until(tags::PIXEL_DATA) } else { opts };
     opts.open_file(path).map_err(|e| read(e.to_string()))
 }
 
@@ -131,50 +124,29 @@ pub fn referenced_series(path: &Path) -> Result<Option<String>> {
         return Ok(None);
     }
     let obj = open(path, true)?;
-    if obj
-        .meta()
-        .media_storage_sop_class_uid()
-        .trim_end_matches('\0')
-        != SEGMENTATION_STORAGE
-    {
+    if obj.meta().media_storage_sop_class_uid().trim_end_matches('\0') != SEGMENTATION_STORAGE {
         return Ok(None);
     }
     series_of(path, &obj).map(Some)
 }
 
 fn series_of(path: &Path, obj: &InMemDicomObject) -> Result<String> {
-    let item = first_item(
-        path,
-        obj,
-        tags::REFERENCED_SERIES_SEQUENCE,
-        "ReferencedSeriesSequence",
-    )?;
+    let item = first_item(path, obj, tags::REFERENCED_SERIES_SEQUENCE, "ReferencedSeriesSequence")?;
     let uid = text(item, tags::SERIES_INSTANCE_UID).unwrap_or_default();
     if uid.is_empty() {
-        return Err(field(
-            path,
-            "ReferencedSeriesSequence",
-            "has no SeriesInstanceUID".into(),
-        ));
+        return Err(field(path, "ReferencedSeriesSequence", "has no SeriesInstanceUID".into()));
     }
     Ok(uid)
 }
 
 fn field(path: &Path, field: &'static str, message: String) -> SegError {
-    SegError::Field {
-        path: path.to_path_buf(),
-        field,
-        message,
-    }
+    SegError::Field { path: path.to_path_buf(), field, message }
 }
 
 fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let e = obj.element_opt(tag).ok()??;
     let s = e.to_str().ok()?;
-    Some(
-        s.trim_matches(|c: char| c == '\0' || c.is_whitespace())
-            .to_string(),
-    )
+    Some(s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string())
 }
 
 fn floats(obj: &InMemDicomObject, tag: Tag) -> Option<Vec<f64>> {
@@ -221,20 +193,13 @@ const MAX_PIXELS: u64 = crate::volume::MAX_VOXELS;
 /// [`SegError`] naming the file and the attribute.
 pub fn read(path: &Path) -> Result<Segmentation> {
     let obj = open(path, false)?;
-    if obj
-        .meta()
-        .media_storage_sop_class_uid()
-        .trim_end_matches('\0')
-        != SEGMENTATION_STORAGE
-    {
+    if obj.meta().media_storage_sop_class_uid().trim_end_matches('\0') != SEGMENTATION_STORAGE {
         return Err(field(
             path,
             "SOPClassUID",
             format!(
                 "{} is not Segmentation Storage ({SEGMENTATION_STORAGE})",
-                obj.meta()
-                    .media_storage_sop_class_uid()
-                    .trim_end_matches('\0')
+                obj.meta().media_storage_sop_class_uid().trim_end_matches('\0')
             ),
         ));
     }
@@ -344,10 +309,7 @@ pub fn read(path: &Path) -> Result<Segmentation> {
                 [*c, *r]
             }
             other => {
-                return Err(bad(
-                    "PixelSpacing",
-                    format!("{other:?} is not two spacings in mm"),
-                ));
+                return Err(bad("PixelSpacing", format!("{other:?} is not two spacings in mm")));
             }
         };
         if orientation.is_some_and(|o| o.iter().zip(&iop).any(|(a, b)| (a - b).abs() > 1e-4))
@@ -361,22 +323,14 @@ pub fn read(path: &Path) -> Result<Segmentation> {
         }
         orientation = Some(iop);
         spacing = Some(ps);
-        frames.push(Frame {
-            segment,
-            position_xyz,
-        });
+        frames.push(Frame { segment, position_xyz });
     }
     let (Some(orientation), Some(pixel_spacing_xy)) = (orientation, spacing) else {
-        return Err(field(
-            path,
-            "PerFrameFunctionalGroupsSequence",
-            "no frames".into(),
-        ));
+        return Err(field(path, "PerFrameFunctionalGroupsSequence", "no frames".into()));
     };
 
-    let pixels = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| field(path, "PixelData", e.to_string()))?;
+    let pixels =
+        obj.element(tags::PIXEL_DATA).map_err(|e| field(path, "PixelData", e.to_string()))?;
     if pixels.value().fragments().is_some() {
         return Err(SegError::Unsupported {
             path: path.to_path_buf(),
@@ -386,10 +340,7 @@ pub fn read(path: &Path) -> Result<Segmentation> {
             ),
         });
     }
-    let bits = pixels
-        .to_bytes()
-        .map_err(|e| field(path, "PixelData", e.to_string()))?
-        .into_owned();
+    let bits = pixels.to_bytes().map_err(|e| field(path, "PixelData", e.to_string()))?.into_owned();
     let need = (n_frames * rows * columns).div_ceil(8);
     if bits.len() < need {
         return Err(field(
@@ -491,9 +442,6 @@ impl Segmentation {
                 }
             }
         }
-        Ok(Placed {
-            labels,
-            overlapping,
-        })
+        Ok(Placed { labels, overlapping })
     }
 }

@@ -60,8 +60,20 @@ impl Augment {
                 "rot90" => a.rot90 = true,
                 "hu" => (a.hu_shift, a.hu_scale) = (25.0, 0.05),
                 "noise" => a.noise_sigma = 0.01,
-                "all" => a = Augment { flip_zyx: [true; 3], rot90: patch_zyx[1] == patch_zyx[2], hu_shift: 25.0, hu_scale: 0.05, noise_sigma: 0.01 },
-                other => return Err(format!("`{other}` is not one of flip, rot90, hu, noise, none, all")),
+                "all" => {
+                    a = Augment {
+                        flip_zyx: [true; 3],
+                        rot90: patch_zyx[1] == patch_zyx[2],
+                        hu_shift: 25.0,
+                        hu_scale: 0.05,
+                        noise_sigma: 0.01,
+                    }
+                }
+                other => {
+                    return Err(format!(
+                        "`{other}` is not one of flip, rot90, hu, noise, none, all"
+                    ));
+                }
             }
         }
         Ok(a)
@@ -121,7 +133,8 @@ impl AugmentParams {
             return Vec::new();
         }
         let mut rng = crate::seed::rng(&[self.noise_seed]);
-        let normal = Normal::new(0.0f32, self.noise_sigma).unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid"));
+        let normal = Normal::new(0.0f32, self.noise_sigma)
+            .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid"));
         (0..n).map(|_| normal.sample(&mut rng)).collect()
     }
 }

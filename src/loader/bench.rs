@@ -83,7 +83,12 @@ pub struct RemoteReport {
 pub fn proc_status_bytes(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -111,7 +116,11 @@ fn parallel_time(threads: usize, n: usize, f: impl Fn(usize) + Sync) -> f64 {
 ///
 /// # Errors
 /// The loader's errors (a corrupt chunk ends the measurement).
-pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<BenchReport, LoaderError> {
+pub fn run(
+    loader: &Loader,
+    warmup: Duration,
+    seconds: Duration,
+) -> Result<BenchReport, LoaderError> {
     let shared = loader.shared();
     let cfg = &shared.cfg;
     let n_voxels: usize = cfg.patch_zyx.iter().product();
@@ -143,14 +152,17 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
             requests,
             requests_per_patch: per_patch(requests),
             bytes_per_patch: per_patch(b.bytes_fetched - a.bytes_fetched),
-            fetched_per_byte_wanted: (b.bytes_fetched - a.bytes_fetched) as f64 / (b.bytes_wanted - a.bytes_wanted).max(1) as f64,
+            fetched_per_byte_wanted: (b.bytes_fetched - a.bytes_fetched) as f64
+                / (b.bytes_wanted - a.bytes_wanted).max(1) as f64,
         }
     });
     let patches_per_s = patches as f64 / elapsed;
     let lookups = (c1.hits + c1.misses - c0.hits - c0.misses).max(1);
 
     // The bounds, on the patches of epoch 1 (same distribution, other draws).
-    let specs: Vec<_> = (0..256).map(|i| super::patch::resolve(shared, 1, i / cfg.batch_size, i % cfg.batch_size)).collect::<Result<_, _>>()?;
+    let specs: Vec<_> = (0..256)
+        .map(|i| super::patch::resolve(shared, 1, i / cfg.batch_size, i % cfg.batch_size))
+        .collect::<Result<_, _>>()?;
     let mut touched = Vec::new();
     for s in &specs {
         let v = &shared.scans[s.scan].volume;
@@ -163,12 +175,16 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
     let fetched: Vec<_> = specs
         .iter()
         .zip(&touched)
-        .map(|(s, t)| shared.scans[s.scan].volume.fetch(&t.iter().map(|(_, c)| *c).collect::<Vec<_>>()))
+        .map(|(s, t)| {
+            shared.scans[s.scan].volume.fetch(&t.iter().map(|(_, c)| *c).collect::<Vec<_>>())
+        })
         .collect::<Result<_, _>>()
         .map_err(LoaderError::Store)?;
     let decode_s = parallel_time(cfg.workers, specs.len(), |i| {
         for (scan, c) in &touched[i] {
-            let _ = std::hint::black_box(shared.scans[*scan].volume.decode_chunk_fetched::<i16>(*c, &fetched[i]));
+            let _ = std::hint::black_box(
+                shared.scans[*scan].volume.decode_chunk_fetched::<i16>(*c, &fetched[i]),
+            );
         }
     });
     let decoded: Vec<_> = specs.iter().map(|s| read_patch(shared, s)).collect::<Result<_, _>>()?;
@@ -199,7 +215,8 @@ pub fn run(loader: &Loader, warmup: Duration, seconds: Duration) -> Result<Bench
         copy_bound_patches_per_s: copy_bound,
         ratio_to_decode_bound: patches_per_s / decode_bound,
         ratio_to_copy_bound: patches_per_s / copy_bound,
-        read_amplification: (c1.decoded_bytes - c0.decoded_bytes) as f64 / (patches.max(1) as f64 * n_voxels as f64 * 2.0),
+        read_amplification: (c1.decoded_bytes - c0.decoded_bytes) as f64
+            / (patches.max(1) as f64 * n_voxels as f64 * 2.0),
         cache_hit_rate: (c1.hits - c0.hits) as f64 / lookups as f64,
         chunks_per_patch,
         peak_rss_bytes: proc_status_bytes("VmHWM:"),

@@ -54,7 +54,10 @@ pub struct ChunkCache {
 
 impl std::fmt::Debug for ChunkCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChunkCache").field("budget_bytes", &(self.budget_per_shard * SHARDS)).field("stats", &self.stats()).finish()
+        f.debug_struct("ChunkCache")
+            .field("budget_bytes", &(self.budget_per_shard * SHARDS))
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -74,7 +77,11 @@ impl ChunkCache {
     ///
     /// # Errors
     /// Whatever `decode` returns; nothing is cached then.
-    pub fn get_or_decode<E>(&self, key: ChunkKey, decode: impl FnOnce() -> Result<Vec<i16>, E>) -> Result<Arc<[i16]>, E> {
+    pub fn get_or_decode<E>(
+        &self,
+        key: ChunkKey,
+        decode: impl FnOnce() -> Result<Vec<i16>, E>,
+    ) -> Result<Arc<[i16]>, E> {
         let shard = &self.shards[(key.0 as usize * 31 + key.1 as usize) % SHARDS];
         if let Ok(mut s) = shard.lock() {
             s.tick += 1;
@@ -116,7 +123,12 @@ impl ChunkCache {
     ///
     /// # Errors
     /// [`StoreError`](crate::store::StoreError) for a corrupt chunk.
-    pub fn read_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
+    pub fn read_region(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+    ) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r)?;
         volume.read_region_with(r, |c| {
@@ -131,13 +143,22 @@ impl ChunkCache {
     ///
     /// # Errors
     /// As [`ChunkCache::read_region`].
-    pub fn warm_region<T: crate::store::format::Voxel + Into<i16>>(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<(), crate::store::StoreError> {
+    pub fn warm_region<T: crate::store::format::Voxel + Into<i16>>(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+    ) -> Result<(), crate::store::StoreError> {
         let grid = volume.header().grid();
         let key = |c: [usize; 3]| (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32);
         let fetched = self.fetch_missing(volume_key, volume, r)?;
         for c in volume.chunks_touched(r) {
             if !self.holds(key(c)) {
-                self.get_or_decode(key(c), || volume.decode_chunk_fetched::<T>(c, &fetched).map(|v| v.into_iter().map(Into::into).collect()))?;
+                self.get_or_decode(key(c), || {
+                    volume
+                        .decode_chunk_fetched::<T>(c, &fetched)
+                        .map(|v| v.into_iter().map(Into::into).collect())
+                })?;
             }
         }
         Ok(())
@@ -145,14 +166,23 @@ impl ChunkCache {
 
     /// For a volume on object storage: the payloads of the chunks of `r` the cache does not
     /// hold, fetched in as few requests as coalescing allows (nothing for a local file).
-    fn fetch_missing(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
+    fn fetch_missing(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+    ) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
         let grid = volume.header().grid();
-        volume.fetch_region(r, |c| self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32)))
+        volume.fetch_region(r, |c| {
+            self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))
+        })
     }
 
     /// Whether the cache holds `key` now (no counters change).
     fn holds(&self, key: ChunkKey) -> bool {
-        self.shards[(key.0 as usize * 31 + key.1 as usize) % SHARDS].lock().is_ok_and(|s| s.map.contains_key(&key))
+        self.shards[(key.0 as usize * 31 + key.1 as usize) % SHARDS]
+            .lock()
+            .is_ok_and(|s| s.map.contains_key(&key))
     }
 
     /// A region of a uint8 label volume through the cache (its chunks are held widened to
@@ -160,12 +190,21 @@ impl ChunkCache {
     ///
     /// # Errors
     /// As [`ChunkCache::read_region`].
-    pub fn read_label_region(&self, volume_key: u32, volume: &crate::store::VolumeFile, r: crate::store::Region) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
+    pub fn read_label_region(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+    ) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r)?;
         volume.read_region_with(r, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-            let held = self.get_or_decode((volume_key, k), || volume.decode_chunk_fetched::<u8>(c, &fetched).map(|v| v.into_iter().map(i16::from).collect()))?;
+            let held = self.get_or_decode((volume_key, k), || {
+                volume
+                    .decode_chunk_fetched::<u8>(c, &fetched)
+                    .map(|v| v.into_iter().map(i16::from).collect())
+            })?;
             // Values were u8 when they went in.
             Ok::<Vec<u8>, crate::store::StoreError>(held.iter().map(|&v| v as u8).collect())
         })

@@ -131,7 +131,9 @@ impl std::str::FromStr for MaskLabel {
     fn from_str(s: &str) -> Result<Self, String> {
         let (name, values) = s.split_once(':').unwrap_or((s, ""));
         if !crate::store::format::valid_label_name(name) {
-            return Err(format!("`{name}` is not a label volume name (lower-case letters, digits and '_', starting with a letter)"));
+            return Err(format!(
+                "`{name}` is not a label volume name (lower-case letters, digits and '_', starting with a letter)"
+            ));
         }
         let values = values
             .split(',')
@@ -409,11 +411,18 @@ impl LungIndex {
         let mut total = 0u64;
         // On object storage, the whole label volume in a few coalesced requests (it is small:
         // mostly zeros, compressed).
-        let fetched = label.fetch_region(crate::store::Region { start_zyx: [0; 3], shape_zyx: label.shape_zyx() }, |_| false)?;
+        let fetched = label.fetch_region(
+            crate::store::Region { start_zyx: [0; 3], shape_zyx: label.shape_zyx() },
+            |_| false,
+        )?;
         for cz in 0..grid[0] {
             for cy in 0..grid[1] {
                 for cx in 0..grid[2] {
-                    let n = label.decode_chunk_fetched::<u8>([cz, cy, cx], &fetched)?.iter().filter(|&&v| v != 0).count() as u64;
+                    let n = label
+                        .decode_chunk_fetched::<u8>([cz, cy, cx], &fetched)?
+                        .iter()
+                        .filter(|&&v| v != 0)
+                        .count() as u64;
                     if n > 0 {
                         total += n;
                         chunks.push(((cz * grid[1] + cy) * grid[2] + cx) as u32);
@@ -435,7 +444,8 @@ impl ScanEntry {
     /// The mask of the patch of `shape` voxels at `start_zyx`: the nodules near it
     /// rasterised ([`patch::rasterize`]), at a cost independent of the nodules elsewhere.
     pub fn mask(&self, start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
-        let near: Vec<Sphere> = self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
+        let near: Vec<Sphere> =
+            self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
         patch::rasterize(&near, start_zyx, shape)
     }
 }
@@ -480,7 +490,11 @@ impl Loader {
 
     fn new(store: &Store, cfg: LoaderConfig) -> Result<Loader, LoaderError> {
         let bad = |m: &str| Err(LoaderError::Config(m.to_string()));
-        if cfg.patch_zyx.contains(&0) || cfg.batch_size == 0 || cfg.workers == 0 || cfg.prefetch == 0 {
+        if cfg.patch_zyx.contains(&0)
+            || cfg.batch_size == 0
+            || cfg.workers == 0
+            || cfg.prefetch == 0
+        {
             return bad("patch sides, batch size, workers and prefetch must be at least 1");
         }
         if cfg.batches_per_epoch == Some(0) {
@@ -518,10 +532,21 @@ impl Loader {
             });
         }
         if let Some((rank, world)) = cfg.shard {
-            ids = ids.into_iter().enumerate().filter(|(i, _)| i % world == rank).map(|(_, id)| id).collect();
+            ids = ids
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| i % world == rank)
+                .map(|(_, id)| id)
+                .collect();
         }
         if ids.is_empty() {
-            return Err(LoaderError::Empty(format!("store has {} scans; series {:?}, split {:?}, shard {:?}", store.scans().len(), cfg.series, cfg.split, cfg.shard)));
+            return Err(LoaderError::Empty(format!(
+                "store has {} scans; series {:?}, split {:?}, shard {:?}",
+                store.scans().len(),
+                cfg.series,
+                cfg.split,
+                cfg.shard
+            )));
         }
         let nodule_rows = store.nodules()?;
         let mut by_id: BTreeMap<&str, Vec<&index::NoduleRow>> = BTreeMap::new();
@@ -534,7 +559,8 @@ impl Loader {
         let mut total = 0.0;
         // Masks from a label volume: every selected scan must have it. Without nodules in
         // the index for the selection, its components are the positives.
-        let from_components = cfg.mask_label.is_some() && ids.iter().all(|id| !by_id.contains_key(id));
+        let from_components =
+            cfg.mask_label.is_some() && ids.iter().all(|id| !by_id.contains_key(id));
         for (si, id) in ids.iter().enumerate() {
             let volume = store.volume(id)?;
             let mut nodules = Vec::new();
@@ -544,16 +570,25 @@ impl Loader {
                 let rec = store.scan(id)?;
                 let Some(l) = rec.label(&ml.name) else {
                     let have: Vec<&str> = rec.labels.iter().map(|l| l.name.as_str()).collect();
-                    return Err(LoaderError::Config(format!("scan {id} has no label volume `{}` to take masks from (it has: {})", ml.name, if have.is_empty() { "none".to_string() } else { have.join(", ") })));
+                    return Err(LoaderError::Config(format!(
+                        "scan {id} has no label volume `{}` to take masks from (it has: {})",
+                        ml.name,
+                        if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                    )));
                 };
                 mask_label = Some(store.label(id, &ml.name)?);
                 if from_components {
                     let sp = rec.spacing_xyz;
-                    for (k, c) in l.components.iter().enumerate().filter(|(_, c)| ml.is_foreground(c.value)) {
+                    for (k, c) in
+                        l.components.iter().enumerate().filter(|(_, c)| ml.is_foreground(c.value))
+                    {
                         // The sphere of the component's volume stands for its size; the mask
                         // is the label volume's own.
                         let r_mm = c.equivalent_diameter_mm / 2.0;
-                        nodules.push(Sphere { centre_zyx: c.centroid_zyx, radius_zyx: [r_mm / sp[2], r_mm / sp[1], r_mm / sp[0]] });
+                        nodules.push(Sphere {
+                            centre_zyx: c.centroid_zyx,
+                            radius_zyx: [r_mm / sp[2], r_mm / sp[1], r_mm / sp[0]],
+                        });
                         nodule_ids.push(k as i32);
                         positives.push((si, nodules.len() - 1));
                         total += match cfg.weighting {
@@ -578,7 +613,15 @@ impl Loader {
                 }
             }
             let nodule_grid = spheres::SphereGrid::build(&nodules);
-            scans.push(ScanEntry { id: id.to_string(), volume, nodules, nodule_ids, nodule_grid, lungs: None, mask_label });
+            scans.push(ScanEntry {
+                id: id.to_string(),
+                volume,
+                nodules,
+                nodule_ids,
+                nodule_grid,
+                lungs: None,
+                mask_label,
+            });
         }
         let mut notes = Vec::new();
         if cfg.negatives == Negatives::Lungs && cfg.positive_share < 1.0 {
@@ -587,14 +630,17 @@ impl Loader {
             let indexes: Vec<Result<Option<LungIndex>, LoaderError>> = scans
                 .par_iter()
                 .map(|s| match store.scan(&s.id)?.label(crate::labels::LUNGS) {
-                    Some(l) if l.foreground_voxels() > 0 => LungIndex::build(store.label(&s.id, crate::labels::LUNGS)?),
+                    Some(l) if l.foreground_voxels() > 0 => {
+                        LungIndex::build(store.label(&s.id, crate::labels::LUNGS)?)
+                    }
                     _ => Ok(None),
                 })
                 .collect();
             for (s, ix) in scans.iter_mut().zip(indexes) {
                 s.lungs = ix?;
             }
-            let without: Vec<&str> = scans.iter().filter(|s| s.lungs.is_none()).map(|s| s.id.as_str()).collect();
+            let without: Vec<&str> =
+                scans.iter().filter(|s| s.lungs.is_none()).map(|s| s.id.as_str()).collect();
             if !without.is_empty() {
                 let shown: Vec<&str> = without.iter().take(5).copied().collect();
                 notes.push(format!(
@@ -616,11 +662,23 @@ impl Loader {
                 }
             }
             if hard_negatives.is_empty() && cfg.positive_share < 1.0 {
-                return bad("negatives from candidates asked for, but the index has no class-0 candidates in the selection");
+                return bad(
+                    "negatives from candidates asked for, but the index has no class-0 candidates in the selection",
+                );
             }
         }
         let cache = cache::ChunkCache::new(cfg.cache_bytes);
-        Ok(Loader { shared: Arc::new(Shared { cfg, scans, positives, cumulative, hard_negatives, cache, notes }) })
+        Ok(Loader {
+            shared: Arc::new(Shared {
+                cfg,
+                scans,
+                positives,
+                cumulative,
+                hard_negatives,
+                cache,
+                notes,
+            }),
+        })
     }
 
     /// The configuration.

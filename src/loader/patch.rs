@@ -12,8 +12,13 @@ use crate::store::Region;
 pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
     let mut m = vec![0u8; shape.iter().product()];
     for s in spheres {
-        let lo: [usize; 3] = std::array::from_fn(|a| (s.centre_zyx[a] - s.radius_zyx[a] - start_zyx[a] as f64).ceil().max(0.0) as usize);
-        let hi: [i64; 3] = std::array::from_fn(|a| ((s.centre_zyx[a] + s.radius_zyx[a] - start_zyx[a] as f64).floor() as i64).min(shape[a] as i64 - 1));
+        let lo: [usize; 3] = std::array::from_fn(|a| {
+            (s.centre_zyx[a] - s.radius_zyx[a] - start_zyx[a] as f64).ceil().max(0.0) as usize
+        });
+        let hi: [i64; 3] = std::array::from_fn(|a| {
+            ((s.centre_zyx[a] + s.radius_zyx[a] - start_zyx[a] as f64).floor() as i64)
+                .min(shape[a] as i64 - 1)
+        });
         if (0..3).any(|a| hi[a] < lo[a] as i64) {
             continue;
         }
@@ -45,7 +50,8 @@ pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderEr
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
             let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
-            let a = shared.cache.read_label_region(super::cache::mask_key(spec.scan as u32), v, r)?;
+            let a =
+                shared.cache.read_label_region(super::cache::mask_key(spec.scan as u32), v, r)?;
             Ok(a.iter().map(|&x| ml.is_foreground(x) as u8).collect())
         }
         _ => Ok(scan.mask(spec.start_zyx, shared.cfg.patch_zyx)),
@@ -54,7 +60,15 @@ pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderEr
 
 /// Writes one patch (HU, mask) into `image` and `mask` (f32, C order): moved by the
 /// augmentation, HU scaled and shifted, windowed to 0..1, noise added.
-pub fn write_patch(hu: &[i16], m: &[u8], aug: &AugmentParams, shape: [usize; 3], window: [f32; 2], image: &mut [f32], mask: &mut [f32]) {
+pub fn write_patch(
+    hu: &[i16],
+    m: &[u8],
+    aug: &AugmentParams,
+    shape: [usize; 3],
+    window: [f32; 2],
+    image: &mut [f32],
+    mask: &mut [f32],
+) {
     let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
     let (scale, shift) = (aug.hu_scale, aug.hu_shift);
     let norm = |v: i16| ((v as f32 * scale + shift - lo) * inv).clamp(0.0, 1.0);
@@ -114,21 +128,39 @@ pub fn warm(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<()
 ///
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt label chunk.
-pub fn resolve(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<PatchSpec, LoaderError> {
+pub fn resolve(
+    shared: &Shared,
+    epoch: u64,
+    batch: usize,
+    item: usize,
+) -> Result<PatchSpec, LoaderError> {
     let mut spec = sample(shared, epoch, batch, item);
     if let (Some((k, rank)), Some(ix)) = (spec.lung_pick, shared.scans[spec.scan].lungs.as_ref()) {
         let h = ix.label.header();
         let (grid, c) = (h.grid(), h.chunk_shape_zyx);
         let n = ix.chunks[k] as usize;
         let chunk = [n / (grid[1] * grid[2]), (n / grid[2]) % grid[1], n % grid[2]];
-        let data = shared.cache.get_or_decode((super::cache::label_key(spec.scan as u32), n as u32), || {
-            ix.label.decode_chunk_as::<u8>(chunk).map(|v| v.into_iter().map(i16::from).collect())
-        })?;
-        let local = data.iter().enumerate().filter(|(_, v)| **v != 0).nth(rank as usize).map(|(i, _)| i);
+        let data = shared.cache.get_or_decode(
+            (super::cache::label_key(spec.scan as u32), n as u32),
+            || {
+                ix.label
+                    .decode_chunk_as::<u8>(chunk)
+                    .map(|v| v.into_iter().map(i16::from).collect())
+            },
+        )?;
+        let local =
+            data.iter().enumerate().filter(|(_, v)| **v != 0).nth(rank as usize).map(|(i, _)| i);
         let Some(i) = local else {
-            return Err(LoaderError::Config(format!("{}: chunk {chunk:?} holds fewer lung voxels than counted when the loader was built", ix.label.path().display())));
+            return Err(LoaderError::Config(format!(
+                "{}: chunk {chunk:?} holds fewer lung voxels than counted when the loader was built",
+                ix.label.path().display()
+            )));
         };
-        let centre = [chunk[0] * c[0] + i / (c[1] * c[2]), chunk[1] * c[1] + (i / c[2]) % c[1], chunk[2] * c[2] + i % c[2]];
+        let centre = [
+            chunk[0] * c[0] + i / (c[1] * c[2]),
+            chunk[1] * c[1] + (i / c[2]) % c[1],
+            chunk[2] * c[2] + i % c[2],
+        ];
         let p = shared.cfg.patch_zyx;
         spec.start_zyx = std::array::from_fn(|a| centre[a] as i64 - (p[a] / 2) as i64);
     }
@@ -152,8 +184,18 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
         let scan = &shared.scans[spec.scan];
         let hu = read_patch(shared, &spec)?;
         let m = patch_mask(shared, &spec)?;
-        let hu = hu.as_slice().ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
-        write_patch(hu, &m, &spec.augment, p, cfg.hu_window, &mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
+        let hu = hu
+            .as_slice()
+            .ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
+        write_patch(
+            hu,
+            &m,
+            &spec.augment,
+            p,
+            cfg.hu_window,
+            &mut images[item * n..(item + 1) * n],
+            &mut masks[item * n..(item + 1) * n],
+        );
         patches.push(PatchMeta {
             series_id: scan.id.clone(),
             start_zyx: spec.start_zyx,

@@ -52,7 +52,8 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
             if j == 0 { 0 } else { rng.random_range(-j..=j) }
         })
     };
-    let start = |centre: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64) };
+    let start =
+        |centre: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64) };
     let positive = !shared.positives.is_empty() && rng.random::<f64>() < cfg.positive_share;
     let mut lung_pick = None;
     let (scan, start_zyx, nodule) = if positive {
@@ -78,7 +79,8 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
             }
             _ => {
                 let shape = shared.scans[scan].volume.shape_zyx();
-                let centre: [i64; 3] = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
+                let centre: [i64; 3] =
+                    std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
                 (scan, start(centre), None)
             }
         }

@@ -33,7 +33,12 @@ impl SphereGrid {
             if !s.centre_zyx.iter().chain(&s.radius_zyx).all(|v| v.is_finite()) {
                 continue;
             }
-            let r: [(f64, f64); 3] = std::array::from_fn(|a| cells(s.centre_zyx[a] - s.radius_zyx[a].abs(), s.centre_zyx[a] + s.radius_zyx[a].abs()));
+            let r: [(f64, f64); 3] = std::array::from_fn(|a| {
+                cells(
+                    s.centre_zyx[a] - s.radius_zyx[a].abs(),
+                    s.centre_zyx[a] + s.radius_zyx[a].abs(),
+                )
+            });
             let count: f64 = r.iter().map(|(a, b)| b - a + 1.0).product();
             if count > MAX_CELLS_PER_SPHERE {
                 g.large.push(i as u32);
@@ -56,7 +61,9 @@ impl SphereGrid {
     pub fn near(&self, start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<usize> {
         let mut out: Vec<usize> = self.large.iter().map(|&i| i as usize).collect();
         if !self.cells.is_empty() {
-            let r: [(f64, f64); 3] = std::array::from_fn(|a| cells(start_zyx[a] as f64, (start_zyx[a] + shape[a] as i64 - 1) as f64));
+            let r: [(f64, f64); 3] = std::array::from_fn(|a| {
+                cells(start_zyx[a] as f64, (start_zyx[a] + shape[a] as i64 - 1) as f64)
+            });
             for z in r[0].0 as i64..=r[0].1 as i64 {
                 for y in r[1].0 as i64..=r[1].1 as i64 {
                     for x in r[2].0 as i64..=r[2].1 as i64 {
@@ -96,7 +103,11 @@ mod tests {
         for start in [[0, 0, 0], [-16, 31, 33], [60, 100, 200], [120, 250, 250], [-40, -70, -70]] {
             let near: Vec<Sphere> = g.near(start, shape).into_iter().map(|i| spheres[i]).collect();
             assert!(near.len() < spheres.len(), "the index must select");
-            assert_eq!(rasterize(&near, start, shape), rasterize(&spheres, start, shape), "patch at {start:?}");
+            assert_eq!(
+                rasterize(&near, start, shape),
+                rasterize(&spheres, start, shape),
+                "patch at {start:?}"
+            );
         }
     }
 }

@@ -109,12 +109,21 @@ impl Ahead {
 }
 
 /// Starts the fetchers of an epoch of batches `first..end` (none for a local store).
-fn start_fetchers(shared: &Arc<Shared>, epoch: u64, first: usize, end: usize) -> Option<Arc<Ahead>> {
+fn start_fetchers(
+    shared: &Arc<Shared>,
+    epoch: u64,
+    first: usize,
+    end: usize,
+) -> Option<Arc<Ahead>> {
     let cfg = &shared.cfg;
     if cfg.fetchers == 0 || !shared.scans.iter().any(|s| s.volume.is_remote()) {
         return None;
     }
-    let ahead = Arc::new(Ahead { next: Mutex::new(first), moved: Condvar::new(), stop: AtomicBool::new(false) });
+    let ahead = Arc::new(Ahead {
+        next: Mutex::new(first),
+        moved: Condvar::new(),
+        stop: AtomicBool::new(false),
+    });
     let item = Arc::new(AtomicUsize::new(0));
     let depth = cfg.prefetch + cfg.fetchers / cfg.batch_size + 1;
     for f in 0..cfg.fetchers {
@@ -127,7 +136,9 @@ fn start_fetchers(shared: &Arc<Shared>, epoch: u64, first: usize, end: usize) ->
                     break;
                 }
                 // Errors (and panics) come to the worker that builds the batch.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::warm(&shared, epoch, k, i)));
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    patch::warm(&shared, epoch, k, i)
+                }));
             }
         };
         // Not joined: one may be waiting on a request when the epoch ends; it stops after it.
@@ -140,12 +151,19 @@ fn start_fetchers(shared: &Arc<Shared>, epoch: u64, first: usize, end: usize) ->
 
 impl std::fmt::Debug for Epoch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Epoch").field("next", &self.next).field("end", &self.end).field("workers", &self.workers.len()).finish()
+        f.debug_struct("Epoch")
+            .field("next", &self.next)
+            .field("end", &self.end)
+            .field("workers", &self.workers.len())
+            .finish()
     }
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "unknown panic".into())
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Epoch {
@@ -153,33 +171,60 @@ impl Epoch {
         Self::start_range(shared, epoch, 0, batches)
     }
 
-    pub(super) fn start_range(shared: Arc<Shared>, epoch: u64, first: usize, count: usize) -> Epoch {
+    pub(super) fn start_range(
+        shared: Arc<Shared>,
+        epoch: u64,
+        first: usize,
+        count: usize,
+    ) -> Epoch {
         let prefetch = shared.cfg.prefetch;
         let (job_tx, job_rx) = unbounded::<usize>();
         let (res_tx, res_rx) = bounded::<Item>(prefetch);
         let mut workers = Vec::new();
         for w in 0..shared.cfg.workers {
             let (shared, job_rx, tx) = (shared.clone(), job_rx.clone(), res_tx.clone());
-            let spawned = std::thread::Builder::new().name(format!("ctstream.loader.{w}")).spawn(move || {
-                while let Ok(k) = job_rx.recv() {
-                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| patch::build_batch(&shared, epoch, k)))
-                        .unwrap_or_else(|p| Err(LoaderError::WorkerPanic { batch: k, message: panic_message(p.as_ref()) }));
-                    if tx.send((k, r)).is_err() {
-                        break;
+            let spawned =
+                std::thread::Builder::new().name(format!("ctstream.loader.{w}")).spawn(move || {
+                    while let Ok(k) = job_rx.recv() {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            patch::build_batch(&shared, epoch, k)
+                        }))
+                        .unwrap_or_else(|p| {
+                            Err(LoaderError::WorkerPanic {
+                                batch: k,
+                                message: panic_message(p.as_ref()),
+                            })
+                        });
+                        if tx.send((k, r)).is_err() {
+                            break;
+                        }
                     }
-                }
-            });
+                });
             match spawned {
                 Ok(h) => workers.push(h),
                 Err(e) if workers.is_empty() => {
                     // No thread at all: deliver the failure as the first batch.
-                    let _ = res_tx.send((first, Err(LoaderError::Config(format!("cannot start a loader thread: {e}")))));
+                    let _ = res_tx.send((
+                        first,
+                        Err(LoaderError::Config(format!("cannot start a loader thread: {e}"))),
+                    ));
                 }
                 Err(_) => break,
             }
         }
         let ahead = start_fetchers(&shared, epoch, first, first + count);
-        let mut e = Epoch { results: res_rx, jobs: Some(job_tx), workers, pending: BTreeMap::new(), next: first, issued: first, end: first + count, prefetch, failed: false, ahead };
+        let mut e = Epoch {
+            results: res_rx,
+            jobs: Some(job_tx),
+            workers,
+            pending: BTreeMap::new(),
+            next: first,
+            issued: first,
+            end: first + count,
+            prefetch,
+            failed: false,
+            ahead,
+        };
         e.issue();
         e
     }
@@ -205,7 +250,10 @@ impl Epoch {
     ///
     /// # Errors
     /// [`NotYet`] when the batch did not arrive in time.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
+    pub fn next_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
         self.take(Some(timeout))
     }
 
@@ -214,7 +262,10 @@ impl Epoch {
         self.next
     }
 
-    fn take(&mut self, timeout: Option<Duration>) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
+    fn take(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
         if self.failed || self.next >= self.end {
             return Ok(None);
         }
@@ -231,7 +282,9 @@ impl Epoch {
                     self.pending.insert(k, r);
                 }
                 Err(RecvTimeoutError::Timeout) => return Err(NotYet),
-                Err(RecvTimeoutError::Disconnected) => break Err(LoaderError::Config("all loader workers stopped".into())),
+                Err(RecvTimeoutError::Disconnected) => {
+                    break Err(LoaderError::Config("all loader workers stopped".into()));
+                }
             }
         };
         self.next += 1;

@@ -27,17 +27,27 @@ pub struct Curves {
 /// for a missing column or a value that is not a number.
 pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
     let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
-    let file = crate::fsutil::open_regular(path).map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
+    let file = crate::fsutil::open_regular(path)
+        .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
     let mut r = csv::Reader::from_reader(file);
     let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).ok_or_else(|| bad(format!("no `{name}` column (header: {})", headers.iter().collect::<Vec<_>>().join(","))));
+    let col = |name: &str| {
+        headers.iter().position(|h| h == name).ok_or_else(|| {
+            bad(format!(
+                "no `{name}` column (header: {})",
+                headers.iter().collect::<Vec<_>>().join(",")
+            ))
+        })
+    };
     let (s, l, d) = (col("step")?, col("loss")?, col("dice")?);
     let mut rows = Vec::new();
     for (k, rec) in r.records().enumerate() {
         let rec = rec.map_err(|e| bad(e.to_string()))?;
         let num = |c: usize, name: &str| -> Result<f64, PictureError> {
             let v = rec.get(c).unwrap_or("");
-            v.trim().parse::<f64>().map_err(|_| bad(format!("line {}: {name} `{v}` is not a number", k + 2)))
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| bad(format!("line {}: {name} `{v}` is not a number", k + 2)))
         };
         rows.push((num(s, "step")?, num(l, "loss")?, num(d, "dice")?));
     }
@@ -52,13 +62,21 @@ pub fn read_run(run_dir: &Path) -> Result<Curves, PictureError> {
     let metrics = run_dir.join("metrics.csv");
     let train = read_log(&metrics)?;
     if train.is_empty() {
-        return Err(PictureError::Input { path: metrics, message: "no training steps logged yet".into() });
+        return Err(PictureError::Input {
+            path: metrics,
+            message: "no training steps logged yet".into(),
+        });
     }
     let val_path = run_dir.join("val.csv");
     let val = if val_path.exists() { read_log(&val_path)? } else { Vec::new() };
     let loss = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.1)).collect();
     let dice = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.2)).collect();
-    Ok(Curves { train_loss: loss(&train), train_dice: dice(&train), val_loss: loss(&val), val_dice: dice(&val) })
+    Ok(Curves {
+        train_loss: loss(&train),
+        train_dice: dice(&train),
+        val_loss: loss(&val),
+        val_dice: dice(&val),
+    })
 }
 
 /// The running mean of `points` over a centred window of `k` points (shorter at the ends).
@@ -89,8 +107,15 @@ pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
         let panels = [("loss", &c.train_loss, &c.val_loss), ("Dice", &c.train_dice, &c.val_dice)];
         for (area, (name, train, val)) in halves.iter().zip(panels) {
             let finite = train.iter().chain(val.iter()).map(|p| p.1).filter(|v| v.is_finite());
-            let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-            let (y0, y1) = if name == "Dice" { (0.0, 1.0) } else if lo.is_finite() { (lo.min(0.0), hi * 1.05 + 1e-9) } else { (0.0, 1.0) };
+            let (lo, hi) =
+                finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+            let (y0, y1) = if name == "Dice" {
+                (0.0, 1.0)
+            } else if lo.is_finite() {
+                (lo.min(0.0), hi * 1.05 + 1e-9)
+            } else {
+                (0.0, 1.0)
+            };
             let mut chart = ChartBuilder::on(area)
                 .margin(12)
                 .caption(format!("{name} against step"), ("sans-serif", 16))
@@ -98,24 +123,56 @@ pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
                 .y_label_area_size(52)
                 .build_cartesian_2d(0.0..max_step, y0..y1)
                 .map_err(draw_err)?;
-            chart.configure_mesh().x_desc("step").x_label_formatter(&|x| format!("{x}")).y_desc(name).light_line_style(RGBColor(242, 242, 242)).draw().map_err(draw_err)?;
+            chart
+                .configure_mesh()
+                .x_desc("step")
+                .x_label_formatter(&|x| format!("{x}"))
+                .y_desc(name)
+                .light_line_style(RGBColor(242, 242, 242))
+                .draw()
+                .map_err(draw_err)?;
             let blue = RGBColor(40, 90, 200);
-            let faint = if k > 1 { RGBColor(160, 185, 235).stroke_width(1) } else { blue.stroke_width(2) };
-            chart.draw_series(LineSeries::new(train.iter().copied(), faint)).map_err(draw_err)?.label("training, each step").legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint));
+            let faint =
+                if k > 1 { RGBColor(160, 185, 235).stroke_width(1) } else { blue.stroke_width(2) };
+            chart
+                .draw_series(LineSeries::new(train.iter().copied(), faint))
+                .map_err(draw_err)?
+                .label("training, each step")
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint));
             if k > 1 {
                 chart
                     .draw_series(LineSeries::new(running_mean(train, k), blue.stroke_width(2)))
                     .map_err(draw_err)?
                     .label(format!("training, mean of {k} steps"))
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], blue.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], blue.stroke_width(2))
+                    });
             }
             if !val.is_empty() {
                 let orange = RGBColor(230, 120, 20);
-                chart.draw_series(LineSeries::new(val.iter().copied(), orange.stroke_width(2))).map_err(draw_err)?.label("validation").legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], orange.stroke_width(2)));
-                chart.draw_series(val.iter().map(|&p| Circle::new(p, 4, orange.filled()))).map_err(draw_err)?;
+                chart
+                    .draw_series(LineSeries::new(val.iter().copied(), orange.stroke_width(2)))
+                    .map_err(draw_err)?
+                    .label("validation")
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], orange.stroke_width(2))
+                    });
+                chart
+                    .draw_series(val.iter().map(|&p| Circle::new(p, 4, orange.filled())))
+                    .map_err(draw_err)?;
             }
-            let corner = if name == "Dice" { SeriesLabelPosition::UpperLeft } else { SeriesLabelPosition::UpperRight };
-            chart.configure_series_labels().position(corner).background_style(WHITE.mix(0.85)).border_style(RGBColor(180, 180, 180)).draw().map_err(draw_err)?;
+            let corner = if name == "Dice" {
+                SeriesLabelPosition::UpperLeft
+            } else {
+                SeriesLabelPosition::UpperRight
+            };
+            chart
+                .configure_series_labels()
+                .position(corner)
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(180, 180, 180))
+                .draw()
+                .map_err(draw_err)?;
         }
         Ok(())
     })?;

@@ -60,7 +60,9 @@ static FONT_BYTES: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-subset.
 /// default), once per process.
 fn register_font() -> Result<(), PictureError> {
     static DONE: OnceLock<bool> = OnceLock::new();
-    let ok = *DONE.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES).is_ok());
+    let ok = *DONE.get_or_init(|| {
+        plotters::style::register_font("sans-serif", FontStyle::Normal, FONT_BYTES).is_ok()
+    });
     if ok { Ok(()) } else { Err(PictureError::Draw("the embedded font does not load".into())) }
 }
 
@@ -98,7 +100,12 @@ impl Picture {
     /// # Panics
     /// When (x, y) lies outside the picture.
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
-        assert!(x < self.width && y < self.height, "pixel ({x}, {y}) outside {}x{}", self.width, self.height);
+        assert!(
+            x < self.width && y < self.height,
+            "pixel ({x}, {y}) outside {}x{}",
+            self.width,
+            self.height
+        );
         let i = (y as usize * self.width as usize + x as usize) * 3;
         [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
     }
@@ -110,7 +117,9 @@ impl Picture {
     pub fn png(&self) -> Result<Vec<u8>, PictureError> {
         use image::ImageEncoder;
         let mut out = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut out).write_image(&self.rgb, self.width, self.height, image::ExtendedColorType::Rgb8).map_err(draw_err)?;
+        image::codecs::png::PngEncoder::new(&mut out)
+            .write_image(&self.rgb, self.width, self.height, image::ExtendedColorType::Rgb8)
+            .map_err(draw_err)?;
         Ok(out)
     }
 
@@ -120,16 +129,24 @@ impl Picture {
     /// [`PictureError::Io`] naming `path`.
     pub fn save(&self, path: &Path) -> Result<(), PictureError> {
         let png = self.png()?;
-        crate::fsutil::write_bytes_atomic(path, &png).map_err(|source| PictureError::Io { path: path.to_path_buf(), source })
+        crate::fsutil::write_bytes_atomic(path, &png)
+            .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })
     }
 
     /// Draws on the picture with plotters, the embedded font registered.
     fn draw<F>(&mut self, f: F) -> Result<(), PictureError>
     where
-        F: FnOnce(&plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), PictureError>,
+        F: FnOnce(
+            &plotters::drawing::DrawingArea<
+                plotters::prelude::BitMapBackend<'_>,
+                plotters::coord::Shift,
+            >,
+        ) -> Result<(), PictureError>,
     {
         register_font()?;
-        let root = plotters::prelude::BitMapBackend::with_buffer(&mut self.rgb, (self.width, self.height)).into_drawing_area();
+        let root =
+            plotters::prelude::BitMapBackend::with_buffer(&mut self.rgb, (self.width, self.height))
+                .into_drawing_area();
         f(&root)?;
         root.present().map_err(draw_err)
     }

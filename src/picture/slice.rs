@@ -42,7 +42,9 @@ pub const LUNG_CONTOUR: [u8; 3] = [0, 190, 230];
 
 /// `base` with `colour` laid over it at opacity `alpha`, rounded.
 pub fn blend(base: [u8; 3], colour: [u8; 3], alpha: f32) -> [u8; 3] {
-    std::array::from_fn(|i| (base[i] as f32 * (1.0 - alpha) + colour[i] as f32 * alpha).round() as u8)
+    std::array::from_fn(|i| {
+        (base[i] as f32 * (1.0 - alpha) + colour[i] as f32 * alpha).round() as u8
+    })
 }
 
 /// One axial slice and what to draw over it.
@@ -97,13 +99,19 @@ impl Layout {
 /// The layout of `view` drawn with panels `panel_width` pixels wide.
 pub fn layout(view: &SliceView, panel_width: u32) -> Layout {
     let (rows, cols) = view.hu.dim();
-    let aspect = (rows as f64 * view.spacing_yx[0]) / (cols as f64 * view.spacing_yx[1]).max(f64::MIN_POSITIVE);
+    let aspect = (rows as f64 * view.spacing_yx[0])
+        / (cols as f64 * view.spacing_yx[1]).max(f64::MIN_POSITIVE);
     let panel_w = panel_width.max(16);
     let panel_h = ((panel_w as f64 * aspect).round() as u32).clamp(16, 8 * panel_w);
     let n = if view.predicted.is_some() { 3 } else { 2 };
     let top = TITLE_H + LABEL_H;
     let origins = (0..n).map(|k| (MARGIN + k * (panel_w + MARGIN), top)).collect();
-    Layout { panel_w, panel_h, origins, size: (MARGIN + n * (panel_w + MARGIN), top + panel_h + MARGIN) }
+    Layout {
+        panel_w,
+        panel_h,
+        origins,
+        size: (MARGIN + n * (panel_w + MARGIN), top + panel_h + MARGIN),
+    }
 }
 
 /// The panel image: the windowed slice, with `mask` (if any) filled at [`FILL_ALPHA`] and
@@ -137,7 +145,10 @@ fn panel_with(view: &SliceView, l: &Layout, mask: Option<Overlay>, outline: bool
             if let Some((_, colour)) = mask {
                 let (x0, y0) = (px as i64, py as i64);
                 if inside(x0, y0) {
-                    let edge = !(inside(x0 - 1, y0) && inside(x0 + 1, y0) && inside(x0, y0 - 1) && inside(x0, y0 + 1));
+                    let edge = !(inside(x0 - 1, y0)
+                        && inside(x0 + 1, y0)
+                        && inside(x0, y0 - 1)
+                        && inside(x0, y0 + 1));
                     rgb = if edge {
                         colour
                     } else if outline {
@@ -156,7 +167,10 @@ fn panel_with(view: &SliceView, l: &Layout, mask: Option<Overlay>, outline: bool
 /// A scale bar length: the longest of 1, 2, 5, 10, 20, 50, 100 mm that fits in a quarter
 /// of `field_mm`.
 fn scale_mm(field_mm: f64) -> f64 {
-    [100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0].into_iter().find(|&l| l <= field_mm / 4.0).unwrap_or(1.0)
+    [100.0, 50.0, 20.0, 10.0, 5.0, 2.0, 1.0]
+        .into_iter()
+        .find(|&l| l <= field_mm / 4.0)
+        .unwrap_or(1.0)
 }
 
 /// Draws the panels of `view`, each `panel_width` pixels wide.
@@ -166,9 +180,15 @@ fn scale_mm(field_mm: f64) -> f64 {
 /// [`PictureError::Draw`] if drawing fails.
 pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), PictureError> {
     let (rows, cols) = view.hu.dim();
-    let shape_err = |what: &str, d: (usize, usize)| PictureError::Input { path: "slice".into(), message: format!("{what} is {d:?}, the slice {:?}", (rows, cols)) };
+    let shape_err = |what: &str, d: (usize, usize)| PictureError::Input {
+        path: "slice".into(),
+        message: format!("{what} is {d:?}, the slice {:?}", (rows, cols)),
+    };
     if rows == 0 || cols == 0 {
-        return Err(PictureError::Input { path: "slice".into(), message: "the slice is empty".into() });
+        return Err(PictureError::Input {
+            path: "slice".into(),
+            message: "the slice is empty".into(),
+        });
     }
     if view.annotated.dim() != (rows, cols) {
         return Err(shape_err("the annotated mask", view.annotated.dim()));
@@ -192,13 +212,25 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
         None => panel(view, &l, None),
     };
     let contour = if view.lungs.is_some() { ", lung contour" } else { "" };
-    let mut panels: Vec<(Vec<u8>, String, RGBColor)> = vec![(ct, format!("CT, window L {} W {} HU{contour}", view.window.level, view.window.width), BLACK)];
+    let mut panels: Vec<(Vec<u8>, String, RGBColor)> = vec![(
+        ct,
+        format!("CT, window L {} W {} HU{contour}", view.window.level, view.window.width),
+        BLACK,
+    )];
     if let Some(p) = &view.predicted {
         let predicted = |y: usize, x: usize| p[[y, x]] >= view.threshold;
         let n = p.iter().filter(|&&v| v >= view.threshold).count();
-        panels.push((panel(view, &l, Some((&predicted, PREDICTED))), format!("predicted: p ≥ {:.2}, {n} voxels", view.threshold), RGBColor(170, 20, 20)));
+        panels.push((
+            panel(view, &l, Some((&predicted, PREDICTED))),
+            format!("predicted: p ≥ {:.2}, {n} voxels", view.threshold),
+            RGBColor(170, 20, 20),
+        ));
     }
-    panels.push((panel(view, &l, Some((&annotated, ANNOTATED))), format!("annotated: {annotated_voxels} voxels"), RGBColor(20, 120, 40)));
+    panels.push((
+        panel(view, &l, Some((&annotated, ANNOTATED))),
+        format!("annotated: {annotated_voxels} voxels"),
+        RGBColor(20, 120, 40),
+    ));
 
     let mut pic = Picture::new(l.size.0, l.size.1);
     let field_mm = cols as f64 * view.spacing_yx[1];
@@ -208,15 +240,22 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
         for ((buf, label, colour), &(x0, y0)) in panels.into_iter().zip(&l.origins) {
             let style = ("sans-serif", 15).into_font().color(&colour);
             root.draw_text(&label, &style, (x0 as i32, (TITLE_H + 4) as i32)).map_err(draw_err)?;
-            let img = BitMapElement::<_, plotters::backend::RGBPixel>::with_owned_buffer((x0 as i32, y0 as i32), (l.panel_w, l.panel_h), buf).ok_or_else(|| PictureError::Draw("panel buffer size".into()))?;
+            let img = BitMapElement::<_, plotters::backend::RGBPixel>::with_owned_buffer(
+                (x0 as i32, y0 as i32),
+                (l.panel_w, l.panel_h),
+                buf,
+            )
+            .ok_or_else(|| PictureError::Draw("panel buffer size".into()))?;
             root.draw(&img).map_err(draw_err)?;
         }
         // Scale bar, bottom left of the CT panel.
         let mm = scale_mm(field_mm);
         let len = (mm / field_mm * l.panel_w as f64).round() as i32;
         let (x0, y0) = (l.origins[0].0 as i32 + 10, (l.origins[0].1 + l.panel_h) as i32 - 12);
-        root.draw(&Rectangle::new([(x0, y0), (x0 + len, y0 + 3)], WHITE.filled())).map_err(draw_err)?;
-        let style = ("sans-serif", 13).into_font().color(&WHITE).pos(Pos::new(HPos::Left, VPos::Bottom));
+        root.draw(&Rectangle::new([(x0, y0), (x0 + len, y0 + 3)], WHITE.filled()))
+            .map_err(draw_err)?;
+        let style =
+            ("sans-serif", 13).into_font().color(&WHITE).pos(Pos::new(HPos::Left, VPos::Bottom));
         root.draw_text(&format!("{mm} mm"), &style, (x0, y0 - 3)).map_err(draw_err)?;
         Ok(())
     })?;

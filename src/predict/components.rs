@@ -74,7 +74,12 @@ pub fn label(probs: &[f32], shape_zyx: [usize; 3], threshold: f32) -> (Vec<u32>,
 
 /// The components of `probs` at `threshold`, measured on the grid `geometry`, largest
 /// maximum probability first.
-pub fn components(probs: &[f32], shape_zyx: [usize; 3], threshold: f32, geometry: &Geometry) -> Vec<Component> {
+pub fn components(
+    probs: &[f32],
+    shape_zyx: [usize; 3],
+    threshold: f32,
+    geometry: &Geometry,
+) -> Vec<Component> {
     let (labels, n) = label(probs, shape_zyx, threshold);
     let [_, ny, nx] = shape_zyx;
     #[derive(Default, Clone)]
@@ -109,7 +114,8 @@ pub fn components(probs: &[f32], shape_zyx: [usize; 3], threshold: f32, geometry
                 voxels: a.voxels,
                 centre_zyx: c,
                 centre_world_xyz: geometry.index_to_world(c),
-                equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI).cbrt(),
+                equivalent_diameter_mm: (6.0 * a.voxels as f64 * voxel_mm3 / std::f64::consts::PI)
+                    .cbrt(),
                 max_probability: a.max,
                 mean_probability: a.psum / a.voxels as f64,
             }
@@ -124,7 +130,11 @@ mod tests {
     use super::*;
 
     fn geometry(spacing: [f64; 3]) -> Geometry {
-        Geometry { origin_xyz: [-100.0, 50.0, 10.0], spacing_xyz: spacing, direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0] }
+        Geometry {
+            origin_xyz: [-100.0, 50.0, 10.0],
+            spacing_xyz: spacing,
+            direction: [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        }
     }
 
     /// Paints spheres (voxel centres within r of c) with probability `p`.
@@ -134,7 +144,9 @@ mod tests {
             for y in 0..shape[1] {
                 for x in 0..shape[2] {
                     for (c, r, p) in balls {
-                        let d2 = (z as f64 - c[0]).powi(2) + (y as f64 - c[1]).powi(2) + (x as f64 - c[2]).powi(2);
+                        let d2 = (z as f64 - c[0]).powi(2)
+                            + (y as f64 - c[1]).powi(2)
+                            + (x as f64 - c[2]).powi(2);
                         if d2 <= r * r {
                             v[(z * shape[1] + y) * shape[2] + x] = *p;
                         }
@@ -152,7 +164,8 @@ mod tests {
     #[test]
     fn spheres_have_known_centres_and_sizes() {
         let shape = [20, 30, 40];
-        let probs = spheres(shape, &[([10.0, 10.0, 10.0], 4.0, 0.9), ([10.0, 20.0, 30.0], 2.0, 0.7)]);
+        let probs =
+            spheres(shape, &[([10.0, 10.0, 10.0], 4.0, 0.9), ([10.0, 20.0, 30.0], 2.0, 0.7)]);
         let g = geometry([0.5, 1.0, 1.0]);
         let c = components(&probs, shape, 0.5, &g);
         assert_eq!(c.len(), 2);
@@ -161,7 +174,10 @@ mod tests {
         assert_eq!(c[1].centre_zyx, [10.0, 20.0, 30.0]);
         // World: origin + index (x, y, z) * spacing.
         assert_eq!(c[1].centre_world_xyz, [-100.0 + 30.0 * 0.5, 50.0 + 20.0, 10.0 + 10.0]);
-        assert!((c[0].equivalent_diameter_mm - (6.0 * 257.0 * 0.5 / std::f64::consts::PI).cbrt()).abs() < 1e-12);
+        assert!(
+            (c[0].equivalent_diameter_mm - (6.0 * 257.0 * 0.5 / std::f64::consts::PI).cbrt()).abs()
+                < 1e-12
+        );
         assert!((c[0].equivalent_diameter_mm - 6.2609).abs() < 1e-4);
         assert!((c[1].equivalent_diameter_mm - 3.1586).abs() < 1e-4);
         assert_eq!((c[0].max_probability as f32, c[0].mean_probability as f32), (0.9, 0.9));

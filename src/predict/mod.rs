@@ -37,7 +37,13 @@ pub struct SlidingWindow {
 
 impl Default for SlidingWindow {
     fn default() -> Self {
-        SlidingWindow { patch_zyx: [32, 64, 64], overlap: 0.5, batch_size: 8, hu_window: [-1000.0, 400.0], cache_bytes: 128 << 20 }
+        SlidingWindow {
+            patch_zyx: [32, 64, 64],
+            overlap: 0.5,
+            batch_size: 8,
+            hu_window: [-1000.0, 400.0],
+            cache_bytes: 128 << 20,
+        }
     }
 }
 
@@ -62,7 +68,8 @@ pub enum PredictError {
 /// Every tile start (z, y, x) of a volume of shape `shape`, z-major (so consecutive tiles
 /// share chunks).
 pub fn tiles(shape_zyx: [usize; 3], sw: &SlidingWindow) -> Vec<[usize; 3]> {
-    let s: [Vec<usize>; 3] = std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
+    let s: [Vec<usize>; 3] =
+        std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
     let mut out = Vec::with_capacity(s[0].len() * s[1].len() * s[2].len());
     for &z in &s[0] {
         for &y in &s[1] {
@@ -91,7 +98,10 @@ impl Roi {
     /// The region of interest `mask` (0/1, the scan's shape).
     pub fn new(mask: Array3<u8>) -> Roi {
         let (nz, ny, nx) = mask.dim();
-        let mut blocks = Array3::from_elem((nz.div_ceil(ROI_BLOCK), ny.div_ceil(ROI_BLOCK), nx.div_ceil(ROI_BLOCK)), false);
+        let mut blocks = Array3::from_elem(
+            (nz.div_ceil(ROI_BLOCK), ny.div_ceil(ROI_BLOCK), nx.div_ceil(ROI_BLOCK)),
+            false,
+        );
         for ((z, y, x), &v) in mask.indexed_iter() {
             if v != 0 {
                 blocks[[z / ROI_BLOCK, y / ROI_BLOCK, x / ROI_BLOCK]] = true;
@@ -107,7 +117,11 @@ impl Roi {
     /// The label volume's errors.
     pub fn lung_region(lungs: &VolumeFile) -> Result<Roi, StoreError> {
         let m = lungs.read_all_as::<u8>()?;
-        Ok(Roi::new(crate::labels::lungs::dilate_box(&m, lungs.header().spacing_xyz, crate::labels::LUNG_REGION_MARGIN_MM)))
+        Ok(Roi::new(crate::labels::lungs::dilate_box(
+            &m,
+            lungs.header().spacing_xyz,
+            crate::labels::LUNG_REGION_MARGIN_MM,
+        )))
     }
 
     /// Whether the box at `start` of `shape` voxels holds any voxel of the region.
@@ -118,7 +132,10 @@ impl Roi {
         if (0..3).any(|a| start_zyx[a] >= end[a]) {
             return false;
         }
-        let (b0, b1): ([usize; 3], [usize; 3]) = (std::array::from_fn(|a| start_zyx[a] / ROI_BLOCK), std::array::from_fn(|a| (end[a] - 1) / ROI_BLOCK));
+        let (b0, b1): ([usize; 3], [usize; 3]) = (
+            std::array::from_fn(|a| start_zyx[a] / ROI_BLOCK),
+            std::array::from_fn(|a| (end[a] - 1) / ROI_BLOCK),
+        );
         for bz in b0[0]..=b1[0] {
             for by in b0[1]..=b1[1] {
                 for bx in b0[2]..=b1[2] {
@@ -143,7 +160,8 @@ impl Roi {
     pub fn contains(&self, zyx: [f64; 3]) -> bool {
         let d = self.mask.dim();
         let i: [i64; 3] = zyx.map(|v| (v + 0.5).floor() as i64);
-        (0..3).all(|a| i[a] >= 0 && (i[a] as usize) < [d.0, d.1, d.2][a]) && self.mask[[i[0] as usize, i[1] as usize, i[2] as usize]] != 0
+        (0..3).all(|a| i[a] >= 0 && (i[a] as usize) < [d.0, d.1, d.2][a])
+            && self.mask[[i[0] as usize, i[1] as usize, i[2] as usize]] != 0
     }
 }
 
@@ -185,11 +203,22 @@ pub fn predict_volume_in(
     if let Some(r) = roi {
         let d = r.mask.dim();
         if [d.0, d.1, d.2] != volume.shape_zyx() {
-            return Err(PredictError::Config(format!("region of interest {:?} is not the scan's shape {:?}", [d.0, d.1, d.2], volume.shape_zyx())));
+            return Err(PredictError::Config(format!(
+                "region of interest {:?} is not the scan's shape {:?}",
+                [d.0, d.1, d.2],
+                volume.shape_zyx()
+            )));
         }
     }
-    if sw.patch_zyx.contains(&0) || sw.batch_size == 0 || !(0.0..1.0).contains(&sw.overlap) || sw.hu_window[0] >= sw.hu_window[1] {
-        return Err(PredictError::Config(format!("patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}", sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window)));
+    if sw.patch_zyx.contains(&0)
+        || sw.batch_size == 0
+        || !(0.0..1.0).contains(&sw.overlap)
+        || sw.hu_window[0] >= sw.hu_window[1]
+    {
+        return Err(PredictError::Config(format!(
+            "patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}",
+            sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window
+        )));
     }
     let shape = volume.shape_zyx();
     let p = sw.patch_zyx;
@@ -213,16 +242,25 @@ pub fn predict_volume_in(
             let hu = cache.read_region(0, volume, region)?;
             input.extend(hu.iter().map(|&v| ((v as f32 - lo) * inv).clamp(0.0, 1.0)));
         }
-        let probs = model(&input, [batch.len(), 1, p[0], p[1], p[2]]).map_err(PredictError::Model)?;
+        let probs =
+            model(&input, [batch.len(), 1, p[0], p[1], p[2]]).map_err(PredictError::Model)?;
         if probs.len() != input.len() {
-            return Err(PredictError::Model(format!("returned {} values for {} inputs", probs.len(), input.len())));
+            return Err(PredictError::Model(format!(
+                "returned {} values for {} inputs",
+                probs.len(),
+                input.len()
+            )));
         }
         Ok(probs)
     };
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build().map_err(|e| PredictError::Config(format!("threads: {e}")))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| PredictError::Config(format!("threads: {e}")))?;
     progress.start("predicting", Some(all.len() as u64));
     for round in batches.chunks(threads.max(1)) {
-        let results: Vec<Result<Vec<f32>, PredictError>> = pool.install(|| round.par_iter().map(|b| run(b)).collect());
+        let results: Vec<Result<Vec<f32>, PredictError>> =
+            pool.install(|| round.par_iter().map(|b| run(b)).collect());
         for (batch, probs) in round.iter().zip(results) {
             let probs = probs?;
             for (k, t) in batch.iter().enumerate() {
@@ -231,8 +269,10 @@ pub fn predict_volume_in(
                     for dy in 0..p[1].min(shape[1] - t[1]) {
                         let row = (dz * p[1] + dy) * p[2];
                         let len = p[2].min(shape[2] - t[2]);
-                        let mut a = acc.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
-                        let mut w = wsum.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                        let mut a =
+                            acc.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
+                        let mut w =
+                            wsum.slice_mut(ndarray::s![t[0] + dz, t[1] + dy, t[2]..t[2] + len]);
                         for i in 0..len {
                             a[i] += weights[row + i] * tile[row + i];
                             w[i] += weights[row + i];

@@ -36,25 +36,51 @@ impl<B: Backend> Trained<B> {
     ///
     /// # Errors
     /// [`PredictError::Run`] naming the file that is missing or unreadable.
-    pub fn load(run_dir: &Path, step: Option<usize>, device: &B::Device) -> Result<Self, PredictError> {
+    pub fn load(
+        run_dir: &Path,
+        step: Option<usize>,
+        device: &B::Device,
+    ) -> Result<Self, PredictError> {
         let path = run_dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| PredictError::Run(format!("{}: {e}", path.display())))?;
-        let config: RunConfig = serde_json::from_str(&text).map_err(|e| PredictError::Run(format!("{}: not a ctstream run configuration: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| PredictError::Run(format!("{}: {e}", path.display())))?;
+        let config: RunConfig = serde_json::from_str(&text).map_err(|e| {
+            PredictError::Run(format!("{}: not a ctstream run configuration: {e}", path.display()))
+        })?;
         let run = |e: checkpoint::CheckpointError| PredictError::Run(e.to_string());
         let checkpoint = match step {
-            None => checkpoint::latest(run_dir).map_err(run)?.ok_or_else(|| PredictError::Run(format!("{}: no checkpoint", checkpoint::folder(run_dir).display())))?,
+            None => checkpoint::latest(run_dir).map_err(run)?.ok_or_else(|| {
+                PredictError::Run(format!(
+                    "{}: no checkpoint",
+                    checkpoint::folder(run_dir).display()
+                ))
+            })?,
             Some(s) => {
                 let dir = checkpoint::folder(run_dir).join(format!("step-{s:08}"));
-                let available: Vec<String> = checkpoint::list(run_dir).map_err(run)?.iter().map(|c| c.0.to_string()).collect();
+                let available: Vec<String> = checkpoint::list(run_dir)
+                    .map_err(run)?
+                    .iter()
+                    .map(|c| c.0.to_string())
+                    .collect();
                 if !dir.join("state.json").is_file() {
-                    return Err(PredictError::Run(format!("{}: no checkpoint of step {s} (available: {})", checkpoint::folder(run_dir).display(), available.join(", "))));
+                    return Err(PredictError::Run(format!(
+                        "{}: no checkpoint of step {s} (available: {})",
+                        checkpoint::folder(run_dir).display(),
+                        available.join(", ")
+                    )));
                 }
                 Checkpoint::open(&dir).map_err(run)?
             }
         };
         let network = match config.model {
-            ModelKind::Unet3d => Network::Unet3d(Box::new(checkpoint.load_model(UNet3d::<B>::new(config.width, device), device).map_err(run)?)),
-            ModelKind::Vnet => Network::Vnet(Box::new(checkpoint.load_model(VNet::<B>::new(config.width, device), device).map_err(run)?)),
+            ModelKind::Unet3d => Network::Unet3d(Box::new(
+                checkpoint
+                    .load_model(UNet3d::<B>::new(config.width, device), device)
+                    .map_err(run)?,
+            )),
+            ModelKind::Vnet => Network::Vnet(Box::new(
+                checkpoint.load_model(VNet::<B>::new(config.width, device), device).map_err(run)?,
+            )),
         };
         Ok(Trained { network, config, checkpoint })
     }
@@ -62,12 +88,20 @@ impl<B: Backend> Trained<B> {
 
 impl<B: Backend> Network<B> {
     /// Probabilities for a batch `input` of shape `shape` ([B, 1, D, H, W], C order).
-    pub fn predict_batch(&self, input: &[f32], shape: [usize; 5], device: &B::Device) -> Result<Vec<f32>, String> {
+    pub fn predict_batch(
+        &self,
+        input: &[f32],
+        shape: [usize; 5],
+        device: &B::Device,
+    ) -> Result<Vec<f32>, String> {
         let x = Tensor::<B, 5>::from_data(TensorData::new(input.to_vec(), shape), device);
         let p = match self {
             Network::Unet3d(m) => m.predict(x),
             Network::Vnet(m) => m.predict(x),
         };
-        p.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| format!("reading the prediction back: {e:?}"))
+        p.into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("reading the prediction back: {e:?}"))
     }
 }

@@ -50,12 +50,22 @@ mod tests {
     /// 0, 13.6, 27.2, 40.8, 54.4, 68 -> 0, 14, 27, 41, 54, 68.
     #[test]
     fn tiles_cover_the_axis_evenly() {
-        for (n, p, o) in [(100, 32, 0.5), (64, 32, 0.5), (65, 32, 0.5), (33, 32, 0.0), (300, 64, 0.25), (7, 4, 0.9)] {
+        for (n, p, o) in [
+            (100, 32, 0.5),
+            (64, 32, 0.5),
+            (65, 32, 0.5),
+            (33, 32, 0.0),
+            (300, 64, 0.25),
+            (7, 4, 0.9),
+        ] {
             let s = tile_starts(n, p, o);
             assert_eq!(s[0], 0);
             assert_eq!(*s.last().unwrap(), n - p);
             let max_gap = ((p as f64 * (1.0 - o)).round() as usize).max(1);
-            assert!(s.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= max_gap), "{n} {p} {o}: {s:?}");
+            assert!(
+                s.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= max_gap),
+                "{n} {p} {o}: {s:?}"
+            );
         }
     }
 

@@ -61,7 +61,9 @@ impl DiskCache {
     /// [`StoreError::Invalid`] for a budget of 0.
     pub fn open(dir: &Path, budget: u64) -> Result<DiskCache, StoreError> {
         if budget == 0 {
-            return Err(StoreError::Invalid { message: format!("--disk-cache-gb for {}: give more than 0", dir.display()) });
+            return Err(StoreError::Invalid {
+                message: format!("--disk-cache-gb for {}: give more than 0", dir.display()),
+            });
         }
         let io = |source| StoreError::Io { path: dir.to_path_buf(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -69,7 +71,9 @@ impl DiskCache {
         for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             match e.metadata() {
-                Ok(m) if m.is_file() && is_entry_name(&name) => found.push((m.modified().ok(), name, m.len())),
+                Ok(m) if m.is_file() && is_entry_name(&name) => {
+                    found.push((m.modified().ok(), name, m.len()))
+                }
                 // Temporary files of a writer that died: not counted, removed.
                 Ok(m) if m.is_file() && crate::fsutil::is_temp_name(&name) => {
                     let _ = std::fs::remove_file(e.path());
@@ -78,7 +82,13 @@ impl DiskCache {
             }
         }
         found.sort();
-        let cache = DiskCache { dir: dir.to_path_buf(), budget, state: Mutex::new(State::default()), hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
+        let cache = DiskCache {
+            dir: dir.to_path_buf(),
+            budget,
+            state: Mutex::new(State::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        };
         if let Ok(mut s) = cache.state.lock() {
             for (_, name, len) in found {
                 s.tick += 1;
@@ -152,8 +162,15 @@ impl DiskCache {
         // A temporary name of this thread's own (several may write one key at once), then
         // the rename; no sync, as the module says.
         static SERIAL: AtomicU64 = AtomicU64::new(0);
-        let tmp = self.dir.join(format!(".{key}-{}.tmp-{}", SERIAL.fetch_add(1, Ordering::Relaxed), std::process::id()));
-        if std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, self.dir.join(key))).is_err() {
+        let tmp = self.dir.join(format!(
+            ".{key}-{}.tmp-{}",
+            SERIAL.fetch_add(1, Ordering::Relaxed),
+            std::process::id()
+        ));
+        if std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(key)))
+            .is_err()
+        {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
@@ -172,7 +189,11 @@ impl DiskCache {
 
     /// Counters so far.
     pub fn stats(&self) -> DiskCacheStats {
-        DiskCacheStats { hits: self.hits.load(Ordering::Relaxed), misses: self.misses.load(Ordering::Relaxed), bytes: self.state.lock().map_or(0, |s| s.bytes) }
+        DiskCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            bytes: self.state.lock().map_or(0, |s| s.bytes),
+        }
     }
 
     fn forget(&self, key: &str) {
@@ -197,7 +218,8 @@ impl DiskCache {
 
 /// Whether `name` is an entry's file name (32 hex digits and `.chunk`).
 fn is_entry_name(name: &str) -> bool {
-    name.strip_suffix(".chunk").is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+    name.strip_suffix(".chunk")
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -209,7 +231,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = DiskCache::open(dir.path(), 250).unwrap();
         let (a, b, d) = (vec![1u8; 100], vec![2u8; 100], vec![3u8; 100]);
-        let (ka, kb, kd) = (DiskCache::key("s3://x/v", 1000, 0, 100, crc32fast::hash(&a)), DiskCache::key("s3://x/v", 1000, 100, 100, crc32fast::hash(&b)), DiskCache::key("s3://x/v", 1000, 200, 100, crc32fast::hash(&d)));
+        let (ka, kb, kd) = (
+            DiskCache::key("s3://x/v", 1000, 0, 100, crc32fast::hash(&a)),
+            DiskCache::key("s3://x/v", 1000, 100, 100, crc32fast::hash(&b)),
+            DiskCache::key("s3://x/v", 1000, 200, 100, crc32fast::hash(&d)),
+        );
         assert_ne!(ka, kb);
         c.put(&ka, &a);
         c.put(&kb, &b);

@@ -110,7 +110,9 @@ pub const MAX_LEVEL: i32 = 22;
 pub fn check_chunk_shape(c: [usize; 3]) -> Result<(), String> {
     let voxels = c.iter().map(|&n| n as u128).product::<u128>();
     if c.contains(&0) || voxels < MIN_CHUNK_VOXELS as u128 || voxels > MAX_CHUNK_VOXELS as u128 {
-        return Err(format!("chunk shape {c:?} has {voxels} voxels; a chunk needs every side >= 1 and {MIN_CHUNK_VOXELS}..={MAX_CHUNK_VOXELS} voxels (16x16x16 to 256x256x256)"));
+        return Err(format!(
+            "chunk shape {c:?} has {voxels} voxels; a chunk needs every side >= 1 and {MIN_CHUNK_VOXELS}..={MAX_CHUNK_VOXELS} voxels (16x16x16 to 256x256x256)"
+        ));
     }
     Ok(())
 }
@@ -122,7 +124,10 @@ pub fn check_chunk_shape(c: [usize; 3]) -> Result<(), String> {
 pub fn check_shape(shape: [usize; 3]) -> Result<(), String> {
     let voxels = shape.iter().map(|&n| n as u128).product::<u128>();
     if shape.contains(&0) || voxels > crate::volume::MAX_VOXELS as u128 {
-        return Err(format!("shape {shape:?} is empty or more than the limit of {} voxels", crate::volume::MAX_VOXELS));
+        return Err(format!(
+            "shape {shape:?} is empty or more than the limit of {} voxels",
+            crate::volume::MAX_VOXELS
+        ));
     }
     Ok(())
 }
@@ -172,7 +177,8 @@ pub struct VolumeHeader {
 /// assert_eq!(payload_start_of([32, 64, 32], [16, 32, 32]), HEADER_SIZE as u64 + 4 * 16 + 4);
 /// ```
 pub fn payload_start_of(shape_zyx: [usize; 3], chunk_zyx: [usize; 3]) -> u64 {
-    let chunks = (0..3).fold(1u64, |n, a| n.saturating_mul(shape_zyx[a].div_ceil(chunk_zyx[a].max(1)) as u64));
+    let chunks = (0..3)
+        .fold(1u64, |n, a| n.saturating_mul(shape_zyx[a].div_ceil(chunk_zyx[a].max(1)) as u64));
     (HEADER_SIZE as u64).saturating_add(chunks.saturating_mul(ENTRY_SIZE as u64)).saturating_add(4)
 }
 
@@ -212,10 +218,17 @@ impl VolumeHeader {
     pub fn check(&self) -> Result<(), String> {
         check_shape(self.shape_zyx)?;
         check_chunk_shape(self.chunk_shape_zyx)?;
-        let g = crate::geometry::Geometry { origin_xyz: self.origin_xyz, spacing_xyz: self.spacing_xyz, direction: self.direction };
+        let g = crate::geometry::Geometry {
+            origin_xyz: self.origin_xyz,
+            spacing_xyz: self.spacing_xyz,
+            direction: self.direction,
+        };
         g.check().map_err(|e| e.to_string())?;
         if !g.is_identity_direction() {
-            return Err(format!("direction {:?} is not the identity: stored grids are axis-aligned", self.direction));
+            return Err(format!(
+                "direction {:?} is not the identity: stored grids are axis-aligned",
+                self.direction
+            ));
         }
         match self.dtype {
             DTYPE_I16 => {}
@@ -235,7 +248,8 @@ impl VolumeHeader {
         b[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
         for a in 0..3 {
             b[16 + 4 * a..20 + 4 * a].copy_from_slice(&(self.shape_zyx[a] as u32).to_le_bytes());
-            b[28 + 4 * a..32 + 4 * a].copy_from_slice(&(self.chunk_shape_zyx[a] as u32).to_le_bytes());
+            b[28 + 4 * a..32 + 4 * a]
+                .copy_from_slice(&(self.chunk_shape_zyx[a] as u32).to_le_bytes());
             b[40 + 8 * a..48 + 8 * a].copy_from_slice(&self.origin_xyz[a].to_le_bytes());
             b[64 + 8 * a..72 + 8 * a].copy_from_slice(&self.spacing_xyz[a].to_le_bytes());
         }
@@ -261,9 +275,16 @@ impl VolumeHeader {
     /// [`StoreError::Corrupt`] for a bad magic, CRC or field; [`StoreError::Version`] for a
     /// newer major version.
     pub fn try_from_bytes(path: &std::path::Path, b: &[u8]) -> Result<Self, StoreError> {
-        let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            chunk: None,
+            message,
+        };
         if b.len() < HEADER_SIZE {
-            return Err(corrupt(format!("{} bytes is shorter than the 256-byte header (truncated)", b.len())));
+            return Err(corrupt(format!(
+                "{} bytes is shorter than the 256-byte header (truncated)",
+                b.len()
+            )));
         }
         if b[0..8] != MAGIC {
             return Err(corrupt("not a ctstream volume file (bad magic)".into()));
@@ -274,17 +295,31 @@ impl VolumeHeader {
         let f64_at = |o: usize| f64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let major = u16_at(8);
         if major != VERSION_MAJOR {
-            return Err(StoreError::Version { path: path.to_path_buf(), found: (major, u16_at(10)), supported: (VERSION_MAJOR, VERSION_MINOR) });
+            return Err(StoreError::Version {
+                path: path.to_path_buf(),
+                found: (major, u16_at(10)),
+                supported: (VERSION_MAJOR, VERSION_MINOR),
+            });
         }
         let crc = crc32fast::hash(&b[0..252]);
         if crc != u32_at(252) {
-            return Err(corrupt(format!("header checksum mismatch (stored {:08x}, computed {crc:08x})", u32_at(252))));
+            return Err(corrupt(format!(
+                "header checksum mismatch (stored {:08x}, computed {crc:08x})",
+                u32_at(252)
+            )));
         }
         if u32_at(12) as usize != HEADER_SIZE || u64_at(176) != HEADER_SIZE as u64 {
-            return Err(corrupt(format!("header_size {} / table_offset {} are not 256", u32_at(12), u64_at(176))));
+            return Err(corrupt(format!(
+                "header_size {} / table_offset {} are not 256",
+                u32_at(12),
+                u64_at(176)
+            )));
         }
         if dtype_bytes(b[160]).is_none() || (b[161], b[162]) != (CODEC_ZSTD, CHECKSUM_CRC32) {
-            return Err(corrupt(format!("unknown dtype/codec/checksum codes {}/{}/{}", b[160], b[161], b[162])));
+            return Err(corrupt(format!(
+                "unknown dtype/codec/checksum codes {}/{}/{}",
+                b[160], b[161], b[162]
+            )));
         }
         let shape_zyx = std::array::from_fn(|a| u32_at(16 + 4 * a) as usize);
         let chunk_shape_zyx: [usize; 3] = std::array::from_fn(|a| u32_at(28 + 4 * a) as usize);
@@ -303,7 +338,11 @@ impl VolumeHeader {
         // recomputed over impossible values is refused as surely as a damaged one.
         h.check().map_err(corrupt)?;
         if u32_at(168) as usize != h.chunk_count() {
-            return Err(corrupt(format!("chunk_count {} does not match the grid {:?}", u32_at(168), h.grid())));
+            return Err(corrupt(format!(
+                "chunk_count {} does not match the grid {:?}",
+                u32_at(168),
+                h.grid()
+            )));
         }
         Ok(h)
     }
@@ -395,20 +434,33 @@ impl Manifest {
     /// [`ManifestError`] naming the key at fault.
     pub fn check(&self) -> Result<(), ManifestError> {
         let err = |key, message: String| Err(ManifestError { key, message });
-        if let Err(e) = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz).check() {
+        if let Err(e) = crate::geometry::Geometry::axis_aligned([0.0; 3], self.spacing_xyz).check()
+        {
             return err("spacing_xyz", e.to_string());
         }
         if let Err(e) = check_chunk_shape(self.chunk_shape_zyx) {
             return err("chunk_shape_zyx", e);
         }
         if self.codec.name != "zstd" || !(1..=MAX_LEVEL).contains(&self.codec.level) {
-            return err("codec", format!("{:?} level {} is not zstd at level 1..={MAX_LEVEL}", self.codec.name, self.codec.level));
+            return err(
+                "codec",
+                format!(
+                    "{:?} level {} is not zstd at level 1..={MAX_LEVEL}",
+                    self.codec.name, self.codec.level
+                ),
+            );
         }
         if self.hu_clip[0] >= self.hu_clip[1] {
             return err("hu_clip", format!("{:?} is not LO < HI", self.hu_clip));
         }
         if self.interpolation != "trilinear" || self.checksum != "crc32" {
-            return err("interpolation", format!("{:?} / checksum {:?}: expected \"trilinear\" / \"crc32\"", self.interpolation, self.checksum));
+            return err(
+                "interpolation",
+                format!(
+                    "{:?} / checksum {:?}: expected \"trilinear\" / \"crc32\"",
+                    self.interpolation, self.checksum
+                ),
+            );
         }
         Ok(())
     }
@@ -454,5 +506,8 @@ pub fn valid_series_id(id: &str) -> bool {
 /// ```
 pub fn valid_label_name(name: &str) -> bool {
     let b = name.as_bytes();
-    !b.is_empty() && b.len() <= 32 && b[0].is_ascii_lowercase() && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0].is_ascii_lowercase()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
 }

@@ -6,7 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::types::Float64Type;
-use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray, RecordBatch, StringArray};
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray,
+    RecordBatch, StringArray,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -67,7 +70,11 @@ pub fn locate(rec: &ScanRecord, world_xyz: [f64; 3]) -> ([f64; 3], bool) {
 
 /// Nodule rows for the stored scans, from annotations and excluded findings, plus the
 /// number of annotation rows whose series is not stored.
-pub fn nodule_rows(scans: &BTreeMap<String, ScanRecord>, annotations: &[Annotation], excluded: &[Annotation]) -> (Vec<NoduleRow>, usize) {
+pub fn nodule_rows(
+    scans: &BTreeMap<String, ScanRecord>,
+    annotations: &[Annotation],
+    excluded: &[Annotation],
+) -> (Vec<NoduleRow>, usize) {
     let mut rows = Vec::new();
     let mut missing = 0;
     for (source, list) in [("annotations", annotations), ("excluded", excluded)] {
@@ -98,7 +105,10 @@ pub fn nodule_rows(scans: &BTreeMap<String, ScanRecord>, annotations: &[Annotati
 }
 
 /// Candidate rows for the stored scans, plus the number of rows whose series is not stored.
-pub fn candidate_rows(scans: &BTreeMap<String, ScanRecord>, candidates: &[Candidate]) -> (Vec<CandidateRow>, usize) {
+pub fn candidate_rows(
+    scans: &BTreeMap<String, ScanRecord>,
+    candidates: &[Candidate],
+) -> (Vec<CandidateRow>, usize) {
     let mut rows = Vec::new();
     let mut missing = 0;
     let mut next: HashMap<&str, i32> = HashMap::new();
@@ -109,7 +119,14 @@ pub fn candidate_rows(scans: &BTreeMap<String, ScanRecord>, candidates: &[Candid
         };
         let id = next.entry(c.series_id.as_str()).or_default();
         let (voxel_zyx, inside) = locate(rec, c.world_xyz);
-        rows.push(CandidateRow { series_id: c.series_id.clone(), candidate_id: *id, world_xyz: c.world_xyz, voxel_zyx, inside, class: c.class as i8 });
+        rows.push(CandidateRow {
+            series_id: c.series_id.clone(),
+            candidate_id: *id,
+            world_xyz: c.world_xyz,
+            voxel_zyx,
+            inside,
+            class: c.class as i8,
+        });
         *id += 1;
     }
     (rows, missing)
@@ -126,7 +143,8 @@ fn i32s(v: impl Iterator<Item = i32>) -> ArrayRef {
 }
 
 fn batch(cols: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
-    RecordBatch::try_from_iter_with_nullable(cols).expect("columns of equal length and declared types")
+    RecordBatch::try_from_iter_with_nullable(cols)
+        .expect("columns of equal length and declared types")
 }
 
 /// The `scans` table.
@@ -146,7 +164,9 @@ pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
     for (a, n) in ["orig_origin_x", "orig_origin_y", "orig_origin_z"].iter().enumerate() {
         cols.push((n, f64s(r.iter().map(|s| s.orig_origin_xyz[a])), false));
     }
-    let dirs = ListArray::from_iter_primitive::<Float64Type, _, _>(r.iter().map(|s| Some(s.orig_direction.iter().map(|v| Some(*v)).collect::<Vec<_>>())));
+    let dirs = ListArray::from_iter_primitive::<Float64Type, _, _>(
+        r.iter().map(|s| Some(s.orig_direction.iter().map(|v| Some(*v)).collect::<Vec<_>>())),
+    );
     cols.push(("orig_direction", Arc::new(dirs), false));
     for (a, n) in ["shape_z", "shape_y", "shape_x"].iter().enumerate() {
         cols.push((n, i32s(r.iter().map(|s| s.shape_zyx[a] as i32)), false));
@@ -160,15 +180,32 @@ pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
     for (a, n) in ["chunk_z", "chunk_y", "chunk_x"].iter().enumerate() {
         cols.push((n, i32s(r.iter().map(|s| s.chunk_shape_zyx[a] as i32)), false));
     }
-    cols.push(("bytes_raw", Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_raw as i64))), false));
-    cols.push(("bytes_stored", Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_stored as i64))), false));
-    cols.push(("hu_min", Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_min))), false));
-    cols.push(("hu_max", Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_max))), false));
+    cols.push((
+        "bytes_raw",
+        Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_raw as i64))),
+        false,
+    ));
+    cols.push((
+        "bytes_stored",
+        Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_stored as i64))),
+        false,
+    ));
+    cols.push((
+        "hu_min",
+        Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_min))),
+        false,
+    ));
+    cols.push((
+        "hu_max",
+        Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_max))),
+        false,
+    ));
     cols.push(("hu_mean", f64s(r.iter().map(|s| s.hu_mean)), false));
     cols.push(("fingerprint", utf8(r.iter().map(|s| s.fingerprint.as_str())), false));
     cols.push(("volume_file", utf8(r.iter().map(|s| s.volume_file.as_str())), false));
     // From format 1.2: label volumes, and the lungs' volume and box.
-    let mut labels = arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
+    let mut labels =
+        arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
     for s in &r {
         for l in &s.labels {
             labels.values().append_value(&l.name);
@@ -176,18 +213,39 @@ pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
         labels.append(true);
     }
     cols.push(("labels", Arc::new(labels.finish()), false));
-    let lungs: Vec<Option<&super::LabelRecord>> = r.iter().map(|s| s.label(crate::labels::LUNGS)).collect();
+    let lungs: Vec<Option<&super::LabelRecord>> =
+        r.iter().map(|s| s.label(crate::labels::LUNGS)).collect();
     let ml = |s: &ScanRecord, v: Option<u8>| {
         let l = s.label(crate::labels::LUNGS)?;
         let voxels = v.map_or(l.foreground_voxels(), |v| l.voxels_of(v));
         Some(voxels as f64 * s.spacing_xyz.iter().product::<f64>() / 1000.0)
     };
     cols.push(("lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, None)))), true));
-    cols.push(("right_lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(crate::labels::lungs::RIGHT))))), true));
-    cols.push(("left_lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(crate::labels::lungs::LEFT))))), true));
-    for (k, names) in [(0, ["lung_z0", "lung_y0", "lung_x0"]), (1, ["lung_z1", "lung_y1", "lung_x1"])] {
+    cols.push((
+        "right_lung_ml",
+        Arc::new(Float64Array::from_iter(
+            r.iter().map(|s| ml(s, Some(crate::labels::lungs::RIGHT))),
+        )),
+        true,
+    ));
+    cols.push((
+        "left_lung_ml",
+        Arc::new(Float64Array::from_iter(
+            r.iter().map(|s| ml(s, Some(crate::labels::lungs::LEFT))),
+        )),
+        true,
+    ));
+    for (k, names) in
+        [(0, ["lung_z0", "lung_y0", "lung_x0"]), (1, ["lung_z1", "lung_y1", "lung_x1"])]
+    {
         for (a, n) in names.iter().enumerate() {
-            cols.push((n, Arc::new(Int32Array::from_iter(lungs.iter().map(|l| l.and_then(|l| l.bbox_zyx).map(|b| b[k][a] as i32)))), true));
+            cols.push((
+                n,
+                Arc::new(Int32Array::from_iter(
+                    lungs.iter().map(|l| l.and_then(|l| l.bbox_zyx).map(|b| b[k][a] as i32)),
+                )),
+                true,
+            ));
         }
     }
     batch(cols)
@@ -207,9 +265,21 @@ pub fn labels_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
         ("series_id", utf8(rows.iter().map(|r| r.0.series_id.as_str())), false),
         ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
         ("value", i32s(rows.iter().map(|r| r.2 as i32)), false),
-        ("class", Arc::new(StringArray::from_iter(rows.iter().map(|r| r.1.classes.get(&r.2.to_string()).map(String::as_str)))), true),
+        (
+            "class",
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.1.classes.get(&r.2.to_string()).map(String::as_str)),
+            )),
+            true,
+        ),
         ("voxels", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3 as i64))), false),
-        ("volume_ml", f64s(rows.iter().map(|r| r.3 as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0)), false),
+        (
+            "volume_ml",
+            f64s(
+                rows.iter().map(|r| r.3 as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0),
+            ),
+            false,
+        ),
         ("source", utf8(rows.iter().map(|r| r.1.source.as_str())), false),
         ("file", utf8(rows.iter().map(|r| r.1.file.as_str())), false),
     ];
@@ -219,7 +289,11 @@ pub fn labels_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
 /// The `components` table (format 1.2): one row per connected component of each value of
 /// each label volume, as the records list them.
 pub fn components_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
-    let mut rows: Vec<(&ScanRecord, &super::LabelRecord, &crate::labels::components::LabelComponent)> = Vec::new();
+    let mut rows: Vec<(
+        &ScanRecord,
+        &super::LabelRecord,
+        &crate::labels::components::LabelComponent,
+    )> = Vec::new();
     for s in scans.values() {
         for l in &s.labels {
             rows.extend(l.components.iter().map(|c| (s, l, c)));
@@ -230,8 +304,19 @@ pub fn components_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
         ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
         ("value", i32s(rows.iter().map(|r| r.2.value as i32)), false),
         ("component", i32s(rows.iter().map(|r| r.2.component as i32)), false),
-        ("voxels", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.voxels as i64))), false),
-        ("volume_ml", f64s(rows.iter().map(|r| r.2.voxels as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0)), false),
+        (
+            "voxels",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.voxels as i64))),
+            false,
+        ),
+        (
+            "volume_ml",
+            f64s(
+                rows.iter()
+                    .map(|r| r.2.voxels as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0),
+            ),
+            false,
+        ),
     ];
     for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_world_xyz[a])), false));
@@ -239,12 +324,18 @@ pub fn components_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
     for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_zyx[a])), false));
     }
-    for (k, names) in [(0, ["bbox_z0", "bbox_y0", "bbox_x0"]), (1, ["bbox_z1", "bbox_y1", "bbox_x1"])] {
+    for (k, names) in
+        [(0, ["bbox_z0", "bbox_y0", "bbox_x0"]), (1, ["bbox_z1", "bbox_y1", "bbox_x1"])]
+    {
         for (a, n) in names.iter().enumerate() {
             cols.push((n, i32s(rows.iter().map(|r| r.2.bbox_zyx[k][a] as i32)), false));
         }
     }
-    cols.push(("equivalent_diameter_mm", f64s(rows.iter().map(|r| r.2.equivalent_diameter_mm)), false));
+    cols.push((
+        "equivalent_diameter_mm",
+        f64s(rows.iter().map(|r| r.2.equivalent_diameter_mm)),
+        false,
+    ));
     batch(cols)
 }
 
@@ -260,13 +351,29 @@ pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
     for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
     }
-    cols.push(("diameter_mm", Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.diameter_mm))), true));
+    cols.push((
+        "diameter_mm",
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.diameter_mm))),
+        true,
+    ));
     for (a, n) in ["radius_z", "radius_y", "radius_x"].iter().enumerate() {
-        cols.push((n, Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.radius_zyx.map(|v| v[a])))), true));
+        cols.push((
+            n,
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.radius_zyx.map(|v| v[a])))),
+            true,
+        ));
     }
-    cols.push(("inside", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))), false));
+    cols.push((
+        "inside",
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))),
+        false,
+    ));
     cols.push(("source", utf8(rows.iter().map(|r| r.source)), false));
-    cols.push(("in_lung_region", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.in_lung_region))), true));
+    cols.push((
+        "in_lung_region",
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.in_lung_region))),
+        true,
+    ));
     batch(cols)
 }
 
@@ -286,7 +393,10 @@ pub fn mark_in_lung_region(store: &super::Store, rows: &mut [NoduleRow]) -> Resu
         }
         let m = margin_voxels(rec.spacing_xyz);
         let c: [i64; 3] = std::array::from_fn(|a| (r.voxel_zyx[a] + 0.5).floor() as i64);
-        let region = super::Region::new(std::array::from_fn(|a| c[a] - m[a] as i64), std::array::from_fn(|a| c[a] + m[a] as i64 + 1));
+        let region = super::Region::new(
+            std::array::from_fn(|a| c[a] - m[a] as i64),
+            std::array::from_fn(|a| c[a] + m[a] as i64 + 1),
+        );
         let lungs = store.read_label_region(&r.series_id, LUNGS, region)?;
         r.in_lung_region = Some(lungs.iter().any(|&v| v != 0));
     }
@@ -305,8 +415,16 @@ pub fn candidates_batch(rows: &[CandidateRow]) -> RecordBatch {
     for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
     }
-    cols.push(("inside", Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))), false));
-    cols.push(("class", Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.class))), false));
+    cols.push((
+        "inside",
+        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))),
+        false,
+    ));
+    cols.push((
+        "class",
+        Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.class))),
+        false,
+    ));
     batch(cols)
 }
 
@@ -316,7 +434,13 @@ pub fn findings_batch(rows: &[(String, crate::predict::components::Component)]) 
     let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
         ("series_id", utf8(rows.iter().map(|r| r.0.as_str())), false),
         ("label", i32s(rows.iter().map(|r| r.1.label as i32)), false),
-        ("voxels", Arc::new(arrow_array::Int64Array::from_iter_values(rows.iter().map(|r| r.1.voxels as i64))), false),
+        (
+            "voxels",
+            Arc::new(arrow_array::Int64Array::from_iter_values(
+                rows.iter().map(|r| r.1.voxels as i64),
+            )),
+            false,
+        ),
     ];
     for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.1.centre_world_xyz[a])), false));
@@ -354,7 +478,8 @@ fn table_bytes(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>, StoreError> 
 /// [`StoreError::Parquet`] or [`StoreError::Io`] naming the file.
 pub fn write_table(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
     let bytes = table_bytes(path, batch)?;
-    crate::fsutil::write_bytes_atomic(path, &bytes).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })
+    crate::fsutil::write_bytes_atomic(path, &bytes)
+        .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })
 }
 
 /// The file beside the tables that holds their checksums (format/INDEX.md).
@@ -411,10 +536,14 @@ pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), St
     let sums_path = dir.join(CHECKSUMS);
     // The sums of the tables there now, as they are (a damaged file lists nothing: its
     // tables were already refused, and stay refused until this rewrite ends).
-    let old: Checksums = std::fs::read(&sums_path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+    let old: Checksums = std::fs::read(&sums_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
     write_index_with(dir, tables, old, |name, bytes| {
         let path = dir.join(name);
-        crate::fsutil::write_bytes_atomic(&path, bytes).map_err(|source| StoreError::Io { path, source })
+        crate::fsutil::write_bytes_atomic(&path, bytes)
+            .map_err(|source| StoreError::Io { path, source })
     })
 }
 
@@ -424,13 +553,23 @@ pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), St
 ///
 /// # Errors
 /// As [`write_index`]; [`StoreError::Remote`] naming an object that cannot be written.
-pub fn write_index_at(location: &super::Location, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
+pub fn write_index_at(
+    location: &super::Location,
+    tables: &[(&str, &RecordBatch)],
+) -> Result<(), StoreError> {
     match location {
         super::Location::Local(root) => write_index(&root.join(super::INDEX), tables),
         super::Location::Remote(r) => {
             let rel = |name: &str| format!("{}/{name}", super::INDEX);
-            let old: Checksums = r.get(&rel(CHECKSUMS), MAX_TABLE_BYTES).ok().flatten().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-            write_index_with(&r.name(super::INDEX), tables, old, |name, bytes| r.put(&rel(name), bytes::Bytes::copy_from_slice(bytes)))
+            let old: Checksums = r
+                .get(&rel(CHECKSUMS), MAX_TABLE_BYTES)
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            write_index_with(&r.name(super::INDEX), tables, old, |name, bytes| {
+                r.put(&rel(name), bytes::Bytes::copy_from_slice(bytes))
+            })
         }
     }
 }
@@ -438,18 +577,32 @@ pub fn write_index_at(location: &super::Location, tables: &[(&str, &RecordBatch)
 /// The rewrite of [`write_index`] with `old`, the sums there now, and `write`, which
 /// writes one file of the index (a table, or `checksums.json`) whole; `dir` names the
 /// folder in messages.
-fn write_index_with(dir: &Path, tables: &[(&str, &RecordBatch)], old: Checksums, mut write: impl FnMut(&str, &[u8]) -> Result<(), StoreError>) -> Result<(), StoreError> {
+fn write_index_with(
+    dir: &Path,
+    tables: &[(&str, &RecordBatch)],
+    old: Checksums,
+    mut write: impl FnMut(&str, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let mut new = Checksums::default();
     let mut files = Vec::with_capacity(tables.len());
     for (name, batch) in tables {
         let bytes = table_bytes(&dir.join(name), batch)?;
-        new.tables.insert(name.to_string(), TableSum { sha256: sha256_hex(&bytes), bytes: bytes.len() as u64, rows: batch.num_rows() as u64 });
+        new.tables.insert(
+            name.to_string(),
+            TableSum {
+                sha256: sha256_hex(&bytes),
+                bytes: bytes.len() as u64,
+                rows: batch.num_rows() as u64,
+            },
+        );
         files.push((*name, bytes));
     }
-    let write_sums = |sums: &Checksums, write: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>| {
-        let json = serde_json::to_vec_pretty(sums).map_err(|e| StoreError::Invalid { message: e.to_string() })?;
-        write(CHECKSUMS, &json)
-    };
+    let write_sums =
+        |sums: &Checksums, write: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>| {
+            let json = serde_json::to_vec_pretty(sums)
+                .map_err(|e| StoreError::Invalid { message: e.to_string() })?;
+            write(CHECKSUMS, &json)
+        };
     let mut replacing = old.tables;
     replacing.retain(|name, sum| new.tables.get(name) != Some(sum));
     if !replacing.is_empty() {
@@ -464,14 +617,18 @@ fn write_index_with(dir: &Path, tables: &[(&str, &RecordBatch)], old: Checksums,
 /// Reads `checksums.json` beside a table: `Ok(None)` for a store made before format 1.1,
 /// which has none.
 fn read_checksums(path: &Path) -> Result<Option<Checksums>, StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+    let corrupt =
+        |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
     let sums_path = path.with_file_name(CHECKSUMS);
     let text = match std::fs::read_to_string(&sums_path) {
         Ok(t) => t,
         // Stores made before format 1.1 have no checksums; from 1.1 on they are required.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let root = path.parent().and_then(Path::parent);
-            return checksums_missing(path, root.map(super::read_manifest).and_then(Result::ok).map(|m| m.format_version[1]));
+            return checksums_missing(
+                path,
+                root.map(super::read_manifest).and_then(Result::ok).map(|m| m.format_version[1]),
+            );
         }
         Err(e) => return Err(corrupt(format!("{}: {e}", sums_path.display()))),
     };
@@ -481,7 +638,11 @@ fn read_checksums(path: &Path) -> Result<Option<Checksums>, StoreError> {
 /// Parses the `checksums.json` beside table `path`.
 fn parse_checksums(path: &Path, bytes: &[u8]) -> Result<Option<Checksums>, StoreError> {
     let sums_path = path.with_file_name(CHECKSUMS);
-    serde_json::from_slice(bytes).map(Some).map_err(|e| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message: format!("{} is damaged: {e}", sums_path.display()) })
+    serde_json::from_slice(bytes).map(Some).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        chunk: None,
+        message: format!("{} is damaged: {e}", sums_path.display()),
+    })
 }
 
 /// What a missing `checksums.json` beside table `path` means in a store of format minor
@@ -491,7 +652,10 @@ fn checksums_missing(path: &Path, minor: Option<u16>) -> Result<Option<Checksums
         Some(m) if m >= 1 => Err(StoreError::Corrupt {
             path: path.to_path_buf(),
             chunk: None,
-            message: format!("{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index", path.with_file_name(CHECKSUMS).display()),
+            message: format!(
+                "{} is missing (format 1.1 writes it with the tables); run `ctstream ingest --resume` to rewrite the index",
+                path.with_file_name(CHECKSUMS).display()
+            ),
         }),
         _ => Ok(None),
     }
@@ -511,7 +675,12 @@ pub fn check_table(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 /// read while an ingest rewrites the index is listed in the checksums read before it or in
 /// those read after it (`after`, read only when `before` does not list it; see
 /// [`Checksums`]). `path` names the table (a file, or an object's URL).
-fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>, after: impl FnOnce() -> Result<Option<Checksums>, StoreError>) -> Result<(), StoreError> {
+fn check_table_against(
+    path: &Path,
+    bytes: &[u8],
+    before: Option<&Checksums>,
+    after: impl FnOnce() -> Result<Option<Checksums>, StoreError>,
+) -> Result<(), StoreError> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let have = sha256_hex(bytes);
     if before.is_some_and(|s| s.lists(&name, bytes, &have)) {
@@ -522,12 +691,19 @@ fn check_table_against(path: &Path, bytes: &[u8], before: Option<&Checksums>, af
         return Ok(());
     }
     let sums_path = path.with_file_name(CHECKSUMS);
-    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+    let corrupt =
+        |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
     let fix = "the index is damaged, or an interrupted ingest left it half rewritten (or two ingests rewrote it at once); run `ctstream index STORE` with the CSVs (or `ctstream ingest --resume` with the same inputs and CSVs) to rewrite it";
     let Some(want) = sums.tables.get(&name) else {
         return Err(corrupt(format!("not listed in {}; {fix}", sums_path.display())));
     };
-    Err(corrupt(format!("{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}", bytes.len(), sums_path.display(), want.bytes, want.sha256)))
+    Err(corrupt(format!(
+        "{} bytes with SHA-256 {have}, {} lists {} bytes with {}; {fix}",
+        bytes.len(),
+        sums_path.display(),
+        want.bytes,
+        want.sha256
+    )))
 }
 
 /// Reads `nodules.parquet` back into rows (the loader samples from these).
@@ -552,11 +728,26 @@ pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>,
         let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
         let id = column::<Int32Array>(&b, "nodule_id").map_err(perr)?;
         let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
-        let (wx, wy, wz, vz, vy, vx, d, rz, ry, rx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?, f("diameter_mm")?, f("radius_z")?, f("radius_y")?, f("radius_x")?);
+        let (wx, wy, wz, vz, vy, vx, d, rz, ry, rx) = (
+            f("world_x")?,
+            f("world_y")?,
+            f("world_z")?,
+            f("voxel_z")?,
+            f("voxel_y")?,
+            f("voxel_x")?,
+            f("diameter_mm")?,
+            f("radius_z")?,
+            f("radius_y")?,
+            f("radius_x")?,
+        );
         let inside = column::<BooleanArray>(&b, "inside").map_err(perr)?;
         let source = column::<StringArray>(&b, "source").map_err(perr)?;
         // From format 1.2; tables of older stores have no such column.
-        let in_lung = if b.column_by_name("in_lung_region").is_some() { Some(column::<BooleanArray>(&b, "in_lung_region").map_err(perr)?) } else { None };
+        let in_lung = if b.column_by_name("in_lung_region").is_some() {
+            Some(column::<BooleanArray>(&b, "in_lung_region").map_err(perr)?)
+        } else {
+            None
+        };
         for i in 0..b.num_rows() {
             let opt = |a: &Float64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
             rows.push(NoduleRow {
@@ -568,7 +759,8 @@ pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>,
                 radius_zyx: opt(rz).zip(opt(ry)).zip(opt(rx)).map(|((z, y), x)| [z, y, x]),
                 inside: inside.value(i),
                 source: if source.value(i) == "excluded" { "excluded" } else { "annotations" },
-                in_lung_region: in_lung.and_then(|a| if a.is_null(i) { None } else { Some(a.value(i)) }),
+                in_lung_region: in_lung
+                    .and_then(|a| if a.is_null(i) { None } else { Some(a.value(i)) }),
             });
         }
     }
@@ -616,7 +808,14 @@ pub fn candidates_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<Candidat
         let series = column::<StringArray>(&b, "series_id").map_err(perr)?;
         let id = column::<Int32Array>(&b, "candidate_id").map_err(perr)?;
         let f = |n: &str| column::<Float64Array>(&b, n).map_err(perr);
-        let (wx, wy, wz, vz, vy, vx) = (f("world_x")?, f("world_y")?, f("world_z")?, f("voxel_z")?, f("voxel_y")?, f("voxel_x")?);
+        let (wx, wy, wz, vz, vy, vx) = (
+            f("world_x")?,
+            f("world_y")?,
+            f("world_z")?,
+            f("voxel_z")?,
+            f("voxel_y")?,
+            f("voxel_x")?,
+        );
         let inside = column::<BooleanArray>(&b, "inside").map_err(perr)?;
         let class = column::<Int8Array>(&b, "class").map_err(perr)?;
         for i in 0..b.num_rows() {
@@ -636,7 +835,9 @@ pub fn candidates_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<Candidat
 /// A column of a record batch by name, as its concrete array type.
 fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
     let c = b.column_by_name(name).ok_or_else(|| format!("no column `{name}`"))?;
-    c.as_any().downcast_ref::<T>().ok_or_else(|| format!("column `{name}` has type {:?}", c.data_type()))
+    c.as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| format!("column `{name}` has type {:?}", c.data_type()))
 }
 
 /// The largest index table read (the LUNA16 candidates_V2 table is about 20 MB).
@@ -657,7 +858,9 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
     // ingest rewrites the index (see `Checksums`).
     let before = read_checksums(path).ok().flatten();
     let mut bytes = Vec::new();
-    crate::fsutil::open_regular(path).and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes)).map_err(io_err)?;
+    crate::fsutil::open_regular(path)
+        .and_then(|f| f.take(MAX_TABLE_BYTES).read_to_end(&mut bytes))
+        .map_err(io_err)?;
     check_table_against(path, &bytes, before.as_ref(), || read_checksums(path))?;
     Ok(bytes)
 }
@@ -669,7 +872,11 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
 /// # Errors
 /// [`StoreError::Remote`] when an object cannot be fetched; [`StoreError::Corrupt`] as
 /// [`check_table`].
-pub fn read_remote_table_bytes(remote: &crate::store::remote::Remote, manifest: &crate::store::Manifest, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+pub fn read_remote_table_bytes(
+    remote: &crate::store::remote::Remote,
+    manifest: &crate::store::Manifest,
+    name: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let rel = format!("{}/{name}.parquet", super::INDEX);
     let sums_rel = format!("{}/{CHECKSUMS}", super::INDEX);
     let path = remote.name(&rel);
@@ -691,8 +898,14 @@ fn read_batches(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
 
 fn batches_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<RecordBatch>, StoreError> {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let perr = |e: &dyn std::fmt::Display| StoreError::Parquet { path: path.to_path_buf(), message: e.to_string() };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes)).map_err(|e| perr(&e))?.build().map_err(|e| perr(&e))?;
+    let perr = |e: &dyn std::fmt::Display| StoreError::Parquet {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .map_err(|e| perr(&e))?
+        .build()
+        .map_err(|e| perr(&e))?;
     reader.collect::<Result<Vec<_>, _>>().map_err(|e| perr(&e))
 }
 
@@ -701,7 +914,8 @@ mod tests {
     use super::*;
 
     fn table(values: &[i32]) -> RecordBatch {
-        RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from(values.to_vec())) as ArrayRef)]).unwrap()
+        RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from(values.to_vec())) as ArrayRef)])
+            .unwrap()
     }
 
     /// Every state a rewrite passes through, as a reader racing it sees them: each table
@@ -735,7 +949,9 @@ mod tests {
         check_table(&path, &new_bytes).unwrap();
         let mut flipped = new_bytes.clone();
         flipped[10] ^= 1;
-        let e = check_table_against(&path, &flipped, Some(&old_sums), || read_checksums(&path)).unwrap_err().to_string();
+        let e = check_table_against(&path, &flipped, Some(&old_sums), || read_checksums(&path))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.parquet") && e.contains("lists"), "{e}");
 
         // A rewrite that changes nothing writes no `replacing` at any step.
@@ -763,7 +979,11 @@ mod tests {
             });
             let mut reads = 0;
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                let rows: usize = read_batches(&path).unwrap_or_else(|e| panic!("read {reads}: {e}")).iter().map(RecordBatch::num_rows).sum();
+                let rows: usize = read_batches(&path)
+                    .unwrap_or_else(|e| panic!("read {reads}: {e}"))
+                    .iter()
+                    .map(RecordBatch::num_rows)
+                    .sum();
                 assert!(rows == 2 || rows == 3);
                 reads += 1;
             }

@@ -36,7 +36,13 @@ impl StoreLock {
         };
         std::fs::create_dir_all(root).map_err(io(root))?;
         let path = root.join(LOCK_FILE);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
         // A lock this process released can stay held for a moment by a child being
         // spawned on another thread (fork copies the descriptor; exec closes it), so a
         // lock that names this very process is tried again for up to a second.
@@ -46,7 +52,9 @@ impl StoreLock {
                 Ok(()) => break,
                 Err(TryLockError::WouldBlock) => {
                     let mut holder = String::new();
-                    let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut holder));
+                    let _ = file
+                        .seek(SeekFrom::Start(0))
+                        .and_then(|_| file.read_to_string(&mut holder));
                     let holder = holder.trim().parse::<u32>().ok();
                     if holder == Some(std::process::id()) && tries < 20 {
                         tries += 1;
@@ -58,7 +66,10 @@ impl StoreLock {
                 Err(TryLockError::Error(e)) => return Err(io(&path)(e)),
             }
         }
-        file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| write!(file, "{}", std::process::id())).map_err(io(&path))?;
+        file.set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| write!(file, "{}", std::process::id()))
+            .map_err(io(&path))?;
         Ok(StoreLock { _file: file, path })
     }
 
@@ -72,7 +83,9 @@ impl StoreLock {
         let until = std::time::Instant::now() + wait;
         loop {
             match StoreLock::acquire(root) {
-                Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(100)),
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < until => {
+                    std::thread::sleep(std::time::Duration::from_millis(100))
+                }
                 other => return other,
             }
         }

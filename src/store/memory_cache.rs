@@ -74,14 +74,23 @@ pub struct MemoryCache {
 
 impl std::fmt::Debug for MemoryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryCache").field("budget_bytes", &self.budget).field("stats", &self.stats()).finish()
+        f.debug_struct("MemoryCache")
+            .field("budget_bytes", &self.budget)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
 impl MemoryCache {
     /// A cache holding at most about `budget_bytes` of payloads.
     pub fn new(budget_bytes: usize) -> MemoryCache {
-        MemoryCache { inner: Mutex::new(Inner::default()), done: Condvar::new(), budget: budget_bytes, hits: AtomicU64::new(0), waits: AtomicU64::new(0) }
+        MemoryCache {
+            inner: Mutex::new(Inner::default()),
+            done: Condvar::new(),
+            budget: budget_bytes,
+            hits: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -168,17 +177,23 @@ impl MemoryCache {
             .iter()
             .map(|&k| {
                 let got = take(&mut s, k);
-                first_use += got.as_ref().map_or(0, |(b, first)| if *first { b.len() as u64 } else { 0 });
+                first_use +=
+                    got.as_ref().map_or(0, |(b, first)| if *first { b.len() as u64 } else { 0 });
                 (k, got.map(|(b, _)| b))
             })
             .collect();
-        self.waits.fetch_add(out.iter().filter(|(_, b)| b.is_some()).count() as u64, Ordering::Relaxed);
+        self.waits
+            .fetch_add(out.iter().filter(|(_, b)| b.is_some()).count() as u64, Ordering::Relaxed);
         (out, first_use)
     }
 
     /// Counters so far.
     pub fn stats(&self) -> MemoryCacheStats {
-        MemoryCacheStats { hits: self.hits.load(Ordering::Relaxed), waits: self.waits.load(Ordering::Relaxed), held_bytes: self.lock().bytes as u64 }
+        MemoryCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+            held_bytes: self.lock().bytes as u64,
+        }
     }
 }
 
@@ -231,7 +246,10 @@ mod tests {
         }
         // 300 bytes > 250: chunk 0 (least recent) went.
         let got = c.claim(&[(7, 0), (7, 1), (7, 2)]);
-        assert_eq!(got.held.iter().map(|(k, b)| (k.1, b.len(), b[0])).collect::<Vec<_>>(), vec![(1, 100, 1), (2, 100, 2)]);
+        assert_eq!(
+            got.held.iter().map(|(k, b)| (k.1, b.len(), b[0])).collect::<Vec<_>>(),
+            vec![(1, 100, 1), (2, 100, 2)]
+        );
         assert_eq!(got.mine, vec![(7, 0)]);
         assert!(got.theirs.is_empty());
         // Chunk 1 was asked for when it came; chunk 2 came along and is used only now.

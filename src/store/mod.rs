@@ -232,7 +232,10 @@ impl LabelRecord {
     /// A message naming the field.
     pub fn check(&self, rec_id: &str, shape_zyx: [usize; 3]) -> Result<(), String> {
         if !format::valid_label_name(&self.name) {
-            return Err(format!("labels: name {:?} is not a label name (^[a-z][a-z0-9_]{{0,31}}$)", self.name));
+            return Err(format!(
+                "labels: name {:?} is not a label name (^[a-z][a-z0-9_]{{0,31}}$)",
+                self.name
+            ));
         }
         let want = Self::file_for(rec_id, &self.name);
         if self.file != want {
@@ -243,25 +246,52 @@ impl LabelRecord {
         let mut total = 0u64;
         for &[v, n] in &self.counts {
             if v == 0 || v > 255 || v <= last || n == 0 {
-                return Err(format!("labels {}: counts entry [{v}, {n}] is not a value 1..=255 in ascending order with a positive count", self.name));
+                return Err(format!(
+                    "labels {}: counts entry [{v}, {n}] is not a value 1..=255 in ascending order with a positive count",
+                    self.name
+                ));
             }
             last = v;
             total = total.saturating_add(n);
         }
         if total > voxels {
-            return Err(format!("labels {}: counts add up to {total} voxels, more than the scan's {voxels}", self.name));
+            return Err(format!(
+                "labels {}: counts add up to {total} voxels, more than the scan's {voxels}",
+                self.name
+            ));
         }
         match self.bbox_zyx {
-            None if total > 0 => return Err(format!("labels {}: bbox_zyx is null but {total} voxels are labelled", self.name)),
-            Some(_) if total == 0 => return Err(format!("labels {}: bbox_zyx is given but no voxel is labelled", self.name)),
+            None if total > 0 => {
+                return Err(format!(
+                    "labels {}: bbox_zyx is null but {total} voxels are labelled",
+                    self.name
+                ));
+            }
+            Some(_) if total == 0 => {
+                return Err(format!(
+                    "labels {}: bbox_zyx is given but no voxel is labelled",
+                    self.name
+                ));
+            }
             Some([lo, hi]) if (0..3).any(|a| lo[a] >= hi[a] || hi[a] > shape_zyx[a]) => {
-                return Err(format!("labels {}: bbox_zyx {lo:?}..{hi:?} is not a box inside the shape {shape_zyx:?}", self.name));
+                return Err(format!(
+                    "labels {}: bbox_zyx {lo:?}..{hi:?} is not a box inside the shape {shape_zyx:?}",
+                    self.name
+                ));
             }
             _ => {}
         }
         for c in &self.components {
-            if self.voxels_of(c.value) < c.voxels || c.voxels == 0 || (0..3).any(|a| c.bbox_zyx[0][a] >= c.bbox_zyx[1][a] || c.bbox_zyx[1][a] > shape_zyx[a]) {
-                return Err(format!("labels {}: component {} of value {} ({} voxels, box {:?}) does not fit the counts and the shape", self.name, c.component, c.value, c.voxels, c.bbox_zyx));
+            if self.voxels_of(c.value) < c.voxels
+                || c.voxels == 0
+                || (0..3).any(|a| {
+                    c.bbox_zyx[0][a] >= c.bbox_zyx[1][a] || c.bbox_zyx[1][a] > shape_zyx[a]
+                })
+            {
+                return Err(format!(
+                    "labels {}: component {} of value {} ({} voxels, box {:?}) does not fit the counts and the shape",
+                    self.name, c.component, c.value, c.voxels, c.bbox_zyx
+                ));
             }
         }
         Ok(())
@@ -292,21 +322,40 @@ impl ScanRecord {
         }
         format::check_shape(self.shape_zyx).map_err(|e| format!("shape_zyx: {e}"))?;
         format::check_shape(self.orig_shape_zyx).map_err(|e| format!("orig_shape_zyx: {e}"))?;
-        format::check_chunk_shape(self.chunk_shape_zyx).map_err(|e| format!("chunk_shape_zyx: {e}"))?;
+        format::check_chunk_shape(self.chunk_shape_zyx)
+            .map_err(|e| format!("chunk_shape_zyx: {e}"))?;
         self.geometry().check().map_err(|e| format!("stored {e}"))?;
-        let orig = crate::geometry::Geometry { origin_xyz: self.orig_origin_xyz, spacing_xyz: self.orig_spacing_xyz, direction: self.orig_direction };
+        let orig = crate::geometry::Geometry {
+            origin_xyz: self.orig_origin_xyz,
+            spacing_xyz: self.orig_spacing_xyz,
+            direction: self.orig_direction,
+        };
         orig.check().map_err(|e| format!("orig_{e}"))?;
         let voxels: u64 = self.shape_zyx.iter().map(|&n| n as u64).product();
         if self.bytes_raw != 2 * voxels {
-            return Err(format!("bytes_raw {} is not 2 x the {voxels} voxels of shape_zyx", self.bytes_raw));
+            return Err(format!(
+                "bytes_raw {} is not 2 x the {voxels} voxels of shape_zyx",
+                self.bytes_raw
+            ));
         }
-        if self.hu_min > self.hu_max || !self.hu_mean.is_finite() || self.hu_mean < self.hu_min as f64 || self.hu_mean > self.hu_max as f64 {
-            return Err(format!("hu_min {} / hu_max {} / hu_mean {} are not an HU range", self.hu_min, self.hu_max, self.hu_mean));
+        if self.hu_min > self.hu_max
+            || !self.hu_mean.is_finite()
+            || self.hu_mean < self.hu_min as f64
+            || self.hu_mean > self.hu_max as f64
+        {
+            return Err(format!(
+                "hu_min {} / hu_max {} / hu_mean {} are not an HU range",
+                self.hu_min, self.hu_max, self.hu_mean
+            ));
         }
         for (i, l) in self.labels.iter().enumerate() {
             l.check(&self.series_id, self.shape_zyx)?;
             if i > 0 && self.labels[i - 1].name >= l.name {
-                return Err(format!("labels: {:?} after {:?} (names must be unique and in order)", l.name, self.labels[i - 1].name));
+                return Err(format!(
+                    "labels: {:?} after {:?} (names must be unique and in order)",
+                    l.name,
+                    self.labels[i - 1].name
+                ));
             }
         }
         Ok(())
@@ -422,7 +471,8 @@ impl Location {
 /// for a newer major version.
 pub fn read_manifest(root: &Path) -> Result<Manifest, StoreError> {
     let p = root.join(MANIFEST);
-    let text = std::fs::read_to_string(&p).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(&p)
+        .map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
     parse_manifest(p, &text)
 }
 
@@ -441,19 +491,28 @@ pub fn read_manifest_at(location: &Location) -> Result<Manifest, StoreError> {
             let Some(bytes) = r.get(MANIFEST, MAX_MANIFEST_BYTES)? else {
                 return Err(StoreError::NotAStore { path: p, message: "no such object".into() });
             };
-            let text = std::str::from_utf8(&bytes).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
             parse_manifest(p, text)
         }
     }
 }
 
 pub(crate) fn parse_manifest(p: PathBuf, text: &str) -> Result<Manifest, StoreError> {
-    let m: Manifest = serde_json::from_str(text).map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
+    let m: Manifest = serde_json::from_str(text)
+        .map_err(|e| StoreError::NotAStore { path: p.clone(), message: e.to_string() })?;
     if m.format != "ctstream-store" {
-        return Err(StoreError::NotAStore { path: p, message: format!("format is {:?}", m.format) });
+        return Err(StoreError::NotAStore {
+            path: p,
+            message: format!("format is {:?}", m.format),
+        });
     }
     if m.format_version[0] != format::VERSION_MAJOR {
-        return Err(StoreError::Version { path: p, found: (m.format_version[0], m.format_version[1]), supported: (format::VERSION_MAJOR, format::VERSION_MINOR) });
+        return Err(StoreError::Version {
+            path: p,
+            found: (m.format_version[0], m.format_version[1]),
+            supported: (format::VERSION_MAJOR, format::VERSION_MINOR),
+        });
     }
     m.check().map_err(|e| StoreError::Corrupt { path: p, chunk: None, message: e.to_string() })?;
     Ok(m)
@@ -485,7 +544,9 @@ pub fn read_records(root: &Path) -> Result<Records, StoreError> {
             Ok(r) => {
                 out.scans.insert(r.series_id.clone(), r);
             }
-            Err(reason) => out.damaged.push(DamagedRecord { series_id: id.to_string(), path: p, reason }),
+            Err(reason) => {
+                out.damaged.push(DamagedRecord { series_id: id.to_string(), path: p, reason })
+            }
         }
     }
     out.damaged.sort_by(|a, b| a.series_id.cmp(&b.series_id));
@@ -512,17 +573,28 @@ fn read_record(root: &Path, p: &Path, id: &str) -> Result<ScanRecord, String> {
 /// Parses and checks a record's text: its fields, its id against the file name, and the
 /// size of each file it names (`size(file)`: the file's name for messages and its size,
 /// or why it has none).
-fn check_record(text: &str, id: &str, size: impl Fn(&str) -> Result<(PathBuf, u64), String>) -> Result<ScanRecord, String> {
-    let r: ScanRecord = serde_json::from_str(text).map_err(|e| format!("not a scan record: {e}"))?;
+fn check_record(
+    text: &str,
+    id: &str,
+    size: impl Fn(&str) -> Result<(PathBuf, u64), String>,
+) -> Result<ScanRecord, String> {
+    let r: ScanRecord =
+        serde_json::from_str(text).map_err(|e| format!("not a scan record: {e}"))?;
     r.check()?;
     if r.series_id != id {
         return Err(format!("series_id {:?} does not match the file name", r.series_id));
     }
-    let files = std::iter::once(("volume file", &r.volume_file, r.bytes_stored)).chain(r.labels.iter().map(|l| ("label volume", &l.file, l.bytes_stored)));
+    let files = std::iter::once(("volume file", &r.volume_file, r.bytes_stored))
+        .chain(r.labels.iter().map(|l| ("label volume", &l.file, l.bytes_stored)));
     for (what, file, bytes) in files {
         match size(file) {
             Ok((_, n)) if n == bytes => {}
-            Ok((name, n)) => return Err(format!("{what} {} is {n} bytes, the record says {bytes} (truncated or replaced)", name.display())),
+            Ok((name, n)) => {
+                return Err(format!(
+                    "{what} {} is {n} bytes, the record says {bytes} (truncated or replaced)",
+                    name.display()
+                ));
+            }
             Err(e) => return Err(format!("{what} {e}")),
         }
     }
@@ -544,7 +616,10 @@ pub fn read_records_at(location: &Location) -> Result<Records, StoreError> {
     sizes.extend(r.list(LABELS)?);
     let records: Vec<String> = sizes
         .keys()
-        .filter(|k| k.strip_prefix(&format!("{VOLUMES}/")).is_some_and(|n| n.ends_with(".json") && !n.starts_with('.') && !n.contains('/')))
+        .filter(|k| {
+            k.strip_prefix(&format!("{VOLUMES}/"))
+                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.') && !n.contains('/'))
+        })
         .cloned()
         .collect();
     let texts = r.get_many(&records, MAX_RECORD_BYTES)?;
@@ -594,7 +669,15 @@ impl Store {
     pub fn open_location(location: Location) -> Result<Store, StoreError> {
         let manifest = read_manifest_at(&location)?;
         let Records { scans, damaged } = read_records_at(&location)?;
-        Ok(Store { root: location.name(), location, manifest, scans, damaged, open: Mutex::new(BTreeMap::new()), open_labels: Mutex::new(BTreeMap::new()) })
+        Ok(Store {
+            root: location.name(),
+            location,
+            manifest,
+            scans,
+            damaged,
+            open: Mutex::new(BTreeMap::new()),
+            open_labels: Mutex::new(BTreeMap::new()),
+        })
     }
 
     /// Where the store lives.
@@ -604,10 +687,21 @@ impl Store {
 
     /// Opens the volume file `rel` of `bytes` bytes (as its record says), `shape_zyx` in
     /// chunks of `chunk_zyx`.
-    fn open_file(&self, rel: &str, bytes: u64, shape_zyx: [usize; 3], chunk_zyx: [usize; 3]) -> Result<VolumeFile, StoreError> {
+    fn open_file(
+        &self,
+        rel: &str,
+        bytes: u64,
+        shape_zyx: [usize; 3],
+        chunk_zyx: [usize; 3],
+    ) -> Result<VolumeFile, StoreError> {
         match &self.location {
             Location::Local(root) => VolumeFile::open(&root.join(rel)),
-            Location::Remote(r) => VolumeFile::open_remote(r.clone(), rel, bytes, format::payload_start_of(shape_zyx, chunk_zyx)),
+            Location::Remote(r) => VolumeFile::open_remote(
+                r.clone(),
+                rel,
+                bytes,
+                format::payload_start_of(shape_zyx, chunk_zyx),
+            ),
         }
     }
 
@@ -663,15 +757,22 @@ impl Store {
             Location::Local(root) => {
                 let dir = root.join(INDEX);
                 match std::fs::read_dir(&dir) {
-                    Ok(rd) => rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+                    Ok(rd) => {
+                        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
                     Err(source) => return Err(StoreError::Io { path: dir, source }),
                 }
             }
-            Location::Remote(r) => r.list(INDEX)?.into_iter().map(|(rel, _)| rel.rsplit('/').next().unwrap_or_default().to_string()).collect(),
+            Location::Remote(r) => r
+                .list(INDEX)?
+                .into_iter()
+                .map(|(rel, _)| rel.rsplit('/').next().unwrap_or_default().to_string())
+                .collect(),
         };
         names.retain(|n| n.ends_with(".parquet") && !n.starts_with('.'));
-        let mut names: Vec<String> = names.into_iter().map(|n| n.trim_end_matches(".parquet").to_string()).collect();
+        let mut names: Vec<String> =
+            names.into_iter().map(|n| n.trim_end_matches(".parquet").to_string()).collect();
         names.sort();
         Ok(names)
     }
@@ -707,7 +808,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::SeriesNotFound`].
     pub fn scan(&self, id: &str) -> Result<&ScanRecord, StoreError> {
-        self.scans.get(id).ok_or_else(|| StoreError::SeriesNotFound { store: self.root.clone(), id: id.to_string() })
+        self.scans.get(id).ok_or_else(|| StoreError::SeriesNotFound {
+            store: self.root.clone(),
+            id: id.to_string(),
+        })
     }
 
     /// The open volume file of a scan (opened and checked on first use, then shared).
@@ -719,7 +823,12 @@ impl Store {
         if let Some(v) = self.open.lock().ok().and_then(|m| m.get(id).cloned()) {
             return Ok(v);
         }
-        let v = Arc::new(self.open_file(&rec.volume_file, rec.bytes_stored, rec.shape_zyx, rec.chunk_shape_zyx)?);
+        let v = Arc::new(self.open_file(
+            &rec.volume_file,
+            rec.bytes_stored,
+            rec.shape_zyx,
+            rec.chunk_shape_zyx,
+        )?);
         if let Ok(mut m) = self.open.lock() {
             m.insert(id.to_string(), v.clone());
         }
@@ -744,7 +853,12 @@ impl Store {
     pub fn label(&self, id: &str, name: &str) -> Result<Arc<VolumeFile>, StoreError> {
         let rec = self.scan(id)?;
         let Some(l) = rec.label(name) else {
-            return Err(StoreError::LabelNotFound { store: self.root.clone(), id: id.to_string(), name: name.to_string(), have: rec.labels.iter().map(|l| l.name.clone()).collect() });
+            return Err(StoreError::LabelNotFound {
+                store: self.root.clone(),
+                id: id.to_string(),
+                name: name.to_string(),
+                have: rec.labels.iter().map(|l| l.name.clone()).collect(),
+            });
         };
         let key = (id.to_string(), name.to_string());
         if let Some(v) = self.open_labels.lock().ok().and_then(|m| m.get(&key).cloned()) {
@@ -754,18 +868,36 @@ impl Store {
         let v = self.open_file(&l.file, l.bytes_stored, rec.shape_zyx, rec.chunk_shape_zyx)?;
         let h = v.header();
         let g = rec.geometry();
-        let bad = |field: &str, found: String, want: String| StoreError::Corrupt { path: path.clone(), chunk: None, message: format!("{field} {found} is not the scan's {want}: a label volume lies on its scan's grid") };
+        let bad = |field: &str, found: String, want: String| StoreError::Corrupt {
+            path: path.clone(),
+            chunk: None,
+            message: format!(
+                "{field} {found} is not the scan's {want}: a label volume lies on its scan's grid"
+            ),
+        };
         if h.dtype != format::DTYPE_U8 {
             return Err(bad("dtype", h.dtype.to_string(), "label dtype 2 (uint8)".into()));
         }
         if h.shape_zyx != rec.shape_zyx {
-            return Err(bad("shape_zyx", format!("{:?}", h.shape_zyx), format!("{:?}", rec.shape_zyx)));
+            return Err(bad(
+                "shape_zyx",
+                format!("{:?}", h.shape_zyx),
+                format!("{:?}", rec.shape_zyx),
+            ));
         }
         if h.chunk_shape_zyx != rec.chunk_shape_zyx {
-            return Err(bad("chunk_shape_zyx", format!("{:?}", h.chunk_shape_zyx), format!("{:?}", rec.chunk_shape_zyx)));
+            return Err(bad(
+                "chunk_shape_zyx",
+                format!("{:?}", h.chunk_shape_zyx),
+                format!("{:?}", rec.chunk_shape_zyx),
+            ));
         }
         if h.origin_xyz != g.origin_xyz || h.spacing_xyz != g.spacing_xyz {
-            return Err(bad("origin_xyz/spacing_xyz", format!("{:?}/{:?}", h.origin_xyz, h.spacing_xyz), format!("{:?}/{:?}", g.origin_xyz, g.spacing_xyz)));
+            return Err(bad(
+                "origin_xyz/spacing_xyz",
+                format!("{:?}/{:?}", h.origin_xyz, h.spacing_xyz),
+                format!("{:?}/{:?}", g.origin_xyz, g.spacing_xyz),
+            ));
         }
         if h.fill_value != 0 {
             return Err(bad("fill_value", h.fill_value.to_string(), "0".into()));
@@ -781,7 +913,12 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::label`], and [`StoreError::Corrupt`] naming the chunk.
-    pub fn read_label_region(&self, id: &str, name: &str, r: Region) -> Result<ndarray::Array3<u8>, StoreError> {
+    pub fn read_label_region(
+        &self,
+        id: &str,
+        name: &str,
+        r: Region,
+    ) -> Result<ndarray::Array3<u8>, StoreError> {
         self.label(id, name)?.read_region_as::<u8>(r)
     }
 }

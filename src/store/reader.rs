@@ -10,8 +10,8 @@ use memmap2::Mmap;
 use ndarray::{Array3, s};
 
 use super::StoreError;
-use super::remote::Remote;
 use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader, Voxel};
+use super::remote::Remote;
 use crate::geometry::Geometry;
 
 /// A box of voxels: start (z, y, x), which may be negative, and shape (z, y, x).
@@ -32,7 +32,10 @@ impl Region {
     /// assert_eq!(r.shape_zyx, [32, 64, 64]);
     /// ```
     pub fn new(start_zyx: [i64; 3], end_zyx: [i64; 3]) -> Region {
-        Region { start_zyx, shape_zyx: std::array::from_fn(|a| (end_zyx[a] - start_zyx[a]).max(0) as usize) }
+        Region {
+            start_zyx,
+            shape_zyx: std::array::from_fn(|a| (end_zyx[a] - start_zyx[a]).max(0) as usize),
+        }
     }
 }
 
@@ -51,7 +54,11 @@ pub struct VolumeFile {
 enum Data {
     Map(Mmap),
     /// `id`: the volume's name in the store's memory cache ([`super::memory_cache`]).
-    Remote { remote: Arc<Remote>, rel: String, id: u64 },
+    Remote {
+        remote: Arc<Remote>,
+        rel: String,
+        id: u64,
+    },
 }
 
 /// Chunk payloads fetched ahead from object storage ([`VolumeFile::fetch`]), by chunk
@@ -66,12 +73,14 @@ impl VolumeFile {
     /// [`StoreError::Io`], [`StoreError::Corrupt`] (truncated or damaged header or table),
     /// [`StoreError::Version`] (a newer major version).
     pub fn open(path: &Path) -> Result<VolumeFile, StoreError> {
-        let file = crate::fsutil::open_regular(path).map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let file = crate::fsutil::open_regular(path)
+            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
         // SAFETY: volume files are written under a temporary name and renamed into place,
         // never modified afterwards; ctstream never truncates or rewrites one in place. A
         // process outside ctstream that truncates the file while it is mapped can still
         // make reads fault, as with any memory map.
-        let map = unsafe { Mmap::map(&file) }.map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
         let (header, table) = check_head(path, &map, map.len() as u64)?;
         Ok(VolumeFile { path: path.to_path_buf(), data: Data::Map(map), header, table })
     }
@@ -84,11 +93,19 @@ impl VolumeFile {
     ///
     /// # Errors
     /// As [`VolumeFile::open`]; [`StoreError::Remote`] when the bytes cannot be fetched.
-    pub fn open_remote(remote: Arc<Remote>, rel: &str, file_size: u64, head_hint: u64) -> Result<VolumeFile, StoreError> {
+    pub fn open_remote(
+        remote: Arc<Remote>,
+        rel: &str,
+        file_size: u64,
+        head_hint: u64,
+    ) -> Result<VolumeFile, StoreError> {
         let path = remote.name(rel);
-        let corrupt = |message: String| StoreError::Corrupt { path: path.clone(), chunk: None, message };
+        let corrupt =
+            |message: String| StoreError::Corrupt { path: path.clone(), chunk: None, message };
         if file_size < HEADER_SIZE as u64 {
-            return Err(corrupt(format!("file is {file_size} bytes, shorter than the {HEADER_SIZE}-byte header")));
+            return Err(corrupt(format!(
+                "file is {file_size} bytes, shorter than the {HEADER_SIZE}-byte header"
+            )));
         }
         let mut head = remote.get_range(rel, 0..head_hint.clamp(HEADER_SIZE as u64, file_size))?;
         let header = VolumeHeader::try_from_bytes(&path, &head[..HEADER_SIZE])?;
@@ -97,7 +114,12 @@ impl VolumeFile {
             head = remote.get_range(rel, 0..need)?;
         }
         let (header, table) = check_head(&path, &head, file_size)?;
-        Ok(VolumeFile { path, data: Data::Remote { remote, rel: rel.to_string(), id: super::memory_cache::next_id() }, header, table })
+        Ok(VolumeFile {
+            path,
+            data: Data::Remote { remote, rel: rel.to_string(), id: super::memory_cache::next_id() },
+            header,
+            table,
+        })
     }
 
     /// The object-storage client this volume is read through (None for a local file).
@@ -119,11 +141,16 @@ impl VolumeFile {
     ///
     /// # Errors
     /// [`StoreError::Remote`] naming the object and the byte range.
-    pub fn fetch_region(&self, r: Region, skip: impl Fn([usize; 3]) -> bool) -> Result<Fetched, StoreError> {
+    pub fn fetch_region(
+        &self,
+        r: Region,
+        skip: impl Fn([usize; 3]) -> bool,
+    ) -> Result<Fetched, StoreError> {
         if !self.is_remote() {
             return Ok(Fetched::default());
         }
-        let chunks: Vec<[usize; 3]> = self.chunks_touched(r).into_iter().filter(|&c| !skip(c)).collect();
+        let chunks: Vec<[usize; 3]> =
+            self.chunks_touched(r).into_iter().filter(|&c| !skip(c)).collect();
         self.fetch(&chunks)
     }
 
@@ -140,7 +167,11 @@ impl VolumeFile {
     pub fn fetch(&self, chunks: &[[usize; 3]]) -> Result<Fetched, StoreError> {
         let Data::Remote { remote, id, .. } = &self.data else { return Ok(Fetched::default()) };
         let grid = self.header.grid();
-        let mut ks: Vec<usize> = chunks.iter().filter(|c| (0..3).all(|a| c[a] < grid[a])).map(|c| (c[0] * grid[1] + c[1]) * grid[2] + c[2]).collect();
+        let mut ks: Vec<usize> = chunks
+            .iter()
+            .filter(|c| (0..3).all(|a| c[a] < grid[a]))
+            .map(|c| (c[0] * grid[1] + c[1]) * grid[2] + c[2])
+            .collect();
         ks.sort_unstable();
         ks.dedup();
         let memory = remote.memory_cache();
@@ -175,14 +206,26 @@ impl VolumeFile {
 
     /// Fetches chunks `ks` (indices, sorted) from the disk cache or by range requests into
     /// `out`, keeping what the requests brought in the memory cache.
-    fn fetch_uncached(&self, ks: &[usize], out: &mut HashMap<usize, Bytes>) -> Result<(), StoreError> {
+    fn fetch_uncached(
+        &self,
+        ks: &[usize],
+        out: &mut HashMap<usize, Bytes>,
+    ) -> Result<(), StoreError> {
         let Data::Remote { remote, rel, id } = &self.data else { return Ok(()) };
         if ks.is_empty() {
             return Ok(());
         }
         let disk = remote.disk_cache();
         let url = self.path.to_string_lossy();
-        let key = |k: usize| super::disk_cache::DiskCache::key(&url, self.header.file_size, self.table[k].offset, self.table[k].length, self.table[k].crc);
+        let key = |k: usize| {
+            super::disk_cache::DiskCache::key(
+                &url,
+                self.header.file_size,
+                self.table[k].offset,
+                self.table[k].length,
+                self.table[k].crc,
+            )
+        };
         let mut want = Vec::with_capacity(ks.len());
         for &k in ks {
             match disk.and_then(|c| c.get(&key(k), self.table[k].crc)) {
@@ -192,7 +235,8 @@ impl VolumeFile {
                 None => want.push(k),
             }
         }
-        let range = |k: usize| self.table[k].offset..self.table[k].offset + self.table[k].length as u64;
+        let range =
+            |k: usize| self.table[k].offset..self.table[k].offset + self.table[k].length as u64;
         let ranges: Vec<std::ops::Range<u64>> = want.iter().map(|&k| range(k)).collect();
         let memory = remote.memory_cache();
         for (span, bytes) in remote.get_spans(rel, &ranges)? {
@@ -233,7 +277,11 @@ impl VolumeFile {
 
     /// The stored grid's geometry.
     pub fn geometry(&self) -> Geometry {
-        Geometry { origin_xyz: self.header.origin_xyz, spacing_xyz: self.header.spacing_xyz, direction: self.header.direction }
+        Geometry {
+            origin_xyz: self.header.origin_xyz,
+            spacing_xyz: self.header.spacing_xyz,
+            direction: self.header.direction,
+        }
     }
 
     /// The path of the file.
@@ -266,9 +314,17 @@ impl VolumeFile {
     /// # Errors
     /// As [`VolumeFile::decode_chunk_as`]; [`StoreError::Remote`] when a payload that was
     /// not fetched ahead cannot be fetched.
-    pub fn decode_chunk_fetched<T: Voxel>(&self, chunk_zyx: [usize; 3], fetched: &Fetched) -> Result<Vec<T>, StoreError> {
+    pub fn decode_chunk_fetched<T: Voxel>(
+        &self,
+        chunk_zyx: [usize; 3],
+        fetched: &Fetched,
+    ) -> Result<Vec<T>, StoreError> {
         let grid = self.header.grid();
-        let corrupt = |message: String| StoreError::Corrupt { path: self.path.clone(), chunk: Some(chunk_zyx), message };
+        let corrupt = |message: String| StoreError::Corrupt {
+            path: self.path.clone(),
+            chunk: Some(chunk_zyx),
+            message,
+        };
         self.check_dtype::<T>()?;
         if (0..3).any(|a| chunk_zyx[a] >= grid[a]) {
             return Err(corrupt(format!("outside the chunk grid {grid:?}")));
@@ -287,12 +343,19 @@ impl VolumeFile {
         };
         let crc = crc32fast::hash(payload);
         if crc != e.crc {
-            return Err(corrupt(format!("checksum mismatch (table {:08x}, payload {crc:08x})", e.crc)));
+            return Err(corrupt(format!(
+                "checksum mismatch (table {:08x}, payload {crc:08x})",
+                e.crc
+            )));
         }
         let want = self.header.chunk_voxels() * T::BYTES;
-        let raw = zstd::bulk::decompress(payload, want).map_err(|err| corrupt(format!("zstd frame does not decode: {err}")))?;
+        let raw = zstd::bulk::decompress(payload, want)
+            .map_err(|err| corrupt(format!("zstd frame does not decode: {err}")))?;
         if raw.len() != want {
-            return Err(corrupt(format!("decodes to {} bytes, the chunk shape needs {want}", raw.len())));
+            return Err(corrupt(format!(
+                "decodes to {} bytes, the chunk shape needs {want}",
+                raw.len()
+            )));
         }
         Ok(raw.chunks_exact(T::BYTES).map(T::from_le).collect())
     }
@@ -305,7 +368,12 @@ impl VolumeFile {
     fn check_dtype<T: Voxel>(&self) -> Result<(), StoreError> {
         if self.header.dtype != T::DTYPE {
             return Err(StoreError::Invalid {
-                message: format!("{}: holds dtype {}, read as dtype {} (1 int16 scan, 2 uint8 label volume)", self.path.display(), self.header.dtype, T::DTYPE),
+                message: format!(
+                    "{}: holds dtype {}, read as dtype {} (1 int16 scan, 2 uint8 label volume)",
+                    self.path.display(),
+                    self.header.dtype,
+                    T::DTYPE
+                ),
             });
         }
         Ok(())
@@ -337,10 +405,18 @@ impl VolumeFile {
     ///
     /// # Errors
     /// Whatever `chunk` returns.
-    pub fn read_region_with<T: Voxel, C: AsRef<[T]>>(&self, r: Region, mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>) -> Result<Array3<T>, StoreError> {
+    pub fn read_region_with<T: Voxel, C: AsRef<[T]>>(
+        &self,
+        r: Region,
+        mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+    ) -> Result<Array3<T>, StoreError> {
         let h = &self.header;
         self.check_dtype::<T>()?;
-        let fill = T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt { path: self.path.clone(), chunk: None, message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype) })?;
+        let fill = T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            chunk: None,
+            message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
+        })?;
         let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), fill);
         for cz_cy_cx in self.chunks_touched(r) {
             let data = chunk(cz_cy_cx)?;
@@ -353,7 +429,9 @@ impl VolumeFile {
     pub fn chunks_touched(&self, r: Region) -> Vec<[usize; 3]> {
         let h = &self.header;
         let lo: [i64; 3] = std::array::from_fn(|a| r.start_zyx[a].max(0));
-        let hi: [i64; 3] = std::array::from_fn(|a| (r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64));
+        let hi: [i64; 3] = std::array::from_fn(|a| {
+            (r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64)
+        });
         if (0..3).any(|a| lo[a] >= hi[a]) {
             return Vec::new();
         }
@@ -373,12 +451,22 @@ impl VolumeFile {
 
     /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
     /// and the volume into `out` (the region's array).
-    fn copy_chunk_into<T: Voxel>(&self, r: Region, cz_cy_cx: [usize; 3], data: &[T], out: &mut Array3<T>) {
+    fn copy_chunk_into<T: Voxel>(
+        &self,
+        r: Region,
+        cz_cy_cx: [usize; 3],
+        data: &[T],
+        out: &mut Array3<T>,
+    ) {
         let h = &self.header;
         let c = h.chunk_shape_zyx;
         let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
-        let a0: [usize; 3] = std::array::from_fn(|a| (r.start_zyx[a].max(0) as usize).max(origin[a]));
-        let a1: [usize; 3] = std::array::from_fn(|a| ((r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64) as usize).min(origin[a] + c[a]));
+        let a0: [usize; 3] =
+            std::array::from_fn(|a| (r.start_zyx[a].max(0) as usize).max(origin[a]));
+        let a1: [usize; 3] = std::array::from_fn(|a| {
+            ((r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64) as usize)
+                .min(origin[a] + c[a])
+        });
         if (0..3).any(|a| a0[a] >= a1[a]) || data.len() < c.iter().product() {
             return;
         }
@@ -388,7 +476,8 @@ impl VolumeFile {
         for z in a0[0]..a1[0] {
             for y in a0[1]..a1[1] {
                 let src = ((z - origin[0]) * cy + (y - origin[1])) * cx + (a0[2] - origin[2]);
-                let mut row = out.slice_mut(s![d[0] + z - a0[0], d[1] + y - a0[1], d[2]..d[2] + len]);
+                let mut row =
+                    out.slice_mut(s![d[0] + z - a0[0], d[1] + y - a0[1], d[2]..d[2] + len]);
                 if let Some(dst) = row.as_slice_mut() {
                     dst.copy_from_slice(&data[src..src + len]);
                 } else {
@@ -418,26 +507,44 @@ impl VolumeFile {
 /// FORMAT.md checks 1-6 on the first bytes of a volume file (`head`: at least its header
 /// and chunk table, or the whole file) of `file_len` bytes: the header, the file size it
 /// records, the table's CRC-32, and payloads that tile the file in chunk order.
-fn check_head(path: &Path, head: &[u8], file_len: u64) -> Result<(VolumeHeader, Vec<ChunkEntry>), StoreError> {
-    let corrupt = |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
+fn check_head(
+    path: &Path,
+    head: &[u8],
+    file_len: u64,
+) -> Result<(VolumeHeader, Vec<ChunkEntry>), StoreError> {
+    let corrupt =
+        |message: String| StoreError::Corrupt { path: path.to_path_buf(), chunk: None, message };
     let header = VolumeHeader::try_from_bytes(path, &head[..head.len().min(HEADER_SIZE)])?;
     if header.file_size != file_len {
-        return Err(corrupt(format!("file is {file_len} bytes, the header says {} (truncated or appended to)", header.file_size)));
+        return Err(corrupt(format!(
+            "file is {file_len} bytes, the header says {} (truncated or appended to)",
+            header.file_size
+        )));
     }
     let n = header.chunk_count();
     let table_end = HEADER_SIZE + n * ENTRY_SIZE;
     if header.payload_start() > header.file_size {
-        return Err(corrupt(format!("a chunk table of {n} entries does not fit in {} bytes", header.file_size)));
+        return Err(corrupt(format!(
+            "a chunk table of {n} entries does not fit in {} bytes",
+            header.file_size
+        )));
     }
     if (head.len() as u64) < header.payload_start() {
-        return Err(corrupt(format!("only {} bytes of the header and chunk table ({} bytes) were read", head.len(), header.payload_start())));
+        return Err(corrupt(format!(
+            "only {} bytes of the header and chunk table ({} bytes) were read",
+            head.len(),
+            header.payload_start()
+        )));
     }
     let table_bytes = &head[HEADER_SIZE..table_end];
     let stored = u32::from_le_bytes(head[table_end..table_end + 4].try_into().expect("4 bytes"));
     if crc32fast::hash(table_bytes) != stored {
         return Err(corrupt("chunk table checksum mismatch".into()));
     }
-    let table: Vec<ChunkEntry> = table_bytes.chunks_exact(ENTRY_SIZE).map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes"))).collect();
+    let table: Vec<ChunkEntry> = table_bytes
+        .chunks_exact(ENTRY_SIZE)
+        .map(|b| ChunkEntry::from_bytes(b.try_into().expect("16 bytes")))
+        .collect();
     // Check 6: the payloads tile the file in chunk order, so no entry overlaps,
     // swaps with or points outside another, even where the table's CRC was resealed.
     let mut next = header.payload_start();
@@ -451,7 +558,10 @@ fn check_head(path: &Path, head: &[u8], file_len: u64) -> Result<(VolumeHeader, 
         next = e.offset + e.length as u64;
     }
     if next != header.file_size {
-        return Err(corrupt(format!("the chunks end at byte {next}, the file at {}: bytes between or after them", header.file_size)));
+        return Err(corrupt(format!(
+            "the chunks end at byte {next}, the file at {}: bytes between or after them",
+            header.file_size
+        )));
     }
     Ok((header, table))
 }

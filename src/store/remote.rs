@@ -28,7 +28,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, RetryConfig, WriteMultipart};
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, RetryConfig,
+    WriteMultipart,
+};
 
 use super::StoreError;
 
@@ -41,7 +44,13 @@ use super::StoreError;
 /// ```
 pub fn is_remote(location: &str) -> bool {
     match location.split_once("://") {
-        Some((scheme, _)) => scheme != "file" && scheme.len() > 1 && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.'),
+        Some((scheme, _)) => {
+            scheme != "file"
+                && scheme.len() > 1
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+        }
         None => false,
     }
 }
@@ -100,7 +109,14 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 256 << 20;
 
 impl Default for RemoteOptions {
     fn default() -> Self {
-        RemoteOptions { request_timeout: Duration::from_secs(30), connect_timeout: Duration::from_secs(5), retries: 4, deadline: Duration::from_secs(120), coalesce_bytes: object_store::OBJECT_STORE_COALESCE_DEFAULT, memory_bytes: DEFAULT_MEMORY_BYTES }
+        RemoteOptions {
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            retries: 4,
+            deadline: Duration::from_secs(120),
+            coalesce_bytes: object_store::OBJECT_STORE_COALESCE_DEFAULT,
+            memory_bytes: DEFAULT_MEMORY_BYTES,
+        }
     }
 }
 
@@ -115,8 +131,14 @@ impl RemoteOptions {
             match std::env::var(name) {
                 Err(_) => Ok(None),
                 Ok(v) => match v.trim().parse::<f64>() {
-                    Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Some(Duration::from_secs_f64(s))),
-                    _ => Err(StoreError::Invalid { message: format!("{name}={v:?}: give seconds, more than 0 and at most 86400") }),
+                    Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                        Ok(Some(Duration::from_secs_f64(s)))
+                    }
+                    _ => Err(StoreError::Invalid {
+                        message: format!(
+                            "{name}={v:?}: give seconds, more than 0 and at most 86400"
+                        ),
+                    }),
                 },
             }
         };
@@ -128,13 +150,29 @@ impl RemoteOptions {
             o.deadline = t;
         }
         if let Ok(v) = std::env::var("CTSTREAM_REMOTE_RETRIES") {
-            o.retries = v.trim().parse::<usize>().ok().filter(|&n| n <= 100).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_RETRIES={v:?}: give a count, 0 to 100") })?;
+            o.retries = v.trim().parse::<usize>().ok().filter(|&n| n <= 100).ok_or_else(|| {
+                StoreError::Invalid {
+                    message: format!("CTSTREAM_REMOTE_RETRIES={v:?}: give a count, 0 to 100"),
+                }
+            })?;
         }
         if let Ok(v) = std::env::var("CTSTREAM_REMOTE_COALESCE_KB") {
-            o.coalesce_bytes = v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_COALESCE_KB={v:?}: give KiB, 0 to 1048576") })? << 10;
+            o.coalesce_bytes =
+                v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| {
+                    StoreError::Invalid {
+                        message: format!(
+                            "CTSTREAM_REMOTE_COALESCE_KB={v:?}: give KiB, 0 to 1048576"
+                        ),
+                    }
+                })? << 10;
         }
         if let Ok(v) = std::env::var("CTSTREAM_REMOTE_MEMORY_MB") {
-            o.memory_bytes = v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| StoreError::Invalid { message: format!("CTSTREAM_REMOTE_MEMORY_MB={v:?}: give MiB, 0 to 1048576") })? << 20;
+            o.memory_bytes =
+                v.trim().parse::<u64>().ok().filter(|&n| n <= 1 << 20).ok_or_else(|| {
+                    StoreError::Invalid {
+                        message: format!("CTSTREAM_REMOTE_MEMORY_MB={v:?}: give MiB, 0 to 1048576"),
+                    }
+                })? << 20;
         }
         Ok(o)
     }
@@ -179,9 +217,18 @@ impl std::fmt::Debug for Remote {
 /// The runtime every blocking call runs on (two worker threads: the requests are I/O).
 fn runtime() -> Result<&'static tokio::runtime::Runtime, StoreError> {
     static RT: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
-    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ctstream.remote").enable_all().build().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(|e| StoreError::Invalid { message: format!("cannot start the object-storage client's runtime: {e}") })
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ctstream.remote")
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(|e| StoreError::Invalid {
+        message: format!("cannot start the object-storage client's runtime: {e}"),
+    })
 }
 
 impl Remote {
@@ -209,17 +256,39 @@ impl Remote {
     ///
     /// # Errors
     /// As [`Remote::open`], and [`StoreError::Invalid`] naming a key the client does not know.
-    pub fn open_with_config(url: &str, options: RemoteOptions, config: &[(&str, &str)]) -> Result<Remote, StoreError> {
+    pub fn open_with_config(
+        url: &str,
+        options: RemoteOptions,
+        config: &[(&str, &str)],
+    ) -> Result<Remote, StoreError> {
         let url = url.trim_end_matches('/');
         let bad = |m: String| StoreError::Invalid { message: format!("{url}: {m}") };
         let parsed = url::Url::parse(url).map_err(|e| bad(format!("not a URL: {e}")))?;
-        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(format!("not an object-storage URL (s3://, gs://, az://, http(s)://): {e}")))?;
-        let client = ClientOptions::new().with_timeout(options.request_timeout).with_connect_timeout(options.connect_timeout);
-        let retry = RetryConfig { max_retries: options.retries, retry_timeout: options.deadline, ..RetryConfig::default() };
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| {
+            bad(format!("not an object-storage URL (s3://, gs://, az://, http(s)://): {e}"))
+        })?;
+        let client = ClientOptions::new()
+            .with_timeout(options.request_timeout)
+            .with_connect_timeout(options.connect_timeout);
+        let retry = RetryConfig {
+            max_retries: options.retries,
+            retry_timeout: options.deadline,
+            ..RetryConfig::default()
+        };
         let cfg = |e: object_store::Error| bad(format!("cannot configure the client: {e}"));
         // object_store unwraps the endpoint URL when it signs a request: check it here.
-        let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"].into_iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)));
-        let given = config.iter().filter(|(k, _)| matches!(k.to_ascii_lowercase().as_str(), "aws_endpoint" | "aws_endpoint_url" | "endpoint" | "endpoint_url")).map(|(k, v)| (k.to_string(), v.to_string()));
+        let endpoints = ["AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+            .into_iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)));
+        let given = config
+            .iter()
+            .filter(|(k, _)| {
+                matches!(
+                    k.to_ascii_lowercase().as_str(),
+                    "aws_endpoint" | "aws_endpoint_url" | "endpoint" | "endpoint_url"
+                )
+            })
+            .map(|(k, v)| (k.to_string(), v.to_string()));
         for (k, v) in endpoints.chain(given) {
             if url::Url::parse(&v).map_or(true, |u| !matches!(u.scheme(), "http" | "https")) {
                 return Err(bad(format!("{k}={v:?} is not an http(s) URL")));
@@ -240,26 +309,65 @@ impl Remote {
                 }
                 b = b.with_url(url);
                 for (k, v) in config {
-                    let key: $key = k.to_ascii_lowercase().parse().map_err(|e| bad(format!("configuration key `{k}`: {e}")))?;
+                    let key: $key = k
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e| bad(format!("configuration key `{k}`: {e}")))?;
                     b = b.with_config(key, *v);
                 }
                 Arc::new(b.build().map_err(cfg)?)
             }};
         }
         let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => build!(object_store::aws::AmazonS3Builder, object_store::aws::AmazonS3ConfigKey, "AWS_"),
-            ObjectStoreScheme::GoogleCloudStorage => build!(object_store::gcp::GoogleCloudStorageBuilder, object_store::gcp::GoogleConfigKey, "GOOGLE_"),
-            ObjectStoreScheme::MicrosoftAzure => build!(object_store::azure::MicrosoftAzureBuilder, object_store::azure::AzureConfigKey, "AZURE_"),
+            ObjectStoreScheme::AmazonS3 => build!(
+                object_store::aws::AmazonS3Builder,
+                object_store::aws::AmazonS3ConfigKey,
+                "AWS_"
+            ),
+            ObjectStoreScheme::GoogleCloudStorage => build!(
+                object_store::gcp::GoogleCloudStorageBuilder,
+                object_store::gcp::GoogleConfigKey,
+                "GOOGLE_"
+            ),
+            ObjectStoreScheme::MicrosoftAzure => build!(
+                object_store::azure::MicrosoftAzureBuilder,
+                object_store::azure::AzureConfigKey,
+                "AZURE_"
+            ),
             ObjectStoreScheme::Http => {
                 if !config.is_empty() {
                     return Err(bad("an http(s) store takes no configuration keys".into()));
                 }
                 let base = &url[..parsed[..url::Position::BeforePath].len()];
-                Arc::new(object_store::http::HttpBuilder::new().with_url(base).with_client_options(client).with_retry(retry).build().map_err(cfg)?)
+                Arc::new(
+                    object_store::http::HttpBuilder::new()
+                        .with_url(base)
+                        .with_client_options(client)
+                        .with_retry(retry)
+                        .build()
+                        .map_err(cfg)?,
+                )
             }
-            other => return Err(bad(format!("{other:?} is not an object store ctstream reads (a local folder is given as a path)"))),
+            other => {
+                return Err(bad(format!(
+                    "{other:?} is not an object store ctstream reads (a local folder is given as a path)"
+                )));
+            }
         };
-        Ok(Remote { url: url.to_string(), store, prefix, options, requests: AtomicU64::new(0), fetched: AtomicU64::new(0), wanted: AtomicU64::new(0), sent: AtomicU64::new(0), disk_cache: OnceLock::new(), memory: super::memory_cache::MemoryCache::new(usize::try_from(options.memory_bytes).unwrap_or(usize::MAX)) })
+        Ok(Remote {
+            url: url.to_string(),
+            store,
+            prefix,
+            options,
+            requests: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
+            wanted: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            disk_cache: OnceLock::new(),
+            memory: super::memory_cache::MemoryCache::new(
+                usize::try_from(options.memory_bytes).unwrap_or(usize::MAX),
+            ),
+        })
     }
 
     /// Keeps the chunk bytes this store's volumes fetch in `cache` too, and reads them from
@@ -296,7 +404,12 @@ impl Remote {
 
     /// Requests made so far.
     pub fn stats(&self) -> RemoteStats {
-        RemoteStats { requests: self.requests.load(Ordering::Relaxed), bytes_fetched: self.fetched.load(Ordering::Relaxed), bytes_wanted: self.wanted.load(Ordering::Relaxed), bytes_sent: self.sent.load(Ordering::Relaxed) }
+        RemoteStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_fetched: self.fetched.load(Ordering::Relaxed),
+            bytes_wanted: self.wanted.load(Ordering::Relaxed),
+            bytes_sent: self.sent.load(Ordering::Relaxed),
+        }
     }
 
     /// The URL of the store's file `rel` (for messages; a `PathBuf` as local files are named).
@@ -305,36 +418,78 @@ impl Remote {
     }
 
     fn object(&self, rel: &str) -> ObjectPath {
-        rel.split('/').filter(|p| !p.is_empty()).fold(self.prefix.clone(), |p, part| p.clone().join(part))
+        rel.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |p, part| p.clone().join(part))
     }
 
-    fn error(&self, rel: &str, range: Option<&Range<u64>>, message: impl std::fmt::Display) -> StoreError {
-        StoreError::Remote { object: self.name(rel).display().to_string(), range: range.map(|r| (r.start, r.end)), message: message.to_string() }
+    fn error(
+        &self,
+        rel: &str,
+        range: Option<&Range<u64>>,
+        message: impl std::fmt::Display,
+    ) -> StoreError {
+        StoreError::Remote {
+            object: self.name(rel).display().to_string(),
+            range: range.map(|r| (r.start, r.end)),
+            message: message.to_string(),
+        }
     }
 
     /// The error of a failed request for `rel`, with its causes.
-    fn describe(&self, rel: &str, range: Option<&Range<u64>>, e: &object_store::Error) -> StoreError {
+    fn describe(
+        &self,
+        rel: &str,
+        range: Option<&Range<u64>>,
+        e: &object_store::Error,
+    ) -> StoreError {
         self.error(rel, range, crate::message::causes_once(crate::message::chain(e)))
     }
 
     /// Runs `fut` (a request of `object_store` for `rel`) to completion on the runtime,
     /// within the deadline.
-    fn block<T>(&self, rel: &str, range: Option<&Range<u64>>, fut: impl std::future::Future<Output = Result<T, object_store::Error>>) -> Result<T, StoreError> {
-        self.run(rel, range, self.options.deadline, async { fut.await.map_err(|e| self.describe(rel, range, &e)) })
+    fn block<T>(
+        &self,
+        rel: &str,
+        range: Option<&Range<u64>>,
+        fut: impl std::future::Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, StoreError> {
+        self.run(rel, range, self.options.deadline, async {
+            fut.await.map_err(|e| self.describe(rel, range, &e))
+        })
     }
 
     /// Runs `fut` to completion on the runtime within `deadline`; `rel` and `range` name
     /// what it asked for when it does not finish.
-    fn run<T>(&self, rel: &str, range: Option<&Range<u64>>, deadline: Duration, fut: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    fn run<T>(
+        &self,
+        rel: &str,
+        range: Option<&Range<u64>>,
+        deadline: Duration,
+        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         let rt = runtime()?;
         // The timer is made inside the runtime (it needs its time driver). A panic inside
         // the client (it has unwraps on configuration it did not check) becomes an error.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rt.block_on(async { tokio::time::timeout(deadline, fut).await })));
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(async { tokio::time::timeout(deadline, fut).await })
+        }));
         match run {
             Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err(self.error(rel, range, format!("no answer within {:.0} s (CTSTREAM_REMOTE_DEADLINE_S)", deadline.as_secs_f64()))),
+            Ok(Err(_)) => Err(self.error(
+                rel,
+                range,
+                format!(
+                    "no answer within {:.0} s (CTSTREAM_REMOTE_DEADLINE_S)",
+                    deadline.as_secs_f64()
+                ),
+            )),
             Err(p) => {
-                let what = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("a panic");
+                let what = p
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| p.downcast_ref::<&str>().copied())
+                    .unwrap_or("a panic");
                 Err(self.error(rel, range, format!("the object-storage client failed ({what}); check the endpoint and credentials settings")))
             }
         }
@@ -372,9 +527,15 @@ impl Remote {
                     return Ok(Bytes::new());
                 }
                 // The last span starting at or before the range: the one holding it.
-                let held = spans.partition_point(|(s, _)| s.start <= r.start).checked_sub(1).map(|i| &spans[i]).filter(|(s, _)| r.end <= s.end);
+                let held = spans
+                    .partition_point(|(s, _)| s.start <= r.start)
+                    .checked_sub(1)
+                    .map(|i| &spans[i])
+                    .filter(|(s, _)| r.end <= s.end);
                 match held {
-                    Some((s, b)) => Ok(b.slice((r.start - s.start) as usize..(r.end - s.start) as usize)),
+                    Some((s, b)) => {
+                        Ok(b.slice((r.start - s.start) as usize..(r.end - s.start) as usize))
+                    }
                     None => Err(self.error(rel, Some(r), "no request covered this range")),
                 }
             })
@@ -388,23 +549,42 @@ impl Remote {
     ///
     /// # Errors
     /// [`StoreError::Remote`] naming the object and the span of a failed or short request.
-    pub fn get_spans(&self, rel: &str, ranges: &[Range<u64>]) -> Result<Vec<(Range<u64>, Bytes)>, StoreError> {
+    pub fn get_spans(
+        &self,
+        rel: &str,
+        ranges: &[Range<u64>],
+    ) -> Result<Vec<(Range<u64>, Bytes)>, StoreError> {
         let spans = merge_ranges(ranges, self.options.coalesce_bytes);
         if spans.is_empty() {
             return Ok(Vec::new());
         }
         let path = self.object(rel);
-        self.wanted.fetch_add(ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum(), Ordering::Relaxed);
+        self.wanted.fetch_add(
+            ranges.iter().map(|r| r.end.saturating_sub(r.start)).sum(),
+            Ordering::Relaxed,
+        );
         let whole = spans[0].start..spans[spans.len() - 1].end;
         let got = self.run(rel, Some(&whole), self.options.deadline, async {
             futures::stream::iter(spans.iter().cloned().map(|r| {
                 let path = path.clone();
                 async move {
                     self.requests.fetch_add(1, Ordering::Relaxed);
-                    let b = self.store.get_range(&path, r.clone()).await.map_err(|e| self.describe(rel, Some(&r), &e))?;
+                    let b = self
+                        .store
+                        .get_range(&path, r.clone())
+                        .await
+                        .map_err(|e| self.describe(rel, Some(&r), &e))?;
                     self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
                     if b.len() as u64 != r.end - r.start {
-                        return Err(self.error(rel, Some(&r), format!("the server sent {} bytes for a range of {}", b.len(), r.end - r.start)));
+                        return Err(self.error(
+                            rel,
+                            Some(&r),
+                            format!(
+                                "the server sent {} bytes for a range of {}",
+                                b.len(),
+                                r.end - r.start
+                            ),
+                        ));
                     }
                     Ok((r, b))
                 }
@@ -425,7 +605,13 @@ impl Remote {
         let base = self.prefix.as_ref().len();
         let mut out = self.block(dir, None, async {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            self.store.list(Some(&prefix)).map_ok(|m| (m.location.as_ref()[base..].trim_start_matches('/').to_string(), m.size)).try_collect::<Vec<_>>().await
+            self.store
+                .list(Some(&prefix))
+                .map_ok(|m| {
+                    (m.location.as_ref()[base..].trim_start_matches('/').to_string(), m.size)
+                })
+                .try_collect::<Vec<_>>()
+                .await
         })?;
         out.sort();
         Ok(out)
@@ -436,8 +622,14 @@ impl Remote {
     ///
     /// # Errors
     /// [`StoreError::Remote`] naming the first object that failed.
-    pub fn get_many(&self, rels: &[String], max_bytes: u64) -> Result<Vec<Option<Bytes>>, StoreError> {
-        let fut = futures::stream::iter(rels.iter().map(|rel| self.get_async(rel, max_bytes))).buffered(CONCURRENCY).try_collect::<Vec<_>>();
+    pub fn get_many(
+        &self,
+        rels: &[String],
+        max_bytes: u64,
+    ) -> Result<Vec<Option<Bytes>>, StoreError> {
+        let fut = futures::stream::iter(rels.iter().map(|rel| self.get_async(rel, max_bytes)))
+            .buffered(CONCURRENCY)
+            .try_collect::<Vec<_>>();
         // All of them together may take a few deadlines of one.
         self.run(rels.first().map_or("", String::as_str), None, self.options.deadline * 4, fut)
     }
@@ -451,7 +643,14 @@ impl Remote {
             Err(e) => return Err(self.describe(rel, None, &e)),
         };
         if r.meta.size > max_bytes {
-            return Err(self.error(rel, None, format!("{} bytes, more than the {max_bytes} a file of this kind may have", r.meta.size)));
+            return Err(self.error(
+                rel,
+                None,
+                format!(
+                    "{} bytes, more than the {max_bytes} a file of this kind may have",
+                    r.meta.size
+                ),
+            ));
         }
         let b = r.bytes().await.map_err(|e| self.describe(rel, None, &e))?;
         self.fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
@@ -490,12 +689,18 @@ impl Remote {
     pub fn put_new(&self, rel: &str, bytes: Bytes) -> Result<bool, StoreError> {
         let path = self.object(rel);
         let n = bytes.len() as u64;
-        let opts = object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
+        let opts =
+            object_store::PutOptions { mode: object_store::PutMode::Create, ..Default::default() };
         let created = self.block(rel, None, async {
             match self.store.put_opts(&path, PutPayload::from(bytes.clone()), opts).await {
                 Ok(_) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
-                Err(object_store::Error::NotImplemented { .. }) => self.store.put(&path, PutPayload::from(bytes)).await.map(|_| true),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(false),
+                Err(object_store::Error::NotImplemented { .. }) => {
+                    self.store.put(&path, PutPayload::from(bytes)).await.map(|_| true)
+                }
                 Err(e) => Err(e),
             }
         })?;

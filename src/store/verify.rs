@@ -56,15 +56,27 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
     let path = store.root().join(&rec.volume_file);
     let v = store.volume(&rec.series_id).map_err(|e| e.to_string())?;
     let h = v.header();
-    let mismatch = |field: &str, file: String, record: String| Err(format!("{}: header {field} {file} but the record says {record}", path.display()));
+    let mismatch = |field: &str, file: String, record: String| {
+        Err(format!("{}: header {field} {file} but the record says {record}", path.display()))
+    };
     if h.shape_zyx != rec.shape_zyx {
         return mismatch("shape", format!("{:?}", h.shape_zyx), format!("{:?}", rec.shape_zyx));
     }
-    if h.chunk_shape_zyx != rec.chunk_shape_zyx || h.chunk_shape_zyx != store.manifest().chunk_shape_zyx {
-        return mismatch("chunk shape", format!("{:?}", h.chunk_shape_zyx), format!("{:?} (manifest {:?})", rec.chunk_shape_zyx, store.manifest().chunk_shape_zyx));
+    if h.chunk_shape_zyx != rec.chunk_shape_zyx
+        || h.chunk_shape_zyx != store.manifest().chunk_shape_zyx
+    {
+        return mismatch(
+            "chunk shape",
+            format!("{:?}", h.chunk_shape_zyx),
+            format!("{:?} (manifest {:?})", rec.chunk_shape_zyx, store.manifest().chunk_shape_zyx),
+        );
     }
     if h.spacing_xyz != rec.spacing_xyz || h.origin_xyz != rec.origin_xyz {
-        return mismatch("spacing/origin", format!("{:?}/{:?}", h.spacing_xyz, h.origin_xyz), format!("{:?}/{:?}", rec.spacing_xyz, rec.origin_xyz));
+        return mismatch(
+            "spacing/origin",
+            format!("{:?}/{:?}", h.spacing_xyz, h.origin_xyz),
+            format!("{:?}/{:?}", rec.spacing_xyz, rec.origin_xyz),
+        );
     }
     if h.file_size != rec.bytes_stored {
         return mismatch("file_size", h.file_size.to_string(), rec.bytes_stored.to_string());
@@ -73,7 +85,9 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
     let shape = rec.shape_zyx.map(|n| n as i64);
     let hu = v.read_region(Region::new([0, 0, 0], shape)).map_err(|e| e.to_string())?;
     let stats = HuStats::of(&hu).ok_or("the volume is empty")?;
-    if (stats.min, stats.max) != (rec.hu_min, rec.hu_max) || (stats.mean - rec.hu_mean).abs() > 1e-9 * rec.hu_mean.abs().max(1.0) {
+    if (stats.min, stats.max) != (rec.hu_min, rec.hu_max)
+        || (stats.mean - rec.hu_mean).abs() > 1e-9 * rec.hu_mean.abs().max(1.0)
+    {
         return Err(format!(
             "{}: voxels have HU {}..{} (mean {}) but the record says {}..{} (mean {})",
             path.display(),
@@ -93,7 +107,14 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
         let m = lv.read_all_as::<u8>().map_err(|e| e.to_string())?;
         let s = crate::labels::summary(&m);
         if s.counts != l.counts || s.bbox_zyx != l.bbox_zyx {
-            return Err(format!("{}: holds counts {:?} in {:?}, but the record says {:?} in {:?}", lv.path().display(), s.counts, s.bbox_zyx, l.counts, l.bbox_zyx));
+            return Err(format!(
+                "{}: holds counts {:?} in {:?}, but the record says {:?} in {:?}",
+                lv.path().display(),
+                s.counts,
+                s.bbox_zyx,
+                l.counts,
+                l.bbox_zyx
+            ));
         }
         chunks += lv.header().chunk_count() as u64;
     }
@@ -114,7 +135,11 @@ pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyRepo
     let root = store.root();
     let mut report = VerifyReport::default();
     for d in store.damaged() {
-        report.problems.push(Problem { scan: d.series_id.clone(), path: d.path.clone(), message: d.reason.clone() });
+        report.problems.push(Problem {
+            scan: d.series_id.clone(),
+            path: d.path.clone(),
+            message: d.reason.clone(),
+        });
     }
     progress.start("verifying volumes", Some(store.scans().len() as u64));
     for (id, rec) in store.scans() {
@@ -123,7 +148,11 @@ pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyRepo
                 report.chunks_checked += n;
                 report.scans_ok.push(id.clone());
             }
-            Err(message) => report.problems.push(Problem { scan: id.clone(), path: root.join(&rec.volume_file), message }),
+            Err(message) => report.problems.push(Problem {
+                scan: id.clone(),
+                path: root.join(&rec.volume_file),
+                message,
+            }),
         }
         progress.advance(1);
     }
@@ -135,12 +164,17 @@ pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyRepo
 /// The index checks of [`verify`].
 fn verify_index(store: &super::Store, report: &mut VerifyReport) {
     let dir = store.root().join(INDEX);
-    let mut problem = |path: &Path, message: String| report.problems.push(Problem { scan: "index".into(), path: path.to_path_buf(), message });
+    let mut problem = |path: &Path, message: String| {
+        report.problems.push(Problem { scan: "index".into(), path: path.to_path_buf(), message })
+    };
     let scans = store.scans();
     // Each table through the store (a local file or an object), checked against the
     // index's checksums; a missing one is a problem.
     let table = |name: &str, path: &Path| -> Result<Vec<u8>, StoreError> {
-        store.table_bytes(name)?.ok_or_else(|| StoreError::Io { path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) })
+        store.table_bytes(name)?.ok_or_else(|| StoreError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })
     };
     let p = dir.join("scans.parquet");
     match table("scans", &p).and_then(|b| index::scan_ids_from_bytes(&p, b)) {
@@ -150,33 +184,82 @@ fn verify_index(store: &super::Store, report: &mut VerifyReport) {
             if listed != stored || ids.len() != listed.len() {
                 let missing: Vec<_> = stored.difference(&listed).collect();
                 let extra: Vec<_> = listed.difference(&stored).collect();
-                problem(&p, format!("lists {} scans, the records {}: missing {missing:?}, not stored {extra:?}; run `ctstream ingest --resume` to rewrite the index", ids.len(), stored.len()));
+                problem(
+                    &p,
+                    format!(
+                        "lists {} scans, the records {}: missing {missing:?}, not stored {extra:?}; run `ctstream ingest --resume` to rewrite the index",
+                        ids.len(),
+                        stored.len()
+                    ),
+                );
             }
         }
         Err(e) => problem(&p, e.to_string()),
     }
     let mut rows = 0u64;
-    let mut check_row = |what: &str, id: i32, series: &str, world: [f64; 3], voxel: [f64; 3], inside: bool, path: &Path| -> Option<String> {
+    let mut check_row = |what: &str,
+                         id: i32,
+                         series: &str,
+                         world: [f64; 3],
+                         voxel: [f64; 3],
+                         inside: bool,
+                         path: &Path|
+     -> Option<String> {
         rows += 1;
-        let Some(rec) = scans.get(series) else { return Some(format!("{what} {id}: series {series} is not in the store")) };
+        let Some(rec) = scans.get(series) else {
+            return Some(format!("{what} {id}: series {series} is not in the store"));
+        };
         let (zyx, ins) = index::locate(rec, world);
-        if ins != inside || (0..3).any(|a| {
-            let d = (zyx[a] - voxel[a]).abs();
-            d.is_nan() || d > VOXEL_TOLERANCE
-        }) {
-            return Some(format!("{what} {id} of {series}: voxel {voxel:?} inside {inside} but its world position {world:?} gives {zyx:?} inside {ins} ({})", path.display()));
+        if ins != inside
+            || (0..3).any(|a| {
+                let d = (zyx[a] - voxel[a]).abs();
+                d.is_nan() || d > VOXEL_TOLERANCE
+            })
+        {
+            return Some(format!(
+                "{what} {id} of {series}: voxel {voxel:?} inside {inside} but its world position {world:?} gives {zyx:?} inside {ins} ({})",
+                path.display()
+            ));
         }
         None
     };
     let mut row_problems = Vec::new();
     let p = dir.join("nodules.parquet");
     match table("nodules", &p).and_then(|b| index::nodules_from_bytes(&p, b)) {
-        Ok(v) => row_problems.extend(v.iter().filter_map(|n| check_row("nodule", n.nodule_id, &n.series_id, n.world_xyz, n.voxel_zyx, n.inside, &p)).map(|m| (p.clone(), m))),
+        Ok(v) => row_problems.extend(
+            v.iter()
+                .filter_map(|n| {
+                    check_row(
+                        "nodule",
+                        n.nodule_id,
+                        &n.series_id,
+                        n.world_xyz,
+                        n.voxel_zyx,
+                        n.inside,
+                        &p,
+                    )
+                })
+                .map(|m| (p.clone(), m)),
+        ),
         Err(e) => row_problems.push((p.clone(), e.to_string())),
     }
     let p = dir.join("candidates.parquet");
     match table("candidates", &p).and_then(|b| index::candidates_from_bytes(&p, b)) {
-        Ok(v) => row_problems.extend(v.iter().filter_map(|c| check_row("candidate", c.candidate_id, &c.series_id, c.world_xyz, c.voxel_zyx, c.inside, &p)).map(|m| (p.clone(), m))),
+        Ok(v) => row_problems.extend(
+            v.iter()
+                .filter_map(|c| {
+                    check_row(
+                        "candidate",
+                        c.candidate_id,
+                        &c.series_id,
+                        c.world_xyz,
+                        c.voxel_zyx,
+                        c.inside,
+                        &p,
+                    )
+                })
+                .map(|m| (p.clone(), m)),
+        ),
         Err(e) => row_problems.push((p.clone(), e.to_string())),
     }
     report.index_rows_checked = rows;

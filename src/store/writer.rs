@@ -36,7 +36,12 @@ impl ChunkOptions<i16> {
 ///
 /// # Errors
 /// [`StoreError::Io`] naming the file; [`StoreError::Invalid`] for an empty volume or chunk.
-pub fn write_volume<T: Voxel>(path: &Path, hu: &Array3<T>, g: &Geometry, opts: &ChunkOptions<T>) -> Result<u64, StoreError> {
+pub fn write_volume<T: Voxel>(
+    path: &Path,
+    hu: &Array3<T>,
+    g: &Geometry,
+    opts: &ChunkOptions<T>,
+) -> Result<u64, StoreError> {
     let shape_zyx = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
     let mut header = VolumeHeader {
         version_minor: super::format::VERSION_MINOR,
@@ -50,7 +55,9 @@ pub fn write_volume<T: Voxel>(path: &Path, hu: &Array3<T>, g: &Geometry, opts: &
         file_size: 0,
     };
     // Write only what the reader accepts (the same check it makes).
-    header.check().map_err(|message| StoreError::Invalid { message: format!("{}: {message}", path.display()) })?;
+    header.check().map_err(|message| StoreError::Invalid {
+        message: format!("{}: {message}", path.display()),
+    })?;
     let grid = header.grid();
     let c = opts.chunk_shape_zyx;
     let n = header.chunk_count();
@@ -59,9 +66,17 @@ pub fn write_volume<T: Voxel>(path: &Path, hu: &Array3<T>, g: &Geometry, opts: &
         .map(|k| {
             let (cz, cy, cx) = (k / (grid[1] * grid[2]), (k / grid[2]) % grid[1], k % grid[2]);
             let (z0, y0, x0) = (cz * c[0], cy * c[1], cx * c[2]);
-            let (z1, y1, x1) = ((z0 + c[0]).min(shape_zyx[0]), (y0 + c[1]).min(shape_zyx[1]), (x0 + c[2]).min(shape_zyx[2]));
+            let (z1, y1, x1) = (
+                (z0 + c[0]).min(shape_zyx[0]),
+                (y0 + c[1]).min(shape_zyx[1]),
+                (x0 + c[2]).min(shape_zyx[2]),
+            );
             let mut chunk = Array3::from_elem((c[0], c[1], c[2]), opts.fill_value);
-            chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&hu.slice(s![z0..z1, y0..y1, x0..x1]));
+            chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&hu.slice(s![
+                z0..z1,
+                y0..y1,
+                x0..x1
+            ]));
             let mut raw = Vec::with_capacity(chunk.len() * T::BYTES);
             for v in chunk.iter() {
                 v.push_le(&mut raw);

@@ -117,7 +117,9 @@ pub fn synthetic_batch(n: usize, patch: [usize; 3], seed: u64) -> (Vec<f32>, Vec
     for z in 0..patch[0] {
         for y in 0..patch[1] {
             for x in 0..patch[2] {
-                let d2 = (z as f64 - c[0]).powi(2) + (y as f64 - c[1]).powi(2) + (x as f64 - c[2]).powi(2);
+                let d2 = (z as f64 - c[0]).powi(2)
+                    + (y as f64 - c[1]).powi(2)
+                    + (x as f64 - c[2]).powi(2);
                 mask.push(if d2 <= r * r { 1.0 } else { 0.0 });
             }
         }
@@ -167,8 +169,12 @@ where
         let (tiles, _) = synthetic_batch(b.predict_batch, b.patch_zyx, b.seed ^ 1);
         for i in 0..=b.predict_calls {
             let t0 = Instant::now();
-            let x = Tensor::<B::InnerBackend, 5>::from_data(TensorData::new(tiles.clone(), pshape), device);
-            let p: Vec<f32> = net.predict(x).into_data().convert::<f32>().to_vec().unwrap_or_default();
+            let x = Tensor::<B::InnerBackend, 5>::from_data(
+                TensorData::new(tiles.clone(), pshape),
+                device,
+            );
+            let p: Vec<f32> =
+                net.predict(x).into_data().convert::<f32>().to_vec().unwrap_or_default();
             std::hint::black_box(p);
             if i > 0 {
                 predict_call_s.push(t0.elapsed().as_secs_f64());
@@ -196,7 +202,16 @@ mod tests {
 
     #[test]
     fn a_tiny_benchmark_runs_and_learns_something() {
-        let b = NetBench { width: 0.0625, patch_zyx: [16, 16, 16], batch_size: 1, steps: 3, warmup: 1, predict_batch: 2, predict_calls: 1, ..NetBench::default() };
+        let b = NetBench {
+            width: 0.0625,
+            patch_zyx: [16, 16, 16],
+            batch_size: 1,
+            steps: 3,
+            warmup: 1,
+            predict_batch: 2,
+            predict_calls: 1,
+            ..NetBench::default()
+        };
         let t = bench_network::<crate::train::CpuBackend>(&b, &Default::default());
         assert_eq!(t.step_s.len(), 3);
         assert_eq!(t.predict_call_s.len(), 1);

@@ -106,7 +106,8 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint, CheckpointError> {
         let path = dir.join("state.json");
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let state: State = serde_json::from_str(&text).map_err(|e| CheckpointError::State { path: path.clone(), message: e.to_string() })?;
+        let state: State = serde_json::from_str(&text)
+            .map_err(|e| CheckpointError::State { path: path.clone(), message: e.to_string() })?;
         Ok(Checkpoint { dir: dir.to_path_buf(), state })
     }
 
@@ -114,23 +115,35 @@ impl Checkpoint {
     ///
     /// # Errors
     /// [`CheckpointError::Record`] naming `model.mpk`.
-    pub fn load_model<B: Backend, M: Module<B>>(&self, model: M, device: &B::Device) -> Result<M, CheckpointError> {
+    pub fn load_model<B: Backend, M: Module<B>>(
+        &self,
+        model: M,
+        device: &B::Device,
+    ) -> Result<M, CheckpointError> {
         let path = self.dir.join("model.mpk");
-        model.load_file(path.clone(), &recorder(), device).map_err(|e| CheckpointError::Record { path, message: e.to_string() })
+        model
+            .load_file(path.clone(), &recorder(), device)
+            .map_err(|e| CheckpointError::Record { path, message: e.to_string() })
     }
 
     /// Loads the optimizer's state into `optim`.
     ///
     /// # Errors
     /// [`CheckpointError::Record`] naming `optimizer.mpk`.
-    pub fn load_optimizer<B, M, O>(&self, optim: O, device: &B::Device) -> Result<O, CheckpointError>
+    pub fn load_optimizer<B, M, O>(
+        &self,
+        optim: O,
+        device: &B::Device,
+    ) -> Result<O, CheckpointError>
     where
         B: AutodiffBackend,
         M: AutodiffModule<B>,
         O: Optimizer<M, B>,
     {
         let path = self.dir.join("optimizer.mpk");
-        let record = recorder().load::<O::Record>(path.clone(), device).map_err(|e| CheckpointError::Record { path, message: e.to_string() })?;
+        let record = recorder()
+            .load::<O::Record>(path.clone(), device)
+            .map_err(|e| CheckpointError::Record { path, message: e.to_string() })?;
         Ok(optim.load_record(record))
     }
 }
@@ -141,7 +154,13 @@ impl Checkpoint {
 ///
 /// # Errors
 /// [`CheckpointError`] naming the file that could not be written.
-pub fn save<B, M, O>(run_dir: &Path, model: &M, optim: &O, state: &State, keep: usize) -> Result<PathBuf, CheckpointError>
+pub fn save<B, M, O>(
+    run_dir: &Path,
+    model: &M,
+    optim: &O,
+    state: &State,
+    keep: usize,
+) -> Result<PathBuf, CheckpointError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -158,11 +177,16 @@ where
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let rec = recorder();
     let model_path = tmp.join("model.mpk");
-    model.clone().save_file(model_path.clone(), &rec).map_err(|e| CheckpointError::Record { path: model_path, message: e.to_string() })?;
+    model
+        .clone()
+        .save_file(model_path.clone(), &rec)
+        .map_err(|e| CheckpointError::Record { path: model_path, message: e.to_string() })?;
     let optim_path = tmp.join("optimizer.mpk");
-    rec.record(optim.to_record(), optim_path.clone()).map_err(|e| CheckpointError::Record { path: optim_path, message: e.to_string() })?;
+    rec.record(optim.to_record(), optim_path.clone())
+        .map_err(|e| CheckpointError::Record { path: optim_path, message: e.to_string() })?;
     let state_path = tmp.join("state.json");
-    let json = serde_json::to_vec_pretty(state).map_err(|e| CheckpointError::State { path: state_path.clone(), message: e.to_string() })?;
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| CheckpointError::State { path: state_path.clone(), message: e.to_string() })?;
     crate::fsutil::write_bytes_atomic(&state_path, &json).map_err(io(&state_path))?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
@@ -193,7 +217,13 @@ pub fn list(run_dir: &Path) -> Result<Vec<(usize, PathBuf)>, CheckpointError> {
     for entry in entries {
         let entry = entry.map_err(io(&root))?;
         let name = entry.file_name();
-        let Some(step) = name.to_str().and_then(|n| n.strip_prefix("step-")).and_then(|n| n.parse::<usize>().ok()) else { continue };
+        let Some(step) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("step-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
         if entry.path().join("state.json").is_file() {
             out.push((step, entry.path()));
         }

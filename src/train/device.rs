@@ -89,13 +89,19 @@ impl std::str::FromStr for BackendChoice {
 #[non_exhaustive]
 pub enum DeviceError {
     /// CUDA asked for, but this build has no CUDA backend.
-    #[error("device {0}: this ctstream was built without CUDA support (rebuild with `cargo build --release --features cuda`), or use the CPU")]
+    #[error(
+        "device {0}: this ctstream was built without CUDA support (rebuild with `cargo build --release --features cuda`), or use the CPU"
+    )]
     NotBuilt(DeviceChoice),
     /// LibTorch asked for, but this build has no LibTorch backend.
-    #[error("backend libtorch: this ctstream was built without LibTorch (rebuild with tools/libtorch.sh, or `cargo build --release --features tch` with LIBTORCH_USE_PYTORCH=1 and PyTorch 2.9.0 installed), or use --backend burn")]
+    #[error(
+        "backend libtorch: this ctstream was built without LibTorch (rebuild with tools/libtorch.sh, or `cargo build --release --features tch` with LIBTORCH_USE_PYTORCH=1 and PyTorch 2.9.0 installed), or use --backend burn"
+    )]
     NoLibtorch,
     /// CUDA built in, but the driver or the device is not there.
-    #[error("device {device}: CUDA cannot be used on this machine ({message}); is the NVIDIA driver installed and the GPU visible (nvidia-smi)? Or use the CPU")]
+    #[error(
+        "device {device}: CUDA cannot be used on this machine ({message}); is the NVIDIA driver installed and the GPU visible (nvidia-smi)? Or use the CPU"
+    )]
     Unusable {
         /// The device asked for.
         device: DeviceChoice,
@@ -123,14 +129,24 @@ pub type CudaBackend = burn::backend::Autodiff<burn::backend::Cuda>;
 /// # Errors
 /// [`DeviceError::NotBuilt`] or [`DeviceError::NoLibtorch`] when the build lacks it.
 pub fn resolve(device: DeviceChoice, backend: BackendChoice) -> Result<Engine, DeviceError> {
-    let cuda_ok = |n| if CUDA_BUILT { Ok(Engine::BurnCuda(n)) } else { Err(DeviceError::NotBuilt(device)) };
-    let torch_ok = |d| if LIBTORCH_BUILT { Ok(Engine::Libtorch(d)) } else { Err(DeviceError::NoLibtorch) };
+    let cuda_ok =
+        |n| if CUDA_BUILT { Ok(Engine::BurnCuda(n)) } else { Err(DeviceError::NotBuilt(device)) };
+    let torch_ok =
+        |d| if LIBTORCH_BUILT { Ok(Engine::Libtorch(d)) } else { Err(DeviceError::NoLibtorch) };
     match (backend, device) {
         (BackendChoice::Burn, DeviceChoice::Cpu) => Ok(Engine::Flex),
         (BackendChoice::Burn, DeviceChoice::Cuda(n)) => cuda_ok(n),
         (BackendChoice::Libtorch, d) => torch_ok(d),
-        (BackendChoice::Auto, DeviceChoice::Cpu) => Ok(if LIBTORCH_BUILT { Engine::Libtorch(device) } else { Engine::Flex }),
-        (BackendChoice::Auto, DeviceChoice::Cuda(n)) => if CUDA_BUILT { cuda_ok(n) } else { torch_ok(device) },
+        (BackendChoice::Auto, DeviceChoice::Cpu) => {
+            Ok(if LIBTORCH_BUILT { Engine::Libtorch(device) } else { Engine::Flex })
+        }
+        (BackendChoice::Auto, DeviceChoice::Cuda(n)) => {
+            if CUDA_BUILT {
+                cuda_ok(n)
+            } else {
+                torch_ok(device)
+            }
+        }
     }
 }
 
@@ -224,7 +240,9 @@ pub fn open(engine: Engine) -> Result<Opened, DeviceError> {
         #[cfg(feature = "cuda")]
         Engine::BurnCuda(n) => cuda(n).map(Opened::BurnCuda),
         #[cfg(feature = "tch")]
-        Engine::Libtorch(DeviceChoice::Cpu) => Ok(Opened::Libtorch(burn::backend::libtorch::LibTorchDevice::Cpu)),
+        Engine::Libtorch(DeviceChoice::Cpu) => {
+            Ok(Opened::Libtorch(burn::backend::libtorch::LibTorchDevice::Cpu))
+        }
         #[cfg(feature = "tch")]
         Engine::Libtorch(DeviceChoice::Cuda(n)) => libtorch_cuda(n).map(Opened::Libtorch),
         #[allow(unreachable_patterns)]
@@ -257,7 +275,11 @@ fn libtorch_cuda(n: usize) -> Result<burn::backend::libtorch::LibTorchDevice, De
 /// Sums [1, 2, 3] on CUDA device `n` of backend `B` and reads the sum back: 6, or the
 /// runtime's panic (its message after `prefix`) as [`DeviceError::Unusable`].
 #[cfg_attr(not(any(feature = "cuda", feature = "tch")), allow(dead_code))]
-fn test_sum<B: burn::prelude::Backend>(device: B::Device, n: usize, prefix: &str) -> Result<(), DeviceError>
+fn test_sum<B: burn::prelude::Backend>(
+    device: B::Device,
+    n: usize,
+    prefix: &str,
+) -> Result<(), DeviceError>
 where
     B::Device: std::panic::UnwindSafe,
 {
@@ -268,8 +290,14 @@ where
     };
     match quietly(probe) {
         Ok(6.0) => Ok(()),
-        Ok(v) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("a test sum gave {v}, not 6") }),
-        Err(message) => Err(DeviceError::Unusable { device: DeviceChoice::Cuda(n), message: format!("{prefix}{message}") }),
+        Ok(v) => Err(DeviceError::Unusable {
+            device: DeviceChoice::Cuda(n),
+            message: format!("a test sum gave {v}, not 6"),
+        }),
+        Err(message) => Err(DeviceError::Unusable {
+            device: DeviceChoice::Cuda(n),
+            message: format!("{prefix}{message}"),
+        }),
     }
 }
 
@@ -286,7 +314,10 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Strin
         let seen = seen.clone();
         std::panic::set_hook(Box::new(move |info| {
             let p = info.payload();
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             if let Ok(mut v) = seen.lock() {
                 v.push(msg.unwrap_or_else(|| "the CUDA runtime panicked".to_string()));
             }
@@ -295,7 +326,11 @@ fn quietly<T>(f: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, Strin
     let r = std::panic::catch_unwind(f);
     std::panic::set_hook(hook);
     r.map_err(|_| {
-        let first = seen.lock().ok().and_then(|v| v.first().cloned()).unwrap_or_else(|| "the CUDA runtime panicked".to_string());
+        let first = seen
+            .lock()
+            .ok()
+            .and_then(|v| v.first().cloned())
+            .unwrap_or_else(|| "the CUDA runtime panicked".to_string());
         // cudarc lists every library name it tried; the first clause says enough.
         let line = first.lines().next().unwrap_or_default();
         line.split(" - searched for library names").next().unwrap_or(line).to_string()
@@ -310,7 +345,10 @@ mod tests {
     fn choices_parse_and_print() {
         assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
-        assert_eq!("cuda:2".parse::<DeviceChoice>().map(|d| d.to_string()), Ok("cuda:2".to_string()));
+        assert_eq!(
+            "cuda:2".parse::<DeviceChoice>().map(|d| d.to_string()),
+            Ok("cuda:2".to_string())
+        );
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert!("gpu".parse::<DeviceChoice>().is_err());
     }
@@ -320,7 +358,12 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_is_a_clear_error() {
         let msg = DeviceError::NotBuilt(DeviceChoice::Cuda(1)).to_string();
-        assert!(msg.contains("cuda:1") && msg.contains("without CUDA") && msg.contains("--features cuda"), "{msg}");
+        assert!(
+            msg.contains("cuda:1")
+                && msg.contains("without CUDA")
+                && msg.contains("--features cuda"),
+            "{msg}"
+        );
         assert!(resolve(DeviceChoice::Cpu, BackendChoice::Burn).is_ok());
         assert_eq!(resolve(DeviceChoice::Cuda(1), BackendChoice::Burn).is_ok(), CUDA_BUILT);
     }
@@ -331,11 +374,15 @@ mod tests {
         assert_eq!(BackendChoice::default().to_string(), "auto");
         assert!("torch".parse::<BackendChoice>().is_err());
         assert_eq!(resolve(DeviceChoice::Cpu, BackendChoice::Burn).ok(), Some(Engine::Flex));
-        let auto_cpu = if LIBTORCH_BUILT { Engine::Libtorch(DeviceChoice::Cpu) } else { Engine::Flex };
+        let auto_cpu =
+            if LIBTORCH_BUILT { Engine::Libtorch(DeviceChoice::Cpu) } else { Engine::Flex };
         assert_eq!(resolve(DeviceChoice::Cpu, BackendChoice::Auto).ok(), Some(auto_cpu));
         assert_eq!(resolve(DeviceChoice::Cpu, BackendChoice::Libtorch).is_ok(), LIBTORCH_BUILT);
         if CUDA_BUILT {
-            assert_eq!(resolve(DeviceChoice::Cuda(1), BackendChoice::Auto).ok(), Some(Engine::BurnCuda(1)));
+            assert_eq!(
+                resolve(DeviceChoice::Cuda(1), BackendChoice::Auto).ok(),
+                Some(Engine::BurnCuda(1))
+            );
         }
         assert_eq!(Engine::Libtorch(DeviceChoice::Cuda(0)).to_string(), "libtorch-cuda:0");
         assert_eq!(Engine::Flex.to_string(), "flex");
@@ -347,7 +394,10 @@ mod tests {
     #[test]
     fn a_caught_panic_becomes_its_first_line() {
         assert_eq!(quietly(|| 3), Ok(3));
-        assert_eq!(quietly(|| -> u8 { panic!("no libcuda.so\nmore") }), Err("no libcuda.so".to_string()));
+        assert_eq!(
+            quietly(|| -> u8 { panic!("no libcuda.so\nmore") }),
+            Err("no libcuda.so".to_string())
+        );
         // The first panic wins, also from another thread (the runtime's server thread).
         let r = quietly(|| -> u8 {
             let _ = std::thread::spawn(|| panic!("Unable to load libcuda.so")).join();

@@ -69,7 +69,17 @@ pub struct Plan<'a> {
 impl<'a> Plan<'a> {
     /// A plain run: `steps` steps at a constant `lr`, no validation, no checkpoints.
     pub fn new(loader: &'a Loader, steps: usize, lr: f64, loss: LossKind) -> Self {
-        Plan { loader, steps, lr, schedule: LrSchedule::Constant, loss, validation: None, checkpoints: None, resume: None, stop: None }
+        Plan {
+            loader,
+            steps,
+            lr,
+            schedule: LrSchedule::Constant,
+            loss,
+            validation: None,
+            checkpoints: None,
+            resume: None,
+            stop: None,
+        }
     }
 }
 
@@ -114,7 +124,12 @@ pub fn batch_fingerprint(batch: &Batch) -> u64 {
 /// # Errors
 /// [`TrainError::Loader`] when a batch cannot be built, [`TrainError::Checkpoint`] when a
 /// checkpoint cannot be read or written.
-pub fn fit<B, M>(model: M, plan: &Plan<'_>, device: &B::Device, observer: &mut dyn Observer) -> Result<Outcome<M>, TrainError>
+pub fn fit<B, M>(
+    model: M,
+    plan: &Plan<'_>,
+    device: &B::Device,
+    observer: &mut dyn Observer,
+) -> Result<Outcome<M>, TrainError>
 where
     B: AutodiffBackend,
     M: Segmenter<B> + AutodiffModule<B>,
@@ -129,17 +144,32 @@ where
         pos = ck.state.position;
     }
     let per_epoch = plan.loader.batches_per_epoch();
-    let mut out = Outcome { model, records: Vec::new(), validations: Vec::new(), position: pos, stopped: false, last_checkpoint: None };
-    let mut batches = plan.loader.batches(pos.epoch, pos.next_batch, per_epoch.saturating_sub(pos.next_batch));
+    let mut out = Outcome {
+        model,
+        records: Vec::new(),
+        validations: Vec::new(),
+        position: pos,
+        stopped: false,
+        last_checkpoint: None,
+    };
+    let mut batches =
+        plan.loader.batches(pos.epoch, pos.next_batch, per_epoch.saturating_sub(pos.next_batch));
     let mut fresh = false;
     while pos.step < plan.steps {
         let t0 = Instant::now();
         let batch = match batches.next() {
             Some(b) => b?,
-            None if fresh => return Err(LoaderError::Config(format!("epoch {} delivered no batches", pos.epoch)).into()),
+            None if fresh => {
+                return Err(LoaderError::Config(format!(
+                    "epoch {} delivered no batches",
+                    pos.epoch
+                ))
+                .into());
+            }
             None => {
                 // `pos` already points at the next epoch's first batch.
-                batches = plan.loader.batches(pos.epoch, pos.next_batch, per_epoch - pos.next_batch);
+                batches =
+                    plan.loader.batches(pos.epoch, pos.next_batch, per_epoch - pos.next_batch);
                 fresh = true;
                 continue;
             }
@@ -199,7 +229,14 @@ where
 /// One optimisation step on images `x` and masks `y`: forward, loss, backward, Adam.
 /// Returns the updated model, the loss and the probabilities (for the Dice metric), read
 /// back to the host. `tools/bench` times exactly this.
-pub fn step<B, M, O>(model: M, optim: &mut O, x: Tensor<B, 5>, y: Tensor<B, 5>, lr: f64, kind: LossKind) -> (M, f64, Vec<f32>)
+pub fn step<B, M, O>(
+    model: M,
+    optim: &mut O,
+    x: Tensor<B, 5>,
+    y: Tensor<B, 5>,
+    lr: f64,
+    kind: LossKind,
+) -> (M, f64, Vec<f32>)
 where
     B: AutodiffBackend,
     M: Segmenter<B> + AutodiffModule<B>,
@@ -213,12 +250,21 @@ where
     (optim.step(lr, model, grads), loss_value, probs)
 }
 
-fn save<B, M, O>(c: &Checkpoints<'_>, model: &M, optim: &O, position: Position) -> Result<PathBuf, TrainError>
+fn save<B, M, O>(
+    c: &Checkpoints<'_>,
+    model: &M,
+    optim: &O,
+    position: Position,
+) -> Result<PathBuf, TrainError>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
-    let state = State { position, config: c.config.clone(), ctstream_version: env!("CARGO_PKG_VERSION").to_string() };
+    let state = State {
+        position,
+        config: c.config.clone(),
+        ctstream_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
     Ok(checkpoint::save::<B, M, O>(c.run_dir, model, optim, &state, c.keep)?)
 }

@@ -38,7 +38,10 @@ impl CsvLog {
         };
         let mut lines = text.lines();
         if lines.next() != Some(header) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: header is not `{header}`", path.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: header is not `{header}`", path.display()),
+            ));
         }
         let mut kept = format!("{header}\n");
         for line in lines {

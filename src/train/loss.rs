@@ -34,7 +34,12 @@ pub fn bce<B: Backend>(p: Tensor<B, 5>, t: Tensor<B, 5>) -> Tensor<B, 1> {
 }
 
 /// Tversky loss: `1 - (TP + eps) / (TP + alpha FP + beta FN + eps)`.
-pub fn tversky<B: Backend>(p: Tensor<B, 5>, t: Tensor<B, 5>, alpha: f64, beta: f64) -> Tensor<B, 1> {
+pub fn tversky<B: Backend>(
+    p: Tensor<B, 5>,
+    t: Tensor<B, 5>,
+    alpha: f64,
+    beta: f64,
+) -> Tensor<B, 1> {
     let tp = (p.clone() * t.clone()).sum();
     let fp = (p.clone() * t.clone().neg().add_scalar(1.0)).sum();
     let fneg = (p.neg().add_scalar(1.0) * t).sum();
@@ -87,12 +92,21 @@ mod tests {
         assert!((scalar(soft_dice(t(vec![0.0; 4]), t(vec![1.0; 4]))) - 0.8).abs() < 1e-6);
         // p = (0.5, 0.5, 0, 0), t = (1, 0, 1, 0): sum pt = 0.5, sum p = 1, sum t = 2:
         // 1 - (1 + 1)/(3 + 1) = 0.5.
-        assert!((scalar(soft_dice(t(vec![0.5, 0.5, 0.0, 0.0]), t(vec![1.0, 0.0, 1.0, 0.0]))) - 0.5).abs() < 1e-6);
+        assert!(
+            (scalar(soft_dice(t(vec![0.5, 0.5, 0.0, 0.0]), t(vec![1.0, 0.0, 1.0, 0.0]))) - 0.5)
+                .abs()
+                < 1e-6
+        );
         // Tversky, same p and t: TP 0.5, FP 0.5, FN 1.5: 1 - 1.5/(0.5 + 0.15 + 1.05 + 1) = 0.444...
-        let tv = scalar(tversky(t(vec![0.5, 0.5, 0.0, 0.0]), t(vec![1.0, 0.0, 1.0, 0.0]), 0.3, 0.7));
+        let tv =
+            scalar(tversky(t(vec![0.5, 0.5, 0.0, 0.0]), t(vec![1.0, 0.0, 1.0, 0.0]), 0.3, 0.7));
         assert!((tv - (1.0 - 1.5 / 2.7)).abs() < 1e-6, "{tv}");
         // BCE of p = 0.5 is ln 2 whatever t is.
-        assert!((scalar(bce(t(vec![0.5; 4]), t(vec![1.0, 0.0, 1.0, 0.0]))) - std::f64::consts::LN_2).abs() < 1e-6);
+        assert!(
+            (scalar(bce(t(vec![0.5; 4]), t(vec![1.0, 0.0, 1.0, 0.0]))) - std::f64::consts::LN_2)
+                .abs()
+                < 1e-6
+        );
     }
 
     #[test]

@@ -109,13 +109,23 @@ pub struct StepRecord {
 
 impl StepRecord {
     /// Header of `metrics.csv`.
-    pub const HEADER: &'static str = "step,loss,dice,patches_per_s,loader_wait_s,step_s,epoch,batch,lr,batch_fingerprint";
+    pub const HEADER: &'static str =
+        "step,loss,dice,patches_per_s,loader_wait_s,step_s,epoch,batch,lr,batch_fingerprint";
 
     /// The record as a `metrics.csv` row (the fingerprint in hex).
     pub fn csv_row(&self) -> String {
         format!(
             "{},{},{},{},{},{},{},{},{},{:016x}",
-            self.step, self.loss, self.dice, self.patches_per_s, self.loader_wait_s, self.step_s, self.epoch, self.batch, self.lr, self.batch_fingerprint
+            self.step,
+            self.loss,
+            self.dice,
+            self.patches_per_s,
+            self.loader_wait_s,
+            self.step_s,
+            self.epoch,
+            self.batch,
+            self.lr,
+            self.batch_fingerprint
         )
     }
 }
@@ -156,7 +166,13 @@ pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 5>
 ///
 /// # Errors
 /// [`TrainError::Loader`] when a batch cannot be built.
-pub fn train<B, M>(model: M, loader: &Loader, opts: &TrainOptions, device: &B::Device, on_step: impl FnMut(&StepRecord)) -> Result<(M, Vec<StepRecord>), TrainError>
+pub fn train<B, M>(
+    model: M,
+    loader: &Loader,
+    opts: &TrainOptions,
+    device: &B::Device,
+    on_step: impl FnMut(&StepRecord),
+) -> Result<(M, Vec<StepRecord>), TrainError>
 where
     B: AutodiffBackend,
     M: Segmenter<B> + AutodiffModule<B>,

@@ -44,7 +44,9 @@ fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
         let m = bn.momentum;
         let running = |state: &burn::module::RunningState<Tensor<B, 1>>, batch: Tensor<B, 5>| {
             let value = state.value_sync().to_device(&batch.device());
-            state.update(value.mul_scalar(1.0 - m).add(batch.detach().mul_scalar(m).reshape([c])).detach());
+            state.update(
+                value.mul_scalar(1.0 - m).add(batch.detach().mul_scalar(m).reshape([c])).detach(),
+            );
         };
         running(&bn.running_mean, mean);
         running(&bn.running_var, var.clone());
@@ -52,7 +54,8 @@ fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 5>) -> Tensor<B, 5> {
         centred * scale + per_channel(bn.beta.val())
     } else {
         let device = x.device();
-        let (mean, var) = (bn.running_mean.value().to_device(&device), bn.running_var.value().to_device(&device));
+        let (mean, var) =
+            (bn.running_mean.value().to_device(&device), bn.running_var.value().to_device(&device));
         let scale = bn.gamma.val() / var.add_scalar(bn.epsilon).sqrt();
         let shift = bn.beta.val() - mean * scale.clone();
         x * per_channel(scale) + per_channel(shift)
@@ -84,7 +87,9 @@ pub struct ConvBnRelu<B: Backend> {
 impl<B: Backend> ConvBnRelu<B> {
     fn new(cin: usize, cout: usize, device: &B::Device) -> Self {
         ConvBnRelu {
-            conv: Conv3dConfig::new([cin, cout], [3, 3, 3]).with_padding(PaddingConfig3d::Explicit(1, 1, 1)).init(device),
+            conv: Conv3dConfig::new([cin, cout], [3, 3, 3])
+                .with_padding(PaddingConfig3d::Explicit(1, 1, 1))
+                .init(device),
             bn: BatchNormConfig::new(cout).init(device),
         }
     }
@@ -114,7 +119,14 @@ impl<B: Backend> DoubleConv<B> {
 /// of planes (fewer passes than three reshaped maxima).
 pub fn max_pool2<B: Backend>(x: Tensor<B, 5>) -> Tensor<B, 5> {
     let [b, c, d, h, w] = x.dims();
-    let planes = burn::tensor::module::max_pool2d(x.reshape([b, c * d, h, w]), [2, 2], [2, 2], [0, 0], [1, 1], false);
+    let planes = burn::tensor::module::max_pool2d(
+        x.reshape([b, c * d, h, w]),
+        [2, 2],
+        [2, 2],
+        [0, 0],
+        [1, 1],
+        false,
+    );
     planes.reshape([b, c, d / 2, 2, h / 2, w / 2]).max_dim(3).reshape([b, c, d / 2, h / 2, w / 2])
 }
 
@@ -146,7 +158,11 @@ impl<B: Backend> UNet3d<B> {
         let (mut up, mut dec) = (Vec::new(), Vec::new());
         let mut cprev = fb;
         for &c in f.iter().rev() {
-            up.push(ConvTranspose3dConfig::new([cprev, c], [2, 2, 2]).with_stride([2, 2, 2]).init(device));
+            up.push(
+                ConvTranspose3dConfig::new([cprev, c], [2, 2, 2])
+                    .with_stride([2, 2, 2])
+                    .init(device),
+            );
             dec.push(DoubleConv::new(2 * c, c, device));
             cprev = c;
         }
@@ -188,7 +204,11 @@ impl<B: Backend> ResStage<B> {
         let mut acts = Vec::new();
         for i in 0..n {
             let input = if i == 0 { cin } else { c };
-            convs.push(Conv3dConfig::new([input, c], [5, 5, 5]).with_padding(PaddingConfig3d::Explicit(2, 2, 2)).init(device));
+            convs.push(
+                Conv3dConfig::new([input, c], [5, 5, 5])
+                    .with_padding(PaddingConfig3d::Explicit(2, 2, 2))
+                    .init(device),
+            );
             norms.push(BatchNormConfig::new(c).init(device));
             acts.push(PReluConfig::new().init(device));
         }
@@ -242,14 +262,19 @@ impl<B: Backend> VNet<B> {
             let cin = if i == 0 { 1 } else { ci };
             stages.push(ResStage::new(cin, ci, n, device));
             let next = if i + 1 < c.len() { c[i + 1] } else { cb };
-            downs.push(Conv3dConfig::new([ci, next], [2, 2, 2]).with_stride([2, 2, 2]).init(device));
+            downs
+                .push(Conv3dConfig::new([ci, next], [2, 2, 2]).with_stride([2, 2, 2]).init(device));
             down_acts.push(PReluConfig::new().init(device));
         }
         let bottom = ResStage::new(cb, cb, 3, device);
         let (mut ups, mut up_acts, mut dec) = (Vec::new(), Vec::new(), Vec::new());
         let mut cprev = cb;
         for (&ci, &n) in c.iter().zip(&convs).rev() {
-            ups.push(ConvTranspose3dConfig::new([cprev, ci], [2, 2, 2]).with_stride([2, 2, 2]).init(device));
+            ups.push(
+                ConvTranspose3dConfig::new([cprev, ci], [2, 2, 2])
+                    .with_stride([2, 2, 2])
+                    .init(device),
+            );
             up_acts.push(PReluConfig::new().init(device));
             dec.push(ResStage::new(2 * ci, ci, n.max(1), device));
             cprev = ci;
@@ -322,9 +347,17 @@ mod tests {
         let got = values(max_pool2(tensor::<burn::backend::Flex>(v.clone(), shape)));
         let [b, c, d, h, w] = shape;
         let mut want = Vec::new();
-        for (bi, ci, z, y, x) in (0..b).flat_map(|bi| (0..c).flat_map(move |ci| (0..d / 2).flat_map(move |z| (0..h / 2).flat_map(move |y| (0..w / 2).map(move |x| (bi, ci, z, y, x)))))) {
+        for (bi, ci, z, y, x) in (0..b).flat_map(|bi| {
+            (0..c).flat_map(move |ci| {
+                (0..d / 2).flat_map(move |z| {
+                    (0..h / 2).flat_map(move |y| (0..w / 2).map(move |x| (bi, ci, z, y, x)))
+                })
+            })
+        }) {
             let mut m = f32::MIN;
-            for (dz, dy, dx) in (0..2).flat_map(|dz| (0..2).flat_map(move |dy| (0..2).map(move |dx| (dz, dy, dx)))) {
+            for (dz, dy, dx) in
+                (0..2).flat_map(|dz| (0..2).flat_map(move |dy| (0..2).map(move |dx| (dz, dy, dx))))
+            {
                 m = m.max(v[(((bi * c + ci) * d + 2 * z + dz) * h + 2 * y + dy) * w + 2 * x + dx]);
             }
             want.push(m);
@@ -338,24 +371,39 @@ mod tests {
     fn batch_norm_equals_burns() {
         let shape = [2, 3, 4, 4, 4];
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + (i % 3) as f32).collect();
+        let v: Vec<f32> =
+            (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0 + (i % 3) as f32).collect();
         let device = Default::default();
         let ours = BatchNormConfig::new(3).init::<CpuBackend>(&device);
         let gamma = Tensor::<CpuBackend, 1>::from_floats([1.5, -0.5, 2.0], &device);
         let beta = Tensor::<CpuBackend, 1>::from_floats([0.1, 0.2, -0.3], &device);
-        let ours = BatchNorm { gamma: burn::module::Param::from_tensor(gamma), beta: burn::module::Param::from_tensor(beta), ..ours };
+        let ours = BatchNorm {
+            gamma: burn::module::Param::from_tensor(gamma),
+            beta: burn::module::Param::from_tensor(beta),
+            ..ours
+        };
         let burns = ours.clone();
         let close = |what: &str, a: Vec<f32>, b: Vec<f32>| {
             let d = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
             assert!(d <= 2e-5, "{what}: differs by {d}");
         };
         for _ in 0..2 {
-            close("training", values(batch_norm(&ours, tensor::<CpuBackend>(v.clone(), shape))), values(burns.forward(tensor::<CpuBackend>(v.clone(), shape))));
+            close(
+                "training",
+                values(batch_norm(&ours, tensor::<CpuBackend>(v.clone(), shape))),
+                values(burns.forward(tensor::<CpuBackend>(v.clone(), shape))),
+            );
         }
-        let stat = |s: &burn::module::RunningState<Tensor<CpuBackend, 1>>| s.value_sync().into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let stat = |s: &burn::module::RunningState<Tensor<CpuBackend, 1>>| {
+            s.value_sync().into_data().convert::<f32>().to_vec::<f32>().unwrap()
+        };
         close("running mean", stat(&ours.running_mean), stat(&burns.running_mean));
         close("running variance", stat(&ours.running_var), stat(&burns.running_var));
         let (ours, burns) = (ours.valid(), burns.valid());
-        close("inference", values(batch_norm(&ours, tensor(v.clone(), shape))), values(burns.forward(tensor(v, shape))));
+        close(
+            "inference",
+            values(batch_norm(&ours, tensor(v.clone(), shape))),
+            values(burns.forward(tensor(v, shape))),
+        );
     }
 }

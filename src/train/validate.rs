@@ -35,11 +35,21 @@ pub struct ValRecord {
 
 impl ValRecord {
     /// Header of `val.csv`.
-    pub const HEADER: &'static str = "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds";
+    pub const HEADER: &'static str =
+        "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds";
 
     /// The record as a `val.csv` row.
     pub fn csv_row(&self) -> String {
-        format!("{},{},{},{},{},{},{}", self.step, self.loss, self.dice, self.fp_voxels_per_negative, self.positives, self.negatives, self.seconds)
+        format!(
+            "{},{},{},{},{},{},{}",
+            self.step,
+            self.loss,
+            self.dice,
+            self.fp_voxels_per_negative,
+            self.positives,
+            self.negatives,
+            self.seconds
+        )
     }
 }
 
@@ -86,7 +96,13 @@ impl Counts {
 ///
 /// # Errors
 /// [`LoaderError`] when a batch cannot be built.
-pub fn validate<B: Backend, M: Segmenter<B>>(model: &M, loader: &Loader, loss_kind: LossKind, step: usize, device: &B::Device) -> Result<ValRecord, LoaderError> {
+pub fn validate<B: Backend, M: Segmenter<B>>(
+    model: &M,
+    loader: &Loader,
+    loss_kind: LossKind,
+    step: usize,
+    device: &B::Device,
+) -> Result<ValRecord, LoaderError> {
     let t0 = Instant::now();
     let mut counts = Counts::default();
     let (mut loss_sum, mut batches) = (0.0, 0usize);
@@ -132,7 +148,10 @@ mod tests {
         c.add(&[0.9, 0.6, 0.1, 0.0], &[0.0, 1.0, 1.0, 0.0], true, 0.5);
         c.add(&[0.2, 0.2, 0.2, 0.49], &[0.0, 0.0, 0.0, 1.0], true, 0.5);
         c.add(&[0.5, 0.0, 0.7, 0.8], &[0.0, 0.0, 0.0, 1.0], false, 0.5);
-        assert_eq!((c.overlap, c.predicted, c.truth, c.fp_negative, c.positives, c.negatives), (1, 2, 3, 2, 2, 1));
+        assert_eq!(
+            (c.overlap, c.predicted, c.truth, c.fp_negative, c.positives, c.negatives),
+            (1, 2, 3, 2, 2, 1)
+        );
         assert!((c.dice() - 0.4).abs() < 1e-15);
         assert_eq!(Counts::default().dice(), 1.0);
     }

@@ -26,7 +26,9 @@ pub fn data(rel: &str) -> PathBuf {
 
 /// A golden JSON file from tests/goldens/.
 pub fn golden(name: &str) -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/goldens").join(format!("{name}.json"));
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/goldens")
+        .join(format!("{name}.json"));
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -51,7 +53,10 @@ pub fn f64s(v: &serde_json::Value) -> Vec<f64> {
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= tol, "{what}[{i}]: got {g}, SimpleITK {w} (tolerance {tol})\n got  {got:?}\n want {want:?}");
+        assert!(
+            (g - w).abs() <= tol,
+            "{what}[{i}]: got {g}, SimpleITK {w} (tolerance {tol})\n got  {got:?}\n want {want:?}"
+        );
     }
 }
 
@@ -75,36 +80,69 @@ pub fn python_json(script: &str, args: &[std::ffi::OsString]) -> Option<serde_js
     let out = std::process::Command::new("python3").arg(&script).args(args).output();
     let required = std::env::var_os("CTSTREAM_REQUIRE_PYTHON").is_some();
     match out {
-        Ok(o) if o.status.success() => Some(serde_json::from_slice(&o.stdout).expect("the script prints JSON")),
-        Ok(o) if required || !String::from_utf8_lossy(&o.stderr).contains("ModuleNotFoundError") => {
+        Ok(o) if o.status.success() => {
+            Some(serde_json::from_slice(&o.stdout).expect("the script prints JSON"))
+        }
+        Ok(o)
+            if required || !String::from_utf8_lossy(&o.stderr).contains("ModuleNotFoundError") =>
+        {
             panic!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr))
         }
         Err(e) if required => panic!("python3 not available: {e}"),
         _ => {
-            eprintln!("Python modules missing: skipping the cross-check with {} (CI runs it)", script.display());
+            eprintln!(
+                "Python modules missing: skipping the cross-check with {} (CI runs it)",
+                script.display()
+            );
             None
         }
     }
 }
 
 /// Asserts that SimpleITK's digest of a file matches a volume read by ctstream.
-pub fn assert_matches_sitk(what: &str, d: &serde_json::Value, v: &ctstream::volume::Volume, tol: f64) {
-    let shape: Vec<usize> = d["shape_zyx"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+pub fn assert_matches_sitk(
+    what: &str,
+    d: &serde_json::Value,
+    v: &ctstream::volume::Volume,
+    tol: f64,
+) {
+    let shape: Vec<usize> =
+        d["shape_zyx"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
     assert_eq!(v.shape_zyx().to_vec(), shape, "{what}: shape");
-    assert_close(&format!("{what}: spacing"), &v.geometry.spacing_xyz, &f64s(&d["spacing_xyz"]), tol);
+    assert_close(
+        &format!("{what}: spacing"),
+        &v.geometry.spacing_xyz,
+        &f64s(&d["spacing_xyz"]),
+        tol,
+    );
     assert_close(&format!("{what}: origin"), &v.geometry.origin_xyz, &f64s(&d["origin_xyz"]), tol);
     assert_close(&format!("{what}: direction"), &v.geometry.direction, &f64s(&d["direction"]), tol);
-    assert_eq!(sha256_volume(&v.hu), d["values"]["sha256"].as_str().unwrap(), "{what}: voxels as SimpleITK reads them");
+    assert_eq!(
+        sha256_volume(&v.hu),
+        d["values"]["sha256"].as_str().unwrap(),
+        "{what}: voxels as SimpleITK reads them"
+    );
 }
 
 /// A small synthetic LUNA-like dataset (MetaImage scans, annotations and candidates) in `dir`.
 pub fn dataset(dir: &std::path::Path, scans: usize, seed: u64) -> ctstream::synth::SynthSummary {
-    ctstream::synth::generate(dir, &ctstream::synth::SynthConfig { small: true, ..ctstream::synth::SynthConfig::new(scans, seed) }, &()).unwrap()
+    ctstream::synth::generate(
+        dir,
+        &ctstream::synth::SynthConfig {
+            small: true,
+            ..ctstream::synth::SynthConfig::new(scans, seed)
+        },
+        &(),
+    )
+    .unwrap()
 }
 
 /// The ingest the tests run: the scans under `data` with its annotations and candidates
 /// into `out`, two jobs.
-pub fn ingest_config(data: &std::path::Path, out: &std::path::Path) -> ctstream::ingest::IngestConfig {
+pub fn ingest_config(
+    data: &std::path::Path,
+    out: &std::path::Path,
+) -> ctstream::ingest::IngestConfig {
     let mut c = ctstream::ingest::IngestConfig::new(vec![data.to_path_buf()], out.to_path_buf());
     c.annotations = Some(data.join("annotations.csv"));
     c.candidates = Some(data.join("candidates.csv"));
