@@ -11,6 +11,7 @@ and the share of the step spent waiting for the loader: near 0 means the GPU (or
 never waits for data. The loader's worker threads are in Rust, so the DataLoader has
 num_workers=0 and batch_size=None (the dataset yields whole batches).
 """
+
 import argparse
 import json
 import os
@@ -18,18 +19,21 @@ import sys
 import tempfile
 import time
 
+import ctstream
+import ctstream.torch
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import ctstream
-import ctstream.torch
-
 
 def block(cin, cout):
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(inplace=True),
+        nn.Conv3d(cin, cout, 3, padding=1),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1),
+        nn.BatchNorm3d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -39,8 +43,15 @@ class UNet3d(nn.Module):
     def __init__(self, width=8, levels=2):
         super().__init__()
         chans = [width * 2**i for i in range(levels + 1)]
-        self.down = nn.ModuleList([block(1, chans[0])] + [block(chans[i], chans[i + 1]) for i in range(levels)])
-        self.up = nn.ModuleList([nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(levels))])
+        self.down = nn.ModuleList(
+            [block(1, chans[0])] + [block(chans[i], chans[i + 1]) for i in range(levels)]
+        )
+        self.up = nn.ModuleList(
+            [
+                nn.ConvTranspose3d(chans[i + 1], chans[i], 2, stride=2)
+                for i in reversed(range(levels))
+            ]
+        )
         self.merge = nn.ModuleList([block(2 * chans[i], chans[i]) for i in reversed(range(levels))])
         self.head = nn.Conv3d(chans[0], 1, 1)
 
@@ -70,8 +81,13 @@ def synthetic_store(root, scans, seed):
     raw = os.path.join(root, "raw")
     d = ctstream.synth(raw, scans=scans, small=True, seed=seed, progress=False)
     out = os.path.join(root, "store")
-    s = ctstream.ingest(d["out"], out, annotations=d["annotations"], candidates=d["candidates"], progress=False)
-    print(f"synthetic store: {len(s['stored'])} scans, {s['nodules_indexed']} nodules in {out}", file=sys.stderr)
+    s = ctstream.ingest(
+        d["out"], out, annotations=d["annotations"], candidates=d["candidates"], progress=False
+    )
+    print(
+        f"synthetic store: {len(s['stored'])} scans, {s['nodules_indexed']} nodules in {out}",
+        file=sys.stderr,
+    )
     return out
 
 
@@ -88,7 +104,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--log", type=int, default=10, help="print every N steps")
-    ap.add_argument("--json", action="store_true", help="one JSON line per logged step, then the summary")
+    ap.add_argument(
+        "--json", action="store_true", help="one JSON line per logged step, then the summary"
+    )
     a = ap.parse_args(argv)
     patch = tuple(int(v) for v in a.patch.split(","))
     torch.manual_seed(a.seed)
@@ -96,11 +114,21 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         store = a.store or synthetic_store(tmp, a.scans, a.seed)
-        ds = ctstream.torch.PatchDataset(store, patch=patch, batch_size=a.batch_size, workers=a.workers, seed=a.seed, augment="flip")
+        ds = ctstream.torch.PatchDataset(
+            store,
+            patch=patch,
+            batch_size=a.batch_size,
+            workers=a.workers,
+            seed=a.seed,
+            augment="flip",
+        )
         dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
         net = UNet3d(a.width).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=a.lr)
-        print(f"{sum(p.numel() for p in net.parameters())} parameters, {len(ds)} batches per epoch, {a.device}", file=sys.stderr)
+        print(
+            f"{sum(p.numel() for p in net.parameters())} parameters, {len(ds)} batches per epoch, {a.device}",
+            file=sys.stderr,
+        )
 
         step, wait_total, step_total, logged = 0, 0.0, 0.0, []
         while step < a.steps:
@@ -127,18 +155,34 @@ def main(argv=None):
                 step_total += t2 - t0
                 step += 1
                 if step % a.log == 0 or step == a.steps:
-                    row = {"step": step, "epoch": batch["epoch"], "loss": loss.item(), "dice": hard_dice(p.detach(), mask),
-                           "ms_per_step": 1e3 * step_total / step, "loader_share": wait_total / step_total}
+                    row = {
+                        "step": step,
+                        "epoch": batch["epoch"],
+                        "loss": loss.item(),
+                        "dice": hard_dice(p.detach(), mask),
+                        "ms_per_step": 1e3 * step_total / step,
+                        "loader_share": wait_total / step_total,
+                    }
                     logged.append(row)
                     if a.json:
                         print(json.dumps(row), flush=True)
                     else:
-                        print(f"step {step:5d}  epoch {row['epoch']}  loss {row['loss']:.4f}  dice {row['dice']:.3f}  "
-                              f"{row['ms_per_step']:.0f} ms/step  loader {100 * row['loader_share']:.1f} % of step time", flush=True)
-        summary = {"steps": step, "ms_per_step": 1e3 * step_total / max(step, 1), "loader_share": wait_total / max(step_total, 1e-12),
-                   "final_loss": logged[-1]["loss"] if logged else None}
-        print(json.dumps(summary) if a.json else
-              f"done: {step} steps, {summary['ms_per_step']:.0f} ms/step, the loader {100 * summary['loader_share']:.1f} % of step time")
+                        print(
+                            f"step {step:5d}  epoch {row['epoch']}  loss {row['loss']:.4f}  dice {row['dice']:.3f}  "
+                            f"{row['ms_per_step']:.0f} ms/step  loader {100 * row['loader_share']:.1f} % of step time",
+                            flush=True,
+                        )
+        summary = {
+            "steps": step,
+            "ms_per_step": 1e3 * step_total / max(step, 1),
+            "loader_share": wait_total / max(step_total, 1e-12),
+            "final_loss": logged[-1]["loss"] if logged else None,
+        }
+        print(
+            json.dumps(summary)
+            if a.json
+            else f"done: {step} steps, {summary['ms_per_step']:.0f} ms/step, the loader {100 * summary['loader_share']:.1f} % of step time"
+        )
 
 
 if __name__ == "__main__":

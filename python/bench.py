@@ -11,6 +11,7 @@ fields converted. Both sides measure one long stream of batches after the same w
 (a quarter of --seconds, at most 5 s), in rounds that alternate Rust and Python; the
 medians and their ratio are printed (and with --json, every round).
 """
+
 import argparse
 import json
 import os
@@ -20,25 +21,52 @@ import sys
 import tempfile
 import time
 
-import torch
-
 import ctstream
 import ctstream.torch
+import torch
 
 
 def rust_round(binary, store, a):
-    cmd = [binary, "-q", "bench", "--store", store, "--seconds", str(a.seconds), "--workers", str(a.workers),
-           "--batch-size", str(a.batch_size), "--cache", str(a.cache_mb), "--seed", str(a.seed), "--json"]
+    cmd = [
+        binary,
+        "-q",
+        "bench",
+        "--store",
+        store,
+        "--seconds",
+        str(a.seconds),
+        "--workers",
+        str(a.workers),
+        "--batch-size",
+        str(a.batch_size),
+        "--cache",
+        str(a.cache_mb),
+        "--seed",
+        str(a.seed),
+        "--json",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
     rep = json.loads(r.stdout)
-    return {"patches_per_s": rep["patches_per_s"], "patches": rep["patches"], "seconds": rep["seconds"], "peak_rss_bytes": rep.get("peak_rss_bytes")}
+    return {
+        "patches_per_s": rep["patches_per_s"],
+        "patches": rep["patches"],
+        "seconds": rep["seconds"],
+        "peak_rss_bytes": rep.get("peak_rss_bytes"),
+    }
 
 
 def python_round(store, a):
     # One long stream, as `ctstream bench` reads (an epoch far longer than the run).
-    ds = ctstream.torch.PatchDataset(store, workers=a.workers, batch_size=a.batch_size, cache_mb=a.cache_mb, seed=a.seed, batches_per_epoch=1 << 40)
+    ds = ctstream.torch.PatchDataset(
+        store,
+        workers=a.workers,
+        batch_size=a.batch_size,
+        cache_mb=a.cache_mb,
+        seed=a.seed,
+        batches_per_epoch=1 << 40,
+    )
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
     warm = min(a.seconds / 4, 5.0)
     it = iter(dl)
@@ -58,16 +86,27 @@ def python_round(store, a):
 def synthetic_store(root, scans, seed):
     d = ctstream.synth(os.path.join(root, "raw"), scans=scans, seed=seed, progress=False)
     out = os.path.join(root, "store")
-    ctstream.ingest(d["out"], out, annotations=d["annotations"], candidates=d["candidates"], progress=False)
+    ctstream.ingest(
+        d["out"], out, annotations=d["annotations"], candidates=d["candidates"], progress=False
+    )
     return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ctstream", default="target/release/ctstream", help="the ctstream binary (for `ctstream bench`)")
-    ap.add_argument("--store", help="the store to read (default: ingest --scans full-size synthetic scans into a temporary folder)")
+    ap.add_argument(
+        "--ctstream",
+        default="target/release/ctstream",
+        help="the ctstream binary (for `ctstream bench`)",
+    )
+    ap.add_argument(
+        "--store",
+        help="the store to read (default: ingest --scans full-size synthetic scans into a temporary folder)",
+    )
     ap.add_argument("--scans", type=int, default=10)
-    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round and side")
+    ap.add_argument(
+        "--seconds", type=float, default=10.0, help="measured seconds per round and side"
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -86,17 +125,33 @@ def main(argv=None):
         for i in range(a.rounds):
             rust.append(rust_round(a.ctstream, store, a))
             py.append(python_round(store, a))
-            print(f"round {i + 1}: Rust {rust[-1]['patches_per_s']:.0f} patches/s, Python (torch tensors) {py[-1]['patches_per_s']:.0f} patches/s", file=sys.stderr)
+            print(
+                f"round {i + 1}: Rust {rust[-1]['patches_per_s']:.0f} patches/s, Python (torch tensors) {py[-1]['patches_per_s']:.0f} patches/s",
+                file=sys.stderr,
+            )
         r = statistics.median(x["patches_per_s"] for x in rust)
         p = statistics.median(x["patches_per_s"] for x in py)
-        out = {"store": store, "scans": len(ctstream.Store(store)), "workers": a.workers, "batch_size": a.batch_size, "cache_mb": a.cache_mb,
-               "seconds": a.seconds, "rust_patches_per_s": r, "python_torch_patches_per_s": p, "ratio": p / r, "rounds": {"rust": rust, "python": py},
-               "torch": torch.__version__, "cpus": os.cpu_count()}
+        out = {
+            "store": store,
+            "scans": len(ctstream.Store(store)),
+            "workers": a.workers,
+            "batch_size": a.batch_size,
+            "cache_mb": a.cache_mb,
+            "seconds": a.seconds,
+            "rust_patches_per_s": r,
+            "python_torch_patches_per_s": p,
+            "ratio": p / r,
+            "rounds": {"rust": rust, "python": py},
+            "torch": torch.__version__,
+            "cpus": os.cpu_count(),
+        }
         if a.json:
             print(json.dumps(out, indent=2))
         else:
             print(f"ctstream bench (Rust)          {r:8.0f} patches/s (median of {a.rounds})")
-            print(f"ctstream.torch (torch tensors) {p:8.0f} patches/s (median of {a.rounds})   Python / Rust = {p / r:.2f}")
+            print(
+                f"ctstream.torch (torch tensors) {p:8.0f} patches/s (median of {a.rounds})   Python / Rust = {p / r:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -13,18 +13,32 @@ Everything is the Rust library's (``ctstream._native``); this module only turns 
 tables into ``pyarrow.Table`` objects and JSON into dicts. For PyTorch see
 ``ctstream.torch``.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _native
 from ._native import Error, IngestError, LoaderError, StoreError
 
-__all__ = ["Store", "Loader", "Epoch", "Geometry", "ingest", "index", "synth", "Error", "StoreError", "LoaderError", "IngestError", "__version__"]
+__all__ = [
+    "Store",
+    "Loader",
+    "Epoch",
+    "Geometry",
+    "ingest",
+    "index",
+    "synth",
+    "Error",
+    "StoreError",
+    "LoaderError",
+    "IngestError",
+    "__version__",
+]
 
 __version__: str = _native.version()
 
@@ -37,7 +51,12 @@ class Geometry:
 
     __slots__ = ("origin", "spacing", "direction")
 
-    def __init__(self, origin: Tuple[float, float, float], spacing: Tuple[float, float, float], direction: Tuple[float, ...]):
+    def __init__(
+        self,
+        origin: Tuple[float, float, float],
+        spacing: Tuple[float, float, float],
+        direction: Tuple[float, ...],
+    ):
         self.origin = tuple(origin)
         self.spacing = tuple(spacing)
         self.direction = tuple(direction)
@@ -46,13 +65,20 @@ class Geometry:
         """World position (x, y, z) mm of the voxel at ``index_zyx`` (continuous)."""
         ijk = (index_zyx[2], index_zyx[1], index_zyx[0])
         d = self.direction
-        return tuple(self.origin[r] + sum(d[3 * r + c] * ijk[c] * self.spacing[c] for c in range(3)) for r in range(3))  # type: ignore[return-value]
+        return tuple(
+            self.origin[r] + sum(d[3 * r + c] * ijk[c] * self.spacing[c] for c in range(3))
+            for r in range(3)
+        )  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"Geometry(origin={self.origin}, spacing={self.spacing}, direction={self.direction})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Geometry) and (self.origin, self.spacing, self.direction) == (other.origin, other.spacing, other.direction)
+        return isinstance(other, Geometry) and (self.origin, self.spacing, self.direction) == (
+            other.origin,
+            other.spacing,
+            other.direction,
+        )
 
 
 class Store:
@@ -64,8 +90,14 @@ class Store:
     recently used out first), read from there first by later epochs and runs. Raises
     :class:`StoreError` naming the file when it cannot be opened."""
 
-    def __init__(self, path: PathLike, disk_cache: Optional[PathLike] = None, disk_cache_gb: float = 10.0):
-        self._native = _native.Store(os.fspath(path), None if disk_cache is None else os.fspath(disk_cache), float(disk_cache_gb))
+    def __init__(
+        self, path: PathLike, disk_cache: Optional[PathLike] = None, disk_cache_gb: float = 10.0
+    ):
+        self._native = _native.Store(
+            os.fspath(path),
+            None if disk_cache is None else os.fspath(disk_cache),
+            float(disk_cache_gb),
+        )
         self.manifest: Dict[str, Any] = json.loads(self._native.manifest_json())
 
     @property
@@ -100,7 +132,9 @@ class Store:
 
         data = self._native.table_bytes(name)
         if data is None:
-            raise KeyError(f"{self.path}: the index has no table `{name}` (it has: {', '.join(self.table_names) or 'none'})")
+            raise KeyError(
+                f"{self.path}: the index has no table `{name}` (it has: {', '.join(self.table_names) or 'none'})"
+            )
         return pq.read_table(pa.BufferReader(data))
 
     @property
@@ -122,11 +156,15 @@ class Store:
         """The stored grid of a scan."""
         return Geometry(*self._native.geometry(series_id))
 
-    def read_region(self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> np.ndarray:
+    def read_region(
+        self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
+    ) -> np.ndarray:
         """HU (int16, shape ``shape_zyx``) of the box starting at voxel ``start_zyx`` of the
         stored grid; voxels outside the scan read as the manifest's fill value. Decodes only
         the chunks the box touches, each checked by its CRC."""
-        return self._native.read_region(series_id, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx))
+        return self._native.read_region(
+            series_id, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx)
+        )
 
     def volume(self, series_id: str) -> np.ndarray:
         """The whole stored scan, HU int16 (z, y, x); :meth:`geometry` gives its grid."""
@@ -136,9 +174,13 @@ class Store:
         """The scan's whole label volume ``name`` (``lungs``: 0 outside, 1 right, 2 left), uint8 (z, y, x)."""
         return self._native.label_volume(series_id, name)
 
-    def read_label_region(self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> np.ndarray:
+    def read_label_region(
+        self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
+    ) -> np.ndarray:
         """A box of the scan's label volume ``name``, uint8; 0 outside the scan."""
-        return self._native.read_label_region(series_id, name, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx))
+        return self._native.read_label_region(
+            series_id, name, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx)
+        )
 
     def __len__(self) -> int:
         return len(self.series_ids)
@@ -314,7 +356,9 @@ class Loader:
     def batches(self, epoch: int, first: int = 0, count: Optional[int] = None) -> Epoch:
         """The batches ``first .. first + count`` of epoch ``epoch`` (to the end by default),
         for resuming mid-epoch."""
-        return Epoch(self._native.batches(int(epoch), int(first), None if count is None else int(count)))
+        return Epoch(
+            self._native.batches(int(epoch), int(first), None if count is None else int(count))
+        )
 
     def __repr__(self) -> str:
         return repr(self._native)
@@ -403,7 +447,15 @@ def index(
     ``damaged``, ...).
     """
     fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
-    return json.loads(_native.index(os.fspath(store), annotations=fs(annotations), excluded=fs(excluded), candidates=fs(candidates), drop_csv=drop_csv))
+    return json.loads(
+        _native.index(
+            os.fspath(store),
+            annotations=fs(annotations),
+            excluded=fs(excluded),
+            candidates=fs(candidates),
+            drop_csv=drop_csv,
+        )
+    )
 
 
 def synth(
@@ -427,7 +479,14 @@ def synth(
         ctstream.ingest(d["out"], "store", annotations=d["annotations"], candidates=d["candidates"])
     """
     files, annotations, candidates, nodules = _native.synth(
-        os.fspath(out), scans=int(scans), seed=int(seed), small=small, dicom=dicom, labels=labels, nnunet=nnunet, progress=progress
+        os.fspath(out),
+        scans=int(scans),
+        seed=int(seed),
+        small=small,
+        dicom=dicom,
+        labels=labels,
+        nnunet=nnunet,
+        progress=progress,
     )
     return {
         "out": os.fspath(out),

@@ -2,6 +2,7 @@
 wrappers in ``ctstream`` (Store, Loader, ingest); this module is what they call.
 Checked against the built module by ``python -m mypy.stubtest ctstream._native``
 (python/tests/test_stubs.py)."""
+
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
@@ -9,7 +10,19 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Store", "Loader", "Epoch", "ingest", "index", "synth", "version", "Error", "StoreError", "LoaderError", "IngestError"]
+__all__ = [
+    "Store",
+    "Loader",
+    "Epoch",
+    "ingest",
+    "index",
+    "synth",
+    "version",
+    "Error",
+    "StoreError",
+    "LoaderError",
+    "IngestError",
+]
 
 class Error(Exception):
     """Base class of the errors ctstream raises."""
@@ -27,7 +40,12 @@ _Vec3 = Tuple[float, float, float]
 
 @final
 class Store:
-    def __new__(cls, path: Union[str, "os.PathLike[str]"], disk_cache: Optional[Union[str, "os.PathLike[str]"]] = None, disk_cache_gb: float = 10.0) -> "Store": ...
+    def __new__(
+        cls,
+        path: Union[str, "os.PathLike[str]"],
+        disk_cache: Optional[Union[str, "os.PathLike[str]"]] = None,
+        disk_cache_gb: float = 10.0,
+    ) -> "Store": ...
     @property
     def path(self) -> str: ...
     def manifest_json(self) -> str: ...
@@ -36,10 +54,18 @@ class Store:
     def damaged(self) -> List[Tuple[str, str, str]]: ...
     def table_bytes(self, name: str) -> Optional[bytes]: ...
     def table_names(self) -> List[str]: ...
-    def geometry(self, series_id: str) -> Tuple[_Vec3, _Vec3, Tuple[float, float, float, float, float, float, float, float, float]]: ...
-    def read_region(self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> npt.NDArray[np.int16]: ...
+    def geometry(
+        self, series_id: str
+    ) -> Tuple[
+        _Vec3, _Vec3, Tuple[float, float, float, float, float, float, float, float, float]
+    ]: ...
+    def read_region(
+        self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
+    ) -> npt.NDArray[np.int16]: ...
     def volume(self, series_id: str) -> npt.NDArray[np.int16]: ...
-    def read_label_region(self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]) -> npt.NDArray[np.uint8]: ...
+    def read_label_region(
+        self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
+    ) -> npt.NDArray[np.uint8]: ...
     def label_volume(self, series_id: str, name: str) -> npt.NDArray[np.uint8]: ...
 
 @final

@@ -14,6 +14,7 @@ parallelism is in Rust, so ``num_workers=0`` (a DataLoader worker process cannot
 and says so, instead of hanging). Tensors share the Rust buffers (``torch.from_numpy``:
 no copy).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional, Union
@@ -58,7 +59,14 @@ class PatchDataset(torch.utils.data.IterableDataset):
     exactly the batch after the last one yielded.
     """
 
-    def __init__(self, store: Union[Store, PathLike], *, rank: Optional[int] = None, world: Optional[int] = None, **loader_options: Any):
+    def __init__(
+        self,
+        store: Union[Store, PathLike],
+        *,
+        rank: Optional[int] = None,
+        world: Optional[int] = None,
+        **loader_options: Any,
+    ):
         super().__init__()
         if rank is None and world is None:
             rank, world = _distributed() or (None, None)
@@ -123,10 +131,14 @@ class PatchDataset(torch.utils.data.IterableDataset):
         want = self.state_dict()
         for key in ("seed", "batches_per_epoch", "rank", "world"):
             if key in state and int(state[key]) != want[key]:
-                raise ValueError(f"load_state_dict: the state has {key} {state[key]}, this dataset {want[key]}: build it with the options of the run that saved the state")
+                raise ValueError(
+                    f"load_state_dict: the state has {key} {state[key]}, this dataset {want[key]}: build it with the options of the run that saved the state"
+                )
         epoch, nxt = int(state["epoch"]), int(state["next_batch"])
         if epoch < 0 or not 0 <= nxt <= want["batches_per_epoch"]:
-            raise ValueError(f"load_state_dict: epoch {epoch}, next_batch {nxt}: outside epochs of {want['batches_per_epoch']} batches")
+            raise ValueError(
+                f"load_state_dict: epoch {epoch}, next_batch {nxt}: outside epochs of {want['batches_per_epoch']} batches"
+            )
         if nxt == want["batches_per_epoch"]:
             epoch, nxt = epoch + 1, 0
         self._epoch, self._next = epoch, nxt

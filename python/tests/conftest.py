@@ -4,14 +4,14 @@ that binary itself (the Rust side of the byte-for-byte comparisons).
 
 The binary is `$CTSTREAM_BIN`, or `target/release/ctstream` of this repository (what
 tools/test.sh builds)."""
+
 import json
 import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import ctstream
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def ctstream_bin() -> str:
     b = os.environ.get("CTSTREAM_BIN") or str(ROOT / "target" / "release" / "ctstream")
     if not os.path.exists(b):
-        pytest.fail(f"the ctstream binary {b} is missing: build it (cargo build --release) or set CTSTREAM_BIN")
+        pytest.fail(
+            f"the ctstream binary {b} is missing: build it (cargo build --release) or set CTSTREAM_BIN"
+        )
     return b
 
 
@@ -41,7 +43,14 @@ def raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def store_path(raw, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("store") / "store"
-    summary = ctstream.ingest(raw, out, annotations=raw / "annotations.csv", candidates=raw / "candidates.csv", jobs=2, progress=False)
+    summary = ctstream.ingest(
+        raw,
+        out,
+        annotations=raw / "annotations.csv",
+        candidates=raw / "candidates.csv",
+        jobs=2,
+        progress=False,
+    )
     assert len(summary["stored"]) == 4 and not summary["failed"], summary
     return out
 
@@ -55,7 +64,10 @@ def rust_batches(store_path, **flags) -> list:
     """`ctstream batches --json` with these flags (``batch_size=4`` -> ``--batch-size 4``)."""
     args = ["batches", "--store", str(store_path), "--json"]
     for k, v in flags.items():
-        args += [f"--{k.replace('_', '-')}", ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)]
+        args += [
+            f"--{k.replace('_', '-')}",
+            ",".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v),
+        ]
     return [json.loads(line) for line in run_cli(*args).splitlines()]
 
 

@@ -1,5 +1,6 @@
 """python/bench.py runs both sides on one store and reports what it claims (the figures
 themselves belong in the README, from a long run: this is not a timed test)."""
+
 import json
 import subprocess
 import sys
@@ -8,8 +9,21 @@ from conftest import ROOT, ctstream_bin
 
 
 def test_bench_script_measures_both_sides(store_path):
-    cmd = [sys.executable, str(ROOT / "python" / "bench.py"), "--ctstream", ctstream_bin(), "--store", str(store_path),
-           "--seconds", "0.5", "--rounds", "1", "--batch-size", "4", "--json"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "python" / "bench.py"),
+        "--ctstream",
+        ctstream_bin(),
+        "--store",
+        str(store_path),
+        "--seconds",
+        "0.5",
+        "--rounds",
+        "1",
+        "--batch-size",
+        "4",
+        "--json",
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

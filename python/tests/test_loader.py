@@ -1,15 +1,15 @@
 """ctstream.Loader: the Rust loader's batches, byte for byte, in arrays that own the Rust
 buffers; errors as exceptions; threads that stop."""
+
 import gc
 import hashlib
 import signal
 import threading
 import time
 
+import ctstream
 import numpy as np
 import pytest
-
-import ctstream
 from conftest import loader_threads, rust_batches
 
 OPTIONS = dict(batch_size=4, patch=(16, 32, 32), seed=11, augment="flip,rot90", negatives="lungs")
@@ -28,7 +28,12 @@ def summary(b) -> dict:
         "image_sha256": digest(b["image"]),
         "mask_sha256": digest(b["mask"]),
         "patches": [
-            {"series_id": s, "start_zyx": [int(v) for v in z], "positive": bool(p), "nodule_id": None if n < 0 else int(n)}
+            {
+                "series_id": s,
+                "start_zyx": [int(v) for v in z],
+                "positive": bool(p),
+                "nodule_id": None if n < 0 else int(n),
+            }
             for s, z, p, n in zip(b["series_id"], b["start_zyx"], b["positive"], b["nodule_id"])
         ],
     }
@@ -39,14 +44,24 @@ def test_batches_equal_the_rust_loader_byte_for_byte(store, store_path):
     assert len(loader) >= 3
     for epoch in (0, 2):
         got = [summary(b) for b in loader.epoch(epoch)]
-        want = rust_batches(store_path, epoch=epoch, workers=1, batch_size=4, patch=(16, 32, 32), seed=11, augment="flip,rot90")
+        want = rust_batches(
+            store_path,
+            epoch=epoch,
+            workers=1,
+            batch_size=4,
+            patch=(16, 32, 32),
+            seed=11,
+            augment="flip,rot90",
+        )
         assert got == want
     # Some patches are positive and their masks are not empty; the images are windowed.
     b = next(iter(loader.epoch(0)))
     assert b["positive"].any() and b["mask"][b["positive"]].sum() > 0
     assert b["image"].min() >= 0.0 and b["image"].max() <= 1.0
     # Another seed gives other batches.
-    other = summary(next(iter(ctstream.Loader(store, workers=1, **{**OPTIONS, "seed": 12}).epoch(0))))
+    other = summary(
+        next(iter(ctstream.Loader(store, workers=1, **{**OPTIONS, "seed": 12}).epoch(0)))
+    )
     assert other["image_sha256"] != summary(b)["image_sha256"]
 
 
@@ -80,7 +95,9 @@ def rss_bytes() -> int:
 def test_no_leak_over_1000_batches(store):
     # 1000 batches of 8 patches of 16^3, image and mask: 262 MB pass through. A leak of
     # the Rust buffers would show as RSS growing with them.
-    loader = ctstream.Loader(store, batch_size=8, patch=(16, 16, 16), batches_per_epoch=100, seed=1, workers=2)
+    loader = ctstream.Loader(
+        store, batch_size=8, patch=(16, 16, 16), batches_per_epoch=100, seed=1, workers=2
+    )
     rss = []
     for epoch in range(10):
         for b in loader.epoch(epoch):
@@ -88,13 +105,18 @@ def test_no_leak_over_1000_batches(store):
         gc.collect()
         rss.append(rss_bytes())
     growth = rss[-1] - rss[1]
-    assert growth < 16 << 20, f"RSS grew by {growth / 2**20:.1f} MiB from epoch 1 to 9 (of {[r >> 20 for r in rss]} MiB)"
+    assert growth < 16 << 20, (
+        f"RSS grew by {growth / 2**20:.1f} MiB from epoch 1 to 9 (of {[r >> 20 for r in rss]} MiB)"
+    )
 
 
 def test_bad_options_raise_value_errors_naming_them(store):
     cases = [
         (dict(positive_share=1.5), "positive share must lie in"),
-        (dict(negatives="everywhere"), "negatives: `everywhere` is not random, candidates or lungs"),
+        (
+            dict(negatives="everywhere"),
+            "negatives: `everywhere` is not random, candidates or lungs",
+        ),
         (dict(augment="flips"), "augment: `flips` is not one of"),
         (dict(augment={"flip": True}), r'augment\["flip"\]: not one of'),
         (dict(augment={"hu_shift": -1}), r'augment\["hu_shift"\]: a finite number'),
@@ -130,9 +152,14 @@ def test_a_corrupt_chunk_while_streaming_is_a_store_error(store_path, tmp_path):
         for off, length, _ in ctstream_reader.Volume(str(path)).table:
             data[off + length // 2] ^= 0xFF
         path.write_bytes(bytes(data))
-    loader = ctstream.Loader(copy, negatives="random", **{k: v for k, v in OPTIONS.items() if k != "negatives"})
+    loader = ctstream.Loader(
+        copy, negatives="random", **{k: v for k, v in OPTIONS.items() if k != "negatives"}
+    )
     batches = loader.epoch(0)
-    with pytest.raises(ctstream.StoreError, match=r"\.ctv: corrupt chunk \(z \d+, y \d+, x \d+\): checksum mismatch"):
+    with pytest.raises(
+        ctstream.StoreError,
+        match=r"\.ctv: corrupt chunk \(z \d+, y \d+, x \d+\): checksum mismatch",
+    ):
         next(batches)
     assert not batches.running
     with pytest.raises(StopIteration):
@@ -163,7 +190,7 @@ def test_break_close_and_drop_stop_the_threads(store):
     batches.close()
     assert loader_threads() == 0 and not batches.running
     # break out of a for loop, then drop the iterator.
-    for b in loader.epoch(0):
+    for b in loader.epoch(0):  # noqa: B007 (b is dropped below, after the loop)
         break
     del b
     gc.collect()
@@ -185,7 +212,15 @@ def test_keyboard_interrupt_stops_the_threads(store):
     assert wait_for_threads(0) == 0
     # Ctrl-C while the main thread waits in Rust for a batch (large batches, one worker):
     # the wait checks for signals and raises.
-    slow = ctstream.Loader(store, workers=1, prefetch=1, batch_size=32, patch=(64, 96, 96), batches_per_epoch=50, cache_bytes=0)
+    slow = ctstream.Loader(
+        store,
+        workers=1,
+        prefetch=1,
+        batch_size=32,
+        patch=(64, 96, 96),
+        batches_per_epoch=50,
+        cache_bytes=0,
+    )
     timer = threading.Timer(0.2, lambda: signal.raise_signal(signal.SIGINT))
     timer.start()
     started = time.monotonic()

@@ -3,13 +3,13 @@
 to `s3://`, then the store, its index and the loader's batches equal to the local store's;
 a disk cache that serves a second run. Skipped without the server's packages unless
 `CTSTREAM_REQUIRE_S3` is set (CI sets it)."""
+
 import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import ctstream
+import pytest
 from conftest import ROOT
 from test_loader import OPTIONS, summary
 
@@ -18,10 +18,18 @@ BUCKET = "ctstream-py"
 
 @pytest.fixture(scope="module")
 def s3():
-    python = os.environ.get("CTSTREAM_S3_PYTHON") or str(ROOT / "target" / "s3-venv" / "bin" / "python")
+    python = os.environ.get("CTSTREAM_S3_PYTHON") or str(
+        ROOT / "target" / "s3-venv" / "bin" / "python"
+    )
     required = bool(os.environ.get("CTSTREAM_REQUIRE_S3"))
     try:
-        p = subprocess.Popen([python, str(ROOT / "tools" / "s3" / "server.py"), "--bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        p = subprocess.Popen(
+            [python, str(ROOT / "tools" / "s3" / "server.py"), "--bucket", BUCKET],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
     except OSError as e:
         if required:
             pytest.fail(f"{python}: {e}")
@@ -32,7 +40,13 @@ def s3():
         if required:
             pytest.fail(f"{python} tools/s3/server.py did not start")
         pytest.skip("moto is not installed (pip install -r tools/s3/requirements.txt)")
-    env = dict(AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_REGION="us-east-1")
+    env = dict(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ALLOW_HTTP="true",
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test",
+        AWS_REGION="us-east-1",
+    )
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield endpoint
@@ -49,7 +63,15 @@ def s3():
 def remote_url(s3, raw, tmp_path_factory):
     url = f"s3://{BUCKET}/luna"
     stage = tmp_path_factory.mktemp("stage")
-    s = ctstream.ingest(raw, url, annotations=raw / "annotations.csv", candidates=raw / "candidates.csv", jobs=2, stage=stage, progress=False)
+    s = ctstream.ingest(
+        raw,
+        url,
+        annotations=raw / "annotations.csv",
+        candidates=raw / "candidates.csv",
+        jobs=2,
+        stage=stage,
+        progress=False,
+    )
     assert len(s["stored"]) == 4 and not s["failed"] and s["bytes_uploaded"] > 0, s
     return url
 
@@ -66,11 +88,17 @@ def test_an_ingest_to_s3_reads_back_as_the_local_store(remote_url, store):
 
 
 def test_loader_batches_from_s3_equal_the_local_ones(remote_url, store, tmp_path):
-    want = [summary(b) for b in ctstream.Loader(store, workers=2, batches_per_epoch=4, **OPTIONS).epoch(0)]
+    want = [
+        summary(b)
+        for b in ctstream.Loader(store, workers=2, batches_per_epoch=4, **OPTIONS).epoch(0)
+    ]
     cache = tmp_path / "cache"
     for _ in range(2):  # cold, then warm disk cache
         r = ctstream.Store(remote_url, disk_cache=cache, disk_cache_gb=1)
-        got = [summary(b) for b in ctstream.Loader(r, workers=2, batches_per_epoch=4, **OPTIONS).epoch(0)]
+        got = [
+            summary(b)
+            for b in ctstream.Loader(r, workers=2, batches_per_epoch=4, **OPTIONS).epoch(0)
+        ]
         assert got == want
     assert any(p.suffix == ".chunk" for p in Path(cache).iterdir())
 
@@ -91,7 +119,9 @@ def test_two_shards_then_index_equal_one_ingest(s3, raw, store, tmp_path):
     csv = dict(annotations=raw / "annotations.csv", candidates=raw / "candidates.csv")
     stored = []
     for k in range(2):
-        s = ctstream.ingest(raw, url, shard=f"{k}/2", jobs=2, stage=tmp_path / f"stage{k}", progress=False, **csv)
+        s = ctstream.ingest(
+            raw, url, shard=f"{k}/2", jobs=2, stage=tmp_path / f"stage{k}", progress=False, **csv
+        )
         assert not s["failed"], s
         stored += s["stored"]
     assert sorted(stored) == sorted(store.series_ids)

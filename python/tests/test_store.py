@@ -1,14 +1,14 @@
 """ctstream.Store against independent readers: pyarrow on the index files, and the
 reference reader written from format/FORMAT.md alone (tools/python/ctstream_reader.py)."""
+
 import json
 import shutil
 import sys
 
+import ctstream
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
-import ctstream
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools" / "python"))
@@ -27,8 +27,14 @@ def test_manifest_and_scans_are_the_files(store, store_path):
 def test_tables_equal_pyarrow_on_the_files(store, store_path):
     assert store.table_names == ["candidates", "components", "labels", "nodules", "scans"]
     for name in store.table_names:
-        assert store.table(name).equals(pq.read_table(store_path / "index" / f"{name}.parquet")), name
-    assert store.nodules.num_rows == pq.read_table(store_path / "index" / "nodules.parquet").num_rows > 0
+        assert store.table(name).equals(pq.read_table(store_path / "index" / f"{name}.parquet")), (
+            name
+        )
+    assert (
+        store.nodules.num_rows
+        == pq.read_table(store_path / "index" / "nodules.parquet").num_rows
+        > 0
+    )
     assert sorted(store.scans.column("series_id").to_pylist()) == store.series_ids
     with pytest.raises(KeyError, match="no table `findings`"):
         store.table("findings")
@@ -52,11 +58,24 @@ def test_regions_equal_the_reference_reader(store, store_path):
         np.testing.assert_array_equal(got, want)
         assert (got[:5] == store.manifest["fill_hu"]).all()
         lungs = store.label(sid, "lungs")
-        assert lungs.dtype == np.uint8 and lungs.shape == vol.shape and set(np.unique(lungs)) <= {0, 1, 2}
-        np.testing.assert_array_equal(lungs, ref.label(sid, "lungs").read_region((0, 0, 0), tuple(shape)))
-        np.testing.assert_array_equal(store.read_label_region(sid, "lungs", start, size), ref.label(sid, "lungs").read_region(start, tuple(s + n for s, n in zip(start, size))))
+        assert (
+            lungs.dtype == np.uint8
+            and lungs.shape == vol.shape
+            and set(np.unique(lungs)) <= {0, 1, 2}
+        )
+        np.testing.assert_array_equal(
+            lungs, ref.label(sid, "lungs").read_region((0, 0, 0), tuple(shape))
+        )
+        np.testing.assert_array_equal(
+            store.read_label_region(sid, "lungs", start, size),
+            ref.label(sid, "lungs").read_region(start, tuple(s + n for s, n in zip(start, size))),
+        )
         g = store.geometry(sid)
-        assert (list(g.origin), list(g.spacing), list(g.direction)) == (rec["origin_xyz"], rec["spacing_xyz"], [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+        assert (list(g.origin), list(g.spacing), list(g.direction)) == (
+            rec["origin_xyz"],
+            rec["spacing_xyz"],
+            [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        )
 
 
 def test_index_voxel_coordinates_match_the_geometry(store):
@@ -73,7 +92,9 @@ def test_arrays_own_their_memory(store):
     sid = store.series_ids[0]
     a = store.read_region(sid, (0, 0, 0), (8, 8, 8))
     # rust-numpy's owner of the Rust buffer: the array is not a copy into NumPy's heap.
-    assert type(a.base).__name__ == "PySliceContainer" and a.flags.writeable and a.flags.c_contiguous
+    assert (
+        type(a.base).__name__ == "PySliceContainer" and a.flags.writeable and a.flags.c_contiguous
+    )
 
 
 def test_errors_name_the_file_and_the_field(store, store_path, tmp_path):
@@ -97,11 +118,14 @@ def test_errors_name_the_file_and_the_field(store, store_path, tmp_path):
     data[off + length // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     s = ctstream.Store(copy)
-    with pytest.raises(ctstream.StoreError, match=rf"{sid}\.ctv: corrupt chunk \(z 0, y 0, x 0\): checksum mismatch"):
+    with pytest.raises(
+        ctstream.StoreError,
+        match=rf"{sid}\.ctv: corrupt chunk \(z 0, y 0, x 0\): checksum mismatch",
+    ):
         s.read_region(sid, (0, 0, 0), (4, 4, 4))
     s.read_region(sid, (0, 0, 40), (4, 4, 4))  # another chunk still reads
     # A damaged index table fails its checksum.
     t = copy / "index" / "nodules.parquet"
     t.write_bytes(t.read_bytes() + b"x")
     with pytest.raises(ctstream.StoreError, match="nodules.parquet.*SHA-256"):
-        s.nodules
+        _ = s.nodules

@@ -1,22 +1,25 @@
 """ctstream.torch.PatchDataset: tensors from the Rust loader through a torch DataLoader,
 exact resume from state_dict, ranks from torch.distributed, and a clear error instead of
 a hang in DataLoader worker processes."""
+
 import json
 import os
 import subprocess
 import sys
 import textwrap
 
-import pytest
-import torch
-
 import ctstream
 import ctstream.torch as ctt
+import pytest
+import torch
 from test_loader import OPTIONS, summary
 
 
 def as_numpy(b):
-    return {**b, **{k: b[k].numpy() for k in ("image", "mask", "start_zyx", "positive", "nodule_id")}}
+    return {
+        **b,
+        **{k: b[k].numpy() for k in ("image", "mask", "start_zyx", "positive", "nodule_id")},
+    }
 
 
 def test_tensors_are_the_loader_batches_without_a_copy(store):
@@ -33,10 +36,16 @@ def test_tensors_are_the_loader_batches_without_a_copy(store):
     with ds.loader.epoch(0) as batches:
         raw = next(batches)
         t = ctt.to_torch(raw)
-        assert t["image"].data_ptr() == raw["image"].ctypes.data == batches._native._buffer_addresses()[0]
+        assert (
+            t["image"].data_ptr()
+            == raw["image"].ctypes.data
+            == batches._native._buffer_addresses()[0]
+        )
     # The next pass is the next epoch.
     assert ds.epoch == 1 and ds.next_batch == 0
-    assert [summary(as_numpy(b)) for b in dl] == [summary(b) for b in ctstream.Loader(store, **OPTIONS).epoch(1)]
+    assert [summary(as_numpy(b)) for b in dl] == [
+        summary(b) for b in ctstream.Loader(store, **OPTIONS).epoch(1)
+    ]
 
 
 def test_state_dict_resumes_on_the_exact_next_batch(store, tmp_path):
@@ -72,7 +81,9 @@ def test_state_dict_resumes_on_the_exact_next_batch(store, tmp_path):
 def test_num_workers_gives_a_clear_error_not_a_hang(store):
     ds = ctt.PatchDataset(store, **OPTIONS)
     for context in ("fork", "spawn"):
-        dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=context, timeout=120)
+        dl = torch.utils.data.DataLoader(
+            ds, batch_size=None, num_workers=2, multiprocessing_context=context, timeout=120
+        )
         with pytest.raises((RuntimeError, TypeError), match="num_workers=0"):
             next(iter(dl))
     # It still works in this process.
@@ -95,7 +106,13 @@ def test_rank_and_world_come_from_torch_distributed(store_path, tmp_path):
     script.write_text(RANK_SCRIPT)
     rendezvous = tmp_path / "rendezvous"
     procs = [
-        subprocess.Popen([sys.executable, str(script), str(store_path), str(rendezvous)], env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), str(store_path), str(rendezvous)],
+            env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in range(2)
     ]
     outs = []

@@ -20,6 +20,7 @@ proxy (`LatencyProxy` below) holds every piece of a request on its way to the se
 `--latency-ms` before passing it on, so each request costs that much more, as a server
 that far away would; answers pass at once.
 """
+
 import argparse
 import asyncio
 import json
@@ -119,9 +120,27 @@ def start_s3s(binary, store):
     import tempfile
 
     root = Path(tempfile.mkdtemp(prefix="ctstream-s3s-"))
-    shutil.copytree(store, root / BUCKET / "store", copy_function=os.link, ignore=shutil.ignore_patterns(".*"))
+    shutil.copytree(
+        store, root / BUCKET / "store", copy_function=os.link, ignore=shutil.ignore_patterns(".*")
+    )
     port = free_port()
-    p = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--access-key", "test", "--secret-key", "test", str(root)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            binary,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--access-key",
+            "test",
+            "--secret-key",
+            "test",
+            str(root),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_listening(port, binary)
     return p, f"http://127.0.0.1:{port}", root
 
@@ -131,17 +150,41 @@ def start_s3rver(binary):
 
     root = tempfile.mkdtemp(prefix="ctstream-s3rver-")
     port = free_port()
-    p = subprocess.Popen([binary, "-d", root, "-a", "127.0.0.1", "-p", str(port), "-s", "--configure-bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [
+            binary,
+            "-d",
+            root,
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-s",
+            "--configure-bucket",
+            BUCKET,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_listening(port, binary)
     time.sleep(0.5)
     return p, f"http://127.0.0.1:{port}"
 
 
 def start_server(python):
-    p = subprocess.Popen([python, str(ROOT / "tools/s3/server.py"), "--bucket", BUCKET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(
+        [python, str(ROOT / "tools/s3/server.py"), "--bucket", BUCKET],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     endpoint = p.stdout.readline().strip()
     if not endpoint.startswith("http://127.0.0.1:"):
-        sys.exit(f"{python} tools/s3/server.py did not start (pip install -r tools/s3/requirements.txt)")
+        sys.exit(
+            f"{python} tools/s3/server.py did not start (pip install -r tools/s3/requirements.txt)"
+        )
     return p, endpoint
 
 
@@ -150,7 +193,13 @@ KEY = "test"
 
 def env_for(endpoint):
     e = dict(os.environ)
-    e.update(AWS_ENDPOINT_URL=endpoint, AWS_ALLOW_HTTP="true", AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=KEY, AWS_REGION="us-east-1")
+    e.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ALLOW_HTTP="true",
+        AWS_ACCESS_KEY_ID=KEY,
+        AWS_SECRET_ACCESS_KEY=KEY,
+        AWS_REGION="us-east-1",
+    )
     return e
 
 
@@ -177,7 +226,23 @@ def cpu_seconds(pid):
 
 
 def bench(ctstream, store, seconds, env, extra):
-    out = subprocess.run([ctstream, "--quiet", "bench", "--store", store, "--seconds", str(seconds), "--json", *extra], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            ctstream,
+            "--quiet",
+            "bench",
+            "--store",
+            store,
+            "--seconds",
+            str(seconds),
+            "--json",
+            *extra,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -186,10 +251,18 @@ def main():
     ap.add_argument("--store", required=True, help="a local store (ctstream ingest --out)")
     ap.add_argument("--ctstream", default=str(ROOT / "target/release/ctstream"))
     ap.add_argument("--server", choices=["moto", "s3rver", "s3s-fs"], default="moto")
-    ap.add_argument("--s3rver", default="s3rver", help="the s3rver script (node_modules/.bin/s3rver)")
-    ap.add_argument("--s3-python", default=str(ROOT / "target/s3-venv/bin/python"), help="a Python with tools/s3/requirements.txt (moto)")
+    ap.add_argument(
+        "--s3rver", default="s3rver", help="the s3rver script (node_modules/.bin/s3rver)"
+    )
+    ap.add_argument(
+        "--s3-python",
+        default=str(ROOT / "target/s3-venv/bin/python"),
+        help="a Python with tools/s3/requirements.txt (moto)",
+    )
     ap.add_argument("--s3s-fs", default="s3s-fs", help="the s3s-fs binary")
-    ap.add_argument("--fetchers", type=int, help="ctstream bench --fetchers (default: the loader's)")
+    ap.add_argument(
+        "--fetchers", type=int, help="ctstream bench --fetchers (default: the loader's)"
+    )
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--latency-ms", type=float, default=20.0)
@@ -234,9 +307,12 @@ def main():
                 rep["server_cpu_share"] = (cpu_seconds(server.pid) - c0) / (time.monotonic() - t0)
                 runs[k].append(rep)
                 rm = rep.get("remote") or {}
-                print(f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
-                      f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte used, "
-                      f"server {rep['server_cpu_share']:.2f} of a core", flush=True)
+                print(
+                    f"round {r + 1} {k:>10}: {rep['patches_per_s']:7.0f} patches/s, cache hit rate {rep['cache_hit_rate']:.3f}, "
+                    f"{rm.get('requests_per_patch', 0):.2f} requests/patch, {rm.get('fetched_per_byte_wanted', 0):.2f} bytes received per byte used, "
+                    f"server {rep['server_cpu_share']:.2f} of a core",
+                    flush=True,
+                )
         local = statistics.median(x["patches_per_s"] for x in runs["local"])
         summary = {}
         for k, reps in runs.items():
@@ -246,13 +322,21 @@ def main():
                 "server": a.server,
                 "patches_per_s": med,
                 "ratio_to_local": med / local,
-                "requests_per_patch": statistics.median(x["requests_per_patch"] for x in rms) if rms else None,
-                "fetched_per_byte_wanted": statistics.median(x["fetched_per_byte_wanted"] for x in rms) if rms else None,
+                "requests_per_patch": statistics.median(x["requests_per_patch"] for x in rms)
+                if rms
+                else None,
+                "fetched_per_byte_wanted": statistics.median(
+                    x["fetched_per_byte_wanted"] for x in rms
+                )
+                if rms
+                else None,
                 "cache_hit_rate": statistics.median(x["cache_hit_rate"] for x in reps),
                 "server_cpu_share": statistics.median(x["server_cpu_share"] for x in reps),
                 "rounds": [x["patches_per_s"] for x in reps],
             }
-            print(f"{k:>10}: {med:7.0f} patches/s (median of {len(reps)}), {med / local:.2f} x local")
+            print(
+                f"{k:>10}: {med:7.0f} patches/s (median of {len(reps)}), {med / local:.2f} x local"
+            )
         if a.json:
             Path(a.json).write_text(json.dumps(summary, indent=2))
     finally:

@@ -85,27 +85,75 @@ def time_torch(model, width, patch, batch, steps, warmup, predict_batch, predict
                 if i > 0:
                     call_s.append(time.perf_counter() - t0)
                 del out
-    return {"params": twin.num_params(net), "median_step_s": statistics.median(step_s),
-            "median_tile_s": statistics.median(call_s) / predict_batch if call_s else None, "loss": losses}
+    return {
+        "params": twin.num_params(net),
+        "median_step_s": statistics.median(step_s),
+        "median_tile_s": statistics.median(call_s) / predict_batch if call_s else None,
+        "loss": losses,
+    }
 
 
-def time_ctstream(binary, backend, model, width, patch, batch, steps, warmup, predict_batch, predict_calls):
-    argv = [binary, "bench-net", "--json", "--backend", backend, "--model", model, "--width", str(width),
-            "--patch", ",".join(map(str, patch)), "--batch-size", str(batch), "--steps", str(steps),
-            "--warmup", str(warmup), "--loss", "dice-bce", "--predict-batch", str(predict_batch),
-            "--predict-calls", str(predict_calls)]
+def time_ctstream(
+    binary, backend, model, width, patch, batch, steps, warmup, predict_batch, predict_calls
+):
+    argv = [
+        binary,
+        "bench-net",
+        "--json",
+        "--backend",
+        backend,
+        "--model",
+        model,
+        "--width",
+        str(width),
+        "--patch",
+        ",".join(map(str, patch)),
+        "--batch-size",
+        str(batch),
+        "--steps",
+        str(steps),
+        "--warmup",
+        str(warmup),
+        "--loss",
+        "dice-bce",
+        "--predict-batch",
+        str(predict_batch),
+        "--predict-calls",
+        str(predict_calls),
+    ]
     r = subprocess.run(argv, capture_output=True, text=True)
     if r.returncode != 0:
-        return None, r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit {r.returncode}"
+        return None, r.stderr.strip().splitlines()[
+            -1
+        ] if r.stderr.strip() else f"exit {r.returncode}"
     return json.loads(r.stdout), None
 
 
 def backends_of(binary):
     """flex always; libtorch when the binary has it (it says so when asked for it)."""
     found = ["burn"]
-    r = subprocess.run([binary, "bench-net", "--backend", "libtorch", "--width", "0.0625", "--patch", "16,16,16",
-                        "--batch-size", "1", "--steps", "1", "--warmup", "0", "--predict-batch", "0"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            binary,
+            "bench-net",
+            "--backend",
+            "libtorch",
+            "--width",
+            "0.0625",
+            "--patch",
+            "16,16,16",
+            "--batch-size",
+            "1",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--predict-batch",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode == 0:
         found.append("libtorch")
     return found
@@ -123,11 +171,23 @@ def cpu_name():
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--ctstream", default="target/release/ctstream", help="the ctstream binary")
     ap.add_argument("--quick", action="store_true", help="only the two small configurations")
-    ap.add_argument("--threads", type=int, default=None, help="PyTorch intra-op threads [default: PyTorch's own, the physical cores]")
-    ap.add_argument("--rounds", type=int, default=3, help="rounds of PyTorch then ctstream LibTorch (flex: the first only)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="PyTorch intra-op threads [default: PyTorch's own, the physical cores]",
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of PyTorch then ctstream LibTorch (flex: the first only)",
+    )
     ap.add_argument("--predict-batch", type=int, default=8)
     ap.add_argument("--predict-calls", type=int, default=3)
     ap.add_argument("--json", help="also write every measurement to this file")
@@ -135,8 +195,11 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     backends = backends_of(a.ctstream)
-    print(f"# {cpu_name()}, {os.cpu_count()} logical cores; PyTorch {torch.__version__} with {torch.get_num_threads()} threads "
-          f"(oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}); ctstream backends: {', '.join(backends)}\n", flush=True)
+    print(
+        f"# {cpu_name()}, {os.cpu_count()} logical cores; PyTorch {torch.__version__} with {torch.get_num_threads()} threads "
+        f"(oneDNN {'on' if torch.backends.mkldnn.is_available() else 'off'}); ctstream backends: {', '.join(backends)}\n",
+        flush=True,
+    )
     rows, results = [], []
     for model, width, patch, batch, steps, warmup in CONFIGS[:2] if a.quick else CONFIGS:
         name = f"{model} {width}, {'x'.join(map(str, patch))}, batch {batch}"
@@ -146,18 +209,50 @@ def main():
         runs = {"pytorch": [], **{b: [] for b in backends}}
         errors = {}
         for r in range(a.rounds):
-            runs["pytorch"].append(time_torch(model, width, patch, batch, steps, warmup, a.predict_batch, a.predict_calls, seed=r))
+            runs["pytorch"].append(
+                time_torch(
+                    model,
+                    width,
+                    patch,
+                    batch,
+                    steps,
+                    warmup,
+                    a.predict_batch,
+                    a.predict_calls,
+                    seed=r,
+                )
+            )
             for b in backends:
                 if b == "burn" and r > 0:
                     continue
-                cs, err = time_ctstream(a.ctstream, b, model, width, patch, batch, steps, warmup, a.predict_batch, a.predict_calls)
+                cs, err = time_ctstream(
+                    a.ctstream,
+                    b,
+                    model,
+                    width,
+                    patch,
+                    batch,
+                    steps,
+                    warmup,
+                    a.predict_batch,
+                    a.predict_calls,
+                )
                 if cs is None:
                     errors[b] = err
                     continue
                 if cs["params"] != runs["pytorch"][0]["params"]:
-                    sys.exit(f"{name}: ctstream's network has {cs['params']} parameters, the PyTorch twin {runs['pytorch'][0]['params']}")
+                    sys.exit(
+                        f"{name}: ctstream's network has {cs['params']} parameters, the PyTorch twin {runs['pytorch'][0]['params']}"
+                    )
                 runs[b].append(cs)
-        med = {k: (statistics.median(x["median_step_s"] for x in v), statistics.median(x["median_tile_s"] for x in v)) for k, v in runs.items() if v}
+        med = {
+            k: (
+                statistics.median(x["median_step_s"] for x in v),
+                statistics.median(x["median_tile_s"] for x in v),
+            )
+            for k, v in runs.items()
+            if v
+        }
         pt_step, pt_tile = med["pytorch"]
         cells = [name, f"{runs['pytorch'][0]['params']:,}", f"{pt_step:.3f}"]
         tile_cells = [f"{pt_tile * 1000:.1f}"]
@@ -173,15 +268,28 @@ def main():
         results.append({"config": name, "runs": runs, "errors": errors})
         print(f"  done: {name}", file=sys.stderr, flush=True)
     label = {"burn": "flex", "libtorch": "LibTorch"}
-    head = ["network, patch, batch", "parameters", "PyTorch s/step"] + [f"ctstream {label[b]} s/step" for b in backends] + \
-        ["PyTorch ms/tile"] + [f"ctstream {label[b]} ms/tile" for b in backends]
+    head = (
+        ["network, patch, batch", "parameters", "PyTorch s/step"]
+        + [f"ctstream {label[b]} s/step" for b in backends]
+        + ["PyTorch ms/tile"]
+        + [f"ctstream {label[b]} ms/tile" for b in backends]
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         print("| " + " | ".join(r) + " |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"cpu": cpu_name(), "torch": torch.__version__, "threads": torch.get_num_threads(), "results": results}, f, indent=1)
+            json.dump(
+                {
+                    "cpu": cpu_name(),
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "results": results,
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

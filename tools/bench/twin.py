@@ -19,8 +19,8 @@ configurations (tests/train.rs compares them with Burn's).
 """
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def ch(base, width):
@@ -90,7 +90,9 @@ class ResStage(nn.Module):
 
     def __init__(self, cin, c, n):
         super().__init__()
-        self.convs = nn.ModuleList([nn.Conv3d(cin if i == 0 else c, c, 5, padding=2) for i in range(n)])
+        self.convs = nn.ModuleList(
+            [nn.Conv3d(cin if i == 0 else c, c, 5, padding=2) for i in range(n)]
+        )
         self.norms = nn.ModuleList([nn.BatchNorm3d(c, eps=1e-5, momentum=0.1) for _ in range(n)])
         self.acts = nn.ModuleList([nn.PReLU(1, init=0.25) for _ in range(n)])
 
@@ -190,7 +192,10 @@ if __name__ == "__main__":
     import json
     import sys
 
-    counts = {f"{m} {w}": num_params(build(m, w)) for m, w in (("unet3d", 0.25), ("vnet", 0.125), ("unet3d", 1.0), ("vnet", 1.0))}
+    counts = {
+        f"{m} {w}": num_params(build(m, w))
+        for m, w in (("unet3d", 0.25), ("vnet", 0.125), ("unet3d", 1.0), ("vnet", 1.0))
+    }
     if "--json" in sys.argv[1:]:
         print(json.dumps(counts))
     else:

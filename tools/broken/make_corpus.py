@@ -7,6 +7,7 @@ Every scan file is small and deterministic; the DICOM cases are edits of a 16x16
 ../shared/data/monai/CT_DICOM (Apache-2.0, see that folder's LICENSE). What each file
 should make ctstream say is in tests/broken/README.md, which tests/broken.rs reads.
 """
+
 import gzip
 import os
 import shutil
@@ -34,8 +35,17 @@ def mhd(name, lines, data_name=None, data=None):
         write(f"metaimage/{data_name}", data)
 
 
-def nii(name, qform=0, sform=1, pixdim=(1.0, 0.7, 0.7, 1.25), quatern=(0.0, 0.0, 0.0),
-        srow=((0.7, 0, 0, -90.0), (0, 0.7, 0, -120.0), (0, 0, 1.25, 40.0)), slope=1.0, inter=0.0, gz=False):
+def nii(
+    name,
+    qform=0,
+    sform=1,
+    pixdim=(1.0, 0.7, 0.7, 1.25),
+    quatern=(0.0, 0.0, 0.0),
+    srow=((0.7, 0, 0, -90.0), (0, 0.7, 0, -120.0), (0, 0, 1.25, 40.0)),
+    slope=1.0,
+    inter=0.0,
+    gz=False,
+):
     """A 4x4x2 int16 NIfTI-1 file with the given header values (everything else valid)."""
     h = bytearray(348)
     struct.pack_into("<i", h, 0, 348)
@@ -80,10 +90,17 @@ def store_cases(ctstream):
     """Small stores made by `ctstream ingest` from one 32x64x64 scan, then damaged."""
     src = f"{ROOT}/store/source"
     os.makedirs(src, exist_ok=True)
-    values = [(-1000 + (z * 7 + y * 3 + x) % 1400) for z in range(32) for y in range(64) for x in range(64)]
+    values = [
+        (-1000 + (z * 7 + y * 3 + x) % 1400)
+        for z in range(32)
+        for y in range(64)
+        for x in range(64)
+    ]
     with open(f"{src}/scan.mhd", "w") as f:
-        f.write("ObjectType = Image\nNDims = 3\nDimSize = 64 64 32\nElementSpacing = 1 1 1\nOffset = -32 -32 -16\n"
-                "ElementType = MET_SHORT\nElementDataFile = scan.raw\n")
+        f.write(
+            "ObjectType = Image\nNDims = 3\nDimSize = 64 64 32\nElementSpacing = 1 1 1\nOffset = -32 -32 -16\n"
+            "ElementType = MET_SHORT\nElementDataFile = scan.raw\n"
+        )
     with open(f"{src}/scan.raw", "wb") as f:
         f.write(struct.pack(f"<{len(values)}h", *values))
     with open(f"{src}/annotations.csv", "w") as f:
@@ -91,8 +108,23 @@ def store_cases(ctstream):
 
     def make(case):
         out = f"{ROOT}/store/{case}"
-        subprocess.run([ctstream, "--quiet", "ingest", "--input", src, "--annotations", f"{src}/annotations.csv",
-                        "--out", out, "--jobs", "1"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                ctstream,
+                "--quiet",
+                "ingest",
+                "--input",
+                src,
+                "--annotations",
+                f"{src}/annotations.csv",
+                "--out",
+                out,
+                "--jobs",
+                "1",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         os.remove(f"{out}/.lock")
         return out
 
@@ -102,18 +134,20 @@ def store_cases(ctstream):
         edit(b)
         struct.pack_into("<I", b, 252, zlib.crc32(bytes(b[0:252])))
         n = struct.unpack_from("<I", b, 168)[0]
-        table = bytes(b[256:256 + 16 * n])
+        table = bytes(b[256 : 256 + 16 * n])
         struct.pack_into("<I", b, 256 + 16 * n, zlib.crc32(table))
         open(path, "wb").write(bytes(b))
 
     def overlap(b):
         # Chunk 1 points at chunk 0's payload: two chunks overlap.
         struct.pack_into("<Q", b, 256 + 16, struct.unpack_from("<Q", b, 256)[0])
+
     out = make("overlapping_chunks")
     reseal(f"{out}/volumes/scan.ctv", overlap)
 
     def nan_spacing(b):
         struct.pack_into("<d", b, 64, float("nan"))
+
     out = make("nan_spacing")
     reseal(f"{out}/volumes/scan.ctv", nan_spacing)
 
@@ -139,19 +173,75 @@ def main():
             if entry != "README.md":
                 p = os.path.join(ROOT, entry)
                 shutil.rmtree(p) if os.path.isdir(p) else os.remove(p)
-    base = ["NDims = 3", "DimSize = 4 4 2", "ElementSpacing = 0.7 0.7 1.25", "ElementType = MET_SHORT"]
+    base = [
+        "NDims = 3",
+        "DimSize = 4 4 2",
+        "ElementSpacing = 0.7 0.7 1.25",
+        "ElementType = MET_SHORT",
+    ]
     shorts = struct.pack("<32h", *range(-16, 16))
     mhd("missing_data", base + ["ElementDataFile = missing_data.raw"])
     mhd("truncated", base + ["ElementDataFile = truncated.raw"], "truncated.raw", shorts[:40])
     # A MET_SHORT file labelled MET_INT: the data is half the size the type needs.
-    mhd("wrong_element_type", base[:3] + ["ElementType = MET_INT", "ElementDataFile = wrong_element_type.raw"], "wrong_element_type.raw", shorts)
-    mhd("non_numeric", ["NDims = 3", "DimSize = 4 four 2", "ElementType = MET_SHORT", "ElementDataFile = non_numeric.raw"], "non_numeric.raw", shorts)
-    mhd("zero_spacing", ["NDims = 3", "DimSize = 4 4 2", "ElementSpacing = 0.7 0 1.25", "ElementType = MET_SHORT", "ElementDataFile = zero_spacing.raw"], "zero_spacing.raw", shorts)
-    mhd("huge", ["NDims = 3", "DimSize = 100000 100000 100000", "ElementType = MET_SHORT", "ElementDataFile = huge.raw"], "huge.raw", shorts[:8])
+    mhd(
+        "wrong_element_type",
+        base[:3] + ["ElementType = MET_INT", "ElementDataFile = wrong_element_type.raw"],
+        "wrong_element_type.raw",
+        shorts,
+    )
+    mhd(
+        "non_numeric",
+        [
+            "NDims = 3",
+            "DimSize = 4 four 2",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = non_numeric.raw",
+        ],
+        "non_numeric.raw",
+        shorts,
+    )
+    mhd(
+        "zero_spacing",
+        [
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "ElementSpacing = 0.7 0 1.25",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = zero_spacing.raw",
+        ],
+        "zero_spacing.raw",
+        shorts,
+    )
+    mhd(
+        "huge",
+        [
+            "NDims = 3",
+            "DimSize = 100000 100000 100000",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = huge.raw",
+        ],
+        "huge.raw",
+        shorts[:8],
+    )
     # 50 MB of zeros in a 49 KB zlib stream, for a header that needs 64 bytes.
-    mhd("zlib_bomb", base + ["CompressedData = True", "ElementDataFile = zlib_bomb.zraw"], "zlib_bomb.zraw", zlib.compress(bytes(50_000_000), 9))
-    mhd("nan", ["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = nan.raw"], "nan.raw", struct.pack("<3f", 1.0, float("nan"), -1000.0))
-    mhd("inf", ["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = inf.raw"], "inf.raw", struct.pack("<3f", float("inf"), -1000.0, float("-inf")))
+    mhd(
+        "zlib_bomb",
+        base + ["CompressedData = True", "ElementDataFile = zlib_bomb.zraw"],
+        "zlib_bomb.zraw",
+        zlib.compress(bytes(50_000_000), 9),
+    )
+    mhd(
+        "nan",
+        ["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = nan.raw"],
+        "nan.raw",
+        struct.pack("<3f", 1.0, float("nan"), -1000.0),
+    )
+    mhd(
+        "inf",
+        ["NDims = 3", "DimSize = 3 1 1", "ElementType = MET_FLOAT", "ElementDataFile = inf.raw"],
+        "inf.raw",
+        struct.pack("<3f", float("inf"), -1000.0, float("-inf")),
+    )
     write("metaimage/garbage.mha", bytes(range(256)) * 4)
 
     files = sorted(os.listdir(MONAI))
@@ -177,7 +267,10 @@ def main():
     other.save_as(f"{ROOT}/dicom/mixed_series/b.dcm")
     # A series whose id would climb out of the store's folder.
     os.makedirs(f"{ROOT}/dicom/path_uid", exist_ok=True)
-    for name, ds in (("a", pydicom.dcmread(os.path.join(MONAI, files[1]))), ("b", pydicom.dcmread(os.path.join(MONAI, files[2])))):
+    for name, ds in (
+        ("a", pydicom.dcmread(os.path.join(MONAI, files[1]))),
+        ("b", pydicom.dcmread(os.path.join(MONAI, files[2]))),
+    ):
         ds.SeriesInstanceUID = "../../evil"
         ds.save_as(f"{ROOT}/dicom/path_uid/{name}.dcm")
 
@@ -186,6 +279,7 @@ def main():
     def rows_zero(k, ds):
         if k == 1:
             ds.Rows = 0
+
     dicom_series("rows_zero", 3, rows_zero)
 
     # (pydicom refuses to write a DS that is not a number: edit the bytes, same length.)
@@ -200,15 +294,49 @@ def main():
 
     # Geometry no scan has, and sizes that only the resampled grid reveals.
     chunk = zlib.compress(struct.pack("<262144h", *([0] * 262144)), 9)
-    mhd("spacing_25", ["NDims = 3", "DimSize = 64 64 64", "ElementSpacing = 25 25 25", "ElementType = MET_SHORT",
-                       "CompressedData = True", "ElementDataFile = spacing_25.zraw"], "spacing_25.zraw", chunk)
-    mhd("spacing_1e300", ["NDims = 3", "DimSize = 4 4 2", "ElementSpacing = 1e300 1e300 1e300", "ElementType = MET_SHORT",
-                          "ElementDataFile = spacing_1e300.raw"], "spacing_1e300.raw", shorts)
-    mhd("zero_matrix", ["NDims = 3", "DimSize = 4 4 2", "TransformMatrix = 0 0 0 0 0 0 0 0 0", "ElementType = MET_SHORT",
-                        "ElementDataFile = zero_matrix.raw"], "zero_matrix.raw", shorts)
+    mhd(
+        "spacing_25",
+        [
+            "NDims = 3",
+            "DimSize = 64 64 64",
+            "ElementSpacing = 25 25 25",
+            "ElementType = MET_SHORT",
+            "CompressedData = True",
+            "ElementDataFile = spacing_25.zraw",
+        ],
+        "spacing_25.zraw",
+        chunk,
+    )
+    mhd(
+        "spacing_1e300",
+        [
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "ElementSpacing = 1e300 1e300 1e300",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = spacing_1e300.raw",
+        ],
+        "spacing_1e300.raw",
+        shorts,
+    )
+    mhd(
+        "zero_matrix",
+        [
+            "NDims = 3",
+            "DimSize = 4 4 2",
+            "TransformMatrix = 0 0 0 0 0 0 0 0 0",
+            "ElementType = MET_SHORT",
+            "ElementDataFile = zero_matrix.raw",
+        ],
+        "zero_matrix.raw",
+        shorts,
+    )
     # 160 bytes claiming 2^31 doubles (16 GiB) of zlib data.
-    write("metaimage/huge_doubles.mha", "ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 2048\nElementType = MET_DOUBLE\n"
-          "CompressedData = True\nElementDataFile = LOCAL\n" + "x" * 24)
+    write(
+        "metaimage/huge_doubles.mha",
+        "ObjectType = Image\nNDims = 3\nDimSize = 1024 1024 2048\nElementType = MET_DOUBLE\n"
+        "CompressedData = True\nElementDataFile = LOCAL\n" + "x" * 24,
+    )
     nan = float("nan")
     nii("nan_origin.nii", srow=((0.7, 0, 0, nan), (0, 0.7, 0, -120.0), (0, 0, 1.25, 40.0)))
     nii("sform_1e6.nii", srow=((1e6, 0, 0, -90.0), (0, 1e6, 0, -120.0), (0, 0, 1e6, 40.0)))
@@ -234,7 +362,9 @@ def main():
     write("csv/nan_diameter.csv", h + "1.2.3,1,2,3,NaN\n")
     write("csv/path_id.csv", h + "../../etc/passwd,1,2,3,4\n")
     write("csv/bad_class.csv", "seriesuid,coordX,coordY,coordZ,class\n1.2.3,1,2,3,2\n")
-    write("csv/bad_probability.csv", "seriesuid,coordX,coordY,coordZ,probability\n1.2.3,1,2,3,high\n")
+    write(
+        "csv/bad_probability.csv", "seriesuid,coordX,coordY,coordZ,probability\n1.2.3,1,2,3,high\n"
+    )
     write("csv/not_utf8.csv", h.encode() + b"1.2.3,\xff\xfe,2,3,4\n")
 
 

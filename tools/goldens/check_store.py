@@ -11,6 +11,7 @@ with SimpleITK's sitk.Resample(source, stored grid, identity, sitkLinear, -1024)
 the store's HU clip [-1024, 3071], and TransformPhysicalPointToContinuousIndex (reordered
 to z, y, x) on the stored grid.
 """
+
 import json
 import os
 import sys
@@ -32,11 +33,16 @@ def main():
     stored = sitk.ReadImage(sys.argv[1])
     source = read(sys.argv[2])
     points = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
-    resampled = sitk.Resample(source, stored, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat64)
+    resampled = sitk.Resample(
+        source, stored, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat64
+    )
     a = np.clip(sitk.GetArrayFromImage(resampled), -1024, 3071)
     b = sitk.GetArrayFromImage(stored).astype(np.float64)
     d = np.abs(a - b)
-    idx = [list(reversed(stored.TransformPhysicalPointToContinuousIndex([float(c) for c in p]))) for p in points]
+    idx = [
+        list(reversed(stored.TransformPhysicalPointToContinuousIndex([float(c) for c in p])))
+        for p in points
+    ]
     print(json.dumps({"mad": float(d.mean()), "max": float(d.max()), "indices_zyx": idx}))
 
 

@@ -12,9 +12,9 @@ Usage:  python3 tools/goldens/make_goldens.py [--data ../shared/data] [--out tes
 Pinned versions: tools/goldens/requirements.txt. CI regenerates the goldens into a
 temporary folder and diffs them against the committed ones.
 """
+
 import argparse
 import csv
-import glob
 import hashlib
 import json
 import math
@@ -100,15 +100,22 @@ def transforms(img):
         return []
     sx, sy, sz = img.GetSize()
     out = []
-    for idx in [(0.0, 0.0, 0.0), (1.5, 2.25, 0.5), (sx - 1.0, sy - 1.0, sz - 1.0), (-3.7, sy / 3.0, sz + 2.2)]:
+    for idx in [
+        (0.0, 0.0, 0.0),
+        (1.5, 2.25, 0.5),
+        (sx - 1.0, sy - 1.0, sz - 1.0),
+        (-3.7, sy / 3.0, sz + 2.2),
+    ]:
         world = img.TransformContinuousIndexToPhysicalPoint(idx)
         shifted = (world[0] + 3.3, world[1] - 7.1, world[2] + 11.7)
-        out.append({
-            "index_xyz": list(idx),
-            "world_xyz": list(world),
-            "shifted_world_xyz": list(shifted),
-            "shifted_index_xyz": list(img.TransformPhysicalPointToContinuousIndex(shifted)),
-        })
+        out.append(
+            {
+                "index_xyz": list(idx),
+                "world_xyz": list(world),
+                "shifted_world_xyz": list(shifted),
+                "shifted_index_xyz": list(img.TransformPhysicalPointToContinuousIndex(shifted)),
+            }
+        )
     return out
 
 
@@ -137,8 +144,12 @@ def meta_case(path):
     if a.ndim == 2:
         a = a[np.newaxis]
     a16, clamped = to_i16(a)
-    return {**geometry3(img), "values": values(a16, clamped), "source_dtype": str(a.dtype),
-            "transforms": transforms(img)}
+    return {
+        **geometry3(img),
+        "values": values(a16, clamped),
+        "source_dtype": str(a.dtype),
+        "transforms": transforms(img),
+    }
 
 
 def dicom_series(files, series_id=None):
@@ -158,8 +169,12 @@ def dicom_series(files, series_id=None):
         per_slice.append(hashlib.sha256(np.ascontiguousarray(s16).tobytes()).hexdigest())
     vol = np.stack([s for s, _ in slices])
     clamped = sum(c for _, c in slices)
-    out = {**g, "values": values(vol, clamped), "slice_sha256": per_slice,
-           "files_in_order": [os.path.basename(f) for f in files]}
+    out = {
+        **g,
+        "values": values(vol, clamped),
+        "slice_sha256": per_slice,
+        "files_in_order": [os.path.basename(f) for f in files],
+    }
     # SimpleITK's own voxels, as a cross-check of pydicom (recorded, not required equal).
     s16, _ = to_i16(sitk.GetArrayFromImage(img))
     out["simpleitk_sha256"] = hashlib.sha256(s16.tobytes()).hexdigest()
@@ -205,8 +220,12 @@ def main():
     with open(os.path.join(args.out, "luna16_annotations.json"), "w") as f:
         json.dump(annotations_case(args.data), f, indent=1, sort_keys=True)
         f.write("\n")
-    versions = {"numpy": np.__version__, "SimpleITK": sitk.Version.VersionString(),
-                "pydicom": pydicom.__version__, "python": sys.version.split()[0]}
+    versions = {
+        "numpy": np.__version__,
+        "SimpleITK": sitk.Version.VersionString(),
+        "pydicom": pydicom.__version__,
+        "python": sys.version.split()[0],
+    }
     with open(os.path.join(args.out, "VERSIONS.json"), "w") as f:
         json.dump({k: v for k, v in versions.items() if k != "python"}, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -8,6 +8,7 @@ Usage: python3 tools/goldens/sitk_digest.py PATH [PATH ...]
 A PATH that is a folder is read as the DICOM series in it (ImageSeriesReader).
 Output: {"PATH": {"shape_zyx", "spacing_xyz", "origin_xyz", "direction", "values"}, ...}
 """
+
 import json
 import os
 import sys

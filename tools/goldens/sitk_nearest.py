@@ -7,6 +7,7 @@ Usage: python3 tools/goldens/sitk_nearest.py LABELS OUT.raw SIZE_XYZ SPACING_XYZ
 (each triple as JSON, e.g. '[57, 78, 64]'). Writes OUT.raw: uint8, (z, y, x) C order, 0
 outside the source (sitk.Resample's default value). Prints JSON {"shape_zyx", "nonzero"}.
 """
+
 import json
 import sys
 
@@ -20,7 +21,14 @@ def main():
     ref = sitk.Image([int(v) for v in size], sitk.sitkUInt8)
     ref.SetSpacing([float(v) for v in spacing])
     ref.SetOrigin([float(v) for v in origin])
-    out = sitk.Resample(sitk.Cast(src, sitk.sitkUInt8), ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    out = sitk.Resample(
+        sitk.Cast(src, sitk.sitkUInt8),
+        ref,
+        sitk.Transform(),
+        sitk.sitkNearestNeighbor,
+        0,
+        sitk.sitkUInt8,
+    )
     a = np.ascontiguousarray(sitk.GetArrayFromImage(out), dtype=np.uint8)
     with open(sys.argv[2], "wb") as f:
         f.write(a.tobytes())

@@ -8,6 +8,7 @@ Prints JSON: {table: {"columns": [[name, arrow type, nullable], ...], "rows": n,
 "duckdb_rows": n, "pandas_rows": n, "polars_rows": n, "duckdb_inside": n (nodules only),
 "duckdb_in_lung_region": n (nodules only), "duckdb_lung_ml": [...] (scans only)}}.
 """
+
 import json
 import os
 import sys
@@ -32,10 +33,17 @@ def main():
             "duckdb_rows": con.execute(f"SELECT count(*) FROM '{path}'").fetchone()[0],
         }
         if name == "nodules":
-            entry["duckdb_inside"] = con.execute(f"SELECT count(*) FROM '{path}' WHERE inside").fetchone()[0]
-            entry["duckdb_in_lung_region"] = con.execute(f"SELECT count(*) FROM '{path}' WHERE in_lung_region").fetchone()[0]
+            entry["duckdb_inside"] = con.execute(
+                f"SELECT count(*) FROM '{path}' WHERE inside"
+            ).fetchone()[0]
+            entry["duckdb_in_lung_region"] = con.execute(
+                f"SELECT count(*) FROM '{path}' WHERE in_lung_region"
+            ).fetchone()[0]
         if name == "scans":
-            entry["duckdb_lung_ml"] = [r[0] for r in con.execute(f"SELECT lung_ml FROM '{path}' ORDER BY series_id").fetchall()]
+            entry["duckdb_lung_ml"] = [
+                r[0]
+                for r in con.execute(f"SELECT lung_ml FROM '{path}' ORDER BY series_id").fetchall()
+            ]
         out[name] = entry
     print(json.dumps(out))
 

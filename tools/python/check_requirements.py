@@ -7,6 +7,7 @@ distribution up with importlib.metadata, so nothing is imported and a package th
 missing or at another version is named with the file that pins it. Prints one line per
 problem and the pip command that fixes them; exit 1 if there is any, 0 if none.
 """
+
 import sys
 from importlib import metadata
 

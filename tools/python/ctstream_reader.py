@@ -16,6 +16,7 @@ Command line (used by ctstream's tests to compare with the Rust reader):
 prints JSON: a list of {"shape": [z, y, x], "sha256": ...} of each region's bytes: int16 LE
 for the scan, uint8 for its label volume LABEL when given.
 """
+
 import hashlib
 import json
 import math
@@ -45,7 +46,11 @@ class Volume:
 
     def __init__(self, path):
         self.path = path
-        self.data = np.memmap(path, dtype=np.uint8, mode="r") if os.path.getsize(path) else np.zeros(0, np.uint8)
+        self.data = (
+            np.memmap(path, dtype=np.uint8, mode="r")
+            if os.path.getsize(path)
+            else np.zeros(0, np.uint8)
+        )
         b = self.data
         if len(b) < HEADER_SIZE or bytes(b[0:8]) != MAGIC:
             raise CorruptError(f"{path}: not a volume file or truncated header")
@@ -65,19 +70,30 @@ class Volume:
         (self.fill,) = struct.unpack_from("<h", b, 164)
         (count,) = struct.unpack_from("<I", b, 168)
         table_offset, file_size = struct.unpack_from("<QQ", b, 176)
-        if header_size != HEADER_SIZE or table_offset != HEADER_SIZE or self.dtype is None or (codec, checksum) != (1, 1):
+        if (
+            header_size != HEADER_SIZE
+            or table_offset != HEADER_SIZE
+            or self.dtype is None
+            or (codec, checksum) != (1, 1)
+        ):
             raise CorruptError(f"{path}: unexpected header fields")
         if dtype == 2 and not 0 <= self.fill <= 255:
             raise CorruptError(f"{path}: fill value {self.fill} is not a uint8 value")
         if file_size != len(b):
-            raise CorruptError(f"{path}: file is {len(b)} bytes, header says {file_size} (truncated)")
+            raise CorruptError(
+                f"{path}: file is {len(b)} bytes, header says {file_size} (truncated)"
+            )
         chunk_voxels = self.chunk[0] * self.chunk[1] * self.chunk[2]
         if 0 in self.shape or 0 in self.chunk or not (1 << 12 <= chunk_voxels <= 1 << 24):
-            raise CorruptError(f"{path}: shape {self.shape} or chunk shape {self.chunk} out of range")
+            raise CorruptError(
+                f"{path}: shape {self.shape} or chunk shape {self.chunk} out of range"
+            )
         if self.shape[0] * self.shape[1] * self.shape[2] > 1 << 31:
             raise CorruptError(f"{path}: more than 2^31 voxels")
         if not all(math.isfinite(s) and 1e-4 <= s <= 1e4 for s in self.spacing_xyz):
-            raise CorruptError(f"{path}: spacing {self.spacing_xyz} is not finite and within 1e-4..1e4 mm")
+            raise CorruptError(
+                f"{path}: spacing {self.spacing_xyz} is not finite and within 1e-4..1e4 mm"
+            )
         if not all(math.isfinite(o) and abs(o) <= 1e6 for o in self.origin_xyz):
             raise CorruptError(f"{path}: origin {self.origin_xyz} is not finite and within 1e6 mm")
         if tuple(self.direction) != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
@@ -90,12 +106,16 @@ class Volume:
             raise CorruptError(f"{path}: chunk table does not fit")
         if zlib.crc32(bytes(b[HEADER_SIZE:table_end])) != struct.unpack_from("<I", b, table_end)[0]:
             raise CorruptError(f"{path}: chunk table checksum mismatch")
-        self.table = [struct.unpack_from("<QII", b, HEADER_SIZE + ENTRY_SIZE * k) for k in range(count)]
+        self.table = [
+            struct.unpack_from("<QII", b, HEADER_SIZE + ENTRY_SIZE * k) for k in range(count)
+        ]
         # Step 6: the payloads tile the rest of the file in chunk order.
         expect = table_end + 4
         for k, (off, length, _) in enumerate(self.table):
             if off != expect or off + length > file_size:
-                raise CorruptError(f"{path}: chunk {k} is not where the payloads in chunk order put it")
+                raise CorruptError(
+                    f"{path}: chunk {k} is not where the payloads in chunk order put it"
+                )
             expect = off + length
         if expect != file_size:
             raise CorruptError(f"{path}: bytes after the last chunk")
@@ -105,7 +125,7 @@ class Volume:
         """Decode chunk (cz, cy, cx), checking its CRC-32 and size (steps 7-8)."""
         k = (cz * self.grid[1] + cy) * self.grid[2] + cx
         off, length, crc = self.table[k]
-        payload = bytes(self.data[off:off + length])
+        payload = bytes(self.data[off : off + length])
         if zlib.crc32(payload) != crc:
             raise CorruptError(f"{self.path}: chunk ({cz}, {cy}, {cx}) checksum mismatch")
         n = self.chunk[0] * self.chunk[1] * self.chunk[2] * self.dtype.itemsize
@@ -131,9 +151,17 @@ class Volume:
                     o = (cz * self.chunk[0], cy * self.chunk[1], cx * self.chunk[2])
                     a0 = [max(l, oo) for l, oo in zip(lo, o)]
                     a1 = [min(h, oo + cc) for h, oo, cc in zip(hi, o, self.chunk)]
-                    src = c[a0[0] - o[0]:a1[0] - o[0], a0[1] - o[1]:a1[1] - o[1], a0[2] - o[2]:a1[2] - o[2]]
+                    src = c[
+                        a0[0] - o[0] : a1[0] - o[0],
+                        a0[1] - o[1] : a1[1] - o[1],
+                        a0[2] - o[2] : a1[2] - o[2],
+                    ]
                     d = [a - s for a, s in zip(a0, start_zyx)]
-                    out[d[0]:d[0] + src.shape[0], d[1]:d[1] + src.shape[1], d[2]:d[2] + src.shape[2]] = src
+                    out[
+                        d[0] : d[0] + src.shape[0],
+                        d[1] : d[1] + src.shape[1],
+                        d[2] : d[2] + src.shape[2],
+                    ] = src
         return out
 
 
@@ -144,7 +172,10 @@ class Store:
         self.root = root
         with open(os.path.join(root, "manifest.json")) as f:
             self.manifest = json.load(f)
-        if self.manifest.get("format") != "ctstream-store" or self.manifest["format_version"][0] != 1:
+        if (
+            self.manifest.get("format") != "ctstream-store"
+            or self.manifest["format_version"][0] != 1
+        ):
             raise VersionError(f"{root}: not a version 1 ctstream store")
         self.scans = {}
         vol = os.path.join(root, "volumes")
@@ -172,7 +203,9 @@ class Store:
         rec = self.scans[series_id]
         entry = next((l for l in rec.get("labels", []) if l["name"] == name), None)
         if entry is None:
-            raise KeyError(f"{series_id} has no label volume {name!r} (it has {self.labels(series_id)})")
+            raise KeyError(
+                f"{series_id} has no label volume {name!r} (it has {self.labels(series_id)})"
+            )
         if entry["file"] != f"labels/{series_id}/{name}.ctv":
             raise CorruptError(f"{series_id}: label {name} names the file {entry['file']!r}")
         v = Volume(os.path.join(self.root, entry["file"]))
@@ -181,13 +214,16 @@ class Store:
             raise CorruptError(f"{v.path}: a label volume is uint8 with fill value 0")
         for field in ("shape", "chunk", "origin_xyz", "spacing_xyz"):
             if getattr(v, field) != getattr(scan, field):
-                raise CorruptError(f"{v.path}: {field} {getattr(v, field)} is not the scan's {getattr(scan, field)}")
+                raise CorruptError(
+                    f"{v.path}: {field} {getattr(v, field)} is not the scan's {getattr(scan, field)}"
+                )
         return v
 
     def table(self, name):
         """An index table, checked against index/checksums.json (required from format 1.1)."""
         import pyarrow as pa
         import pyarrow.parquet as pq
+
         path = os.path.join(self.root, "index", name + ".parquet")
         sums_path = os.path.join(self.root, "index", "checksums.json")
 
@@ -198,13 +234,23 @@ class Store:
                     sums = json.load(f)
             except (OSError, ValueError):
                 return None
-            return [s for s in (sums["tables"].get(name + ".parquet"), sums.get("replacing", {}).get(name + ".parquet")) if s]
+            return [
+                s
+                for s in (
+                    sums["tables"].get(name + ".parquet"),
+                    sums.get("replacing", {}).get(name + ".parquet"),
+                )
+                if s
+            ]
 
         before = listed()
         with open(path, "rb") as f:
             data = f.read()
         digest = hashlib.sha256(data).hexdigest()
-        ok = lambda sums: any(s["sha256"] == digest and s["bytes"] == len(data) for s in sums or [])
+
+        def ok(sums):
+            return any(s["sha256"] == digest and s["bytes"] == len(data) for s in sums or [])
+
         if os.path.exists(sums_path):
             # A table read during a rewrite is listed before it or after it (INDEX.md).
             if not ok(before) and not ok(listed()):

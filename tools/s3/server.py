@@ -8,6 +8,7 @@ Prints one line, `http://127.0.0.1:PORT`, once it serves, then runs until its st
 input closes or it gets SIGTERM/SIGINT. Any access key and secret are accepted. The
 pinned packages are in tools/s3/requirements.txt (a virtual environment of their own).
 """
+
 import argparse
 import signal
 import sys
@@ -27,7 +28,13 @@ def main():
     endpoint = f"http://{host}:{port}"
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
     for b in a.bucket:
         s3.create_bucket(Bucket=b)
     print(endpoint, flush=True)
