@@ -38,6 +38,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<(), ExitError> {
+    if a.bootstrap > evaluate::MAX_BOOTSTRAP {
+        return Err(ExitError(
+            crate::Exit::Usage,
+            anyhow::anyhow!("--bootstrap {}: give 0 to {}", a.bootstrap, evaluate::MAX_BOOTSTRAP),
+        ));
+    }
     let nodules = annotations::read_annotations(&a.annotations)?;
     let excluded = match &a.excluded {
         Some(p) => annotations::read_excluded(p)?,
@@ -45,7 +51,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     };
     let detections = annotations::read_predictions(&a.predictions)?;
     let series = match &a.series_list {
-        Some(p) => read_series_list(p)?,
+        Some(p) => annotations::read_series_list(p)?,
         None => {
             let s: std::collections::BTreeSet<&str> =
                 detections.iter().map(|d| d.series_id.as_str()).collect();
@@ -59,20 +65,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     };
     let r = evaluate::froc(&series, &nodules, &excluded, &detections, a.bootstrap, a.seed);
     if let Some(dir) = &a.out {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let j = dir.join("froc.json");
-        ctstream::fsutil::write_bytes_atomic(
-            &j,
-            serde_json::to_string_pretty(&r).context("JSON")?.as_bytes(),
-        )
-        .with_context(|| format!("writing {}", j.display()))?;
-        let mut csv = String::from("threshold,fps_per_scan,sensitivity\n");
-        for p in &r.curve {
-            csv += &format!("{},{},{}\n", p.threshold, p.fps_per_scan, p.sensitivity);
-        }
-        let c = dir.join("froc.csv");
-        ctstream::fsutil::write_bytes_atomic(&c, csv.as_bytes())
-            .with_context(|| format!("writing {}", c.display()))?;
+        evaluate::write_report(dir, &r)?;
         let title = a
             .predictions
             .file_name()
@@ -103,16 +96,4 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         r.intervals.get(7).map(|i| format!("   [{:.3}, {:.3}]", i[0], i[1])).unwrap_or_default();
     println!("CPM       {:.3}{iv}", r.cpm);
     Ok(())
-}
-
-/// The series listed in a file, one per line (a `seriesuid` header line is skipped).
-fn read_series_list(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .map(|l| l.trim().trim_end_matches(','))
-        .filter(|l| !l.is_empty() && *l != "seriesuid")
-        .map(String::from)
-        .collect())
 }

@@ -2,18 +2,13 @@
 //! found in the probability maps (cargo feature `train`).
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use anyhow::{Context, anyhow};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
-use ctstream::evaluate::Detection;
-use ctstream::io::metaimage;
-use ctstream::predict::components::{self, Component};
+use ctstream::predict::SlidingWindow;
 use ctstream::predict::model::Trained;
-use ctstream::predict::{self, SlidingWindow};
-use ctstream::store::index;
-use ctstream::store::writer::ChunkOptions;
+use ctstream::predict::run::{self, Looked, MapFormat, PredictConfig};
 use ctstream::train::DeviceChoice;
 use ctstream::train::device::{self, BackendChoice, Engine, OnBackend};
 
@@ -78,8 +73,8 @@ pub struct Args {
     #[arg(long)]
     no_lung_roi: bool,
     /// Format of the probability maps: ctv (store volume, per-mille), mhd (float32), none.
-    #[arg(long, value_parser = ["ctv", "mhd", "none"], default_value = "ctv")]
-    format: String,
+    #[arg(long, default_value_t = MapFormat::default())]
+    format: MapFormat,
     #[command(flatten)]
     disk_cache: crate::DiskCacheArgs,
 }
@@ -140,22 +135,26 @@ fn run_on<B: Backend>(
             anyhow!("choose the scans: --series UID ..., --split val, or --all"),
         ));
     };
-    for id in &ids {
-        store.scan(id)?;
-    }
     let cfg = &trained.config;
-    let sw = SlidingWindow {
-        patch_zyx: cfg.loader.patch_zyx,
-        overlap: a.overlap,
-        batch_size: a.batch_size,
-        hu_window: cfg.loader.hu_window,
-        cache_bytes: 128 << 20,
+    let pc = PredictConfig {
+        window: SlidingWindow {
+            patch_zyx: cfg.loader.patch_zyx,
+            overlap: a.overlap,
+            batch_size: a.batch_size,
+            hu_window: cfg.loader.hu_window,
+            ..SlidingWindow::default()
+        },
+        threads: a.threads.unwrap_or(if engine.threads_inside() {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }),
+        threshold: a.threshold,
+        min_voxels: a.min_voxels,
+        lung_roi: !a.no_lung_roi,
+        map_format: a.format,
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    if a.format == "ctv" {
-        std::fs::create_dir_all(a.out.join("volumes"))
-            .with_context(|| format!("creating {}", a.out.join("volumes").display()))?;
-    }
+    pc.validate().map_err(|e| ExitError(Exit::Usage, e.into()))?;
     println!(
         "{} ({} width {}) from {}, {} scan(s), tiles {:?} overlap {}, on {}",
         a.run.display(),
@@ -166,114 +165,36 @@ fn run_on<B: Backend>(
         cfg.width,
         trained.checkpoint.dir.display(),
         ids.len(),
-        sw.patch_zyx,
-        sw.overlap,
+        pc.window.patch_zyx,
+        pc.window.overlap,
         engine
     );
-    let threads = a.threads.unwrap_or(if engine.threads_inside() {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
-    let mut detections = Vec::new();
-    let mut findings: Vec<(String, Component)> = Vec::new();
-    for id in &ids {
-        let t0 = Instant::now();
-        let volume = store.volume(id)?;
-        let has_lungs = store
-            .scan(id)?
-            .label(ctstream::labels::LUNGS)
-            .is_some_and(|l| l.foreground_voxels() > 0);
-        let roi = if a.no_lung_roi || !has_lungs {
-            None
-        } else {
-            Some(predict::Roi::lung_region(&*store.label(id, ctstream::labels::LUNGS)?)?)
-        };
-        let all_tiles = predict::tiles(volume.shape_zyx(), &sw);
-        let tiles = roi.as_ref().map_or(all_tiles.len(), |r| {
-            all_tiles.iter().filter(|t| r.touches(**t, sw.patch_zyx)).count()
-        });
-        let probs = predict::predict_volume_in(
-            &volume,
-            &sw,
-            threads,
-            roi.as_ref(),
-            |x, shape| trained.network.predict_batch(x, shape, &device),
-            bars,
-        )
-        .with_context(|| format!("predicting {id}"))?;
-        let seconds = t0.elapsed().as_secs_f64();
-        let g = volume.geometry();
-        let flat = probs.as_slice().ok_or_else(|| anyhow!("probability map not contiguous"))?;
-        let found: Vec<Component> =
-            components::components(flat, volume.shape_zyx(), a.threshold, &g)
-                .into_iter()
-                .filter(|c| c.voxels >= a.min_voxels)
-                .collect();
-        let before = found.len();
-        let comps: Vec<Component> = found
-            .into_iter()
-            .filter(|c| roi.as_ref().is_none_or(|r| r.contains(c.centre_zyx)))
-            .collect();
-        write_map(a, id, &probs, &g)?;
-        let where_ = match &roi {
-            Some(_) => format!(
+    let model = |x: &[f32], shape| trained.network.predict_batch(x, shape, &device);
+    let written = run::run(&store, &ids, &pc, Some(&a.out), model, bars, |p| {
+        let where_ = match p.looked {
+            Looked::LungRegion => format!(
                 " of {} in the lung region ({} findings outside it dropped)",
-                all_tiles.len(),
-                before - comps.len()
+                p.tiles, p.outside_region
             ),
-            None if !a.no_lung_roi => " (no lung mask: everywhere)".to_string(),
-            None => String::new(),
+            Looked::NoLungMask => " (no lung mask: everywhere)".to_string(),
+            Looked::Everywhere => String::new(),
         };
         println!(
-            "  {id}: {tiles} tiles{where_} in {seconds:.1} s, {} finding(s) at p >= {}",
-            comps.len(),
-            a.threshold
+            "  {}: {} tiles{where_} in {:.1} s, {} finding(s) at p >= {}",
+            p.series_id,
+            p.tiles_computed,
+            p.seconds,
+            p.findings.len(),
+            pc.threshold
         );
-        for c in comps {
-            detections.push(Detection {
-                series_id: id.clone(),
-                world_xyz: c.centre_world_xyz,
-                probability: c.max_probability,
-            });
-            findings.push((id.clone(), c));
-        }
-    }
-    let csv = a.out.join("candidates.csv");
-    ctstream::annotations::write_predictions(&csv, &detections)?;
-    let pq = a.out.join("findings.parquet");
-    index::write_table(&pq, &index::findings_batch(&findings))?;
-    let list = a.out.join("series.txt");
-    ctstream::fsutil::write_bytes_atomic(&list, (ids.join("\n") + "\n").as_bytes())
-        .with_context(|| format!("writing {}", list.display()))?;
-    println!("  {}\n  {}\n  {}", csv.display(), pq.display(), list.display());
-    Ok(())
-}
-
-/// Writes one probability map in the chosen format.
-fn write_map(
-    a: &Args,
-    id: &str,
-    probs: &ndarray::Array3<f32>,
-    g: &ctstream::geometry::Geometry,
-) -> anyhow::Result<()> {
-    match a.format.as_str() {
-        "ctv" => {
-            let per_mille = probs.mapv(|p| (p * 1000.0).round().clamp(0.0, 1000.0) as i16);
-            let path = a.out.join("volumes").join(format!("{id}.ctv"));
-            ctstream::store::writer::write_volume(
-                &path,
-                &per_mille,
-                g,
-                &ChunkOptions { chunk_shape_zyx: [16, 32, 32], level: 3, fill_value: 0 },
-            )
-            .with_context(|| format!("writing {}", path.display()))?;
-        }
-        "mhd" => {
-            let path = a.out.join(format!("{id}.mhd"));
-            metaimage::write_f32(&path, probs, g, metaimage::WriteOptions { compress: true })?;
-        }
-        _ => {}
-    }
+    })
+    .context("predicting")?
+    .ok_or_else(|| anyhow!("no files written"))?;
+    println!(
+        "  {}\n  {}\n  {}",
+        written.candidates.display(),
+        written.findings.display(),
+        written.series.display()
+    );
     Ok(())
 }

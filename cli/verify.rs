@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ctstream::store::verify;
+use ctstream::verify;
 
 use crate::ExitError;
 use crate::progress::Bars;

@@ -287,15 +287,59 @@ pub fn write_candidates(path: &Path, rows: &[Candidate]) -> Result<()> {
     .map_err(|source| AnnotationError::Io { path: path.to_path_buf(), source })
 }
 
+/// The scans of a list file, one id per line (LUNA16's `seriesuids.csv`, `ctstream
+/// predict`'s `series.txt`; a `seriesuid` header line and trailing commas are skipped).
+///
+/// # Errors
+/// [`AnnotationError::Io`] for a file that cannot be read, [`AnnotationError::TooLarge`];
+/// [`AnnotationError::Row`] naming the line of an id that is not a series id.
+pub fn read_series_list(path: &Path) -> Result<Vec<String>> {
+    let meta = std::fs::metadata(path)
+        .map_err(|source| AnnotationError::Io { path: path.to_path_buf(), source })?;
+    if meta.len() > MAX_CSV_BYTES {
+        return Err(AnnotationError::TooLarge {
+            path: path.to_path_buf(),
+            bytes: meta.len(),
+            limit: MAX_CSV_BYTES,
+        });
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| AnnotationError::Io { path: path.to_path_buf(), source })?;
+    let mut ids = Vec::new();
+    for (n, l) in text.lines().enumerate() {
+        let id = l.trim().trim_end_matches(',');
+        if id.is_empty() || id == "seriesuid" {
+            continue;
+        }
+        ids.push(series(id).map_err(|message| AnnotationError::Row {
+            path: path.to_path_buf(),
+            line: n as u64 + 1,
+            message,
+        })?);
+    }
+    Ok(ids)
+}
+
+/// A detection: a point in a scan with a probability (a row of a LUNA16 submission).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Detection {
+    /// Series.
+    pub series_id: String,
+    /// World position (x, y, z) mm.
+    pub world_xyz: [f64; 3],
+    /// Probability (any monotone score).
+    pub probability: f64,
+}
+
 /// Reads a LUNA16 submission (`seriesuid,coordX,coordY,coordZ,probability`), as
 /// `ctstream predict` writes it.
 ///
 /// # Errors
 /// [`AnnotationError`] naming the file and line of the first bad row.
-pub fn read_predictions(path: &Path) -> Result<Vec<crate::evaluate::Detection>> {
+pub fn read_predictions(path: &Path) -> Result<Vec<Detection>> {
     let cols = ["seriesuid", "coordX", "coordY", "coordZ", "probability"];
     read_rows(path, cols, PREDICTION_HEADER, |_, f| {
-        Ok(crate::evaluate::Detection {
+        Ok(Detection {
             series_id: series(f[0])?,
             world_xyz: xyz(&f)?,
             probability: number("probability", f[4])?,
@@ -307,7 +351,7 @@ pub fn read_predictions(path: &Path) -> Result<Vec<crate::evaluate::Detection>> 
 ///
 /// # Errors
 /// [`AnnotationError::Io`] naming the file.
-pub fn write_predictions(path: &Path, rows: &[crate::evaluate::Detection]) -> Result<()> {
+pub fn write_predictions(path: &Path, rows: &[Detection]) -> Result<()> {
     write_atomic(path, |w| {
         writeln!(w, "{PREDICTION_HEADER}")?;
         for r in rows {

@@ -19,28 +19,23 @@
 //! CPM. A bootstrap over scans (resampled with replacement) gives confidence intervals.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use serde::Serialize;
 
-use crate::annotations::Annotation;
+use crate::annotations::{Annotation, Detection};
+use crate::store::{Store, StoreError};
 
 /// The false-positive rates of the CPM.
 pub const FP_RATES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
 
+/// The most bootstrap resamplings an evaluation takes (each holds 8 numbers; LUNA16's
+/// script draws 1000).
+pub const MAX_BOOTSTRAP: usize = 100_000;
+
 /// Diameter the LUNA16 script gives excluded findings without one, mm.
 pub const EXCLUDED_DEFAULT_DIAMETER_MM: f64 = 10.0;
-
-/// A detection: a point in a scan with a probability (a row of a LUNA16 submission).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Detection {
-    /// Series.
-    pub series_id: String,
-    /// World position (x, y, z) mm.
-    pub world_xyz: [f64; 3],
-    /// Probability (any monotone score).
-    pub probability: f64,
-}
 
 /// One point of the FROC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -186,6 +181,48 @@ fn interp(curve: &[FrocPoint], x: f64) -> f64 {
 
 fn sensitivities(c: &[FrocPoint]) -> [f64; 7] {
     FP_RATES.map(|r| interp(c, r))
+}
+
+/// The annotated nodules and the excluded findings of a store (its `nodules` table's rows
+/// of source `annotations` and `excluded`), as [`froc`] takes them: the world positions
+/// and diameters the CSVs gave at ingest.
+///
+/// # Errors
+/// The store's, reading its nodules table.
+pub fn truth_from_store(store: &Store) -> Result<(Vec<Annotation>, Vec<Annotation>), StoreError> {
+    let (mut nodules, mut excluded) = (Vec::new(), Vec::new());
+    for r in store.nodules()? {
+        let a = Annotation {
+            series_id: r.series_id,
+            world_xyz: r.world_xyz,
+            diameter_mm: r.diameter_mm,
+        };
+        if r.source == "excluded" { excluded.push(a) } else { nodules.push(a) }
+    }
+    Ok((nodules, excluded))
+}
+
+/// Writes an evaluation's `froc.json` (the whole result) and `froc.csv` (the curve:
+/// threshold, false positives per scan, sensitivity) into `dir`, made if missing;
+/// returns their paths. (Its picture, `froc.png`, is `picture::froc`'s.)
+///
+/// # Errors
+/// The folder or a file that cannot be written, named.
+pub fn write_report(dir: &Path, r: &Froc) -> Result<[PathBuf; 2], std::io::Error> {
+    let named = |p: &Path, e: std::io::Error| {
+        std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| named(dir, e))?;
+    let json = dir.join("froc.json");
+    let text = serde_json::to_string_pretty(r).map_err(std::io::Error::other)?;
+    crate::fsutil::write_bytes_atomic(&json, text.as_bytes()).map_err(|e| named(&json, e))?;
+    let mut csv = String::from("threshold,fps_per_scan,sensitivity\n");
+    for p in &r.curve {
+        csv += &format!("{},{},{}\n", p.threshold, p.fps_per_scan, p.sensitivity);
+    }
+    let path = dir.join("froc.csv");
+    crate::fsutil::write_bytes_atomic(&path, csv.as_bytes()).map_err(|e| named(&path, e))?;
+    Ok([json, path])
 }
 
 /// Evaluates `detections` against `annotations` (and `excluded`) on the scans `series`

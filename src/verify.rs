@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{INDEX, Region, StoreError, index};
 use crate::hu::HuStats;
 use crate::progress::Progress;
+use crate::store::{self, INDEX, Region, StoreError, index};
 
 /// One thing wrong in a store.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -52,7 +52,7 @@ impl VerifyReport {
 const VOXEL_TOLERANCE: f64 = 1e-6;
 
 /// Checks one scan's volume file against its record; returns the chunks checked.
-fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, String> {
+fn verify_scan(store: &store::Store, rec: &store::ScanRecord) -> Result<u64, String> {
     let path = store.root().join(&rec.volume_file);
     let v = store.volume(&rec.series_id).map_err(|e| e.to_string())?;
     let h = v.header();
@@ -127,11 +127,11 @@ fn verify_scan(store: &super::Store, rec: &super::ScanRecord) -> Result<u64, Str
 /// # Errors
 /// [`StoreError`] only when the store cannot be opened at all (no or a bad manifest).
 pub fn verify(root: &Path, progress: &dyn Progress) -> Result<VerifyReport, StoreError> {
-    Ok(verify_store(&super::Store::open(root)?, progress))
+    Ok(verify_store(&store::Store::open(root)?, progress))
 }
 
 /// As [`verify`], for a store already open (local or on object storage).
-pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyReport {
+pub fn verify_store(store: &store::Store, progress: &dyn Progress) -> VerifyReport {
     let root = store.root();
     let mut report = VerifyReport::default();
     for d in store.damaged() {
@@ -162,7 +162,7 @@ pub fn verify_store(store: &super::Store, progress: &dyn Progress) -> VerifyRepo
 }
 
 /// The index checks of [`verify`].
-fn verify_index(store: &super::Store, report: &mut VerifyReport) {
+fn verify_index(store: &store::Store, report: &mut VerifyReport) {
     let dir = store.root().join(INDEX);
     let mut problem = |path: &Path, message: String| {
         report.problems.push(Problem { scan: "index".into(), path: path.to_path_buf(), message })

@@ -54,7 +54,7 @@ fn library_error(c: &Case, path: &Path) -> Option<String> {
             "candidates" => annotations::read_candidates(path).map(drop).map_err(|e| s(&e)),
             "predictions" => annotations::read_predictions(path).map(drop).map_err(|e| s(&e)),
             // A damaged store: `verify` names every problem (or the store cannot open).
-            "store" => match ctstream::store::verify::verify(path, &()) {
+            "store" => match ctstream::verify::verify(path, &()) {
                 Ok(r) if r.is_ok() => Ok(()),
                 Ok(r) => Err(r
                     .problems

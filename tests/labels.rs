@@ -312,7 +312,7 @@ fn label_volumes_round_trip_and_damage_is_caught() {
 /// synthetic nodule lies in the lung region, and `--no-lung-mask` stores none.
 #[test]
 fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
-    use ctstream::store::{Store, verify};
+    use ctstream::{store::Store, verify};
     let dir = tempdir();
     let data = dir.path().join("data");
     let s = dataset(&data, 2, 41);
@@ -372,7 +372,7 @@ fn ingest_stores_lung_masks_that_match_the_synthetic_lungs() {
 /// volume is named by `verify`.
 #[test]
 fn a_scan_without_lungs_warns_and_is_stored() {
-    use ctstream::store::{Store, verify};
+    use ctstream::{store::Store, verify};
     let dir = tempdir();
     let data = dir.path().join("data");
     dataset(&data, 1, 43);

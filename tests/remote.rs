@@ -187,8 +187,8 @@ fn a_remote_store_reads_as_the_local_one() {
     assert_eq!(after.requests - before.requests, 1);
     // `verify` reads every chunk and checks the index there as here.
     let (a, b) = (
-        ctstream::store::verify::verify_store(&fresh, &()),
-        ctstream::store::verify::verify(&local_path, &()).unwrap(),
+        ctstream::verify::verify_store(&fresh, &()),
+        ctstream::verify::verify(&local_path, &()).unwrap(),
     );
     assert!(a.is_ok() && b.is_ok(), "{:?}", a.problems);
     assert_eq!(
@@ -270,7 +270,7 @@ fn a_corrupted_object_is_caught_by_its_crc_and_named() {
     );
     assert!(e.to_string().starts_with(&want), "{e}\nwant {want}");
     // `verify` names the scan and the chunk too.
-    let report = ctstream::store::verify::verify_store(&store, &());
+    let report = ctstream::verify::verify_store(&store, &());
     assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
     assert!(
         report.problems[0].scan == id && report.problems[0].message.starts_with(&want),

@@ -16,7 +16,8 @@ use ctstream::ingest::{self, IngestConfig};
 use ctstream::io::dicom::{DicomError, DicomOptions, UnevenPolicy};
 use ctstream::io::{self, ReadError, metaimage, nifti};
 use ctstream::loader::Loader;
-use ctstream::store::{Store, verify};
+use ctstream::store::Store;
+use ctstream::verify;
 
 fn ctstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ctstream"))

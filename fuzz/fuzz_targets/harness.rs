@@ -177,7 +177,7 @@ fn ingest_files(dir: &Path, files: &[(&str, &[u8])]) {
     for f in &summary.failed {
         assert!(!f.reason.contains("internal error"), "{}: {}", f.source, f.reason);
     }
-    let report = ctstream::store::verify::verify(&out, &()).expect("a store ingest made opens");
+    let report = ctstream::verify::verify(&out, &()).expect("a store ingest made opens");
     assert!(report.is_ok(), "a store ingest made does not verify: {:?}", report.problems);
     assert_eq!(report.scans_ok.len(), summary.stored.len(), "stored scans that do not verify");
 }

@@ -15,7 +15,7 @@
 //!   fingerprint covers the input files' names, sizes and modification times and the
 //!   preprocessing parameters.
 //! - **Index**: written last, from the records of every completely stored scan, each table
-//!   renamed into place ([`reindex`]).
+//!   renamed into place ([`reindex`], the tables built by [`tables`]).
 //! - **Object storage** (`--out s3://bucket/luna`): each scan is written to a local staging
 //!   folder and then uploaded, volume files first and its record last ([`upload`]).
 //! - **Shards** (`--shard K/N`): N runs, on one machine or many, each take a stable share
@@ -32,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 pub mod reindex;
 pub mod shard;
+pub mod tables;
 pub mod upload;
 
 use std::sync::Arc;
@@ -279,7 +280,7 @@ pub enum IngestError {
     Config(String),
     /// A `--labels` folder cannot be searched.
     #[error(transparent)]
-    Labels(#[from] labels::files::LabelFileError),
+    Labels(#[from] labels::error::LabelFileError),
 }
 
 /// A scan that could not be stored, or one stored with a warning.
@@ -463,7 +464,7 @@ fn write_label(
     components.retain(|c| {
         let n = per_value.entry(c.value).or_default();
         *n += 1;
-        let keep = *n <= labels::components::MAX_LISTED;
+        let keep = *n <= store::MAX_LISTED;
         components_not_listed += (!keep) as u64;
         keep
     });

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use super::tables;
 use crate::annotations::{self, Annotation, AnnotationError, Candidate};
 use crate::store::{DamagedRecord, Location, Store, index};
 
@@ -126,7 +127,7 @@ pub fn reindex(
 }
 
 /// Rewrites the parquet index of `store` (opened after the last scan was stored) from
-/// every completely stored scan and the CSVs (see [`index::write_index_at`] for how
+/// every completely stored scan and the CSVs (see [`index::write_tables_at`] for how
 /// readers racing it fare). On
 /// a local disk the caller holds the store's lock; on object storage no two should run at
 /// once (`format/FORMAT.md`, "Several writers").
@@ -141,24 +142,24 @@ pub fn write_index(store: &Store, csv: &Annotations) -> Result<IndexSummary, Ing
         damaged: store.damaged().to_vec(),
         ..Default::default()
     };
-    let (mut nodule_rows, missing_n) = index::nodule_rows(scans, &csv.nodules, &csv.excluded);
+    let (mut nodule_rows, missing_n) = tables::nodule_rows(scans, &csv.nodules, &csv.excluded);
     // Whether each nodule lies in its scan's lung region: a damaged label volume is the
     // scan's problem (`ctstream verify` names it), not a reason to write no index.
-    if let Err(e) = index::mark_in_lung_region(store, &mut nodule_rows) {
+    if let Err(e) = tables::mark_in_lung_region(store, &mut nodule_rows) {
         summary.warnings.push(Failure {
             source: location.name().display().to_string(),
             reason: format!("in_lung_region left out of nodules.parquet: {e}"),
         });
         nodule_rows.iter_mut().for_each(|r| r.in_lung_region = None);
     }
-    let (cand_rows, missing_c) = index::candidate_rows(scans, &csv.candidates);
+    let (cand_rows, missing_c) = tables::candidate_rows(scans, &csv.candidates);
     let (t_scans, t_nodules, t_candidates) = (
-        index::scans_batch(scans),
-        index::nodules_batch(&nodule_rows),
-        index::candidates_batch(&cand_rows),
+        tables::scans_batch(scans),
+        tables::nodules_batch(&nodule_rows),
+        tables::candidates_batch(&cand_rows),
     );
-    let (t_labels, t_components) = (index::labels_batch(scans), index::components_batch(scans));
-    index::write_index_at(
+    let (t_labels, t_components) = (tables::labels_batch(scans), tables::components_batch(scans));
+    index::write_tables_at(
         location,
         &[
             ("scans.parquet", &t_scans),

@@ -36,7 +36,7 @@
 //! trachea not joined to the lungs, which is then its own air component and mostly gas,
 //! so not lung).
 
-use super::lungs::LungParams;
+use super::lung_params::LungParams;
 
 /// Where the airway was found and how much of it was cut out of the mask.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]

@@ -2,34 +2,9 @@
 //! `scipy.ndimage.label`'s default ([`super::runs`]). These are the rows of
 //! `index/components.parquet` (format/INDEX.md).
 
-use ndarray::Array3;
-use serde::{Deserialize, Serialize};
-
 use crate::geometry::Geometry;
-
-/// One connected component of the voxels of one value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LabelComponent {
-    /// The label value (1..=255).
-    pub value: u8,
-    /// 1-based number among the components of that value, largest first (ties: first
-    /// voxel in C order first).
-    pub component: u32,
-    /// Voxels in it.
-    pub voxels: u64,
-    /// Mean voxel index (z, y, x).
-    pub centroid_zyx: [f64; 3],
-    /// The centroid in world mm (x, y, z).
-    pub centroid_world_xyz: [f64; 3],
-    /// First voxel and one past the last (z, y, x).
-    pub bbox_zyx: [[usize; 3]; 2],
-    /// Diameter of the sphere of the same volume, mm: `(6 V / pi)^(1/3)`.
-    pub equivalent_diameter_mm: f64,
-}
-
-/// The most components of one value a record lists (the largest); the record says how
-/// many there were.
-pub const MAX_LISTED: usize = 1000;
+use crate::store::LabelComponent;
+use ndarray::Array3;
 
 /// The components of every value other than 0 in `m` (on grid `g`), ordered by value, then
 /// largest first.

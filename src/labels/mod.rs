@@ -16,7 +16,9 @@
 
 pub mod airway;
 pub mod components;
+pub mod error;
 pub mod files;
+pub mod lung_params;
 pub mod lungs;
 pub mod nearest;
 pub mod nnunet;
@@ -32,6 +34,13 @@ pub const LUNGS: &str = "lungs";
 /// `lungs` where it is read ([`lungs::dilate_box`]; format/FORMAT.md).
 pub const LUNG_REGION_MARGIN_MM: f64 = 10.0;
 
+/// Relative spacing difference tolerated between a label map and its scan.
+pub const SPACING_TOLERANCE: f64 = 1e-4;
+/// Origin difference tolerated per axis, as a fraction of the voxel's spacing.
+pub const ORIGIN_TOLERANCE_VOXELS: f64 = 0.01;
+/// Difference tolerated per direction cosine.
+pub const DIRECTION_TOLERANCE: f64 = 1e-4;
+
 /// What the record and the index say of a label volume: the voxels of each value and
 /// the box around them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +54,7 @@ pub struct Summary {
 impl Summary {
     /// The counts and the box of a label volume from its components (every voxel other
     /// than 0 lies in exactly one).
-    pub fn of_components(c: &[components::LabelComponent]) -> Summary {
+    pub fn of_components(c: &[crate::store::LabelComponent]) -> Summary {
         let mut counts: Vec<[u64; 2]> = Vec::new();
         let mut bbox: Option<[[usize; 3]; 2]> = None;
         for k in c {

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::files::LabelFileError;
+use super::error::LabelFileError;
 
 /// The label-volume name nnU-Net label maps are stored under.
 pub const LABEL_NAME: &str = "labels";

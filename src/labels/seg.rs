@@ -394,16 +394,14 @@ impl Segmentation {
             )));
         }
         let (ps, ss) = (self.pixel_spacing_xy, [g.spacing_xyz[0], g.spacing_xyz[1]]);
-        if (0..2).any(|a| (ps[a] - ss[a]).abs() > super::files::SPACING_TOLERANCE * ss[a]) {
+        if (0..2).any(|a| (ps[a] - ss[a]).abs() > super::SPACING_TOLERANCE * ss[a]) {
             return Err(bad(format!(
                 "PixelSpacing (x, y) {ps:?} mm in the SEG, {ss:?} mm in the scan"
             )));
         }
         let d = &g.direction;
         let scan_iop = [d[0], d[3], d[6], d[1], d[4], d[7]];
-        if (0..6)
-            .any(|i| (self.orientation[i] - scan_iop[i]).abs() > super::files::DIRECTION_TOLERANCE)
-        {
+        if (0..6).any(|i| (self.orientation[i] - scan_iop[i]).abs() > super::DIRECTION_TOLERANCE) {
             return Err(bad(format!(
                 "ImageOrientationPatient {:?} in the SEG, {scan_iop:?} in the scan",
                 self.orientation

@@ -30,6 +30,7 @@
 //! - [`stream`] runs the workers and delivers batches in order through bounded channels.
 
 pub mod augment;
+pub mod batch;
 pub mod bench;
 pub mod cache;
 pub mod patch;
@@ -44,7 +45,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, VolumeFile, index};
 pub use augment::Augment;
-pub use stream::{Batch, Epoch, NotYet, PatchMeta};
+pub use batch::{Batch, PatchMeta};
+pub use stream::{Epoch, NotYet};
 
 /// Errors from building or running a loader.
 #[derive(Debug, thiserror::Error)]

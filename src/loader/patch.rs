@@ -2,8 +2,8 @@
 //! the nodule spheres into the mask, augment, and write normalised f32 into the batch.
 
 use super::augment::AugmentParams;
+use super::batch::{Batch, PatchMeta};
 use super::sampler::{PatchSpec, sample};
-use super::stream::{Batch, PatchMeta};
 use super::{LoaderError, Shared, Sphere};
 use crate::store::Region;
 

@@ -2,9 +2,13 @@
 //! as `scipy.ndimage.label`'s default), and for each component its centre, size and
 //! probabilities.
 
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use serde::Serialize;
 
 use crate::geometry::Geometry;
+use crate::store::index::{batch, f64s, i32s, utf8};
 
 /// One connected component of voxels at or above the threshold.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -123,6 +127,30 @@ pub fn components(
         .collect();
     out.sort_by(|a, b| b.max_probability.total_cmp(&a.max_probability).then(a.label.cmp(&b.label)));
     out
+}
+
+/// The `findings` table `ctstream predict` writes (`PRED_DIR/findings.parquet`): one row
+/// per connected component of a predicted probability map.
+pub fn findings_batch(rows: &[(String, Component)]) -> RecordBatch {
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.0.as_str())), false),
+        ("label", i32s(rows.iter().map(|r| r.1.label as i32)), false),
+        (
+            "voxels",
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1.voxels as i64))),
+            false,
+        ),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_zyx[a])), false));
+    }
+    cols.push(("diameter_mm", f64s(rows.iter().map(|r| r.1.equivalent_diameter_mm)), false));
+    cols.push(("max_probability", f64s(rows.iter().map(|r| r.1.max_probability)), false));
+    cols.push(("mean_probability", f64s(rows.iter().map(|r| r.1.mean_probability)), false));
+    batch(cols)
 }
 
 #[cfg(test)]

@@ -6,12 +6,16 @@
 //! loader's normalisation) to probabilities of the same shape, so this module needs no
 //! deep-learning library; [`model`] (feature `train`) adapts a trained Burn network.
 //!
+//! [`run`] is the whole pipeline over scans of a store: lung region, window, findings, and
+//! the files `ctstream predict` and `ctstream.predict` write.
+//!
 //! Memory: the output and the weight sum (4 bytes each per voxel), one batch of tiles and
 //! a bounded cache of decoded chunks; the scan is never decoded whole.
 
 pub mod components;
 #[cfg(feature = "train")]
 pub mod model;
+pub mod run;
 pub mod window;
 
 use ndarray::Array3;
@@ -33,6 +37,39 @@ pub struct SlidingWindow {
     pub hu_window: [f32; 2],
     /// Decoded-chunk cache budget, bytes.
     pub cache_bytes: usize,
+}
+
+/// The most tiles per model call.
+pub const MAX_BATCH: usize = 4096;
+/// The most voxels of one tile (a 256^3 tile).
+pub const MAX_TILE_VOXELS: usize = 1 << 24;
+
+impl SlidingWindow {
+    /// Checks every value; each message names the setting.
+    ///
+    /// # Errors
+    /// [`PredictError::Config`].
+    pub fn validate(&self) -> Result<(), PredictError> {
+        let bad = |m: String| Err(PredictError::Config(m));
+        let voxels = self.patch_zyx.iter().try_fold(1usize, |n, &s| n.checked_mul(s));
+        if self.patch_zyx.contains(&0) || voxels.is_none_or(|n| n > MAX_TILE_VOXELS) {
+            return bad(format!(
+                "patch {:?}: each side at least 1, at most {MAX_TILE_VOXELS} voxels a tile",
+                self.patch_zyx
+            ));
+        }
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
+            return bad(format!("batch size {}: give 1 to {MAX_BATCH}", self.batch_size));
+        }
+        if !(0.0..1.0).contains(&self.overlap) {
+            return bad(format!("overlap {}: give 0 <= overlap < 1", self.overlap));
+        }
+        let [lo, hi] = self.hu_window;
+        if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+            return bad(format!("HU window {:?}: give finite LO < HI", self.hu_window));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SlidingWindow {
@@ -63,6 +100,20 @@ pub enum PredictError {
     /// The training run (config.json or a checkpoint) could not be read.
     #[error("{0}")]
     Run(String),
+    /// A folder or file of the output could not be made or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The folder or file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A probability map could not be written as MetaImage.
+    #[error(transparent)]
+    MetaImage(#[from] crate::io::metaimage::MetaImageError),
+    /// `candidates.csv` could not be written.
+    #[error(transparent)]
+    Csv(#[from] crate::annotations::AnnotationError),
 }
 
 /// Every tile start (z, y, x) of a volume of shape `shape`, z-major (so consecutive tiles
@@ -210,16 +261,7 @@ pub fn predict_volume_in(
             )));
         }
     }
-    if sw.patch_zyx.contains(&0)
-        || sw.batch_size == 0
-        || !(0.0..1.0).contains(&sw.overlap)
-        || sw.hu_window[0] >= sw.hu_window[1]
-    {
-        return Err(PredictError::Config(format!(
-            "patch {:?}, batch {}, overlap {} (0 <= overlap < 1), HU window {:?}",
-            sw.patch_zyx, sw.batch_size, sw.overlap, sw.hu_window
-        )));
-    }
+    sw.validate()?;
     let shape = volume.shape_zyx();
     let p = sw.patch_zyx;
     let n = p[0] * p[1] * p[2];

@@ -1,14 +1,15 @@
-//! The parquet index (`format/INDEX.md`): scans, nodules and candidates as arrow record
-//! batches, written with arrow-rs's parquet writer, each file atomically.
+//! The parquet index's files (`format/INDEX.md`): tables written with arrow-rs's parquet
+//! writer, each file atomically, with their checksums; the rows the store reads back
+//! (nodules, candidates, scan ids). The tables are built by the layers that know what they
+//! describe: `ingest::tables` (scans, labels, components, nodules, candidates) and
+//! `predict` (findings).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::types::Float64Type;
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Float64Array, Int8Array, Int32Array, RecordBatch, StringArray,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
@@ -16,7 +17,6 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::{ScanRecord, StoreError};
-use crate::annotations::{Annotation, Candidate};
 use crate::geometry::Geometry;
 
 /// A row of `nodules.parquet`.
@@ -68,390 +68,24 @@ pub fn locate(rec: &ScanRecord, world_xyz: [f64; 3]) -> ([f64; 3], bool) {
     (zyx, Geometry::contains_index(rec.shape_zyx, zyx))
 }
 
-/// Nodule rows for the stored scans, from annotations and excluded findings, plus the
-/// number of annotation rows whose series is not stored.
-pub fn nodule_rows(
-    scans: &BTreeMap<String, ScanRecord>,
-    annotations: &[Annotation],
-    excluded: &[Annotation],
-) -> (Vec<NoduleRow>, usize) {
-    let mut rows = Vec::new();
-    let mut missing = 0;
-    for (source, list) in [("annotations", annotations), ("excluded", excluded)] {
-        let mut next: HashMap<&str, i32> = HashMap::new();
-        for a in list {
-            let Some(rec) = scans.get(&a.series_id) else {
-                missing += 1;
-                continue;
-            };
-            let id = next.entry(a.series_id.as_str()).or_default();
-            let (voxel_zyx, inside) = locate(rec, a.world_xyz);
-            let s = rec.spacing_xyz;
-            rows.push(NoduleRow {
-                series_id: a.series_id.clone(),
-                nodule_id: *id,
-                world_xyz: a.world_xyz,
-                voxel_zyx,
-                diameter_mm: a.diameter_mm,
-                radius_zyx: a.diameter_mm.map(|d| [d / 2.0 / s[2], d / 2.0 / s[1], d / 2.0 / s[0]]),
-                inside,
-                source,
-                in_lung_region: None,
-            });
-            *id += 1;
-        }
-    }
-    (rows, missing)
-}
-
-/// Candidate rows for the stored scans, plus the number of rows whose series is not stored.
-pub fn candidate_rows(
-    scans: &BTreeMap<String, ScanRecord>,
-    candidates: &[Candidate],
-) -> (Vec<CandidateRow>, usize) {
-    let mut rows = Vec::new();
-    let mut missing = 0;
-    let mut next: HashMap<&str, i32> = HashMap::new();
-    for c in candidates {
-        let Some(rec) = scans.get(&c.series_id) else {
-            missing += 1;
-            continue;
-        };
-        let id = next.entry(c.series_id.as_str()).or_default();
-        let (voxel_zyx, inside) = locate(rec, c.world_xyz);
-        rows.push(CandidateRow {
-            series_id: c.series_id.clone(),
-            candidate_id: *id,
-            world_xyz: c.world_xyz,
-            voxel_zyx,
-            inside,
-            class: c.class as i8,
-        });
-        *id += 1;
-    }
-    (rows, missing)
-}
-
-fn utf8<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
+/// A non-null UTF-8 column.
+pub fn utf8<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
     Arc::new(StringArray::from_iter_values(v))
 }
-fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
+/// A non-null float64 column.
+pub fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(v))
 }
-fn i32s(v: impl Iterator<Item = i32>) -> ArrayRef {
+/// A non-null int32 column.
+pub fn i32s(v: impl Iterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(v))
 }
 
-fn batch(cols: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
+/// A table from `(name, column, nullable)` triples, as the builders of the index tables
+/// (`ingest::tables`) and of `findings.parquet` (`predict`) make them: columns of one length.
+pub fn batch(cols: Vec<(&str, ArrayRef, bool)>) -> RecordBatch {
     RecordBatch::try_from_iter_with_nullable(cols)
         .expect("columns of equal length and declared types")
-}
-
-/// The `scans` table.
-pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
-    let r: Vec<&ScanRecord> = scans.values().collect();
-    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(r.iter().map(|s| s.series_id.as_str())), false),
-        ("source_path", utf8(r.iter().map(|s| s.source_path.as_str())), false),
-        ("source_format", utf8(r.iter().map(|s| s.source_format.as_str())), false),
-    ];
-    for (a, n) in ["orig_shape_z", "orig_shape_y", "orig_shape_x"].iter().enumerate() {
-        cols.push((n, i32s(r.iter().map(|s| s.orig_shape_zyx[a] as i32)), false));
-    }
-    for (a, n) in ["orig_spacing_x", "orig_spacing_y", "orig_spacing_z"].iter().enumerate() {
-        cols.push((n, f64s(r.iter().map(|s| s.orig_spacing_xyz[a])), false));
-    }
-    for (a, n) in ["orig_origin_x", "orig_origin_y", "orig_origin_z"].iter().enumerate() {
-        cols.push((n, f64s(r.iter().map(|s| s.orig_origin_xyz[a])), false));
-    }
-    let dirs = ListArray::from_iter_primitive::<Float64Type, _, _>(
-        r.iter().map(|s| Some(s.orig_direction.iter().map(|v| Some(*v)).collect::<Vec<_>>())),
-    );
-    cols.push(("orig_direction", Arc::new(dirs), false));
-    for (a, n) in ["shape_z", "shape_y", "shape_x"].iter().enumerate() {
-        cols.push((n, i32s(r.iter().map(|s| s.shape_zyx[a] as i32)), false));
-    }
-    for (a, n) in ["spacing_x", "spacing_y", "spacing_z"].iter().enumerate() {
-        cols.push((n, f64s(r.iter().map(|s| s.spacing_xyz[a])), false));
-    }
-    for (a, n) in ["origin_x", "origin_y", "origin_z"].iter().enumerate() {
-        cols.push((n, f64s(r.iter().map(|s| s.origin_xyz[a])), false));
-    }
-    for (a, n) in ["chunk_z", "chunk_y", "chunk_x"].iter().enumerate() {
-        cols.push((n, i32s(r.iter().map(|s| s.chunk_shape_zyx[a] as i32)), false));
-    }
-    cols.push((
-        "bytes_raw",
-        Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_raw as i64))),
-        false,
-    ));
-    cols.push((
-        "bytes_stored",
-        Arc::new(Int64Array::from_iter_values(r.iter().map(|s| s.bytes_stored as i64))),
-        false,
-    ));
-    cols.push((
-        "hu_min",
-        Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_min))),
-        false,
-    ));
-    cols.push((
-        "hu_max",
-        Arc::new(Int16Array::from_iter_values(r.iter().map(|s| s.hu_max))),
-        false,
-    ));
-    cols.push(("hu_mean", f64s(r.iter().map(|s| s.hu_mean)), false));
-    cols.push(("fingerprint", utf8(r.iter().map(|s| s.fingerprint.as_str())), false));
-    cols.push(("volume_file", utf8(r.iter().map(|s| s.volume_file.as_str())), false));
-    // From format 1.2: label volumes, and the lungs' volume and box.
-    let mut labels =
-        arrow_array::builder::ListBuilder::new(arrow_array::builder::StringBuilder::new());
-    for s in &r {
-        for l in &s.labels {
-            labels.values().append_value(&l.name);
-        }
-        labels.append(true);
-    }
-    cols.push(("labels", Arc::new(labels.finish()), false));
-    let lungs: Vec<Option<&super::LabelRecord>> =
-        r.iter().map(|s| s.label(crate::labels::LUNGS)).collect();
-    let ml = |s: &ScanRecord, v: Option<u8>| {
-        let l = s.label(crate::labels::LUNGS)?;
-        let voxels = v.map_or(l.foreground_voxels(), |v| l.voxels_of(v));
-        Some(voxels as f64 * s.spacing_xyz.iter().product::<f64>() / 1000.0)
-    };
-    cols.push(("lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, None)))), true));
-    cols.push((
-        "right_lung_ml",
-        Arc::new(Float64Array::from_iter(
-            r.iter().map(|s| ml(s, Some(crate::labels::lungs::RIGHT))),
-        )),
-        true,
-    ));
-    cols.push((
-        "left_lung_ml",
-        Arc::new(Float64Array::from_iter(
-            r.iter().map(|s| ml(s, Some(crate::labels::lungs::LEFT))),
-        )),
-        true,
-    ));
-    for (k, names) in
-        [(0, ["lung_z0", "lung_y0", "lung_x0"]), (1, ["lung_z1", "lung_y1", "lung_x1"])]
-    {
-        for (a, n) in names.iter().enumerate() {
-            cols.push((
-                n,
-                Arc::new(Int32Array::from_iter(
-                    lungs.iter().map(|l| l.and_then(|l| l.bbox_zyx).map(|b| b[k][a] as i32)),
-                )),
-                true,
-            ));
-        }
-    }
-    batch(cols)
-}
-
-/// The `labels` table (format 1.2): one row per value present in each label volume.
-pub fn labels_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
-    let mut rows: Vec<(&ScanRecord, &super::LabelRecord, u64, u64)> = Vec::new();
-    for s in scans.values() {
-        for l in &s.labels {
-            for &[v, n] in &l.counts {
-                rows.push((s, l, v, n));
-            }
-        }
-    }
-    let cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(rows.iter().map(|r| r.0.series_id.as_str())), false),
-        ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
-        ("value", i32s(rows.iter().map(|r| r.2 as i32)), false),
-        (
-            "class",
-            Arc::new(StringArray::from_iter(
-                rows.iter().map(|r| r.1.classes.get(&r.2.to_string()).map(String::as_str)),
-            )),
-            true,
-        ),
-        ("voxels", Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3 as i64))), false),
-        (
-            "volume_ml",
-            f64s(
-                rows.iter().map(|r| r.3 as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0),
-            ),
-            false,
-        ),
-        ("source", utf8(rows.iter().map(|r| r.1.source.as_str())), false),
-        ("file", utf8(rows.iter().map(|r| r.1.file.as_str())), false),
-    ];
-    batch(cols)
-}
-
-/// The `components` table (format 1.2): one row per connected component of each value of
-/// each label volume, as the records list them.
-pub fn components_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
-    let mut rows: Vec<(
-        &ScanRecord,
-        &super::LabelRecord,
-        &crate::labels::components::LabelComponent,
-    )> = Vec::new();
-    for s in scans.values() {
-        for l in &s.labels {
-            rows.extend(l.components.iter().map(|c| (s, l, c)));
-        }
-    }
-    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(rows.iter().map(|r| r.0.series_id.as_str())), false),
-        ("label", utf8(rows.iter().map(|r| r.1.name.as_str())), false),
-        ("value", i32s(rows.iter().map(|r| r.2.value as i32)), false),
-        ("component", i32s(rows.iter().map(|r| r.2.component as i32)), false),
-        (
-            "voxels",
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.voxels as i64))),
-            false,
-        ),
-        (
-            "volume_ml",
-            f64s(
-                rows.iter()
-                    .map(|r| r.2.voxels as f64 * r.0.spacing_xyz.iter().product::<f64>() / 1000.0),
-            ),
-            false,
-        ),
-    ];
-    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_world_xyz[a])), false));
-    }
-    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.2.centroid_zyx[a])), false));
-    }
-    for (k, names) in
-        [(0, ["bbox_z0", "bbox_y0", "bbox_x0"]), (1, ["bbox_z1", "bbox_y1", "bbox_x1"])]
-    {
-        for (a, n) in names.iter().enumerate() {
-            cols.push((n, i32s(rows.iter().map(|r| r.2.bbox_zyx[k][a] as i32)), false));
-        }
-    }
-    cols.push((
-        "equivalent_diameter_mm",
-        f64s(rows.iter().map(|r| r.2.equivalent_diameter_mm)),
-        false,
-    ));
-    batch(cols)
-}
-
-/// The `nodules` table.
-pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
-    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(rows.iter().map(|r| r.series_id.as_str())), false),
-        ("nodule_id", i32s(rows.iter().map(|r| r.nodule_id)), false),
-    ];
-    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.world_xyz[a])), false));
-    }
-    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
-    }
-    cols.push((
-        "diameter_mm",
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.diameter_mm))),
-        true,
-    ));
-    for (a, n) in ["radius_z", "radius_y", "radius_x"].iter().enumerate() {
-        cols.push((
-            n,
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.radius_zyx.map(|v| v[a])))),
-            true,
-        ));
-    }
-    cols.push((
-        "inside",
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))),
-        false,
-    ));
-    cols.push(("source", utf8(rows.iter().map(|r| r.source)), false));
-    cols.push((
-        "in_lung_region",
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.in_lung_region))),
-        true,
-    ));
-    batch(cols)
-}
-
-/// Fills each nodule row's `in_lung_region` from its scan's `lungs` label volume (rows of
-/// scans without one keep `None`): the centre's nearest voxel lies within the lung
-/// region's margin of a lung voxel. Reads only the chunks around each centre.
-///
-/// # Errors
-/// A damaged label volume ([`StoreError::Corrupt`] naming it).
-pub fn mark_in_lung_region(store: &super::Store, rows: &mut [NoduleRow]) -> Result<(), StoreError> {
-    use crate::labels::{LUNGS, lungs::margin_voxels};
-    for r in rows.iter_mut() {
-        let Ok(rec) = store.scan(&r.series_id) else { continue };
-        if rec.label(LUNGS).is_none() || !r.inside {
-            r.in_lung_region = rec.label(LUNGS).map(|_| false);
-            continue;
-        }
-        let m = margin_voxels(rec.spacing_xyz);
-        let c: [i64; 3] = std::array::from_fn(|a| (r.voxel_zyx[a] + 0.5).floor() as i64);
-        let region = super::Region::new(
-            std::array::from_fn(|a| c[a] - m[a] as i64),
-            std::array::from_fn(|a| c[a] + m[a] as i64 + 1),
-        );
-        let lungs = store.read_label_region(&r.series_id, LUNGS, region)?;
-        r.in_lung_region = Some(lungs.iter().any(|&v| v != 0));
-    }
-    Ok(())
-}
-
-/// The `candidates` table.
-pub fn candidates_batch(rows: &[CandidateRow]) -> RecordBatch {
-    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(rows.iter().map(|r| r.series_id.as_str())), false),
-        ("candidate_id", i32s(rows.iter().map(|r| r.candidate_id)), false),
-    ];
-    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.world_xyz[a])), false));
-    }
-    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
-    }
-    cols.push((
-        "inside",
-        Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.inside)))),
-        false,
-    ));
-    cols.push((
-        "class",
-        Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.class))),
-        false,
-    ));
-    batch(cols)
-}
-
-/// The `findings` table `ctstream predict` writes (`PRED_DIR/findings.parquet`): one row
-/// per connected component of a predicted probability map.
-pub fn findings_batch(rows: &[(String, crate::predict::components::Component)]) -> RecordBatch {
-    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
-        ("series_id", utf8(rows.iter().map(|r| r.0.as_str())), false),
-        ("label", i32s(rows.iter().map(|r| r.1.label as i32)), false),
-        (
-            "voxels",
-            Arc::new(arrow_array::Int64Array::from_iter_values(
-                rows.iter().map(|r| r.1.voxels as i64),
-            )),
-            false,
-        ),
-    ];
-    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_world_xyz[a])), false));
-    }
-    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
-        cols.push((n, f64s(rows.iter().map(|r| r.1.centre_zyx[a])), false));
-    }
-    cols.push(("diameter_mm", f64s(rows.iter().map(|r| r.1.equivalent_diameter_mm)), false));
-    cols.push(("max_probability", f64s(rows.iter().map(|r| r.1.max_probability)), false));
-    cols.push(("mean_probability", f64s(rows.iter().map(|r| r.1.mean_probability)), false));
-    batch(cols)
 }
 
 /// A table as the bytes of a parquet file (snappy, one row group). Index tables are small
@@ -460,7 +94,7 @@ pub fn findings_batch(rows: &[(String, crate::predict::components::Component)]) 
 ///
 /// # Errors
 /// [`StoreError::Parquet`] naming `path`, the file the bytes are for.
-fn table_bytes(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
+pub fn table_bytes(path: &Path, batch: &RecordBatch) -> Result<Vec<u8>, StoreError> {
     let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
     let mut bytes = Vec::new();
     let result = (|| {
@@ -532,7 +166,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 ///
 /// # Errors
 /// As [`write_table`], and [`StoreError::Io`] for the checksums.
-pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
+pub fn write_tables(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), StoreError> {
     let sums_path = dir.join(CHECKSUMS);
     // The sums of the tables there now, as they are (a damaged file lists nothing: its
     // tables were already refused, and stay refused until this rewrite ends).
@@ -540,25 +174,25 @@ pub fn write_index(dir: &Path, tables: &[(&str, &RecordBatch)]) -> Result<(), St
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    write_index_with(dir, tables, old, |name, bytes| {
+    write_tables_with(dir, tables, old, |name, bytes| {
         let path = dir.join(name);
         crate::fsutil::write_bytes_atomic(&path, bytes)
             .map_err(|source| StoreError::Io { path, source })
     })
 }
 
-/// As [`write_index`], for the store at `location`: on object storage each file is one
+/// As [`write_tables`], for the store at `location`: on object storage each file is one
 /// object written whole (a PUT), in the same order, so a reader racing the rewrite sees
 /// the same states as on a local disk.
 ///
 /// # Errors
-/// As [`write_index`]; [`StoreError::Remote`] naming an object that cannot be written.
-pub fn write_index_at(
+/// As [`write_tables`]; [`StoreError::Remote`] naming an object that cannot be written.
+pub fn write_tables_at(
     location: &super::Location,
     tables: &[(&str, &RecordBatch)],
 ) -> Result<(), StoreError> {
     match location {
-        super::Location::Local(root) => write_index(&root.join(super::INDEX), tables),
+        super::Location::Local(root) => write_tables(&root.join(super::INDEX), tables),
         super::Location::Remote(r) => {
             let rel = |name: &str| format!("{}/{name}", super::INDEX);
             let old: Checksums = r
@@ -567,17 +201,17 @@ pub fn write_index_at(
                 .flatten()
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
-            write_index_with(&r.name(super::INDEX), tables, old, |name, bytes| {
+            write_tables_with(&r.name(super::INDEX), tables, old, |name, bytes| {
                 r.put(&rel(name), bytes::Bytes::copy_from_slice(bytes))
             })
         }
     }
 }
 
-/// The rewrite of [`write_index`] with `old`, the sums there now, and `write`, which
+/// The rewrite of [`write_tables`] with `old`, the sums there now, and `write`, which
 /// writes one file of the index (a table, or `checksums.json`) whole; `dir` names the
 /// folder in messages.
-fn write_index_with(
+fn write_tables_with(
     dir: &Path,
     tables: &[(&str, &RecordBatch)],
     old: Checksums,
@@ -926,11 +560,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.parquet");
         let (a, b) = (table(&[1, 2, 3]), table(&[4, 5]));
-        write_index(dir.path(), &[("t.parquet", &a)]).unwrap();
+        write_tables(dir.path(), &[("t.parquet", &a)]).unwrap();
         let old_bytes = std::fs::read(&path).unwrap();
         let old_sums = read_checksums(&path).unwrap().unwrap();
         assert!(old_sums.replacing.is_empty());
-        write_index(dir.path(), &[("t.parquet", &b)]).unwrap();
+        write_tables(dir.path(), &[("t.parquet", &b)]).unwrap();
         let new_bytes = std::fs::read(&path).unwrap();
         let new_sums = read_checksums(&path).unwrap().unwrap();
         assert!(new_sums.replacing.is_empty(), "step 3 drops `replacing`");
@@ -955,7 +589,7 @@ mod tests {
         assert!(e.contains("t.parquet") && e.contains("lists"), "{e}");
 
         // A rewrite that changes nothing writes no `replacing` at any step.
-        write_index(dir.path(), &[("t.parquet", &b)]).unwrap();
+        write_tables(dir.path(), &[("t.parquet", &b)]).unwrap();
         assert_eq!(read_checksums(&path).unwrap().unwrap(), new_sums);
     }
 
@@ -967,13 +601,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.parquet");
         let (a, b) = (table(&[1, 2, 3]), table(&[4, 5]));
-        write_index(dir.path(), &[("t.parquet", &a), ("u.parquet", &b)]).unwrap();
+        write_tables(dir.path(), &[("t.parquet", &a), ("u.parquet", &b)]).unwrap();
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..300 {
                     let (x, y) = if i % 2 == 0 { (&b, &a) } else { (&a, &b) };
-                    write_index(dir.path(), &[("t.parquet", x), ("u.parquet", y)]).unwrap();
+                    write_tables(dir.path(), &[("t.parquet", x), ("u.parquet", y)]).unwrap();
                 }
                 done.store(true, std::sync::atomic::Ordering::SeqCst);
             });

@@ -20,7 +20,6 @@ pub mod lock;
 pub mod memory_cache;
 pub mod reader;
 pub mod remote;
-pub mod verify;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -196,14 +195,38 @@ pub struct LabelRecord {
     /// the volume is all 0.
     pub bbox_zyx: Option<[[usize; 3]; 2]>,
     /// The 6-connected components of each value, by value and then largest first: at most
-    /// [`crate::labels::components::MAX_LISTED`] per value (the rows of
+    /// [`MAX_LISTED`] per value (the rows of
     /// `components.parquet`).
     #[serde(default)]
-    pub components: Vec<crate::labels::components::LabelComponent>,
+    pub components: Vec<LabelComponent>,
     /// Components of each value left out of `components` beyond that limit.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub components_not_listed: u64,
 }
+
+/// One connected component of the voxels of one value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelComponent {
+    /// The label value (1..=255).
+    pub value: u8,
+    /// 1-based number among the components of that value, largest first (ties: first
+    /// voxel in C order first).
+    pub component: u32,
+    /// Voxels in it.
+    pub voxels: u64,
+    /// Mean voxel index (z, y, x).
+    pub centroid_zyx: [f64; 3],
+    /// The centroid in world mm (x, y, z).
+    pub centroid_world_xyz: [f64; 3],
+    /// First voxel and one past the last (z, y, x).
+    pub bbox_zyx: [[usize; 3]; 2],
+    /// Diameter of the sphere of the same volume, mm: `(6 V / pi)^(1/3)`.
+    pub equivalent_diameter_mm: f64,
+}
+
+/// The most components of one value a record lists (the largest); the record says how
+/// many there were.
+pub const MAX_LISTED: usize = 1000;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
