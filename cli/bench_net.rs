@@ -69,12 +69,7 @@ impl OnBackend for Bench {
 
 pub fn run(a: Args) -> Result<(), ExitError> {
     let usage = |m: String| ExitError(Exit::Usage, anyhow!(m));
-    if a.patch.iter().any(|&s| s == 0 || s % 16 != 0) {
-        return Err(usage(format!(
-            "--patch {:?}: each side must be a positive multiple of 16",
-            a.patch
-        )));
-    }
+    ctstream::train::run::check_patch(a.patch).map_err(|e| usage(format!("--{e}")))?;
     if !(a.width.is_finite() && a.width > 0.0 && a.width <= 4.0) {
         return Err(usage(format!("--width {}: must lie in (0, 4]", a.width)));
     }

@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, anyhow};
 use burn::tensor::backend::AutodiffBackend;
-use ctstream::loader::{Augment, Loader, LoaderConfig, LoaderError, Negatives};
+use ctstream::loader::{Augment, LoaderConfig, Negatives};
 use ctstream::progress::Progress;
 use ctstream::store::Store;
-use ctstream::train::checkpoint;
 use ctstream::train::device::OnBackend;
 use ctstream::train::fit::{Checkpoints, Validation};
+use ctstream::train::run::{self, ResumeChanges, RunError, TrainSettings};
 use ctstream::train::{
-    self, BackendChoice, CsvLog, DeviceChoice, LossKind, LrSchedule, ModelKind, Observer, Plan,
-    Position, RunConfig, StepRecord, UNet3d, VNet, ValRecord,
+    self, BackendChoice, CsvLog, DeviceChoice, LossKind, ModelKind, Observer, Plan, Position,
+    RunConfig, StepRecord, UNet3d, VNet, ValRecord,
 };
 
 use crate::progress::Bars;
@@ -129,78 +129,58 @@ fn usage(msg: String) -> ExitError {
     ExitError(Exit::Usage, anyhow!(msg))
 }
 
-fn parse_augment(s: &str, patch: [usize; 3]) -> Result<Augment, ExitError> {
-    Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))
-}
-
-/// A new run's configuration from the flags and the defaults.
-fn new_config(a: &Args, store_path: &Path, store: &Store) -> Result<RunConfig, ExitError> {
-    let patch = a.patch.unwrap_or([32, 64, 64]);
-    if patch.iter().any(|p| *p == 0 || p % 16 != 0) {
-        return Err(usage(format!(
-            "--patch {}: every side must be a positive multiple of 16 (four 2x down-samplings)",
-            patch.map(|p| p.to_string()).join(",")
-        )));
-    }
-    let steps = a.steps.unwrap_or(100);
-    let schedule = match a.lr_schedule.as_deref() {
-        Some("cosine") => LrSchedule::Cosine {
-            warmup: a.warmup.unwrap_or(steps / 20),
-            min_factor: a.min_lr_factor.unwrap_or(0.01),
-        },
-        _ => LrSchedule::Constant,
-    };
-    let val_every = a.val_every.unwrap_or(50);
+/// A new run's settings: the flags given, the library's defaults for the rest.
+fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
+    let d = TrainSettings::default();
+    let patch = a.patch.unwrap_or(d.loader.patch_zyx);
     let loader = LoaderConfig {
         patch_zyx: patch,
-        batch_size: a.batch_size.unwrap_or(8),
-        positive_share: a.positive_share.unwrap_or(0.8),
-        jitter_zyx: a.jitter.unwrap_or([8, 8, 8]),
-        negatives: a
-            .negatives
-            .as_deref()
-            .unwrap_or("lungs")
-            .parse::<Negatives>()
-            .map_err(|e| ExitError(Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?,
-        augment: parse_augment(a.augment.as_deref().unwrap_or("none"), patch)?,
-        workers: a.workers.unwrap_or(2),
-        cache_bytes: a.cache.unwrap_or(256) << 20,
-        seed: a.seed.unwrap_or(0),
+        batch_size: a.batch_size.unwrap_or(d.loader.batch_size),
+        positive_share: a.positive_share.unwrap_or(d.loader.positive_share),
+        jitter_zyx: a.jitter.unwrap_or(d.loader.jitter_zyx),
+        negatives: match a.negatives.as_deref() {
+            Some(n) => n.parse::<Negatives>().map_err(|e| usage(format!("--negatives: {e}")))?,
+            None => d.loader.negatives,
+        },
+        augment: match a.augment.as_deref() {
+            Some(s) => Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))?,
+            None => d.loader.augment.clone(),
+        },
+        workers: a.workers.unwrap_or(d.loader.workers),
+        cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c << 20),
         mask_label: a.mask_label.clone(),
-        ..LoaderConfig::default()
+        ..d.loader.clone()
     };
-    let val_fraction = a.val_fraction.unwrap_or(0.2);
-    if !(0.0..1.0).contains(&val_fraction) {
-        return Err(usage(format!("--val-fraction {val_fraction}: must lie in [0, 1)")));
-    }
-    Ok(RunConfig {
-        store: store_path.to_path_buf(),
-        store_manifest: store.manifest().clone(),
-        train_series: Vec::new(),
-        val_series: Vec::new(),
-        model: if a.model.as_deref() == Some("vnet") { ModelKind::Vnet } else { ModelKind::Unet3d },
-        width: a.width.unwrap_or(1.0),
+    Ok(TrainSettings {
+        model: if a.model.as_deref() == Some("vnet") { ModelKind::Vnet } else { d.model },
+        width: a.width.unwrap_or(d.width),
         loss: match a.loss.as_deref() {
             Some("dice-bce") => LossKind::DiceBce,
             Some("tversky") => LossKind::Tversky,
-            _ => LossKind::Dice,
+            _ => d.loss,
         },
-        lr: a.lr.unwrap_or(1e-3),
-        schedule,
-        steps,
+        lr: a.lr.unwrap_or(d.lr),
+        cosine: a.lr_schedule.as_deref() == Some("cosine"),
+        warmup: a.warmup.or(d.warmup),
+        min_lr_factor: a.min_lr_factor.unwrap_or(d.min_lr_factor),
+        steps: a.steps.unwrap_or(d.steps),
         epochs: a.epochs,
-        val_fraction,
-        val_every,
-        val_batches: a.val_batches.unwrap_or(4),
-        checkpoint_every: a.checkpoint_every.unwrap_or(val_every),
-        keep_checkpoints: a.keep_checkpoints.unwrap_or(3),
-        device: a.device.to_string(),
-        engine: None,
-        seed: a.seed.unwrap_or(0),
+        val_fraction: a.val_fraction.unwrap_or(d.val_fraction),
+        val_every: a.val_every.unwrap_or(d.val_every),
+        val_batches: a.val_batches.unwrap_or(d.val_batches),
+        checkpoint_every: a.checkpoint_every.or(d.checkpoint_every),
+        keep_checkpoints: a.keep_checkpoints.unwrap_or(d.keep_checkpoints),
+        seed: a.seed.unwrap_or(d.seed),
         loader,
-        ctstream_version: env!("CARGO_PKG_VERSION").to_string(),
-        burn_version: "0.21.0".to_string(),
     })
+}
+
+/// A library error as the CLI's: settings are usage errors (exit 2), the rest failures.
+fn run_err(e: RunError) -> ExitError {
+    match e {
+        RunError::Config(_) => ExitError(Exit::Usage, e.into()),
+        other => other.into(),
+    }
 }
 
 /// The flags that would change what a resumed run computes.
@@ -255,43 +235,30 @@ fn backend_of(a: &Args, cfg_engine: Option<&str>) -> BackendChoice {
     }
 }
 
-/// Reads a run's `config.json`.
-fn read_config(dir: &Path) -> Result<RunConfig, ExitError> {
-    let path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(serde_json::from_str(&text)
-        .with_context(|| format!("{}: not a ctstream run configuration", path.display()))?)
-}
-
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let previous = match &a.resume {
-        Some(dir) => Some(read_config(dir)?),
+        Some(dir) => Some(run::read_config(dir).map_err(run_err)?),
         None => None,
     };
     let backend = backend_of(&a, previous.as_ref().and_then(|c| c.engine.as_deref()));
     let engine = train::device::resolve(a.device, backend)
         .map_err(|e| usage(format!("--backend {backend} --device {}: {e}", a.device)))?;
     let opened = train::device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
-    let (run_dir, mut cfg, resume) = match &a.resume {
+    let (run_dir, cfg, resume) = match &a.resume {
         None => {
             let out = a
                 .out
                 .clone()
                 .ok_or_else(|| usage("--out RUN_DIR or --resume RUN_DIR is required".into()))?;
-            if !checkpoint::list(&out)?.is_empty() {
-                return Err(usage(format!(
-                    "{} already holds a run with checkpoints: continue it with --resume {0}, or choose another --out",
-                    out.display()
-                )));
-            }
             let store_path = a
                 .store
                 .clone()
                 .ok_or_else(|| usage("--store STORE is required for a new run".into()))?;
             let store = Store::open(&store_path)
                 .with_context(|| format!("opening {}", store_path.display()))?;
-            let cfg = new_config(&a, &store_path, &store)?;
+            let cfg = settings(&a)?
+                .into_config(&store_path, &store, &a.device.to_string())
+                .map_err(run_err)?;
             (out, cfg, None)
         }
         Some(dir) => {
@@ -303,124 +270,62 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                     fixed.join(", ")
                 )));
             }
-            let mut cfg =
-                previous.clone().ok_or_else(|| anyhow!("{}: no configuration", dir.display()))?;
-            let ck = checkpoint::latest(dir)?.ok_or_else(|| anyhow!("{}: no checkpoint to resume from (the run stopped before its first checkpoint); start it again", checkpoint::folder(dir).display()))?;
-            if let Some(s) = &a.store {
-                cfg.store = s.clone();
-            }
-            if let Some(s) = a.steps {
-                (cfg.steps, cfg.epochs) = (s, None);
-            }
-            cfg.epochs = a.epochs.or(cfg.epochs);
-            cfg.device = a.device.to_string();
-            let before = cfg.engine.clone().unwrap_or_else(|| {
-                if cfg.device == "cpu" { "flex".into() } else { cfg.device.clone() }
-            });
+            let changes = ResumeChanges {
+                store: a.store.clone(),
+                steps: a.steps,
+                epochs: a.epochs,
+                device: Some(a.device.to_string()),
+                workers: a.workers,
+                cache_bytes: a.cache.map(|c| c << 20),
+                val_every: a.val_every,
+                checkpoint_every: a.checkpoint_every,
+                keep_checkpoints: a.keep_checkpoints,
+            };
+            let (cfg, ck) = run::resume_config(dir, &changes).map_err(run_err)?;
+            let before = previous.as_ref().map_or_else(|| cfg.last_engine(), |p| p.last_engine());
             if before != engine.to_string() {
                 bars.println(&format!("note: the run last trained on {before}, now on {engine}: the steps from here are not bit for bit those an uninterrupted run on {before} would take"));
             }
-            if let Some(w) = a.workers {
-                cfg.loader.workers = w;
-            }
-            if let Some(c) = a.cache {
-                cfg.loader.cache_bytes = c << 20;
-            }
-            cfg.val_every = a.val_every.unwrap_or(cfg.val_every);
-            cfg.checkpoint_every = a.checkpoint_every.unwrap_or(cfg.checkpoint_every);
-            cfg.keep_checkpoints = a.keep_checkpoints.unwrap_or(cfg.keep_checkpoints);
             (dir.clone(), cfg, Some(ck))
         }
     };
-
     let store = crate::open_store(&cfg.store, &a.disk_cache)?;
-    if resume.is_some() && !store.manifest().same_parameters(&cfg.store_manifest) {
-        return Err(anyhow!("{}: the store's parameters differ from those the run started with (config.json store_manifest); resuming would train on other data", cfg.store.display()).into());
-    }
-    let loader = match Loader::builder(&store).config(cfg.train_loader()).build() {
-        Ok(l) => {
-            for n in l.notes() {
-                bars.println(&format!("note: {n}"));
+    let prepared = run::prepare(&run_dir, cfg, resume.as_ref(), &store, &engine.to_string())
+        .map_err(|e| match (&e, &a.out) {
+            (RunError::Run { .. }, Some(out)) if resume.is_none() => {
+                usage(format!("--out {}: {e}; continue it with --resume {0}", out.display()))
             }
-            Ok(l)
-        }
-        Err(e) => Err(e),
-    };
-    let loader = match loader {
-        Err(LoaderError::Empty(_)) if cfg.val_fraction > 0.0 => {
-            return Err(usage(format!(
-                "{}: every scan falls in the validation split (--val-fraction {}); use a smaller --val-fraction, or 0 to train on all",
-                cfg.store.display(),
-                cfg.val_fraction
-            )));
-        }
-        r => r?,
-    };
-    let val_loader = if cfg.val_fraction > 0.0 {
-        match Loader::builder(&store).config(cfg.val_loader()).build() {
-            Ok(l) => Some(l),
-            Err(LoaderError::Empty(_)) => {
-                bars.println(&format!("note: no series of the {} scans hashes into the validation split (--val-fraction {}); training without validation", store.scans().len(), cfg.val_fraction));
-                None
-            }
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        None
-    };
-    let train_series: Vec<String> = loader.series_ids().iter().map(|s| s.to_string()).collect();
-    let val_series: Vec<String> = val_loader
-        .as_ref()
-        .map(|l| l.series_ids().iter().map(|s| s.to_string()).collect())
-        .unwrap_or_default();
-    if resume.is_some() && (train_series != cfg.train_series || val_series != cfg.val_series) {
-        return Err(anyhow!("{}: the store now holds other scans than when the run started (config.json train_series / val_series); resuming would not give the same batches", cfg.store.display()).into());
+            _ => run_err(e),
+        })?;
+    for n in &prepared.notes {
+        bars.println(&format!("note: {n}"));
     }
-    (cfg.train_series, cfg.val_series) = (train_series, val_series);
-    if let Some(e) = cfg.epochs {
-        cfg.steps = e * loader.batches_per_epoch();
-    }
-    cfg.engine = Some(engine.to_string());
-
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-    let cfg_path = run_dir.join("config.json");
-    let cfg_json = serde_json::to_value(&cfg).context("config JSON")?;
-    ctstream::fsutil::write_bytes_atomic(
-        &cfg_path,
-        serde_json::to_string_pretty(&cfg_json).context("config JSON")?.as_bytes(),
-    )
-    .with_context(|| format!("writing {}", cfg_path.display()))?;
+    let cfg = &prepared.config;
     let through = resume.as_ref().map_or(0, |c| c.state.position.step);
-    let open = |name: &str, header: &str| {
-        let p = run_dir.join(name);
-        if resume.is_some() {
-            CsvLog::resume(&p, header, through)
-        } else {
-            CsvLog::create(&p, header)
-        }
-        .with_context(|| format!("opening {}", p.display()))
-    };
     let mut reporter = Reporter {
         bars,
-        metrics: open("metrics.csv", StepRecord::HEADER)?,
-        val: open("val.csv", ValRecord::HEADER)?,
+        metrics: prepared.metrics,
+        val: prepared.val,
         error: None,
         last_val: None,
         steps: cfg.steps,
     };
     install_ctrl_c(bars);
     let plan = Plan {
-        loader: &loader,
+        loader: &prepared.loader,
         steps: cfg.steps,
         lr: cfg.lr,
         schedule: cfg.schedule,
         loss: cfg.loss,
-        validation: val_loader.as_ref().map(|l| Validation { loader: l, every: cfg.val_every }),
+        validation: prepared
+            .val_loader
+            .as_ref()
+            .map(|l| Validation { loader: l, every: cfg.val_every }),
         checkpoints: Some(Checkpoints {
             run_dir: &run_dir,
             every: cfg.checkpoint_every,
             keep: cfg.keep_checkpoints,
-            config: cfg_json,
+            config: prepared.config_json.clone(),
         }),
         resume: resume.as_ref(),
         stop: Some(&STOP),

@@ -6,7 +6,8 @@
 //! [`bench`] times a step and a prediction call alone. [`fit`](fit::fit) runs Adam on the loader's batches with validation,
 //! checkpoints and resume, and reports per step the loss, the Dice of the thresholded
 //! prediction, patches/s and how long the step waited for the loader; [`train`] is its
-//! plain form. Seed the weights with `B::seed(&device, seed)` before building the model.
+//! plain form. [`run`] is a whole run as `ctstream train` makes one: settings with their
+//! defaults and checks, a new or resumed configuration, the run folder made ready. Seed the weights with `B::seed(&device, seed)` before building the model.
 //!
 //! ```no_run
 //! use ctstream::loader::Loader;
@@ -31,6 +32,7 @@ pub mod fit;
 pub mod log;
 pub mod loss;
 pub mod models;
+pub mod run;
 pub mod schedule;
 pub mod validate;
 
