@@ -2,14 +2,17 @@
 
 /// Starts of the tiles along one axis of length `n` for tiles of length `p` overlapping by
 /// `overlap` (0 <= overlap < 1): evenly spaced from 0 to `n - p`, no further apart than
-/// `p * (1 - overlap)` (rounded, at least 1), as nnU-Net places them. A side shorter than
-/// the tile gets one tile at 0 (the part past the end reads the fill value).
+/// `p * (1 - overlap)` (rounded, at least 1), as nnU-Net places them
+/// (`compute_steps_for_sliding_window`: starts rounded by `np.round`, ties to even). A side
+/// shorter than the tile gets one tile at 0 (the part past the end reads the fill value).
 ///
 /// ```
 /// use ctstream::predict::window::tile_starts;
 /// assert_eq!(tile_starts(100, 32, 0.5), [0, 14, 27, 41, 54, 68]); // 6 tiles, step 13.6
 /// assert_eq!(tile_starts(64, 32, 0.5), [0, 16, 32]);
 /// assert_eq!(tile_starts(20, 32, 0.5), [0]);
+/// // 121 - 32 = 89 in 6 steps of 14.83: 44.5 rounds to 44, as numpy rounds it.
+/// assert_eq!(tile_starts(121, 32, 0.5), [0, 15, 30, 44, 59, 74, 89]);
 /// ```
 pub fn tile_starts(n: usize, p: usize, overlap: f64) -> Vec<usize> {
     if n <= p {
@@ -18,7 +21,7 @@ pub fn tile_starts(n: usize, p: usize, overlap: f64) -> Vec<usize> {
     let stride = ((p as f64 * (1.0 - overlap)).round() as usize).max(1);
     let steps = (n - p).div_ceil(stride) + 1;
     let actual = (n - p) as f64 / (steps - 1) as f64;
-    (0..steps).map(|i| (i as f64 * actual).round() as usize).collect()
+    (0..steps).map(|i| (i as f64 * actual).round_ties_even() as usize).collect()
 }
 
 /// Gaussian importance of each voxel of a tile of shape `p` (C order): `exp(-sum((i -
