@@ -9,6 +9,14 @@ threads run in Rust.
     for batch in loader.epoch(0):
         batch["image"], batch["mask"]           # float32 [16, 1, 32, 64, 64], no copy
 
+Prediction and evaluation with your own model, as ``ctstream predict`` and ``ctstream
+evaluate`` do with a trained run::
+
+    net.eval()
+    pred = ctstream.predict(store, store.series_ids, net, out="pred")   # a torch module or a callable
+    pred.findings.to_pandas()                   # one row per finding (findings.parquet)
+    ctstream.evaluate(pred, store)["cpm"]       # LUNA16 FROC and CPM
+
 Everything is the Rust library's (``ctstream._native``); this module only turns index
 tables into ``pyarrow.Table`` objects and JSON into dicts. For PyTorch see
 ``ctstream.torch``.
@@ -33,6 +41,9 @@ __all__ = [
     "ingest",
     "index",
     "synth",
+    "predict",
+    "evaluate",
+    "Predictions",
     "Error",
     "StoreError",
     "LoaderError",
@@ -495,3 +506,176 @@ def synth(
         "candidates": os.fspath(candidates),
         "nodules": int(nodules),
     }
+
+
+def _parquet(data: bytes):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(data))
+
+
+def _as_model(model: Any):
+    """A torch module as the function the sliding window calls (numpy in, numpy out, on
+    the module's device, without gradients); any other callable as it is."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None and isinstance(model, torch.nn.Module):
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+
+        def call(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                y = model(torch.from_numpy(x).to(device))
+            return y.float().cpu().numpy()
+
+        return call
+    if not callable(model):
+        raise TypeError(f"model: {type(model).__name__} is neither a torch module nor callable")
+    return model
+
+
+class Predictions:
+    """What :func:`predict` made: ``series`` (the scans predicted, in order), ``scans`` (a
+    dict per scan: ``series_id``, ``tiles``, ``tiles_computed``, ``looked``, ``findings``,
+    ``outside_region``, ``seconds``, and ``probabilities``, the float32 map (z, y, x) on
+    the stored grid, or None when not kept), ``findings`` (a ``pyarrow.Table`` with the
+    columns of ``findings.parquet``), and ``files`` (the paths of ``candidates.csv``,
+    ``findings.parquet`` and ``series.txt`` when written, else None)."""
+
+    __slots__ = ("series", "scans", "findings", "files")
+
+    def __init__(self, series: List[str], scans: List[Dict[str, Any]], findings, files):
+        self.series = series
+        self.scans = scans
+        self.findings = findings
+        self.files = files
+
+    def detections(self) -> List[Tuple[str, float, float, float, float]]:
+        """The findings as LUNA16 detections: (series id, x, y, z, probability), the centre
+        in world mm and the finding's maximum probability, as ``candidates.csv`` has them."""
+        t = self.findings.to_pydict()
+        return list(
+            zip(
+                t["series_id"],
+                t["world_x"],
+                t["world_y"],
+                t["world_z"],
+                t["max_probability"],
+            )
+        )
+
+    def __repr__(self) -> str:
+        return f"Predictions({len(self.series)} scans, {self.findings.num_rows} findings)"
+
+
+def predict(
+    store: Union[Store, PathLike],
+    series: Union[str, Sequence[str]],
+    model: Any,
+    *,
+    out: Optional[PathLike] = None,
+    keep_maps: Optional[bool] = None,
+    patch: Optional[Sequence[int]] = None,
+    overlap: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    hu_window: Optional[Sequence[float]] = None,
+    threshold: Optional[float] = None,
+    min_voxels: Optional[int] = None,
+    lung_roi: Optional[bool] = None,
+    map_format: Optional[str] = None,
+    progress: bool = True,
+) -> Predictions:
+    """Predicts whole stored scans with ``model``, as ``ctstream predict`` does with a
+    trained run: tiles of ``patch`` voxels (z, y, x) overlapping by ``overlap``, read from
+    the store as needed and windowed to 0..1 over ``hu_window`` (HU), ``batch_size`` tiles
+    per call, blended with Gaussian weights; with ``lung_roi`` only the tiles that touch
+    the scan's lung region are computed and findings outside it are dropped. Findings are
+    the 6-connected components of the map at ``threshold`` of at least ``min_voxels``.
+    Settings left None take the library's defaults: patch (32, 64, 64), overlap 0.5,
+    batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, lung_roi on.
+
+    ``model`` is a ``torch.nn.Module`` (called without gradients on its own device; put it
+    in eval mode first) or any callable from a float32 array [B, 1, D, H, W] to
+    probabilities of the same size (apply the sigmoid yourself if it returns logits).
+
+    With ``out``, writes what ``ctstream predict`` writes there: ``candidates.csv``,
+    ``findings.parquet``, ``series.txt`` and each map (``map_format``: ``ctv``, ``mhd`` or
+    ``none``), one scan at a time; the maps are then not kept in memory unless
+    ``keep_maps``. Raises :class:`StoreError` for an unknown or unreadable scan,
+    ``ValueError`` for a bad setting and :class:`Error` when the model fails.
+    """
+    s = store if isinstance(store, Store) else Store(store)
+    ids = [series] if isinstance(series, str) else [str(x) for x in series]
+    scans, findings, files = _native.predict(
+        s._native,
+        ids,
+        _as_model(model),
+        out=None if out is None else os.fspath(out),
+        keep_maps=out is None if keep_maps is None else bool(keep_maps),
+        patch=None if patch is None else [int(v) for v in patch],
+        overlap=None if overlap is None else float(overlap),
+        batch_size=None if batch_size is None else int(batch_size),
+        hu_window=None if hu_window is None else [float(v) for v in hu_window],
+        threshold=None if threshold is None else float(threshold),
+        min_voxels=None if min_voxels is None else int(min_voxels),
+        lung_roi=lung_roi,
+        map_format=map_format,
+        progress=progress,
+    )
+    files_dict = None
+    if files is not None:
+        files_dict = dict(zip(("candidates", "findings", "series"), map(os.fspath, files)))
+    return Predictions(ids, list(scans), _parquet(findings), files_dict)
+
+
+def evaluate(
+    predictions: Union[Predictions, PathLike, Any],
+    store: Union[Store, PathLike],
+    *,
+    series: Optional[Sequence[str]] = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    out: Optional[PathLike] = None,
+) -> Dict[str, Any]:
+    """The LUNA16 FROC evaluation of ``predictions`` against the store's annotated nodules
+    (and excluded findings), as ``ctstream evaluate`` computes it: sensitivities at 1/8 to
+    8 false positives per scan, the CPM, and with ``bootstrap`` resamplings of the scans
+    95 % intervals. ``predictions`` is what :func:`predict` returned, a ``pyarrow.Table``
+    with the columns of ``findings.parquet``, a list of (series id, x, y, z, probability),
+    a ``candidates.csv`` file or a folder ``ctstream predict`` wrote. ``series`` (the scans evaluated, the divisor of false
+    positives per scan) defaults to the scans predicted (``series.txt`` for a folder), else
+    those named in the detections. With ``out``, writes ``froc.json``, ``froc.csv`` and
+    ``froc.png`` there. Returns the result as a dict (``cpm``, ``sensitivities``,
+    ``curve``, ``intervals``, counts)."""
+    s = store if isinstance(store, Store) else Store(store)
+    listed: Optional[List[str]] = None
+    title = "FROC"
+    if isinstance(predictions, Predictions):
+        detections = predictions.detections()
+        listed = predictions.series
+    elif isinstance(predictions, (str, os.PathLike)):
+        path = os.fspath(predictions)
+        if os.path.isdir(path):
+            listed = _native.read_series_list(os.path.join(path, "series.txt"))
+            path = os.path.join(path, "candidates.csv")
+        detections = _native.read_predictions(path)
+        title = f"FROC of {os.path.basename(path)}"
+    elif isinstance(predictions, (list, tuple)):
+        detections = list(predictions)
+    else:
+        detections = Predictions([], [], predictions, None).detections()
+    if series is None:
+        series = listed if listed is not None else sorted({d[0] for d in detections})
+    result = _native.evaluate(
+        s._native,
+        [(str(a), float(x), float(y), float(z), float(p)) for a, x, y, z, p in detections],
+        [str(x) for x in series],
+        bootstrap=int(bootstrap),
+        seed=int(seed),
+        out=None if out is None else os.fspath(out),
+        title=title,
+    )
+    return json.loads(result)

@@ -17,6 +17,10 @@ __all__ = [
     "ingest",
     "index",
     "synth",
+    "predict",
+    "evaluate",
+    "read_predictions",
+    "read_series_list",
     "version",
     "Error",
     "StoreError",
@@ -157,4 +161,35 @@ def synth(
     nnunet: bool = False,
     progress: bool = True,
 ) -> Tuple[List[Path], Path, Path, int]: ...
+def predict(
+    store: Store,
+    series: Sequence[str],
+    model: Any,
+    *,
+    out: Optional[Union[str, "os.PathLike[str]"]] = None,
+    keep_maps: bool = True,
+    patch: Optional[Sequence[int]] = None,
+    overlap: Optional[float] = None,
+    batch_size: Optional[int] = None,
+    hu_window: Optional[Sequence[float]] = None,
+    threshold: Optional[float] = None,
+    min_voxels: Optional[int] = None,
+    lung_roi: Optional[bool] = None,
+    map_format: Optional[str] = None,
+    progress: bool = False,
+) -> Tuple[List[Dict[str, Any]], bytes, Optional[Tuple[Path, Path, Path]]]: ...
+def evaluate(
+    store: Store,
+    detections: Sequence[Tuple[str, float, float, float, float]],
+    series: Sequence[str],
+    *,
+    bootstrap: int = 1000,
+    seed: int = 0,
+    out: Optional[Union[str, "os.PathLike[str]"]] = None,
+    title: Optional[str] = None,
+) -> str: ...
+def read_predictions(
+    path: Union[str, "os.PathLike[str]"],
+) -> List[Tuple[str, float, float, float, float]]: ...
+def read_series_list(path: Union[str, "os.PathLike[str]"]) -> List[str]: ...
 def version() -> str: ...

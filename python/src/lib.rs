@@ -22,7 +22,7 @@ use ctstream::loader::{
     Negatives, NoduleWeighting, Split,
 };
 use ctstream::store::{Location, Region, Store, StoreError as LibStoreError};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5, PyArrayMethods};
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -754,6 +754,184 @@ fn synth(
     Ok((s.scans, s.annotations, s.candidates, s.nodules))
 }
 
+/// Whole-scan prediction with a Python model, as `ctstream predict` does with a trained
+/// run: the lung region, the sliding window, Gaussian blending, the findings (see
+/// `ctstream::predict::run`). `model` is called with a float32 array [B, 1, D, H, W]
+/// (windowed HU in 0..1) and returns probabilities of the same size (anything
+/// `numpy.asarray` takes). Settings left `None` take the library's defaults.
+///
+/// Returns (one dict per scan, the findings as the bytes of a `findings.parquet`, the
+/// paths written or None); a scan's `probabilities` is kept only with `keep_maps`.
+#[pyfunction]
+#[pyo3(signature = (store, series, model, *, out=None, keep_maps=true, patch=None, overlap=None, batch_size=None, hu_window=None, threshold=None, min_voxels=None, lung_roi=None, map_format=None, progress=false))]
+#[allow(clippy::too_many_arguments)]
+fn predict<'py>(
+    py: Python<'py>,
+    store: &PyStore,
+    series: Vec<String>,
+    model: Py<PyAny>,
+    out: Option<PathBuf>,
+    keep_maps: bool,
+    patch: Option<[usize; 3]>,
+    overlap: Option<f64>,
+    batch_size: Option<usize>,
+    hu_window: Option<[f32; 2]>,
+    threshold: Option<f32>,
+    min_voxels: Option<usize>,
+    lung_roi: Option<bool>,
+    map_format: Option<String>,
+    progress: bool,
+) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyBytes>, Option<(PathBuf, PathBuf, PathBuf)>)> {
+    use ctstream::predict::run::{self, Looked, PredictConfig};
+    let mut cfg = PredictConfig::default();
+    let w = &mut cfg.window;
+    w.patch_zyx = patch.unwrap_or(w.patch_zyx);
+    w.overlap = overlap.unwrap_or(w.overlap);
+    w.batch_size = batch_size.unwrap_or(w.batch_size);
+    w.hu_window = hu_window.unwrap_or(w.hu_window);
+    cfg.threshold = threshold.unwrap_or(cfg.threshold);
+    cfg.min_voxels = min_voxels.unwrap_or(cfg.min_voxels);
+    cfg.lung_roi = lung_roi.unwrap_or(cfg.lung_roi);
+    if let Some(f) = map_format {
+        cfg.map_format = parsed("map_format", &f)?;
+    }
+    // The model runs under the GIL: one batch at a time.
+    cfg.threads = 1;
+    cfg.validate().map_err(|e| PyValueError::new_err(text(&e)))?;
+    let call = |x: &[f32], shape: [usize; 5]| -> Result<Vec<f32>, String> {
+        Python::attach(|py| -> PyResult<Vec<f32>> {
+            py.check_signals()?;
+            let input = PyArray1::from_slice(py, x).reshape(shape)?;
+            let result = model.call1(py, (input,))?;
+            let np = py.import("numpy")?;
+            let flat = np.call_method1("ascontiguousarray", (result, "float32"))?;
+            let flat = flat.call_method0("ravel")?;
+            let a: numpy::PyReadonlyArray1<'_, f32> = flat.extract()?;
+            Ok(a.as_slice()?.to_vec())
+        })
+        .map_err(|e| Python::attach(|py| model_error(py, e)))
+    };
+    let mut scans = Vec::new();
+    let mut findings = Vec::new();
+    let written = py
+        .detach(|| {
+            run::run(
+                &store.inner,
+                &series,
+                &cfg,
+                out.as_deref(),
+                call,
+                progress_for(progress).as_ref(),
+                |p| {
+                    findings.extend(p.findings.iter().map(|c| (p.series_id.clone(), c.clone())));
+                    scans.push(p);
+                },
+            )
+        })
+        .map_err(|e| match e {
+            ctstream::predict::PredictError::Store(s) => store_err(s),
+            ctstream::predict::PredictError::Config(_) => PyValueError::new_err(text(&e)),
+            other => Error::new_err(text(&other)),
+        })?;
+    let mut dicts = Vec::with_capacity(scans.len());
+    for p in scans {
+        let d = PyDict::new(py);
+        d.set_item("series_id", &p.series_id)?;
+        d.set_item("tiles", p.tiles)?;
+        d.set_item("tiles_computed", p.tiles_computed)?;
+        let looked = match p.looked {
+            Looked::LungRegion => "lung_region",
+            Looked::NoLungMask => "everywhere (no lung mask)",
+            Looked::Everywhere => "everywhere",
+        };
+        d.set_item("looked", looked)?;
+        d.set_item("findings", p.findings.len())?;
+        d.set_item("outside_region", p.outside_region)?;
+        d.set_item("seconds", p.seconds)?;
+        if keep_maps {
+            d.set_item("probabilities", p.probabilities.into_pyarray(py))?;
+        } else {
+            d.set_item("probabilities", py.None())?;
+        }
+        dicts.push(d);
+    }
+    let batch = ctstream::predict::components::findings_batch(&findings);
+    let bytes = ctstream::store::index::table_bytes("findings.parquet".as_ref(), &batch)
+        .map_err(store_err)?;
+    Ok((dicts, PyBytes::new(py, &bytes), written.map(|w| (w.candidates, w.findings, w.series))))
+}
+
+/// A model's failure as the error to raise: its own exception when it raised one (so a
+/// KeyboardInterrupt stays one), named as the model's.
+fn model_error(py: Python<'_>, e: PyErr) -> String {
+    let t = e.get_type(py).name().map(|n| n.to_string()).unwrap_or_default();
+    format!("{t}: {}", e.value(py))
+}
+
+/// The LUNA16 FROC evaluation of `detections` ((series id, x, y, z, probability), world mm)
+/// on the scans `series`, against the store's annotated nodules and excluded findings, as
+/// `ctstream evaluate`; with `out`, writes froc.json, froc.csv and froc.png there.
+/// Returns the result as JSON text.
+#[pyfunction]
+#[pyo3(signature = (store, detections, series, *, bootstrap=1000, seed=0, out=None, title=None))]
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    py: Python<'_>,
+    store: &PyStore,
+    detections: Vec<(String, f64, f64, f64, f64)>,
+    series: Vec<String>,
+    bootstrap: usize,
+    seed: u64,
+    out: Option<PathBuf>,
+    title: Option<String>,
+) -> PyResult<String> {
+    if bootstrap > ctstream::evaluate::MAX_BOOTSTRAP {
+        return Err(PyValueError::new_err(format!(
+            "bootstrap {bootstrap}: give 0 to {}",
+            ctstream::evaluate::MAX_BOOTSTRAP
+        )));
+    }
+    let dets: Vec<ctstream::annotations::Detection> = detections
+        .into_iter()
+        .map(|(series_id, x, y, z, probability)| ctstream::annotations::Detection {
+            series_id,
+            world_xyz: [x, y, z],
+            probability,
+        })
+        .collect();
+    let (nodules, excluded) =
+        py.detach(|| ctstream::evaluate::truth_from_store(&store.inner)).map_err(store_err)?;
+    let r = py
+        .detach(|| ctstream::evaluate::froc(&series, &nodules, &excluded, &dets, bootstrap, seed));
+    if let Some(dir) = out {
+        ctstream::evaluate::write_report(&dir, &r).map_err(|e| Error::new_err(e.to_string()))?;
+        let title = title.unwrap_or_else(|| "FROC".to_string());
+        ctstream::picture::froc::plot(&r, &title)
+            .and_then(|p| p.save(&dir.join("froc.png")))
+            .map_err(|e| Error::new_err(text(&e)))?;
+    }
+    serde_json::to_string(&r).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// The detections of a LUNA16 submission file (`candidates.csv`: seriesuid, coordX, coordY,
+/// coordZ, probability), as `ctstream evaluate --predictions` reads them.
+#[pyfunction]
+fn read_predictions(path: PathBuf) -> PyResult<Vec<(String, f64, f64, f64, f64)>> {
+    let rows = ctstream::annotations::read_predictions(&path)
+        .map_err(|e| PyValueError::new_err(text(&e)))?;
+    Ok(rows
+        .into_iter()
+        .map(|d| (d.series_id, d.world_xyz[0], d.world_xyz[1], d.world_xyz[2], d.probability))
+        .collect())
+}
+
+/// The scans of a list file (`series.txt`, LUNA16's `seriesuids.csv`), as `ctstream
+/// evaluate --series-list` reads them.
+#[pyfunction]
+fn read_series_list(path: PathBuf) -> PyResult<Vec<String>> {
+    ctstream::annotations::read_series_list(&path).map_err(|e| PyValueError::new_err(text(&e)))
+}
+
 /// The crate's version.
 #[pyfunction]
 fn version() -> &'static str {
@@ -769,6 +947,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(synth, m)?)?;
     m.add_function(wrap_pyfunction!(index, m)?)?;
+    m.add_function(wrap_pyfunction!(predict, m)?)?;
+    m.add_function(wrap_pyfunction!(evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(read_predictions, m)?)?;
+    m.add_function(wrap_pyfunction!(read_series_list, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
