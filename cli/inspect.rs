@@ -108,8 +108,8 @@ fn print(a: &Args) -> Result<(), ExitError> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}  {}",
-        "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max", "labels (ml per value)"
+        "{:<66} {:>15} {:>9} {:>7} {:>6} {:>12}  labels (ml per value)",
+        "series", "shape z,y,x", "MB", "ratio", "nod.", "HU min..max"
     )?;
     for s in &scans {
         let ml = s.spacing_xyz.iter().product::<f64>() / 1000.0;

@@ -144,7 +144,7 @@ fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         },
         augment: match a.augment.as_deref() {
             Some(s) => Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))?,
-            None => d.loader.augment.clone(),
+            None => d.loader.augment,
         },
         workers: a.workers.unwrap_or(d.loader.workers),
         cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c << 20),
@@ -344,7 +344,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     bars.start("training", Some(cfg.steps as u64));
     bars.advance(through as u64);
     bars.println(&format!("training on {engine}"));
-    let outcome = opened.run(RunOn { cfg: &cfg, plan: &plan, reporter: &mut reporter })?;
+    let outcome = opened.run(RunOn { cfg, plan: &plan, reporter: &mut reporter })?;
     bars.finish();
     if let Some(e) = reporter.error {
         return Err(e.into());

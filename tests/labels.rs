@@ -534,7 +534,7 @@ fn label_maps_from_files_are_stored_on_the_scans_grid() {
     .unwrap();
     let out = dir.path().join("store");
     let mut cfg = IngestConfig::new(vec![data("totalsegmentator/example_ct.nii.gz")], out.clone());
-    cfg.labels = vec!["lung_ref=".to_string() + masks.to_str().unwrap()]
+    cfg.labels = ["lung_ref=".to_string() + masks.to_str().unwrap()]
         .iter()
         .map(|s| s.parse().unwrap())
         .collect();

@@ -180,7 +180,9 @@ fn absurd_sizes_and_offsets_are_refused_before_allocating() {
     let bytes = fs::read(&p).unwrap();
     let put_u32 =
         |b: &mut Vec<u8>, at: usize, v: u32| b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<u8>)>, &str)> = vec![
+    // (what, how the header's bytes are damaged, what the error says)
+    type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+    let cases: Vec<(&str, Damage, &str)> = vec![
         // 100000^3 voxels (the chunk grid would not even fit the chunk_count field).
         (
             "huge shape",

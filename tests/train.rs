@@ -438,7 +438,7 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
         .map(|l| l.split(',').map(String::from).collect())
         .collect();
     assert_eq!(rows.len(), steps);
-    assert!(steps >= 2 && steps % 2 == 0, "{steps}");
+    assert!(steps >= 2 && steps.is_multiple_of(2), "{steps}");
     let last = &rows[steps - 1];
     assert_eq!((last[6].as_str(), last[7].parse::<usize>().unwrap()), ("1", steps / 2 - 1));
     // A second run into the same folder would mix two runs: refused.

@@ -595,10 +595,10 @@ impl ctstream::progress::Progress for Bars {
             None => indicatif::ProgressBar::new_spinner(),
         };
         bar.set_prefix(what.to_string());
-        if let Ok(mut b) = self.bar.lock() {
-            if let Some(old) = b.replace(bar) {
-                old.finish_and_clear();
-            }
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(old) = b.replace(bar)
+        {
+            old.finish_and_clear();
         }
     }
     fn set_message(&self, msg: &str) {
@@ -754,6 +754,13 @@ fn synth(
     Ok((s.scans, s.annotations, s.candidates, s.nodules))
 }
 
+/// What `predict` returns: a dict per scan, the findings' parquet bytes, the files written.
+type Predicted<'py> =
+    (Vec<Bound<'py, PyDict>>, Bound<'py, PyBytes>, Option<(PathBuf, PathBuf, PathBuf)>);
+
+/// A detection as Python sees it: (series id, x, y, z, probability), world mm.
+type DetectionRow = (String, f64, f64, f64, f64);
+
 /// Whole-scan prediction with a Python model, as `ctstream predict` does with a trained
 /// run: the lung region, the sliding window, Gaussian blending, the findings (see
 /// `ctstream::predict::run`). `model` is called with a float32 array [B, 1, D, H, W]
@@ -781,7 +788,7 @@ fn predict<'py>(
     lung_roi: Option<bool>,
     map_format: Option<String>,
     progress: bool,
-) -> PyResult<(Vec<Bound<'py, PyDict>>, Bound<'py, PyBytes>, Option<(PathBuf, PathBuf, PathBuf)>)> {
+) -> PyResult<Predicted<'py>> {
     use ctstream::predict::run::{self, Looked, PredictConfig};
     let mut cfg = PredictConfig::default();
     let w = &mut cfg.window;
@@ -878,7 +885,7 @@ fn model_error(py: Python<'_>, e: PyErr) -> String {
 fn evaluate(
     py: Python<'_>,
     store: &PyStore,
-    detections: Vec<(String, f64, f64, f64, f64)>,
+    detections: Vec<DetectionRow>,
     series: Vec<String>,
     bootstrap: usize,
     seed: u64,
@@ -916,7 +923,7 @@ fn evaluate(
 /// The detections of a LUNA16 submission file (`candidates.csv`: seriesuid, coordX, coordY,
 /// coordZ, probability), as `ctstream evaluate --predictions` reads them.
 #[pyfunction]
-fn read_predictions(path: PathBuf) -> PyResult<Vec<(String, f64, f64, f64, f64)>> {
+fn read_predictions(path: PathBuf) -> PyResult<Vec<DetectionRow>> {
     let rows = ctstream::annotations::read_predictions(&path)
         .map_err(|e| PyValueError::new_err(text(&e)))?;
     Ok(rows

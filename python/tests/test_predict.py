@@ -95,8 +95,10 @@ def test_the_map_equals_a_naive_sliding_window(store, scan):
     got = s["probabilities"]
     assert got.shape == hu.shape and got.dtype == np.float32
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6)
-    assert s["tiles"] == s["tiles_computed"] == np.prod(
-        [len(steps(n, p, 0.5)) for n, p in zip(hu.shape, PATCH)]
+    assert (
+        s["tiles"]
+        == s["tiles_computed"]
+        == np.prod([len(steps(n, p, 0.5)) for n, p in zip(hu.shape, PATCH)])
     )
     # The findings are the components of that map, measured on the stored grid.
     got_rows = pred.findings.to_pydict()
@@ -154,7 +156,10 @@ def test_written_files_and_the_froc_equal_the_clis(store, store_path, raw, scan,
     ]
     # Every finding lies in its scan's lung region: the lungs, dilated by 10 mm.
     for sid, z, y, x in zip(
-        *(pred.findings.column(c).to_pylist() for c in ("series_id", "voxel_z", "voxel_y", "voxel_x"))
+        *(
+            pred.findings.column(c).to_pylist()
+            for c in ("series_id", "voxel_z", "voxel_y", "voxel_x")
+        )
     ):
         lungs = store.label(sid)
         sp = store.geometry(sid).spacing

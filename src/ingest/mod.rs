@@ -435,6 +435,7 @@ fn source_path(entry: &SeriesEntry) -> String {
 
 /// Writes label volume `name` of scan `id` (on the scan's grid `g`) and returns its
 /// record entry.
+#[allow(clippy::too_many_arguments)] // the record entry's fields, each once
 fn write_label(
     cfg: &IngestConfig,
     manifest: &Manifest,
@@ -611,6 +612,9 @@ fn store_scan(
     Ok((rec, lung_seconds))
 }
 
+/// A label map on a scan's grid and the names of its values.
+type LabelMap = (ndarray::Array3<u8>, Vec<(u8, String)>);
+
 /// Reads a label file of a scan on the scan's grid as its files give it (`shape_zyx`, `g`),
 /// with its classes (segment labels, for DICOM SEG).
 fn read_label_file(
@@ -619,7 +623,7 @@ fn read_label_file(
     shape_zyx: [usize; 3],
     g: &crate::geometry::Geometry,
     warnings: &mut Vec<String>,
-) -> Result<(ndarray::Array3<u8>, Vec<(u8, String)>), String> {
+) -> Result<LabelMap, String> {
     use labels::files::{self as lf, LabelFileKind};
     let scan = PathBuf::from(source_path(entry));
     match l.kind {

@@ -302,10 +302,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
         Ok(v)
     };
 
-    if let Some(f) = find(&["ObjectType"]) {
-        if !f.2.eq_ignore_ascii_case("Image") {
-            return Err(unsupported(f, "only ObjectType = Image holds a volume"));
-        }
+    if let Some(f) = find(&["ObjectType"])
+        && !f.2.eq_ignore_ascii_case("Image")
+    {
+        return Err(unsupported(f, "only ObjectType = Image holds a volume"));
     }
     let ndims_field = find(&["NDims"])
         .ok_or(MetaImageError::MissingKey { path: path.to_path_buf(), key: "NDims" })?;
@@ -314,10 +314,10 @@ pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<Header> {
     if ndims != 2 && ndims != 3 {
         return Err(unsupported(ndims_field, "ctstream reads 2D and 3D images"));
     }
-    if let Some(f) = find(&["ElementNumberOfChannels"]) {
-        if f.2 != "1" {
-            return Err(unsupported(f, "multi-channel images are not CT volumes"));
-        }
+    if let Some(f) = find(&["ElementNumberOfChannels"])
+        && f.2 != "1"
+    {
+        return Err(unsupported(f, "multi-channel images are not CT volumes"));
     }
     if let Some(f) = find(&["BinaryData"]) {
         match parse_bool(&f.2) {

@@ -157,7 +157,7 @@ fn int(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
     obj.element_opt(tag).ok()??.to_int::<i64>().ok()
 }
 
-fn items<'a>(obj: &'a InMemDicomObject, tag: Tag) -> Option<&'a [InMemDicomObject]> {
+fn items(obj: &InMemDicomObject, tag: Tag) -> Option<&[InMemDicomObject]> {
     obj.element_opt(tag).ok()??.items()
 }
 

@@ -100,7 +100,7 @@ impl Augment {
 impl AugmentParams {
     /// Whether the voxels move (flip or rotation).
     pub fn moves(&self) -> bool {
-        self.flip_zyx.iter().any(|&f| f) || self.quarter_turns % 4 != 0
+        self.flip_zyx.iter().any(|&f| f) || !self.quarter_turns.is_multiple_of(4)
     }
 
     /// The source index (z, y, x) of output voxel (z, y, x) in a patch of `shape`.

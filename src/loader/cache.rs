@@ -98,20 +98,19 @@ impl ChunkCache {
         let bytes = data.len() * 2;
         self.misses.fetch_add(1, Ordering::Relaxed);
         self.decoded.fetch_add(bytes as u64, Ordering::Relaxed);
-        if bytes <= self.budget_per_shard {
-            if let Ok(mut s) = shard.lock() {
-                if !s.map.contains_key(&key) {
-                    s.tick += 1;
-                    let tick = s.tick;
-                    s.map.insert(key, (data.clone(), tick));
-                    s.lru.insert(tick, key);
-                    s.bytes += bytes;
-                    while s.bytes > self.budget_per_shard {
-                        let Some((_, old)) = s.lru.pop_first() else { break };
-                        if let Some((d, _)) = s.map.remove(&old) {
-                            s.bytes -= d.len() * 2;
-                        }
-                    }
+        if bytes <= self.budget_per_shard
+            && let Ok(mut s) = shard.lock()
+            && !s.map.contains_key(&key)
+        {
+            s.tick += 1;
+            let tick = s.tick;
+            s.map.insert(key, (data.clone(), tick));
+            s.lru.insert(tick, key);
+            s.bytes += bytes;
+            while s.bytes > self.budget_per_shard {
+                let Some((_, old)) = s.lru.pop_first() else { break };
+                if let Some((d, _)) = s.map.remove(&old) {
+                    s.bytes -= d.len() * 2;
                 }
             }
         }

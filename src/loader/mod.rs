@@ -514,10 +514,10 @@ impl Loader {
         if cfg.augment.rot90 && cfg.patch_zyx[1] != cfg.patch_zyx[2] {
             return bad("90-degree rotations need square patches in-plane (H == W)");
         }
-        if let Some((rank, world)) = cfg.shard {
-            if world == 0 || rank >= world {
-                return bad("shard needs rank < world");
-            }
+        if let Some((rank, world)) = cfg.shard
+            && (world == 0 || rank >= world)
+        {
+            return bad("shard needs rank < world");
         }
         // Selection.
         let mut ids: Vec<&str> = store.series_ids().collect();
@@ -657,10 +657,11 @@ impl Loader {
         let mut hard_negatives = Vec::new();
         if cfg.negatives == Negatives::Candidates {
             for c in store.candidates()? {
-                if c.class == 0 && c.inside {
-                    if let Some(si) = scans.iter().position(|s| s.id == c.series_id) {
-                        hard_negatives.push((si, c.voxel_zyx));
-                    }
+                if c.class == 0
+                    && c.inside
+                    && let Some(si) = scans.iter().position(|s| s.id == c.series_id)
+                {
+                    hard_negatives.push((si, c.voxel_zyx));
                 }
             }
             if hard_negatives.is_empty() && cfg.positive_share < 1.0 {

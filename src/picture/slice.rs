@@ -193,15 +193,15 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
     if view.annotated.dim() != (rows, cols) {
         return Err(shape_err("the annotated mask", view.annotated.dim()));
     }
-    if let Some(m) = &view.lungs {
-        if m.dim() != (rows, cols) {
-            return Err(shape_err("the lung mask", m.dim()));
-        }
+    if let Some(m) = &view.lungs
+        && m.dim() != (rows, cols)
+    {
+        return Err(shape_err("the lung mask", m.dim()));
     }
-    if let Some(p) = &view.predicted {
-        if p.dim() != (rows, cols) {
-            return Err(shape_err("the prediction", p.dim()));
-        }
+    if let Some(p) = &view.predicted
+        && p.dim() != (rows, cols)
+    {
+        return Err(shape_err("the prediction", p.dim()));
     }
     let l = layout(view, panel_width);
     let annotated = |y: usize, x: usize| view.annotated[[y, x]] != 0;

@@ -208,6 +208,9 @@ pub fn write_tables_at(
     }
 }
 
+/// Writes one file of the index (a table, or `checksums.json`) whole.
+type WriteFile<'a> = dyn FnMut(&str, &[u8]) -> Result<(), StoreError> + 'a;
+
 /// The rewrite of [`write_tables`] with `old`, the sums there now, and `write`, which
 /// writes one file of the index (a table, or `checksums.json`) whole; `dir` names the
 /// folder in messages.
@@ -231,12 +234,11 @@ fn write_tables_with(
         );
         files.push((*name, bytes));
     }
-    let write_sums =
-        |sums: &Checksums, write: &mut dyn FnMut(&str, &[u8]) -> Result<(), StoreError>| {
-            let json = serde_json::to_vec_pretty(sums)
-                .map_err(|e| StoreError::Invalid { message: e.to_string() })?;
-            write(CHECKSUMS, &json)
-        };
+    let write_sums = |sums: &Checksums, write: &mut WriteFile<'_>| {
+        let json = serde_json::to_vec_pretty(sums)
+            .map_err(|e| StoreError::Invalid { message: e.to_string() })?;
+        write(CHECKSUMS, &json)
+    };
     let mut replacing = old.tables;
     replacing.retain(|name, sum| new.tables.get(name) != Some(sum));
     if !replacing.is_empty() {

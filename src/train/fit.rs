@@ -204,18 +204,19 @@ where
         out.records.push(r);
         let stop = plan.stop.is_some_and(|s| s.load(Ordering::SeqCst));
         let last = pos.step == plan.steps;
-        if let Some(v) = &plan.validation {
-            if !stop && (last || (v.every > 0 && pos.step % v.every == 0)) {
-                let rec = validate(&out.model.valid(), v.loader, plan.loss, pos.step, device)?;
-                observer.validated(&rec);
-                out.validations.push(rec);
-            }
+        if let Some(v) = &plan.validation
+            && !stop
+            && (last || (v.every > 0 && pos.step.is_multiple_of(v.every)))
+        {
+            let rec = validate(&out.model.valid(), v.loader, plan.loss, pos.step, device)?;
+            observer.validated(&rec);
+            out.validations.push(rec);
         }
-        if let Some(c) = &plan.checkpoints {
-            if stop || last || (c.every > 0 && pos.step % c.every == 0) {
-                out.last_checkpoint = Some(save::<B, M, _>(c, &out.model, &optim, pos)?);
-                observer.checkpointed(out.last_checkpoint.as_deref().unwrap_or(c.run_dir), &pos);
-            }
+        if let Some(c) = &plan.checkpoints
+            && (stop || last || (c.every > 0 && pos.step.is_multiple_of(c.every)))
+        {
+            out.last_checkpoint = Some(save::<B, M, _>(c, &out.model, &optim, pos)?);
+            observer.checkpointed(out.last_checkpoint.as_deref().unwrap_or(c.run_dir), &pos);
         }
         if stop {
             out.stopped = true;
