@@ -520,9 +520,11 @@ def _as_model(model: Any):
     the module's device, without gradients); any other callable as it is."""
     try:
         import torch
+
+        is_module = isinstance(model, torch.nn.Module)
     except ImportError:
-        torch = None
-    if torch is not None and isinstance(model, torch.nn.Module):
+        is_module = False
+    if is_module:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
 
