@@ -189,14 +189,10 @@ pub fn predict_scan(
     let probabilities =
         super::predict_volume_in(&volume, sw, cfg.threads, roi.as_ref(), model, progress)?;
     let geometry = volume.geometry();
-    let found: Vec<Component> = match probabilities.as_slice() {
-        Some(flat) => components::components(flat, volume.shape_zyx(), cfg.threshold, &geometry),
-        None => {
-            let c = probabilities.as_standard_layout();
-            let flat = c.as_slice().unwrap_or(&[]);
-            components::components(flat, volume.shape_zyx(), cfg.threshold, &geometry)
-        }
-    };
+    // A view of the map in C order: borrowed (no copy) as `predict_volume_in` returns it.
+    let c_order = probabilities.as_standard_layout();
+    let flat = c_order.as_slice().unwrap_or(&[]);
+    let found = components::components(flat, volume.shape_zyx(), cfg.threshold, &geometry);
     let found: Vec<Component> = found.into_iter().filter(|c| c.voxels >= cfg.min_voxels).collect();
     let before = found.len();
     let findings: Vec<Component> = found
