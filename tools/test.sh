@@ -19,7 +19,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The real fixtures: $CTSTREAM_TEST_DATA, else ../shared/data; where neither holds them,
+# fetched from upstream into target/fixtures (tools/fixtures.sh, checked by SHA-256).
 data="${CTSTREAM_TEST_DATA:-../shared/data}"
+if [ ! -f "$data/README.md" ]; then
+    echo "fixtures: none in $data; fetching them into target/fixtures (tools/fixtures.sh)"
+    tools/fixtures.sh target/fixtures
+    data="$PWD/target/fixtures"
+fi
+export CTSTREAM_TEST_DATA="$(cd "$data" && pwd)"
 
 # The default features (training with Burn on the CPU and CUDA) are always built and
 # tested; JPEG-LS where it can be built (tools/features.sh). One release build serves the

@@ -13,7 +13,8 @@ pub fn data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
     assert!(
         dir.join("README.md").is_file(),
-        "test fixtures not found at {}; set CTSTREAM_TEST_DATA to the shared/data folder",
+        "test fixtures not found at {}; fetch them with `tools/fixtures.sh DIR` and set \
+         CTSTREAM_TEST_DATA=DIR (or set it to a folder that holds them already)",
         dir.display()
     );
     dir
