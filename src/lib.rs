@@ -9,7 +9,7 @@ DICOM SEG) as label volumes ([`labels`]),
 streams patches from it ([`loader`]), trains (`train`, feature `train`) and predicts
 ([`predict`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
 [`verify`] reads a whole store back and reports per scan.
-The modules import downward only (`docs/ARCHITECTURE.md`, "Layers"; `tests/layers.rs`).
+The modules import downward only (`docs/ARCHITECTURE.md`, "Layers"; `tests/integration/layers.rs`).
 The Python package (`python/`, PyO3) binds this crate and adds no logic of its own;
 [`message`] gives the CLI and the bindings one text for an error and its causes.
 

@@ -2,7 +2,8 @@
 //! `tests/fuzz/TARGET/` (each a crash, hang or runaway allocation that was fixed) and the
 //! seeds under `fuzz/seeds/TARGET/`, through the same functions the targets call
 //! (`fuzz/fuzz_targets/harness.rs`). A panic, or an attempt to allocate more than 256 MiB
-//! at once, is a regression.
+//! at once, is a regression. A test binary of its own, not a module of
+//! tests/integration: its global allocator refuses allocations that other tests make.
 
 #[path = "../fuzz/fuzz_targets/harness.rs"]
 mod harness;

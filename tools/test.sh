@@ -13,7 +13,12 @@
 # - In a virtual environment with python/requirements.txt as well, the Python package
 #   (python/) is built by maturin and its pytest suite run against the binary.
 # - With moto's S3 server (tools/s3/requirements.txt, in target/s3-venv or
-#   $CTSTREAM_S3_PYTHON), the object-storage tests run against it (tests/remote.rs).
+#   $CTSTREAM_S3_PYTHON), the object-storage tests run against it (tests/integration/remote.rs).
+# The Rust tests that need one of these are marked #[ignore = "needs ..."], so a plain
+# `cargo test` lists them as ignored, with the reason, rather than passing them; this
+# script runs each group with `--ignored` where its packages are installed (the Python
+# cross-checks: `with_python::`; the PyTorch twins: `with_pytorch::`; tests/integration/remote.rs)
+# and says which groups it skipped.
 # CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH / _S3,
 # so nothing is skipped there.
 set -euo pipefail
@@ -41,7 +46,9 @@ esac
 # Every Python package the tests import is pinned in these two files; check_requirements.py
 # names any that is missing or at another version (without importing anything).
 requirements=(tools/goldens/requirements.txt tools/python/requirements.txt)
+have_python=""
 if missing=$(python3 tools/python/check_requirements.py "${requirements[@]}" 2>&1); then
+    have_python=1
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     python3 tools/goldens/make_goldens.py --data "$data" --out "$tmp" >/dev/null
@@ -64,7 +71,34 @@ fi
 # build is the release binary with CUDA that CI must build, and the tests reuse it.
 cargo build --release --locked --all-targets --features "$features"
 # --no-fail-fast: a failing test binary does not hide the failures of the others.
-cargo test --release --locked --no-fail-fast --features "$features"
+# Each step below runs even when one before it failed; the script fails at the end.
+status=0
+cargo test --release --locked --no-fail-fast --features "$features" || status=1
+
+# The ignored groups whose packages are here (no rebuild: the same build as above).
+skipped=()
+if [ -n "$have_python" ]; then
+    cargo test --release --locked --no-fail-fast --features "$features" --tests -- --ignored with_python:: || status=1
+else
+    skipped+=("the Python cross-checks (with_python::)")
+fi
+case ",$features," in
+    *,tch,*) cargo test --release --locked --no-fail-fast --features "$features" --tests -- --ignored with_pytorch:: || status=1 ;;
+    *) skipped+=("the PyTorch twins (with_pytorch::)") ;;
+esac
+s3_python="${CTSTREAM_S3_PYTHON:-target/s3-venv/bin/python}"
+if [ -x "$s3_python" ] && "$s3_python" tools/python/check_requirements.py tools/s3/requirements.txt >/dev/null 2>&1; then
+    CTSTREAM_S3_PYTHON="$(cd "$(dirname "$s3_python")" && pwd)/$(basename "$s3_python")" \
+        cargo test --release --locked --no-fail-fast --features "$features" --test integration -- --ignored remote:: || status=1
+elif [ -n "${CTSTREAM_REQUIRE_S3:-}" ]; then
+    echo "error: CTSTREAM_REQUIRE_S3 is set but $s3_python lacks the packages of tools/s3/requirements.txt" >&2
+    exit 1
+else
+    skipped+=("the object-storage tests (tests/integration/remote.rs: python3 -m venv target/s3-venv && target/s3-venv/bin/pip install -r tools/s3/requirements.txt)")
+fi
+for group in "${skipped[@]}"; do
+    echo "skipped: $group"
+done
 
 # The Python package (python/): built by maturin into the active virtual environment
 # (maturin develop: what a developer runs; the same build as `pip install ./python`), then
@@ -75,7 +109,7 @@ if [ -n "${VIRTUAL_ENV:-}" ] && py_missing=$(python3 tools/python/check_requirem
     py_features=()
     case ",$features," in *,jpegls,*) py_features=(--features jpegls) ;; esac
     (cd python && maturin develop --release --locked --quiet "${py_features[@]}")
-    CTSTREAM_BIN="$PWD/target/release/ctstream" python3 -m pytest -q -p no:cacheprovider python/tests
+    CTSTREAM_BIN="$PWD/target/release/ctstream" python3 -m pytest -q -p no:cacheprovider python/tests || status=1
 elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
     echo "${py_missing:-no virtual environment is active (VIRTUAL_ENV is unset)}" >&2
     echo "error: CTSTREAM_REQUIRE_PYTHON is set but the Python package cannot be built and tested here (needs a virtual environment with the packages above)" >&2
@@ -84,3 +118,4 @@ else
     echo "note: the Python package (python/) is not built or tested: it needs an active virtual environment with"
     echo "      python3 -m pip install -r ${py_requirements[0]} -r ${py_requirements[1]} -r ${py_requirements[2]}"
 fi
+exit "$status"

@@ -74,12 +74,18 @@ class Geometry:
 
     def index_to_world(self, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
         """World position (x, y, z) mm of the voxel at ``index_zyx`` (continuous)."""
-        ijk = (index_zyx[2], index_zyx[1], index_zyx[0])
-        d = self.direction
-        return tuple(
-            self.origin[r] + sum(d[3 * r + c] * ijk[c] * self.spacing[c] for c in range(3))
-            for r in range(3)
-        )  # type: ignore[return-value]
+        x, y, z = _native.index_to_world(
+            self.origin, self.spacing, self.direction, tuple(float(v) for v in index_zyx)
+        )
+        return (x, y, z)
+
+    def world_to_index(self, world_xyz: Sequence[float]) -> Tuple[float, float, float]:
+        """Continuous voxel index (z, y, x) of the world position ``world_xyz`` (x, y, z) mm,
+        as SimpleITK's ``TransformPhysicalPointToContinuousIndex`` (which gives x, y, z)."""
+        z, y, x = _native.world_to_index(
+            self.origin, self.spacing, self.direction, tuple(float(v) for v in world_xyz)
+        )
+        return (z, y, x)
 
     def __repr__(self) -> str:
         return f"Geometry(origin={self.origin}, spacing={self.spacing}, direction={self.direction})"

@@ -22,6 +22,8 @@ __all__ = [
     "read_predictions",
     "read_series_list",
     "version",
+    "index_to_world",
+    "world_to_index",
     "Error",
     "StoreError",
     "LoaderError",
@@ -193,3 +195,15 @@ def read_predictions(
 ) -> List[Tuple[str, float, float, float, float]]: ...
 def read_series_list(path: Union[str, "os.PathLike[str]"]) -> List[str]: ...
 def version() -> str: ...
+def index_to_world(
+    origin: Sequence[float],
+    spacing: Sequence[float],
+    direction: Sequence[float],
+    index_zyx: Sequence[float],
+) -> List[float]: ...
+def world_to_index(
+    origin: Sequence[float],
+    spacing: Sequence[float],
+    direction: Sequence[float],
+    world_xyz: Sequence[float],
+) -> List[float]: ...

@@ -275,11 +275,9 @@ fn augment_from(v: &Bound<'_, PyAny>, patch_zyx: [usize; 3]) -> PyResult<Augment
                 }
             }
             "rot90" => a.rot90 = val.extract().map_err(|_| bad("a bool"))?,
+            // Values are checked by the library (`Augment::validate`).
             "hu_shift" | "hu_scale" | "noise_sigma" => {
                 let x: f32 = val.extract().map_err(|_| bad("a number"))?;
-                if !x.is_finite() || x < 0.0 {
-                    return Err(bad("a finite number at least 0"));
-                }
                 match key.as_str() {
                     "hu_shift" => a.hu_shift = x,
                     "hu_scale" => a.hu_scale = x,
@@ -354,9 +352,6 @@ impl PyLoader {
             c.weighting = parsed::<NoduleWeighting>("weighting", v)?;
         }
         if let Some(v) = hu_window {
-            if !v.iter().all(|x| x.is_finite()) {
-                return Err(PyValueError::new_err(format!("hu_window {v:?}: must be finite")));
-            }
             c.hu_window = v;
         }
         if let Some(v) = augment {
@@ -379,11 +374,6 @@ impl PyLoader {
         }
         c.series = series;
         let val_fraction = val_fraction.unwrap_or(0.2);
-        if !(0.0..1.0).contains(&val_fraction) {
-            return Err(PyValueError::new_err(format!(
-                "val_fraction {val_fraction}: must lie in [0, 1)"
-            )));
-        }
         c.split = match split {
             None => None,
             Some("train") => Some(Split::Train { val_fraction }),
@@ -727,6 +717,37 @@ fn index(
     serde_json::to_string(&summary).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
+/// World position (x, y, z) mm of the continuous voxel index (z, y, x) on a grid
+/// (`Geometry::index_to_world`; `ctstream.Geometry.index_to_world` calls it).
+#[pyfunction]
+fn index_to_world(
+    origin: [f64; 3],
+    spacing: [f64; 3],
+    direction: [f64; 9],
+    index_zyx: [f64; 3],
+) -> [f64; 3] {
+    let g = ctstream::geometry::Geometry { origin_xyz: origin, spacing_xyz: spacing, direction };
+    g.index_to_world(index_zyx)
+}
+
+/// Continuous voxel index (z, y, x) of a world position (x, y, z) mm on a grid
+/// (`Geometry::world_to_index`, SimpleITK's `TransformPhysicalPointToContinuousIndex`);
+/// ValueError for a degenerate grid.
+#[pyfunction]
+fn world_to_index(
+    origin: [f64; 3],
+    spacing: [f64; 3],
+    direction: [f64; 9],
+    world_xyz: [f64; 3],
+) -> PyResult<[f64; 3]> {
+    let g = ctstream::geometry::Geometry { origin_xyz: origin, spacing_xyz: spacing, direction };
+    g.world_to_index(world_xyz).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "the grid (spacing {spacing:?}, direction {direction:?}) is degenerate: no voxel index for a world point"
+        ))
+    })
+}
+
 /// Writes a synthetic LUNA16-style dataset (MetaImage scans, annotations and candidates
 /// CSVs; optionally DICOM series, label maps and nnU-Net's layout), as `ctstream synth`;
 /// returns (scan files, annotations CSV, candidates CSV, nodules).
@@ -959,6 +980,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_predictions, m)?)?;
     m.add_function(wrap_pyfunction!(read_series_list, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(index_to_world, m)?)?;
+    m.add_function(wrap_pyfunction!(world_to_index, m)?)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
     m.add("LoaderError", py.get_type::<LoaderError>())?;

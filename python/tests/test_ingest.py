@@ -80,13 +80,13 @@ def test_summary_and_resume(raw, store_path, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"spacing": (1.0, 0.0, 1.0)}, r"^--spacing: "),
-        ({"chunk": (0, 32, 32)}, r"^--chunk: "),
-        ({"jobs": 0}, r"^--jobs 0: must be 1\.\.=1024$"),
+        ({"spacing": (1.0, 0.0, 1.0)}, r"^spacing: "),
+        ({"chunk": (0, 32, 32)}, r"^chunk: "),
+        ({"jobs": 0}, r"^jobs 0: must be 1\.\.=1024$"),
         ({"labels": ["Tumour=/tmp"]}, r"^labels: \"Tumour\" is not a label name"),
         (
             {"labels": {"lungs": "/tmp"}},
-            r"--labels lungs=/tmp: `lungs` is the lung mask ingest computes",
+            r"labels lungs=/tmp: `lungs` is the lung mask ingest computes",
         ),
     ],
 )

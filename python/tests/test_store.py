@@ -86,6 +86,22 @@ def test_index_voxel_coordinates_match_the_geometry(store):
         g = store.geometry(r["series_id"])
         world = g.index_to_world((r["voxel_z"], r["voxel_y"], r["voxel_x"]))
         assert world == pytest.approx((r["world_x"], r["world_y"], r["world_z"]), abs=1e-6)
+        back = g.world_to_index((r["world_x"], r["world_y"], r["world_z"]))
+        assert back == pytest.approx((r["voxel_z"], r["voxel_y"], r["voxel_x"]), abs=1e-6)
+
+
+def test_geometry_transforms_match_a_hand_computation():
+    # The direction's columns are the array axes in the world: the array's x axis points
+    # along world +y, its y axis along world -x. Index (z, y, x) = (1, 2, 3) with spacing
+    # (0.5, 2, 3) from origin (10, 20, 30) lies at world x = 10 - 2 * 2 = 6,
+    # y = 20 + 3 * 0.5 = 21.5, z = 30 + 1 * 3 = 33.
+    g = ctstream.Geometry((10.0, 20.0, 30.0), (0.5, 2.0, 3.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))
+    assert g.index_to_world((1, 2, 3)) == pytest.approx((6.0, 21.5, 33.0))
+    assert g.world_to_index((6.0, 21.5, 33.0)) == pytest.approx((1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match="degenerate"):
+        ctstream.Geometry((0, 0, 0), (0.0, 1.0, 1.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)).world_to_index(
+            (1, 2, 3)
+        )
 
 
 def test_arrays_own_their_memory(store):

@@ -130,12 +130,12 @@ impl IngestConfig {
     /// [`IngestError::Config`] for a URL the client cannot use, or a read-only (http) one.
     pub fn set_out(&mut self, out: &str, stage: Option<PathBuf>) -> Result<(), IngestError> {
         match crate::store::Location::parse(out)
-            .map_err(|e| IngestError::Config(format!("--out {out}: {e}")))?
+            .map_err(|e| IngestError::Config(format!("out {out}: {e}")))?
         {
             crate::store::Location::Local(p) => {
                 if let Some(s) = stage {
                     return Err(IngestError::Config(format!(
-                        "--stage {}: only a store on object storage is staged; --out {out} is a folder",
+                        "stage {}: only a store on object storage is staged; out {out} is a folder",
                         s.display()
                     )));
                 }
@@ -145,7 +145,7 @@ impl IngestConfig {
             crate::store::Location::Remote(r) => {
                 if r.url().starts_with("http://") || r.url().starts_with("https://") {
                     return Err(IngestError::Config(format!(
-                        "--out {out}: an http(s) store is read-only; write to s3://, gs:// or az://"
+                        "out {out}: an http(s) store is read-only; write to s3://, gs:// or az://"
                     )));
                 }
                 self.out = stage.unwrap_or_else(|| upload::default_stage(r.url(), self.shard));
@@ -184,31 +184,31 @@ impl IngestConfig {
     /// calls it first, so a manifest that no reader would open is never written.
     ///
     /// # Errors
-    /// [`IngestError::Config`] naming the flag and the value.
+    /// [`IngestError::Config`] naming the option (as the CLI and Python name it) and the value.
     pub fn validate(&self) -> Result<(), IngestError> {
         if self.inputs.is_empty() {
-            return Err(IngestError::Config("no --input given".into()));
+            return Err(IngestError::Config("inputs: none given".into()));
         }
         if let Some(s) = self.labels.iter().find(|s| self.lung_mask && s.name == labels::LUNGS) {
             return Err(IngestError::Config(format!(
-                "--labels {}={}: `{}` is the lung mask ingest computes; store your own lung masks under that name with --no-lung-mask, or choose another name",
+                "labels {}={}: `{}` is the lung mask ingest computes; store your own lung masks under that name with the lung mask off (lung_mask=False; CLI --no-lung-mask), or choose another name",
                 s.name,
                 s.dir.display(),
                 labels::LUNGS
             )));
         }
         if !(1..=1024).contains(&self.jobs) {
-            return Err(IngestError::Config(format!("--jobs {}: must be 1..=1024", self.jobs)));
+            return Err(IngestError::Config(format!("jobs {}: must be 1..=1024", self.jobs)));
         }
         self.manifest().check().map_err(|e| {
-            let flag = match e.key {
-                "spacing_xyz" => "--spacing",
-                "chunk_shape_zyx" => "--chunk",
-                "codec" => "--level",
-                "hu_clip" => "--clip",
+            let option = match e.key {
+                "spacing_xyz" => "spacing",
+                "chunk_shape_zyx" => "chunk",
+                "codec" => "level",
+                "hu_clip" => "clip",
                 other => other,
             };
-            IngestError::Config(format!("{flag}: {}", e.message))
+            IngestError::Config(format!("{option}: {}", e.message))
         })
     }
 
@@ -241,7 +241,7 @@ pub enum IngestError {
     Store(#[from] StoreError),
     /// The store exists with other parameters.
     #[error(
-        "{path}: the store was made with other parameters ({existing}); ingest with the same ones or into a new --out"
+        "{path}: the store was made with other parameters ({existing}); ingest with the same ones or into a new store"
     )]
     Mismatch {
         /// The store.

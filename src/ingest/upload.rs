@@ -47,7 +47,7 @@ pub(super) fn prepare_stage(stage: &Path) -> Result<(), IngestError> {
             .any(|e| e.file_name() != crate::store::lock::LOCK_FILE);
         if foreign || stage.join(MANIFEST).exists() {
             return Err(IngestError::Config(format!(
-                "--stage {}: not empty and not a staging folder of an earlier ingest; give an empty or new folder (it holds each scan until it is uploaded)",
+                "stage {}: not empty and not a staging folder of an earlier ingest; give an empty or new folder (it holds each scan until it is uploaded)",
                 stage.display()
             )));
         }

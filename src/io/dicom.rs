@@ -152,7 +152,7 @@ pub enum DicomError {
     /// Files that look like slices of the series (DICOM Part 10 files, or `.dcm`, in its
     /// folder) cannot be read, or hold values no slice can have: the series would be
     /// stored with slices missing.
-    #[error("{path}: series {series}: {} file(s) that may be its slices are damaged: {}; the series would be missing slices (repair or replace them; --allow-missing-slices stores it without them, recorded as a warning)", files.len(), files.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect::<Vec<_>>().join("; "))]
+    #[error("{path}: series {series}: {} file(s) that may be its slices are damaged: {}; the series would be missing slices (repair or replace them; allow_missing_slices (CLI --allow-missing-slices) stores it without them, recorded as a warning)", files.len(), files.iter().map(|(f, m)| format!("{} ({m})", f.display())).collect::<Vec<_>>().join("; "))]
     DamagedSlices {
         /// The folder.
         path: PathBuf,
@@ -163,7 +163,7 @@ pub enum DicomError {
     },
     /// Steps between slice positions are whole multiples of the series' step: slices are
     /// missing there.
-    #[error("{path}: series {series}: slices are missing: {}; the series is incomplete (find the missing files; --allow-missing-slices interpolates over the gap, recorded as a warning)", gaps.join("; "))]
+    #[error("{path}: series {series}: slices are missing: {}; the series is incomplete (find the missing files; allow_missing_slices (CLI --allow-missing-slices) interpolates over the gap, recorded as a warning)", gaps.join("; "))]
     MissingSlices {
         /// The folder.
         path: PathBuf,
@@ -173,7 +173,7 @@ pub enum DicomError {
         gaps: Vec<String>,
     },
     /// Slice positions are unevenly spaced and resampling was not asked for.
-    #[error("{path}: series {series}: uneven slice spacing ({}); pass --resample-uneven to resample onto a uniform grid", .spacing.describe())]
+    #[error("{path}: series {series}: uneven slice spacing ({}); resample_uneven (CLI --resample-uneven) resamples it onto a uniform grid", .spacing.describe())]
     UnevenSpacing {
         /// The folder.
         path: PathBuf,

@@ -41,7 +41,7 @@ pub enum ReadError {
         source: crate::geometry::GeometryError,
     },
     /// The folder holds several series and none was chosen.
-    #[error("{path}: holds {} series; choose one with --series:\n{}", series.len(), series.join("\n"))]
+    #[error("{path}: holds {} series; choose one by its id (series; CLI --series):\n{}", series.len(), series.join("\n"))]
     MultipleSeries {
         /// The folder.
         path: PathBuf,

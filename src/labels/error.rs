@@ -11,7 +11,7 @@ use crate::io;
 #[non_exhaustive]
 pub enum LabelFileError {
     /// The folder cannot be searched.
-    #[error("--labels {path}: {message}")]
+    #[error("labels {path}: {message}")]
     Dir {
         /// The folder.
         path: PathBuf,
@@ -53,7 +53,7 @@ pub enum LabelFileError {
     },
     /// Two files pair with one scan under one name.
     #[error(
-        "scan {series_id}: both {first} and {second} would be its label volume {name}; keep one, or give them different names (--labels NAME=DIR)"
+        "scan {series_id}: both {first} and {second} would be its label volume {name}; keep one, or give them different names (labels NAME=DIR)"
     )]
     Ambiguous {
         /// The scan.

@@ -2,7 +2,7 @@
 //! "Label volumes", "Resampling"): each target voxel centre takes the value of the source
 //! voxel whose centre is nearest in index space, halves rounded up, 0 outside the
 //! source. This is SimpleITK's `sitkNearestNeighbor` with default value 0
-//! (`tests/labels.rs` checks the two agree).
+//! (`tests/integration/labels.rs` checks the two agree).
 
 use ndarray::Array3;
 use rayon::prelude::*;

@@ -79,6 +79,37 @@ impl Augment {
         Ok(a)
     }
 
+    /// Checks the strengths: `hu_shift` and `noise_sigma` finite and at least 0,
+    /// `hu_scale` in [0, 1) (the factor stays positive), and rot90 only on patches square
+    /// in-plane.
+    ///
+    /// ```
+    /// use ctstream::loader::Augment;
+    /// assert!(Augment { hu_scale: 0.05, ..Default::default() }.validate([32, 64, 64]).is_ok());
+    /// assert!(Augment { hu_scale: 1.0, ..Default::default() }.validate([32, 64, 64]).is_err());
+    /// assert!(Augment { noise_sigma: f32::NAN, ..Default::default() }.validate([32, 64, 64]).is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// The field and its value.
+    pub fn validate(&self, patch_zyx: [usize; 3]) -> Result<(), String> {
+        for (name, v) in [("hu_shift", self.hu_shift), ("noise_sigma", self.noise_sigma)] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("augment {name} {v}: must be a finite number at least 0"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.hu_scale) {
+            return Err(format!(
+                "augment hu_scale {}: must lie in [0, 1) (HU are multiplied by 1 +- it)",
+                self.hu_scale
+            ));
+        }
+        if self.rot90 && patch_zyx[1] != patch_zyx[2] {
+            return Err("90-degree rotations need square patches in-plane (H == W)".to_string());
+        }
+        Ok(())
+    }
+
     /// Draws one patch's parameters (always the same number of draws, so the other
     /// choices of a patch do not depend on which augmentations are on).
     pub fn draw(&self, rng: &mut impl Rng) -> AugmentParams {

@@ -246,6 +246,54 @@ fn default_fetchers() -> usize {
     DEFAULT_FETCHERS
 }
 
+impl LoaderConfig {
+    /// Checks every option on its own and against the others (not against a store: the
+    /// series, labels and nodules are checked when the loader is built). The CLI and the
+    /// Python package pass their values here unchecked.
+    ///
+    /// # Errors
+    /// [`LoaderError::Config`] naming the option and its value.
+    pub fn validate(&self) -> Result<(), LoaderError> {
+        let bad = |m: String| Err(LoaderError::Config(m));
+        if self.patch_zyx.contains(&0)
+            || self.batch_size == 0
+            || self.workers == 0
+            || self.prefetch == 0
+        {
+            return bad(
+                "patch sides, batch size, workers and prefetch must be at least 1".to_string()
+            );
+        }
+        if self.batches_per_epoch == Some(0) {
+            return bad("an epoch needs at least 1 batch".to_string());
+        }
+        if self.fetchers > 1024 {
+            return bad("fetchers: at most 1024".to_string());
+        }
+        if !(0.0..=1.0).contains(&self.positive_share) {
+            return bad("positive share must lie in [0, 1]".to_string());
+        }
+        if !self.hu_window.iter().all(|x| x.is_finite()) {
+            return bad(format!("hu_window {:?}: must be finite", self.hu_window));
+        }
+        if self.hu_window[0] >= self.hu_window[1] {
+            return bad("the HU window must be LO < HI".to_string());
+        }
+        self.augment.validate(self.patch_zyx).map_err(LoaderError::Config)?;
+        if let Some(Split::Train { val_fraction } | Split::Val { val_fraction }) = self.split
+            && !(0.0..1.0).contains(&val_fraction)
+        {
+            return bad(format!("val_fraction {val_fraction}: must lie in [0, 1)"));
+        }
+        if let Some((rank, world)) = self.shard
+            && (world == 0 || rank >= world)
+        {
+            return bad("shard needs rank < world".to_string());
+        }
+        Ok(())
+    }
+}
+
 impl Default for LoaderConfig {
     fn default() -> Self {
         LoaderConfig {
@@ -491,34 +539,7 @@ impl Loader {
     }
 
     fn new(store: &Store, cfg: LoaderConfig) -> Result<Loader, LoaderError> {
-        let bad = |m: &str| Err(LoaderError::Config(m.to_string()));
-        if cfg.patch_zyx.contains(&0)
-            || cfg.batch_size == 0
-            || cfg.workers == 0
-            || cfg.prefetch == 0
-        {
-            return bad("patch sides, batch size, workers and prefetch must be at least 1");
-        }
-        if cfg.batches_per_epoch == Some(0) {
-            return bad("an epoch needs at least 1 batch");
-        }
-        if cfg.fetchers > 1024 {
-            return bad("fetchers: at most 1024");
-        }
-        if !(0.0..=1.0).contains(&cfg.positive_share) {
-            return bad("positive share must lie in [0, 1]");
-        }
-        if cfg.hu_window[0] >= cfg.hu_window[1] {
-            return bad("the HU window must be LO < HI");
-        }
-        if cfg.augment.rot90 && cfg.patch_zyx[1] != cfg.patch_zyx[2] {
-            return bad("90-degree rotations need square patches in-plane (H == W)");
-        }
-        if let Some((rank, world)) = cfg.shard
-            && (world == 0 || rank >= world)
-        {
-            return bad("shard needs rank < world");
-        }
+        cfg.validate()?;
         // Selection.
         let mut ids: Vec<&str> = store.series_ids().collect();
         if let Some(list) = &cfg.series {
@@ -665,9 +686,9 @@ impl Loader {
                 }
             }
             if hard_negatives.is_empty() && cfg.positive_share < 1.0 {
-                return bad(
-                    "negatives from candidates asked for, but the index has no class-0 candidates in the selection",
-                );
+                return Err(LoaderError::Config(
+                    "negatives from candidates asked for, but the index has no class-0 candidates in the selection".to_string(),
+                ));
             }
         }
         let cache = cache::ChunkCache::new(cfg.cache_bytes);

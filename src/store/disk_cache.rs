@@ -62,7 +62,7 @@ impl DiskCache {
     pub fn open(dir: &Path, budget: u64) -> Result<DiskCache, StoreError> {
         if budget == 0 {
             return Err(StoreError::Invalid {
-                message: format!("--disk-cache-gb for {}: give more than 0", dir.display()),
+                message: format!("disk cache {}: its size must be more than 0 GB", dir.display()),
             });
         }
         let io = |source| StoreError::Io { path: dir.to_path_buf(), source };

@@ -319,7 +319,7 @@ mod tests {
     /// parameters; a ConvTranspose3d(cin, c) 8 cin c + c; the output conv c + 1.
     /// Down 1992 + 10464 + 41664 + 166272, bottleneck 664320, up 65600 + 332160 + 16416 +
     /// 83136 + 4112 + 20832 + 1032 + 5232, out 9: 1413241 (PyTorch's twin agrees, see
-    /// tests/train.rs).
+    /// tests/integration/train.rs).
     #[test]
     fn the_unet_has_the_parameters_counted_by_hand() {
         let device = Default::default();

@@ -15,7 +15,7 @@ or a prediction tile can be timed in both frameworks on the same machine
   clamped to [1e-6, 1 - 1e-6] (src/train/loss.rs).
 
 `python3 tools/bench/twin.py [--json]` prints the parameter counts of the benchmarked
-configurations (tests/train.rs compares them with Burn's).
+configurations (tests/integration/train.rs compares them with Burn's).
 """
 
 import torch

@@ -5,7 +5,7 @@ Usage: python3 tools/broken/make_corpus.py --ctstream target/release/ctstream
 
 Every scan file is small and deterministic; the DICOM cases are edits of a 16x16 CT crop from
 ../shared/data/monai/CT_DICOM (Apache-2.0, see that folder's LICENSE). What each file
-should make ctstream say is in tests/broken/README.md, which tests/broken.rs reads.
+should make ctstream say is in tests/broken/README.md, which tests/integration/broken.rs reads.
 """
 
 import gzip

@@ -2,9 +2,7 @@
 //! staircase and the training-curve reader against hand-worked cases, and that every
 //! chart draws something.
 
-mod common;
-
-use common::tempdir;
+use crate::common::tempdir;
 use ctstream::evaluate::{Froc, FrocPoint};
 use ctstream::picture::slice::{self, ANNOTATED, PREDICTED, SliceView, Window, blend};
 use ctstream::picture::{Picture, PictureError, curves, froc};

@@ -3,12 +3,10 @@
 //! worker counts and runs, shards are disjoint and cover, augmentation moves image and
 //! mask together, a corrupt chunk surfaces as an error, and dropping stops the workers.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ctstream::annotations;
 use ctstream::ingest::{self, IngestConfig};
 use ctstream::loader::{Augment, Batch, Loader, Split};

@@ -1,11 +1,9 @@
 //! NIfTI-1: hand-built headers for the qform path, scaling and the refusals (the real
 //! TotalSegmentator files are covered by the goldens).
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
+use crate::common::*;
 use ctstream::io::nifti::{self, NiftiError};
 
 /// A NIfTI-1 single-file header (348 bytes + 4 bytes of extension flag), little-endian.

@@ -66,38 +66,30 @@ pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary folder")
 }
 
-/// What SimpleITK reads from each path (tools/goldens/sitk_digest.py), or `None` when
-/// Python with SimpleITK is not available here. CI sets `CTSTREAM_REQUIRE_PYTHON=1`,
-/// which turns a missing SimpleITK into a failure.
-pub fn sitk_digest(paths: &[&std::path::Path]) -> Option<serde_json::Value> {
+/// What SimpleITK reads from each path (tools/goldens/sitk_digest.py).
+pub fn sitk_digest(paths: &[&std::path::Path]) -> serde_json::Value {
     let args: Vec<std::ffi::OsString> = paths.iter().map(|p| p.as_os_str().to_owned()).collect();
     python_json("tools/goldens/sitk_digest.py", &args)
 }
 
-/// Runs a Python script of the project with `args` and parses its JSON output; `None`
-/// when SimpleITK (or another module it imports) is missing and CI did not require it.
-pub fn python_json(script: &str, args: &[std::ffi::OsString]) -> Option<serde_json::Value> {
+/// Runs a Python script of the project with `args` and parses its JSON output. Only the
+/// tests marked `#[ignore = "needs Python ..."]` call it (tools/test.sh runs them where the
+/// pinned packages are installed), so a missing module is a failure here, never a pass.
+pub fn python_json(script: &str, args: &[std::ffi::OsString]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(script);
-    let out = std::process::Command::new("python3").arg(&script).args(args).output();
-    let required = std::env::var_os("CTSTREAM_REQUIRE_PYTHON").is_some();
-    match out {
-        Ok(o) if o.status.success() => {
-            Some(serde_json::from_slice(&o.stdout).expect("the script prints JSON"))
-        }
-        Ok(o)
-            if required || !String::from_utf8_lossy(&o.stderr).contains("ModuleNotFoundError") =>
-        {
-            panic!("{} failed: {}", script.display(), String::from_utf8_lossy(&o.stderr))
-        }
-        Err(e) if required => panic!("python3 not available: {e}"),
-        _ => {
-            eprintln!(
-                "Python modules missing: skipping the cross-check with {} (CI runs it)",
-                script.display()
-            );
-            None
-        }
-    }
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 (for {}): {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed (the pinned packages: python3 -m pip install -r \
+         tools/goldens/requirements.txt -r tools/python/requirements.txt): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints JSON")
 }
 
 /// Asserts that SimpleITK's digest of a file matches a volume read by ctstream.

@@ -2,11 +2,9 @@
 //! Python's csv module, tests/goldens/luna16_annotations.json); bad rows give errors with
 //! the file and the line.
 
-mod common;
-
 use std::fs;
 
-use common::*;
+use crate::common::*;
 use ctstream::annotations::{self, Annotation, AnnotationError, Candidate};
 
 fn sums(rows: &[Annotation]) -> [f64; 4] {

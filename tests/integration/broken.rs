@@ -1,8 +1,6 @@
 //! The broken-input corpus (`tests/broken/README.md`): every file ends in a clear error
 //! that names it, from the library and from the command line, and nothing panics.
 
-mod common;
-
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -82,7 +80,7 @@ fn contains_all(c: &Case, msg: &str) {
 
 #[test]
 fn every_broken_input_gets_its_clear_error() {
-    let dir = common::tempdir();
+    let dir = crate::common::tempdir();
     for c in cases() {
         let path = corpus().join(&c.path);
         assert!(path.exists(), "{} is missing from the corpus", c.path);

@@ -2,12 +2,10 @@
 //! Fixture files are copied (and where needed edited with dicom-object) into temporary
 //! folders; the shared fixtures are never modified.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use ctstream::io::dicom::{DicomError, DicomOptions};
 use ctstream::io::{self, ReadError};
 use dicom_core::{DataElement, PrimitiveValue, VR};

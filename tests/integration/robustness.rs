@@ -4,14 +4,12 @@
 //! ingests are removed, FIFOs and devices are refused, DICOM damage is never silent.
 //! The single-file cases, each with its exact error, are in `tests/broken/` (`broken.rs`).
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use ctstream::ingest::{self, IngestConfig};
 use ctstream::io::dicom::{DicomError, DicomOptions, UnevenPolicy};
 use ctstream::io::{self, ReadError, metaimage, nifti};
@@ -159,12 +157,12 @@ fn bad_flags_are_refused_before_anything_is_written() {
     let data = dir.path().join("data");
     dataset(&data, 1, 23);
     for (flag, value, says) in [
-        ("--spacing", "nan,1,1", "--spacing"),
-        ("--spacing", "0,1,1", "--spacing"),
+        ("--spacing", "nan,1,1", "spacing: "),
+        ("--spacing", "0,1,1", "spacing: "),
         ("--chunk", "512,512,512", "chunk shape [512, 512, 512]"),
         ("--chunk", "4294967297,1,1", "chunk shape"),
         ("--chunk", "1,1,1", "16x16x16 to 256x256x256"),
-        ("--jobs", "0", "--jobs"),
+        ("--jobs", "0", "jobs 0: must be 1..=1024"),
     ] {
         let out = dir.path().join("store");
         let o = ctstream()

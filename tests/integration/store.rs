@@ -2,12 +2,10 @@
 //! flipped byte detected with the scan and chunk named, truncation, newer versions,
 //! concurrent readers.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use ctstream::geometry::Geometry;
 use ctstream::store::format::{HEADER_SIZE, VolumeHeader};
 use ctstream::store::writer::{ChunkOptions, write_volume};

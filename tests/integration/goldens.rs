@@ -4,9 +4,7 @@
 //! (SimpleITK, within 1e-6 mm), and every voxel (SHA-256 of the HU, pydicom's
 //! `apply_modality_lut` for DICOM, SimpleITK for MetaImage).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use ctstream::geometry::Geometry;
 use ctstream::io::dicom::{DicomError, DicomOptions, UnevenPolicy};
 use ctstream::io::{self, ReadError};

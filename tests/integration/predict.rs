@@ -7,12 +7,10 @@
 //! - `ctstream evaluate` reproduces the hand-worked FROC of `src/evaluate.rs`'s tests.
 #![cfg(feature = "train")]
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use ctstream::ingest::{self, IngestConfig};
 use ctstream::predict::model::Trained;
 use ctstream::predict::{self, SlidingWindow, window};

@@ -1,12 +1,10 @@
 //! The `ctstream` binary: `info` (text and the stable JSON), series choice, exit codes,
 //! errors that name the file; `synth` then `info`.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::*;
+use crate::common::*;
 
 fn ctstream(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ctstream")).args(args).output().expect("run ctstream")
