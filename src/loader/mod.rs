@@ -119,6 +119,17 @@ pub struct MaskLabel {
     pub values: Vec<u8>,
 }
 
+/// `NAME`, or `NAME:V,V` with the chosen values (as it is written on the command line).
+impl std::fmt::Display for MaskLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        for (k, v) in self.values.iter().enumerate() {
+            write!(f, "{}{v}", if k == 0 { ':' } else { ',' })?;
+        }
+        Ok(())
+    }
+}
+
 impl MaskLabel {
     /// Whether voxel value `v` is foreground.
     pub fn is_foreground(&self, v: u8) -> bool {

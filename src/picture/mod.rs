@@ -1,6 +1,6 @@
 //! Pictures a person can look at, as PNG: an axial slice with the predicted and annotated
-//! masks over it ([`slice`]), a run's training curves ([`curves`]) and a FROC curve
-//! ([`froc`]).
+//! masks over it ([`slice`]; which slice of a stored scan, and its masks: [`scan_slice`]),
+//! a run's training curves ([`curves`]) and a FROC curve ([`froc`]).
 //!
 //! Drawing goes through `plotters` (bitmap backend) and encoding through `image`. Text uses
 //! an embedded font (DejaVu Sans cut to the characters used, `assets/fonts/`), so a picture
@@ -15,6 +15,7 @@
 
 pub mod curves;
 pub mod froc;
+pub mod scan_slice;
 pub mod slice;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,13 @@ pub enum PictureError {
         /// What is wrong with it.
         message: String,
     },
+    /// A request that does not fit the scan (a slice it does not have, ...); the
+    /// message starts with the setting's name.
+    #[error("{0}")]
+    Request(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

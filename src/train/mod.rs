@@ -28,6 +28,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod execute;
 pub mod fit;
 pub mod log;
 pub mod loss;

@@ -3,7 +3,7 @@
 //! ([`resume_config`], with what may change on resume), and the run folder made ready
 //! ([`prepare`]: the store and the loaders checked against the configuration, so a resumed
 //! run trains on exactly the batches the uninterrupted run would have, `config.json`
-//! written, the CSV logs opened). [`super::fit`] then trains.
+//! written, the CSV logs opened). [`super::execute`] then trains it on a backend.
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +41,9 @@ pub enum RunError {
     /// A loader could not be built.
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    /// Training failed: a batch could not be built, or a checkpoint written.
+    #[error(transparent)]
+    Train(super::TrainError),
 }
 
 /// The largest patches per step, and the most steps, a run takes.

@@ -26,6 +26,8 @@
 //! in-plane-correlated noise. Every value is a pure function of (seed, scan index): the
 //! same seed gives the same bytes.
 
+pub mod check;
+
 use std::f64::consts::PI;
 use std::path::{Path, PathBuf};
 
