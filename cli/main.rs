@@ -131,7 +131,7 @@ fn open_store(
     if let Some(dir) = &cache.disk_cache {
         match store.location().remote() {
             Some(r) => {
-                let c = ctstream::store::disk_cache::DiskCache::open(dir, (gb * 1e9) as u64)
+                let c = ctstream::store::cache::disk::DiskCache::open(dir, (gb * 1e9) as u64)
                     .with_context(|| format!("--disk-cache {}", dir.display()))?;
                 r.set_disk_cache(c);
             }

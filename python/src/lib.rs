@@ -123,7 +123,10 @@ impl PyStore {
         if let (Some(dir), Some(r)) = (disk_cache, store.location().remote()) {
             let c = py
                 .detach(|| {
-                    ctstream::store::disk_cache::DiskCache::open(&dir, (disk_cache_gb * 1e9) as u64)
+                    ctstream::store::cache::disk::DiskCache::open(
+                        &dir,
+                        (disk_cache_gb * 1e9) as u64,
+                    )
                 })
                 .map_err(store_err)?;
             r.set_disk_cache(c);

@@ -1,4 +1,5 @@
-//! A decoded-chunk cache with a byte budget, shared by the loader's workers: the chunks
+//! Tier 4 of the chunk caches ([`crate::store::cache`] names them all): decoded chunks
+//! with a byte budget, shared by the loader's workers (and a prediction's): the chunks
 //! around nodules, read again and again, are decoded once. Least recently used chunks
 //! are evicted first; the cache is split into shards to keep lock contention low.
 

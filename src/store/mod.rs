@@ -13,11 +13,10 @@
 //! # Ok::<(), ctstream::store::StoreError>(())
 //! ```
 
-pub mod disk_cache;
+pub mod cache;
 pub mod format;
 pub mod index;
 pub mod lock;
-pub mod memory_cache;
 pub mod reader;
 pub mod remote;
 pub mod writer;

@@ -10,6 +10,7 @@ use memmap2::Mmap;
 use ndarray::{Array3, s};
 
 use super::StoreError;
+use super::cache::{FileChunks, Requests};
 use super::format::{ChunkEntry, ENTRY_SIZE, HEADER_SIZE, VolumeHeader, Voxel};
 use super::remote::Remote;
 use crate::geometry::Geometry;
@@ -53,7 +54,7 @@ pub struct VolumeFile {
 #[derive(Debug)]
 enum Data {
     Map(Mmap),
-    /// `id`: the volume's name in the store's memory cache ([`super::memory_cache`]).
+    /// `id`: the volume's name in the store's memory cache ([`super::cache::memory`]).
     Remote {
         remote: Arc<Remote>,
         rel: String,
@@ -116,7 +117,11 @@ impl VolumeFile {
         let (header, table) = check_head(&path, &head, file_size)?;
         Ok(VolumeFile {
             path,
-            data: Data::Remote { remote, rel: rel.to_string(), id: super::memory_cache::next_id() },
+            data: Data::Remote {
+                remote,
+                rel: rel.to_string(),
+                id: super::cache::memory::next_id(),
+            },
             header,
             table,
         })
@@ -154,18 +159,17 @@ impl VolumeFile {
         self.fetch(&chunks)
     }
 
-    /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding:
-    /// from the store's memory cache where it holds them ([`super::memory_cache`]), then
-    /// from the disk cache where one is set ([`Remote::set_disk_cache`]), then by range
-    /// requests with neighbouring ones coalesced; every other chunk a request brings is
-    /// kept in the memory cache (and the disk cache) for the readers that come next.
-    /// Chunks another thread is fetching at the moment are waited for, not asked again.
-    /// Nothing for a local file.
+    /// Fetches the payloads of `chunks` (z, y, x) from object storage ahead of decoding,
+    /// through the store's cache tiers ([`super::cache`]: memory, then the disk cache where
+    /// one is set, then range requests with neighbouring ones coalesced; chunks another
+    /// thread is fetching are waited for, not asked again). Nothing for a local file.
     ///
     /// # Errors
     /// [`StoreError::Remote`] naming the object and the byte range.
     pub fn fetch(&self, chunks: &[[usize; 3]]) -> Result<Fetched, StoreError> {
-        let Data::Remote { remote, id, .. } = &self.data else { return Ok(Fetched::default()) };
+        let Data::Remote { remote, rel, id } = &self.data else {
+            return Ok(Fetched::default());
+        };
         let grid = self.header.grid();
         let mut ks: Vec<usize> = chunks
             .iter()
@@ -174,95 +178,15 @@ impl VolumeFile {
             .collect();
         ks.sort_unstable();
         ks.dedup();
-        let memory = remote.memory_cache();
-        let keys: Vec<super::memory_cache::Key> = ks.iter().map(|&k| (*id, k)).collect();
-        let claim = memory.claim(&keys);
-        let mut out = HashMap::with_capacity(ks.len());
-        remote.note_wanted(claim.first_use_bytes);
-        out.extend(claim.held.into_iter().map(|((_, k), b)| (k, b)));
-        {
-            let mine = super::memory_cache::Claimed::new(memory, claim.mine);
-            let want: Vec<usize> = mine.keys().iter().map(|&(_, k)| k).collect();
-            self.fetch_uncached(&want, &mut out)?;
-            // `mine` is released here, waking the threads waiting for these chunks.
-        }
-        if !claim.theirs.is_empty() {
-            let mut missing = Vec::new();
-            let (got, first_use) = memory.wait(&claim.theirs, remote.options().deadline);
-            remote.note_wanted(first_use);
-            for ((_, k), b) in got {
-                match b {
-                    Some(b) => {
-                        out.insert(k, b);
-                    }
-                    None => missing.push(k),
-                }
-            }
-            // Their fetch failed (or what it brought was evicted at once): fetch them here.
-            self.fetch_uncached(&missing, &mut out)?;
-        }
-        Ok(Fetched(out))
-    }
-
-    /// Fetches chunks `ks` (indices, sorted) from the disk cache or by range requests into
-    /// `out`, keeping what the requests brought in the memory cache.
-    fn fetch_uncached(
-        &self,
-        ks: &[usize],
-        out: &mut HashMap<usize, Bytes>,
-    ) -> Result<(), StoreError> {
-        let Data::Remote { remote, rel, id } = &self.data else { return Ok(()) };
-        if ks.is_empty() {
-            return Ok(());
-        }
-        let disk = remote.disk_cache();
         let url = self.path.to_string_lossy();
-        let key = |k: usize| {
-            super::disk_cache::DiskCache::key(
-                &url,
-                self.header.file_size,
-                self.table[k].offset,
-                self.table[k].length,
-                self.table[k].crc,
-            )
+        let file =
+            FileChunks { id: *id, url: &url, file_size: self.header.file_size, table: &self.table };
+        let requests = Requests {
+            get_spans: &|ranges| remote.get_spans(rel, ranges),
+            deadline: remote.options().deadline,
+            note_wanted: &|n| remote.note_wanted(n),
         };
-        let mut want = Vec::with_capacity(ks.len());
-        for &k in ks {
-            match disk.and_then(|c| c.get(&key(k), self.table[k].crc)) {
-                Some(b) => {
-                    out.insert(k, Bytes::from(b));
-                }
-                None => want.push(k),
-            }
-        }
-        let range =
-            |k: usize| self.table[k].offset..self.table[k].offset + self.table[k].length as u64;
-        let ranges: Vec<std::ops::Range<u64>> = want.iter().map(|&k| range(k)).collect();
-        let memory = remote.memory_cache();
-        for (span, bytes) in remote.get_spans(rel, &ranges)? {
-            // Every chunk lying wholly in the span (the payloads tile the file in chunk
-            // order, check 6, so they are found by offset).
-            let first = self.table.partition_point(|e| e.offset < span.start);
-            for k in first..self.table.len() {
-                let r = range(k);
-                if r.end > span.end {
-                    break;
-                }
-                let b = bytes.slice((r.start - span.start) as usize..(r.end - span.start) as usize);
-                if let Some(c) = disk {
-                    let name = key(k);
-                    if !c.holds(&name) {
-                        c.put(&name, &b);
-                    }
-                }
-                let wanted = want.binary_search(&k).is_ok();
-                memory.insert((*id, k), &b, wanted);
-                if wanted {
-                    out.insert(k, b);
-                }
-            }
-        }
-        Ok(())
+        Ok(Fetched(remote.payloads().fetch(&file, &ks, &requests)?))
     }
 
     /// The file's header.

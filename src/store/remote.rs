@@ -99,7 +99,7 @@ pub struct RemoteOptions {
     /// Byte ranges of one call less than this apart are fetched in one request, with the
     /// bytes between them (default 1 MiB, `object_store`'s: fewer requests, more bytes).
     pub coalesce_bytes: u64,
-    /// Budget of the fetched chunk payloads held in memory ([`super::memory_cache`]):
+    /// Budget of the fetched chunk payloads held in memory ([`super::cache::memory`]):
     /// what coalesced requests brought beyond what was asked for is used from there.
     pub memory_bytes: u64,
 }
@@ -204,8 +204,8 @@ pub struct Remote {
     fetched: AtomicU64,
     wanted: AtomicU64,
     sent: AtomicU64,
-    disk_cache: OnceLock<super::disk_cache::DiskCache>,
-    memory: super::memory_cache::MemoryCache,
+    /// Cache tiers 3 (memory) and 2 (disk) of this store's chunk payloads.
+    payloads: super::cache::Payloads,
 }
 
 impl std::fmt::Debug for Remote {
@@ -363,27 +363,31 @@ impl Remote {
             fetched: AtomicU64::new(0),
             wanted: AtomicU64::new(0),
             sent: AtomicU64::new(0),
-            disk_cache: OnceLock::new(),
-            memory: super::memory_cache::MemoryCache::new(
+            payloads: super::cache::Payloads::new(
                 usize::try_from(options.memory_bytes).unwrap_or(usize::MAX),
             ),
         })
     }
 
     /// Keeps the chunk bytes this store's volumes fetch in `cache` too, and reads them from
-    /// there first ([`super::disk_cache`]). Set once; false when one was set already.
-    pub fn set_disk_cache(&self, cache: super::disk_cache::DiskCache) -> bool {
-        self.disk_cache.set(cache).is_ok()
+    /// there first ([`super::cache::disk`]). Set once; false when one was set already.
+    pub fn set_disk_cache(&self, cache: super::cache::disk::DiskCache) -> bool {
+        self.payloads.set_disk(cache)
     }
 
     /// The disk cache of fetched chunks, when one is set.
-    pub fn disk_cache(&self) -> Option<&super::disk_cache::DiskCache> {
-        self.disk_cache.get()
+    pub fn disk_cache(&self) -> Option<&super::cache::disk::DiskCache> {
+        self.payloads.disk()
     }
 
     /// The fetched chunk payloads held in memory, and those being fetched now.
-    pub fn memory_cache(&self) -> &super::memory_cache::MemoryCache {
-        &self.memory
+    pub fn memory_cache(&self) -> &super::cache::memory::MemoryCache {
+        self.payloads.memory()
+    }
+
+    /// The cache tiers of this store's chunk payloads ([`super::cache`]).
+    pub fn payloads(&self) -> &super::cache::Payloads {
+        &self.payloads
     }
 
     /// Counts `n` bytes of chunk payloads an earlier request brought along that a reader

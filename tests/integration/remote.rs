@@ -472,12 +472,12 @@ fn two_shards_in_two_processes_then_index_equal_one_ingest() {
 #[test]
 #[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
 fn a_disk_cache_serves_a_second_run_without_requests() {
-    use ctstream::store::disk_cache::DiskCache;
+    use ctstream::store::cache::disk::DiskCache;
     let s = server();
     let dir = tempdir();
     uploaded(&s, dir.path(), 2, "disk");
     let cache_dir = dir.path().join("cache");
-    let run = || -> (Vec<Batch>, u64, ctstream::store::disk_cache::DiskCacheStats) {
+    let run = || -> (Vec<Batch>, u64, ctstream::store::cache::disk::DiskCacheStats) {
         let r = remote(&s, "disk", RemoteOptions::default());
         assert!(r.set_disk_cache(DiskCache::open(&cache_dir, 1 << 30).unwrap()));
         let store = open(r);

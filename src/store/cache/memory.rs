@@ -1,9 +1,9 @@
-//! Chunk payloads fetched from object storage, held in memory (compressed, as stored)
-//! with a byte budget, and the chunks being fetched right now.
+//! Tier 3 ([`super`]): chunk payloads fetched from object storage, held in memory
+//! (compressed, as stored) with a byte budget, and the chunks being fetched right now.
 //!
-//! A coalesced request ([`super::remote::Remote::get_spans`]) brings every chunk lying
+//! A coalesced request ([`crate::store::remote::Remote::get_spans`]) brings every chunk lying
 //! between the ones asked for; patches near one another need those soon, so
-//! [`super::VolumeFile::fetch`] keeps them all here and the next reader takes them without
+//! [`crate::store::VolumeFile::fetch`] keeps them all here and the next reader takes them without
 //! a request. And when a loader's fetcher and a worker (or two fetchers) need the same
 //! chunk at once, the second waits for the first one's request ([`MemoryCache::claim`],
 //! [`MemoryCache::wait`]) instead of asking the server again. Least recently used payloads

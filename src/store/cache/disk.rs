@@ -1,4 +1,4 @@
-//! A local disk cache of chunk bytes fetched from object storage (`--disk-cache DIR
+//! Tier 2 ([`super`]): a local disk cache of chunk bytes fetched from object storage (`--disk-cache DIR
 //! --disk-cache-gb N`), in front of the loader's cache of decoded chunks: a second epoch,
 //! or a second run on the same machine, reads from the local disk what the first fetched.
 //!
@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sha2::{Digest, Sha256};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// The cache folder and its budget.
 #[derive(Debug)]
