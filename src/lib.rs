@@ -6,8 +6,10 @@ Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, 
 them into a chunked store ([`store`]; on a local disk or on object storage,
 [`store::remote`]; by one process or by shards, [`ingest`]) with lung masks and label maps (NIfTI, MetaImage,
 DICOM SEG) as label volumes ([`labels`]),
-streams patches from it ([`loader`]), trains (`train`, feature `train`) and predicts
-([`predict`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
+streams patches from it ([`loader`]), trains (`train`, feature `train`: a run's settings,
+its folder and its training on a backend), predicts with any model ([`predict`]), scores
+findings (LUNA16 FROC and CPM, [`evaluate`]), draws pictures a person looks at
+([`picture`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
 [`verify`] reads a whole store back and reports per scan.
 The modules import downward only (`docs/ARCHITECTURE.md`, "Layers"; `tests/integration/layers.rs`).
 The Python package (`python/`, PyO3) binds this crate and adds no logic of its own;

@@ -11,7 +11,7 @@ use ctstream::store::Store;
 use ctstream::train::device::OnBackend;
 use ctstream::train::execute::{Executed, execute};
 use ctstream::train::run::{self, Prepared, ResumeChanges, RunError};
-use ctstream::train::{self, BackendChoice, Checkpoint, Observer, Position, StepRecord, ValRecord};
+use ctstream::train::{self, Checkpoint, Observer, Position, StepRecord, ValRecord};
 
 use crate::progress::Bars;
 use crate::{Exit, ExitError};
@@ -50,27 +50,17 @@ fn install_ctrl_c(bars: &Bars) {
     }
 }
 
-/// The backend a run asks for: the flag, or on resume the one the run last used.
-fn backend_of(a: &Args, cfg_engine: Option<&str>) -> BackendChoice {
-    match (a.backend, cfg_engine) {
-        (Some(b), _) => b,
-        (None, Some(e)) if e.starts_with("libtorch") => BackendChoice::Libtorch,
-        (None, Some(_)) => BackendChoice::Burn,
-        (None, None) if a.resume.is_some() => BackendChoice::Burn,
-        (None, None) => BackendChoice::Auto,
-    }
-}
-
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
-    let previous = match &a.resume {
-        Some(dir) => Some(run::read_config(dir).map_err(run_err)?),
+    // On resume, the run folder and its configuration (read once).
+    let resumed = match &a.resume {
+        Some(dir) => Some((dir.clone(), run::read_config(dir).map_err(run_err)?)),
         None => None,
     };
-    let backend = backend_of(&a, previous.as_ref().and_then(|c| c.engine.as_deref()));
+    let backend = run::backend_for(a.backend, resumed.as_ref().map(|(_, c)| c));
     let engine = train::device::resolve(a.device, backend)
         .map_err(|e| usage(format!("--backend {backend} --device {}: {e}", a.device)))?;
     let opened = train::device::open(engine).map_err(|e| anyhow!("--device: {e}"))?;
-    let (run_dir, cfg, resume) = match &a.resume {
+    let (run_dir, cfg, resume) = match resumed {
         None => {
             let out = a
                 .out
@@ -87,7 +77,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                 .map_err(run_err)?;
             (out, cfg, None)
         }
-        Some(dir) => {
+        Some((dir, previous)) => {
             let fixed = fixed_on_resume(&a);
             if !fixed.is_empty() {
                 return Err(usage(format!(
@@ -107,12 +97,12 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                 checkpoint_every: a.checkpoint_every,
                 keep_checkpoints: a.keep_checkpoints,
             };
-            let (cfg, ck) = run::resume_config(dir, &changes).map_err(run_err)?;
-            let before = previous.as_ref().map_or_else(|| cfg.last_engine(), |p| p.last_engine());
+            let before = previous.last_engine();
+            let (cfg, ck) = run::resume_config(&dir, previous, &changes).map_err(run_err)?;
             if before != engine.to_string() {
                 bars.println(&format!("note: the run last trained on {before}, now on {engine}: the steps from here are not bit for bit those an uninterrupted run on {before} would take"));
             }
-            (dir.clone(), cfg, Some(ck))
+            (dir, cfg, Some(ck))
         }
     };
     let store = crate::open_store(&cfg.store, &a.disk_cache)?;

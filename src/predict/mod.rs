@@ -116,6 +116,16 @@ pub enum PredictError {
     Csv(#[from] crate::annotations::AnnotationError),
 }
 
+/// The tiles that are computed: every tile start of [`tiles`], or with `roi` only those
+/// whose patch touches the region (the others are left at probability 0).
+pub fn tiles_in(shape_zyx: [usize; 3], sw: &SlidingWindow, roi: Option<&Roi>) -> Vec<[usize; 3]> {
+    let mut all = tiles(shape_zyx, sw);
+    if let Some(r) = roi {
+        all.retain(|t| r.touches(*t, sw.patch_zyx));
+    }
+    all
+}
+
 /// Every tile start (z, y, x) of a volume of shape `shape`, z-major (so consecutive tiles
 /// share chunks).
 pub fn tiles(shape_zyx: [usize; 3], sw: &SlidingWindow) -> Vec<[usize; 3]> {
@@ -270,10 +280,7 @@ pub fn predict_volume_in(
     let mut wsum = Array3::<f32>::zeros((shape[0], shape[1], shape[2]));
     let cache = ChunkCache::new(sw.cache_bytes);
     let (lo, inv) = (sw.hu_window[0], 1.0 / (sw.hu_window[1] - sw.hu_window[0]));
-    let mut all = tiles(shape, sw);
-    if let Some(r) = roi {
-        all.retain(|t| r.touches(*t, p));
-    }
+    let all = tiles_in(shape, sw, roi);
     let batches: Vec<&[[usize; 3]]> = all.chunks(sw.batch_size).collect();
     // One batch: read its tiles (through the shared cache), window, predict.
     let run = |batch: &[[usize; 3]]| -> Result<Vec<f32>, PredictError> {

@@ -182,10 +182,8 @@ pub fn predict_scan(
         ),
     };
     let sw = &cfg.window;
-    let all = super::tiles(volume.shape_zyx(), sw);
-    let tiles_computed = roi
-        .as_ref()
-        .map_or(all.len(), |r| all.iter().filter(|t| r.touches(**t, sw.patch_zyx)).count());
+    let tiles_total = super::tiles(volume.shape_zyx(), sw).len();
+    let tiles_computed = super::tiles_in(volume.shape_zyx(), sw, roi.as_ref()).len();
     let probabilities =
         super::predict_volume_in(&volume, sw, cfg.threads, roi.as_ref(), model, progress)?;
     let geometry = volume.geometry();
@@ -204,7 +202,7 @@ pub fn predict_scan(
         outside_region: before - findings.len(),
         probabilities,
         geometry,
-        tiles: all.len(),
+        tiles: tiles_total,
         tiles_computed,
         looked,
         findings,

@@ -8,7 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{self, Checkpoint};
-use super::{CsvLog, LossKind, LrSchedule, ModelKind, RunConfig, StepRecord, ValRecord};
+use super::{
+    BackendChoice, CsvLog, LossKind, LrSchedule, ModelKind, RunConfig, StepRecord, ValRecord,
+};
 use crate::loader::{Loader, LoaderConfig, LoaderError};
 use crate::store::Store;
 
@@ -250,15 +252,16 @@ pub struct ResumeChanges {
     pub keep_checkpoints: Option<usize>,
 }
 
-/// A run to resume: its configuration with `changes` applied, and its newest checkpoint.
+/// A run to resume: `cfg`, its configuration as [`read_config`] read it, with `changes`
+/// applied, and its newest checkpoint.
 ///
 /// # Errors
-/// [`RunError::Run`] for a folder without a configuration or without a checkpoint.
+/// [`RunError::Run`] for a folder without a checkpoint.
 pub fn resume_config(
     run_dir: &Path,
+    mut cfg: RunConfig,
     changes: &ResumeChanges,
 ) -> Result<(RunConfig, Checkpoint), RunError> {
-    let mut cfg = read_config(run_dir)?;
     let ck = checkpoint::latest(run_dir)?.ok_or_else(|| RunError::Run {
         path: checkpoint::folder(run_dir),
         message: "no checkpoint to resume from (the run stopped before its first checkpoint); start it again".into(),
@@ -284,6 +287,18 @@ pub fn resume_config(
     cfg.checkpoint_every = c.checkpoint_every.unwrap_or(cfg.checkpoint_every);
     cfg.keep_checkpoints = c.keep_checkpoints.unwrap_or(cfg.keep_checkpoints);
     Ok((cfg, ck))
+}
+
+/// The backend a run trains on: the one asked for; else, on resume, the one the run last
+/// used (LibTorch, or Burn's for a run made before LibTorch was recorded), so a resumed run
+/// takes the same steps; else [`BackendChoice::Auto`].
+pub fn backend_for(asked: Option<BackendChoice>, resumed: Option<&RunConfig>) -> BackendChoice {
+    match (asked, resumed) {
+        (Some(b), _) => b,
+        (None, Some(c)) if c.last_engine().starts_with("libtorch") => BackendChoice::Libtorch,
+        (None, Some(_)) => BackendChoice::Burn,
+        (None, None) => BackendChoice::Auto,
+    }
 }
 
 impl RunConfig {

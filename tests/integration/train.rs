@@ -617,3 +617,55 @@ mod with_pytorch {
         }
     }
 }
+
+/// `ctstream train --help` states the defaults of `TrainSettings::default()` and
+/// `LoaderConfig::default()` (the flags are optional so that the library's defaults
+/// apply; their help texts repeat them, and must not drift).
+#[test]
+fn train_help_states_the_library_defaults() {
+    use ctstream::train::run::TrainSettings;
+    let o =
+        Command::new(env!("CARGO_BIN_EXE_ctstream")).args(["train", "--help"]).output().unwrap();
+    assert!(o.status.success());
+    let help = String::from_utf8_lossy(&o.stdout).into_owned();
+    let d = TrainSettings::default();
+    let l = &d.loader;
+    let zyx = |v: [usize; 3]| format!("{},{},{}", v[0], v[1], v[2]);
+    // An enum's name as config.json writes it.
+    let name = |v: serde_json::Value| v.as_str().unwrap().to_string();
+    let expected = [
+        ("--model", name(serde_json::to_value(d.model).unwrap())),
+        ("--width", format!("{:?}", d.width)),
+        ("--batch-size", l.batch_size.to_string()),
+        ("--steps", d.steps.to_string()),
+        ("--lr", format!("{:?}", d.lr)),
+        ("--lr-schedule", (if d.cosine { "cosine" } else { "constant" }).to_string()),
+        ("--min-lr-factor", format!("{:?}", d.min_lr_factor)),
+        ("--loss", (if d.loss == LossKind::Dice { "dice" } else { "?" }).to_string()),
+        ("--patch", zyx(l.patch_zyx)),
+        ("--positive-share", format!("{:?}", l.positive_share)),
+        ("--jitter", zyx(l.jitter_zyx)),
+        ("--negatives", name(serde_json::to_value(l.negatives).unwrap())),
+        ("--augment", (if l.augment == Default::default() { "none" } else { "?" }).to_string()),
+        ("--workers", l.workers.to_string()),
+        ("--cache", (l.cache_bytes >> 20).to_string()),
+        ("--val-fraction", format!("{:?}", d.val_fraction)),
+        ("--val-every", d.val_every.to_string()),
+        ("--val-batches", d.val_batches.to_string()),
+        ("--keep-checkpoints", d.keep_checkpoints.to_string()),
+        ("--seed", d.seed.to_string()),
+    ];
+    for (flag, value) in expected {
+        // The flag's section: from its line to the next flag's.
+        let start = help
+            .find(&format!("      {flag} <"))
+            .unwrap_or_else(|| panic!("{flag} not in the help"));
+        let rest = &help[start + flag.len() + 6..];
+        let end = rest.find("\n  -").unwrap_or(rest.len());
+        let section = rest[..end].split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            section.contains(&format!("[default: {value}]")),
+            "{flag}: the help says `{section}`, the library's default is {value}"
+        );
+    }
+}
