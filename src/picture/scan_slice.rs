@@ -82,6 +82,7 @@ fn request(message: String) -> PictureError {
 /// for a probability map that is missing or on another grid.
 pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureError> {
     let id = req.series.as_str();
+    let rec = store.scan(id)?;
     let volume = store.volume(id)?;
     let [nz, ny, nx] = volume.shape_zyx();
     if req.crop_mm.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
@@ -99,7 +100,7 @@ pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureErro
         None => None,
     };
     if let Some(ml) = &req.label
-        && store.scan(id)?.label(&ml.name).is_none()
+        && rec.label(&ml.name).is_none()
     {
         return Err(request(format!("label: {id} has no label volume {}", ml.name)));
     }
@@ -157,7 +158,7 @@ pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureErro
         }
         None => None,
     };
-    let lungs = match store.scan(id)?.label(crate::labels::LUNGS) {
+    let lungs = match rec.label(crate::labels::LUNGS) {
         Some(_) => Some(
             store.read_label_region(id, crate::labels::LUNGS, plane)?.index_axis_move(Axis(0), 0),
         ),

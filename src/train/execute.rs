@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use super::checkpoint::Checkpoint;
 use super::fit::{self, Checkpoints, Observer, Plan, Validation};
 use super::run::{Prepared, RunError};
-use super::{CsvLog, ModelKind, Position, StepRecord, TrainError, UNet3d, VNet, ValRecord};
+use super::{CsvLog, ModelKind, Position, StepRecord, UNet3d, VNet, ValRecord};
 
 /// How [`execute`] ended.
 #[derive(Debug)]
@@ -118,12 +118,6 @@ impl Executed {
         s +=
             &format!("  {}/{{config.json, metrics.csv, val.csv, checkpoints/}}", run_dir.display());
         s
-    }
-}
-
-impl From<TrainError> for RunError {
-    fn from(e: TrainError) -> Self {
-        RunError::Train(e)
     }
 }
 

@@ -45,7 +45,7 @@ pub enum RunError {
     Loader(#[from] LoaderError),
     /// Training failed: a batch could not be built, or a checkpoint written.
     #[error(transparent)]
-    Train(super::TrainError),
+    Train(#[from] super::TrainError),
 }
 
 /// The largest patches per step, and the most steps, a run takes.
