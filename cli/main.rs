@@ -1,6 +1,7 @@
 //! `ctstream`: the command-line tool. Each subcommand is a small module that parses its
 //! flags and calls the library; nothing here that a library user would also need.
 
+mod args;
 mod batches;
 mod bench;
 #[cfg(feature = "train")]
@@ -25,6 +26,8 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub(crate) use args::{CsvArgs, DiskCacheArgs, open_store, parse3};
 
 /// Fast, correct 3D CT deep learning: read scans and LUNA16 annotations exactly,
 /// generate synthetic LUNA-like data.
@@ -77,80 +80,6 @@ enum Command {
     Plot(plot::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
-}
-
-/// The LUNA16 CSVs an index joins to the scans (`ingest`, `index`).
-#[derive(Debug, Clone, clap::Args)]
-struct CsvArgs {
-    /// LUNA16 annotations.csv (nodules, world mm).
-    #[arg(long)]
-    annotations: Option<std::path::PathBuf>,
-    /// LUNA16 annotations_excluded.csv.
-    #[arg(long)]
-    excluded: Option<std::path::PathBuf>,
-    /// LUNA16 candidates.csv (or candidates_V2.csv).
-    #[arg(long)]
-    candidates: Option<std::path::PathBuf>,
-}
-
-/// `--disk-cache DIR --disk-cache-gb N`, for the commands that stream from a store.
-#[derive(Debug, Clone, clap::Args)]
-struct DiskCacheArgs {
-    /// For a store on object storage: keep the chunk bytes fetched in this local folder and
-    /// read them from there first (a second epoch or run fetches nothing it holds).
-    #[arg(long, value_name = "DIR")]
-    disk_cache: Option<std::path::PathBuf>,
-    /// The most the --disk-cache folder may hold, in GB (10^9 bytes); the least recently
-    /// used chunks go first.
-    #[arg(long, value_name = "N", default_value_t = 10.0, requires = "disk_cache")]
-    disk_cache_gb: f64,
-}
-
-impl Default for DiskCacheArgs {
-    /// No disk cache.
-    fn default() -> Self {
-        DiskCacheArgs { disk_cache: None, disk_cache_gb: 10.0 }
-    }
-}
-
-/// Opens the store at `path` with the disk cache of `cache`, if one is given.
-fn open_store(
-    path: &std::path::Path,
-    cache: &DiskCacheArgs,
-) -> Result<ctstream::store::Store, ExitError> {
-    use anyhow::Context;
-    let gb = cache.disk_cache_gb;
-    if !(gb.is_finite() && gb > 0.0 && gb <= 1e6) {
-        return Err(ExitError(
-            Exit::Usage,
-            anyhow::anyhow!("--disk-cache-gb {gb}: give more than 0 and at most 1000000"),
-        ));
-    }
-    let store = ctstream::store::Store::open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    if let Some(dir) = &cache.disk_cache {
-        match store.location().remote() {
-            Some(r) => {
-                let c = ctstream::store::cache::disk::DiskCache::open(dir, (gb * 1e9) as u64)
-                    .with_context(|| format!("--disk-cache {}", dir.display()))?;
-                r.set_disk_cache(c);
-            }
-            None => eprintln!(
-                "note: {} is a local store; --disk-cache is for stores on object storage and is not used",
-                path.display()
-            ),
-        }
-    }
-    Ok(store)
-}
-
-/// Parses `A,B,C` (three comma-separated numbers) for flags such as `--spacing` and `--chunk`.
-fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
-    let v: Vec<T> = s
-        .split(',')
-        .map(|p| p.trim().parse::<T>().map_err(|_| format!("`{p}` is not a number")))
-        .collect::<Result<_, _>>()?;
-    v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
 }
 
 /// Failure classes, each with its own exit code.

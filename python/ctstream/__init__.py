@@ -103,17 +103,21 @@ class Store:
     :func:`ingest`) or its URL on object storage (``s3://bucket/luna``, ``gs://``, ``az://``,
     ``https://``; credentials and endpoint from the usual ``AWS_*`` / ``GOOGLE_*`` /
     ``AZURE_*`` environment variables). For a store on object storage, ``disk_cache`` is a
-    local folder that keeps the chunk bytes fetched (at most ``disk_cache_gb`` GB, least
-    recently used out first), read from there first by later epochs and runs. Raises
-    :class:`StoreError` naming the file when it cannot be opened."""
+    local folder that keeps the chunk bytes fetched (at most ``disk_cache_gb`` GB, 10 unless
+    given; least recently used out first), read from there first by later epochs and runs; a
+    local store reads its own files and uses none. Raises :class:`StoreError` naming the file
+    when it cannot be opened, ``ValueError`` for a size out of range."""
 
     def __init__(
-        self, path: PathLike, disk_cache: Optional[PathLike] = None, disk_cache_gb: float = 10.0
+        self,
+        path: PathLike,
+        disk_cache: Optional[PathLike] = None,
+        disk_cache_gb: Optional[float] = None,
     ):
         self._native = _native.Store(
             os.fspath(path),
             None if disk_cache is None else os.fspath(disk_cache),
-            float(disk_cache_gb),
+            None if disk_cache_gb is None else float(disk_cache_gb),
         )
         self.manifest: Dict[str, Any] = json.loads(self._native.manifest_json())
 

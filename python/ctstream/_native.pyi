@@ -24,6 +24,7 @@ __all__ = [
     "version",
     "index_to_world",
     "world_to_index",
+    "DISK_CACHE_GB",
     "Error",
     "StoreError",
     "LoaderError",
@@ -44,13 +45,15 @@ class IngestError(Error):
 
 _Vec3 = Tuple[float, float, float]
 
+DISK_CACHE_GB: float
+
 @final
 class Store:
     def __new__(
         cls,
         path: Union[str, "os.PathLike[str]"],
         disk_cache: Optional[Union[str, "os.PathLike[str]"]] = None,
-        disk_cache_gb: float = 10.0,
+        disk_cache_gb: Optional[float] = None,
     ) -> "Store": ...
     @property
     def path(self) -> str: ...

@@ -21,6 +21,7 @@ use ctstream::loader::{
     Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel,
     Negatives, NoduleWeighting, Split,
 };
+use ctstream::store::cache::disk::DiskCacheConfig;
 use ctstream::store::{Location, Region, Store, StoreError as LibStoreError};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArray5, PyArrayMethods};
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
@@ -106,31 +107,30 @@ struct PyStore {
 #[pymethods]
 impl PyStore {
     #[new]
-    #[pyo3(signature = (path, disk_cache=None, disk_cache_gb=10.0))]
+    #[pyo3(signature = (path, disk_cache=None, disk_cache_gb=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         disk_cache: Option<PathBuf>,
-        disk_cache_gb: f64,
+        disk_cache_gb: Option<f64>,
     ) -> PyResult<Self> {
-        if !(disk_cache_gb.is_finite() && disk_cache_gb > 0.0 && disk_cache_gb <= 1e6) {
-            return Err(PyValueError::new_err(format!(
-                "disk_cache_gb {disk_cache_gb}: give more than 0 and at most 1000000"
-            )));
+        let cache = match (disk_cache, disk_cache_gb) {
+            (Some(dir), gb) => {
+                Some(DiskCacheConfig { dir, gb: gb.unwrap_or(DiskCacheConfig::DEFAULT_GB) })
+            }
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "disk_cache_gb is the size of disk_cache: give both",
+                ));
+            }
+        };
+        if let Some(c) = &cache {
+            c.validate().map_err(|e| PyValueError::new_err(text(&e)))?;
         }
-        let store = py.detach(|| Store::open(&path)).map_err(store_err)?;
         // The disk cache is for stores on object storage; a local store reads its own files.
-        if let (Some(dir), Some(r)) = (disk_cache, store.location().remote()) {
-            let c = py
-                .detach(|| {
-                    ctstream::store::cache::disk::DiskCache::open(
-                        &dir,
-                        (disk_cache_gb * 1e9) as u64,
-                    )
-                })
-                .map_err(store_err)?;
-            r.set_disk_cache(c);
-        }
+        let (store, _used) =
+            py.detach(|| Store::open_with_disk_cache(&path, cache.as_ref())).map_err(store_err)?;
         Ok(PyStore { inner: Arc::new(store) })
     }
 
@@ -985,6 +985,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
     m.add_function(wrap_pyfunction!(index_to_world, m)?)?;
     m.add_function(wrap_pyfunction!(world_to_index, m)?)?;
+    m.add("DISK_CACHE_GB", DiskCacheConfig::DEFAULT_GB)?;
     m.add("Error", py.get_type::<Error>())?;
     m.add("StoreError", py.get_type::<StoreError>())?;
     m.add("LoaderError", py.get_type::<LoaderError>())?;

@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 
 import ctstream
+import pytest
 from ctstream import _native
 
 STUB = Path(ctstream.__file__).with_name("_native.pyi")
@@ -70,3 +71,17 @@ def test_every_augmentation_field_is_accepted_in_the_dict_form(store):
     for k, default in fields.items():
         loader = ctstream.Loader(store, batches_per_epoch=1, augment={k: default})
         assert loader.config["augment"][k] == default
+
+
+def test_the_disk_cache_size_is_the_librarys(store):
+    # The library's default (DiskCacheConfig::DEFAULT_GB), as the docstring states it.
+    assert f"``disk_cache_gb`` GB, {_native.DISK_CACHE_GB:g} unless" in " ".join(
+        (ctstream.Store.__doc__ or "").split()
+    )
+    # A size without a folder is a mistake, as the CLI's --disk-cache-gb without --disk-cache.
+    with pytest.raises(ValueError, match="disk_cache_gb"):
+        ctstream.Store(store.path, disk_cache_gb=5)
+    # A local store uses no disk cache; the size is still checked.
+    ctstream.Store(store.path, disk_cache=str(Path(store.path) / "unused"), disk_cache_gb=1)
+    with pytest.raises(ValueError, match="disk_cache_gb"):
+        ctstream.Store(store.path, disk_cache="/nonexistent/unused", disk_cache_gb=float("nan"))

@@ -684,6 +684,31 @@ impl Store {
         }
     }
 
+    /// Opens the store at `root` as [`Store::open`] does, with the disk cache `cache` in front
+    /// of a store on object storage. Returns the store and whether the cache is used: a
+    /// local store reads its own files and uses none.
+    ///
+    /// # Errors
+    /// As [`cache::disk::DiskCacheConfig::open`] (checked before the store is opened) and
+    /// [`Store::open`].
+    pub fn open_with_disk_cache(
+        root: &Path,
+        cache: Option<&cache::disk::DiskCacheConfig>,
+    ) -> Result<(Store, bool), StoreError> {
+        if let Some(c) = cache {
+            c.validate()?;
+        }
+        let store = Store::open(root)?;
+        let used = match (cache, store.location().remote()) {
+            (Some(c), Some(remote)) => {
+                remote.set_disk_cache(c.open()?);
+                true
+            }
+            _ => false,
+        };
+        Ok((store, used))
+    }
+
     /// Opens the store at `location`.
     ///
     /// # Errors

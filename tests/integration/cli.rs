@@ -111,6 +111,31 @@ fn bad_input_fails_with_the_file_named_and_no_panic() {
 }
 
 #[test]
+fn a_disk_cache_size_out_of_range_is_a_usage_error_before_anything_is_opened() {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let store = dir.path().join("no-store-here");
+    for gb in ["0", "nan", "inf", "1000001"] {
+        let o = ctstream(&[
+            "export",
+            store.to_str().unwrap(),
+            "--series",
+            "x",
+            "--out",
+            "x.mha",
+            "--disk-cache",
+            cache.to_str().unwrap(),
+            "--disk-cache-gb",
+            gb,
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{gb}");
+        let err = text(&o.stderr);
+        assert!(err.contains("--disk-cache-gb") && err.contains("at most 1000000"), "{gb}: {err}");
+        assert!(!cache.exists(), "{gb}: the cache folder was made");
+    }
+}
+
+#[test]
 fn synth_then_info() {
     let dir = tempdir();
     let out = dir.path().join("ds");

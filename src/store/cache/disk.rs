@@ -41,6 +41,58 @@ struct State {
     tick: u64,
 }
 
+/// A disk cache to open for a store on object storage: its folder and the most it may hold
+/// (the CLI's `--disk-cache DIR --disk-cache-gb N`, Python's `Store(disk_cache=,
+/// disk_cache_gb=)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiskCacheConfig {
+    /// The folder (made if missing; several processes may share it).
+    pub dir: PathBuf,
+    /// The most it may hold, in GB (10^9 bytes): more than 0, at most [`Self::MAX_GB`].
+    pub gb: f64,
+}
+
+impl DiskCacheConfig {
+    /// The size a disk cache has unless told otherwise: 10 GB.
+    pub const DEFAULT_GB: f64 = 10.0;
+    /// The largest size accepted: 1,000,000 GB (a petabyte).
+    pub const MAX_GB: f64 = 1e6;
+
+    /// A cache in `dir` of the default size.
+    pub fn new(dir: impl Into<PathBuf>) -> DiskCacheConfig {
+        DiskCacheConfig { dir: dir.into(), gb: Self::DEFAULT_GB }
+    }
+
+    /// Checks the size.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] naming `disk_cache_gb` for a size that is not finite, not
+    /// more than 0, or over [`Self::MAX_GB`].
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let gb = self.gb;
+        if gb.is_finite() && gb > 0.0 && gb <= Self::MAX_GB {
+            Ok(())
+        } else {
+            Err(StoreError::Invalid {
+                message: format!(
+                    "disk_cache_gb (CLI --disk-cache-gb) {gb}: give more than 0 and at most {}",
+                    Self::MAX_GB
+                ),
+            })
+        }
+    }
+
+    /// Validates the size and opens the cache.
+    ///
+    /// # Errors
+    /// As [`Self::validate`] and [`DiskCache::open`].
+    pub fn open(&self) -> Result<DiskCache, StoreError> {
+        self.validate()?;
+        // At most 10^15 bytes: exact in u64.
+        DiskCache::open(&self.dir, (self.gb * 1e9) as u64)
+    }
+}
+
 /// Counters of a [`DiskCache`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DiskCacheStats {
@@ -254,5 +306,15 @@ mod tests {
         assert_eq!(again.stats().bytes, 100);
         assert_eq!(again.get(&ka, crc32fast::hash(&a)), Some(a));
         assert!(DiskCache::open(dir.path(), 0).is_err());
+    }
+
+    #[test]
+    fn sizes_outside_the_range_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for gb in [0.0, -1.0, f64::NAN, f64::INFINITY, 1.000_001e6] {
+            let e = DiskCacheConfig { dir: dir.path().into(), gb }.open().unwrap_err();
+            assert!(e.to_string().contains("disk_cache_gb"), "{e}");
+        }
+        assert!(DiskCacheConfig { dir: dir.path().into(), gb: 0.001 }.open().is_ok());
     }
 }
