@@ -24,6 +24,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each step's time, so a slow one shows (CI prints these too).
+last=$SECONDS
+took() {
+    echo "test.sh: $1 took $((SECONDS - last)) s"
+    last=$SECONDS
+}
+
 # The real fixtures: $CTSTREAM_TEST_DATA, else ../shared/data; where neither holds them,
 # fetched from upstream into target/fixtures (tools/fixtures.sh, checked by SHA-256).
 data="${CTSTREAM_TEST_DATA:-../shared/data}"
@@ -57,6 +64,7 @@ if missing=$(python3 tools/python/check_requirements.py "${requirements[@]}" 2>&
         exit 1
     fi
     echo "goldens: regenerated from SimpleITK/pydicom, identical to tests/goldens/"
+    took "the goldens"
 elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
     echo "$missing" >&2
     echo "error: CTSTREAM_REQUIRE_PYTHON is set but $(command -v python3) lacks the pinned packages above" >&2
@@ -70,10 +78,12 @@ fi
 # resolves features with the dev-dependencies exactly as `cargo test` does, so this one
 # build is the release binary with CUDA that CI must build, and the tests reuse it.
 cargo build --release --locked --all-targets --features "$features"
+took "the release build ($features)"
 # --no-fail-fast: a failing test binary does not hide the failures of the others.
 # Each step below runs even when one before it failed; the script fails at the end.
 status=0
 cargo test --release --locked --no-fail-fast --features "$features" || status=1
+took "the tests"
 
 # The ignored groups whose packages are here (no rebuild: the same build as above).
 skipped=()
@@ -96,6 +106,7 @@ elif [ -n "${CTSTREAM_REQUIRE_S3:-}" ]; then
 else
     skipped+=("the object-storage tests (tests/integration/remote.rs: python3 -m venv target/s3-venv && target/s3-venv/bin/pip install -r tools/s3/requirements.txt)")
 fi
+took "the tests that need packages"
 for group in "${skipped[@]}"; do
     echo "skipped: $group"
 done
@@ -109,7 +120,9 @@ if [ -n "${VIRTUAL_ENV:-}" ] && py_missing=$(python3 tools/python/check_requirem
     py_features=()
     case ",$features," in *,jpegls,*) py_features=(--features jpegls) ;; esac
     (cd python && maturin develop --release --locked --quiet "${py_features[@]}")
+    took "the Python package's build"
     CTSTREAM_BIN="$PWD/target/release/ctstream" python3 -m pytest -q -p no:cacheprovider python/tests || status=1
+    took "the Python tests"
 elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
     echo "${py_missing:-no virtual environment is active (VIRTUAL_ENV is unset)}" >&2
     echo "error: CTSTREAM_REQUIRE_PYTHON is set but the Python package cannot be built and tested here (needs a virtual environment with the packages above)" >&2

@@ -121,9 +121,10 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     let id = net.config.val_series[0].clone();
     let volume = store.volume(&id).unwrap();
     // A volume side not a multiple of the stride, and batches that do not divide the tiles.
+    // Overlap 0.25 (`predict`'s default is 0.5): the same arithmetic on 2.4 times fewer tiles.
     let sw = SlidingWindow {
         patch_zyx: [16, 32, 32],
-        overlap: 0.5,
+        overlap: 0.25,
         batch_size: 3,
         hu_window: net.config.loader.hu_window,
         cache_bytes: 1 << 20,
@@ -174,6 +175,8 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
         out.to_str().unwrap(),
         "--batch-size",
         "5",
+        "--overlap",
+        "0.25",
         "--no-lung-roi",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -246,6 +249,8 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
         "3",
         "--threshold",
         "0.45",
+        "--overlap",
+        "0.25",
         "--backend",
         "burn",
         "--threads",

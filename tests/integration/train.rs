@@ -1,9 +1,12 @@
 //! Training on the CPU (feature `train`).
 //!
 //! - A tiny U-Net and a tiny V-Net learn the nodules of a small synthetic store (16x32x32
-//!   patches, all centred on nodules, batch 4, Adam 3e-3, Dice + BCE; 100 steps for the
-//!   U-Net, 150 for the slower-starting V-Net). Threshold (documented): the mean training
-//!   Dice of the last 10 steps exceeds that of the first 5 by at least 0.2 and reaches 0.3.
+//!   patches, all centred on nodules, batch 4, Dice + BCE; the U-Net 60 steps of Adam 3e-3,
+//!   the slower-starting V-Net 70 steps of Adam 1e-2, which it needs to leave its early
+//!   all-background phase within them). Threshold (documented): the mean training Dice of
+//!   the last 10 steps exceeds that of the first 5 by at least 0.2 and reaches 0.3 (measured:
+//!   U-Net 0.12 -> 0.60, V-Net 0.12 -> 0.55). A 16x16x16 patch would be three times
+//!   cheaper but is mostly nodule: predicting everything gives Dice 0.5 from the start.
 //! - Resume: 2N steps in one go and N steps + resume + N steps train on the same batches,
 //!   with the same losses and weights.
 //! - `ctstream train`: metrics.csv, val.csv, checkpoints, Ctrl-C, `--resume`, and the
@@ -69,7 +72,7 @@ fn tiny_unet_learns_nodules() {
     let device = Default::default();
     <CpuBackend as burn::prelude::Backend>::seed(&device, 3);
     let model = UNet3d::<CpuBackend>::new(0.25, &device);
-    let opts = TrainOptions { steps: 100, lr: 3e-3, loss: LossKind::DiceBce };
+    let opts = TrainOptions { steps: 60, lr: 3e-3, loss: LossKind::DiceBce };
     let (_, records) = train::train(model, &loader(&store), &opts, &device, |_| {}).unwrap();
     check("U-Net", &records);
 }
@@ -81,7 +84,7 @@ fn tiny_vnet_learns_nodules() {
     let device = Default::default();
     <CpuBackend as burn::prelude::Backend>::seed(&device, 3);
     let model = VNet::<CpuBackend>::new(0.25, &device);
-    let opts = TrainOptions { steps: 150, lr: 3e-3, loss: LossKind::DiceBce };
+    let opts = TrainOptions { steps: 70, lr: 1e-2, loss: LossKind::DiceBce };
     let (_, records) = train::train(model, &loader(&store), &opts, &device, |_| {}).unwrap();
     check("V-Net", &records);
 }
