@@ -2,7 +2,8 @@
 ctstream: fast, correct 3D CT deep learning.
 
 This crate reads CT scans (DICOM series, MetaImage, NIfTI) with exactly the geometry and
-Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs, ingests
+Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs and
+LIDC-IDRI's reader XML ([`lidc`]: nodules and masks as pylidc makes them), ingests
 them into a chunked store ([`store`]; on a local disk or on object storage,
 [`store::remote`]; by one process or by shards, [`ingest`]) with lung masks and label maps (NIfTI, MetaImage,
 DICOM SEG) as label volumes ([`labels`]),
@@ -38,6 +39,7 @@ pub mod hu;
 pub mod ingest;
 pub mod io;
 pub mod labels;
+pub mod lidc;
 pub mod loader;
 pub mod message;
 pub mod picture;

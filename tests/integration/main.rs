@@ -14,6 +14,7 @@ mod goldens;
 mod ingest;
 mod labels;
 mod layers;
+mod lidc;
 mod loader;
 mod metaimage;
 mod nifti;

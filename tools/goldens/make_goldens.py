@@ -3,6 +3,8 @@
 
 Geometry (shape, spacing, origin, direction) comes from SimpleITK; Hounsfield units
 come from pydicom's `apply_modality_lut` for DICOM and from SimpleITK for MetaImage.
+lidc_polygons.json is matplotlib's point-in-polygon rule, as pylidc fills reader contours
+(tools/goldens/lidc_polygons.py).
 Values are converted to int16 by ctstream's documented rule (round half away from
 zero, then clamp to [-32768, 32767]) and recorded as the SHA-256 of the int16
 little-endian bytes in (z, y, x) order, plus min/max/mean/sum and the clamp count,
@@ -21,6 +23,8 @@ import math
 import os
 import sys
 
+import lidc_polygons
+import matplotlib
 import numpy as np
 import pydicom
 import SimpleITK as sitk
@@ -220,7 +224,11 @@ def main():
     with open(os.path.join(args.out, "luna16_annotations.json"), "w") as f:
         json.dump(annotations_case(args.data), f, indent=1, sort_keys=True)
         f.write("\n")
+    with open(os.path.join(args.out, "lidc_polygons.json"), "w") as f:
+        json.dump(lidc_polygons.case(), f, sort_keys=True)
+        f.write("\n")
     versions = {
+        "matplotlib": matplotlib.__version__,
         "numpy": np.__version__,
         "SimpleITK": sitk.Version.VersionString(),
         "pydicom": pydicom.__version__,
