@@ -98,14 +98,9 @@ pub fn annotation_mask(outlines: &[Outline], bbox: ([i32; 3], [i32; 3])) -> BoxM
             let poly = closed(&o.points);
             for y in lo[1]..=hi[1] {
                 for x in lo[2]..=hi[2] {
-                    let inside = contains(&poly, [f64::from(y), f64::from(x)]);
-                    let at = [o.z, y, x];
-                    if pass_inclusion {
-                        if inside {
-                            mask.set(at, true);
-                        }
-                    } else if inside {
-                        mask.set(at, false);
+                    // Inside an outline: on for a region, off for a hole.
+                    if contains(&poly, [f64::from(y), f64::from(x)]) {
+                        mask.set([o.z, y, x], o.inclusion);
                     }
                 }
             }
