@@ -76,6 +76,14 @@ pub struct Args {
     /// lie on its scan's grid and hold integers 0..=255. Repeat for several names.
     #[arg(long, value_name = "[NAME=]DIR")]
     labels: Vec<ctstream::labels::files::LabelSource>,
+    /// A folder of LIDC-IDRI reader XML kept apart from the scans (TCIA's "XML only"
+    /// archive, tcia-lidc-xml/NNN/*.xml): each file pairs with the series its
+    /// SeriesInstanceUid names. XML files beside a DICOM series' slices are read without
+    /// it. Each series' readers' nodules become the label volumes `nodules` (consensus) and
+    /// `readers` (count), rows of nodules.parquet and annotations.parquet. Repeat for
+    /// several.
+    #[arg(long, value_name = "DIR")]
+    lidc_xml: Vec<PathBuf>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -113,6 +121,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     cfg.resume = a.resume;
     cfg.lung_mask = !a.no_lung_mask;
     cfg.labels = a.labels;
+    cfg.lidc_xml = a.lidc_xml;
     for d in &a.nnunet {
         cfg.add_nnunet(d).map_err(|e| ExitError(Exit::Usage, e.into()))?;
     }
@@ -166,6 +175,24 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
             "  candidates  {} indexed; {} for series not in the store",
             s.candidates_indexed, s.candidates_without_scan
         );
+        if s.lidc_xml_files > 0 || !s.lidc_failed.is_empty() {
+            println!(
+                "  LIDC        {} reader XML files: {} nodules ({} reader annotations), {} small nodules and non-nodules, {} annotations or files not used",
+                s.lidc_xml_files,
+                s.lidc_nodules,
+                s.lidc_annotations,
+                s.lidc_points,
+                s.lidc_failed.len()
+            );
+            let work = s.lidc_parse_seconds + s.lidc_mask_seconds;
+            println!(
+                "              XML {:.2} s, clusters and masks {:.2} s: {:.1} % of those scans' {:.1} s",
+                s.lidc_parse_seconds,
+                s.lidc_mask_seconds,
+                100.0 * work / s.lidc_scan_seconds.max(1e-9),
+                s.lidc_scan_seconds
+            );
+        }
         if cfg.lung_mask {
             println!(
                 "  lung masks  {:.1} s of the workers' time ({:.2} s per stored scan)",
@@ -207,6 +234,9 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                 d.path.display(),
                 d.reason
             );
+        }
+        for f in &s.lidc_failed {
+            println!("  LIDC        not used: {}", f.reason);
         }
         for f in &s.failed {
             println!("  FAILED      {}", named_once(f));

@@ -34,7 +34,7 @@ fn print(a: &Args) -> Result<(), ExitError> {
     let store = Store::open(&a.store).with_context(|| format!("opening {}", a.store.display()))?;
     let nodules = store.nodules()?;
     let mut per_series: BTreeMap<&str, usize> = BTreeMap::new();
-    for n in nodules.iter().filter(|n| n.source == "annotations") {
+    for n in nodules.iter().filter(|n| !n.is_excluded()) {
         *per_series.entry(n.series_id.as_str()).or_default() += 1;
     }
     let scans: Vec<_> = match &a.series {

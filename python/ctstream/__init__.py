@@ -142,7 +142,8 @@ class Store:
 
     @property
     def table_names(self) -> List[str]:
-        """The index's tables (``scans``, ``nodules``, ``candidates``, ``labels``, ``components``)."""
+        """The index's tables (``scans``, ``nodules``, ``candidates``, ``labels``, ``components``,
+        ``annotations``)."""
         return self._native.table_names()
 
     def table(self, name: str):
@@ -167,6 +168,12 @@ class Store:
     def nodules(self):
         """``index/nodules.parquet`` as a ``pyarrow.Table`` (world and stored-grid voxel coordinates)."""
         return self.table("nodules")
+
+    @property
+    def annotations(self):
+        """``index/annotations.parquet`` as a ``pyarrow.Table``: one row per LIDC reader
+        annotation, small nodule and non-nodule (format 1.3; empty without reader XML)."""
+        return self.table("annotations")
 
     @property
     def candidates(self):
@@ -403,6 +410,7 @@ def ingest(
     lung_mask: bool = True,
     labels: Union[None, Dict[str, PathLike], Sequence[str]] = None,
     nnunet: Union[None, PathLike, Sequence[PathLike]] = None,
+    lidc_xml: Union[None, PathLike, Sequence[PathLike]] = None,
     shard: Optional[str] = None,
     stage: Optional[PathLike] = None,
     progress: bool = True,
@@ -410,7 +418,10 @@ def ingest(
     """Builds (or, with ``resume``, extends) a store, as ``ctstream ingest`` does with the
     same options: ``spacing`` (x, y, z) mm [1, 1, 1], ``chunk`` (z, y, x) [16, 32, 32],
     zstd ``level`` [3], ``clip`` (lo, hi) HU [-1024, 3071], ``jobs`` [one per CPU],
-    ``labels`` ({name: folder} or ``["NAME=DIR", ...]``), ``nnunet`` (raw dataset folders).
+    ``labels`` ({name: folder} or ``["NAME=DIR", ...]``), ``nnunet`` (raw dataset folders),
+    ``lidc_xml`` (folders of LIDC-IDRI reader XML kept apart from the scans; XML beside a
+    DICOM series' slices is read without it: each series' nodules become the label volumes
+    ``nodules`` and ``readers`` and rows of the ``nodules`` and ``annotations`` tables).
     ``out`` is a folder or a URL on object storage (``s3://bucket/luna``; each scan is
     written to the local folder ``stage`` first, then uploaded); ``shard="K/N"`` ingests
     only that share of the series (then :func:`index` once every shard is done).
@@ -424,6 +435,8 @@ def ingest(
         inputs = [inputs]
     if isinstance(nnunet, (str, os.PathLike)):
         nnunet = [nnunet]
+    if isinstance(lidc_xml, (str, os.PathLike)):
+        lidc_xml = [lidc_xml]
     if isinstance(labels, dict):
         labels = [f"{name}={os.fspath(d)}" for name, d in labels.items()]
     fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
@@ -444,6 +457,7 @@ def ingest(
         lung_mask=lung_mask,
         labels=None if labels is None else list(labels),
         nnunet=None if nnunet is None else [os.fspath(p) for p in nnunet],
+        lidc_xml=None if lidc_xml is None else [os.fspath(p) for p in lidc_xml],
         shard=shard,
         stage=fs(stage),
         progress=progress,

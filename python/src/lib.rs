@@ -619,7 +619,7 @@ fn progress_for(show: bool) -> Box<dyn ctstream::progress::Progress> {
 /// Builds or extends a store, as `ctstream ingest` (same options, same checks); returns
 /// the summary as JSON text. Scans that fail are listed in it, not raised.
 #[pyfunction]
-#[pyo3(signature = (inputs, out, *, annotations=None, excluded=None, candidates=None, spacing=None, chunk=None, level=None, clip=None, jobs=None, resume=false, resample_uneven=false, allow_missing_slices=false, lung_mask=true, labels=None, nnunet=None, shard=None, stage=None, progress=true))]
+#[pyo3(signature = (inputs, out, *, annotations=None, excluded=None, candidates=None, spacing=None, chunk=None, level=None, clip=None, jobs=None, resume=false, resample_uneven=false, allow_missing_slices=false, lung_mask=true, labels=None, nnunet=None, lidc_xml=None, shard=None, stage=None, progress=true))]
 #[allow(clippy::too_many_arguments)]
 fn ingest(
     py: Python<'_>,
@@ -639,6 +639,7 @@ fn ingest(
     lung_mask: bool,
     labels: Option<Vec<String>>,
     nnunet: Option<Vec<PathBuf>>,
+    lidc_xml: Option<Vec<PathBuf>>,
     shard: Option<String>,
     stage: Option<PathBuf>,
     progress: bool,
@@ -672,6 +673,7 @@ fn ingest(
     for l in labels.unwrap_or_default() {
         cfg.labels.push(parsed::<LabelSource>("labels", &l)?);
     }
+    cfg.lidc_xml = lidc_xml.unwrap_or_default();
     for d in nnunet.unwrap_or_default() {
         cfg.add_nnunet(&d).map_err(|e| PyValueError::new_err(format!("nnunet: {}", text(&e))))?;
     }

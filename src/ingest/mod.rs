@@ -94,6 +94,9 @@ pub struct IngestConfig {
     /// Label maps to store with their scans (`--labels [NAME=]DIR`,
     /// [`crate::labels::files`]): NIfTI, MetaImage and DICOM SEG files, paired by id.
     pub labels: Vec<labels::files::LabelSource>,
+    /// Folders of LIDC-IDRI reader XML kept apart from the scans (`--lidc-xml DIR`); the
+    /// XML files beside a DICOM series' slices are always read ([`crate::lidc::files`]).
+    pub lidc_xml: Vec<PathBuf>,
 }
 
 impl IngestConfig {
@@ -118,6 +121,7 @@ impl IngestConfig {
             max_voxels: crate::volume::MAX_VOXELS,
             lung_mask: true,
             labels: Vec::new(),
+            lidc_xml: Vec::new(),
         }
     }
 
@@ -336,6 +340,28 @@ pub struct IngestSummary {
     /// Seconds spent computing and writing lung masks, summed over the scans of this run
     /// (they run on `jobs` workers at once, like the rest of a scan's work).
     pub lung_mask_seconds: f64,
+    /// LIDC reader XML files read with the scans of this run.
+    pub lidc_xml_files: usize,
+    /// LIDC nodules (of 3 mm or more, readers' annotations clustered) in the scans of
+    /// this run.
+    pub lidc_nodules: usize,
+    /// Reader annotations in those nodules.
+    pub lidc_annotations: usize,
+    /// Small nodules and non-nodules (points) in the scans of this run.
+    pub lidc_points: usize,
+    /// Reader XML files, and annotations in them, that could not be used (each fails
+    /// alone: its scan and the rest of its file are stored): `source` the scan (or the
+    /// file, for one paired with no scan), `reason` beginning with the XML file and naming
+    /// the reader and the nodule.
+    pub lidc_failed: Vec<Failure>,
+    /// Seconds reading and placing the reader XML, summed over this run's scans.
+    pub lidc_parse_seconds: f64,
+    /// Seconds clustering, filling and measuring the LIDC masks, summed over this run's
+    /// scans.
+    pub lidc_mask_seconds: f64,
+    /// Seconds the scans with reader XML took in all (read to record), summed: what
+    /// `lidc_parse_seconds` and `lidc_mask_seconds` are a share of.
+    pub lidc_scan_seconds: f64,
     /// Wall time of the run.
     pub seconds: f64,
 }
@@ -370,6 +396,7 @@ fn fingerprint(
     manifest: &Manifest,
     lung_mask: bool,
     label_files: &[&labels::files::LabelFile],
+    xml: &[PathBuf],
 ) -> (String, u64) {
     let mut h = Sha256::new();
     h.update(
@@ -386,11 +413,15 @@ fn fingerprint(
     if lung_mask {
         h.update(b"labels: lungs v3");
     }
-    // Label files count as inputs (their names too: the same file under another name is
-    // another store), but not as bytes read.
-    for l in label_files {
-        h.update(format!("label {} {}", l.name, l.path.display()).as_bytes());
-        if let Ok(m) = std::fs::metadata(&l.path) {
+    // Label files and reader XML count as inputs (their names too: the same file under
+    // another name is another store), but not as bytes read.
+    let others = label_files
+        .iter()
+        .map(|l| (format!("label {} {}", l.name, l.path.display()), &l.path))
+        .chain(xml.iter().map(|p| (format!("lidc v1 {}", p.display()), p)));
+    for (name, path) in others {
+        h.update(name.as_bytes());
+        if let Ok(m) = std::fs::metadata(path) {
             h.update(m.len().to_le_bytes());
             h.update(
                 m.modified()
@@ -496,19 +527,56 @@ fn remove_unlisted_labels(root: &std::path::Path, rec: &ScanRecord) {
     }
 }
 
-/// Reads, resamples and writes one scan (and its lung mask); returns its record and the
-/// seconds the lung mask took.
+/// Where one scan's time went.
+#[derive(Debug, Clone, Copy, Default)]
+struct ScanSeconds {
+    /// The whole scan, read to record.
+    total: f64,
+    /// The lung mask.
+    lungs: f64,
+    /// Reading and placing its reader XML.
+    lidc_parse: f64,
+    /// Its LIDC clusters, masks and measures.
+    lidc_masks: f64,
+}
+
+/// Reads, resamples and writes one scan (its lung mask, its label files, the label
+/// volumes of its LIDC reader XML `xml`); returns its record and where the time went.
 fn store_scan(
     entry: &SeriesEntry,
     cfg: &IngestConfig,
     manifest: &Manifest,
     fp: &str,
     label_files: &[&labels::files::LabelFile],
-) -> Result<(ScanRecord, f64), String> {
+    xml: &[PathBuf],
+) -> Result<(ScanRecord, ScanSeconds), String> {
+    let t0 = Instant::now();
+    let mut seconds = ScanSeconds::default();
+    if !xml.is_empty()
+        && let Some(l) =
+            label_files.iter().find(|l| [LIDC_NODULES, LIDC_READERS].contains(&l.name.as_str()))
+    {
+        return Err(format!(
+            "{}: the label volume {} is the one this scan's LIDC reader XML makes; store the label file under another name",
+            l.path.display(),
+            l.name
+        ));
+    }
     let read = entry.read(&cfg.dicom, &()).map_err(|e| e.to_string())?;
     let mut warnings = read.warnings;
     let v = read.volume;
     let (orig_shape_zyx, orig_geometry, source_format) = (v.shape_zyx(), v.geometry, v.format);
+    // The reader XML, on the grid as read (before anything is resampled).
+    let lidc = (!xml.is_empty()).then(|| {
+        let grid = crate::lidc::series::SourceGrid::new(
+            &entry.id,
+            read.dicom.as_ref().map(|d| d.order.as_slice()),
+            orig_shape_zyx,
+            &orig_geometry,
+        );
+        crate::lidc::series::annotate(xml, &grid)
+    });
+    drop(read.dicom);
     let (aligned, ag) = resample::to_axis_aligned(v.hu, &v.geometry).map_err(|e| e.to_string())?;
     let (sz, sy, sx) = aligned.dim();
     let grid = resample::resampled_shape([sz, sy, sx], ag.spacing_xyz, manifest.spacing_xyz)
@@ -533,7 +601,6 @@ fn store_scan(
     };
     let bytes_stored = write_volume(&path, &hu, &g, &opts).map_err(|e| e.to_string())?;
     let mut label_records = Vec::new();
-    let mut lung_seconds = 0.0;
     if cfg.lung_mask {
         let t = Instant::now();
         let m = labels::lungs::segment(&hu, &g, &labels::lungs::LungParams::default());
@@ -555,7 +622,26 @@ fn store_scan(
             "computed",
             &lung_classes,
         )?);
-        lung_seconds = t.elapsed().as_secs_f64();
+        seconds.lungs = t.elapsed().as_secs_f64();
+    }
+    let mut lidc_record = None;
+    if let Some(a) = lidc {
+        seconds.lidc_parse = a.parse_seconds;
+        let t = Instant::now();
+        warnings.extend(a.notes);
+        let shape = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
+        for (name, map, classes) in [
+            (LIDC_NODULES, &a.nodules, &[(1u8, "nodule")][..]),
+            (LIDC_READERS, &a.readers, &[][..]),
+        ] {
+            let m = labels::nearest::resample_nearest(map, &orig_geometry, shape, &g)
+                .map_err(|e| format!("LIDC label volume {name}: {e}"))?;
+            let source = a.record.xml_files.join(", ");
+            label_records
+                .push(write_label(cfg, manifest, &entry.id, name, &m, &g, &source, classes)?);
+        }
+        seconds.lidc_masks = a.mask_seconds + t.elapsed().as_secs_f64();
+        lidc_record = Some(a.record);
     }
     for l in label_files {
         let (m, classes) =
@@ -602,6 +688,7 @@ fn store_scan(
         volume_file: rel,
         warnings,
         labels: label_records,
+        lidc: lidc_record,
     };
     let rec_path = cfg.out.join(VOLUMES).join(format!("{}.json", entry.id));
     // Write only what a reader accepts: the same check read_records makes.
@@ -609,8 +696,14 @@ fn store_scan(
     let json = serde_json::to_vec_pretty(&rec).map_err(|e| e.to_string())?;
     write_bytes_atomic(&rec_path, &json).map_err(|e| format!("{}: {e}", rec_path.display()))?;
     remove_unlisted_labels(&cfg.out, &rec);
-    Ok((rec, lung_seconds))
+    seconds.total = t0.elapsed().as_secs_f64();
+    Ok((rec, seconds))
 }
+
+/// The label volume of a scan's LIDC nodules: 1 where a nodule's consensus is.
+pub const LIDC_NODULES: &str = "nodules";
+/// The label volume of how many LIDC reader annotations cover each voxel.
+pub const LIDC_READERS: &str = "readers";
 
 /// A label map on a scan's grid and the names of its values.
 type LabelMap = (ndarray::Array3<u8>, Vec<(u8, String)>);
@@ -711,6 +804,18 @@ fn remove_temporary_files(root: &std::path::Path) -> usize {
     removed
 }
 
+/// The folders that hold the slices of the DICOM series among `entries` (where TCIA puts
+/// a series' reader XML).
+fn series_folders(entries: &[SeriesEntry]) -> Vec<PathBuf> {
+    let mut dirs = BTreeSet::new();
+    for e in entries {
+        if let SeriesSource::Dicom { files, .. } = &e.source {
+            dirs.extend(files.slices.iter().filter_map(|s| s.path.parent().map(PathBuf::from)));
+        }
+    }
+    dirs.into_iter().collect()
+}
+
 /// Series found under the inputs, with those that cannot be stored.
 struct Found {
     entries: Vec<SeriesEntry>,
@@ -780,7 +885,7 @@ pub fn measure_read(
     let manifest = cfg.manifest();
     let sizes: Vec<u64> = on_workers(cfg.jobs, &found.entries, |e| {
         let ok = e.read(&cfg.dicom, &()).is_ok();
-        if ok { fingerprint(e, &manifest, cfg.lung_mask, &[]).1 } else { 0 }
+        if ok { fingerprint(e, &manifest, cfg.lung_mask, &[], &[]).1 } else { 0 }
     })?
     .into_iter()
     .map(|r| r.unwrap_or(0))
@@ -920,6 +1025,22 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     for l in label_files.unpaired(&ids) {
         summary.warnings.push(Failure { source: l.path.display().to_string(), reason: format!("pairs with no scan (label volume {}; see `ctstream ingest --help` for how label files pair with scans)", l.name) });
     }
+    // LIDC reader XML: beside the DICOM series' slices and under --lidc-xml, paired by the
+    // series each names.
+    let xml = crate::lidc::files::XmlFiles::discover(&cfg.lidc_xml, &series_folders(&entries))
+        .map_err(IngestError::Config)?;
+    for (path, why) in &xml.unreadable {
+        summary.lidc_failed.push(Failure {
+            source: path.display().to_string(),
+            reason: format!("{}: {why} (reader XML not used)", path.display()),
+        });
+    }
+    for (uid, path) in xml.unpaired(&ids) {
+        summary.warnings.push(Failure {
+            source: path.display().to_string(),
+            reason: format!("reader XML of series {uid}, which is not among the scans found"),
+        });
+    }
     drop(ids);
     // This run's share: the others' series are theirs.
     if let Some(s) = cfg.shard {
@@ -937,12 +1058,13 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
                 continue;
             }
         };
-        let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask, &mine);
+        let readings = xml.for_series(&e.id).to_vec();
+        let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask, &mine, &readings);
         if existing.get(&e.id).is_some_and(|r| r.fingerprint == fp) {
             summary.skipped.push(e.id.clone());
         } else {
             let mine: Vec<labels::files::LabelFile> = mine.into_iter().cloned().collect();
-            todo.push((e, fp, bytes, mine));
+            todo.push((e, fp, bytes, (mine, readings)));
         }
     }
 
@@ -950,24 +1072,38 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
     let total_bytes: u64 = todo.iter().map(|t| t.2).sum();
     progress.start_bytes("ingesting", total_bytes);
     let done = AtomicUsize::new(0);
-    let results =
-        on_workers(cfg.jobs, &todo, |(entry, fp, bytes, mine)| {
-            let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>())
-                .and_then(|(rec, lung_seconds)| match &cfg.remote {
-                    Some(remote) => upload::publish(remote, &cfg.out, &rec)
-                        .map(|sent| (rec, lung_seconds, sent)),
-                    None => Ok((rec, lung_seconds, 0)),
-                });
-            let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            progress.advance(*bytes);
-            progress.set_message(&format!("{n}/{} scans", todo.len()));
-            r
-        })?;
+    let results = on_workers(cfg.jobs, &todo, |(entry, fp, bytes, (mine, readings))| {
+        let r = store_scan(entry, cfg, &manifest, fp, &mine.iter().collect::<Vec<_>>(), readings)
+            .and_then(|(rec, seconds)| match &cfg.remote {
+                Some(remote) => {
+                    upload::publish(remote, &cfg.out, &rec).map(|sent| (rec, seconds, sent))
+                }
+                None => Ok((rec, seconds, 0)),
+            });
+        let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+        progress.advance(*bytes);
+        progress.set_message(&format!("{n}/{} scans", todo.len()));
+        r
+    })?;
     progress.finish();
     for ((entry, _, bytes, _), r) in todo.iter().zip(results) {
         match r {
-            Ok(Ok((rec, lung_seconds, sent))) => {
-                summary.lung_mask_seconds += lung_seconds;
+            Ok(Ok((rec, seconds, sent))) => {
+                summary.lung_mask_seconds += seconds.lungs;
+                if let Some(l) = &rec.lidc {
+                    summary.lidc_xml_files += l.xml_files.len();
+                    summary.lidc_nodules += l.nodules.len();
+                    summary.lidc_annotations += l.annotations.len();
+                    summary.lidc_points += l.points.len();
+                    summary.lidc_parse_seconds += seconds.lidc_parse;
+                    summary.lidc_mask_seconds += seconds.lidc_masks;
+                    summary.lidc_scan_seconds += seconds.total;
+                    for f in &l.failed {
+                        summary
+                            .lidc_failed
+                            .push(Failure { source: source_path(entry), reason: f.clone() });
+                    }
+                }
                 summary.bytes_in += bytes;
                 summary.bytes_out += rec.bytes_stored;
                 summary.bytes_raw += rec.bytes_raw;

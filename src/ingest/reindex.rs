@@ -159,6 +159,7 @@ pub fn write_index(store: &Store, csv: &Annotations) -> Result<IndexSummary, Ing
         tables::candidates_batch(&cand_rows),
     );
     let (t_labels, t_components) = (tables::labels_batch(scans), tables::components_batch(scans));
+    let t_annotations = tables::annotations_batch(scans);
     index::write_tables_at(
         location,
         &[
@@ -167,6 +168,7 @@ pub fn write_index(store: &Store, csv: &Annotations) -> Result<IndexSummary, Ing
             ("candidates.parquet", &t_candidates),
             ("labels.parquet", &t_labels),
             ("components.parquet", &t_components),
+            ("annotations.parquet", &t_annotations),
         ],
     )?;
     summary.nodules_indexed = nodule_rows.len();

@@ -46,11 +46,143 @@ pub fn nodule_rows(
                 inside,
                 source,
                 in_lung_region: None,
+                readers: None,
+                volume_ml: None,
+                max_diameter_mm: None,
+                characteristics: [None; 9],
             });
             *id += 1;
         }
     }
+    rows.extend(lidc_nodule_rows(scans));
     (rows, missing)
+}
+
+/// Nodule rows of the scans' LIDC reader annotations: each nodule (source `lidc`, its
+/// consensus centroid, equivalent diameter, readers, volume, longest axial diameter and
+/// median scores), then each small nodule and non-nodule (`lidc_excluded`, no diameter),
+/// numbered from 0 in each source, in record order.
+fn lidc_nodule_rows(scans: &BTreeMap<String, ScanRecord>) -> Vec<NoduleRow> {
+    let mut rows = Vec::new();
+    for rec in scans.values() {
+        let Some(l) = &rec.lidc else { continue };
+        let s = rec.spacing_xyz;
+        let row = |id: usize, world_xyz: [f64; 3], source: &'static str| {
+            let (voxel_zyx, inside) = locate(rec, world_xyz);
+            NoduleRow {
+                series_id: rec.series_id.clone(),
+                nodule_id: i32::try_from(id).unwrap_or(i32::MAX),
+                world_xyz,
+                voxel_zyx,
+                diameter_mm: None,
+                radius_zyx: None,
+                inside,
+                source,
+                in_lung_region: None,
+                readers: None,
+                volume_ml: None,
+                max_diameter_mm: None,
+                characteristics: [None; 9],
+            }
+        };
+        for n in &l.nodules {
+            let d = n.equivalent_diameter_mm;
+            rows.push(NoduleRow {
+                diameter_mm: Some(d),
+                radius_zyx: Some([d / 2.0 / s[2], d / 2.0 / s[1], d / 2.0 / s[0]]),
+                readers: Some(i32::from(n.readers)),
+                volume_ml: Some(n.volume_ml),
+                max_diameter_mm: Some(n.max_diameter_mm),
+                characteristics: n.characteristics,
+                ..row(n.nodule_id as usize, n.world_xyz, "lidc")
+            });
+        }
+        for (i, p) in l.points.iter().enumerate() {
+            rows.push(row(i, p.world_xyz, "lidc_excluded"));
+        }
+    }
+    rows
+}
+
+/// The `annotations` table (format 1.3): one row per LIDC reader annotation of a nodule
+/// of 3 mm or more, then per small nodule and non-nodule, of every stored scan.
+pub fn annotations_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
+    use crate::store::lidc::CHARACTERISTICS;
+    struct Row<'a> {
+        rec: &'a ScanRecord,
+        nodule_id: i32,
+        kind: &'a str,
+        reader: &'a str,
+        reader_id: &'a str,
+        xml_file: &'a str,
+        world_xyz: [f64; 3],
+        ann: Option<&'a crate::store::lidc::LidcAnnotation>,
+    }
+    let mut rows = Vec::new();
+    for rec in scans.values() {
+        let Some(l) = &rec.lidc else { continue };
+        for a in &l.annotations {
+            rows.push(Row {
+                rec,
+                nodule_id: i32::try_from(a.nodule_id).unwrap_or(i32::MAX),
+                kind: "nodule",
+                reader: &a.reader,
+                reader_id: &a.reader_nodule_id,
+                xml_file: &a.xml_file,
+                world_xyz: a.world_xyz,
+                ann: Some(a),
+            });
+        }
+        for (i, p) in l.points.iter().enumerate() {
+            rows.push(Row {
+                rec,
+                nodule_id: i32::try_from(i).unwrap_or(i32::MAX),
+                kind: &p.kind,
+                reader: &p.reader,
+                reader_id: &p.reader_id,
+                xml_file: &p.xml_file,
+                world_xyz: p.world_xyz,
+                ann: None,
+            });
+        }
+    }
+    let voxels: Vec<[f64; 3]> = rows.iter().map(|r| locate(r.rec, r.world_xyz).0).collect();
+    let mut cols: Vec<(&str, ArrayRef, bool)> = vec![
+        ("series_id", utf8(rows.iter().map(|r| r.rec.series_id.as_str())), false),
+        ("nodule_id", i32s(rows.iter().map(|r| r.nodule_id)), false),
+        ("kind", utf8(rows.iter().map(|r| r.kind)), false),
+        ("reader", utf8(rows.iter().map(|r| r.reader)), false),
+        ("reader_nodule_id", utf8(rows.iter().map(|r| r.reader_id)), false),
+        ("xml_file", utf8(rows.iter().map(|r| r.xml_file)), false),
+    ];
+    for (a, n) in ["world_x", "world_y", "world_z"].iter().enumerate() {
+        cols.push((n, f64s(rows.iter().map(|r| r.world_xyz[a])), false));
+    }
+    for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
+        cols.push((n, f64s(voxels.iter().map(|v| v[a])), false));
+    }
+    let f = |g: fn(&crate::store::lidc::LidcAnnotation) -> f64| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.ann.map(g))))
+    };
+    cols.push(("volume_ml", f(|a| a.volume_ml), true));
+    cols.push(("diameter_mm", f(|a| a.diameter_mm), true));
+    cols.push((
+        "contour_slices",
+        Arc::new(Int32Array::from_iter(
+            rows.iter().map(|r| r.ann.map(|a| i32::try_from(a.contour_slices).unwrap_or(i32::MAX))),
+        )),
+        true,
+    ));
+    for (k, n) in CHARACTERISTICS.iter().enumerate() {
+        cols.push((
+            n,
+            Arc::new(Int8Array::from_iter(
+                rows.iter().map(|r| r.ann.and_then(|a| a.characteristics[k]).map(|v| v as i8)),
+            )),
+            true,
+        ));
+    }
+    batch(cols)
 }
 
 /// Candidate rows for the stored scans, plus the number of rows whose series is not stored.
@@ -299,6 +431,25 @@ pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
         Arc::new(BooleanArray::from_iter(rows.iter().map(|r| r.in_lung_region))),
         true,
     ));
+    // From format 1.3: what LIDC's readers say of their nodules.
+    cols.push(("readers", Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.readers))), true));
+    cols.push((
+        "volume_ml",
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.volume_ml))),
+        true,
+    ));
+    cols.push((
+        "max_diameter_mm",
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.max_diameter_mm))),
+        true,
+    ));
+    for (k, n) in crate::store::lidc::CHARACTERISTICS.iter().enumerate() {
+        cols.push((
+            n,
+            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.characteristics[k]))),
+            true,
+        ));
+    }
     batch(cols)
 }
 

@@ -340,6 +340,11 @@ pub struct SliceHeader {
     pub transfer_syntax: String,
     /// InstanceNumber, when present (used to describe gaps).
     pub instance: Option<i64>,
+    /// SOPInstanceUID, when present (LIDC reader XML names slices by it).
+    pub sop_instance_uid: Option<String>,
+    /// SliceThickness in mm, when present and positive (not a spacing: pylidc's clustering
+    /// tolerance).
+    pub slice_thickness: Option<f64>,
 }
 
 /// The files of one series, ready to read.
@@ -392,6 +397,22 @@ pub struct DicomVolume {
     pub skipped: Skipped,
     /// Warnings (derived id, gaps resampled over, ...).
     pub warnings: Vec<String>,
+    /// The slices read, in the volume's order (along the normal).
+    pub order: Vec<PlacedSlice>,
+}
+
+/// Where one slice file went in the volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacedSlice {
+    /// Its SOPInstanceUID, when it has one.
+    pub sop_instance_uid: Option<String>,
+    /// ImagePositionPatient (x, y, z) mm.
+    pub position_xyz: [f64; 3],
+    /// SliceThickness mm, when given.
+    pub slice_thickness: Option<f64>,
+    /// Its place along the volume's z axis, in voxels: the slice index, or (where uneven
+    /// slices were resampled onto a uniform grid) the continuous index of its position.
+    pub index_z: f64,
 }
 
 fn tag_str(tag: Tag) -> String {
@@ -588,6 +609,10 @@ fn read_slice_header(
             .and_then(|v| v.first().copied()),
         transfer_syntax: obj.meta().transfer_syntax().trim_end_matches('\0').to_string(),
         instance: get_str(&obj, tags::INSTANCE_NUMBER).and_then(|v| v.parse::<i64>().ok()),
+        sop_instance_uid: get_str(&obj, tags::SOP_INSTANCE_UID).filter(|u| !u.is_empty()),
+        slice_thickness: f(tags::SLICE_THICKNESS, "SliceThickness")
+            .and_then(|v| v.first().copied())
+            .filter(|t| t.is_finite() && *t > 0.0),
     };
     let modality = get_str(&obj, tags::MODALITY).unwrap_or_default();
     let description = get_str(&obj, tags::SERIES_DESCRIPTION).unwrap_or_default();
@@ -1149,5 +1174,15 @@ pub fn read_series(
         resampled,
         skipped: series.skipped,
         warnings,
+        order: slices
+            .iter()
+            .enumerate()
+            .map(|(k, (t, s))| PlacedSlice {
+                sop_instance_uid: s.sop_instance_uid.clone(),
+                position_xyz: s.position_xyz,
+                slice_thickness: s.slice_thickness,
+                index_z: if resampled { (t - slices[0].0) / z_spacing } else { k as f64 },
+            })
+            .collect(),
     })
 }

@@ -17,11 +17,17 @@
 //! - [`mask`] fills an annotation's contours into a mask on the source grid
 //!   (`Annotation.boolean_mask`), and the consensus of a nodule's masks
 //!   (`pylidc.utils.consensus`).
+//! - [`files`] finds the XML files of each series (beside its slices, or in folders given)
+//!   by the series UID each names.
+//! - [`series`] does all of it for one series: its nodules, annotations and points as the
+//!   store records them, and the label volumes `nodules` and `readers`.
 
 pub mod cluster;
+pub mod files;
 pub mod mask;
 pub mod read;
 pub mod resolve;
+pub mod series;
 
 use std::path::PathBuf;
 
@@ -32,6 +38,14 @@ pub const NAMESPACE: &str = "http://www.nih.gov";
 /// 512 x 512 slice (a chain of distinct pixels around the whole slice has 2,044), and a
 /// bound on what a hostile file can make the reader hold.
 pub const MAX_EDGE_POINTS: usize = 65_536;
+
+/// The most contour points one annotation may have, all its ROIs together: three times
+/// the largest in LIDC-IDRI (6,814), and a bound on what clustering compares.
+pub const MAX_ANNOTATION_POINTS: usize = 20_000;
+
+/// The most point-in-outline tests filling one annotation may take (its box's pixels times
+/// its contour points): the largest LIDC annotation takes about 2.5 x 10^7.
+pub const MAX_FILL_WORK: u64 = 500_000_000;
 
 /// The largest reader XML read (real files are under 2 MB).
 pub const MAX_XML_BYTES: u64 = 64 << 20;

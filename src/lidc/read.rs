@@ -35,6 +35,26 @@ pub fn read_file(path: &Path) -> Result<ReadMessage, LidcError> {
 /// # Errors
 /// As [`read_file`], less the I/O.
 pub fn read_bytes(path: &Path, data: &[u8]) -> Result<ReadMessage, LidcError> {
+    read_with(path, data, false)
+}
+
+/// The series a reader XML file is of (`ResponseHeader/SeriesInstanceUid`), reading only
+/// as far as it: how ingest pairs files with series before reading them whole.
+///
+/// # Errors
+/// As [`read_file`], for the part read; `Ok(None)` when the file names no series.
+pub fn series_uid_of(path: &Path) -> Result<Option<String>, LidcError> {
+    let io = |source| LidcError::Io { path: path.to_path_buf(), source };
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    if bytes > MAX_XML_BYTES {
+        return Err(LidcError::TooLarge { path: path.to_path_buf(), bytes });
+    }
+    let data = std::fs::read(path).map_err(io)?;
+    Ok(read_with(path, &data, true)?.series_uid)
+}
+
+/// Reads `data`; with `header_only`, stops once the series UID is read.
+fn read_with(path: &Path, data: &[u8], header_only: bool) -> Result<ReadMessage, LidcError> {
     let mut reader = NsReader::from_reader(data);
     reader.config_mut().trim_text(true);
     let mut parser = Parser {
@@ -96,6 +116,9 @@ pub fn read_bytes(path: &Path, data: &[u8]) -> Result<ReadMessage, LidcError> {
             Event::End(ref e) => {
                 let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
                 parser.end(&name);
+                if header_only && parser.msg.series_uid.is_some() {
+                    return Ok(parser.msg);
+                }
             }
             Event::Text(ref t) => {
                 let s = t.xml10_content().map_err(|e| xml_err(&reader, e.to_string()))?;

@@ -215,6 +215,22 @@ pub fn resolve(msg: &ReadMessage, slices: &SeriesSlices, tol_mm: f64) -> Result<
                     points: r.points.clone(),
                 });
             }
+            let total: usize = outlines.iter().map(|o| o.points.len()).sum();
+            if contoured && total > super::MAX_ANNOTATION_POINTS {
+                reasons.push(format!(
+                    "{total} contour points in all, more than {} (the largest LIDC annotation has under 7,000)",
+                    super::MAX_ANNOTATION_POINTS
+                ));
+            } else if let Some((lo, hi)) = super::mask::bounds(&outlines).filter(|_| contoured) {
+                let area = (i64::from(hi[1] - lo[1]) + 1) * (i64::from(hi[2] - lo[2]) + 1);
+                let work = area as u64 * total as u64;
+                if work > super::MAX_FILL_WORK {
+                    reasons.push(format!(
+                        "{total} contour points over a box of {area} pixels: filling it would take {work} point-in-outline tests, more than {} (real nodules take under 10^8)",
+                        super::MAX_FILL_WORK
+                    ));
+                }
+            }
             if !reasons.is_empty() {
                 out.failed.push(fail(&n.id, reasons));
             } else if contoured {

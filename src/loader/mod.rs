@@ -584,7 +584,7 @@ impl Loader {
         }
         let nodule_rows = store.nodules()?;
         let mut by_id: BTreeMap<&str, Vec<&index::NoduleRow>> = BTreeMap::new();
-        for n in nodule_rows.iter().filter(|n| n.source == "annotations") {
+        for n in nodule_rows.iter().filter(|n| !n.is_excluded()) {
             by_id.entry(n.series_id.as_str()).or_default().push(n);
         }
         let mut scans = Vec::new();

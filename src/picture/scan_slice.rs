@@ -90,7 +90,7 @@ pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureErro
     }
     let nodules: Vec<index::NoduleRow> = store.nodules()?;
     let annotated: Vec<&index::NoduleRow> =
-        nodules.iter().filter(|n| n.series_id == id && n.source == "annotations").collect();
+        nodules.iter().filter(|n| n.series_id == id && !n.is_excluded()).collect();
     let spheres: Vec<Sphere> = annotated
         .iter()
         .filter_map(|n| n.radius_zyx.map(|r| Sphere { centre_zyx: n.voxel_zyx, radius_zyx: r }))

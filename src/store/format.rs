@@ -10,8 +10,8 @@ pub const MAGIC: [u8; 8] = *b"CTVOLUME";
 /// Major version this code reads and writes; newer majors are refused.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version this code writes: 1.1 adds `index/checksums.json` and records'
-/// `warnings`; 1.2 adds label volumes (format/FORMAT.md, "Versions").
-pub const VERSION_MINOR: u16 = 2;
+/// `warnings`; 1.2 adds label volumes; 1.3 LIDC annotations (format/FORMAT.md, "Versions").
+pub const VERSION_MINOR: u16 = 3;
 /// Bytes from the start of the file to the end of the header.
 pub const HEADER_SIZE: usize = 256;
 /// Bytes per chunk table entry.

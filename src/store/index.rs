@@ -36,11 +36,31 @@ pub struct NoduleRow {
     pub radius_zyx: Option<[f64; 3]>,
     /// Centre inside the stored volume.
     pub inside: bool,
-    /// `annotations` or `excluded`.
+    /// One of [`NODULE_SOURCES`]: `annotations`, `excluded` (the CSVs), `lidc` (a nodule
+    /// of the scan's reader XML), `lidc_excluded` (a small nodule or non-nodule).
     pub source: &'static str,
     /// The centre's voxel lies in the scan's lung region (`lungs` dilated,
     /// format/FORMAT.md); `None` when the scan has no lung mask (from format 1.2).
     pub in_lung_region: Option<bool>,
+    /// For an LIDC nodule: the reader annotations in it, 1 to 4 (from format 1.3).
+    pub readers: Option<i32>,
+    /// For an LIDC nodule: the consensus volume, ml (from 1.3).
+    pub volume_ml: Option<f64>,
+    /// For an LIDC nodule: the longest axial diameter of the consensus, mm (from 1.3).
+    pub max_diameter_mm: Option<f64>,
+    /// For an LIDC nodule: the median of each reader score, in
+    /// [`crate::store::lidc::CHARACTERISTICS`] order (from 1.3).
+    pub characteristics: [Option<f64>; 9],
+}
+
+/// The values of `nodules.parquet`'s `source`.
+pub const NODULE_SOURCES: [&str; 4] = ["annotations", "excluded", "lidc", "lidc_excluded"];
+
+impl NoduleRow {
+    /// Whether it is a finding FROC ignores (`excluded`, `lidc_excluded`), not a nodule.
+    pub fn is_excluded(&self) -> bool {
+        self.source.ends_with("excluded")
+    }
 }
 
 /// A row of `candidates.parquet`.
@@ -384,6 +404,20 @@ pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>,
         } else {
             None
         };
+        // From format 1.3.
+        let optional = |n: &str| {
+            if b.column_by_name(n).is_some() { f(n).map(Some) } else { Ok(None) }
+        };
+        let readers = if b.column_by_name("readers").is_some() {
+            Some(column::<Int32Array>(&b, "readers").map_err(perr)?)
+        } else {
+            None
+        };
+        let (volume, max_d) = (optional("volume_ml")?, optional("max_diameter_mm")?);
+        let scores = crate::store::lidc::CHARACTERISTICS
+            .iter()
+            .map(|n| optional(n))
+            .collect::<Result<Vec<_>, _>>()?;
         for i in 0..b.num_rows() {
             let opt = |a: &Float64Array| if a.is_null(i) { None } else { Some(a.value(i)) };
             rows.push(NoduleRow {
@@ -394,9 +428,20 @@ pub fn nodules_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Vec<NoduleRow>,
                 diameter_mm: opt(d),
                 radius_zyx: opt(rz).zip(opt(ry)).zip(opt(rx)).map(|((z, y), x)| [z, y, x]),
                 inside: inside.value(i),
-                source: if source.value(i) == "excluded" { "excluded" } else { "annotations" },
+                source: NODULE_SOURCES.iter().find(|s| **s == source.value(i)).ok_or_else(
+                    || {
+                        perr(format!(
+                            "source {:?} in row {i} is none of {NODULE_SOURCES:?}",
+                            source.value(i)
+                        ))
+                    },
+                )?,
                 in_lung_region: in_lung
                     .and_then(|a| if a.is_null(i) { None } else { Some(a.value(i)) }),
+                readers: readers.and_then(|a| if a.is_null(i) { None } else { Some(a.value(i)) }),
+                volume_ml: volume.and_then(opt),
+                max_diameter_mm: max_d.and_then(opt),
+                characteristics: std::array::from_fn(|k| scores[k].and_then(opt)),
             });
         }
     }

@@ -16,6 +16,7 @@
 pub mod cache;
 pub mod format;
 pub mod index;
+pub mod lidc;
 pub mod lock;
 pub mod reader;
 pub mod remote;
@@ -172,6 +173,9 @@ pub struct ScanRecord {
     /// The scan's label volumes, ordered by name (format 1.2; absent when none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRecord>,
+    /// The scan's LIDC-IDRI reader annotations (format 1.3; absent when it has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lidc: Option<lidc::LidcRecord>,
 }
 
 /// One label volume of a scan, as its record lists it (FORMAT.md, "Label volumes").
@@ -379,6 +383,9 @@ impl ScanRecord {
                     self.labels[i - 1].name
                 ));
             }
+        }
+        if let Some(l) = &self.lidc {
+            l.check()?;
         }
         Ok(())
     }

@@ -202,7 +202,7 @@ fn label_volumes_round_trip_and_damage_is_caught() {
     let bytes = std::fs::read(&p).unwrap();
     assert_eq!(bytes.len() as u64, size);
     assert_eq!(&bytes[0..8], b"CTVOLUME");
-    assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 2, "minor version 1.2");
+    assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 3, "minor version 1.3");
     assert_eq!(bytes[160], 2, "dtype 2: uint8");
     assert_eq!(i16::from_le_bytes([bytes[164], bytes[165]]), 0, "fill value 0");
     let v = VolumeFile::open(&p).unwrap();

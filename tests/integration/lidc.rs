@@ -181,3 +181,130 @@ fn nodules_masks_and_consensus_equal_pylidcs_on_real_annotations() {
         cases.len()
     );
 }
+
+/// The union of pylidc's consensus masks and the sum of its annotation masks of `case`,
+/// as sets of (z, y, x) voxels with their counts.
+fn pylidc_maps(
+    want: &serde_json::Value,
+) -> (Vec<[i32; 3]>, std::collections::BTreeMap<[i32; 3], u8>) {
+    let mut consensus: Vec<[i32; 3]> = Vec::new();
+    for n in want["nodules"].as_array().unwrap() {
+        consensus.extend(pylidc_voxels(
+            n["consensus"].as_str().unwrap(),
+            ijk_box(&n["consensus_bbox_ijk"]),
+        ));
+    }
+    consensus.sort();
+    consensus.dedup();
+    let mut readers = std::collections::BTreeMap::new();
+    for a in want["annotations"].as_array().unwrap() {
+        for v in pylidc_voxels(a["mask"].as_str().unwrap(), ijk_box(&a["bbox_ijk"])) {
+            *readers.entry(v).or_insert(0u8) += 1;
+        }
+    }
+    (consensus, readers)
+}
+
+/// A real series' reader XML beside a DICOM series with its slice positions and spacing
+/// (TCIA's layout): `ctstream ingest` finds the XML by itself, and the store holds pylidc's
+/// nodules: the label volume `nodules` is the union of pylidc's consensus masks and
+/// `readers` the sum of its annotation masks, voxel for voxel (stored on the source grid:
+/// the spacing asked for is the series'), nodules.parquet has one `lidc` row per nodule at
+/// the centroid of pylidc's consensus, annotations.parquet one row per annotation.
+#[test]
+fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
+    let case =
+        cases().into_iter().find(|c| c.to_string_lossy().contains("LIDC-IDRI-0078")).unwrap();
+    let slices = json(&case.join("slices.json"));
+    let want = json(&case.join("pylidc.json"));
+    let uid = slices["series_uid"].as_str().unwrap().to_string();
+    let z: Vec<f64> = slices["z"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let (ps, thickness) =
+        (slices["pixel_spacing"].as_f64().unwrap(), slices["slice_thickness"].as_f64().unwrap());
+    let dir = crate::common::tempdir();
+    let folder = dir.path().join("LIDC-IDRI-0078/1.2.3/").join(&uid);
+    let geometry =
+        ctstream::geometry::Geometry::axis_aligned([-160.0, -160.0, z[0]], [ps, ps, thickness]);
+    let scan = ctstream::synth::SynthScan {
+        series_id: uid.clone(),
+        hu: ndarray::Array3::from_elem((z.len(), 512, 512), -1000),
+        geometry,
+        nodules: vec![],
+        candidates: vec![],
+        lungs: ndarray::Array3::zeros((1, 1, 1)),
+        nodule_ellipsoids: vec![],
+        airway: vec![],
+    };
+    ctstream::synth::write_dicom_series(&folder, &scan).unwrap();
+    let gz = std::fs::read(case.join("069.xml.gz")).unwrap();
+    let mut xml = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut xml).unwrap();
+    std::fs::write(folder.join("069.xml"), &xml).unwrap();
+
+    let out = dir.path().join("store");
+    let mut cfg =
+        ctstream::ingest::IngestConfig::new(vec![dir.path().join("LIDC-IDRI-0078")], out.clone());
+    cfg.spacing_xyz = [ps, ps, thickness];
+    cfg.lung_mask = false;
+    let s = ctstream::ingest::ingest(&cfg, &()).unwrap();
+    assert_eq!(s.stored, [uid.clone()], "{:?}", s.failed);
+    assert!(s.lidc_failed.is_empty(), "{:?}", s.lidc_failed);
+    let wn = want["nodules"].as_array().unwrap();
+    let wa = want["annotations"].as_array().unwrap();
+    assert_eq!((s.lidc_xml_files, s.lidc_nodules, s.lidc_annotations), (1, wn.len(), wa.len()));
+
+    let store = ctstream::store::Store::open(&out).unwrap();
+    let rec = store.scan(&uid).unwrap();
+    assert_eq!(rec.shape_zyx, [z.len(), 512, 512], "stored on the source grid");
+    let lidc = rec.lidc.as_ref().unwrap();
+    let mut sizes: Vec<u8> = lidc.nodules.iter().map(|n| n.readers).collect();
+    let mut wsizes: Vec<u8> = wn.iter().map(|n| places(n).len() as u8).collect();
+    sizes.sort();
+    wsizes.sort();
+    assert_eq!(sizes, wsizes);
+
+    let (consensus, readers) = pylidc_maps(&want);
+    let nodules_map = store.label(&uid, "nodules").unwrap().read_all_as::<u8>().unwrap();
+    let readers_map = store.label(&uid, "readers").unwrap().read_all_as::<u8>().unwrap();
+    let on: Vec<[i32; 3]> = nodules_map
+        .indexed_iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|((z, y, x), _)| [z as i32, y as i32, x as i32])
+        .collect();
+    assert_eq!(on, consensus, "nodules = union of pylidc's consensus masks");
+    let counts: std::collections::BTreeMap<[i32; 3], u8> = readers_map
+        .indexed_iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|((z, y, x), v)| ([z as i32, y as i32, x as i32], *v))
+        .collect();
+    assert_eq!(counts, readers, "readers = sum of pylidc's annotation masks");
+
+    // Each nodule's row: the centroid of pylidc's consensus, mapped by the geometry.
+    let rows = store.nodules().unwrap();
+    let lidc_rows: Vec<_> = rows.iter().filter(|r| r.source == "lidc").collect();
+    assert_eq!(lidc_rows.len(), wn.len());
+    for n in wn {
+        let v = pylidc_voxels(n["consensus"].as_str().unwrap(), ijk_box(&n["consensus_bbox_ijk"]));
+        let mean = |a: usize| v.iter().map(|p| f64::from(p[a])).sum::<f64>() / v.len() as f64;
+        let world = [-160.0 + ps * mean(2), -160.0 + ps * mean(1), z[0] + thickness * mean(0)];
+        let r = lidc_rows
+            .iter()
+            .find(|r| (0..3).all(|a| (r.world_xyz[a] - world[a]).abs() < 1e-6))
+            .unwrap_or_else(|| panic!("no nodule row at {world:?}: {lidc_rows:?}"));
+        let ml = v.len() as f64 * ps * ps * thickness / 1000.0;
+        assert!((r.volume_ml.unwrap() - ml).abs() < 1e-9);
+        assert!(
+            (r.diameter_mm.unwrap() - (6.0 * ml * 1000.0 / std::f64::consts::PI).cbrt()).abs()
+                < 1e-9
+        );
+        assert_eq!(r.readers, Some(places(n).len() as i32));
+    }
+    let t = store.table_bytes("annotations").unwrap().unwrap();
+    use parquet::file::reader::FileReader;
+    let rows = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(t))
+        .unwrap()
+        .metadata()
+        .file_metadata()
+        .num_rows();
+    assert_eq!(rows as usize, wa.len() + lidc.points.len());
+}

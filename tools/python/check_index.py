@@ -22,7 +22,7 @@ def main():
     root = sys.argv[1]
     out = {}
     con = duckdb.connect()
-    for name in ["scans", "nodules", "candidates", "labels", "components"]:
+    for name in ["scans", "nodules", "candidates", "labels", "components", "annotations"]:
         path = os.path.join(root, "index", name + ".parquet")
         t = pq.read_table(path)
         entry = {

@@ -219,6 +219,38 @@ class Store:
                 )
         return v
 
+    def lidc(self, series_id):
+        """The scan's LIDC reader annotations (format 1.3; None when it has none), checked
+        as FORMAT.md "LIDC annotations" says: nodules numbered by place with 1 to 4
+        readers, annotations naming a nodule, finite positions, scores in range."""
+        rec = self.scans[series_id]
+        lidc = rec.get("lidc")
+        if lidc is None:
+            return None
+        maxima = [5, 4, 6, 5, 5, 5, 5, 5, 5]
+        where = f"{series_id}: lidc"
+
+        def check_scores(what, scores):
+            if len(scores) != 9 or any(
+                v is not None and not 1 <= v <= m for v, m in zip(scores, maxima)
+            ):
+                raise CorruptError(f"{where} {what}: characteristics {scores} out of range")
+
+        for i, n in enumerate(lidc["nodules"]):
+            if n["nodule_id"] != i or not 1 <= n["readers"] <= 4:
+                raise CorruptError(f"{where} nodules[{i}]: nodule_id or readers")
+            if not all(np.isfinite(v) for v in n["world_xyz"]):
+                raise CorruptError(f"{where} nodules[{i}]: world_xyz")
+            check_scores(f"nodules[{i}]", n["characteristics"])
+        for i, a in enumerate(lidc["annotations"]):
+            if not 0 <= a["nodule_id"] < len(lidc["nodules"]):
+                raise CorruptError(f"{where} annotations[{i}]: nodule_id names no nodule")
+            check_scores(f"annotations[{i}]", a["characteristics"])
+        for i, p in enumerate(lidc["points"]):
+            if p["kind"] not in ("small_nodule", "non_nodule"):
+                raise CorruptError(f"{where} points[{i}]: kind {p['kind']!r}")
+        return lidc
+
     def table(self, name):
         """An index table, checked against index/checksums.json (required from format 1.1)."""
         import pyarrow as pa
