@@ -129,6 +129,9 @@ pub struct ReaderNodule {
     pub rois: Vec<Roi>,
     /// What is wrong with this nodule's values; a nodule with any is not used.
     pub problems: Vec<Problem>,
+    /// What is odd but does not stop it being used (a score out of its range, left out:
+    /// LIDC-IDRI has one `internalStructure` of 5).
+    pub notes: Vec<Problem>,
 }
 
 impl ReaderNodule {

@@ -284,9 +284,9 @@ impl Parser {
                                     *slot = v;
                                 }
                             }
-                            Err(message) => n.problems.push(Problem {
+                            Err(message) => n.notes.push(Problem {
                                 field: format!("characteristics {field}"),
-                                message,
+                                message: format!("{message}; the score is left out"),
                             }),
                         }
                     }
@@ -541,11 +541,16 @@ mod tests {
         // problem, each with the field it is in.
         let s = &m.sessions[1];
         assert_eq!(s.reader, "reader 2");
+        let n: Vec<String> = s.nodules[0].notes.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            n,
+            ["characteristics malignancy: `9` is not a score from 1 to 5; the score is left out"]
+        );
+        assert_eq!(s.nodules[0].characteristics.unwrap().malignancy, None);
         let p: Vec<String> = s.nodules[0].problems.iter().map(|p| p.to_string()).collect();
         assert_eq!(
             p,
             [
-                "characteristics malignancy: `9` is not a score from 1 to 5",
                 "roi 1 imageZposition: `NaN` is not a finite position in mm",
                 "roi 1 inclusion: `maybe` is neither TRUE nor FALSE",
                 "roi 1 xCoord: `1.5` is not a pixel index (a whole number from 0 to 65535)",

@@ -138,6 +138,9 @@ pub struct Resolved {
     pub non_nodules: Vec<PointFinding>,
     /// Annotations left out, each with why.
     pub failed: Vec<Failure>,
+    /// Annotations used, with something odd in them (a score out of range, left out; a
+    /// contour of one or two points).
+    pub notes: Vec<Failure>,
     /// Chest X-ray reads skipped.
     pub cxr_sessions: usize,
 }
@@ -176,6 +179,7 @@ pub fn resolve(msg: &ReadMessage, slices: &SeriesSlices, tol_mm: f64) -> Result<
         };
         for n in &s.nodules {
             let mut reasons: Vec<String> = n.problems.iter().map(|p| p.to_string()).collect();
+            let mut notes: Vec<String> = n.notes.iter().map(|p| p.to_string()).collect();
             let contoured = n.is_contoured();
             let mut outlines = Vec::new();
             if n.rois.is_empty() {
@@ -196,9 +200,15 @@ pub fn resolve(msg: &ReadMessage, slices: &SeriesSlices, tol_mm: f64) -> Result<
                         p[0], p[1]
                     ));
                 }
-                if contoured && r.points.len() < 3 {
+                if contoured && r.points.is_empty() {
                     reasons.push(format!(
-                        "{at}: an outline of {} point(s); a contour needs at least 3",
+                        "{at}: an outline of 0 point(s); a contour needs at least 3"
+                    ));
+                } else if contoured && r.points.len() < 3 {
+                    // pylidc keeps it: it encloses nothing, only its points count (in the
+                    // annotation's box and its distance to others).
+                    notes.push(format!(
+                        "{at}: an outline of {} point(s) encloses nothing (a contour needs at least 3); kept as pylidc keeps it",
                         r.points.len()
                     ));
                 }
@@ -230,6 +240,9 @@ pub fn resolve(msg: &ReadMessage, slices: &SeriesSlices, tol_mm: f64) -> Result<
                         super::MAX_FILL_WORK
                     ));
                 }
+            }
+            if !notes.is_empty() {
+                out.notes.push(fail(&n.id, std::mem::take(&mut notes)));
             }
             if !reasons.is_empty() {
                 out.failed.push(fail(&n.id, reasons));
@@ -321,18 +334,21 @@ mod tests {
                         }),
                         rois: vec![roi("u0", -130.0, tri.clone()), roi("x", -127.5, tri.clone())],
                         problems: vec![],
+                        notes: vec![],
                     },
                     ReaderNodule {
                         id: "lost".into(),
                         characteristics: Some(Characteristics::default()),
                         rois: vec![roi("nowhere", 40.0, tri.clone())],
                         problems: vec![],
+                        notes: vec![],
                     },
                     ReaderNodule {
                         id: "thin".into(),
                         characteristics: Some(Characteristics::default()),
                         rois: vec![roi("u0", -130.0, vec![[1, 1], [2, 2]])],
                         problems: vec![],
+                        notes: vec![],
                     },
                     ReaderNodule {
                         id: "nan".into(),
@@ -342,18 +358,21 @@ mod tests {
                             field: "roi 1 imageZposition".into(),
                             message: "`NaN` is not a finite position in mm".into(),
                         }],
+                        notes: vec![],
                     },
                     ReaderNodule {
                         id: "small".into(),
                         characteristics: None,
                         rois: vec![roi("u2", -125.0, vec![[300, 200]])],
                         problems: vec![],
+                        notes: vec![],
                     },
                     ReaderNodule {
                         id: "off".into(),
                         characteristics: None,
                         rois: vec![roi("u2", -125.0, vec![[600, 200]])],
                         problems: vec![],
+                        notes: vec![],
                     },
                 ],
                 non_nodules: vec![NonNodule {
@@ -367,7 +386,6 @@ mod tests {
             ..Default::default()
         };
         let r = resolve(&msg, &slices(), 0.5).unwrap();
-        assert_eq!(r.contoured.len(), 1);
         assert_eq!(r.contoured[0].nodule_id, "good");
         assert_eq!(r.contoured[0].characteristics.malignancy, Some(4));
         assert_eq!(r.contoured[0].outlines.iter().map(|o| o.z).collect::<Vec<_>>(), [0, 1]);
@@ -377,21 +395,22 @@ mod tests {
         );
         assert_eq!(r.non_nodules[0].zyx, [0, 6, 5]);
         let failed: Vec<String> = r.failed.iter().map(|f| f.to_string()).collect();
-        assert_eq!(failed.len(), 4, "{failed:#?}");
+        assert_eq!(failed.len(), 3, "{failed:#?}");
+        assert_eq!(r.contoured.len(), 2, "a two-point outline is kept, as pylidc keeps it");
+        assert!(
+            r.notes[0]
+                .to_string()
+                .contains("nodule thin: roi 1: an outline of 2 point(s) encloses nothing")
+        );
         assert!(
             failed[0]
                 .starts_with("069.xml: reader 540461523, nodule lost: roi 1: imageSOP_UID nowhere")
         );
-        assert!(
-            failed[1].contains(
-                "nodule thin: roi 1: an outline of 2 point(s); a contour needs at least 3"
-            )
-        );
-        assert!(failed[2].contains(
+        assert!(failed[1].contains(
             "nodule nan: roi 1 imageZposition: `NaN` is not a finite position in mm; no roi"
         ));
         assert!(
-            failed[3]
+            failed[2]
                 .contains("nodule off: roi 1: edge point (x 600, y 200) lies outside the slice")
         );
         // A file of another series fails whole.

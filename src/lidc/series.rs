@@ -119,7 +119,8 @@ pub struct SeriesAnnotations {
     /// How many reader annotations cover each voxel, on the source grid.
     pub readers: Array3<u8>,
     /// Things the user should know that are not failures (chest X-ray reads skipped, a
-    /// clustering that could not bring every nodule to 4 annotations).
+    /// score out of range left out, a contour of one or two points, a clustering that
+    /// could not bring every nodule to 4 annotations).
     pub notes: Vec<String>,
     /// Seconds reading the XML and placing its annotations.
     pub parse_seconds: f64,
@@ -172,6 +173,7 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
             ));
         }
         record.failed.extend(r.failed.iter().map(ToString::to_string));
+        notes.extend(r.notes.iter().map(ToString::to_string));
         found.extend(r.contoured.into_iter().map(|a| Found { file: f.clone(), a }));
         points.extend(r.small.into_iter().map(|p| ("small_nodule", f.clone(), p)));
         points.extend(r.non_nodules.into_iter().map(|p| ("non_nodule", f.clone(), p)));
