@@ -70,3 +70,27 @@ pub(crate) fn parse3<T: std::str::FromStr>(s: &str) -> Result<[T; 3], String> {
         .collect::<Result<_, _>>()?;
     v.try_into().map_err(|_| format!("expected three comma-separated numbers, got `{s}`"))
 }
+
+/// The flags that choose which nodules positive patches are centred on (`train`,
+/// `batches`, `bench`): [`ctstream::loader::NoduleFilter`].
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct NoduleFilterArgs {
+    /// Only nodules that at least N of LIDC's readers annotated (1-4; LUNA16 kept 3).
+    /// Nodules from annotations.csv carry no reader count and are left out.
+    #[arg(long, value_name = "N")]
+    pub(crate) min_readers: Option<u8>,
+    /// Only nodules whose LIDC readers' median malignancy is at least M (1-5: 4 is
+    /// "moderately suspicious").
+    #[arg(long, value_name = "M")]
+    pub(crate) min_malignancy: Option<f64>,
+}
+
+impl NoduleFilterArgs {
+    /// The filter, as the library takes it (checked where the loader is built).
+    pub(crate) fn filter(&self) -> ctstream::loader::NoduleFilter {
+        ctstream::loader::NoduleFilter {
+            min_readers: self.min_readers,
+            min_malignancy: self.min_malignancy,
+        }
+    }
+}

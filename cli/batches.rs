@@ -47,6 +47,8 @@ pub struct Args {
     /// Masks from a label volume (NAME or NAME:V,V).
     #[arg(long, value_name = "NAME[:V,...]")]
     mask_label: Option<MaskLabel>,
+    #[command(flatten)]
+    nodules: crate::NoduleFilterArgs,
     /// Batches per epoch [default: enough for every nodule once].
     #[arg(long)]
     batches_per_epoch: Option<usize>,
@@ -86,7 +88,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         .negatives(negatives)
         .augment(augment)
         .workers(a.workers)
-        .batches_per_epoch(a.batches_per_epoch);
+        .batches_per_epoch(a.batches_per_epoch)
+        .nodule_filter(a.nodules.filter());
     let loader = match &a.mask_label {
         Some(m) => b.mask_label(&m.name, &m.values),
         None => b,

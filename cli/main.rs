@@ -27,7 +27,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-pub(crate) use args::{CsvArgs, DiskCacheArgs, open_store, parse3};
+pub(crate) use args::{CsvArgs, DiskCacheArgs, NoduleFilterArgs, open_store, parse3};
 
 /// Fast, correct 3D CT deep learning: read scans and LUNA16 annotations exactly,
 /// generate synthetic LUNA-like data.

@@ -179,10 +179,6 @@ fn interp(curve: &[FrocPoint], x: f64) -> f64 {
     }
 }
 
-/// LUNA16's rule for the nodules it kept from LIDC-IDRI: annotated (3 mm or more) by at
-/// least 3 of the 4 readers; the rest went to `annotations_excluded.csv`.
-pub const LUNA16_MIN_READERS: i32 = 3;
-
 fn sensitivities(c: &[FrocPoint]) -> [f64; 7] {
     FP_RATES.map(|r| interp(c, r))
 }
@@ -190,9 +186,9 @@ fn sensitivities(c: &[FrocPoint]) -> [f64; 7] {
 /// The annotated nodules and the excluded findings of a store, as [`froc`] takes them:
 /// the rows of its `nodules` table of source `annotations` and `excluded` (the world
 /// positions and diameters the CSVs gave at ingest), and of its LIDC reader XML as LUNA16
-/// drew them from LIDC: nodules that at least [`LUNA16_MIN_READERS`] readers annotated are
-/// nodules (at the consensus centroid, with its equivalent diameter), the others and
-/// every small nodule and non-nodule are excluded findings.
+/// drew them from LIDC: nodules that at least [`crate::lidc::luna16::MIN_READERS`] readers
+/// annotated are nodules (at the consensus centroid, with its equivalent diameter), the
+/// others and every small nodule and non-nodule are excluded findings.
 ///
 /// # Errors
 /// The store's, reading its nodules table.
@@ -200,7 +196,8 @@ pub fn truth_from_store(store: &Store) -> Result<(Vec<Annotation>, Vec<Annotatio
     let (mut nodules, mut excluded) = (Vec::new(), Vec::new());
     for r in store.nodules()? {
         let is_excluded = r.is_excluded()
-            || (r.source == "lidc" && r.readers.is_some_and(|n| n < LUNA16_MIN_READERS));
+            || (r.source == "lidc"
+                && r.readers.is_some_and(|n| n < i32::from(crate::lidc::luna16::MIN_READERS)));
         let a = Annotation {
             series_id: r.series_id,
             world_xyz: r.world_xyz,

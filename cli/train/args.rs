@@ -84,6 +84,8 @@ pub struct Args {
     /// patches are centred on the label's connected components.
     #[arg(long, value_name = "NAME[:V,...]")]
     pub(super) mask_label: Option<ctstream::loader::MaskLabel>,
+    #[command(flatten)]
+    pub(super) nodules: crate::NoduleFilterArgs,
     /// Augmentations, comma-separated: flip, rot90, hu (HU shift 25, scale 5%), noise
     /// (sigma 0.01); or none, or all [default: none].
     #[arg(long)]
@@ -134,6 +136,7 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         workers: a.workers.unwrap_or(d.loader.workers),
         cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c << 20),
         mask_label: a.mask_label.clone(),
+        nodule_filter: a.nodules.filter(),
         ..d.loader.clone()
     };
     Ok(TrainSettings {
@@ -176,6 +179,8 @@ pub(super) fn fixed_on_resume(a: &Args) -> Vec<&'static str> {
         (a.jitter.is_some(), "--jitter"),
         (a.negatives.is_some(), "--negatives"),
         (a.mask_label.is_some(), "--mask-label"),
+        (a.nodules.min_readers.is_some(), "--min-readers"),
+        (a.nodules.min_malignancy.is_some(), "--min-malignancy"),
         (a.augment.is_some(), "--augment"),
         (a.val_fraction.is_some(), "--val-fraction"),
         (a.val_batches.is_some(), "--val-batches"),

@@ -273,7 +273,10 @@ class Loader:
     - ``seed`` [0]; ``series`` (only these ids); ``split``: ``"train"`` or ``"val"`` with
       ``val_fraction`` [0.2]; ``rank`` and ``world`` (this rank's share of the scans);
       ``batches_per_epoch`` [every nodule once]; ``mask_label``: ``"NAME"`` or ``"NAME:V,V"``
-      (masks from a label volume, not the annotated spheres).
+      (masks from a label volume, not the annotated spheres: ``"nodules"`` for LIDC's
+      consensus, ``"readers:2,3,4"`` for where at least 2 readers drew);
+    - ``min_readers`` (1-4) and ``min_malignancy`` (1-5): positives only on LIDC nodules
+      that many readers annotated, whose median malignancy is that high [all nodules].
 
     Batch ``k`` of epoch ``e`` depends only on (seed, e, k), never on ``workers`` or timing.
     Each batch is a dict: ``image`` and ``mask`` float32 ``[B, 1, D, H, W]`` (arrays that own
@@ -308,6 +311,8 @@ class Loader:
         world: Optional[int] = None,
         batches_per_epoch: Optional[int] = None,
         mask_label: Optional[str] = None,
+        min_readers: Optional[int] = None,
+        min_malignancy: Optional[float] = None,
     ):
         if not isinstance(store, Store):
             store = Store(store)
@@ -343,6 +348,8 @@ class Loader:
             world=world,
             batches_per_epoch=batches_per_epoch,
             mask_label=mask_label,
+            min_readers=min_readers,
+            min_malignancy=None if min_malignancy is None else float(min_malignancy),
         )
         self.config: Dict[str, Any] = json.loads(self._native.config_json())
 

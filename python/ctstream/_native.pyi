@@ -103,6 +103,8 @@ class Loader:
         world: Optional[int] = None,
         batches_per_epoch: Optional[int] = None,
         mask_label: Optional[str] = None,
+        min_readers: Optional[int] = None,
+        min_malignancy: Optional[float] = None,
     ) -> "Loader": ...
     def config_json(self) -> str: ...
     def series_ids(self) -> List[str]: ...
@@ -143,6 +145,7 @@ def ingest(
     lung_mask: bool = True,
     labels: Optional[Sequence[str]] = None,
     nnunet: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
+    lidc_xml: Optional[Sequence[Union[str, "os.PathLike[str]"]]] = None,
     shard: Optional[str] = None,
     stage: Optional[Union[str, "os.PathLike[str]"]] = None,
     progress: bool = True,

@@ -309,7 +309,7 @@ struct PyLoader {
 #[pymethods]
 impl PyLoader {
     #[new]
-    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None))]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -334,6 +334,8 @@ impl PyLoader {
         world: Option<usize>,
         batches_per_epoch: Option<usize>,
         mask_label: Option<&str>,
+        min_readers: Option<u8>,
+        min_malignancy: Option<f64>,
     ) -> PyResult<Self> {
         let mut c = LoaderConfig::default();
         if let Some(v) = patch {
@@ -394,6 +396,7 @@ impl PyLoader {
         };
         c.batches_per_epoch = batches_per_epoch;
         c.mask_label = mask_label.map(|m| parsed::<MaskLabel>("mask_label", m)).transpose()?;
+        c.nodule_filter = ctstream::loader::NoduleFilter { min_readers, min_malignancy };
         let store = store.inner.clone();
         let loader = py.detach(|| Loader::builder(&store).config(c).build()).map_err(loader_err)?;
         Ok(PyLoader { inner: Arc::new(loader), pid: std::process::id() })

@@ -19,11 +19,14 @@
 //!   (`pylidc.utils.consensus`).
 //! - [`files`] finds the XML files of each series (beside its slices, or in folders given)
 //!   by the series UID each names.
+//! - [`luna16`] writes LUNA16's `annotations.csv` and `annotations_excluded.csv` from a
+//!   store's LIDC annotations, by LUNA16's rule (3 readers or more).
 //! - [`series`] does all of it for one series: its nodules, annotations and points as the
 //!   store records them, and the label volumes `nodules` and `readers`.
 
 pub mod cluster;
 pub mod files;
+pub mod luna16;
 pub mod mask;
 pub mod read;
 pub mod resolve;

@@ -28,11 +28,13 @@
 //!   (the nodule spheres rasterised, or a label volume's chosen values:
 //!   [`LoaderBuilder::mask_label`]), augments, and normalises to f32.
 //! - [`stream`] runs the workers and delivers batches in order through bounded channels.
+//! - [`filter`] chooses the nodules positives are centred on (LIDC readers, malignancy).
 
 pub mod augment;
 pub mod batch;
 pub mod bench;
 pub mod cache;
+pub mod filter;
 pub mod patch;
 pub mod sampler;
 pub mod spheres;
@@ -46,6 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Store, StoreError, VolumeFile, index};
 pub use augment::Augment;
 pub use batch::{Batch, PatchMeta};
+pub use filter::NoduleFilter;
 pub use stream::{Epoch, NotYet};
 
 /// Errors from building or running a loader.
@@ -247,6 +250,10 @@ pub struct LoaderConfig {
     /// connected components of the chosen values instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_label: Option<MaskLabel>,
+    /// Which nodules positives are centred on (default: every nodule of the index that is
+    /// not an excluded finding).
+    #[serde(default, skip_serializing_if = "NoduleFilter::is_none")]
+    pub nodule_filter: NoduleFilter,
 }
 
 /// The default of [`LoaderConfig::fetchers`]: requests in flight at once while the
@@ -301,6 +308,7 @@ impl LoaderConfig {
         {
             return bad("shard needs rank < world".to_string());
         }
+        self.nodule_filter.validate().map_err(LoaderError::Config)?;
         Ok(())
     }
 }
@@ -326,6 +334,7 @@ impl Default for LoaderConfig {
             shard: None,
             batches_per_epoch: None,
             mask_label: None,
+            nodule_filter: NoduleFilter::default(),
         }
     }
 }
@@ -380,6 +389,8 @@ impl<'s> LoaderBuilder<'s> {
         split: Option<Split> => split,
         /// Batches per epoch.
         batches_per_epoch: Option<usize> => batches_per_epoch,
+        /// Which nodules positives are centred on; default all.
+        nodule_filter: NoduleFilter => nodule_filter,
     }
 
     /// Masks from label volume `name`, foreground where it holds one of `values` (every
@@ -584,7 +595,7 @@ impl Loader {
         }
         let nodule_rows = store.nodules()?;
         let mut by_id: BTreeMap<&str, Vec<&index::NoduleRow>> = BTreeMap::new();
-        for n in nodule_rows.iter().filter(|n| !n.is_excluded()) {
+        for n in nodule_rows.iter().filter(|n| !n.is_excluded() && cfg.nodule_filter.keeps(n)) {
             by_id.entry(n.series_id.as_str()).or_default().push(n);
         }
         let mut scans = Vec::new();

