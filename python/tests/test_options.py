@@ -20,15 +20,19 @@ KEYWORDS = {
     "jitter_zyx": ["jitter"],
     "split": ["split", "val_fraction"],
     "shard": ["rank", "world"],
+    "nodule_filter": ["min_readers", "min_malignancy"],
 }
 # Keywords of the wrapper only: other spellings of a field, documented as such.
 ALIASES = {"window": "hu_window", "cache_mb": "cache_bytes"}
 
 
 def library_fields(store) -> list:
-    # `mask_label` is left out of the configuration while unset (config.json of older
-    # runs has none): set it, to the lung masks every store of the fixture holds.
-    return list(ctstream.Loader(store, batches_per_epoch=1, mask_label="lungs").config)
+    # `mask_label` and `nodule_filter` are left out of the configuration while unset
+    # (config.json of older runs has neither): set them (masks from the lung masks every
+    # store of the fixture holds, whose components are the positives once the filter
+    # leaves no nodule).
+    loader = ctstream.Loader(store, batches_per_epoch=1, mask_label="lungs", min_readers=1)
+    return list(loader.config)
 
 
 def expected_keywords(store) -> set:

@@ -25,7 +25,14 @@ def test_manifest_and_scans_are_the_files(store, store_path):
 
 
 def test_tables_equal_pyarrow_on_the_files(store, store_path):
-    assert store.table_names == ["candidates", "components", "labels", "nodules", "scans"]
+    assert store.table_names == [
+        "annotations",
+        "candidates",
+        "components",
+        "labels",
+        "nodules",
+        "scans",
+    ]
     for name in store.table_names:
         assert store.table(name).equals(pq.read_table(store_path / "index" / f"{name}.parquet")), (
             name

@@ -553,8 +553,9 @@ fn store_scan(
     let t0 = Instant::now();
     let mut seconds = ScanSeconds::default();
     if !xml.is_empty()
-        && let Some(l) =
-            label_files.iter().find(|l| [LIDC_NODULES, LIDC_READERS].contains(&l.name.as_str()))
+        && let Some(l) = label_files
+            .iter()
+            .find(|l| [LIDC_NODULES, LIDC_READERS, LIDC_READER_MASKS].contains(&l.name.as_str()))
     {
         return Err(format!(
             "{}: the label volume {} is the one this scan's LIDC reader XML makes; store the label file under another name",
@@ -630,9 +631,18 @@ fn store_scan(
         let t = Instant::now();
         warnings.extend(a.notes);
         let shape = [hu.shape()[0], hu.shape()[1], hu.shape()[2]];
+        let bits: Vec<(u8, &str)> = a
+            .record
+            .readers
+            .iter()
+            .take(8)
+            .enumerate()
+            .map(|(k, r)| (1u8 << k, r.as_str()))
+            .collect();
         for (name, map, classes) in [
             (LIDC_NODULES, &a.nodules, &[(1u8, "nodule")][..]),
             (LIDC_READERS, &a.readers, &[][..]),
+            (LIDC_READER_MASKS, &a.reader_masks, &bits[..]),
         ] {
             let m = labels::nearest::resample_nearest(map, &orig_geometry, shape, &g)
                 .map_err(|e| format!("LIDC label volume {name}: {e}"))?;
@@ -704,6 +714,8 @@ fn store_scan(
 pub const LIDC_NODULES: &str = "nodules";
 /// The label volume of how many LIDC reader annotations cover each voxel.
 pub const LIDC_READERS: &str = "readers";
+/// The label volume of which LIDC readers' annotations cover each voxel (a bit each).
+pub const LIDC_READER_MASKS: &str = "reader_masks";
 
 /// A label map on a scan's grid and the names of its values.
 type LabelMap = (ndarray::Array3<u8>, Vec<(u8, String)>);

@@ -2,8 +2,9 @@
 //! read and placed on the series' slices ([`super::resolve`]), the contoured annotations
 //! of all files clustered into nodules ([`super::cluster`]), each nodule's consensus and
 //! each annotation's mask filled ([`super::mask`]) and measured on the source grid, and
-//! the two label volumes painted: `nodules` (1 where a nodule's consensus is) and
-//! `readers` (how many reader annotations cover each voxel). A file or an annotation that
+//! the label volumes painted: `nodules` (1 where a nodule's consensus is), `readers` (how
+//! many reader annotations cover each voxel) and `reader_masks` (which readers' do, one
+//! bit each). A file or an annotation that
 //! cannot be used is listed in the record's `failed` and the rest goes on.
 
 use std::path::PathBuf;
@@ -118,6 +119,9 @@ pub struct SeriesAnnotations {
     pub nodules: Array3<u8>,
     /// How many reader annotations cover each voxel, on the source grid.
     pub readers: Array3<u8>,
+    /// Which readers' annotations cover each voxel: bit k for the record's `readers[k]`
+    /// (the eighth and later readers share bit 7), on the source grid.
+    pub reader_masks: Array3<u8>,
     /// Things the user should know that are not failures (chest X-ray reads skipped, a
     /// score out of range left out, a contour of one or two points, a clustering that
     /// could not bring every nodule to 4 annotations).
@@ -201,6 +205,7 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
     }
     let mut nodules_map = Array3::<u8>::zeros((nz, ny, nx));
     let mut readers_map = Array3::<u8>::zeros((nz, ny, nx));
+    let mut bits_map = Array3::<u8>::zeros((nz, ny, nx));
     let s = grid.geometry.spacing_xyz;
     let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
     for (id, members) in clusters.nodules.iter().enumerate() {
@@ -212,6 +217,8 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
         for (&i, m) in members.iter().zip(&masks) {
             let f = &found[i];
             let (voxels, centre) = paint(m, grid, &mut readers_map, |v| v.saturating_add(1));
+            let bit = reader_bit(&mut record.readers, &f.a.reader);
+            paint(m, grid, &mut bits_map, |v| v | bit);
             let mut zs: Vec<i32> = f.a.outlines.iter().map(|o| o.z).collect();
             zs.sort_unstable();
             zs.dedup();
@@ -257,10 +264,24 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
         record,
         nodules: nodules_map,
         readers: readers_map,
+        reader_masks: bits_map,
         notes,
         parse_seconds,
         mask_seconds: t1.elapsed().as_secs_f64(),
     }
+}
+
+/// The bit of `reader` in the `reader_masks` label volume: its place among `readers` (added
+/// when new), the eighth and later sharing the last bit.
+fn reader_bit(readers: &mut Vec<String>, reader: &str) -> u8 {
+    let k = match readers.iter().position(|r| r == reader) {
+        Some(k) => k,
+        None => {
+            readers.push(reader.to_string());
+            readers.len() - 1
+        }
+    };
+    1 << k.min(7)
 }
 
 /// Writes `m`'s voxels into `map` (each through `set`) and returns how many there are and

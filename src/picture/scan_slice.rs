@@ -2,8 +2,9 @@
 //! which axial slice (the one asked for; through a nodule's centre; with the most voxels
 //! of a label volume; through the largest annotated nodule; with the most predicted
 //! voxels; else the middle one), its HU, the probability map of a `ctstream predict`
-//! folder, the annotated mask (the index's spheres, or a label volume), the lung contour,
-//! and a square field of view around the nodule. [`super::slice::render`] draws it.
+//! folder, the annotated mask (the index's spheres, a label volume, or for an LIDC scan
+//! its readers' consensus with each reader's outline beside it), the lung contour, and a
+//! square field of view around the nodule. [`super::slice::render`] draws it.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use ndarray::{Array2, Axis};
 
 use super::slice::{self, SliceView, Window};
 use super::{Picture, PictureError};
+use crate::ingest::{LIDC_NODULES, LIDC_READER_MASKS};
 use crate::loader::patch::rasterize;
 use crate::loader::{MaskLabel, Sphere};
 use crate::store::{Region, Store, VolumeFile, index};
@@ -138,11 +140,25 @@ pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureErro
 
     let plane = Region::new([z as i64, 0, 0], [z as i64 + 1, ny as i64, nx as i64]);
     let hu = volume.read_region(plane)?.index_axis_move(Axis(0), 0);
+    // An LIDC scan: the annotated panel is the readers' consensus, and a panel shows each
+    // reader's outline over it.
+    let lidc = req.label.is_none()
+        && rec.label(LIDC_NODULES).is_some()
+        && rec.label(LIDC_READER_MASKS).is_some();
+    let reader_bits = if lidc {
+        Some(store.read_label_region(id, LIDC_READER_MASKS, plane)?.index_axis_move(Axis(0), 0))
+    } else {
+        None
+    };
     let mask = match &req.label {
         Some(ml) => store
             .read_label_region(id, &ml.name, plane)?
             .index_axis_move(Axis(0), 0)
             .mapv(|v| ml.is_foreground(v) as u8),
+        None if lidc => store
+            .read_label_region(id, LIDC_NODULES, plane)?
+            .index_axis_move(Axis(0), 0)
+            .mapv(|v| u8::from(v != 0)),
         None => {
             Array2::from_shape_vec((ny, nx), rasterize(&spheres, [z as i64, 0, 0], [1, ny, nx]))
                 .map_err(|e| PictureError::Draw(format!("mask shape: {e}")))?
@@ -192,6 +208,10 @@ pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureErro
         threshold: req.threshold,
         annotated: mask.slice(cut),
         lungs: lungs.as_ref().map(|m| m.slice(cut)),
+        readers: reader_bits.as_ref().map(|b| slice::ReaderMasks {
+            bits: b.slice(cut),
+            names: rec.lidc.as_ref().map(|l| l.readers.clone()).unwrap_or_default(),
+        }),
         window: req.window,
         title: format!("{id}   slice z {z} of {nz} (z = {world_z:.1} mm){why}{field}"),
     };

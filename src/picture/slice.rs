@@ -37,6 +37,27 @@ pub const PREDICTED: [u8; 3] = [230, 40, 40];
 pub const ANNOTATED: [u8; 3] = [40, 210, 70];
 /// Opacity of a mask's fill; its one-pixel outline is opaque.
 pub const FILL_ALPHA: f32 = 0.4;
+/// Colours of the LIDC readers' outlines, by bit (blue, orange, magenta, yellow, then
+/// four more for the rare series with more readers).
+pub const READERS: [[u8; 3]; 8] = [
+    [40, 110, 255],
+    [255, 140, 0],
+    [230, 40, 230],
+    [250, 230, 30],
+    [0, 220, 220],
+    [150, 90, 40],
+    [255, 255, 255],
+    [120, 120, 120],
+];
+
+/// The LIDC readers' masks on a slice: bit k of `bits` (y, x) is reader `names[k]`'s.
+#[derive(Debug, Clone)]
+pub struct ReaderMasks<'a> {
+    /// The bits, (y, x).
+    pub bits: ArrayView2<'a, u8>,
+    /// The readers, by bit.
+    pub names: Vec<String>,
+}
 /// Colour of the lung contour on the CT panel (cyan).
 pub const LUNG_CONTOUR: [u8; 3] = [0, 190, 230];
 
@@ -63,6 +84,9 @@ pub struct SliceView<'a> {
     /// The lung mask (y, x), non-zero inside the lungs: its contour is drawn on the CT
     /// panel; `None` draws none.
     pub lungs: Option<ArrayView2<'a, u8>>,
+    /// The LIDC readers' masks: adds a panel of each reader's outline in its colour over
+    /// the annotated mask (their consensus); `None` leaves it out.
+    pub readers: Option<ReaderMasks<'a>>,
     /// The display window.
     pub window: Window,
     /// The line above the panels (series, slice, position).
@@ -70,7 +94,7 @@ pub struct SliceView<'a> {
 }
 
 /// Where [`render`] puts things: the panels' size and the top-left pixel of each panel's
-/// image (CT, then predicted if any, then annotated).
+/// image (CT, then predicted if any, then annotated, then the readers' if any).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
     /// Panel image width, pixels.
@@ -103,7 +127,7 @@ pub fn layout(view: &SliceView, panel_width: u32) -> Layout {
         / (cols as f64 * view.spacing_yx[1]).max(f64::MIN_POSITIVE);
     let panel_w = panel_width.max(16);
     let panel_h = ((panel_w as f64 * aspect).round() as u32).clamp(16, 8 * panel_w);
-    let n = if view.predicted.is_some() { 3 } else { 2 };
+    let n = 2 + u32::from(view.predicted.is_some()) + u32::from(view.readers.is_some());
     let top = TITLE_H + LABEL_H;
     let origins = (0..n).map(|k| (MARGIN + k * (panel_w + MARGIN), top)).collect();
     Layout {
@@ -156,6 +180,41 @@ fn panel_with(view: &SliceView, l: &Layout, mask: Option<Overlay>, outline: bool
                     } else {
                         blend(rgb, colour, FILL_ALPHA)
                     };
+                }
+            }
+            buf.extend_from_slice(&rgb);
+        }
+    }
+    buf
+}
+
+/// The readers' panel: the annotated mask filled (their consensus), and each reader's
+/// mask (a bit of `bits`) outlined in its colour of [`READERS`].
+fn readers_panel(view: &SliceView, l: &Layout, bits: &ArrayView2<u8>) -> Vec<u8> {
+    let (rows, cols) = view.hu.dim();
+    let (w, h) = (l.panel_w as i64, l.panel_h as i64);
+    let at = |px: i64, py: i64| -> u8 {
+        if px < 0 || py < 0 || px >= w || py >= h {
+            return 0;
+        }
+        let (y, x) = l.voxel(px as u32, py as u32, rows, cols);
+        bits[[y, x]]
+    };
+    let mut buf = Vec::with_capacity((w * h * 3) as usize);
+    for py in 0..h {
+        for px in 0..w {
+            let (y, x) = l.voxel(px as u32, py as u32, rows, cols);
+            let g = view.window.grey(view.hu[[y, x]] as f64);
+            let mut rgb = [g, g, g];
+            if view.annotated[[y, x]] != 0 {
+                rgb = blend(rgb, ANNOTATED, FILL_ALPHA);
+            }
+            let here = at(px, py);
+            let around = [at(px - 1, py), at(px + 1, py), at(px, py - 1), at(px, py + 1)];
+            for (k, colour) in READERS.iter().enumerate() {
+                let bit = 1u8 << k;
+                if here & bit != 0 && around.iter().any(|v| v & bit == 0) {
+                    rgb = *colour;
                 }
             }
             buf.extend_from_slice(&rgb);
@@ -232,6 +291,19 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
         RGBColor(20, 120, 40),
     ));
 
+    let mut legend: Vec<(String, [u8; 3])> = Vec::new();
+    if let Some(r) = &view.readers {
+        if r.bits.dim() != (rows, cols) {
+            return Err(shape_err("the readers' masks", r.bits.dim()));
+        }
+        panels.push((
+            readers_panel(view, &l, &r.bits),
+            format!("{} readers' outlines over their consensus", r.names.len()),
+            BLACK,
+        ));
+        legend = r.names.iter().zip(READERS).map(|(n, c)| (n.clone(), c)).collect();
+    }
+
     let mut pic = Picture::new(l.size.0, l.size.1);
     let field_mm = cols as f64 * view.spacing_yx[1];
     pic.draw(|root| {
@@ -247,6 +319,14 @@ pub fn render(view: &SliceView, panel_width: u32) -> Result<(Picture, Layout), P
             )
             .ok_or_else(|| PictureError::Draw("panel buffer size".into()))?;
             root.draw(&img).map_err(draw_err)?;
+        }
+        // Each reader's name in its colour, in the last panel's bottom-left corner.
+        if let Some(&(x0, y0)) = l.origins.last().filter(|_| !legend.is_empty()) {
+            for (k, (name, c)) in legend.iter().enumerate() {
+                let style = ("sans-serif", 13).into_font().color(&RGBColor(c[0], c[1], c[2]));
+                let y = (y0 + l.panel_h) as i32 - 8 - 16 * (legend.len() - k) as i32;
+                root.draw_text(name, &style, (x0 as i32 + 8, y)).map_err(draw_err)?;
+            }
         }
         // Scale bar, bottom left of the CT panel.
         let mm = scale_mm(field_mm);

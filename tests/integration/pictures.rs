@@ -55,6 +55,7 @@ fn slice_panels_show_window_and_masks_where_the_voxels_are() {
         threshold: 0.5,
         annotated: ann.view(),
         lungs: None,
+        readers: None,
         window: Window::LUNG,
         title: "test".into(),
     };
@@ -98,6 +99,7 @@ fn slice_panels_keep_the_physical_aspect_and_refuse_mismatched_masks() {
         threshold: 0.5,
         annotated: ann.view(),
         lungs: None,
+        readers: None,
         window: Window::LUNG,
         title: String::new(),
     };
@@ -121,6 +123,7 @@ fn png_round_trips_through_the_decoder() {
         threshold: 0.5,
         annotated: ann.view(),
         lungs: None,
+        readers: None,
         window: Window::LUNG,
         title: "round trip".into(),
     };
@@ -249,6 +252,7 @@ fn the_ct_panel_outlines_the_lungs() {
         threshold: 0.5,
         annotated: ann.view(),
         lungs: Some(lungs.view()),
+        readers: None,
         window: Window::LUNG,
         title: "lungs".into(),
     };
