@@ -644,8 +644,14 @@ fn store_scan(
             (LIDC_READERS, &a.readers, &[][..]),
             (LIDC_READER_MASKS, &a.reader_masks, &bits[..]),
         ] {
-            let m = labels::nearest::resample_nearest(map, &orig_geometry, shape, &g)
-                .map_err(|e| format!("LIDC label volume {name}: {e}"))?;
+            let m = labels::nearest::resample_nearest_within(
+                map,
+                a.painted_box,
+                &orig_geometry,
+                shape,
+                &g,
+            )
+            .map_err(|e| format!("LIDC label volume {name}: {e}"))?;
             let source = a.record.xml_files.join(", ");
             label_records
                 .push(write_label(cfg, manifest, &entry.id, name, &m, &g, &source, classes)?);

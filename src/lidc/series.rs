@@ -122,6 +122,9 @@ pub struct SeriesAnnotations {
     /// Which readers' annotations cover each voxel: bit k for the record's `readers[k]`
     /// (the eighth and later readers share bit 7), on the source grid.
     pub reader_masks: Array3<u8>,
+    /// The box (first and last index, (z, y, x)) that holds every voxel painted in the
+    /// three maps; None when none is.
+    pub painted_box: Option<([usize; 3], [usize; 3])>,
     /// Things the user should know that are not failures (chest X-ray reads skipped, a
     /// score out of range left out, a contour of one or two points, a clustering that
     /// could not bring every nodule to 4 annotations).
@@ -206,6 +209,7 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
     let mut nodules_map = Array3::<u8>::zeros((nz, ny, nx));
     let mut readers_map = Array3::<u8>::zeros((nz, ny, nx));
     let mut bits_map = Array3::<u8>::zeros((nz, ny, nx));
+    let mut painted: Option<([usize; 3], [usize; 3])> = None;
     let s = grid.geometry.spacing_xyz;
     let voxel_ml = s[0] * s[1] * s[2] / 1000.0;
     for (id, members) in clusters.nodules.iter().enumerate() {
@@ -217,6 +221,7 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
         for (&i, m) in members.iter().zip(&masks) {
             let f = &found[i];
             let (voxels, centre) = paint(m, grid, &mut readers_map, |v| v.saturating_add(1));
+            grow(&mut painted, m, grid);
             let bit = reader_bit(&mut record.readers, &f.a.reader);
             paint(m, grid, &mut bits_map, |v| v | bit);
             let mut zs: Vec<i32> = f.a.outlines.iter().map(|o| o.z).collect();
@@ -265,10 +270,31 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
         nodules: nodules_map,
         readers: readers_map,
         reader_masks: bits_map,
+        painted_box: painted,
         notes,
         parse_seconds,
         mask_seconds: t1.elapsed().as_secs_f64(),
     }
+}
+
+/// Widens `b` to hold the box of mask `m` on the volume (its slices' planes; the
+/// consensus of a nodule lies within its annotations' boxes).
+fn grow(b: &mut Option<([usize; 3], [usize; 3])>, m: &BoxMask, grid: &SourceGrid) {
+    let [bz, by, bx] = m.shape_zyx;
+    let planes: Vec<usize> =
+        (0..bz).filter_map(|dz| grid.volume_z(m.start_zyx[0] + dz as i32)).collect();
+    let (Some(&z0), Some(&z1)) = (planes.iter().min(), planes.iter().max()) else { return };
+    let clamp = |v: i32, n: usize| (v.max(0) as usize).min(n.saturating_sub(1));
+    let [_, ny, nx] = grid.shape_zyx;
+    let lo = [z0, clamp(m.start_zyx[1], ny), clamp(m.start_zyx[2], nx)];
+    let hi =
+        [z1, clamp(m.start_zyx[1] + by as i32 - 1, ny), clamp(m.start_zyx[2] + bx as i32 - 1, nx)];
+    *b = Some(match *b {
+        None => (lo, hi),
+        Some((l, h)) => {
+            (std::array::from_fn(|a| l[a].min(lo[a])), std::array::from_fn(|a| h[a].max(hi[a])))
+        }
+    });
 }
 
 /// The bit of `reader` in the `reader_masks` label volume: its place among `readers` (added

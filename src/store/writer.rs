@@ -61,6 +61,16 @@ pub fn write_volume<T: Voxel>(
     let grid = header.grid();
     let c = opts.chunk_shape_zyx;
     let n = header.chunk_count();
+    // A chunk of nothing but the fill value (air outside the field of view, the empty
+    // part of a label volume) compresses to the same frame every time: made once.
+    let fill_frame = {
+        let mut raw = Vec::with_capacity(c.iter().product::<usize>() * T::BYTES);
+        for _ in 0..c.iter().product::<usize>() {
+            opts.fill_value.push_le(&mut raw);
+        }
+        zstd::bulk::compress(&raw, opts.level)
+            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?
+    };
     let payloads: Vec<std::io::Result<Vec<u8>>> = (0..n)
         .into_par_iter()
         .map(|k| {
@@ -71,12 +81,12 @@ pub fn write_volume<T: Voxel>(
                 (y0 + c[1]).min(shape_zyx[1]),
                 (x0 + c[2]).min(shape_zyx[2]),
             );
+            let part = hu.slice(s![z0..z1, y0..y1, x0..x1]);
+            if part.iter().all(|v| *v == opts.fill_value) {
+                return Ok(fill_frame.clone());
+            }
             let mut chunk = Array3::from_elem((c[0], c[1], c[2]), opts.fill_value);
-            chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&hu.slice(s![
-                z0..z1,
-                y0..y1,
-                x0..x1
-            ]));
+            chunk.slice_mut(s![..z1 - z0, ..y1 - y0, ..x1 - x0]).assign(&part);
             let mut raw = Vec::with_capacity(chunk.len() * T::BYTES);
             for v in chunk.iter() {
                 v.push_le(&mut raw);
