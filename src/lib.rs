@@ -5,8 +5,9 @@ This crate reads CT scans (DICOM series, MetaImage, NIfTI) with exactly the geom
 Hounsfield units that SimpleITK and pydicom give, reads LUNA16 annotation CSVs and
 LIDC-IDRI's reader XML ([`lidc`]: nodules and masks as pylidc makes them), ingests
 them into a chunked store ([`store`]; on a local disk or on object storage,
-[`store::remote`]; by one process or by shards, [`ingest`]) with lung masks and label maps (NIfTI, MetaImage,
-DICOM SEG) as label volumes ([`labels`]),
+[`store::remote`]; by one process or by shards, [`ingest`]) with lung masks, label maps
+(NIfTI, MetaImage, DICOM SEG) and LIDC's consensus and readers' masks as label volumes
+([`labels`]),
 streams patches from it ([`loader`]), trains (`train`, feature `train`: a run's settings,
 its folder and its training on a backend), predicts with any model ([`predict`]), scores
 findings (LUNA16 FROC and CPM, [`evaluate`]), draws pictures a person looks at

@@ -255,7 +255,7 @@ fn an_lidc_series_ingests_into_pylidcs_nodules_and_masks() {
     cfg.spacing_xyz = [ps, ps, thickness];
     cfg.lung_mask = false;
     let s = ctstream::ingest::ingest(&cfg, &()).unwrap();
-    assert_eq!(s.stored, [uid.clone()], "{:?}", s.failed);
+    assert_eq!(s.stored, std::slice::from_ref(&uid), "{:?}", s.failed);
     assert!(s.lidc_failed.is_empty(), "{:?}", s.lidc_failed);
     let wn = want["nodules"].as_array().unwrap();
     let wa = want["annotations"].as_array().unwrap();
