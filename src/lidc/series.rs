@@ -221,6 +221,9 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
         for (&i, m) in members.iter().zip(&masks) {
             let f = &found[i];
             let (voxels, centre) = paint(m, grid, &mut readers_map, |v| v.saturating_add(1));
+            // A contour that encloses no pixel centre fills nothing: its place is then the
+            // mean of its points (a record holds no NaN).
+            let centre = if voxels == 0 { points_centre(&f.a.outlines, grid) } else { centre };
             grow(&mut painted, m, grid);
             let bit = reader_bit(&mut record.readers, &f.a.reader);
             paint(m, grid, &mut bits_map, |v| v | bit);
@@ -241,6 +244,13 @@ pub fn annotate(files: &[PathBuf], grid: &SourceGrid) -> SeriesAnnotations {
             });
         }
         let (voxels, centre) = paint(&consensus, grid, &mut nodules_map, |_| 1);
+        let centre = if voxels == 0 {
+            let all: Vec<Outline> =
+                members.iter().flat_map(|&i| found[i].a.outlines.iter().cloned()).collect();
+            points_centre(&all, grid)
+        } else {
+            centre
+        };
         let volume_ml = voxels as f64 * voxel_ml;
         record.nodules.push(LidcNodule {
             nodule_id: id as u32,
@@ -346,6 +356,25 @@ fn paint(
     }
     let c = sum.map(|v| v / n as f64);
     (n, grid.geometry.index_to_world(c))
+}
+
+/// The mean of the outlines' points (x, y, z) mm: where an annotation whose mask is empty
+/// lies (0, 0, 0 for no points, which [`super::resolve`] never lets through).
+fn points_centre(outlines: &[Outline], grid: &SourceGrid) -> [f64; 3] {
+    let (mut n, mut sum) = (0usize, [0.0f64; 3]);
+    for o in outlines {
+        for p in &o.points {
+            n += 1;
+            sum[0] += f64::from(o.z);
+            sum[1] += f64::from(p[1]);
+            sum[2] += f64::from(p[0]);
+        }
+    }
+    if n == 0 {
+        return [0.0; 3];
+    }
+    let [k, y, x] = sum.map(|v| v / n as f64);
+    grid.world(k, y, x)
 }
 
 /// numpy's median of `values` (None for none).
@@ -470,6 +499,43 @@ mod tests {
         }
         assert!((farthest_pair(&pts) - brute).abs() < 1e-9);
         assert_eq!(farthest_pair(&[[1.0, 1.0]]), 0.0);
+    }
+
+    /// Three neighbouring pixels enclose no pixel centre: the annotation and its nodule
+    /// are kept, empty, at the mean of the points; nothing in the record is NaN.
+    #[test]
+    fn an_annotation_that_fills_nothing_is_placed_at_its_points() {
+        let dir = tempfile::tempdir().unwrap();
+        let xml = dir.path().join("069.xml");
+        std::fs::write(
+            &xml,
+            r#"<LidcReadMessage xmlns="http://www.nih.gov"><ResponseHeader><SeriesInstanceUid>1.2</SeriesInstanceUid></ResponseHeader>
+<readingSession><servicingRadiologistID>r1</servicingRadiologistID><unblindedReadNodule><noduleID>n</noduleID>
+<characteristics><malignancy>3</malignancy></characteristics>
+<roi><imageZposition>2</imageZposition><imageSOP_UID>1.2.2</imageSOP_UID><inclusion>TRUE</inclusion>
+<edgeMap><xCoord>4</xCoord><yCoord>4</yCoord></edgeMap><edgeMap><xCoord>5</xCoord><yCoord>4</yCoord></edgeMap><edgeMap><xCoord>6</xCoord><yCoord>4</yCoord></edgeMap>
+</roi></unblindedReadNodule></readingSession></LidcReadMessage>"#,
+        )
+        .unwrap();
+        let g = Geometry::axis_aligned([0.0, 0.0, 0.0], [1.0, 1.0, 2.0]);
+        let grid = SourceGrid::new("1.2", None, [3, 8, 8], &g);
+        let order: Vec<PlacedSlice> = grid
+            .slices
+            .iter()
+            .enumerate()
+            .map(|(k, s)| PlacedSlice {
+                sop_instance_uid: Some(format!("1.2.{}", k + 1)),
+                ..s.clone()
+            })
+            .collect();
+        let grid = SourceGrid::new("1.2", Some(&order), [3, 8, 8], &g);
+        let a = annotate(&[xml], &grid);
+        assert!(a.record.failed.is_empty(), "{:?}", a.record.failed);
+        assert_eq!(a.record.nodules.len(), 1);
+        assert_eq!(a.record.nodules[0].voxels, 0);
+        assert_eq!(a.record.nodules[0].world_xyz, [5.0, 4.0, 2.0]);
+        assert_eq!(a.record.annotations[0].world_xyz, [5.0, 4.0, 2.0]);
+        a.record.check().unwrap();
     }
 
     #[test]
