@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use arrow_array::types::Float64Type;
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int8Array, Int16Array, Int32Array, Int64Array, ListArray,
-    RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Int8Array, Int16Array, Int64Array, ListArray, RecordBatch, StringArray,
 };
 
 use crate::annotations::{Annotation, Candidate};
 use crate::labels::{LUNGS, lungs};
-use crate::store::index::{CandidateRow, NoduleRow, batch, f64s, i32s, locate, utf8};
+use crate::store::index::{
+    CandidateRow, NoduleRow, batch, f64s, f64s_or_null, i32s, i32s_or_null, locate, utf8,
+};
 use crate::store::{LabelComponent, LabelRecord, Region, ScanRecord, Store, StoreError};
 
 /// Nodule rows for the stored scans, from annotations and excluded findings, plus the
@@ -162,15 +163,15 @@ pub fn annotations_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
         cols.push((n, f64s(voxels.iter().map(|v| v[a])), false));
     }
     let f = |g: fn(&crate::store::lidc::LidcAnnotation) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.ann.map(g))))
+        f64s_or_null(rows.iter().map(|r| r.ann.map(g)))
     };
     cols.push(("volume_ml", f(|a| a.volume_ml), true));
     cols.push(("diameter_mm", f(|a| a.diameter_mm), true));
     cols.push((
         "contour_slices",
-        Arc::new(Int32Array::from_iter(
+        i32s_or_null(
             rows.iter().map(|r| r.ann.map(|a| i32::try_from(a.contour_slices).unwrap_or(i32::MAX))),
-        )),
+        ),
         true,
     ));
     for (k, n) in CHARACTERISTICS.iter().enumerate() {
@@ -285,26 +286,18 @@ pub fn scans_batch(scans: &BTreeMap<String, ScanRecord>) -> RecordBatch {
         let voxels = v.map_or(l.foreground_voxels(), |v| l.voxels_of(v));
         Some(voxels as f64 * s.spacing_xyz.iter().product::<f64>() / 1000.0)
     };
-    cols.push(("lung_ml", Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, None)))), true));
-    cols.push((
-        "right_lung_ml",
-        Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(lungs::RIGHT))))),
-        true,
-    ));
-    cols.push((
-        "left_lung_ml",
-        Arc::new(Float64Array::from_iter(r.iter().map(|s| ml(s, Some(lungs::LEFT))))),
-        true,
-    ));
+    cols.push(("lung_ml", f64s_or_null(r.iter().map(|s| ml(s, None))), true));
+    cols.push(("right_lung_ml", f64s_or_null(r.iter().map(|s| ml(s, Some(lungs::RIGHT)))), true));
+    cols.push(("left_lung_ml", f64s_or_null(r.iter().map(|s| ml(s, Some(lungs::LEFT)))), true));
     for (k, names) in
         [(0, ["lung_z0", "lung_y0", "lung_x0"]), (1, ["lung_z1", "lung_y1", "lung_x1"])]
     {
         for (a, n) in names.iter().enumerate() {
             cols.push((
                 n,
-                Arc::new(Int32Array::from_iter(
+                i32s_or_null(
                     lungs.iter().map(|l| l.and_then(|l| l.bbox_zyx).map(|b| b[k][a] as i32)),
-                )),
+                ),
                 true,
             ));
         }
@@ -408,17 +401,9 @@ pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
     for (a, n) in ["voxel_z", "voxel_y", "voxel_x"].iter().enumerate() {
         cols.push((n, f64s(rows.iter().map(|r| r.voxel_zyx[a])), false));
     }
-    cols.push((
-        "diameter_mm",
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.diameter_mm))),
-        true,
-    ));
+    cols.push(("diameter_mm", f64s_or_null(rows.iter().map(|r| r.diameter_mm)), true));
     for (a, n) in ["radius_z", "radius_y", "radius_x"].iter().enumerate() {
-        cols.push((
-            n,
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.radius_zyx.map(|v| v[a])))),
-            true,
-        ));
+        cols.push((n, f64s_or_null(rows.iter().map(|r| r.radius_zyx.map(|v| v[a]))), true));
     }
     cols.push((
         "inside",
@@ -432,23 +417,11 @@ pub fn nodules_batch(rows: &[NoduleRow]) -> RecordBatch {
         true,
     ));
     // From format 1.3: what LIDC's readers say of their nodules.
-    cols.push(("readers", Arc::new(Int32Array::from_iter(rows.iter().map(|r| r.readers))), true));
-    cols.push((
-        "volume_ml",
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.volume_ml))),
-        true,
-    ));
-    cols.push((
-        "max_diameter_mm",
-        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.max_diameter_mm))),
-        true,
-    ));
+    cols.push(("readers", i32s_or_null(rows.iter().map(|r| r.readers)), true));
+    cols.push(("volume_ml", f64s_or_null(rows.iter().map(|r| r.volume_ml)), true));
+    cols.push(("max_diameter_mm", f64s_or_null(rows.iter().map(|r| r.max_diameter_mm)), true));
     for (k, n) in crate::store::lidc::CHARACTERISTICS.iter().enumerate() {
-        cols.push((
-            n,
-            Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.characteristics[k]))),
-            true,
-        ));
+        cols.push((n, f64s_or_null(rows.iter().map(|r| r.characteristics[k])), true));
     }
     batch(cols)
 }

@@ -96,6 +96,14 @@ pub fn utf8<'a>(v: impl Iterator<Item = &'a str>) -> ArrayRef {
 pub fn f64s(v: impl Iterator<Item = f64>) -> ArrayRef {
     Arc::new(Float64Array::from_iter_values(v))
 }
+/// A float64 column, null where the value is `None`.
+pub fn f64s_or_null(v: impl Iterator<Item = Option<f64>>) -> ArrayRef {
+    Arc::new(Float64Array::from_iter(v))
+}
+/// An int32 column, null where the value is `None`.
+pub fn i32s_or_null(v: impl Iterator<Item = Option<i32>>) -> ArrayRef {
+    Arc::new(Int32Array::from_iter(v))
+}
 /// A non-null int32 column.
 pub fn i32s(v: impl Iterator<Item = i32>) -> ArrayRef {
     Arc::new(Int32Array::from_iter_values(v))
