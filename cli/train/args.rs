@@ -131,7 +131,7 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         },
         augment: match a.augment.as_deref() {
             Some(s) => Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))?,
-            None => d.loader.augment,
+            None => d.loader.augment.clone(),
         },
         workers: a.workers.unwrap_or(d.loader.workers),
         cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c << 20),

@@ -1,7 +1,9 @@
-//! Building a batch: for each patch, read its region through the chunk cache, rasterise
-//! the nodule spheres into the mask, augment, and write normalised f32 into the batch.
+//! Building a batch: for each patch, read its region through the chunk cache (the larger
+//! region a spatial transform covers, then sampled), rasterise the nodule spheres into the
+//! mask, augment, and write normalised f32 into the batch.
 
 use super::augment::AugmentParams;
+use super::augment::sample::SourceMap;
 use super::batch::{Batch, PatchMeta};
 use super::sampler::{PatchSpec, sample};
 use super::{LoaderError, Shared, Sphere};
@@ -39,29 +41,38 @@ pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> 
     m
 }
 
-/// The mask of a patch: the mask label's foreground where the loader has one
-/// ([`super::LoaderConfig::mask_label`], read through the shared cache), else the nodule
-/// spheres near it.
+/// The mask of region `r` of a patch's scan: the mask label's foreground where the loader
+/// has one ([`super::LoaderConfig::mask_label`], read through the shared cache), else the
+/// nodule spheres near it.
 ///
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt label chunk.
-pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderError> {
+pub fn region_mask(shared: &Shared, spec: &PatchSpec, r: Region) -> Result<Vec<u8>, LoaderError> {
     let scan = &shared.scans[spec.scan];
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
-            let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
             let a =
                 shared.cache.read_label_region(super::cache::mask_key(spec.scan as u32), v, r)?;
             Ok(a.iter().map(|&x| ml.is_foreground(x) as u8).collect())
         }
-        _ => Ok(scan.mask(spec.start_zyx, shared.cfg.patch_zyx)),
+        _ => Ok(scan.mask(r.start_zyx, r.shape_zyx)),
     }
 }
 
-/// Writes one patch (HU, mask) into `image` and `mask` (f32, C order): moved by the
-/// augmentation, HU scaled and shifted, windowed to 0..1, noise added.
-pub fn write_patch(
-    hu: &[i16],
+/// The mask of a patch (its region as drawn, before any spatial transform).
+///
+/// # Errors
+/// As [`region_mask`].
+pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderError> {
+    region_mask(shared, spec, Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx })
+}
+
+/// Writes one patch (HU, mask, both in the patch's C order) into `image` and `mask` (f32,
+/// C order): HU scaled and shifted, windowed to 0..1, the intensity stages applied, noise
+/// added, then mirrored and turned ([`super::augment`] gives the order). `hu` is the
+/// stored `i16`, or `f32` where a spatial transform interpolated it.
+pub fn write_patch<T: Copy + Into<f32>>(
+    hu: &[T],
     m: &[u8],
     aug: &AugmentParams,
     shape: [usize; 3],
@@ -71,8 +82,9 @@ pub fn write_patch(
 ) {
     let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
     let (scale, shift) = (aug.hu_scale, aug.hu_shift);
-    let norm = |v: i16| ((v as f32 * scale + shift - lo) * inv).clamp(0.0, 1.0);
-    if aug.moves() {
+    let norm = |v: T| ((v.into() * scale + shift - lo) * inv).clamp(0.0, 1.0);
+    if aug.intensity.is_empty() && aug.moves() {
+        // The common augmented case in one pass: read each voxel from where it moves from.
         let mut i = 0;
         for z in 0..shape[0] {
             for y in 0..shape[1] {
@@ -90,7 +102,26 @@ pub fn write_patch(
             *o = norm(v);
             *mo = mv as f32;
         }
+        for (_, stage) in &aug.intensity {
+            stage.apply(image, shape);
+        }
+        if aug.moves() {
+            let (img, msk) = (image.to_vec(), mask.to_vec());
+            let mut i = 0;
+            for z in 0..shape[0] {
+                for y in 0..shape[1] {
+                    for x in 0..shape[2] {
+                        let [sz, sy, sx] = aug.source_of([z, y, x], shape);
+                        let s = (sz * shape[1] + sy) * shape[2] + sx;
+                        image[i] = img[s];
+                        mask[i] = msk[s];
+                        i += 1;
+                    }
+                }
+            }
+        }
     }
+    // Noise of a fixed sigma, after everything else (as before the stages existed).
     for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
         *o += n;
     }
@@ -105,6 +136,51 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
     Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
+/// The region of the stored grid a patch reads: its own, or the larger one its spatial
+/// transform covers.
+pub fn source_region(shared: &Shared, spec: &PatchSpec) -> Region {
+    let p = shared.cfg.patch_zyx;
+    match &spec.augment.spatial {
+        None => Region { start_zyx: spec.start_zyx, shape_zyx: p },
+        Some(sp) => SourceMap::new(sp, p).region(spec.start_zyx),
+    }
+}
+
+/// Builds one patch into `image` and `mask` (f32, C order): read as stored, or sampled
+/// through its spatial transform from the region it covers; then [`write_patch`].
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt chunk.
+pub fn build_patch(
+    shared: &Shared,
+    spec: &PatchSpec,
+    image: &mut [f32],
+    mask: &mut [f32],
+) -> Result<(), LoaderError> {
+    let cfg = &shared.cfg;
+    let p = cfg.patch_zyx;
+    let contiguous = || LoaderError::Config("patch array is not contiguous".into());
+    match &spec.augment.spatial {
+        None => {
+            let hu = read_patch(shared, spec)?;
+            let m = patch_mask(shared, spec)?;
+            let hu = hu.as_slice().ok_or_else(contiguous)?;
+            write_patch(hu, &m, &spec.augment, p, cfg.hu_window, image, mask);
+        }
+        Some(sp) => {
+            let map = SourceMap::new(sp, p);
+            let r = map.region(spec.start_zyx);
+            let volume = &shared.scans[spec.scan].volume;
+            let hu = shared.cache.read_region(spec.scan as u32, volume, r)?;
+            let m = region_mask(shared, spec, r)?;
+            let hu = hu.as_slice().ok_or_else(contiguous)?;
+            let (img, msk) = map.sample(spec.start_zyx, r, hu, &m);
+            write_patch(&img, &msk, &spec.augment, p, cfg.hu_window, image, mask);
+        }
+    }
+    Ok(())
+}
+
 /// Brings the chunks patch (epoch, batch, item) reads into the cache: its lung negative's
 /// label chunk, its scan chunks and its mask label's chunks (a fetcher's work, ahead of
 /// the worker that builds the batch).
@@ -114,7 +190,7 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
 pub fn warm(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<(), LoaderError> {
     let spec = resolve(shared, epoch, batch, item)?;
     let scan = &shared.scans[spec.scan];
-    let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+    let r = source_region(shared, &spec);
     shared.cache.warm_region::<i16>(spec.scan as u32, &scan.volume, r)?;
     if let (Some(v), Some(_)) = (&scan.mask_label, &shared.cfg.mask_label) {
         shared.cache.warm_region::<u8>(super::cache::mask_key(spec.scan as u32), v, r)?;
@@ -182,26 +258,18 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
         let scan = &shared.scans[spec.scan];
-        let hu = read_patch(shared, &spec)?;
-        let m = patch_mask(shared, &spec)?;
-        let hu = hu
-            .as_slice()
-            .ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
-        write_patch(
-            hu,
-            &m,
-            &spec.augment,
-            p,
-            cfg.hu_window,
+        build_patch(
+            shared,
+            &spec,
             &mut images[item * n..(item + 1) * n],
             &mut masks[item * n..(item + 1) * n],
-        );
+        )?;
         patches.push(PatchMeta {
             series_id: scan.id.clone(),
             start_zyx: spec.start_zyx,
             positive: spec.positive,
             nodule_id: spec.nodule.map(|k| scan.nodule_ids[k]),
-            augment: spec.augment,
+            augment: spec.augment.clone(),
         });
     }
     Ok(Batch { epoch, index, shape: [b, 1, p[0], p[1], p[2]], images, masks, patches })

@@ -20,7 +20,7 @@ use super::{Negatives, Shared};
 use crate::seed;
 
 /// One patch to build.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PatchSpec {
     /// Index of the scan in the loader's selection.
     pub scan: usize,

@@ -137,13 +137,14 @@ fn batches_are_identical_across_worker_counts_and_runs() {
         hu_shift: 30.0,
         hu_scale: 0.1,
         noise_sigma: 0.01,
+        ..Default::default()
     };
     let build = |workers: usize, seed: u64| {
         Loader::builder(&store)
             .batch_size(4)
             .workers(workers)
             .prefetch(3)
-            .augment(aug)
+            .augment(aug.clone())
             .seed(seed)
             .batches_per_epoch(Some(7))
             .build()
@@ -187,7 +188,7 @@ fn augmentation_moves_image_and_mask_together() {
                 (pb.start_zyx, &pb.series_id),
                 "the same patches are drawn"
             );
-            let aug = pb.augment;
+            let aug = &pb.augment;
             moved_any |= aug.flip_zyx.iter().any(|f| *f) || aug.quarter_turns > 0;
             let mut k = 0;
             for z in 0..32 {

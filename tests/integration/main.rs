@@ -7,6 +7,7 @@
 mod common;
 
 mod annotations;
+mod augment;
 mod broken;
 mod cli;
 mod dicom;

@@ -1,0 +1,469 @@
+//! Intensity transforms, on a patch's windowed values (0..1, after the HU window), as
+//! nnU-Net's (batchgeneratorsv2) act on its normalised values; each stage applies with
+//! its probability, its strength drawn from its range:
+//!
+//! - `GaussianNoise`: `x + N(0, sigma^2)`;
+//! - `Blur`: a Gaussian of its own sigma per axis, separable, kernel of
+//!   `round_to_odd(6 sigma + 0.5)` taps, edges mirrored (`reflect`, as torch pads);
+//! - `Brightness`: `x * f`;
+//! - `Contrast`: `(x - mean) * f + mean`, clipped to the patch's former min and max when
+//!   the range is preserved;
+//! - `LowResolution`: down to `round(n * s)` voxels per axis by nearest (torch's
+//!   `nearest-exact`), back up linearly (`trilinear`, `align_corners=False`) or by cubic
+//!   convolution (Keys, a = -0.75, as torch's `bicubic`, per axis);
+//! - `Gamma`: `((x - min) / range)^g * range + min` (on `-x` when inverted, then negated
+//!   back), and with `retain_stats` shifted and scaled back to the former mean and
+//!   standard deviation (unbiased, as torch's `std`).
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::{Range, check_probability};
+
+/// Most intensity stages a loader takes.
+pub const MAX_STAGES: usize = 32;
+
+/// One intensity transform with the probability it applies to a patch.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stage {
+    /// Probability that it applies to a patch.
+    pub p: f32,
+    /// The transform and its ranges.
+    pub op: Intensity,
+}
+
+/// How a simulated low resolution is brought back to the patch's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Upsample {
+    /// Linear per axis (torch's `trilinear`, `align_corners=False`): nnU-Net's.
+    Linear,
+    /// Cubic convolution per axis (Keys, a = -0.75, torch's `bicubic` convention).
+    Cubic,
+}
+
+/// An intensity transform and the ranges its strengths are drawn from.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Intensity {
+    /// Additive Gaussian noise of standard deviation drawn from `sigma`.
+    GaussianNoise {
+        /// Standard deviation (at least 0).
+        sigma: Range,
+    },
+    /// Gaussian blur, a sigma (voxels) drawn per axis.
+    Blur {
+        /// Sigma in voxels (above 0, at most 8).
+        sigma: Range,
+    },
+    /// Multiplication by a factor.
+    Brightness {
+        /// Factor (at least 0).
+        factor: Range,
+    },
+    /// Contrast about the patch's mean.
+    Contrast {
+        /// Factor (at least 0).
+        factor: Range,
+        /// Clip to the patch's former min and max.
+        preserve_range: bool,
+    },
+    /// Down and up again.
+    LowResolution {
+        /// Fraction of the voxels kept per axis (above 0, at most 1).
+        scale: Range,
+        /// How it is brought back up.
+        upsample: Upsample,
+    },
+    /// Gamma on the values scaled to 0..1 by the patch's min and max.
+    Gamma {
+        /// Exponent (above 0).
+        gamma: Range,
+        /// On the negated image (so dark and bright swap roles).
+        invert: bool,
+        /// Shift and scale back to the former mean and standard deviation.
+        retain_stats: bool,
+    },
+}
+
+/// An intensity transform as drawn for one patch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Applied {
+    /// Noise of this standard deviation, from this seed.
+    GaussianNoise {
+        /// Standard deviation.
+        sigma: f32,
+        /// Seed of the noise.
+        seed: u64,
+    },
+    /// Blur with these sigmas (z, y, x; voxels).
+    Blur {
+        /// Sigma per axis.
+        sigma_zyx: [f32; 3],
+    },
+    /// Multiplied by this factor.
+    Brightness {
+        /// Factor.
+        factor: f32,
+    },
+    /// Contrast by this factor.
+    Contrast {
+        /// Factor.
+        factor: f32,
+        /// Clipped to the former range.
+        preserve_range: bool,
+    },
+    /// Down to this fraction and back up.
+    LowResolution {
+        /// Fraction per axis.
+        scale: f32,
+        /// How it is brought back up.
+        upsample: Upsample,
+    },
+    /// Gamma with this exponent.
+    Gamma {
+        /// Exponent.
+        gamma: f32,
+        /// On the negated image.
+        invert: bool,
+        /// Mean and standard deviation restored.
+        retain_stats: bool,
+    },
+}
+
+impl Stage {
+    /// The stage's name, as `--augment` spells it.
+    pub fn name(&self) -> &'static str {
+        match self.op {
+            Intensity::GaussianNoise { .. } => "gaussian_noise",
+            Intensity::Blur { .. } => "blur",
+            Intensity::Brightness { .. } => "brightness",
+            Intensity::Contrast { .. } => "contrast",
+            Intensity::LowResolution { .. } => "low_resolution",
+            Intensity::Gamma { invert: true, .. } => "inverted_gamma",
+            Intensity::Gamma { .. } => "gamma",
+        }
+    }
+
+    /// Checks the probability and the range of the stage's strength.
+    ///
+    /// ```
+    /// use ctstream::loader::augment::{Intensity, Range, Stage};
+    /// let r = |lo, hi| Range { lo, hi, around_one: false };
+    /// let ok = Stage { p: 0.3, op: Intensity::Gamma { gamma: r(0.7, 1.5), invert: false, retain_stats: true } };
+    /// assert!(ok.validate([32, 64, 64]).is_ok());
+    /// assert!(Stage { p: -0.1, ..ok }.validate([32, 64, 64]).unwrap_err().contains("gamma probability"));
+    /// let nan = Stage { p: 0.1, op: Intensity::Blur { sigma: r(f32::NAN, 1.0) } };
+    /// assert!(nan.validate([32, 64, 64]).unwrap_err().contains("blur sigma"));
+    /// ```
+    ///
+    /// # Errors
+    /// The stage, its setting and the value.
+    pub fn validate(&self, patch_zyx: [usize; 3]) -> Result<(), String> {
+        let name = self.name();
+        check_probability(name, self.p)?;
+        let big = 1e6;
+        match self.op {
+            Intensity::GaussianNoise { sigma } => sigma.check(&format!("{name} sigma"), 0.0, big),
+            Intensity::Blur { sigma } => {
+                sigma.check(&format!("{name} sigma (voxels)"), 0.0, MAX_BLUR_SIGMA)?;
+                if sigma.lo <= 0.0 {
+                    return Err(format!("augment {name} sigma {}..: must be above 0", sigma.lo));
+                }
+                Ok(())
+            }
+            Intensity::Brightness { factor } | Intensity::Contrast { factor, .. } => {
+                factor.check(&format!("{name} factor"), 0.0, big)
+            }
+            Intensity::LowResolution { scale, .. } => {
+                scale.check(&format!("{name} scale"), 0.0, 1.0)?;
+                // The smallest scale must keep a voxel on the shortest axis.
+                let short = *patch_zyx.iter().min().unwrap_or(&1) as f32;
+                if scale.lo <= 0.0 || (scale.lo * short).round() < 1.0 {
+                    return Err(format!(
+                        "augment {name} scale {}..{}: must keep at least one voxel of the patch's shortest edge ({short})",
+                        scale.lo, scale.hi
+                    ));
+                }
+                Ok(())
+            }
+            Intensity::Gamma { gamma, .. } => {
+                gamma.check(&format!("{name} gamma"), 0.0, 100.0)?;
+                if gamma.lo <= 0.0 {
+                    return Err(format!("augment {name} gamma {}..: must be above 0", gamma.lo));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Draws whether the stage applies to a patch and its strength (from a stream of its
+    /// own; the same number of draws either way).
+    pub fn draw(&self, rng: &mut impl Rng) -> Option<Applied> {
+        let apply = rng.random::<f32>() < self.p;
+        let a = match self.op {
+            Intensity::GaussianNoise { sigma } => {
+                Applied::GaussianNoise { sigma: sigma.draw(rng), seed: rng.random() }
+            }
+            Intensity::Blur { sigma } => {
+                Applied::Blur { sigma_zyx: std::array::from_fn(|_| sigma.draw(rng)) }
+            }
+            Intensity::Brightness { factor } => Applied::Brightness { factor: factor.draw(rng) },
+            Intensity::Contrast { factor, preserve_range } => {
+                Applied::Contrast { factor: factor.draw(rng), preserve_range }
+            }
+            Intensity::LowResolution { scale, upsample } => {
+                Applied::LowResolution { scale: scale.draw(rng), upsample }
+            }
+            Intensity::Gamma { gamma, invert, retain_stats } => {
+                Applied::Gamma { gamma: gamma.draw(rng), invert, retain_stats }
+            }
+        };
+        apply.then_some(a)
+    }
+}
+
+/// Largest blur sigma (voxels).
+pub const MAX_BLUR_SIGMA: f32 = 8.0;
+
+impl Applied {
+    /// Applies the transform to `x`, a patch of `shape` in C order.
+    pub fn apply(&self, x: &mut [f32], shape: [usize; 3]) {
+        match *self {
+            Applied::GaussianNoise { sigma, seed } => {
+                if sigma > 0.0 {
+                    let mut rng = crate::seed::rng(&[seed]);
+                    let normal = Normal::new(0.0f32, sigma)
+                        .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid"));
+                    for v in x.iter_mut() {
+                        *v += normal.sample(&mut rng);
+                    }
+                }
+            }
+            Applied::Blur { sigma_zyx } => {
+                let mut buf = vec![0f32; x.len()];
+                for (axis, &s) in sigma_zyx.iter().enumerate() {
+                    blur_axis(x, &mut buf, shape, axis, &gaussian_kernel(s));
+                    x.copy_from_slice(&buf);
+                }
+            }
+            Applied::Brightness { factor } => x.iter_mut().for_each(|v| *v *= factor),
+            Applied::Contrast { factor, preserve_range } => {
+                let (mean, _, lo, hi) = stats(x, false);
+                let mean = mean as f32;
+                for v in x.iter_mut() {
+                    let c = (*v - mean) * factor + mean;
+                    *v = if preserve_range { c.clamp(lo, hi) } else { c };
+                }
+            }
+            Applied::LowResolution { scale, upsample } => low_resolution(x, shape, scale, upsample),
+            Applied::Gamma { gamma, invert, retain_stats } => {
+                if invert {
+                    x.iter_mut().for_each(|v| *v = -*v);
+                }
+                let (mean, std, lo, hi) = stats(x, retain_stats);
+                let range = hi - lo;
+                let denom = range.max(1e-7);
+                for v in x.iter_mut() {
+                    *v = ((*v - lo) / denom).powf(gamma) * range + lo;
+                }
+                if retain_stats {
+                    let (m2, s2, _, _) = stats(x, true);
+                    let k = (std / s2.max(1e-7)) as f32;
+                    let (m2, mean) = (m2 as f32, mean as f32);
+                    x.iter_mut().for_each(|v| *v = (*v - m2) * k + mean);
+                }
+                if invert {
+                    x.iter_mut().for_each(|v| *v = -*v);
+                }
+            }
+        }
+    }
+}
+
+/// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max.
+fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
+    let n = x.len().max(1) as f64;
+    let (mut sum, mut lo, mut hi) = (0f64, f32::INFINITY, f32::NEG_INFINITY);
+    for &v in x {
+        sum += v as f64;
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    let mean = sum / n;
+    let sd = if std && x.len() > 1 {
+        (x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (mean, sd, lo, hi)
+}
+
+/// Python's `round` (half to even), as nnU-Net sizes kernels and low-resolution grids.
+fn round_half_even(v: f32) -> i64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
+        (r - v.signum()) as i64
+    } else {
+        r as i64
+    }
+}
+
+/// nnU-Net's Gaussian kernel for `sigma`: `round_to_nearest_odd(6 sigma + 0.5)` taps at
+/// integer offsets, normalised to sum 1 (batchgeneratorsv2 `_build_kernel`, truncate 6).
+pub fn gaussian_kernel(sigma: f32) -> Vec<f32> {
+    let n = sigma * 6.0 + 0.5;
+    let r = round_half_even(n);
+    let size = if r % 2 == 1 {
+        r
+    } else if n - r as f32 >= 0.0 {
+        r + 1
+    } else {
+        r - 1
+    }
+    .max(1) as usize;
+    let half = (size as f32 - 1.0) / 2.0;
+    let k: Vec<f32> =
+        (0..size).map(|i| (-0.5 * ((i as f32 - half) / sigma).powi(2)).exp()).collect();
+    let total: f32 = k.iter().sum();
+    k.iter().map(|v| v / total).collect()
+}
+
+/// Mirrors an index into `0..n` without repeating the edge (torch's `reflect` padding).
+fn reflect(i: isize, n: isize) -> usize {
+    if n == 1 {
+        return 0;
+    }
+    let period = 2 * (n - 1);
+    let m = i.rem_euclid(period);
+    (if m < n { m } else { period - m }) as usize
+}
+
+/// `out` = `x` convolved along `axis` with the odd, centred `kernel`, edges mirrored.
+fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel: &[f32]) {
+    let stride = [shape[1] * shape[2], shape[2], 1][axis];
+    let n = shape[axis] as isize;
+    let r = (kernel.len() / 2) as isize;
+    for (i, o) in out.iter_mut().enumerate() {
+        let pos = ((i / stride) % shape[axis]) as isize;
+        let base = i - pos as usize * stride;
+        let mut acc = 0f32;
+        for (k, w) in kernel.iter().enumerate() {
+            acc += w * x[base + reflect(pos + k as isize - r, n) * stride];
+        }
+        *o = acc;
+    }
+}
+
+/// Down to `round(n * scale)` voxels per axis by nearest (`nearest-exact`), then back up.
+fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
+    let small: [usize; 3] =
+        shape.map(|n| (round_half_even(n as f32 * scale).max(1) as usize).min(n));
+    // Down: output voxel j reads floor((j + 0.5) * n / m), per axis.
+    let pick = |m: usize, n: usize| -> Vec<usize> {
+        (0..m)
+            .map(|j| (((j as f64 + 0.5) * n as f64 / m as f64).floor() as usize).min(n - 1))
+            .collect()
+    };
+    let (pz, py, px) =
+        (pick(small[0], shape[0]), pick(small[1], shape[1]), pick(small[2], shape[2]));
+    let mut down = Vec::with_capacity(small.iter().product());
+    for &z in &pz {
+        for &y in &py {
+            for &xx in &px {
+                down.push(x[(z * shape[1] + y) * shape[2] + xx]);
+            }
+        }
+    }
+    // Up, one axis at a time (linear and cubic interpolation are both separable).
+    let mut cur = down;
+    let mut cur_shape = small;
+    for axis in 0..3 {
+        let mut next_shape = cur_shape;
+        next_shape[axis] = shape[axis];
+        cur = resize_axis(&cur, cur_shape, next_shape, axis, up);
+        cur_shape = next_shape;
+    }
+    x.copy_from_slice(&cur);
+}
+
+/// Resizes `x` (C order, `from`) along `axis` to `to[axis]` voxels, `align_corners=False`.
+fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Upsample) -> Vec<f32> {
+    let (n, m) = (from[axis], to[axis]);
+    let ratio = n as f64 / m as f64;
+    // Per output position: (source index, weight) pairs.
+    let taps: Vec<Vec<(usize, f32)>> = (0..m)
+        .map(|j| {
+            let s = (j as f64 + 0.5) * ratio - 0.5;
+            match up {
+                Upsample::Linear => {
+                    let s = s.max(0.0);
+                    let i0 = (s.floor() as usize).min(n - 1);
+                    let i1 = (i0 + 1).min(n - 1);
+                    let l = (s - i0 as f64) as f32;
+                    vec![(i0, 1.0 - l), (i1, l)]
+                }
+                Upsample::Cubic => {
+                    let f = s.floor();
+                    let t = s - f;
+                    let w = cubic_weights(t as f32);
+                    (0..4)
+                        .map(|k| {
+                            let i = (f as isize - 1 + k as isize).clamp(0, n as isize - 1);
+                            (i as usize, w[k])
+                        })
+                        .collect()
+                }
+            }
+        })
+        .collect();
+    let stride_from = [from[1] * from[2], from[2], 1][axis];
+    let mut out = vec![0f32; to.iter().product()];
+    for (i, o) in out.iter_mut().enumerate() {
+        let (z, y, xx) = (i / (to[1] * to[2]), (i / to[2]) % to[1], i % to[2]);
+        let mut c = [z, y, xx];
+        let j = c[axis];
+        c[axis] = 0;
+        let base = (c[0] * from[1] + c[1]) * from[2] + c[2];
+        *o = taps[j].iter().map(|&(s, w)| w * x[base + s * stride_from]).sum();
+    }
+    out
+}
+
+/// Keys' cubic convolution weights (a = -0.75, torch's) of the four voxels around a point
+/// `t` (0..1) past the second.
+fn cubic_weights(t: f32) -> [f32; 4] {
+    let a = -0.75f32;
+    let near = |x: f32| ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0;
+    let far = |x: f32| ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_sizes_are_nnunets() {
+        // round_to_nearest_odd(6 sigma + 0.5) with Python's round, by hand: sigma 0.5:
+        // 3.5 rounds (half to even) to 4, even, and 3.5 - 4 < 0, so 3.
+        // sigma 1: 6.5 -> 6, even, 6.5 - 6 >= 0 -> 7. sigma 0.75: 5.0 -> 5.
+        assert_eq!(gaussian_kernel(0.5).len(), 3);
+        assert_eq!(gaussian_kernel(1.0).len(), 7);
+        assert_eq!(gaussian_kernel(0.75).len(), 5);
+        assert!((gaussian_kernel(1.0).iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn reflect_mirrors_without_the_edge() {
+        // torch reflect of [0 1 2 3] padded by 2: [2 1 | 0 1 2 3 | 2 1].
+        let got: Vec<usize> = (-2..6).map(|i| reflect(i, 4)).collect();
+        assert_eq!(got, [2, 1, 0, 1, 2, 3, 2, 1]);
+    }
+
+    #[test]
+    fn cubic_weights_sum_to_one_and_interpolate_at_nodes() {
+        for t in [0.0, 0.25, 0.5, 0.9] {
+            assert!((cubic_weights(t).iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        assert_eq!(cubic_weights(0.0), [0.0, 1.0, 0.0, 0.0]);
+    }
+}

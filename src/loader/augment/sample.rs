@@ -1,0 +1,134 @@
+//! Sampling a spatially transformed patch ([`super::spatial`]) from the region of the
+//! stored grid it covers: the image trilinearly (the HU of the eight voxels around the
+//! point, weighted by distance, as SimpleITK's linear interpolator and scipy's
+//! `map_coordinates(order=1)`), the mask by nearest neighbour (a point exactly halfway
+//! between two voxels takes the higher index, as ITK rounds half up). The region is read
+//! through the loader's cache like any patch, so outside the scan the image is the
+//! store's fill value (air) and the mask 0, as at the edge of an unaugmented patch.
+
+use super::elastic;
+use super::spatial::SpatialParams;
+use crate::store::Region;
+
+/// Where each voxel of a transformed patch reads from.
+#[derive(Debug, Clone)]
+pub struct SourceMap {
+    /// `A` of [`super::spatial`].
+    a: [[f32; 3]; 3],
+    /// The patch centre `(shape - 1) / 2`.
+    c: [f32; 3],
+    /// The elastic displacement of each voxel (C order), where one was drawn.
+    field: Option<Vec<[f32; 3]>>,
+    /// The patch's shape.
+    shape: [usize; 3],
+}
+
+impl SourceMap {
+    /// The map of `p` for a patch of `shape`.
+    pub fn new(p: &SpatialParams, shape: [usize; 3]) -> SourceMap {
+        SourceMap {
+            a: p.matrix,
+            c: shape.map(|n| (n as f32 - 1.0) / 2.0),
+            field: p.elastic.as_ref().map(|e| elastic::field(e, shape)),
+            shape,
+        }
+    }
+
+    /// The elastic displacements, where drawn (C order, z, y, x components, voxels).
+    pub fn field(&self) -> Option<&[[f32; 3]]> {
+        self.field.as_deref()
+    }
+
+    /// Where output voxel `o` reads, relative to the patch's first voxel (index space).
+    #[inline]
+    pub fn at(&self, o: [usize; 3], d: [f32; 3]) -> [f32; 3] {
+        let v: [f32; 3] = std::array::from_fn(|k| o[k] as f32 - self.c[k] + d[k]);
+        std::array::from_fn(|i| {
+            self.c[i] + self.a[i][0] * v[0] + self.a[i][1] * v[1] + self.a[i][2] * v[2]
+        })
+    }
+
+    /// The region of the stored grid that a patch starting at `start_zyx` reads: every
+    /// point of [`SourceMap::at`] with the voxel after it (for the linear weights).
+    pub fn region(&self, start_zyx: [i64; 3]) -> Region {
+        let (mut lo, mut hi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+        let last = self.shape.map(|n| n.saturating_sub(1));
+        for k in 0..8 {
+            let o = [
+                if k & 4 != 0 { last[0] } else { 0 },
+                if k & 2 != 0 { last[1] } else { 0 },
+                if k & 1 != 0 { last[2] } else { 0 },
+            ];
+            let p = self.at(o, [0.0; 3]);
+            for a in 0..3 {
+                lo[a] = lo[a].min(p[a]);
+                hi[a] = hi[a].max(p[a]);
+            }
+        }
+        if let Some(f) = &self.field {
+            // The elastic displacement moves a point by at most sum_j |A_ij| max |d_j|.
+            let dmax: [f32; 3] =
+                std::array::from_fn(|j| f.iter().fold(0f32, |m, d| m.max(d[j].abs())));
+            for i in 0..3 {
+                let e: f32 = (0..3).map(|j| self.a[i][j].abs() * dmax[j]).sum();
+                lo[i] -= e;
+                hi[i] += e;
+            }
+        }
+        let first: [i64; 3] = std::array::from_fn(|a| start_zyx[a] + lo[a].floor() as i64);
+        let end: [i64; 3] = std::array::from_fn(|a| start_zyx[a] + hi[a].floor() as i64 + 2);
+        Region {
+            start_zyx: first,
+            shape_zyx: std::array::from_fn(|a| (end[a] - first[a]) as usize),
+        }
+    }
+
+    /// Samples the patch starting at `start_zyx` from `region` ([`SourceMap::region`]):
+    /// `hu` and `mask` are the region's voxels (C order). Returns the image (HU, f32) and
+    /// the mask, in the patch's C order.
+    pub fn sample(
+        &self,
+        start_zyx: [i64; 3],
+        region: Region,
+        hu: &[i16],
+        mask: &[u8],
+    ) -> (Vec<f32>, Vec<u8>) {
+        let r = region.shape_zyx;
+        let off: [f32; 3] = std::array::from_fn(|a| (start_zyx[a] - region.start_zyx[a]) as f32);
+        let n: usize = self.shape.iter().product();
+        let (mut img, mut m) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (sy, sz) = (r[2], r[1] * r[2]);
+        let hi0: [isize; 3] = r.map(|v| v as isize - 2);
+        let zero = [0f32; 3];
+        let mut i = 0;
+        for z in 0..self.shape[0] {
+            for y in 0..self.shape[1] {
+                for x in 0..self.shape[2] {
+                    let d = self.field.as_ref().map_or(zero, |f| f[i]);
+                    let p = self.at([z, y, x], d);
+                    let q: [f32; 3] = std::array::from_fn(|a| p[a] + off[a]);
+                    // Linear: the voxel below and the one after it on each axis.
+                    let i0: [isize; 3] =
+                        std::array::from_fn(|a| (q[a].floor() as isize).clamp(0, hi0[a].max(0)));
+                    let f: [f32; 3] =
+                        std::array::from_fn(|a| (q[a] - i0[a] as f32).clamp(0.0, 1.0));
+                    let b = i0[0] as usize * sz + i0[1] as usize * sy + i0[2] as usize;
+                    let v = |k: usize| hu[b + k] as f32;
+                    let l = |a: f32, c: f32, t: f32| a + (c - a) * t;
+                    let x00 = l(v(0), v(1), f[2]);
+                    let x01 = l(v(sy), v(sy + 1), f[2]);
+                    let x10 = l(v(sz), v(sz + 1), f[2]);
+                    let x11 = l(v(sz + sy), v(sz + sy + 1), f[2]);
+                    img.push(l(l(x00, x01, f[1]), l(x10, x11, f[1]), f[0]));
+                    // Nearest: round half up.
+                    let k: [usize; 3] = std::array::from_fn(|a| {
+                        ((q[a] + 0.5).floor() as isize).clamp(0, r[a] as isize - 1) as usize
+                    });
+                    m.push(mask[k[0] * sz + k[1] * sy + k[2]]);
+                    i += 1;
+                }
+            }
+        }
+        (img, m)
+    }
+}
