@@ -35,6 +35,10 @@ pub struct Args {
     /// Where negatives come from: lungs (the loader's default), random or candidates.
     #[arg(long, default_value = "lungs", value_parser = ["lungs", "random", "candidates"])]
     negatives: String,
+    /// Augmentation, as `train --augment` (`nnunet`, `flip,rotation:p=0.5`, ...; none by
+    /// default).
+    #[arg(long, default_value = "none")]
+    augment: String,
     /// Masks from a label volume (NAME or NAME:V,V), as `train --mask-label`.
     #[arg(long, value_name = "NAME[:V,...]")]
     mask_label: Option<ctstream::loader::MaskLabel>,
@@ -52,7 +56,13 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         .negatives
         .parse::<ctstream::loader::Negatives>()
         .map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--negatives: {e}")))?;
+    let augment = ctstream::loader::Augment::parse(
+        &a.augment,
+        ctstream::loader::LoaderConfig::default().patch_zyx,
+    )
+    .map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow::anyhow!("--augment: {e}")))?;
     let loader = Loader::builder(&store)
+        .augment(augment)
         .workers(a.workers)
         .fetchers(a.fetchers)
         .batch_size(a.batch_size)

@@ -193,10 +193,15 @@ pub fn run(
         let k = i % specs.len();
         let s = &specs[k];
         let (mut img, mut msk) = (vec![0f32; n_voxels], vec![0f32; n_voxels]);
-        // The chunks were read above: a label chunk that fails here failed there.
-        let Ok(m) = super::patch::patch_mask(shared, s) else { return };
-        if let Some(hu) = decoded[k].as_slice() {
-            write_patch(hu, &m, &s.augment, cfg.patch_zyx, cfg.hu_window, &mut img, &mut msk);
+        if s.augment.spatial.is_some() {
+            // A spatially transformed patch samples the region it covers (from the cache).
+            let _ = super::patch::build_patch(shared, s, &mut img, &mut msk);
+        } else {
+            // The chunks were read above: a label chunk that fails here failed there.
+            let Ok(m) = super::patch::patch_mask(shared, s) else { return };
+            if let Some(hu) = decoded[k].as_slice() {
+                write_patch(hu, &m, &s.augment, cfg.patch_zyx, cfg.hu_window, &mut img, &mut msk);
+            }
         }
         std::hint::black_box((img, msk));
     });

@@ -391,3 +391,93 @@ fn candidate_negatives_and_size_weighting() {
     let (uniform, weighted) = (mean_d(NoduleWeighting::Uniform), mean_d(NoduleWeighting::Diameter));
     assert!(weighted > uniform, "size-weighted mean diameter {weighted} <= uniform {uniform}");
 }
+
+/// With spatial and intensity augmentation on (the nnU-Net preset, rotation, scaling and
+/// elastic deformation drawn often), batch k of epoch e is still a function of (seed, e, k):
+/// the same with 1, 2 or 3 workers, and a range resumed mid-epoch equals the tail of the
+/// whole epoch. The drawn parameters can be read back from each patch.
+#[test]
+fn augmented_batches_are_identical_across_worker_counts_and_resume() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let aug = Augment::parse("nnunet,rotation:p=0.7,scaling:p=0.5,elastic:p=0.3:magnitude=1..3", P)
+        .unwrap();
+    let build = |workers: usize| {
+        Loader::builder(&store)
+            .batch_size(4)
+            .workers(workers)
+            .augment(aug.clone())
+            .seed(21)
+            .batches_per_epoch(Some(6))
+            .build()
+            .unwrap()
+    };
+    let one = collect(&build(1), 3);
+    assert_eq!(one, collect(&build(2), 3));
+    assert_eq!(one, collect(&build(3), 3));
+    let tail: Vec<Batch> = build(2).batches(3, 2, 4).map(|b| b.unwrap()).collect();
+    assert_eq!(tail, one[2..].to_vec());
+    let patches: Vec<_> = one.iter().flat_map(|b| &b.patches).collect();
+    let spatial = patches.iter().filter(|p| p.augment.spatial.is_some()).count();
+    let elastic =
+        patches.iter().filter(|p| p.augment.spatial.is_some_and(|s| s.elastic.is_some())).count();
+    let stages = patches.iter().map(|p| p.augment.intensity.len()).sum::<usize>();
+    println!(
+        "{} patches: {spatial} moved, {elastic} deformed, {stages} intensity stages",
+        patches.len()
+    );
+    assert!(spatial > 0 && elastic > 0 && stages > 0, "the transforms are drawn and readable");
+    // Every value is finite (no NaN from a transform).
+    assert!(one.iter().all(|b| b.images.iter().all(|v| v.is_finite())));
+}
+
+/// Rotation and scaling turn the patch about its centre, so a positive patch (no jitter)
+/// still has its nodule at the centre. Its centre lies within 0.87 voxel of the patch's
+/// centre point before the transform and within 0.87 / 0.7 = 1.24 voxels after (the
+/// smallest scale is 0.7), so some mask voxel lies within 1.24 + 0.87 (half a voxel's
+/// diagonal, nearest neighbour) < 2.5 voxels of the centre point. Masks stay binary.
+#[test]
+fn spatial_transforms_keep_positives_on_their_nodule() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let aug =
+        Augment::parse("rotation:p=1:deg=45,scaling:p=1:range=0.7..1.4:per_axis=true", P).unwrap();
+    let loader = Loader::builder(&store)
+        .batch_size(8)
+        .positive_share(1.0)
+        .jitter([0, 0, 0])
+        .augment(aug)
+        .seed(4)
+        .batches_per_epoch(Some(3))
+        .build()
+        .unwrap();
+    let c = [15.5f64, 31.5, 31.5];
+    let mut checked = 0;
+    for b in collect(&loader, 0) {
+        assert!(b.masks.iter().all(|&v| v == 0.0 || v == 1.0));
+        for (i, p) in b.patches.iter().enumerate() {
+            assert!(p.positive && p.augment.spatial.is_some());
+            let mut nearest = f64::INFINITY;
+            for z in 0..32 {
+                for y in 0..64 {
+                    for x in 0..64 {
+                        if b.masks[i * N + (z * 64 + y) * 64 + x] == 1.0 {
+                            let d = [z as f64 - c[0], y as f64 - c[1], x as f64 - c[2]];
+                            nearest = nearest.min((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]).sqrt());
+                        }
+                    }
+                }
+            }
+            assert!(
+                nearest < 2.5,
+                "{} at {:?}: nearest mask voxel {nearest} from the centre",
+                p.series_id,
+                p.start_zyx
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 24);
+}
