@@ -41,7 +41,7 @@ pub struct Args {
     /// lungs, random or candidates.
     #[arg(long, default_value = "lungs", value_parser = ["lungs", "random", "candidates"])]
     negatives: String,
-    /// Augmentations (as `train --augment`): flip, rot90, hu, noise, none, all.
+    /// Augmentations, as `train --augment` (`nnunet`, `flip,rotation:p=0.5`, ...).
     #[arg(long, default_value = "none")]
     augment: String,
     /// Masks from a label volume (NAME or NAME:V,V).

@@ -86,8 +86,11 @@ pub struct Args {
     pub(super) mask_label: Option<ctstream::loader::MaskLabel>,
     #[command(flatten)]
     pub(super) nodules: crate::NoduleFilterArgs,
-    /// Augmentations, comma-separated: flip, rot90, hu (HU shift 25, scale 5%), noise
-    /// (sigma 0.01); or none, or all [default: none].
+    /// Augmentations, comma-separated, each with optional :key=value settings: nnunet
+    /// (nnU-Net v2's 3D default), flip, rot90, hu, noise, rotation, scaling, elastic,
+    /// gaussian_noise, blur, brightness, contrast, low_resolution, gamma, inverted_gamma;
+    /// or none, or all (e.g. `nnunet` or `flip,rotation:p=0.5:deg=15`; README,
+    /// "Augmentation") [default: none].
     #[arg(long)]
     pub(super) augment: Option<String>,
     /// Loader worker threads [default: 2].
