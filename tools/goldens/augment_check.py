@@ -86,7 +86,11 @@ def intensity(d: Path, spec: dict) -> dict:
             for dim, sigma in enumerate(st["sigma_zyx"]):
                 n = sigma * 6 + 0.5
                 rounded = round(n)
-                ksize = rounded if rounded % 2 == 1 else (rounded + 1 if n - rounded >= 0 else rounded - 1)
+                ksize = (
+                    rounded
+                    if rounded % 2 == 1
+                    else (rounded + 1 if n - rounded >= 0 else rounded - 1)
+                )
                 half = (ksize - 1) * 0.5
                 k = torch.exp(-0.5 * (torch.linspace(-half, half, ksize) / sigma) ** 2)
                 k = k / k.sum()
@@ -113,7 +117,9 @@ def intensity(d: Path, spec: dict) -> dict:
                 # Cubic per axis: torch's bicubic on two axes at a time, one of them kept at
                 # its size (weights 0, 1, 0, 0 there), so each call is 1D cubic on one axis.
                 s = small[0, 0]
-                s = interpolate(s[None], size=(s.shape[1], shape[2]), mode="bicubic")[0]  # x (per z)
+                s = interpolate(s[None], size=(s.shape[1], shape[2]), mode="bicubic")[
+                    0
+                ]  # x (per z)
                 s = interpolate(s[None], size=(shape[1], shape[2]), mode="bicubic")[0]  # y
                 s = s.permute(1, 0, 2)  # (y, z, x)
                 s = interpolate(s[None], size=(shape[0], shape[2]), mode="bicubic")[0]  # z
