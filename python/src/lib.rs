@@ -287,7 +287,23 @@ fn augment_from(v: &Bound<'_, PyAny>, patch_zyx: [usize; 3]) -> PyResult<Augment
                     _ => a.noise_sigma = x,
                 }
             }
-            _ => return Err(bad("not one of flip_zyx, rot90, hu_shift, hu_scale, noise_sigma")),
+            // The spatial transforms and intensity stages as the loader's config shows
+            // them (`Loader.config["augment"]`), read back through the same serde form.
+            "spatial" | "intensity" => {
+                let json: String = pyo3::types::PyModule::import(v.py(), "json")?
+                    .call_method1("dumps", (val,))?
+                    .extract()?;
+                if key == "spatial" {
+                    a.spatial = serde_json::from_str(&json).map_err(|e| bad(&e.to_string()))?;
+                } else {
+                    a.intensity = serde_json::from_str(&json).map_err(|e| bad(&e.to_string()))?;
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "not one of flip_zyx, rot90, hu_shift, hu_scale, noise_sigma, spatial, intensity",
+                ));
+            }
         }
     }
     Ok(a)
