@@ -85,18 +85,10 @@ pub fn write_patch<T: Copy + Into<f32>>(
     let norm = |v: T| ((v.into() * scale + shift - lo) * inv).clamp(0.0, 1.0);
     if aug.intensity.is_empty() && aug.moves() {
         // The common augmented case in one pass: read each voxel from where it moves from.
-        let mut i = 0;
-        for z in 0..shape[0] {
-            for y in 0..shape[1] {
-                for x in 0..shape[2] {
-                    let [sz, sy, sx] = aug.source_of([z, y, x], shape);
-                    let s = (sz * shape[1] + sy) * shape[2] + sx;
-                    image[i] = norm(hu[s]);
-                    mask[i] = m[s] as f32;
-                    i += 1;
-                }
-            }
-        }
+        for_each_moved(aug, shape, |i, s| {
+            image[i] = norm(hu[s]);
+            mask[i] = m[s] as f32;
+        });
     } else {
         for ((o, &v), (mo, &mv)) in image.iter_mut().zip(hu).zip(mask.iter_mut().zip(m)) {
             *o = norm(v);
@@ -107,23 +99,30 @@ pub fn write_patch<T: Copy + Into<f32>>(
         }
         if aug.moves() {
             let (img, msk) = (image.to_vec(), mask.to_vec());
-            let mut i = 0;
-            for z in 0..shape[0] {
-                for y in 0..shape[1] {
-                    for x in 0..shape[2] {
-                        let [sz, sy, sx] = aug.source_of([z, y, x], shape);
-                        let s = (sz * shape[1] + sy) * shape[2] + sx;
-                        image[i] = img[s];
-                        mask[i] = msk[s];
-                        i += 1;
-                    }
-                }
-            }
+            for_each_moved(aug, shape, |i, s| {
+                image[i] = img[s];
+                mask[i] = msk[s];
+            });
         }
     }
     // Noise of a fixed sigma, after everything else (as before the stages existed).
     for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
         *o += n;
+    }
+}
+
+/// Calls `f(output, source)` for every voxel of a patch of `shape` (C order indices):
+/// where the mirroring and quarter turns of `aug` take each output voxel from.
+fn for_each_moved(aug: &AugmentParams, shape: [usize; 3], mut f: impl FnMut(usize, usize)) {
+    let mut i = 0;
+    for z in 0..shape[0] {
+        for y in 0..shape[1] {
+            for x in 0..shape[2] {
+                let [sz, sy, sx] = aug.source_of([z, y, x], shape);
+                f(i, (sz * shape[1] + sy) * shape[2] + sx);
+                i += 1;
+            }
+        }
     }
 }
 
@@ -142,7 +141,7 @@ pub fn source_region(shared: &Shared, spec: &PatchSpec) -> Region {
     let p = shared.cfg.patch_zyx;
     match &spec.augment.spatial {
         None => Region { start_zyx: spec.start_zyx, shape_zyx: p },
-        Some(sp) => SourceMap::new(sp, p).region(spec.start_zyx),
+        Some(sp) => super::augment::sample::region(sp, p, spec.start_zyx),
     }
 }
 

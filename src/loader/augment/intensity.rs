@@ -311,54 +311,44 @@ pub fn pow01(x: f32, g: f32) -> f32 {
     if positive { r } else { 0.0 }
 }
 
-/// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max. Sums
-/// run in eight f32 lanes over blocks of 1,024 voxels, each block's sum added in f64: the
-/// lanes vectorise, and the rounding stays that of a sum of 128 values.
+/// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max.
 fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
     let n = x.len().max(1) as f64;
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    let mean = lane_sum(x, |k, v| {
+        lo[k] = lo[k].min(v);
+        hi[k] = hi[k].max(v);
+        v
+    }) / n;
+    let sd = if std && x.len() > 1 {
+        let m = mean as f32;
+        (lane_sum(x, |_, v| (v - m) * (v - m)) / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let fold = |a: [f32; 8], f: fn(f32, f32) -> f32| a.into_iter().reduce(f).unwrap_or(0.0);
+    (mean, sd, fold(lo, f32::min), fold(hi, f32::max))
+}
+
+/// The sum of `term(lane, v)` over `x`, in eight f32 lanes over blocks of 1,024 voxels,
+/// each block's sum added in f64: the lanes vectorise, and the rounding stays that of a
+/// sum of 128 values.
+fn lane_sum(x: &[f32], mut term: impl FnMut(usize, f32) -> f32) -> f64 {
     let mut sum = 0f64;
     for block in x.chunks(1024) {
         let mut acc = [0f32; 8];
         let mut it = block.chunks_exact(8);
         for c in &mut it {
             for k in 0..8 {
-                acc[k] += c[k];
-                lo[k] = lo[k].min(c[k]);
-                hi[k] = hi[k].max(c[k]);
+                acc[k] += term(k, c[k]);
             }
         }
         for &v in it.remainder() {
-            acc[0] += v;
-            lo[0] = lo[0].min(v);
-            hi[0] = hi[0].max(v);
+            acc[0] += term(0, v);
         }
         sum += acc.iter().map(|&v| v as f64).sum::<f64>();
     }
-    let mean = sum / n;
-    let sd = if std && x.len() > 1 {
-        let m = mean as f32;
-        let mut ss = 0f64;
-        for block in x.chunks(1024) {
-            let mut acc = [0f32; 8];
-            let mut it = block.chunks_exact(8);
-            for c in &mut it {
-                for k in 0..8 {
-                    let d = c[k] - m;
-                    acc[k] += d * d;
-                }
-            }
-            for &v in it.remainder() {
-                acc[0] += (v - m) * (v - m);
-            }
-            ss += acc.iter().map(|&v| v as f64).sum::<f64>();
-        }
-        (ss / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    let fold = |a: [f32; 8], f: fn(f32, f32) -> f32| a.into_iter().reduce(f).unwrap_or(0.0);
-    (mean, sd, fold(lo, f32::min), fold(hi, f32::max))
+    sum
 }
 
 /// Python's `round` (half to even), as nnU-Net sizes kernels and low-resolution grids.

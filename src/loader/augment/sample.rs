@@ -13,8 +13,8 @@ use crate::store::Region;
 /// Where each voxel of a transformed patch reads from.
 #[derive(Debug, Clone)]
 pub struct SourceMap {
-    /// `A` of [`super::spatial`].
-    a: [[f32; 3]; 3],
+    /// The drawn transform (`A` of [`super::spatial`] is its matrix).
+    params: SpatialParams,
     /// The patch centre `(shape - 1) / 2`.
     c: [f32; 3],
     /// The elastic displacement of each voxel (C order), where one was drawn.
@@ -27,7 +27,7 @@ impl SourceMap {
     /// The map of `p` for a patch of `shape`.
     pub fn new(p: &SpatialParams, shape: [usize; 3]) -> SourceMap {
         SourceMap {
-            a: p.matrix,
+            params: *p,
             c: shape.map(|n| (n as f32 - 1.0) / 2.0),
             field: p.elastic.as_ref().map(|e| elastic::field(e, shape)),
             shape,
@@ -44,43 +44,15 @@ impl SourceMap {
     pub fn at(&self, o: [usize; 3], d: [f32; 3]) -> [f32; 3] {
         let v: [f32; 3] = std::array::from_fn(|k| o[k] as f32 - self.c[k] + d[k]);
         std::array::from_fn(|i| {
-            self.c[i] + self.a[i][0] * v[0] + self.a[i][1] * v[1] + self.a[i][2] * v[2]
+            let a = &self.params.matrix;
+            self.c[i] + a[i][0] * v[0] + a[i][1] * v[1] + a[i][2] * v[2]
         })
     }
 
-    /// The region of the stored grid that a patch starting at `start_zyx` reads: every
-    /// point of [`SourceMap::at`] with the voxel after it (for the linear weights).
+    /// The region of the stored grid that a patch starting at `start_zyx` reads
+    /// ([`region`] of its parameters).
     pub fn region(&self, start_zyx: [i64; 3]) -> Region {
-        let (mut lo, mut hi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
-        let last = self.shape.map(|n| n.saturating_sub(1));
-        for k in 0..8 {
-            let o = [
-                if k & 4 != 0 { last[0] } else { 0 },
-                if k & 2 != 0 { last[1] } else { 0 },
-                if k & 1 != 0 { last[2] } else { 0 },
-            ];
-            let p = self.at(o, [0.0; 3]);
-            for a in 0..3 {
-                lo[a] = lo[a].min(p[a]);
-                hi[a] = hi[a].max(p[a]);
-            }
-        }
-        if let Some(f) = &self.field {
-            // The elastic displacement moves a point by at most sum_j |A_ij| max |d_j|.
-            let dmax: [f32; 3] =
-                std::array::from_fn(|j| f.iter().fold(0f32, |m, d| m.max(d[j].abs())));
-            for i in 0..3 {
-                let e: f32 = (0..3).map(|j| self.a[i][j].abs() * dmax[j]).sum();
-                lo[i] -= e;
-                hi[i] += e;
-            }
-        }
-        let first: [i64; 3] = std::array::from_fn(|a| start_zyx[a] + lo[a].floor() as i64);
-        let end: [i64; 3] = std::array::from_fn(|a| start_zyx[a] + hi[a].floor() as i64 + 2);
-        Region {
-            start_zyx: first,
-            shape_zyx: std::array::from_fn(|a| (end[a] - first[a]) as usize),
-        }
+        region(&self.params, self.shape, start_zyx)
     }
 
     /// Samples the patch starting at `start_zyx` from `region` ([`SourceMap::region`]):
@@ -107,7 +79,7 @@ impl SourceMap {
         let fixed = |v: f32| (v as f64 * ONE) as i64;
         let top: [i64; 3] = r.map(|v| (v.saturating_sub(1) as i64) << 32);
         let low_max: [usize; 3] = r.map(|v| v.saturating_sub(2));
-        let a = self.a;
+        let a = self.params.matrix;
         let step = [a[0][2], a[1][2], a[2][2]].map(|v| (v as f64 * ONE).round() as i64);
         let frac = |v: i64| (v & 0xffff_ffff) as f32 * (1.0 / ONE as f32);
         let mut i = 0;
@@ -154,4 +126,36 @@ impl SourceMap {
         }
         (img, m)
     }
+}
+
+/// The region of the stored grid that a patch of `shape` starting at `start_zyx` reads under
+/// the transform `p`: every point of [`SourceMap::at`] with the voxel after it (for the
+/// linear weights). It follows from the parameters alone, so warming a patch's chunks ahead
+/// of its worker does not build its elastic field: a displacement is at most twice the
+/// drawn magnitude ([`elastic::field`] scales the largest to the magnitude, then subtracts
+/// the mean, which is no larger), and moves a point by at most `sum_j |A_ij| 2 m_j`.
+pub fn region(p: &SpatialParams, shape: [usize; 3], start_zyx: [i64; 3]) -> Region {
+    let a = &p.matrix;
+    let c = shape.map(|n| (n as f32 - 1.0) / 2.0);
+    let last = shape.map(|n| n.saturating_sub(1) as f32);
+    let (mut lo, mut hi) = ([f32::INFINITY; 3], [f32::NEG_INFINITY; 3]);
+    for k in 0..8 {
+        let v: [f32; 3] =
+            std::array::from_fn(|ax| if k & (4 >> ax) != 0 { last[ax] } else { 0.0 } - c[ax]);
+        for i in 0..3 {
+            let q = c[i] + a[i][0] * v[0] + a[i][1] * v[1] + a[i][2] * v[2];
+            lo[i] = lo[i].min(q);
+            hi[i] = hi[i].max(q);
+        }
+    }
+    if let Some(e) = &p.elastic {
+        for i in 0..3 {
+            let extra: f32 = (0..3).map(|j| a[i][j].abs() * 2.0 * e.magnitude_zyx[j]).sum();
+            lo[i] -= extra;
+            hi[i] += extra;
+        }
+    }
+    let first: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + lo[ax].floor() as i64);
+    let end: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + hi[ax].floor() as i64 + 2);
+    Region { start_zyx: first, shape_zyx: std::array::from_fn(|ax| (end[ax] - first[ax]) as usize) }
 }
