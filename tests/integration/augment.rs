@@ -189,7 +189,7 @@ fn bad_settings_are_refused_by_name() {
         ("rotation:x=-10..190", "rotation about x"),
         ("elastic:scale=0", "elastic scale"),
         ("elastic:magnitude=-1..2", "elastic magnitude"),
-        ("gamma:range=0..1", "gamma gamma"),
+        ("gamma:range=0..1", "gamma range (the exponent)"),
         ("blur:sigma=0..1", "blur sigma"),
         ("blur:p=1.5", "blur probability"),
         ("low_resolution:scale=0.01", "low_resolution scale"),

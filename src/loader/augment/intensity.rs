@@ -186,9 +186,12 @@ impl Stage {
                 Ok(())
             }
             Intensity::Gamma { gamma, .. } => {
-                gamma.check(&format!("{name} gamma"), 0.0, 100.0)?;
+                gamma.check(&format!("{name} range (the exponent)"), 0.0, 100.0)?;
                 if gamma.lo <= 0.0 {
-                    return Err(format!("augment {name} gamma {}..: must be above 0", gamma.lo));
+                    return Err(format!(
+                        "augment {name} range (the exponent) {}..: must be above 0",
+                        gamma.lo
+                    ));
                 }
                 Ok(())
             }

@@ -87,7 +87,7 @@ impl Spatial {
             r.check(&format!("rotation about {a} (radians)"), -pi, pi)?;
         }
         if self.p_scaling > 0.0 || self.scaling != Range::default() {
-            self.scaling.check("scaling", f32::MIN_POSITIVE, MAX_SCALE)?;
+            self.scaling.check("scaling", 0.0, MAX_SCALE)?;
             if self.scaling.lo <= 0.0 {
                 return Err(format!("augment scaling {}..: must be above 0", self.scaling.lo));
             }
