@@ -47,6 +47,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{Store, StoreError, VolumeFile, index};
 pub use augment::Augment;
+pub use augment::custom::{PatchMut, Transform, TransformError};
 pub use batch::{Batch, PatchMeta};
 pub use filter::NoduleFilter;
 pub use stream::{Epoch, NotYet};
@@ -71,6 +72,19 @@ pub enum LoaderError {
         batch: usize,
         /// The panic message.
         message: String,
+    },
+    /// A transform of the user's own ([`Transform`]) failed.
+    #[error("loader: transform `{name}` failed on batch {batch}, item {item}")]
+    Transform {
+        /// The transform's [`Transform::name`].
+        name: String,
+        /// The batch.
+        batch: usize,
+        /// The patch in the batch.
+        item: usize,
+        /// What the transform said.
+        #[source]
+        source: TransformError,
     },
 }
 
@@ -344,6 +358,7 @@ impl Default for LoaderConfig {
 pub struct LoaderBuilder<'s> {
     store: &'s Store,
     cfg: LoaderConfig,
+    transforms: Vec<Arc<dyn Transform>>,
 }
 
 macro_rules! setters {
@@ -414,7 +429,14 @@ impl<'s> LoaderBuilder<'s> {
         self
     }
 
-    /// Replaces the whole configuration.
+    /// Adds a transform of the user's own, run on every patch after the built-in
+    /// augmentations and after the transforms added before it ([`augment::custom`]).
+    pub fn transform(mut self, t: impl Transform + 'static) -> Self {
+        self.transforms.push(Arc::new(t));
+        self
+    }
+
+    /// Replaces the whole configuration (the transforms added stay).
     pub fn config(mut self, cfg: LoaderConfig) -> Self {
         self.cfg = cfg;
         self
@@ -427,7 +449,7 @@ impl<'s> LoaderBuilder<'s> {
     /// [`LoaderError::Config`] for inconsistent options, [`LoaderError::Empty`] for an
     /// empty selection, [`LoaderError::Store`] for unreadable files.
     pub fn build(self) -> Result<Loader, LoaderError> {
-        Loader::new(self.store, self.cfg)
+        Loader::new(self.store, self.cfg, self.transforms)
     }
 }
 
@@ -541,6 +563,8 @@ pub struct Shared {
     /// What the user should know about this selection (scans without lungs under
     /// [`Negatives::Lungs`]), said once by whoever builds the loader.
     pub notes: Vec<String>,
+    /// The user's own transforms, in the order they run ([`LoaderBuilder::transform`]).
+    pub transforms: Vec<Arc<dyn Transform>>,
 }
 
 /// The loader. Cheap to keep; each [`Loader::epoch`] starts its own workers.
@@ -557,10 +581,14 @@ pub fn split_fraction(id: &str) -> f64 {
 impl Loader {
     /// A builder with the defaults of [`LoaderConfig`].
     pub fn builder(store: &Store) -> LoaderBuilder<'_> {
-        LoaderBuilder { store, cfg: LoaderConfig::default() }
+        LoaderBuilder { store, cfg: LoaderConfig::default(), transforms: Vec::new() }
     }
 
-    fn new(store: &Store, cfg: LoaderConfig) -> Result<Loader, LoaderError> {
+    fn new(
+        store: &Store,
+        cfg: LoaderConfig,
+        transforms: Vec<Arc<dyn Transform>>,
+    ) -> Result<Loader, LoaderError> {
         cfg.validate()?;
         // Selection.
         let mut ids: Vec<&str> = store.series_ids().collect();
@@ -723,6 +751,7 @@ impl Loader {
                 hard_negatives,
                 cache,
                 notes,
+                transforms,
             }),
         })
     }

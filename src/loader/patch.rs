@@ -1,12 +1,12 @@
 //! Building a batch: for each patch, read its region through the chunk cache (the larger
 //! region a spatial transform covers, then sampled), rasterise the nodule spheres into the
-//! mask, augment, and write normalised f32 into the batch.
+//! mask, augment, write normalised f32 into the batch, then run the user's own transforms.
 
 use super::augment::AugmentParams;
 use super::augment::sample::SourceMap;
 use super::batch::{Batch, PatchMeta};
-use super::sampler::{PatchSpec, sample};
-use super::{LoaderError, Shared, Sphere};
+use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
+use super::{LoaderError, PatchMut, Shared, Sphere};
 use crate::store::Region;
 
 /// Rasterises `spheres` into a patch starting at `start_zyx` of `shape` voxels: 1 where
@@ -257,12 +257,26 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
         let scan = &shared.scans[spec.scan];
-        build_patch(
-            shared,
-            &spec,
-            &mut images[item * n..(item + 1) * n],
-            &mut masks[item * n..(item + 1) * n],
-        )?;
+        let (image, mask) =
+            (&mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
+        build_patch(shared, &spec, image, mask)?;
+        for (k, t) in shared.transforms.iter().enumerate() {
+            let view = |v| ndarray::ArrayViewMut3::from_shape(p, v);
+            let (Ok(image), Ok(mask)) = (view(&mut *image), view(&mut *mask)) else {
+                return Err(LoaderError::Config("patch shape does not match its buffer".into()));
+            };
+            let patch = PatchMut {
+                image,
+                mask,
+                series_id: &scan.id,
+                start_zyx: spec.start_zyx,
+                positive: spec.positive,
+            };
+            let parts = [cfg.seed, epoch, index as u64, item as u64, PURPOSE_TRANSFORM, k as u64];
+            t.apply(patch, &mut crate::seed::rng(&parts)).map_err(|source| {
+                LoaderError::Transform { name: t.name().to_string(), batch: index, item, source }
+            })?;
+        }
         patches.push(PatchMeta {
             series_id: scan.id.clone(),
             start_zyx: spec.start_zyx,

@@ -38,8 +38,12 @@ pub struct PatchSpec {
     pub lung_pick: Option<(usize, u64)>,
 }
 
-/// Purpose tags, so streams for different uses never share draws.
+/// Purpose tags, so streams for different uses never share draws: a patch's position and
+/// augmentation.
 const PURPOSE_PATCH: u64 = 1;
+/// Purpose tag of the draws of the user's own transforms ([`super::Transform`]), followed by
+/// the transform's position.
+pub const PURPOSE_TRANSFORM: u64 = 2;
 
 /// The patch for (seed, epoch, batch, item).
 pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSpec {

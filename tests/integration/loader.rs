@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use ctstream::annotations;
 use ctstream::ingest::{self, IngestConfig};
-use ctstream::loader::{Augment, Batch, Loader, Split};
+use ctstream::loader::{Augment, Batch, Loader, PatchMut, Split, Transform, TransformError};
 use ctstream::store::Store;
 use ctstream::synth::{self, SynthConfig};
 
@@ -480,4 +480,91 @@ fn spatial_transforms_keep_positives_on_their_nodule() {
         }
     }
     assert_eq!(checked, 24);
+}
+
+/// Adds a value drawn from its generator to every image voxel, and records the patch's
+/// start in the mask's first voxel (a transform that shows what it was given).
+#[derive(Debug)]
+struct AddDrawn;
+
+impl Transform for AddDrawn {
+    fn name(&self) -> &str {
+        "add-drawn"
+    }
+    fn apply(
+        &self,
+        mut p: PatchMut<'_>,
+        rng: &mut dyn rand::RngCore,
+    ) -> Result<(), TransformError> {
+        let v: f32 = rand::Rng::random(rng);
+        p.image.mapv_inplace(|x| x + v);
+        p.mask[[0, 0, 0]] = p.start_zyx[2] as f32;
+        Ok(())
+    }
+}
+
+/// Doubles the image; fails on a patch whose series id is the one it is told.
+#[derive(Debug)]
+struct Double(Option<String>);
+
+impl Transform for Double {
+    fn name(&self) -> &str {
+        "double"
+    }
+    fn apply(&self, mut p: PatchMut<'_>, _: &mut dyn rand::RngCore) -> Result<(), TransformError> {
+        if self.0.as_deref() == Some(p.series_id) {
+            return Err(format!("refusing {}", p.series_id).into());
+        }
+        p.image.mapv_inplace(|x| x * 2.0);
+        Ok(())
+    }
+}
+
+/// A user's transforms run after the built-in augmentations, in the order registered, each
+/// with the generator of (seed, epoch, batch, item, 2, its position) (ctstream::seed, the
+/// purpose tag 2 of sampler.rs): every image voxel is (built + v) * 2 with v that
+/// generator's first f32, computed here independently of the loader. Batches stay the same
+/// across worker counts and on resume, and a failing transform is an error naming it.
+#[test]
+fn user_transforms_chain_after_the_built_in_ones_deterministically() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let aug = Augment::parse("nnunet,rotation:p=0.5", P).unwrap();
+    let base = |workers: usize| {
+        Loader::builder(&store)
+            .batch_size(4)
+            .workers(workers)
+            .augment(aug.clone())
+            .seed(5)
+            .batches_per_epoch(Some(4))
+    };
+    let plain = collect(&base(2).build().unwrap(), 1);
+    let with =
+        |workers: usize| base(workers).transform(AddDrawn).transform(Double(None)).build().unwrap();
+    let chained = collect(&with(1), 1);
+    assert_eq!(chained, collect(&with(3), 1));
+    let tail: Vec<Batch> = with(2).batches(1, 2, 2).map(|b| b.unwrap()).collect();
+    assert_eq!(tail, chained[2..].to_vec());
+    for (p, c) in plain.iter().zip(&chained) {
+        assert_eq!(p.patches, c.patches, "the built-in draws do not change");
+        for item in 0..4 {
+            let mut rng = ctstream::seed::rng(&[5, 1, p.index as u64, item as u64, 2, 0]);
+            let v: f32 = rand::Rng::random(&mut rng);
+            let s = item * N..(item + 1) * N;
+            for (a, b) in p.images[s.clone()].iter().zip(&c.images[s.clone()]) {
+                assert_eq!((a + v) * 2.0, *b);
+            }
+            assert_eq!(c.masks[s.start], p.patches[item].start_zyx[2] as f32);
+            assert_eq!(c.masks[s.start + 1..s.end], p.masks[s.start + 1..s.end]);
+        }
+    }
+    let victim = plain[0].patches[0].series_id.clone();
+    let failing = base(2).transform(Double(Some(victim.clone()))).build().unwrap();
+    let err = failing.epoch(1).find_map(|b| b.err()).expect("the transform's error comes out");
+    let text = ctstream::message::causes_once(ctstream::message::chain(&err));
+    assert!(
+        text.contains("transform `double` failed") && text.contains(&format!("refusing {victim}")),
+        "{text}"
+    );
 }

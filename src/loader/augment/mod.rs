@@ -9,11 +9,13 @@
 //!    brightness, contrast, simulated low resolution, gamma (on the windowed values, as
 //!    nnU-Net's act on its normalised ones);
 //! 4. Gaussian noise of a fixed sigma (`noise_sigma`);
-//! 5. mirroring per axis and 90-degree in-plane turns (a permutation of the voxels).
+//! 5. mirroring per axis and 90-degree in-plane turns (a permutation of the voxels);
+//! 6. the user's own transforms ([`custom`]), in the order registered on the builder.
 //!
 //! [`Augment::nnunet`] is nnU-Net v2's 3D default. [`Augment::parse`] reads the CLI's
 //! `--augment` words (the Python package's too).
 
+pub mod custom;
 pub mod elastic;
 pub mod intensity;
 pub mod parse;
