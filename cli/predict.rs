@@ -47,6 +47,10 @@ pub struct Args {
     /// Overlap of neighbouring tiles (0 <= overlap < 1).
     #[arg(long, default_value_t = 0.5)]
     overlap: f64,
+    /// Test-time mirroring: also predict each tile mirrored along every combination of these
+    /// axes and average, as nnU-Net does (zyx: 8 network calls per tile; yx: 4; none: 1).
+    #[arg(long, default_value = "none", value_parser = ctstream::predict::window::parse_mirror)]
+    mirror: [bool; 3],
     /// Tiles per network call.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
@@ -142,6 +146,7 @@ fn run_on<B: Backend>(
             overlap: a.overlap,
             batch_size: a.batch_size,
             hu_window: cfg.loader.hu_window,
+            mirror_zyx: a.mirror,
             ..SlidingWindow::default()
         },
         threads: a.threads.unwrap_or(if engine.threads_inside() {

@@ -619,6 +619,7 @@ def predict(
     min_voxels: Optional[int] = None,
     lung_roi: Optional[bool] = None,
     map_format: Optional[str] = None,
+    mirror: Optional[str] = None,
     progress: bool = True,
 ) -> Predictions:
     """Predicts whole stored scans with ``model``, as ``ctstream predict`` does with a
@@ -628,7 +629,10 @@ def predict(
     the scan's lung region are computed and findings outside it are dropped. Findings are
     the 6-connected components of the map at ``threshold`` of at least ``min_voxels``.
     Settings left None take the library's defaults: patch (32, 64, 64), overlap 0.5,
-    batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, lung_roi on.
+    batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, lung_roi on, no mirroring.
+    ``mirror`` (``"zyx"``, ``"yx"``, ... or ``"none"``) is test-time mirroring as nnU-Net
+    does it: each batch is also predicted mirrored along every combination of those axes,
+    mirrored back, and the predictions averaged.
 
     ``model`` is a ``torch.nn.Module`` (called without gradients on its own device; put it
     in eval mode first) or any callable from a float32 array [B, 1, D, H, W] to
@@ -656,6 +660,7 @@ def predict(
         min_voxels=None if min_voxels is None else int(min_voxels),
         lung_roi=lung_roi,
         map_format=map_format,
+        mirror=mirror,
         progress=progress,
     )
     files_dict = None

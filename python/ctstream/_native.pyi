@@ -184,6 +184,7 @@ def predict(
     min_voxels: Optional[int] = None,
     lung_roi: Optional[bool] = None,
     map_format: Optional[str] = None,
+    mirror: Optional[str] = None,
     progress: bool = False,
 ) -> Tuple[List[Dict[str, Any]], bytes, Optional[Tuple[Path, Path, Path]]]: ...
 def evaluate(

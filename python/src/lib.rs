@@ -815,7 +815,7 @@ type DetectionRow = (String, f64, f64, f64, f64);
 /// Returns (one dict per scan, the findings as the bytes of a `findings.parquet`, the
 /// paths written or None); a scan's `probabilities` is kept only with `keep_maps`.
 #[pyfunction]
-#[pyo3(signature = (store, series, model, *, out=None, keep_maps=true, patch=None, overlap=None, batch_size=None, hu_window=None, threshold=None, min_voxels=None, lung_roi=None, map_format=None, progress=false))]
+#[pyo3(signature = (store, series, model, *, out=None, keep_maps=true, patch=None, overlap=None, batch_size=None, hu_window=None, threshold=None, min_voxels=None, lung_roi=None, map_format=None, mirror=None, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn predict<'py>(
     py: Python<'py>,
@@ -832,6 +832,7 @@ fn predict<'py>(
     min_voxels: Option<usize>,
     lung_roi: Option<bool>,
     map_format: Option<String>,
+    mirror: Option<String>,
     progress: bool,
 ) -> PyResult<Predicted<'py>> {
     use ctstream::predict::run::{self, Looked, PredictConfig};
@@ -846,6 +847,10 @@ fn predict<'py>(
     cfg.lung_roi = lung_roi.unwrap_or(cfg.lung_roi);
     if let Some(f) = map_format {
         cfg.map_format = parsed("map_format", &f)?;
+    }
+    if let Some(m) = mirror {
+        cfg.window.mirror_zyx =
+            ctstream::predict::window::parse_mirror(&m).map_err(PyValueError::new_err)?;
     }
     // The model runs under the GIL: one batch at a time.
     cfg.threads = 1;

@@ -37,6 +37,10 @@ pub struct SlidingWindow {
     pub hu_window: [f32; 2],
     /// Decoded-chunk cache budget, bytes.
     pub cache_bytes: usize,
+    /// Test-time mirroring along these axes (z, y, x): each batch is also predicted
+    /// mirrored along every combination of them, mirrored back, and the predictions
+    /// averaged (nnU-Net's `use_mirroring`: 2^k network calls for k axes).
+    pub mirror_zyx: [bool; 3],
 }
 
 /// The most tiles per model call.
@@ -80,6 +84,7 @@ impl Default for SlidingWindow {
             batch_size: 8,
             hu_window: [-1000.0, 400.0],
             cache_bytes: 128 << 20,
+            mirror_zyx: [false; 3],
         }
     }
 }
@@ -291,14 +296,28 @@ pub fn predict_volume_in(
             let hu = cache.read_region(0, volume, region)?;
             input.extend(hu.iter().map(|&v| ((v as f32 - lo) * inv).clamp(0.0, 1.0)));
         }
-        let probs =
-            model(&input, [batch.len(), 1, p[0], p[1], p[2]]).map_err(PredictError::Model)?;
-        if probs.len() != input.len() {
-            return Err(PredictError::Model(format!(
-                "returned {} values for {} inputs",
-                probs.len(),
-                input.len()
-            )));
+        let shape5 = [batch.len(), 1, p[0], p[1], p[2]];
+        let call = |x: &[f32]| -> Result<Vec<f32>, PredictError> {
+            let probs = model(x, shape5).map_err(PredictError::Model)?;
+            if probs.len() != x.len() {
+                return Err(PredictError::Model(format!(
+                    "returned {} values for {} inputs",
+                    probs.len(),
+                    x.len()
+                )));
+            }
+            Ok(probs)
+        };
+        let mut probs = call(&input)?;
+        let flips = window::mirrorings(sw.mirror_zyx);
+        for &flip in &flips {
+            let mirrored = window::mirror_tiles(&input, p, flip);
+            let back = window::mirror_tiles(&call(&mirrored)?, p, flip);
+            probs.iter_mut().zip(back).for_each(|(a, b)| *a += b);
+        }
+        if !flips.is_empty() {
+            let k = 1.0 / (flips.len() + 1) as f32;
+            probs.iter_mut().for_each(|v| *v *= k);
         }
         Ok(probs)
     };

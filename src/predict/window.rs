@@ -83,3 +83,93 @@ mod tests {
         assert!((w[0] / 2.3309e-5 - 1.0).abs() < 1e-4, "{}", w[0]);
     }
 }
+
+/// The mirrorings of test-time augmentation along the chosen axes (z, y, x): every
+/// non-empty combination of them, in nnU-Net's order (single axes first, then pairs,
+/// then all three).
+///
+/// ```
+/// use ctstream::predict::window::mirrorings;
+/// assert!(mirrorings([false; 3]).is_empty());
+/// assert_eq!(mirrorings([true, false, true]), [[true, false, false], [false, false, true], [true, false, true]]);
+/// assert_eq!(mirrorings([true; 3]).len(), 7);
+/// ```
+pub fn mirrorings(axes: [bool; 3]) -> Vec<[bool; 3]> {
+    let chosen: Vec<usize> = (0..3).filter(|&a| axes[a]).collect();
+    let mut out = Vec::new();
+    for size in 1..=chosen.len() {
+        // Combinations of `size` chosen axes, in lexicographic order (itertools.combinations).
+        for bits in 0u32..(1 << chosen.len()) {
+            if bits.count_ones() as usize == size {
+                let mut f = [false; 3];
+                for (i, &a) in chosen.iter().enumerate() {
+                    f[a] = bits & (1 << i) != 0;
+                }
+                out.push(f);
+            }
+        }
+    }
+    out.sort_by_key(|f| (f.iter().filter(|&&b| b).count(), f.map(|b| !b)));
+    out
+}
+
+/// `x`, tiles of shape `p` (z, y, x) one after another, each mirrored along the axes of
+/// `flip`.
+pub fn mirror_tiles(x: &[f32], p: [usize; 3], flip: [bool; 3]) -> Vec<f32> {
+    let n = p[0] * p[1] * p[2];
+    let mut out = vec![0f32; x.len()];
+    for (src, dst) in x.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
+        for z in 0..p[0] {
+            let sz = if flip[0] { p[0] - 1 - z } else { z };
+            for y in 0..p[1] {
+                let sy = if flip[1] { p[1] - 1 - y } else { y };
+                let from = &src[(sz * p[1] + sy) * p[2]..][..p[2]];
+                let to = &mut dst[(z * p[1] + y) * p[2]..][..p[2]];
+                if flip[2] {
+                    to.iter_mut().zip(from.iter().rev()).for_each(|(t, &f)| *t = f);
+                } else {
+                    to.copy_from_slice(from);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The axes of test-time mirroring from their letters: `zyx` (nnU-Net's default for 3D),
+/// any of `z`, `y`, `x` (e.g. `yx`: in-plane only), or `none`.
+///
+/// ```
+/// use ctstream::predict::window::parse_mirror;
+/// assert_eq!(parse_mirror("zyx"), Ok([true; 3]));
+/// assert_eq!(parse_mirror("x"), Ok([false, false, true]));
+/// assert_eq!(parse_mirror("none"), Ok([false; 3]));
+/// assert!(parse_mirror("xx").is_err() && parse_mirror("w").is_err() && parse_mirror("").is_err());
+/// ```
+///
+/// # Errors
+/// A letter other than z, y, x, a letter twice, or nothing.
+pub fn parse_mirror(s: &str) -> Result<[bool; 3], String> {
+    let bad =
+        || format!("mirror `{s}`: give some of the axes z, y, x once each (zyx, yx, ...) or none");
+    if s == "none" {
+        return Ok([false; 3]);
+    }
+    if s.is_empty() {
+        return Err(bad());
+    }
+    let mut out = [false; 3];
+    for c in s.chars() {
+        let a = match c {
+            'z' => 0,
+            'y' => 1,
+            'x' => 2,
+            _ => return Err(bad()),
+        };
+        if out[a] {
+            return Err(bad());
+        }
+        out[a] = true;
+    }
+    Ok(out)
+}

@@ -128,6 +128,7 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
         batch_size: 3,
         hu_window: net.config.loader.hu_window,
         cache_bytes: 1 << 20,
+        mirror_zyx: [false; 3],
     };
     let fast = predict::predict_volume(
         &volume,
@@ -335,4 +336,70 @@ fn evaluate_command_reproduces_the_hand_worked_froc() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.csv") && err.contains("coordY"), "{err}");
+}
+
+/// Test-time mirroring averages the predictions of the mirrored tiles, each mirrored back.
+/// By hand: a model that multiplies each value by `1 + a z + b y + c x` (its place in the
+/// tile) gives, averaged over the 8 mirrorings of z, y and x, `1 + a (pz - 1) / 2 +
+/// b (py - 1) / 2 + c (px - 1) / 2` at every place (each index and its mirror average to
+/// the middle), so the mirrored map equals the map of a model that multiplies by that
+/// constant; with y and x only, the z term stays as it is. Without mirroring back (or
+/// without mirroring at all) the maps differ.
+#[test]
+fn test_time_mirroring_averages_the_mirrored_predictions() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    synth::generate(&data, &SynthConfig { small: true, ..SynthConfig::new(1, 5) }, &()).unwrap();
+    let out = dir.path().join("store");
+    ingest::ingest(&IngestConfig::new(vec![data], out.clone()), &()).unwrap();
+    let store = Store::open(&out).unwrap();
+    let id = store.series_ids().next().unwrap().to_string();
+    let volume = store.volume(&id).unwrap();
+    let p = [8usize, 16, 12];
+    let (a, b, c) = (0.05f32, 0.02, 0.03);
+    let ramp = move |x: &[f32], s: [usize; 5]| -> Result<Vec<f32>, String> {
+        let n = p[0] * p[1] * p[2];
+        assert_eq!(s, [x.len() / n, 1, p[0], p[1], p[2]]);
+        Ok(x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let (z, y, xx) = ((i % n) / (p[1] * p[2]), (i / p[2]) % p[1], i % p[2]);
+                v * (1.0 + a * z as f32 + b * y as f32 + c * xx as f32)
+            })
+            .collect())
+    };
+    let sw = |mirror_zyx| SlidingWindow {
+        patch_zyx: p,
+        overlap: 0.5,
+        batch_size: 5,
+        mirror_zyx,
+        ..SlidingWindow::default()
+    };
+    let half = |n: usize| (n as f32 - 1.0) / 2.0;
+    let all = 1.0 + a * half(p[0]) + b * half(p[1]) + c * half(p[2]);
+    let constant =
+        |k: f32| move |x: &[f32], _: [usize; 5]| Ok::<_, String>(x.iter().map(|v| v * k).collect());
+    let mirrored = predict::predict_volume(&volume, &sw([true; 3]), 2, ramp, &()).unwrap();
+    let expected =
+        predict::predict_volume(&volume, &sw([false; 3]), 2, constant(all), &()).unwrap();
+    let plain = predict::predict_volume(&volume, &sw([false; 3]), 2, ramp, &()).unwrap();
+    let close = |x: &Array3<f32>, y: &Array3<f32>| {
+        x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max)
+    };
+    assert!(close(&mirrored, &expected) < 1e-5, "{}", close(&mirrored, &expected));
+    assert!(close(&plain, &expected) > 1e-2, "the ramp is not constant without mirroring");
+    // Only y and x: the z term stays.
+    let yx = predict::predict_volume(&volume, &sw([false, true, true]), 1, ramp, &()).unwrap();
+    let z_ramp = move |x: &[f32], _: [usize; 5]| -> Result<Vec<f32>, String> {
+        let n = p[0] * p[1] * p[2];
+        Ok(x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let z = (i % n) / (p[1] * p[2]);
+                v * (1.0 + a * z as f32 + b * half(p[1]) + c * half(p[2]))
+            })
+            .collect())
+    };
+    let yx_expected = predict::predict_volume(&volume, &sw([false; 3]), 1, z_ramp, &()).unwrap();
+    assert!(close(&yx, &yx_expected) < 1e-5, "{}", close(&yx, &yx_expected));
 }

@@ -242,11 +242,13 @@ impl Applied {
                 }
             }
             Applied::Blur { sigma_zyx } => {
+                // z: x -> buf, y: buf -> x, x: x -> buf, then one copy back.
                 let mut buf = vec![0f32; x.len()];
-                for (axis, &s) in sigma_zyx.iter().enumerate() {
-                    blur_axis(x, &mut buf, shape, axis, &gaussian_kernel(s));
-                    x.copy_from_slice(&buf);
-                }
+                let k = sigma_zyx.map(gaussian_kernel);
+                blur_axis(x, &mut buf, shape, 0, &k[0]);
+                blur_axis(&buf, x, shape, 1, &k[1]);
+                blur_axis(x, &mut buf, shape, 2, &k[2]);
+                x.copy_from_slice(&buf);
             }
             Applied::Brightness { factor } => x.iter_mut().for_each(|v| *v *= factor),
             Applied::Contrast { factor, preserve_range } => {
@@ -259,24 +261,23 @@ impl Applied {
             }
             Applied::LowResolution { scale, upsample } => low_resolution(x, shape, scale, upsample),
             Applied::Gamma { gamma, invert, retain_stats } => {
-                if invert {
-                    x.iter_mut().for_each(|v| *v = -*v);
-                }
+                // On the negated image where inverted: its statistics are the image's
+                // negated (min and max swapped), exactly, so it is never written out; the
+                // negation is folded into the passes that read and write each voxel.
+                let sign = if invert { -1.0f32 } else { 1.0 };
                 let (mean, std, lo, hi) = stats(x, retain_stats);
+                let (mean, lo, hi) = if invert { (-mean, -hi, -lo) } else { (mean, lo, hi) };
                 let range = hi - lo;
-                let denom = range.max(1e-7);
-                let inv = 1.0 / denom;
+                let inv = 1.0 / range.max(1e-7);
+                let out_sign = if retain_stats { 1.0 } else { sign };
                 for v in x.iter_mut() {
-                    *v = pow01((*v - lo) * inv, gamma) * range + lo;
+                    *v = out_sign * (pow01((sign * *v - lo) * inv, gamma) * range + lo);
                 }
                 if retain_stats {
                     let (m2, s2, _, _) = stats(x, true);
                     let k = (std / s2.max(1e-7)) as f32;
                     let (m2, mean) = (m2 as f32, mean as f32);
-                    x.iter_mut().for_each(|v| *v = (*v - m2) * k + mean);
-                }
-                if invert {
-                    x.iter_mut().for_each(|v| *v = -*v);
+                    x.iter_mut().for_each(|v| *v = sign * ((*v - m2) * k + mean));
                 }
             }
         }
@@ -492,15 +493,41 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
             }
         })
         .collect();
-    let stride_from = [from[1] * from[2], from[2], 1][axis];
+    let [_, ny, nx] = to;
     let mut out = vec![0f32; to.iter().product()];
-    for (i, o) in out.iter_mut().enumerate() {
-        let (z, y, xx) = (i / (to[1] * to[2]), (i / to[2]) % to[1], i % to[2]);
-        let mut c = [z, y, xx];
-        let j = c[axis];
-        c[axis] = 0;
-        let base = (c[0] * from[1] + c[1]) * from[2] + c[2];
-        *o = taps[j].iter().map(|&(s, w)| w * x[base + s * stride_from]).sum();
+    // out += w * src, row by row: contiguous runs the compiler vectorises. Taps are added
+    // in order, so each value is the same sum as tap by tap.
+    let add = |dst: &mut [f32], src: &[f32], w: f32| {
+        dst.iter_mut().zip(src).for_each(|(o, &v)| *o += w * v);
+    };
+    match axis {
+        0 => {
+            let plane = ny * nx;
+            for (j, t) in taps.iter().enumerate() {
+                let dst = &mut out[j * plane..(j + 1) * plane];
+                for &(s, w) in t {
+                    add(dst, &x[s * plane..(s + 1) * plane], w);
+                }
+            }
+        }
+        1 => {
+            for z in 0..to[0] {
+                for (j, t) in taps.iter().enumerate() {
+                    let d = (z * ny + j) * nx;
+                    for &(s, w) in t {
+                        let src = (z * from[1] + s) * nx;
+                        add(&mut out[d..d + nx], &x[src..src + nx], w);
+                    }
+                }
+            }
+        }
+        _ => {
+            for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
+                for (o, t) in dst.iter_mut().zip(&taps) {
+                    *o = t.iter().fold(0.0, |acc, &(s, w)| acc + w * row[s]);
+                }
+            }
+        }
     }
     out
 }
