@@ -174,6 +174,23 @@ fn run_on<B: Backend>(
         pc.window.overlap,
         engine
     );
+    let flips = ctstream::predict::window::mirrorings(a.mirror);
+    if !flips.is_empty() {
+        println!(
+            "test-time mirroring: each tile predicted {} times (as is and mirrored {}), averaged",
+            flips.len() + 1,
+            flips
+                .iter()
+                .map(|f| ["z", "y", "x"]
+                    .iter()
+                    .zip(f)
+                    .filter(|(_, on)| **on)
+                    .map(|(n, _)| *n)
+                    .collect::<String>())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let model = |x: &[f32], shape| trained.network.predict_batch(x, shape, &device);
     let written = run::run(&store, &ids, &pc, Some(&a.out), model, bars, |p| {
         let where_ = match p.looked {

@@ -83,21 +83,19 @@ pub fn write_patch<T: Copy + Into<f32>>(
     let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
     let (scale, shift) = (aug.hu_scale, aug.hu_shift);
     let norm = |v: T| ((v.into() * scale + shift - lo) * inv).clamp(0.0, 1.0);
-    if aug.intensity.is_empty() && aug.moves() {
-        // The common augmented case in one pass: read each voxel from where it moves from.
-        for_each_moved(aug, shape, |i, s| {
-            image[i] = norm(hu[s]);
-            mask[i] = m[s] as f32;
-        });
-    } else {
-        for ((o, &v), (mo, &mv)) in image.iter_mut().zip(hu).zip(mask.iter_mut().zip(m)) {
-            *o = norm(v);
-            *mo = mv as f32;
-        }
-        for (_, stage) in &aug.intensity {
-            stage.apply(image, shape);
-        }
-        if aug.moves() {
+    for ((o, &v), (mo, &mv)) in image.iter_mut().zip(hu).zip(mask.iter_mut().zip(m)) {
+        *o = norm(v);
+        *mo = mv as f32;
+    }
+    for (_, stage) in &aug.intensity {
+        stage.apply(image, shape);
+    }
+    if aug.moves() {
+        if aug.quarter_turns.is_multiple_of(4) {
+            // Mirroring alone, in place: planes and rows swapped, rows reversed.
+            mirror_in_place(image, shape, aug.flip_zyx);
+            mirror_in_place(mask, shape, aug.flip_zyx);
+        } else {
             let (img, msk) = (image.to_vec(), mask.to_vec());
             for_each_moved(aug, shape, |i, s| {
                 image[i] = img[s];
@@ -108,6 +106,30 @@ pub fn write_patch<T: Copy + Into<f32>>(
     // Noise of a fixed sigma, after everything else (as before the stages existed).
     for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
         *o += n;
+    }
+}
+
+/// Mirrors `x`, a patch of `shape` (C order), along the axes of `flip`, in place: what
+/// [`for_each_moved`] does with no quarter turn, a swap or reversal of whole rows.
+pub fn mirror_in_place<T>(x: &mut [T], shape: [usize; 3], flip: [bool; 3]) {
+    let [nz, ny, nx] = shape;
+    let plane = ny * nx;
+    if flip[0] {
+        for z in 0..nz / 2 {
+            let (a, b) = x.split_at_mut((nz - 1 - z) * plane);
+            a[z * plane..(z + 1) * plane].swap_with_slice(&mut b[..plane]);
+        }
+    }
+    if flip[1] {
+        for p in x.chunks_exact_mut(plane.max(1)) {
+            for y in 0..ny / 2 {
+                let (a, b) = p.split_at_mut((ny - 1 - y) * nx);
+                a[y * nx..(y + 1) * nx].swap_with_slice(&mut b[..nx]);
+            }
+        }
+    }
+    if flip[2] {
+        x.chunks_exact_mut(nx.max(1)).for_each(|row| row.reverse());
     }
 }
 
@@ -286,4 +308,28 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
         });
     }
     Ok(Batch { epoch, index, shape: [b, 1, p[0], p[1], p[2]], images, masks, patches })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In-place mirroring equals reading each voxel from the index
+    /// [`AugmentParams::source_of`] gives, for every combination of axes, odd and even sides.
+    #[test]
+    fn mirroring_in_place_equals_the_source_map() {
+        for shape in [[3usize, 4, 5], [2, 3, 4], [1, 1, 1]] {
+            let n: usize = shape.iter().product();
+            let x: Vec<u32> = (0..n as u32).collect();
+            for bits in 0..8 {
+                let flip = [bits & 4 != 0, bits & 2 != 0, bits & 1 != 0];
+                let aug = AugmentParams { flip_zyx: flip, ..AugmentParams::default() };
+                let mut expected = vec![0u32; n];
+                for_each_moved(&aug, shape, |i, s| expected[i] = x[s]);
+                let mut got = x.clone();
+                mirror_in_place(&mut got, shape, flip);
+                assert_eq!(got, expected, "{shape:?} {flip:?}");
+            }
+        }
+    }
 }

@@ -45,44 +45,6 @@ pub fn gaussian(p: [usize; 3]) -> Vec<f32> {
     w
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// (100 - 32) / 16 = 4.25 -> 5 steps of the stride 16 -> 6 tiles, spaced 68 / 5 = 13.6:
-    /// 0, 13.6, 27.2, 40.8, 54.4, 68 -> 0, 14, 27, 41, 54, 68.
-    #[test]
-    fn tiles_cover_the_axis_evenly() {
-        for (n, p, o) in [
-            (100, 32, 0.5),
-            (64, 32, 0.5),
-            (65, 32, 0.5),
-            (33, 32, 0.0),
-            (300, 64, 0.25),
-            (7, 4, 0.9),
-        ] {
-            let s = tile_starts(n, p, o);
-            assert_eq!(s[0], 0);
-            assert_eq!(*s.last().unwrap(), n - p);
-            let max_gap = ((p as f64 * (1.0 - o)).round() as usize).max(1);
-            assert!(
-                s.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= max_gap),
-                "{n} {p} {o}: {s:?}"
-            );
-        }
-    }
-
-    /// At the centre of a 3-voxel axis the weight is 1; one voxel off it, with
-    /// sigma = 3/8, exp(-1 / (2 * 0.140625)) = exp(-3.5556) = 0.028566.
-    #[test]
-    fn gaussian_matches_hand_values() {
-        let w = gaussian([3, 3, 3]);
-        assert_eq!(w[13], 1.0);
-        assert!((w[14] - 0.028_566).abs() < 1e-6, "{}", w[14]);
-        // A corner is off-centre on all three axes: 0.0285655^3 = 2.3309e-5.
-        assert!((w[0] / 2.3309e-5 - 1.0).abs() < 1e-4, "{}", w[0]);
-    }
-}
 
 /// The mirrorings of test-time augmentation along the chosen axes (z, y, x): every
 /// non-empty combination of them, in nnU-Net's order (single axes first, then pairs,
@@ -172,4 +134,43 @@ pub fn parse_mirror(s: &str) -> Result<[bool; 3], String> {
         out[a] = true;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (100 - 32) / 16 = 4.25 -> 5 steps of the stride 16 -> 6 tiles, spaced 68 / 5 = 13.6:
+    /// 0, 13.6, 27.2, 40.8, 54.4, 68 -> 0, 14, 27, 41, 54, 68.
+    #[test]
+    fn tiles_cover_the_axis_evenly() {
+        for (n, p, o) in [
+            (100, 32, 0.5),
+            (64, 32, 0.5),
+            (65, 32, 0.5),
+            (33, 32, 0.0),
+            (300, 64, 0.25),
+            (7, 4, 0.9),
+        ] {
+            let s = tile_starts(n, p, o);
+            assert_eq!(s[0], 0);
+            assert_eq!(*s.last().unwrap(), n - p);
+            let max_gap = ((p as f64 * (1.0 - o)).round() as usize).max(1);
+            assert!(
+                s.windows(2).all(|w| w[1] > w[0] && w[1] - w[0] <= max_gap),
+                "{n} {p} {o}: {s:?}"
+            );
+        }
+    }
+
+    /// At the centre of a 3-voxel axis the weight is 1; one voxel off it, with
+    /// sigma = 3/8, exp(-1 / (2 * 0.140625)) = exp(-3.5556) = 0.028566.
+    #[test]
+    fn gaussian_matches_hand_values() {
+        let w = gaussian([3, 3, 3]);
+        assert_eq!(w[13], 1.0);
+        assert!((w[14] - 0.028_566).abs() < 1e-6, "{}", w[14]);
+        // A corner is off-centre on all three axes: 0.0285655^3 = 2.3309e-5.
+        assert!((w[0] / 2.3309e-5 - 1.0).abs() < 1e-4, "{}", w[0]);
+    }
 }

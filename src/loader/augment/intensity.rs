@@ -230,6 +230,29 @@ pub const MAX_BLUR_SIGMA: f32 = 8.0;
 impl Applied {
     /// Applies the transform to `x`, a patch of `shape` in C order.
     pub fn apply(&self, x: &mut [f32], shape: [usize; 3]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            return unsafe { self.apply_avx2(x, shape) };
+        }
+        self.apply_here(x, shape)
+    }
+
+    /// [`Applied::apply`] compiled for AVX2: its loops run eight voxels at a time. The
+    /// arithmetic is the same IEEE operations in the same order (Rust never fuses a
+    /// multiply and an add, nor reorders a float sum), so the values are those of the
+    /// plain build bit for bit.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, x: &mut [f32], shape: [usize; 3]) {
+        self.apply_here(x, shape)
+    }
+
+    #[inline(always)]
+    fn apply_here(&self, x: &mut [f32], shape: [usize; 3]) {
         match *self {
             Applied::GaussianNoise { sigma, seed } => {
                 if sigma > 0.0 {
@@ -287,7 +310,7 @@ impl Applied {
 /// `x^g` for `x` in [0, 1] and `g` > 0, as `2^(g log2 x)` with polynomials (relative
 /// error below 1e-5 for `g` up to 3, the rounding of `g log2 x` in f32, checked against `powf` in the tests): a libm `powf` per voxel would
 /// cost more than the rest of the augmentation of a patch.
-#[inline]
+#[inline(always)]
 pub fn pow01(x: f32, g: f32) -> f32 {
     // Branch-free (a select at the end), so a loop over voxels vectorises.
     let positive = x > 0.0;
@@ -316,6 +339,7 @@ pub fn pow01(x: f32, g: f32) -> f32 {
 }
 
 /// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max.
+#[inline(always)]
 fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
     let n = x.len().max(1) as f64;
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
@@ -337,6 +361,7 @@ fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
 /// The sum of `term(lane, v)` over `x`, in eight f32 lanes over blocks of 1,024 voxels,
 /// each block's sum added in f64: the lanes vectorise, and the rounding stays that of a
 /// sum of 128 values.
+#[inline(always)]
 fn lane_sum(x: &[f32], mut term: impl FnMut(usize, f32) -> f32) -> f64 {
     let mut sum = 0f64;
     for block in x.chunks(1024) {
