@@ -45,7 +45,6 @@ pub fn gaussian(p: [usize; 3]) -> Vec<f32> {
     w
 }
 
-
 /// The mirrorings of test-time augmentation along the chosen axes (z, y, x): every
 /// non-empty combination of them, in nnU-Net's order (single axes first, then pairs,
 /// then all three).
