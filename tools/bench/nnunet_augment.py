@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,13 +90,18 @@ def export_cases(ctstream, store, out_dir):
             "class_locations": DefaultPreprocessor._sample_foreground_locations(seg, [1]),
             "spacing": list(spacing),
         }
+        base = os.path.join(out_dir, sid)
+        for old in (base + ".b2nd", base + "_seg.b2nd", base + ".pkl"):
+            # blosc2 does not overwrite: a --work folder of an earlier run is rewritten.
+            if os.path.exists(old):
+                os.remove(old)
         bd, cd = comp_blosc2_params(data.shape, PATCH, data.itemsize)
         bs, cs = comp_blosc2_params(seg.shape, PATCH, seg.itemsize)
         nnUNetDatasetBlosc2.save_case(
             data,
             seg,
             props,
-            os.path.join(out_dir, sid),
+            base,
             chunks=cd,
             blocks=bd,
             chunks_seg=cs,
@@ -224,7 +230,7 @@ def main():
                 rounds.append({"nnunet": nn, "ctstream_nnunet": aug, "ctstream_none": plain})
         finally:
             gen._finish()
-    med = {k: sorted(r[k] for r in rounds)[len(rounds) // 2] for k in rounds[0]}
+    med = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     result = {
         "scans": len(ids),
         "export_s": round(export_s, 1),
