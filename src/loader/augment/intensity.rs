@@ -343,9 +343,11 @@ pub fn pow01(x: f32, g: f32) -> f32 {
 fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
     let n = x.len().max(1) as f64;
     let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
+    // Compare-and-select rather than f32::min (which must order NaN), so the lanes
+    // vectorise; the values here are finite.
     let mean = lane_sum(x, |k, v| {
-        lo[k] = lo[k].min(v);
-        hi[k] = hi[k].max(v);
+        lo[k] = if v < lo[k] { v } else { lo[k] };
+        hi[k] = if v > hi[k] { v } else { hi[k] };
         v
     }) / n;
     let sd = if std && x.len() > 1 {
