@@ -124,6 +124,23 @@ def test_the_map_equals_a_naive_sliding_window(store, scan):
         assert abs(g.index_to_world((z, y, x))[0] - wx) < 1e-6
 
 
+def test_test_time_mirroring_averages_the_mirrored_predictions(store, scan):
+    """mirror="x" predicts each batch as is and mirrored along x (numpy's flip here),
+    mirrored back and averaged: the map of a model that does that itself."""
+
+    def averaged(x):
+        return (model(x) + model(x[..., ::-1])[..., ::-1]) / 2
+
+    kw = dict(patch=PATCH, overlap=0.5, batch_size=5, lung_roi=False, progress=False)
+    (m,) = ctstream.predict(store, scan, model, mirror="x", **kw).scans
+    (a,) = ctstream.predict(store, scan, averaged, **kw).scans
+    (plain,) = ctstream.predict(store, scan, model, **kw).scans
+    np.testing.assert_allclose(m["probabilities"], a["probabilities"], rtol=0, atol=1e-6)
+    assert np.abs(plain["probabilities"] - a["probabilities"]).max() > 1e-3
+    with pytest.raises(ValueError, match="mirror `w`"):
+        ctstream.predict(store, scan, model, mirror="w", progress=False)
+
+
 def test_a_torch_module_is_called_like_a_function(store, scan):
     torch = pytest.importorskip("torch")
 
