@@ -58,6 +58,9 @@ impl SourceMap {
     /// Samples the patch starting at `start_zyx` from `region` ([`SourceMap::region`]):
     /// `hu` and `mask` are the region's voxels (C order). Returns the image (HU, f32) and
     /// the mask, in the patch's C order.
+    ///
+    /// # Panics
+    /// Where `hu` or `mask` does not hold exactly the region's voxels.
     pub fn sample(
         &self,
         start_zyx: [i64; 3],
@@ -73,6 +76,14 @@ impl SourceMap {
         // off it (most rows: a nodule is small; a negative has none) samples no mask.
         let on = on_box(mask, r);
         let any_mask = on.is_some();
+        // The AVX2 rows rely on it (their gathers are unchecked).
+        let voxels: usize = r.iter().product();
+        assert!(
+            hu.len() == voxels && mask.len() == voxels,
+            "sample: the region {r:?} has {voxels} voxels; hu has {}, mask {}",
+            hu.len(),
+            mask.len()
+        );
         let grid = Grid { hu, mask, sy: r[2], sz: r[1] * r[2] };
         // Points in fixed point (32 fractional bits): a row's first point in floating
         // point, then `step` per x added exactly, so the inner loop has no float-to-integer
