@@ -310,9 +310,15 @@ pub fn predict_volume_in(
         };
         let mut probs = call(&input)?;
         let flips = window::mirrorings(sw.mirror_zyx);
+        // Each tile of a batch mirrored in place, as the loader mirrors a patch.
+        let mirror = |x: &mut [f32], flip| {
+            x.chunks_exact_mut(n).for_each(|t| crate::loader::patch::mirror_in_place(t, p, flip))
+        };
         for &flip in &flips {
-            let mirrored = window::mirror_tiles(&input, p, flip);
-            let back = window::mirror_tiles(&call(&mirrored)?, p, flip);
+            let mut mirrored = input.clone();
+            mirror(&mut mirrored, flip);
+            let mut back = call(&mirrored)?;
+            mirror(&mut back, flip);
             probs.iter_mut().zip(back).for_each(|(a, b)| *a += b);
         }
         if !flips.is_empty() {

@@ -56,44 +56,13 @@ pub fn gaussian(p: [usize; 3]) -> Vec<f32> {
 /// assert_eq!(mirrorings([true; 3]).len(), 7);
 /// ```
 pub fn mirrorings(axes: [bool; 3]) -> Vec<[bool; 3]> {
-    let chosen: Vec<usize> = (0..3).filter(|&a| axes[a]).collect();
-    let mut out = Vec::new();
-    for size in 1..=chosen.len() {
-        // Combinations of `size` chosen axes, in lexicographic order (itertools.combinations).
-        for bits in 0u32..(1 << chosen.len()) {
-            if bits.count_ones() as usize == size {
-                let mut f = [false; 3];
-                for (i, &a) in chosen.iter().enumerate() {
-                    f[a] = bits & (1 << i) != 0;
-                }
-                out.push(f);
-            }
-        }
-    }
+    // Every non-empty subset of the chosen axes, ordered by size, then as
+    // itertools.combinations orders them (z before y before x).
+    let mut out: Vec<[bool; 3]> = (1u8..8)
+        .map(|bits| std::array::from_fn(|a| bits & (4 >> a) != 0))
+        .filter(|f: &[bool; 3]| (0..3).all(|a| axes[a] || !f[a]))
+        .collect();
     out.sort_by_key(|f| (f.iter().filter(|&&b| b).count(), f.map(|b| !b)));
-    out
-}
-
-/// `x`, tiles of shape `p` (z, y, x) one after another, each mirrored along the axes of
-/// `flip`.
-pub fn mirror_tiles(x: &[f32], p: [usize; 3], flip: [bool; 3]) -> Vec<f32> {
-    let n = p[0] * p[1] * p[2];
-    let mut out = vec![0f32; x.len()];
-    for (src, dst) in x.chunks_exact(n.max(1)).zip(out.chunks_exact_mut(n.max(1))) {
-        for z in 0..p[0] {
-            let sz = if flip[0] { p[0] - 1 - z } else { z };
-            for y in 0..p[1] {
-                let sy = if flip[1] { p[1] - 1 - y } else { y };
-                let from = &src[(sz * p[1] + sy) * p[2]..][..p[2]];
-                let to = &mut dst[(z * p[1] + y) * p[2]..][..p[2]];
-                if flip[2] {
-                    to.iter_mut().zip(from.iter().rev()).for_each(|(t, &f)| *t = f);
-                } else {
-                    to.copy_from_slice(from);
-                }
-            }
-        }
-    }
     out
 }
 
