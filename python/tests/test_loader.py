@@ -210,6 +210,17 @@ def test_break_close_and_drop_stop_the_threads(store):
 
 
 def test_keyboard_interrupt_stops_the_threads(store):
+    # Python installs its Ctrl-C handler only where SIGINT was not ignored when it started
+    # (a shell ignores it in jobs it starts in the background, as some CI runners do):
+    # install it for this test, and put back what was there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _keyboard_interrupt_stops_the_threads(store)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _keyboard_interrupt_stops_the_threads(store):
     loader = ctstream.Loader(store, workers=2, **OPTIONS)
     # Ctrl-C while Python runs the loop body.
     with pytest.raises(KeyboardInterrupt):

@@ -97,6 +97,9 @@ RANK_SCRIPT = textwrap.dedent("""
     dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     ds = ctt.PatchDataset(sys.argv[1], batch_size=2)
     print(json.dumps({"rank": ds.rank, "world": ds.world, "series": ds.loader.series_ids}))
+    # Without a barrier a rank that finished connecting can exit while its peer is still
+    # completing Gloo's handshake, and the peer fails "Connection closed by peer".
+    dist.barrier()
     dist.destroy_process_group()
 """)
 
@@ -115,11 +118,10 @@ def test_rank_and_world_come_from_torch_distributed(store_path, tmp_path):
         )
         for r in range(2)
     ]
-    outs = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        outs.append(json.loads(out.strip().splitlines()[-1]))
+    results = [p.communicate(timeout=300) for p in procs]
+    errors = "\n".join(f"rank {r}: {err}" for r, (_, err) in enumerate(results))
+    assert [p.returncode for p in procs] == [0, 0], errors
+    outs = [json.loads(out.strip().splitlines()[-1]) for out, _ in results]
     assert [(o["rank"], o["world"]) for o in outs] == [(0, 2), (1, 2)]
     a, b = (set(o["series"]) for o in outs)
     assert a and b and not a & b
