@@ -10,7 +10,7 @@ use ctstream::loader::Augment;
 use ctstream::loader::augment::elastic::ElasticParams;
 use ctstream::loader::augment::intensity::{Applied, Upsample};
 use ctstream::loader::augment::sample::SourceMap;
-use ctstream::loader::augment::spatial::{SpatialParams, matrix};
+use ctstream::loader::augment::spatial::{Interpolation, SpatialParams, matrix};
 
 const P: [usize; 3] = [32, 64, 64];
 
@@ -49,8 +49,14 @@ fn main() {
         scales_zyx: scales,
         matrix: matrix(angles, scales),
         elastic,
+        interpolation: Interpolation::Linear,
     };
     rows.push(("rotation (sample)", spatial_cost(&sp([0.3, -0.2, 0.25], [1.0; 3], None))));
+    let cubic = SpatialParams {
+        interpolation: Interpolation::BSpline3,
+        ..sp([0.3, -0.2, 0.25], [1.0; 3], None)
+    };
+    rows.push(("rotation, B-spline (sample)", spatial_cost(&cubic)));
     rows.push(("scaling 1.2 (sample)", spatial_cost(&sp([0.0; 3], [1.2; 3], None))));
     let e = ElasticParams { magnitude_zyx: [3.0; 3], scale_zyx: [0.15; 3], seed: 1 };
     rows.push((

@@ -88,7 +88,8 @@ pub struct Args {
     pub(super) nodules: crate::NoduleFilterArgs,
     /// Augmentations, comma-separated, each with optional :key=value settings: nnunet
     /// (nnU-Net v2's 3D default), flip, rot90, hu, noise, rotation, scaling, elastic,
-    /// gaussian_noise, blur, brightness, contrast, low_resolution, gamma, inverted_gamma;
+    /// bspline (cubic B-spline image for the spatial ones), gaussian_noise, blur,
+    /// brightness, contrast, low_resolution, gamma, inverted_gamma;
     /// or none, or all (e.g. `nnunet` or `flip,rotation:p=0.5:deg=15`; README,
     /// "Augmentation") [default: none].
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::Mmap;
-use ndarray::{Array3, s};
+use ndarray::Array3;
 
 use super::StoreError;
 use super::cache::{FileChunks, Requests};
@@ -359,12 +359,16 @@ impl VolumeFile {
             chunk: None,
             message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
         })?;
-        let mut out = Array3::from_elem((r.shape_zyx[0], r.shape_zyx[1], r.shape_zyx[2]), fill);
+        let mut out = vec![fill; r.shape_zyx.iter().product()];
         for cz_cy_cx in self.chunks_touched(r) {
             let data = chunk(cz_cy_cx)?;
             self.copy_chunk_into(r, cz_cy_cx, data.as_ref(), &mut out);
         }
-        Ok(out)
+        Array3::from_shape_vec(r.shape_zyx, out).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            chunk: None,
+            message: format!("region {:?}: {e}", r.shape_zyx),
+        })
     }
 
     /// The chunks (z, y, x) a region touches inside the volume, in C order.
@@ -392,13 +396,13 @@ impl VolumeFile {
     }
 
     /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
-    /// and the volume into `out` (the region's array).
+    /// and the volume into `out` (the region's voxels, C order).
     fn copy_chunk_into<T: Voxel>(
         &self,
         r: Region,
         cz_cy_cx: [usize; 3],
         data: &[T],
-        out: &mut Array3<T>,
+        out: &mut [T],
     ) {
         let h = &self.header;
         let c = h.chunk_shape_zyx;
@@ -415,16 +419,14 @@ impl VolumeFile {
         let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
         let (cy, cx) = (c[1], c[2]);
         let len = a1[2] - a0[2];
+        let [_, ry, rx] = r.shape_zyx;
+        // Rows addressed in the region's C-order buffer directly (an ndarray slice per row
+        // cost more than the row's copy).
         for z in a0[0]..a1[0] {
             for y in a0[1]..a1[1] {
                 let src = ((z - origin[0]) * cy + (y - origin[1])) * cx + (a0[2] - origin[2]);
-                let mut row =
-                    out.slice_mut(s![d[0] + z - a0[0], d[1] + y - a0[1], d[2]..d[2] + len]);
-                if let Some(dst) = row.as_slice_mut() {
-                    dst.copy_from_slice(&data[src..src + len]);
-                } else {
-                    row.iter_mut().zip(&data[src..src + len]).for_each(|(o, v)| *o = *v);
-                }
+                let o = ((d[0] + z - a0[0]) * ry + d[1] + y - a0[1]) * rx + d[2];
+                out[o..o + len].copy_from_slice(&data[src..src + len]);
             }
         }
     }

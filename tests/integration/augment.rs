@@ -12,7 +12,7 @@ use ctstream::loader::Augment;
 use ctstream::loader::augment::elastic::ElasticParams;
 use ctstream::loader::augment::intensity::{Applied, Intensity, Upsample};
 use ctstream::loader::augment::sample::SourceMap;
-use ctstream::loader::augment::spatial::{SpatialParams, matrix};
+use ctstream::loader::augment::spatial::{Interpolation, SpatialParams, matrix};
 use ctstream::store::Region;
 
 /// A region of HU with structure at every scale: a ball, a slab, a gradient and noise.
@@ -104,6 +104,7 @@ fn the_identity_samples_the_stored_patch() {
         scales_zyx: [1.0; 3],
         matrix: matrix([0.0; 3], [1.0; 3]),
         elastic: None,
+        interpolation: Interpolation::Linear,
     };
     let (_, r, hu, m, img, msk) = sample(&p);
     let mut k = 0;
@@ -247,6 +248,7 @@ mod with_python {
                 scales_zyx: scales,
                 matrix: matrix(angles, scales),
                 elastic: None,
+                interpolation: Interpolation::Linear,
             };
             let (map, r, hu, m, img, msk) = sample(&p);
             std::fs::write(dir.path().join("region.raw"), raw_i16(&hu)).unwrap();
@@ -308,6 +310,7 @@ mod with_python {
                 scales_zyx: scales,
                 matrix: matrix(angles, scales),
                 elastic,
+                interpolation: Interpolation::Linear,
             };
             let (map, r, hu, _, img, _) = sample(&p);
             let field: Vec<f32> = map.field().unwrap().iter().flatten().copied().collect();
@@ -330,6 +333,78 @@ mod with_python {
                 hi - lo
             );
             assert!(worst <= 1e-3 * (hi - lo) as f32, "case {k}: {worst}");
+        }
+    }
+
+    /// The cubic B-spline image (rotation, scaling, and an elastic field on top) equals
+    /// scipy's `map_coordinates(order=3, mode="mirror")` of the same region at the same
+    /// points, in float64: within 1e-4 of the value range (ctstream's prefilter and sums
+    /// run in float32). The mask is the linear path's, voxel for voxel.
+    #[test]
+    #[ignore = "needs Python with the pinned packages (tools/goldens and tools/python requirements): tools/test.sh runs it where they are installed"]
+    fn bspline_equals_scipy_map_coordinates_order_3() {
+        let elastic =
+            ElasticParams { magnitude_zyx: [2.0, 3.0, 2.5], scale_zyx: [0.15; 3], seed: 9 };
+        let cases = [
+            ([0.4f32, -0.3, 0.5], [1.0f32; 3], None),
+            ([0.0, 0.0, 0.0], [0.8, 1.3, 1.1], None),
+            ([0.3, -0.2, 0.1], [1.1, 0.9, 1.0], Some(elastic)),
+        ];
+        for (k, (angles, scales, elastic)) in cases.into_iter().enumerate() {
+            let dir = tempdir();
+            let linear = SpatialParams {
+                angles_zyx: angles,
+                scales_zyx: scales,
+                matrix: matrix(angles, scales),
+                elastic,
+                interpolation: Interpolation::Linear,
+            };
+            let p = SpatialParams { interpolation: Interpolation::BSpline3, ..linear };
+            let (map, r, hu, m, img, msk) = sample(&p);
+            if let Some(f) = map.field() {
+                let field: Vec<f32> = f.iter().flatten().copied().collect();
+                std::fs::write(dir.path().join("field.raw"), raw_f32(&field)).unwrap();
+            }
+            std::fs::write(dir.path().join("region.raw"), raw_i16(&hu)).unwrap();
+            spec_json(dir.path(), &p, r);
+            python_json("tools/goldens/augment_check.py", &["bspline".into(), dir.path().into()]);
+            let theirs = read_f32(&dir.path().join("image.raw"));
+            let (lo, hi) = hu.iter().fold((i16::MAX, i16::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+            let worst = img.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            // How far the cubic image is from the linear one: the test would notice a
+            // B-spline path that fell back to trilinear.
+            // (The linear path sampling the same region: a region larger than it needs
+            // changes nothing there.)
+            let lin_same = SourceMap::new(&linear, PATCH).sample(START, r, &hu, &m).0;
+            let apart = img.iter().zip(&lin_same).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            println!(
+                "B-spline case {k}: differs from scipy by at most {worst} HU (range {}); from trilinear by up to {apart}",
+                hi - lo
+            );
+            assert!(worst <= 1e-4 * (hi - lo) as f32, "case {k}: {worst}");
+            assert!(apart > 10.0, "case {k}: the cubic image is the linear one");
+            // The mask by nearest neighbour: the region voxel each point rounds to (half
+            // up), computed here in f64, equal except within 1e-3 voxel of a half.
+            let off: [f64; 3] = std::array::from_fn(|a| (START[a] - r.start_zyx[a]) as f64);
+            let (mut differ, mut ties, mut i) = (0, 0, 0);
+            for z in 0..PATCH[0] {
+                for y in 0..PATCH[1] {
+                    for x in 0..PATCH[2] {
+                        let d = map.field().map_or([0.0; 3], |f| f[i]);
+                        let q = map.at([z, y, x], d);
+                        let v: [f64; 3] = std::array::from_fn(|a| q[a] as f64 + off[a]);
+                        let n: [usize; 3] = std::array::from_fn(|a| (v[a] + 0.5).floor() as usize);
+                        let want = m[(n[0] * r.shape_zyx[1] + n[1]) * r.shape_zyx[2] + n[2]];
+                        if msk[i] != want {
+                            differ += 1;
+                            ties += usize::from(v.iter().any(|c| (c.fract() - 0.5).abs() < 1e-3));
+                        }
+                        i += 1;
+                    }
+                }
+            }
+            assert_eq!(differ, ties, "case {k}: mask voxels differ away from ties");
+            assert!(msk.iter().filter(|&&v| v == 1).count() > 100, "case {k}: the ball");
         }
     }
 }

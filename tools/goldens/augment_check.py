@@ -13,6 +13,9 @@ DIR holds spec.json and the raw arrays it names; the script writes its result ar
 - elastic: scipy.ndimage.map_coordinates(order=1) of region.raw at
   off + c + A (o - c + d(o)) for every patch voxel o, with d from field.raw (float32,
   (z, y, x) per voxel) -> image.raw.
+- bspline: the same points (d from field.raw where it exists, else 0) with
+  map_coordinates(order=3, mode="mirror"), the cubic B-spline with scipy's prefilter
+  -> image.raw.
 - intensity: each of spec "stages" applied with PyTorch as batchgeneratorsv2 0.3.6 applies
   it (the formulas of GaussianBlurTransform, MultiplicativeBrightnessTransform,
   ContrastTransform, SimulateLowResolutionTransform, GammaTransform), in order, to x.raw
@@ -56,19 +59,24 @@ def affine(d: Path, spec: dict) -> dict:
     return out
 
 
-def elastic(d: Path, spec: dict) -> dict:
+def elastic(d: Path, spec: dict, order: int = 1) -> dict:
     from scipy.ndimage import map_coordinates
 
     r = spec["region_zyx"]
     p = spec["patch_zyx"]
     hu = np.fromfile(d / "region.raw", dtype=np.int16).reshape(r).astype(np.float64)
-    field = np.fromfile(d / "field.raw", dtype=np.float32).reshape(*p, 3).astype(np.float64)
+    if (d / "field.raw").exists():
+        field = np.fromfile(d / "field.raw", dtype=np.float32).reshape(*p, 3)
+        field = field.astype(np.float64)
+    else:
+        field = np.zeros((*p, 3))
     a = np.array(spec["matrix"], dtype=np.float64)
     c = np.array(spec["centre_zyx"], dtype=np.float64)
     off = np.array(spec["offset_zyx"], dtype=np.float64)
     o = np.stack(np.meshgrid(*[np.arange(n) for n in p], indexing="ij"), -1).astype(np.float64)
     q = off + c + (o - c + field) @ a.T
-    img = map_coordinates(hu, q.reshape(-1, 3).T, order=1, mode="nearest")
+    mode = "nearest" if order == 1 else "mirror"
+    img = map_coordinates(hu, q.reshape(-1, 3).T, order=order, mode=mode)
     img.astype(np.float32).reshape(p).tofile(d / "image.raw")
     return {"image": "image.raw"}
 
@@ -147,7 +155,13 @@ def intensity(d: Path, spec: dict) -> dict:
 def main():
     mode, d = sys.argv[1], Path(sys.argv[2])
     spec = json.loads((d / "spec.json").read_text())
-    out = {"affine": affine, "elastic": elastic, "intensity": intensity}[mode](d, spec)
+    modes = {
+        "affine": affine,
+        "elastic": elastic,
+        "bspline": lambda d, spec: elastic(d, spec, order=3),
+        "intensity": intensity,
+    }
+    out = modes[mode](d, spec)
     print(json.dumps(out))
 
 

@@ -18,7 +18,7 @@
 use rand::Rng;
 use rand_distr::{Distribution, Normal};
 
-use super::{Range, check_probability};
+use super::{Range, check_probability, scratch};
 
 /// Most intensity stages a loader takes.
 pub const MAX_STAGES: usize = 32;
@@ -266,12 +266,13 @@ impl Applied {
             }
             Applied::Blur { sigma_zyx } => {
                 // z: x -> buf, y: buf -> x, x: x -> buf, then one copy back.
-                let mut buf = vec![0f32; x.len()];
+                let mut buf = scratch::take(x.len());
                 let k = sigma_zyx.map(gaussian_kernel);
                 blur_axis(x, &mut buf, shape, 0, &k[0]);
                 blur_axis(&buf, x, shape, 1, &k[1]);
                 blur_axis(x, &mut buf, shape, 2, &k[2]);
                 x.copy_from_slice(&buf);
+                scratch::give(buf);
             }
             Applied::Brightness { factor } => x.iter_mut().for_each(|v| *v *= factor),
             Applied::Contrast { factor, preserve_range } => {
@@ -279,7 +280,10 @@ impl Applied {
                 let mean = mean as f32;
                 for v in x.iter_mut() {
                     let c = (*v - mean) * factor + mean;
-                    *v = if preserve_range { c.clamp(lo, hi) } else { c };
+                    // Compare-and-select rather than f32::clamp (which checks its bounds
+                    // and orders NaN), so the loop vectorises; the values are finite.
+                    let c = if preserve_range && c < lo { lo } else { c };
+                    *v = if preserve_range && c > hi { hi } else { c };
                 }
             }
             Applied::LowResolution { scale, upsample } => low_resolution(x, shape, scale, upsample),
@@ -293,9 +297,8 @@ impl Applied {
                 let range = hi - lo;
                 let inv = 1.0 / range.max(1e-7);
                 let out_sign = if retain_stats { 1.0 } else { sign };
-                for v in x.iter_mut() {
-                    *v = out_sign * (pow01((sign * *v - lo) * inv, gamma) * range + lo);
-                }
+                let g = |v: f32| out_sign * (pow01((sign * v - lo) * inv, gamma) * range + lo);
+                x.iter_mut().for_each(|v| *v = g(*v));
                 if retain_stats {
                     let (m2, s2, _, _) = stats(x, true);
                     let k = (std / s2.max(1e-7)) as f32;
@@ -327,59 +330,123 @@ pub fn pow01(x: f32, g: f32) -> f32 {
                 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0 + t2 / 11.0)))));
     let y = (g * (e as f32 + series * std::f32::consts::LOG2_E * 2.0)).max(-126.0);
     // 2^y = 2^n 2^f, n = round(y), f in [-0.5, 0.5]: Taylor of e^(f ln 2) to degree 7.
-    let n = (y + 128.5) as i32 - 128;
-    let f = (y - n as f32) * std::f32::consts::LN_2;
+    // n by the 1.5 * 2^23 trick (y + M rounds y to an integer held in M's low bits), not
+    // `as i32`: Rust's saturating float-to-integer cast is done one lane at a time and was
+    // most of the loop's cost. y is in [-126, 1] here (or NaN, which comes out as garbage,
+    // never undefined behaviour).
+    const ROUND: f32 = 12_582_912.0;
+    let t = y + ROUND;
+    let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    let f = (y - (t - ROUND)) * std::f32::consts::LN_2;
     let p = 1.0
         + f * (1.0
             + f * (0.5
                 + f * (1.0 / 6.0
                     + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0 + f / 5040.0))))));
-    let r = p * f32::from_bits(((n + 127) as u32) << 23);
+    let r = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
     if positive { r } else { 0.0 }
 }
 
-/// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max.
+/// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max, in
+/// one pass: sums of `v - pivot` and of its square in eight f32 lanes over blocks of 1,024
+/// voxels, each block's lanes added in f64 (the rounding stays that of sums of 128 values;
+/// the pivot, the first value, keeps the squares from cancelling). With AVX2 the lanes
+/// are one register each, written out: LLVM's vectoriser left the plain loop scalar. Both
+/// paths do the same IEEE operations in the same order, so they agree bit for bit.
 #[inline(always)]
 fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
+    let pivot = x.first().copied().unwrap_or(0.0);
+    let mut lanes =
+        Lanes { lo: [f32::INFINITY; 8], hi: [f32::NEG_INFINITY; 8], d: [0.0; 8], d2: [0.0; 8] };
+    let (mut d, mut d2) = (0f64, 0f64);
+    for block in x.chunks(1024) {
+        lanes.d = [0.0; 8];
+        lanes.d2 = [0.0; 8];
+        lanes.add_block(block, pivot);
+        d += lanes.d.iter().map(|&v| v as f64).sum::<f64>();
+        d2 += lanes.d2.iter().map(|&v| v as f64).sum::<f64>();
+    }
     let n = x.len().max(1) as f64;
-    let (mut lo, mut hi) = ([f32::INFINITY; 8], [f32::NEG_INFINITY; 8]);
-    // Compare-and-select rather than f32::min (which must order NaN), so the lanes
-    // vectorise; the values here are finite.
-    let mean = lane_sum(x, |k, v| {
-        lo[k] = if v < lo[k] { v } else { lo[k] };
-        hi[k] = if v > hi[k] { v } else { hi[k] };
-        v
-    }) / n;
-    let sd = if std && x.len() > 1 {
-        let m = mean as f32;
-        (lane_sum(x, |_, v| (v - m) * (v - m)) / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
+    let mean = d / n;
+    let sd = if std && x.len() > 1 { ((d2 - d * mean) / (n - 1.0)).max(0.0).sqrt() } else { 0.0 };
     let fold = |a: [f32; 8], f: fn(f32, f32) -> f32| a.into_iter().reduce(f).unwrap_or(0.0);
-    (mean, sd, fold(lo, f32::min), fold(hi, f32::max))
+    (pivot as f64 + mean, sd, fold(lanes.lo, f32::min), fold(lanes.hi, f32::max))
 }
 
-/// The sum of `term(lane, v)` over `x`, in eight f32 lanes over blocks of 1,024 voxels,
-/// each block's sum added in f64: the lanes vectorise, and the rounding stays that of a
-/// sum of 128 values.
-#[inline(always)]
-fn lane_sum(x: &[f32], mut term: impl FnMut(usize, f32) -> f32) -> f64 {
-    let mut sum = 0f64;
-    for block in x.chunks(1024) {
-        let mut acc = [0f32; 8];
+/// Eight lanes of running minima, maxima, and sums of `v - pivot` and its square.
+struct Lanes {
+    lo: [f32; 8],
+    hi: [f32; 8],
+    d: [f32; 8],
+    d2: [f32; 8],
+}
+
+impl Lanes {
+    /// Adds `block`: value `i` to lane `i % 8`, the values past the last eight to lane 0.
+    #[inline(always)]
+    fn add_block(&mut self, block: &[f32], pivot: f32) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2.
+            unsafe { self.add_block_avx2(block, pivot) };
+            return;
+        }
         let mut it = block.chunks_exact(8);
         for c in &mut it {
-            for k in 0..8 {
-                acc[k] += term(k, c[k]);
+            for (k, &v) in c.iter().enumerate() {
+                self.add(k, v, pivot);
             }
         }
         for &v in it.remainder() {
-            acc[0] += term(0, v);
+            self.add(0, v, pivot);
         }
-        sum += acc.iter().map(|&v| v as f64).sum::<f64>();
     }
-    sum
+
+    /// One value into lane `k`. Compare-and-select for the extremes, as `minps` and
+    /// `maxps` do (the values here are finite).
+    #[inline(always)]
+    fn add(&mut self, k: usize, v: f32, pivot: f32) {
+        self.lo[k] = if v < self.lo[k] { v } else { self.lo[k] };
+        self.hi[k] = if v > self.hi[k] { v } else { self.hi[k] };
+        let d = v - pivot;
+        self.d[k] += d;
+        self.d2[k] += d * d;
+    }
+
+    /// [`Lanes::add_block`] with the lanes in AVX2 registers.
+    ///
+    /// # Safety
+    /// The CPU has AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn add_block_avx2(&mut self, block: &[f32], pivot: f32) {
+        use std::arch::x86_64::*;
+        // SAFETY (all loads and stores): each array and chunk holds 8 f32.
+        unsafe {
+            let p = _mm256_set1_ps(pivot);
+            let mut lo = _mm256_loadu_ps(self.lo.as_ptr());
+            let mut hi = _mm256_loadu_ps(self.hi.as_ptr());
+            let mut d = _mm256_loadu_ps(self.d.as_ptr());
+            let mut d2 = _mm256_loadu_ps(self.d2.as_ptr());
+            let mut it = block.chunks_exact(8);
+            for c in &mut it {
+                let v = _mm256_loadu_ps(c.as_ptr());
+                // minps(v, lo) is `v < lo ? v : lo`; maxps likewise.
+                lo = _mm256_min_ps(v, lo);
+                hi = _mm256_max_ps(v, hi);
+                let e = _mm256_sub_ps(v, p);
+                d = _mm256_add_ps(d, e);
+                d2 = _mm256_add_ps(d2, _mm256_mul_ps(e, e));
+            }
+            _mm256_storeu_ps(self.lo.as_mut_ptr(), lo);
+            _mm256_storeu_ps(self.hi.as_mut_ptr(), hi);
+            _mm256_storeu_ps(self.d.as_mut_ptr(), d);
+            _mm256_storeu_ps(self.d2.as_mut_ptr(), d2);
+            for &v in it.remainder() {
+                self.add(0, v, pivot);
+            }
+        }
+    }
 }
 
 /// Python's `round` (half to even), as nnU-Net sizes kernels and low-resolution grids.
@@ -424,18 +491,32 @@ fn reflect(i: isize, n: isize) -> usize {
 
 /// `out` = `x` convolved along `axis` with the odd, centred `kernel`, edges mirrored.
 /// Along z and y whole rows (contiguous x) are weighted and summed, so the inner loop is
-/// a contiguous multiply-add the compiler vectorises; along x each row is padded once.
+/// a contiguous multiply-add the compiler vectorises; along x each row is padded once,
+/// then weighted and summed tap by tap likewise.
+#[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
 fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel: &[f32]) {
     let [nz, ny, nx] = shape;
     let r = (kernel.len() / 2) as isize;
     if axis == 2 {
-        let mut padded = vec![0f32; nx + 2 * r as usize];
+        let ru = r as usize;
+        let mut padded = vec![0f32; nx + 2 * ru];
+        // Where each padding voxel comes from (the middle is the row itself).
+        let edges: Vec<(usize, usize)> = (0..ru)
+            .chain(nx + ru..nx + 2 * ru)
+            .map(|j| (j, reflect(j as isize - r, nx as isize)))
+            .collect();
         for (row, o) in x.chunks_exact(nx).zip(out.chunks_exact_mut(nx)) {
-            for (j, p) in padded.iter_mut().enumerate() {
-                *p = row[reflect(j as isize - r, nx as isize)];
+            padded[ru..ru + nx].copy_from_slice(row);
+            for &(j, from) in &edges {
+                padded[j] = row[from];
             }
-            for (k, ov) in o.iter_mut().enumerate() {
-                *ov = kernel.iter().zip(&padded[k..]).map(|(w, v)| w * v).sum();
+            // Tap by tap over the whole row (a contiguous multiply-add that vectorises),
+            // rather than voxel by voxel over the taps; the same sums in the same order.
+            o.fill(0.0);
+            for (t, &w) in kernel.iter().enumerate() {
+                for (ov, &v) in o.iter_mut().zip(&padded[t..t + nx]) {
+                    *ov += w * v;
+                }
             }
         }
         return;
@@ -459,6 +540,7 @@ fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel:
 }
 
 /// Down to `round(n * scale)` voxels per axis by nearest (`nearest-exact`), then back up.
+#[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
 fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
     let small: [usize; 3] =
         shape.map(|n| (round_half_even(n as f32 * scale).max(1) as usize).min(n));
@@ -470,7 +552,7 @@ fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
     };
     let (pz, py, px) =
         (pick(small[0], shape[0]), pick(small[1], shape[1]), pick(small[2], shape[2]));
-    let mut down = Vec::with_capacity(small.iter().product());
+    let mut down = scratch::take(0);
     for &z in &pz {
         for &y in &py {
             for &xx in &px {
@@ -484,13 +566,16 @@ fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
     for axis in 0..3 {
         let mut next_shape = cur_shape;
         next_shape[axis] = shape[axis];
-        cur = resize_axis(&cur, cur_shape, next_shape, axis, up);
+        let next = resize_axis(&cur, cur_shape, next_shape, axis, up);
+        scratch::give(std::mem::replace(&mut cur, next));
         cur_shape = next_shape;
     }
     x.copy_from_slice(&cur);
+    scratch::give(cur);
 }
 
 /// Resizes `x` (C order, `from`) along `axis` to `to[axis]` voxels, `align_corners=False`.
+#[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
 fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Upsample) -> Vec<f32> {
     let (n, m) = (from[axis], to[axis]);
     let ratio = n as f64 / m as f64;
@@ -521,7 +606,7 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
         })
         .collect();
     let [_, ny, nx] = to;
-    let mut out = vec![0f32; to.iter().product()];
+    let mut out = scratch::take(to.iter().product());
     // out += w * src, row by row: contiguous runs the compiler vectorises. Taps are added
     // in order, so each value is the same sum as tap by tap.
     let add = |dst: &mut [f32], src: &[f32], w: f32| {

@@ -3,7 +3,8 @@
 //!
 //! 1. **spatial** ([`spatial`]): rotation about each axis, scaling, elastic deformation,
 //!    all about the patch centre; the loader reads the region the moved patch covers and
-//!    interpolates the image trilinearly, the mask by nearest neighbour ([`sample`]);
+//!    interpolates the image trilinearly (or by cubic B-spline, [`bspline`]), the mask by
+//!    nearest neighbour ([`sample`]);
 //! 2. HU shift and scale, then the window to 0..1;
 //! 3. **intensity** stages in the order given ([`intensity`]): Gaussian noise, blur,
 //!    brightness, contrast, simulated low resolution, gamma (on the windowed values, as
@@ -15,11 +16,13 @@
 //! [`Augment::nnunet`] is nnU-Net v2's 3D default. [`Augment::parse`] reads the CLI's
 //! `--augment` words (the Python package's too).
 
+pub mod bspline;
 pub mod custom;
 pub mod elastic;
 pub mod intensity;
 pub mod parse;
 pub mod sample;
+mod scratch;
 pub mod spatial;
 
 use rand::Rng;
@@ -76,7 +79,7 @@ impl Augment {
     /// The augmentations named in `spec` (the CLI's `--augment`, the Python package's
     /// `augment=` words), comma-separated, each a name with optional `:key=value` settings:
     /// `nnunet` (nnU-Net v2's 3D default, [`Augment::nnunet`]), `flip` or `mirror`, `rot90`,
-    /// `hu`, `noise`, `rotation`, `scaling`, `elastic`, `gaussian_noise`, `blur`,
+    /// `hu`, `noise`, `rotation`, `scaling`, `elastic`, `bspline`, `gaussian_noise`, `blur`,
     /// `brightness`, `contrast`, `low_resolution`, `gamma`, `inverted_gamma`, `none`, `all`
     /// ([`parse`] lists every key and its default).
     ///
@@ -90,6 +93,9 @@ impl Augment {
     /// assert_eq!(r.spatial.p_rotation, 0.5);
     /// assert_eq!(r.intensity.len(), 1);
     /// assert_eq!(Augment::parse("nnunet", [32, 64, 64]).unwrap(), Augment::nnunet());
+    /// use ctstream::loader::augment::spatial::Interpolation;
+    /// let cubic = Augment::parse("nnunet,bspline", [32, 64, 64]).unwrap();
+    /// assert_eq!(cubic.spatial.interpolation, Interpolation::BSpline3);
     /// ```
     ///
     /// # Errors

@@ -12,6 +12,7 @@
 //! | `rotation` | `p=0.2`, `deg=30` (each axis in +-deg), or `z=`, `y=`, `x=` ranges (degrees) |
 //! | `scaling` | `p=0.2`, `range=0.7..1.4`, `per_axis=false` |
 //! | `elastic` | `p=0.2`, `magnitude=1..4` (voxels), `scale=0.1..0.2` (of the patch edge) |
+//! | `bspline` | the image of a moved patch by cubic B-spline, not trilinear |
 //! | `gaussian_noise` | `p=0.1`, `sigma=0..0.1` |
 //! | `blur` | `p=0.1`, `sigma=0.5..1` (voxels, drawn per axis) |
 //! | `brightness` | `p=0.15`, `range=0.75..1.25`, `around_one=true` |
@@ -22,6 +23,7 @@
 //! | `none` | nothing; `all`: flip, rot90 (square patches), hu, noise |
 
 use super::intensity::{Intensity, Stage, Upsample};
+use super::spatial::Interpolation;
 use super::{Augment, Range};
 
 /// Every name `--augment` takes.
@@ -35,6 +37,7 @@ pub const NAMES: &[&str] = &[
     "rotation",
     "scaling",
     "elastic",
+    "bspline",
     "gaussian_noise",
     "blur",
     "brightness",
@@ -167,6 +170,7 @@ fn apply(a: &mut Augment, name: &str, k: &mut Keys, patch: [usize; 3]) -> Result
             a.spatial.elastic_magnitude = k.range("magnitude", 1.0, 4.0)?;
             a.spatial.elastic_scale = k.range("scale", 0.1, 0.2)?;
         }
+        "bspline" => a.spatial.interpolation = Interpolation::BSpline3,
         "gaussian_noise" => {
             let sigma = k.range("sigma", 0.0, 0.1)?;
             a.intensity.push(stage(k.number("p", 0.1)?, Intensity::GaussianNoise { sigma }));

@@ -1,13 +1,14 @@
 //! Sampling a spatially transformed patch ([`super::spatial`]) from the region of the
 //! stored grid it covers: the image trilinearly (the HU of the eight voxels around the
 //! point, weighted by distance, as SimpleITK's linear interpolator and scipy's
-//! `map_coordinates(order=1)`), the mask by nearest neighbour (a point exactly halfway
+//! `map_coordinates(order=1)`) or, where chosen, by cubic B-spline ([`super::bspline`],
+//! scipy's `order=3`), the mask by nearest neighbour (a point exactly halfway
 //! between two voxels takes the higher index, as ITK rounds half up). The region is read
 //! through the loader's cache like any patch, so outside the scan the image is the
 //! store's fill value (air) and the mask 0, as at the edge of an unaugmented patch.
 
-use super::elastic;
-use super::spatial::SpatialParams;
+use super::spatial::{Interpolation, SpatialParams};
+use super::{bspline, elastic};
 use crate::store::Region;
 
 /// Where each voxel of a transformed patch reads from.
@@ -85,32 +86,37 @@ impl SourceMap {
             mask.len()
         );
         let grid = Grid { hu, mask, sy: r[2], sz: r[1] * r[2] };
-        // Points in fixed point (32 fractional bits): a row's first point in floating
-        // point, then `step` per x added exactly, so the inner loop has no float-to-integer
-        // conversion; the error is below 2^-25 voxel over a row.
+        if self.params.interpolation == Interpolation::BSpline3 {
+            self.sample_bspline(&grid, off, r, any_mask, &mut img, &mut m);
+            return (img, m);
+        }
+        // Point j of a row is `q + j step` in f32 (each computed afresh, no running sum,
+        // so no error builds up along a row: below 2e-5 voxel in a region of a few hundred
+        // voxels, far inside the 1e-3 of the value range the tests allow).
         let a = self.params.matrix;
-        let step = [a[0][2], a[1][2], a[2][2]].map(|v| (v as f64 * ONE).round() as i64);
+        let step = [a[0][2], a[1][2], a[2][2]];
         // A point is inside when its lower voxel is at most len - 2 on every axis, so all
         // eight voxels of its cube are in the region with no clamping.
-        let inside = r.map(|v| (v as i64 - 1) << 32);
+        let inside = r.map(|v| v as f32 - 1.0);
         let nx = self.shape[2];
         let mut i = 0;
         for z in 0..self.shape[0] {
             for y in 0..self.shape[1] {
                 let v = [z as f32 - self.c[0], y as f32 - self.c[1], -self.c[2]];
-                let q: [i64; 3] = std::array::from_fn(|k| {
-                    fixed(self.c[k] + off[k] + a[k][0] * v[0] + a[k][1] * v[1] + a[k][2] * v[2])
+                let q: [f32; 3] = std::array::from_fn(|k| {
+                    self.c[k] + off[k] + a[k][0] * v[0] + a[k][1] * v[1] + a[k][2] * v[2]
                 });
                 let (out, out_m) = (&mut img[i..i + nx], &mut m[i..i + nx]);
-                // The row is a segment, so it lies inside when both its ends do.
-                let last: [i64; 3] = std::array::from_fn(|k| q[k] + step[k] * (nx as i64 - 1));
+                // The row is a segment whose points are monotonic in j (so are rounded
+                // products and sums), so it lies inside when both its ends do.
+                let last: [f32; 3] = std::array::from_fn(|k| point(q[k], step[k], nx - 1));
                 let ends_inside =
-                    (0..3).all(|k| q[k].min(last[k]) >= 0 && q[k].max(last[k]) < inside[k]);
+                    (0..3).all(|k| q[k].min(last[k]) >= 0.0 && q[k].max(last[k]) < inside[k]);
                 // Nearest neighbours of the segment's points lie within a voxel of its box.
                 let meets = |(lo, hi): ([usize; 3], [usize; 3])| {
                     (0..3).all(|k| {
-                        let (a, b) = (q[k].min(last[k]) >> 32, (q[k].max(last[k]) >> 32) + 1);
-                        a <= hi[k] as i64 && b >= lo[k] as i64
+                        let (a, b) = (q[k].min(last[k]).floor(), q[k].max(last[k]).floor() + 1.0);
+                        a <= hi[k] as f32 && b >= lo[k] as f32
                     })
                 };
                 match (&self.field, ends_inside, on.is_some_and(meets)) {
@@ -126,21 +132,61 @@ impl SourceMap {
         }
         (img, m)
     }
+
+    /// [`SourceMap::sample`]'s rows with the image by cubic B-spline ([`bspline`]): every
+    /// point through the general arithmetic (the elastic field, a clamp to the region that
+    /// only absorbs rounding), the mask by nearest neighbour as in the linear rows.
+    fn sample_bspline(
+        &self,
+        grid: &Grid,
+        off: [f32; 3],
+        r: [usize; 3],
+        any_mask: bool,
+        img: &mut [f32],
+        m: &mut [u8],
+    ) {
+        let coef = bspline::coefficients(grid.hu, r);
+        let spline = bspline::Spline::new(&coef, r);
+        let top: [f32; 3] = r.map(|v| v.saturating_sub(1) as f32);
+        let mut i = 0;
+        for z in 0..self.shape[0] {
+            for y in 0..self.shape[1] {
+                for x in 0..self.shape[2] {
+                    let d = self.field.as_ref().map_or([0.0; 3], |f| f[i]);
+                    let q = self.at([z, y, x], d);
+                    let p: [f32; 3] = std::array::from_fn(|k| clamp_to(q[k] + off[k], top[k]));
+                    img[i] = spline.at(p);
+                    if any_mask {
+                        m[i] = grid.mask[grid.nearest(p)];
+                    }
+                    i += 1;
+                }
+            }
+        }
+        bspline::release(coef);
+    }
 }
 
-/// 1 in 32.32 fixed point.
-const ONE: f64 = (1u64 << 32) as f64;
-
-/// `v` in 32.32 fixed point.
-#[inline]
-fn fixed(v: f32) -> i64 {
-    (v as f64 * ONE) as i64
+/// `floor(v)` of a non-negative `v` (a point inside or clamped to the region): truncation,
+/// which the plain x86-64 build does in one instruction where `f32::floor` calls libm.
+#[inline(always)]
+fn floor(v: f32) -> usize {
+    v as usize
 }
 
-/// The fraction of a 32.32 fixed-point value, as f32.
-#[inline]
-fn frac(v: i64) -> f32 {
-    (v & 0xffff_ffff) as f32 * (1.0 / ONE as f32)
+/// `v` clamped to `0..=top` by compare-and-select, not `f32::clamp` (which checks its
+/// bounds and orders NaN): a NaN, which a validated transform cannot produce, lands on 0
+/// rather than indexing out of the region.
+#[inline(always)]
+fn clamp_to(v: f32, top: f32) -> f32 {
+    let v = if v > 0.0 { v } else { 0.0 };
+    if v < top { v } else { top }
+}
+
+/// Point `j` of a row that starts at `q` and moves `step` per voxel (one axis).
+#[inline(always)]
+fn point(q: f32, step: f32, j: usize) -> f32 {
+    q + j as f32 * step
 }
 
 /// Linear interpolation from `p` to `q` by `t`.
@@ -187,50 +233,55 @@ impl Grid<'_> {
         lerp(lerp(x00, x01, w[1]), lerp(x10, x11, w[1]), w[0])
     }
 
-    /// One output row whose points all lie inside (no clamping needed): the first point
-    /// `q`, then `step` per voxel. With `MASK`, the mask by nearest neighbour (round half
-    /// up) too; without, the mask row stays 0.
+    /// One output row whose points all lie inside (no clamping needed): point j is
+    /// `q + j step`. With `MASK`, the mask by nearest neighbour (round half up) too;
+    /// without, the mask row stays 0.
     fn row_inside<const MASK: bool>(
         &self,
-        q: [i64; 3],
-        step: [i64; 3],
+        q: [f32; 3],
+        step: [f32; 3],
         out: &mut [f32],
         out_m: &mut [u8],
     ) {
-        let (sy, sz) = (self.sy, self.sz);
         #[cfg(target_arch = "x86_64")]
-        let simd = std::arch::is_x86_feature_detected!("avx2") && self.hu.len() < 1 << 30;
-        #[cfg(not(target_arch = "x86_64"))]
-        let simd = false;
-        if simd {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: the CPU has AVX2 (checked above); every point of the row lies inside
-            // (the caller checked both ends of the segment), so each point's lower voxel
-            // `b` has `b + sz + sy + 1 < hu.len()`; `hu.len() < 2^30` keeps the byte offsets
-            // of the gathers within i32.
-            unsafe {
-                avx2::trilinear_row(self.hu, sy, sz, q, step, out)
-            };
-        } else {
-            let mut p = q;
-            for o in out.iter_mut() {
-                let i0 = p.map(|v| (v >> 32) as usize);
-                *o = self.trilinear(i0[0] * sz + i0[1] * sy + i0[2], p.map(frac));
-                for (pk, sk) in p.iter_mut().zip(step) {
-                    *pk += sk;
-                }
+        if std::arch::is_x86_feature_detected!("avx2") && self.hu.len() < 1 << 30 {
+            // SAFETY: the CPU has AVX2; every point of the row lies inside (the caller
+            // checked both ends of the segment), so each point's lower voxel `b` has
+            // `b + sz + sy + 1 < hu.len()`; `hu.len() < 2^30` keeps the byte offsets of the
+            // gathers within i32.
+            unsafe { avx2::trilinear_row(self, q, step, out, MASK.then_some(out_m)) };
+            return;
+        }
+        for (j, (o, om)) in out.iter_mut().zip(out_m).enumerate() {
+            let p = std::array::from_fn(|k| point(q[k], step[k], j));
+            *o = self.trilinear_at(p);
+            if MASK {
+                *om = self.mask[self.nearest(p)];
             }
         }
-        if MASK {
-            let mut p = q;
-            for om in out_m.iter_mut() {
-                let k = p.map(|v| ((v + (1 << 31)) >> 32) as usize);
-                *om = self.mask[k[0] * sz + k[1] * sy + k[2]];
-                for (pk, sk) in p.iter_mut().zip(step) {
-                    *pk += sk;
-                }
-            }
-        }
+    }
+
+    /// The voxel nearest a point that lies inside: the lower voxel, one further on each
+    /// axis whose fraction is at least 1/2 (round half up, as ITK rounds; the fraction
+    /// `p - floor(p)` is exact in f32).
+    #[inline(always)]
+    fn nearest(&self, p: [f32; 3]) -> usize {
+        let k: [usize; 3] = std::array::from_fn(|k| {
+            let f = floor(p[k]);
+            f + usize::from(p[k] - f as f32 >= 0.5)
+        });
+        k[0] * self.sz + k[1] * self.sy + k[2]
+    }
+
+    /// The trilinear value at a point that lies inside.
+    #[inline(always)]
+    fn trilinear_at(&self, p: [f32; 3]) -> f32 {
+        let i0 = p.map(floor);
+        let f = i0.map(|v| v as f32);
+        self.trilinear(
+            i0[0] * self.sz + i0[1] * self.sy + i0[2],
+            std::array::from_fn(|k| p[k] - f[k]),
+        )
     }
 
     /// One output row in general: points displaced by the elastic `field` (the row's part)
@@ -239,8 +290,8 @@ impl Grid<'_> {
     #[allow(clippy::too_many_arguments)]
     fn row_clamped(
         &self,
-        mut q: [i64; 3],
-        step: [i64; 3],
+        q: [f32; 3],
+        step: [f32; 3],
         a: &[[f32; 3]; 3],
         field: Option<&[[f32; 3]]>,
         r: [usize; 3],
@@ -249,58 +300,41 @@ impl Grid<'_> {
         out_m: &mut [u8],
     ) {
         let (sy, sz) = (self.sy, self.sz);
-        let top: [i64; 3] = r.map(|v| (v.saturating_sub(1) as i64) << 32);
+        let top: [f32; 3] = r.map(|v| v.saturating_sub(1) as f32);
         let low_max: [usize; 3] = r.map(|v| v.saturating_sub(2));
         for (x, (o, om)) in out.iter_mut().zip(out_m.iter_mut()).enumerate() {
-            let mut p = q;
+            let mut p: [f32; 3] = std::array::from_fn(|k| point(q[k], step[k], x));
             if let Some(f) = field {
                 let d = f[x];
                 for (k, pk) in p.iter_mut().enumerate() {
-                    *pk += fixed(a[k][0] * d[0] + a[k][1] * d[1] + a[k][2] * d[2]);
+                    *pk += a[k][0] * d[0] + a[k][1] * d[1] + a[k][2] * d[2];
                 }
             }
-            let p: [i64; 3] = std::array::from_fn(|k| p[k].clamp(0, top[k]));
-            let i0: [usize; 3] = std::array::from_fn(|k| ((p[k] >> 32) as usize).min(low_max[k]));
+            let p: [f32; 3] = std::array::from_fn(|k| clamp_to(p[k], top[k]));
+            let f = p.map(floor);
+            let i0: [usize; 3] = std::array::from_fn(|k| f[k].min(low_max[k]));
             // The weight past the lower voxel: 1 where the point sits on the last.
             let w: [f32; 3] =
-                std::array::from_fn(
-                    |k| {
-                        if (p[k] >> 32) as usize > i0[k] { 1.0 } else { frac(p[k]) }
-                    },
-                );
+                std::array::from_fn(|k| if f[k] > i0[k] { 1.0 } else { p[k] - f[k] as f32 });
             *o = self.trilinear(i0[0] * sz + i0[1] * sy + i0[2], w);
             if mask {
-                // Nearest: round half up.
-                let k: [usize; 3] = std::array::from_fn(|k| ((p[k] + (1 << 31)) >> 32) as usize);
-                *om = self.mask[k[0] * sz + k[1] * sy + k[2]];
-            }
-            for (qk, sk) in q.iter_mut().zip(step) {
-                *qk += sk;
+                *om = self.mask[self.nearest(p)];
             }
         }
     }
 }
 
-/// [`Grid::row_inside`]'s image with AVX2: four points at a time, each corner pair (a voxel
-/// and the next along x) fetched by one 32-bit gather, with the scalar path's arithmetic
-/// in the same order (no fused multiply-add), so the values are the same bit for bit.
+/// [`Grid::row_inside`] with AVX2: eight points at a time, each corner pair (a voxel and
+/// the next along x) fetched by one 32-bit gather, the mask's nearest voxel from the same
+/// lanes, with the scalar path's arithmetic in the same order (no fused multiply-add), so
+/// the values are the same bit for bit.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
-    /// Four positions of one axis, 32.32 fixed point, as f64 voxels (exact: they are
-    /// non-negative and below 2^52).
     #[target_feature(enable = "avx2")]
-    fn voxels(p: __m256i) -> __m256d {
-        let magic = _mm256_set1_epi64x(0x4330_0000_0000_0000);
-        let two52 = _mm256_set1_pd(4_503_599_627_370_496.0);
-        let f = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(p, magic)), two52);
-        _mm256_mul_pd(f, _mm256_set1_pd(1.0 / 4_294_967_296.0))
-    }
-
-    #[target_feature(enable = "avx2")]
-    fn lerp(p: __m128, q: __m128, t: __m128) -> __m128 {
-        _mm_add_ps(p, _mm_mul_ps(_mm_sub_ps(q, p), t))
+    fn lerp(p: __m256, q: __m256, t: __m256) -> __m256 {
+        _mm256_add_ps(p, _mm256_mul_ps(_mm256_sub_ps(q, p), t))
     }
 
     /// The voxel at each lane's offset and the next one, as f32.
@@ -308,50 +342,43 @@ mod avx2 {
     /// # Safety
     /// Each `hu[o]` and `hu[o + 1]` exists.
     #[target_feature(enable = "avx2")]
-    unsafe fn pair(hu: &[i16], o: __m128i) -> (__m128, __m128) {
+    unsafe fn pair(hu: &[i16], o: __m256i) -> (__m256, __m256) {
         // SAFETY: the caller's; the gather reads the 4 bytes of hu[o], hu[o + 1].
-        let g = unsafe { _mm_i32gather_epi32::<2>(hu.as_ptr() as *const i32, o) };
-        let low = _mm_srai_epi32::<16>(_mm_slli_epi32::<16>(g));
-        (_mm_cvtepi32_ps(low), _mm_cvtepi32_ps(_mm_srai_epi32::<16>(g)))
+        let g = unsafe { _mm256_i32gather_epi32::<2>(hu.as_ptr() as *const i32, o) };
+        let low = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(g));
+        (_mm256_cvtepi32_ps(low), _mm256_cvtepi32_ps(_mm256_srai_epi32::<16>(g)))
     }
 
-    /// Trilinear values of the points `q + j step`, j = 0..out.len(), into `out`.
+    /// Trilinear values of the points `q + j step`, j = 0..out.len(), into `out`, and
+    /// where `nearest` is given, the mask's value at each point's nearest voxel into it.
     ///
     /// # Safety
     /// The CPU has AVX2; every point's lower voxel `b` (z, y, x) has
     /// `b + sz + sy + 1 < hu.len()`, and `hu.len() < 2^30`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn trilinear_row(
-        hu: &[i16],
-        sy: usize,
-        sz: usize,
-        q: [i64; 3],
-        step: [i64; 3],
+        g: &super::Grid,
+        q: [f32; 3],
+        step: [f32; 3],
         out: &mut [f32],
+        mut nearest: Option<&mut [u8]>,
     ) {
-        let lanes = |k: usize| {
-            _mm256_set_epi64x(q[k] + 3 * step[k], q[k] + 2 * step[k], q[k] + step[k], q[k])
-        };
-        let mut p = [lanes(0), lanes(1), lanes(2)];
-        let inc = step.map(|s| _mm256_set1_epi64x(4 * s));
-        let (vy, vz) = (_mm_set1_epi32(sy as i32), _mm_set1_epi32(sz as i32));
-        let done = out.len() / 4 * 4;
-        let mut chunks = out.chunks_exact_mut(4);
-        for o in &mut chunks {
-            let f = [voxels(p[0]), voxels(p[1]), voxels(p[2])];
-            let fl = [_mm256_floor_pd(f[0]), _mm256_floor_pd(f[1]), _mm256_floor_pd(f[2])];
-            let w = [
-                _mm256_cvtpd_ps(_mm256_sub_pd(f[0], fl[0])),
-                _mm256_cvtpd_ps(_mm256_sub_pd(f[1], fl[1])),
-                _mm256_cvtpd_ps(_mm256_sub_pd(f[2], fl[2])),
-            ];
-            let i = [
-                _mm256_cvttpd_epi32(fl[0]),
-                _mm256_cvttpd_epi32(fl[1]),
-                _mm256_cvttpd_epi32(fl[2]),
-            ];
-            let b = _mm_add_epi32(
-                _mm_add_epi32(_mm_mullo_epi32(i[0], vz), _mm_mullo_epi32(i[1], vy)),
+        let (hu, sy, sz) = (g.hu, g.sy, g.sz);
+        let lane = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
+        let (vq, vs) = (q.map(|v| _mm256_set1_ps(v)), step.map(|v| _mm256_set1_ps(v)));
+        let (vy, vz) = (_mm256_set1_epi32(sy as i32), _mm256_set1_epi32(sz as i32));
+        let done = out.len() / 8 * 8;
+        let mut chunks = out.chunks_exact_mut(8);
+        for (c, o) in (&mut chunks).enumerate() {
+            // j as f32 is exact (a row is far shorter than 2^24).
+            let j = _mm256_add_ps(_mm256_set1_ps((c * 8) as f32), lane);
+            let p: [__m256; 3] =
+                std::array::from_fn(|k| _mm256_add_ps(vq[k], _mm256_mul_ps(j, vs[k])));
+            let fl = p.map(|v| _mm256_floor_ps(v));
+            let w: [__m256; 3] = std::array::from_fn(|k| _mm256_sub_ps(p[k], fl[k]));
+            let i = fl.map(|v| _mm256_cvttps_epi32(v));
+            let b = _mm256_add_epi32(
+                _mm256_add_epi32(_mm256_mullo_epi32(i[0], vz), _mm256_mullo_epi32(i[1], vy)),
                 i[2],
             );
             // SAFETY: the caller's: b, b + sy, b + sz and b + sz + sy each have the next
@@ -359,9 +386,9 @@ mod avx2 {
             let (c00, c01, c10, c11) = unsafe {
                 (
                     pair(hu, b),
-                    pair(hu, _mm_add_epi32(b, vy)),
-                    pair(hu, _mm_add_epi32(b, vz)),
-                    pair(hu, _mm_add_epi32(b, _mm_add_epi32(vz, vy))),
+                    pair(hu, _mm256_add_epi32(b, vy)),
+                    pair(hu, _mm256_add_epi32(b, vz)),
+                    pair(hu, _mm256_add_epi32(b, _mm256_add_epi32(vz, vy))),
                 )
             };
             let x00 = lerp(c00.0, c00.1, w[2]);
@@ -369,18 +396,35 @@ mod avx2 {
             let x10 = lerp(c10.0, c10.1, w[2]);
             let x11 = lerp(c11.0, c11.1, w[2]);
             let v = lerp(lerp(x00, x01, w[1]), lerp(x10, x11, w[1]), w[0]);
-            // SAFETY: `o` holds 4 f32.
-            unsafe { _mm_storeu_ps(o.as_mut_ptr(), v) };
-            for k in 0..3 {
-                p[k] = _mm256_add_epi64(p[k], inc[k]);
+            // SAFETY: `o` holds 8 f32.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
+            if let Some(m) = nearest.as_deref_mut() {
+                // The lower voxel, one further on each axis whose weight is at least 1/2.
+                let half = _mm256_set1_ps(0.5);
+                let up = w.map(|v| _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(v, half)));
+                // A true comparison is all ones: and-ed with a stride, it is the stride.
+                let n = _mm256_add_epi32(
+                    _mm256_add_epi32(b, _mm256_and_si256(up[0], vz)),
+                    _mm256_add_epi32(
+                        _mm256_and_si256(up[1], vy),
+                        _mm256_and_si256(up[2], _mm256_set1_epi32(1)),
+                    ),
+                );
+                let mut idx = [0i32; 8];
+                // SAFETY: `idx` holds 8 i32.
+                unsafe { _mm256_storeu_si256(idx.as_mut_ptr() as *mut __m256i, n) };
+                for (t, &i) in idx.iter().enumerate() {
+                    m[c * 8 + t] = g.mask[i as usize];
+                }
             }
         }
         // The last points, one at a time, as the scalar path computes them.
-        let grid = super::Grid { hu, mask: &[], sy, sz };
         for (j, o) in chunks.into_remainder().iter_mut().enumerate() {
-            let p: [i64; 3] = std::array::from_fn(|k| q[k] + (done + j) as i64 * step[k]);
-            let i0 = p.map(|v| (v >> 32) as usize);
-            *o = grid.trilinear(i0[0] * sz + i0[1] * sy + i0[2], p.map(super::frac));
+            let p = std::array::from_fn(|k| super::point(q[k], step[k], done + j));
+            *o = g.trilinear_at(p);
+            if let Some(m) = nearest.as_deref_mut() {
+                m[done + j] = g.mask[g.nearest(p)];
+            }
         }
     }
 }
@@ -412,8 +456,14 @@ pub fn region(p: &SpatialParams, shape: [usize; 3], start_zyx: [i64; 3]) -> Regi
             hi[i] += extra;
         }
     }
-    let first: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + lo[ax].floor() as i64);
-    let end: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + hi[ax].floor() as i64 + 2);
+    // Linear reads the voxel below each point and the one after; B-spline one more before,
+    // two after, and its prefilter's margin beyond ([`bspline::MARGIN`]).
+    let (before, after) = match p.interpolation {
+        Interpolation::Linear => (0, 2),
+        Interpolation::BSpline3 => (1 + bspline::MARGIN as i64, 3 + bspline::MARGIN as i64),
+    };
+    let first: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + lo[ax].floor() as i64 - before);
+    let end: [i64; 3] = std::array::from_fn(|ax| start_zyx[ax] + hi[ax].floor() as i64 + after);
     Region { start_zyx: first, shape_zyx: std::array::from_fn(|ax| (end[ax] - first[ax]) as usize) }
 }
 
@@ -436,8 +486,6 @@ mod tests {
             ([6.9, 0.0, 11.0], [0.05, 0.7, -0.8]),
             ([0.0, 9.49, 3.3], [0.0, 0.0, 0.6]),
         ] {
-            let q: [i64; 3] = q.map(|v: f64| (v * ONE) as i64);
-            let step: [i64; 3] = step.map(|v: f64| (v * ONE) as i64);
             let (mut a_img, mut a_m) = (vec![0f32; 11], vec![0u8; 11]);
             let (mut b_img, mut b_m) = (vec![0f32; 11], vec![0u8; 11]);
             grid.row_inside::<true>(q, step, &mut a_img, &mut a_m);
