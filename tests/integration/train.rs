@@ -148,25 +148,34 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
         .unwrap();
     let config = serde_json::json!({"test": true});
     let stop = AtomicBool::new(false);
-    let run = |run_dir: &Path, resume: Option<&Checkpoint>, seed: u64, stop_at: usize| {
+    // Burn keeps one random generator per process and draws a parameter's initial values
+    // lazily, at its first use, so a seed alone does not fix the weights while other tests
+    // draw in parallel threads (CI saw starting losses 1.61 and 2.08 from one seed). The
+    // uninterrupted and the stopped run start from one recorded network instead; the
+    // resumed run from a network of its own, so its weights can only come from the
+    // checkpoint.
+    use burn::record::{FullPrecisionSettings, Recorder};
+    let recorder = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
+    let record = |seed: u64| {
         B::seed(&device, seed);
+        recorder.record(UNet3d::<B>::new(0.125, &device).into_record(), ()).unwrap()
+    };
+    let (start, other) = (record(9), record(1234));
+    assert_ne!(start, other, "two seeds gave one network");
+    let run = |run_dir: &Path, resume: Option<&Checkpoint>, start: &Vec<u8>, stop_at: usize| {
+        let net = UNet3d::<B>::new(0.125, &device)
+            .load_record(recorder.load(start.clone(), &device).unwrap());
         stop.store(false, Ordering::SeqCst);
         let mut plan = Plan::new(&loader, 2 * N, 2e-3, LossKind::DiceBce);
         plan.schedule = train::LrSchedule::Cosine { warmup: 2, min_factor: 0.1 };
         plan.checkpoints = Some(Checkpoints { run_dir, every: 3, keep: 0, config: config.clone() });
         plan.resume = resume;
         plan.stop = Some(&stop);
-        fit::fit::<B, _>(
-            UNet3d::<B>::new(0.125, &device),
-            &plan,
-            &device,
-            &mut StopAt(stop_at, &stop),
-        )
-        .unwrap()
+        fit::fit::<B, _>(net, &plan, &device, &mut StopAt(stop_at, &stop)).unwrap()
     };
-    let whole = run(&dir.path().join("a"), None, 9, 0);
+    let whole = run(&dir.path().join("a"), None, &start, 0);
     assert!(!whole.stopped);
-    let first = run(&dir.path().join("b"), None, 9, N);
+    let first = run(&dir.path().join("b"), None, &start, N);
     assert!(first.stopped);
     assert_eq!(
         first.records,
@@ -184,7 +193,7 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
     let ck = checkpoint::latest(&dir.path().join("b")).unwrap().unwrap();
     assert_eq!(ck.state.position, train::Position { step: N, epoch: 1, next_batch: 1 });
     assert_eq!(ck.state.config, config);
-    let second = run(&dir.path().join("b"), Some(&ck), 1234, 0);
+    let second = run(&dir.path().join("b"), Some(&ck), &other, 0);
     assert_eq!(second.records.len(), N);
     for (a, b) in whole.records[N..].iter().zip(&second.records) {
         assert_eq!(
