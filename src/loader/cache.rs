@@ -129,17 +129,33 @@ impl ChunkCache {
         volume: &crate::store::VolumeFile,
         r: crate::store::Region,
     ) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
+        self.read_region_where(volume_key, volume, r, |_| true)
+    }
+
+    /// [`ChunkCache::read_region`] of the chunks `wanted` keeps (by chunk index z, y,
+    /// x): the others are neither fetched, decoded nor copied, and their part of the
+    /// region is the fill value ([`crate::store::VolumeFile::read_region_where`]).
+    ///
+    /// # Errors
+    /// As [`ChunkCache::read_region`].
+    pub fn read_region_where(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+        wanted: impl Fn([usize; 3]) -> bool,
+    ) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
         let grid = volume.header().grid();
-        let fetched = self.fetch_missing(volume_key, volume, r)?;
-        volume.read_region_with(r, |c| {
+        let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
+        volume.read_region_where(r, &wanted, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
             self.get_or_decode((volume_key, k), || volume.decode_chunk_fetched(c, &fetched))
         })
     }
 
-    /// Decodes into the cache the chunks of `r` it does not hold (fetching them from object
-    /// storage first, in as few requests as coalescing allows), without assembling the
-    /// region: the work of a fetcher ahead of the workers.
+    /// Decodes into the cache the chunks of `r` that `wanted` keeps and it does not hold
+    /// (fetching them from object storage first, in as few requests as coalescing
+    /// allows), without assembling the region: the work of a fetcher ahead of the workers.
     ///
     /// # Errors
     /// As [`ChunkCache::read_region`].
@@ -148,11 +164,12 @@ impl ChunkCache {
         volume_key: u32,
         volume: &crate::store::VolumeFile,
         r: crate::store::Region,
+        wanted: impl Fn([usize; 3]) -> bool,
     ) -> Result<(), crate::store::StoreError> {
         let grid = volume.header().grid();
         let key = |c: [usize; 3]| (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32);
-        let fetched = self.fetch_missing(volume_key, volume, r)?;
-        for c in volume.chunks_touched(r) {
+        let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
+        for c in volume.chunks_touched(r).into_iter().filter(|&c| wanted(c)) {
             if !self.holds(key(c)) {
                 self.get_or_decode(key(c), || {
                     volume
@@ -164,17 +181,20 @@ impl ChunkCache {
         Ok(())
     }
 
-    /// For a volume on object storage: the payloads of the chunks of `r` the cache does not
-    /// hold, fetched in as few requests as coalescing allows (nothing for a local file).
+    /// For a volume on object storage: the payloads of the chunks of `r` that are wanted
+    /// and the cache does not hold, fetched in as few requests as coalescing allows
+    /// (nothing for a local file).
     fn fetch_missing(
         &self,
         volume_key: u32,
         volume: &crate::store::VolumeFile,
         r: crate::store::Region,
+        wanted: &impl Fn([usize; 3]) -> bool,
     ) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
         let grid = volume.header().grid();
         volume.fetch_region(r, |c| {
-            self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))
+            !wanted(c)
+                || self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))
         })
     }
 
@@ -186,7 +206,8 @@ impl ChunkCache {
     }
 
     /// A region of a uint8 label volume through the cache (its chunks are held widened to
-    /// i16, as every chunk here is).
+    /// i16, as every chunk here is), of the chunks `wanted` keeps (as
+    /// [`ChunkCache::read_region_where`]).
     ///
     /// # Errors
     /// As [`ChunkCache::read_region`].
@@ -195,10 +216,11 @@ impl ChunkCache {
         volume_key: u32,
         volume: &crate::store::VolumeFile,
         r: crate::store::Region,
+        wanted: impl Fn([usize; 3]) -> bool,
     ) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
         let grid = volume.header().grid();
-        let fetched = self.fetch_missing(volume_key, volume, r)?;
-        volume.read_region_with(r, |c| {
+        let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
+        volume.read_region_where(r, &wanted, |c| {
             let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
             let held = self.get_or_decode((volume_key, k), || {
                 volume

@@ -1,13 +1,14 @@
 //! Building a batch: for each patch, read its region through the chunk cache (the larger
-//! region a spatial transform covers, then sampled), rasterise the nodule spheres into the
+//! region a spatial transform covers, only the chunks its footprint meets, then sampled), rasterise the nodule spheres into the
 //! mask, augment, write normalised f32 into the batch, then run the user's own transforms.
 
 use super::augment::AugmentParams;
+use super::augment::footprint::Footprint;
 use super::augment::sample::SourceMap;
 use super::batch::{Batch, PatchMeta};
 use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
 use super::{LoaderError, PatchMut, Shared, Sphere};
-use crate::store::Region;
+use crate::store::{Region, VolumeFile};
 
 /// Rasterises `spheres` into a patch starting at `start_zyx` of `shape` voxels: 1 where
 /// `sum(((p - c) / r)^2) <= 1` for some sphere, voxel centres at integer indices.
@@ -42,17 +43,22 @@ pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> 
 }
 
 /// The mask of region `r` of a patch's scan: the mask label's foreground where the loader
-/// has one ([`super::LoaderConfig::mask_label`], read through the shared cache), else the
-/// nodule spheres near it.
+/// has one ([`super::LoaderConfig::mask_label`], read through the shared cache: the
+/// chunks footprint `fp` meets, where there is one), else the nodule spheres near it.
 ///
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt label chunk.
-pub fn region_mask(shared: &Shared, spec: &PatchSpec, r: Region) -> Result<Vec<u8>, LoaderError> {
+pub fn region_mask(
+    shared: &Shared,
+    spec: &PatchSpec,
+    r: Region,
+    fp: Option<&Footprint>,
+) -> Result<Vec<u8>, LoaderError> {
     let scan = &shared.scans[spec.scan];
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
-            let a =
-                shared.cache.read_label_region(super::cache::mask_key(spec.scan as u32), v, r)?;
+            let key = super::cache::mask_key(spec.scan as u32);
+            let a = shared.cache.read_label_region(key, v, r, reads_chunk(fp, v))?;
             Ok(a.iter().map(|&x| ml.is_foreground(x) as u8).collect())
         }
         _ => Ok(scan.mask(r.start_zyx, r.shape_zyx)),
@@ -64,7 +70,32 @@ pub fn region_mask(shared: &Shared, spec: &PatchSpec, r: Region) -> Result<Vec<u
 /// # Errors
 /// As [`region_mask`].
 pub fn patch_mask(shared: &Shared, spec: &PatchSpec) -> Result<Vec<u8>, LoaderError> {
-    region_mask(shared, spec, Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx })
+    region_mask(
+        shared,
+        spec,
+        Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx },
+        None,
+    )
+}
+
+/// The footprint of a moved patch ([`Footprint`]): which chunks of its region it reads.
+/// None where it reads them all (no spatial transform, an elastic field, a B-spline).
+fn footprint(shared: &Shared, spec: &PatchSpec) -> Option<Footprint> {
+    let sp = spec.augment.spatial.as_ref()?;
+    Footprint::new(sp, shared.cfg.patch_zyx, spec.start_zyx)
+}
+
+/// Whether a patch with footprint `fp` reads chunk `c` (z, y, x) of `volume`.
+fn reads_chunk(fp: Option<&Footprint>, volume: &VolumeFile) -> impl Fn([usize; 3]) -> bool {
+    let s = volume.header().chunk_shape_zyx.map(|v| v as i64);
+    move |c: [usize; 3]| {
+        fp.is_none_or(|f| {
+            f.reads(
+                std::array::from_fn(|k| c[k] as i64 * s[k]),
+                std::array::from_fn(|k| (c[k] as i64 + 1) * s[k]),
+            )
+        })
+    }
 }
 
 /// Writes one patch (HU, mask, both in the patch's C order) into `image` and `mask` (f32,
@@ -192,8 +223,14 @@ pub fn build_patch(
             let map = SourceMap::new(sp, p);
             let r = map.region(spec.start_zyx);
             let volume = &shared.scans[spec.scan].volume;
-            let hu = shared.cache.read_region(spec.scan as u32, volume, r)?;
-            let m = region_mask(shared, spec, r)?;
+            let fp = footprint(shared, spec);
+            let hu = shared.cache.read_region_where(
+                spec.scan as u32,
+                volume,
+                r,
+                reads_chunk(fp.as_ref(), volume),
+            )?;
+            let m = region_mask(shared, spec, r, fp.as_ref())?;
             let hu = hu.as_slice().ok_or_else(contiguous)?;
             let (img, msk) = map.sample(spec.start_zyx, r, hu, &m);
             write_patch(&img, &msk, &spec.augment, p, cfg.hu_window, image, mask);
@@ -212,9 +249,17 @@ pub fn warm(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<()
     let spec = resolve(shared, epoch, batch, item)?;
     let scan = &shared.scans[spec.scan];
     let r = source_region(shared, &spec);
-    shared.cache.warm_region::<i16>(spec.scan as u32, &scan.volume, r)?;
+    let fp = footprint(shared, &spec);
+    let volume = &scan.volume;
+    shared.cache.warm_region::<i16>(
+        spec.scan as u32,
+        volume,
+        r,
+        reads_chunk(fp.as_ref(), volume),
+    )?;
     if let (Some(v), Some(_)) = (&scan.mask_label, &shared.cfg.mask_label) {
-        shared.cache.warm_region::<u8>(super::cache::mask_key(spec.scan as u32), v, r)?;
+        let key = super::cache::mask_key(spec.scan as u32);
+        shared.cache.warm_region::<u8>(key, v, r, reads_chunk(fp.as_ref(), v))?;
     }
     Ok(())
 }

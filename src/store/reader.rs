@@ -350,6 +350,21 @@ impl VolumeFile {
     pub fn read_region_with<T: Voxel, C: AsRef<[T]>>(
         &self,
         r: Region,
+        chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+    ) -> Result<Array3<T>, StoreError> {
+        self.read_region_where(r, |_| true, chunk)
+    }
+
+    /// [`VolumeFile::read_region_with`] for the chunks `wanted` keeps only: the others
+    /// are neither asked of `chunk` nor copied, and their part of the region is left at
+    /// the fill value (for a caller that knows it will not read there).
+    ///
+    /// # Errors
+    /// Whatever `chunk` returns.
+    pub fn read_region_where<T: Voxel, C: AsRef<[T]>>(
+        &self,
+        r: Region,
+        wanted: impl Fn([usize; 3]) -> bool,
         mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
     ) -> Result<Array3<T>, StoreError> {
         let h = &self.header;
@@ -360,7 +375,7 @@ impl VolumeFile {
             message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
         })?;
         let mut out = vec![fill; r.shape_zyx.iter().product()];
-        for cz_cy_cx in self.chunks_touched(r) {
+        for cz_cy_cx in self.chunks_touched(r).into_iter().filter(|&c| wanted(c)) {
             let data = chunk(cz_cy_cx)?;
             self.copy_chunk_into(r, cz_cy_cx, data.as_ref(), &mut out);
         }

@@ -206,21 +206,57 @@ fn bad_settings_are_refused_by_name() {
     Augment::parse("nnunet,elastic,rotation:p=1:z=-180..180", p).unwrap();
 }
 
-/// Gaussian noise has the drawn standard deviation and mean 0 (the sample's moments
-/// over 64k voxels, within 2 %), and each stage's draw is reproducible from its seed.
+/// Gaussian noise has the drawn standard deviation, mean 0 and a normal distribution:
+/// over 128k voxels the sample's mean and standard deviation within 2 % of sigma; the
+/// share of values below k sigma, k = -3..3, equals the normal table (Abramowitz and
+/// Stegun 26.1: 0.00135, 0.02275, 0.15866, 0.5, ...) within 5 binomial standard errors;
+/// neighbours (lag 1) and the two halves of a block (a Box-Muller pair's cosine and sine)
+/// uncorrelated within 5 / sqrt(n). The same seed gives the same noise, another seed
+/// other noise; an odd count noises its last voxel too.
 #[test]
-fn gaussian_noise_has_its_sigma() {
-    let shape = [16, 64, 64];
-    let mut x = vec![0.5f32; 16 * 64 * 64];
-    let a = Applied::GaussianNoise { sigma: 0.05, seed: 11 };
+fn gaussian_noise_has_its_sigma_and_is_normal() {
+    let shape = [32, 64, 64];
+    let sigma = 0.05f64;
+    let mut x = vec![0.5f32; 32 * 64 * 64];
+    let a = Applied::GaussianNoise { sigma: sigma as f32, seed: 11 };
     a.apply(&mut x, shape);
-    let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64 - 0.5).sum::<f64>() / n;
-    let sd = (x.iter().map(|&v| (v as f64 - 0.5 - mean).powi(2)).sum::<f64>() / n).sqrt();
-    assert!(mean.abs() < 0.002 && (sd / 0.05 - 1.0).abs() < 0.02, "mean {mean}, sd {sd}");
+    let z: Vec<f64> = x.iter().map(|&v| (v as f64 - 0.5) / sigma).collect();
+    let n = z.len() as f64;
+    let mean = z.iter().sum::<f64>() / n;
+    let sd = (z.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    assert!(mean.abs() < 0.02 && (sd - 1.0).abs() < 0.02, "mean {mean} sigma, sd {sd} sigma");
+    let table = [0.001_35, 0.022_75, 0.158_66, 0.5, 0.841_34, 0.977_25, 0.998_65];
+    for (k, want) in (-3..=3).zip(table) {
+        let got = z.iter().filter(|&&v| v < k as f64).count() as f64 / n;
+        let se = (want * (1.0 - want) / n).sqrt();
+        assert!((got - want).abs() < 5.0 * se, "share below {k} sigma: {got}, table {want}");
+    }
+    let corr = |a: &[f64], b: &[f64]| {
+        let m = a.len() as f64;
+        let (ma, mb) = (a.iter().sum::<f64>() / m, b.iter().sum::<f64>() / m);
+        let cov = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum::<f64>();
+        let va = a.iter().map(|x| (x - ma).powi(2)).sum::<f64>();
+        let vb = b.iter().map(|y| (y - mb).powi(2)).sum::<f64>();
+        (cov / (va * vb).sqrt(), 5.0 / m.sqrt())
+    };
+    let (r, bound) = corr(&z[..z.len() - 1], &z[1..]);
+    assert!(r.abs() < bound, "lag-1 correlation {r}");
+    let (firsts, seconds): (Vec<f64>, Vec<f64>) = z
+        .chunks_exact(1024)
+        .flat_map(|b| b[..512].iter().copied().zip(b[512..].iter().copied()))
+        .unzip();
+    let (r, bound) = corr(&firsts, &seconds);
+    assert!(r.abs() < bound, "correlation of a block's halves {r}");
     let mut y = vec![0.5f32; x.len()];
     a.apply(&mut y, shape);
-    assert_eq!(x, y);
+    assert_eq!(x, y, "same seed, same noise");
+    let mut other = vec![0.5f32; x.len()];
+    Applied::GaussianNoise { sigma: sigma as f32, seed: 12 }.apply(&mut other, shape);
+    let same = x.iter().zip(&other).filter(|(p, q)| p == q).count();
+    assert!(same < x.len() / 100, "seeds 11 and 12 agree on {same} voxels");
+    let mut odd = vec![0.5f32; 3 * 5 * 7];
+    a.apply(&mut odd, [3, 5, 7]);
+    assert!(odd.iter().all(|&v| v != 0.5), "a voxel of an odd count was left without noise");
 }
 
 /// Tests that need Python with the pinned packages (SimpleITK, scipy; PyTorch for the

@@ -482,6 +482,66 @@ fn spatial_transforms_keep_positives_on_their_nodule() {
     assert_eq!(checked, 24);
 }
 
+/// A rotated or scaled patch reads only the chunks its footprint meets, and is what it
+/// would be from its whole region: each image equals `SourceMap::sample` of the region
+/// read in full from the store (every chunk decoded), windowed as the loader windows, bit
+/// for bit. Some chunks of the regions are skipped (so the comparison is of a patch built
+/// without them).
+#[test]
+fn moved_patches_equal_the_sample_of_their_whole_region() {
+    use ctstream::loader::augment::footprint::Footprint;
+    use ctstream::loader::augment::sample::SourceMap;
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let aug = Augment::parse("rotation:p=1,scaling:p=1:range=0.7..1.4", P).unwrap();
+    let loader = Loader::builder(&store)
+        .batch_size(4)
+        .positive_share(0.5)
+        .augment(aug)
+        .seed(12)
+        .batches_per_epoch(Some(3))
+        .build()
+        .unwrap();
+    let [lo, hi] = loader.config().hu_window;
+    let inv = 1.0 / (hi - lo);
+    let (mut skipped, mut checked) = (0, 0);
+    for b in collect(&loader, 0) {
+        for (i, p) in b.patches.iter().enumerate() {
+            let sp = p.augment.spatial.as_ref().expect("p = 1");
+            let map = SourceMap::new(sp, P);
+            let r = map.region(p.start_zyx);
+            let hu = store.read_region(&p.series_id, r).unwrap();
+            let zeros = vec![0u8; hu.len()];
+            let (img, _) = map.sample(p.start_zyx, r, hu.as_slice().unwrap(), &zeros);
+            let want: Vec<f32> = img.iter().map(|&v| ((v - lo) * inv).clamp(0.0, 1.0)).collect();
+            assert!(
+                b.images[i * N..(i + 1) * N] == want[..],
+                "{} at {:?}",
+                p.series_id,
+                p.start_zyx
+            );
+            let volume = store.volume(&p.series_id).unwrap();
+            let f = Footprint::new(sp, P, p.start_zyx).expect("linear, no field");
+            let c = volume.header().chunk_shape_zyx.map(|v| v as i64);
+            skipped += volume
+                .chunks_touched(r)
+                .iter()
+                .filter(|k| {
+                    !f.reads(
+                        std::array::from_fn(|a| k[a] as i64 * c[a]),
+                        std::array::from_fn(|a| (k[a] as i64 + 1) * c[a]),
+                    )
+                })
+                .count();
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 12);
+    assert!(skipped > 0, "no chunk of the regions was skipped");
+    eprintln!("{checked} moved patches, {skipped} chunks of their regions skipped");
+}
+
 /// Adds a value drawn from its generator to every image voxel, and records the patch's
 /// start in the mask's first voxel (a transform that shows what it was given).
 #[derive(Debug)]

@@ -16,7 +16,6 @@
 //!   standard deviation (unbiased, as torch's `std`).
 
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::{Range, check_probability, scratch};
 
@@ -256,12 +255,7 @@ impl Applied {
         match *self {
             Applied::GaussianNoise { sigma, seed } => {
                 if sigma > 0.0 {
-                    let mut rng = crate::seed::rng(&[seed]);
-                    let normal = Normal::new(0.0f32, sigma)
-                        .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("zero sigma is valid"));
-                    for v in x.iter_mut() {
-                        *v += normal.sample(&mut rng);
-                    }
+                    super::normal::add(x, sigma, seed);
                 }
             }
             Applied::Blur { sigma_zyx } => {

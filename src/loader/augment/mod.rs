@@ -19,7 +19,9 @@
 pub mod bspline;
 pub mod custom;
 pub mod elastic;
+pub mod footprint;
 pub mod intensity;
+mod normal;
 pub mod parse;
 pub mod sample;
 mod scratch;
