@@ -45,10 +45,12 @@ fn pieces(c: &mut Criterion) {
         radius_zyx: [6.0, 6.0, 6.0],
     }];
     let m = rasterize(&spheres, centre, [32, 64, 64]);
-    let (mut img, mut msk) = (vec![0f32; n], vec![0f32; n]);
+    let (mut img, mut msk) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let plain = AugmentParams { hu_scale: 1.0, ..Default::default() };
     g.bench_function("patch assembly (window + mask copy)", |b| {
         b.iter(|| {
+            img.clear();
+            msk.clear();
             write_patch(
                 hu.as_slice().expect("contiguous"),
                 &m,
@@ -68,6 +70,8 @@ fn pieces(c: &mut Criterion) {
     };
     g.bench_function("patch assembly, flipped and rotated", |b| {
         b.iter(|| {
+            img.clear();
+            msk.clear();
             write_patch(
                 hu.as_slice().expect("contiguous"),
                 &m,

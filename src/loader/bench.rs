@@ -192,7 +192,7 @@ pub fn run(
     let copy_s = parallel_time(cfg.workers, specs.len() * copy_rounds, |i| {
         let k = i % specs.len();
         let s = &specs[k];
-        let (mut img, mut msk) = (vec![0f32; n_voxels], vec![0f32; n_voxels]);
+        let (mut img, mut msk) = (Vec::with_capacity(n_voxels), Vec::with_capacity(n_voxels));
         if s.augment.spatial.is_some() {
             // A spatially transformed patch samples the region it covers (from the cache).
             let _ = super::patch::build_patch(shared, s, &mut img, &mut msk);

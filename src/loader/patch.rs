@@ -98,45 +98,80 @@ fn reads_chunk(fp: Option<&Footprint>, volume: &VolumeFile) -> impl Fn([usize; 3
     }
 }
 
-/// Writes one patch (HU, mask, both in the patch's C order) into `image` and `mask` (f32,
-/// C order): HU scaled and shifted, windowed to 0..1, the intensity stages applied, noise
-/// added, then mirrored and turned ([`super::augment`] gives the order). `hu` is the
-/// stored `i16`, or `f32` where a spatial transform interpolated it.
+/// Appends one patch (HU, mask, both in the patch's C order) to `images` and `masks`
+/// (f32, C order): HU scaled and shifted, windowed to 0..1, the intensity stages applied,
+/// then mirrored and turned, noise added ([`super::augment`] gives the order). `hu` is
+/// the stored `i16`, or `f32` where a spatial transform interpolated it. Appending rather
+/// than writing into a zeroed batch spares a pass over the batch; the mask (which no
+/// intensity stage touches) is written mirrored in its one pass, and so is the image
+/// where no intensity stage was drawn.
 pub fn write_patch<T: Copy + Into<f32>>(
     hu: &[T],
     m: &[u8],
     aug: &AugmentParams,
     shape: [usize; 3],
     window: [f32; 2],
-    image: &mut [f32],
-    mask: &mut [f32],
+    images: &mut Vec<f32>,
+    masks: &mut Vec<f32>,
 ) {
     let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
     let (scale, shift) = (aug.hu_scale, aug.hu_shift);
     let norm = |v: T| ((v.into() * scale + shift - lo) * inv).clamp(0.0, 1.0);
-    for ((o, &v), (mo, &mv)) in image.iter_mut().zip(hu).zip(mask.iter_mut().zip(m)) {
-        *o = norm(v);
-        *mo = mv as f32;
-    }
+    let start = images.len();
+    // Mirroring alone (no quarter turn) is a reordering of whole rows, done as the values
+    // are written; the image's waits for the intensity stages where any was drawn.
+    let mirror_only = aug.quarter_turns.is_multiple_of(4);
+    let flip_now = |later: bool| if mirror_only && !later { aug.flip_zyx } else { [false; 3] };
+    let stages = !aug.intensity.is_empty();
+    extend_mirrored(images, hu, shape, flip_now(stages), norm);
+    extend_mirrored(masks, m, shape, flip_now(false), |v| v as f32);
+    let (image, mask) = (&mut images[start..], &mut masks[start..]);
     for (_, stage) in &aug.intensity {
         stage.apply(image, shape);
     }
-    if aug.moves() {
-        if aug.quarter_turns.is_multiple_of(4) {
-            // Mirroring alone, in place: planes and rows swapped, rows reversed.
+    if mirror_only {
+        if stages {
             mirror_in_place(image, shape, aug.flip_zyx);
-            mirror_in_place(mask, shape, aug.flip_zyx);
-        } else {
-            let (img, msk) = (image.to_vec(), mask.to_vec());
-            for_each_moved(aug, shape, |i, s| {
-                image[i] = img[s];
-                mask[i] = msk[s];
-            });
         }
+    } else {
+        let (img, msk) = (image.to_vec(), mask.to_vec());
+        for_each_moved(aug, shape, |i, s| {
+            image[i] = img[s];
+            mask[i] = msk[s];
+        });
     }
     // Noise of a fixed sigma, after everything else (as before the stages existed).
     for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
         *o += n;
+    }
+}
+
+/// Appends `src`, a patch of `shape` (C order), to `dst` through `f`, mirrored along the
+/// axes of `flip` (as [`mirror_in_place`] would leave it).
+fn extend_mirrored<T: Copy>(
+    dst: &mut Vec<f32>,
+    src: &[T],
+    shape: [usize; 3],
+    flip: [bool; 3],
+    f: impl Fn(T) -> f32,
+) {
+    let [nz, ny, nx] = shape;
+    dst.reserve(src.len());
+    if flip == [false; 3] {
+        dst.extend(src.iter().map(|&v| f(v)));
+        return;
+    }
+    for z in 0..nz {
+        let sz = if flip[0] { nz - 1 - z } else { z };
+        for y in 0..ny {
+            let sy = if flip[1] { ny - 1 - y } else { y };
+            let row = &src[(sz * ny + sy) * nx..(sz * ny + sy + 1) * nx];
+            if flip[2] {
+                dst.extend(row.iter().rev().map(|&v| f(v)));
+            } else {
+                dst.extend(row.iter().map(|&v| f(v)));
+            }
+        }
     }
 }
 
@@ -198,7 +233,7 @@ pub fn source_region(shared: &Shared, spec: &PatchSpec) -> Region {
     }
 }
 
-/// Builds one patch into `image` and `mask` (f32, C order): read as stored, or sampled
+/// Appends one patch to `images` and `masks` (f32, C order): read as stored, or sampled
 /// through its spatial transform from the region it covers; then [`write_patch`].
 ///
 /// # Errors
@@ -206,8 +241,8 @@ pub fn source_region(shared: &Shared, spec: &PatchSpec) -> Region {
 pub fn build_patch(
     shared: &Shared,
     spec: &PatchSpec,
-    image: &mut [f32],
-    mask: &mut [f32],
+    images: &mut Vec<f32>,
+    masks: &mut Vec<f32>,
 ) -> Result<(), LoaderError> {
     let cfg = &shared.cfg;
     let p = cfg.patch_zyx;
@@ -217,7 +252,7 @@ pub fn build_patch(
             let hu = read_patch(shared, spec)?;
             let m = patch_mask(shared, spec)?;
             let hu = hu.as_slice().ok_or_else(contiguous)?;
-            write_patch(hu, &m, &spec.augment, p, cfg.hu_window, image, mask);
+            write_patch(hu, &m, &spec.augment, p, cfg.hu_window, images, masks);
         }
         Some(sp) => {
             let map = SourceMap::new(sp, p);
@@ -233,7 +268,7 @@ pub fn build_patch(
             let m = region_mask(shared, spec, r, fp.as_ref())?;
             let hu = hu.as_slice().ok_or_else(contiguous)?;
             let (img, msk) = map.sample(spec.start_zyx, r, hu, &m);
-            write_patch(&img, &msk, &spec.augment, p, cfg.hu_window, image, mask);
+            write_patch(&img, &msk, &spec.augment, p, cfg.hu_window, images, masks);
         }
     }
     Ok(())
@@ -318,15 +353,17 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
     let p = cfg.patch_zyx;
     let n: usize = p.iter().product();
     let b = cfg.batch_size;
-    let mut images = vec![0f32; b * n];
-    let mut masks = vec![0f32; b * n];
+    let mut images = Vec::with_capacity(b * n);
+    let mut masks = Vec::with_capacity(b * n);
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
         let scan = &shared.scans[spec.scan];
-        let (image, mask) =
-            (&mut images[item * n..(item + 1) * n], &mut masks[item * n..(item + 1) * n]);
-        build_patch(shared, &spec, image, mask)?;
+        build_patch(shared, &spec, &mut images, &mut masks)?;
+        if images.len() != (item + 1) * n || masks.len() != images.len() {
+            return Err(LoaderError::Config("a patch did not fill its part of the batch".into()));
+        }
+        let (image, mask) = (&mut images[item * n..], &mut masks[item * n..]);
         for (k, t) in shared.transforms.iter().enumerate() {
             let view = |v| ndarray::ArrayViewMut3::from_shape(p, v);
             let (Ok(image), Ok(mask)) = (view(&mut *image), view(&mut *mask)) else {
@@ -358,6 +395,23 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appending mirrored equals appending, then mirroring in place.
+    #[test]
+    fn extending_mirrored_equals_mirroring_in_place() {
+        for shape in [[3usize, 4, 5], [2, 3, 4], [1, 1, 1]] {
+            let n: usize = shape.iter().product();
+            let x: Vec<u16> = (0..n as u16).collect();
+            for bits in 0..8 {
+                let flip = [bits & 4 != 0, bits & 2 != 0, bits & 1 != 0];
+                let mut want: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
+                mirror_in_place(&mut want, shape, flip);
+                let mut got = vec![-1.0];
+                extend_mirrored(&mut got, &x, shape, flip, f32::from);
+                assert_eq!(got[1..], want[..], "{shape:?} {flip:?}");
+            }
+        }
+    }
 
     /// In-place mirroring equals reading each voxel from the index
     /// [`AugmentParams::source_of`] gives, for every combination of axes, odd and even sides.

@@ -554,10 +554,12 @@ fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
             }
         }
     }
-    // Up, one axis at a time (linear and cubic interpolation are both separable).
+    // Up, one axis at a time (linear and cubic interpolation are both separable): x
+    // first, while the array is smallest, since x is the one axis whose taps are not
+    // whole contiguous rows.
     let mut cur = down;
     let mut cur_shape = small;
-    for axis in 0..3 {
+    for axis in [2, 1, 0] {
         let mut next_shape = cur_shape;
         next_shape[axis] = shape[axis];
         let next = resize_axis(&cur, cur_shape, next_shape, axis, up);
@@ -628,9 +630,14 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
             }
         }
         _ => {
+            // The taps flattened (each position has the same count), so the inner loop
+            // reads two flat arrays rather than a vector per position.
+            let k = taps.first().map_or(0, Vec::len);
+            let (idx, wt): (Vec<usize>, Vec<f32>) = taps.iter().flatten().copied().unzip();
             for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
-                for (o, t) in dst.iter_mut().zip(&taps) {
-                    *o = t.iter().fold(0.0, |acc, &(s, w)| acc + w * row[s]);
+                for (j, o) in dst.iter_mut().enumerate() {
+                    let (i, w) = (&idx[j * k..(j + 1) * k], &wt[j * k..(j + 1) * k]);
+                    *o = i.iter().zip(w).fold(0.0, |acc, (&s, &w)| acc + w * row[s]);
                 }
             }
         }
