@@ -62,22 +62,29 @@ fn lowbias32(mut x: u32) -> u32 {
     x
 }
 
-/// `ln x` for a positive, normal `x`: `e ln 2 + ln m` with `m` in [sqrt(1/2), sqrt(2))
-/// and `ln m = 2 atanh((m - 1) / (m + 1))` by its series (`|t| <= 0.172`, so five terms
-/// leave 1e-9; no cancellation near `x = 1`, where `e` is 0). Relative error below 2e-7,
-/// checked against libm in the tests.
+/// `ln x` for a positive, normal `x` (relative error below 2e-7, checked against libm in
+/// the tests), from [`ln_parts`].
 #[inline(always)]
 fn ln(x: f32) -> f32 {
+    let (e, ln_m) = ln_parts(x);
+    e * std::f32::consts::LN_2 + ln_m
+}
+
+/// `x = 2^e m` for a positive, normal `x`, with `m` in [sqrt(1/2), sqrt(2)): returns `e`
+/// and `ln m`, the latter as `2 atanh((m - 1) / (m + 1))` by its series (`|t| <= 0.172`,
+/// so five terms leave 1e-9; no cancellation near `x = 1`, where `e` is 0). Selects, not
+/// branches, so a loop over voxels vectorises.
+#[inline(always)]
+pub(super) fn ln_parts(x: f32) -> (f32, f32) {
     let bits = x.to_bits();
     let e = ((bits >> 23) & 0xff) as i32 - 127;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    // Selects, not branches, so a loop over voxels vectorises.
     let big = m > std::f32::consts::SQRT_2;
     let (m, e) = if big { (m * 0.5, e + 1) } else { (m, e) };
     let t = (m - 1.0) / (m + 1.0);
     let t2 = t * t;
     let series = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
-    e as f32 * std::f32::consts::LN_2 + 2.0 * series
+    (e as f32, 2.0 * series)
 }
 
 /// `(cos 2 pi u, sin 2 pi u)` for `u` in [0, 1): the quarter turn `q = round(4 u)`

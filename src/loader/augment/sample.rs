@@ -200,6 +200,11 @@ fn lerp(p: f32, q: f32, t: f32) -> f32 {
 fn on_box(mask: &[u8], r: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
     let mut b: Option<([usize; 3], [usize; 3])> = None;
     for (row_index, row) in mask.chunks_exact(r[2].max(1)).enumerate() {
+        // Most rows are all 0: an OR over the row (vectorised, no early exit) says so far
+        // faster than a search for the first voxel on, which goes byte by byte.
+        if row.iter().fold(0u8, |a, &v| a | v) == 0 {
+            continue;
+        }
         let Some(first) = row.iter().position(|&v| v != 0) else { continue };
         let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
         let (z, y) = (row_index / r[1].max(1), row_index % r[1].max(1));
