@@ -230,10 +230,28 @@ impl Applied {
     /// Applies the transform to `x`, a patch of `shape` in C order.
     pub fn apply(&self, x: &mut [f32], shape: [usize; 3]) {
         #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (and so AVX2).
+            return unsafe { self.apply_avx512(x, shape) };
+        }
+        #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2.
             return unsafe { self.apply_avx2(x, shape) };
         }
+        self.apply_here(x, shape)
+    }
+
+    /// [`Applied::apply`] compiled for AVX-512: sixteen voxels at a time and twice the
+    /// registers (the polynomials of gamma's power keep their constants in them). The same
+    /// IEEE operations in the same order as the plain build, so the same values bit for
+    /// bit (a unit test compares them on whichever path the CPU takes).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn apply_avx512(&self, x: &mut [f32], shape: [usize; 3]) {
         self.apply_here(x, shape)
     }
 
@@ -647,6 +665,33 @@ fn cubic_weights(t: f32) -> [f32; 4] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every stage gives the plain build's values bit for bit on the path this CPU takes
+    /// (AVX-512, AVX2 or plain), gamma on random values included.
+    #[test]
+    fn the_vectorised_paths_equal_the_plain_build_bit_for_bit() {
+        let shape = [8usize, 16, 24];
+        let n: usize = shape.iter().product();
+        let base: Vec<f32> =
+            (0..n).map(|i| ((i as u64 * 2_654_435_761) % 10_007) as f32 / 10_007.0).collect();
+        for a in [
+            Applied::GaussianNoise { sigma: 0.05, seed: 3 },
+            Applied::Blur { sigma_zyx: [0.5, 1.0, 0.75] },
+            Applied::Brightness { factor: 1.1 },
+            Applied::Contrast { factor: 1.2, preserve_range: true },
+            Applied::LowResolution { scale: 0.6, upsample: Upsample::Linear },
+            Applied::LowResolution { scale: 0.55, upsample: Upsample::Cubic },
+            Applied::Gamma { gamma: 1.4, invert: true, retain_stats: true },
+            Applied::Gamma { gamma: 0.7, invert: false, retain_stats: false },
+        ] {
+            let (mut fast, mut plain) = (base.clone(), base.clone());
+            a.apply(&mut fast, shape);
+            a.apply_here(&mut plain, shape);
+            assert_ne!(plain, base, "{a:?} changes the patch");
+            let same = fast.iter().zip(&plain).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(same, "{a:?}: the vectorised path differs from the plain build");
+        }
+    }
 
     #[test]
     fn pow01_is_powf_to_1e5() {
