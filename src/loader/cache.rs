@@ -23,6 +23,12 @@ pub fn mask_key(scan: u32) -> u32 {
     scan | 0x4000_0000
 }
 
+/// The cache key of chunk `c` (z, y, x) of a volume with chunk grid `grid`, under
+/// `volume_key`: the chunk's index in C order.
+fn chunk_key(volume_key: u32, grid: [usize; 3], c: [usize; 3]) -> ChunkKey {
+    (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32)
+}
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<ChunkKey, (Arc<[i16]>, u64)>,
@@ -148,8 +154,9 @@ impl ChunkCache {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
         volume.read_region_where(r, &wanted, |c| {
-            let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-            self.get_or_decode((volume_key, k), || volume.decode_chunk_fetched(c, &fetched))
+            self.get_or_decode(chunk_key(volume_key, grid, c), || {
+                volume.decode_chunk_fetched(c, &fetched)
+            })
         })
     }
 
@@ -167,7 +174,7 @@ impl ChunkCache {
         wanted: impl Fn([usize; 3]) -> bool,
     ) -> Result<(), crate::store::StoreError> {
         let grid = volume.header().grid();
-        let key = |c: [usize; 3]| (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32);
+        let key = |c| chunk_key(volume_key, grid, c);
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
         for c in volume.chunks_touched(r).into_iter().filter(|&c| wanted(c)) {
             if !self.holds(key(c)) {
@@ -192,10 +199,7 @@ impl ChunkCache {
         wanted: &impl Fn([usize; 3]) -> bool,
     ) -> Result<crate::store::reader::Fetched, crate::store::StoreError> {
         let grid = volume.header().grid();
-        volume.fetch_region(r, |c| {
-            !wanted(c)
-                || self.holds((volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32))
-        })
+        volume.fetch_region(r, |c| !wanted(c) || self.holds(chunk_key(volume_key, grid, c)))
     }
 
     /// Whether the cache holds `key` now (no counters change).
@@ -221,8 +225,7 @@ impl ChunkCache {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
         volume.read_region_where(r, &wanted, |c| {
-            let k = ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32;
-            let held = self.get_or_decode((volume_key, k), || {
+            let held = self.get_or_decode(chunk_key(volume_key, grid, c), || {
                 volume
                     .decode_chunk_fetched::<u8>(c, &fetched)
                     .map(|v| v.into_iter().map(i16::from).collect())

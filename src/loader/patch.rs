@@ -121,10 +121,11 @@ pub fn write_patch<T: Copy + Into<f32>>(
     // Mirroring alone (no quarter turn) is a reordering of whole rows, done as the values
     // are written; the image's waits for the intensity stages where any was drawn.
     let mirror_only = aug.quarter_turns.is_multiple_of(4);
-    let flip_now = |later: bool| if mirror_only && !later { aug.flip_zyx } else { [false; 3] };
     let stages = !aug.intensity.is_empty();
-    extend_mirrored(images, hu, shape, flip_now(stages), norm);
-    extend_mirrored(masks, m, shape, flip_now(false), |v| v as f32);
+    let mask_flip = if mirror_only { aug.flip_zyx } else { [false; 3] };
+    let image_flip = if stages { [false; 3] } else { mask_flip };
+    extend_mirrored(images, hu, shape, image_flip, norm);
+    extend_mirrored(masks, m, shape, mask_flip, |v| v as f32);
     let (image, mask) = (&mut images[start..], &mut masks[start..]);
     for (_, stage) in &aug.intensity {
         stage.apply(image, shape);
