@@ -1,10 +1,12 @@
 //! Building a batch: for each patch, read its region through the chunk cache (the larger
-//! region a spatial transform covers, only the chunks its footprint meets, then sampled), rasterise the nodule spheres into the
+//! region a spatial transform covers, only the chunks its footprint meets, then sampled
+//! straight into the batch through the window), rasterise the nodule spheres into the
 //! mask, augment, write normalised f32 into the batch, then run the user's own transforms.
 
 use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
 use super::augment::sample::SourceMap;
+use super::augment::window::Window;
 use super::batch::{Batch, PatchMeta};
 use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
 use super::{LoaderError, PatchMut, Shared, Sphere};
@@ -99,12 +101,11 @@ fn reads_chunk(fp: Option<&Footprint>, volume: &VolumeFile) -> impl Fn([usize; 3
 }
 
 /// Appends one patch (HU, mask, both in the patch's C order) to `images` and `masks`
-/// (f32, C order): HU scaled and shifted, windowed to 0..1, the intensity stages applied,
-/// then mirrored and turned, noise added ([`super::augment`] gives the order). `hu` is
-/// the stored `i16`, or `f32` where a spatial transform interpolated it. Appending rather
-/// than writing into a zeroed batch spares a pass over the batch; the mask (which no
-/// intensity stage touches) is written mirrored in its one pass, and so is the image
-/// where no intensity stage was drawn.
+/// (f32, C order): HU scaled and shifted, windowed to 0..1 ([`Window`]) and mirrored as
+/// they are written, the intensity stages applied, then quarter turns, noise added
+/// ([`super::augment`] gives the order). `hu` is the stored `i16`, or `f32` where a
+/// spatial transform interpolated it. Appending rather than writing into a zeroed batch
+/// spares a pass over the batch, and mirroring as the values are written spares another.
 pub fn write_patch<T: Copy + Into<f32>>(
     hu: &[T],
     m: &[u8],
@@ -114,25 +115,34 @@ pub fn write_patch<T: Copy + Into<f32>>(
     images: &mut Vec<f32>,
     masks: &mut Vec<f32>,
 ) {
-    let (lo, inv) = (window[0], 1.0 / (window[1] - window[0]));
-    let (scale, shift) = (aug.hu_scale, aug.hu_shift);
-    let norm = |v: T| ((v.into() * scale + shift - lo) * inv).clamp(0.0, 1.0);
+    let win = Window::new(window, aug.hu_scale, aug.hu_shift);
     let start = images.len();
     // Mirroring alone (no quarter turn) is a reordering of whole rows, done as the values
-    // are written; the image's waits for the intensity stages where any was drawn.
+    // are written.
     let mirror_only = aug.quarter_turns.is_multiple_of(4);
-    let stages = !aug.intensity.is_empty();
-    let mask_flip = if mirror_only { aug.flip_zyx } else { [false; 3] };
-    let image_flip = if stages { [false; 3] } else { mask_flip };
-    extend_mirrored(images, hu, shape, image_flip, norm);
-    extend_mirrored(masks, m, shape, mask_flip, |v| v as f32);
-    let (image, mask) = (&mut images[start..], &mut masks[start..]);
+    let flip = if mirror_only { aug.flip_zyx } else { [false; 3] };
+    extend_mirrored(images, hu, shape, flip, |v| win.apply(v.into()));
+    extend_mirrored(masks, m, shape, flip, |v| v as f32);
+    finish_patch(&mut images[start..], &mut masks[start..], aug, shape, mirror_only);
+}
+
+/// What follows the window for a patch in the batch: the intensity stages, the mirroring
+/// (unless `mirrored`: the patch was written mirrored) and quarter turns, and the noise of
+/// a fixed sigma.
+fn finish_patch(
+    image: &mut [f32],
+    mask: &mut [f32],
+    aug: &AugmentParams,
+    shape: [usize; 3],
+    mirrored: bool,
+) {
     for (_, stage) in &aug.intensity {
         stage.apply(image, shape);
     }
-    if mirror_only {
-        if stages {
+    if aug.quarter_turns.is_multiple_of(4) {
+        if !mirrored {
             mirror_in_place(image, shape, aug.flip_zyx);
+            mirror_in_place(mask, shape, aug.flip_zyx);
         }
     } else {
         let (img, msk) = (image.to_vec(), mask.to_vec());
@@ -142,7 +152,8 @@ pub fn write_patch<T: Copy + Into<f32>>(
         });
     }
     // Noise of a fixed sigma, after everything else (as before the stages existed).
-    for (o, n) in image.iter_mut().zip(aug.noise(hu.len())) {
+    let noise = aug.noise(image.len());
+    for (o, n) in image.iter_mut().zip(noise) {
         *o += n;
     }
 }
@@ -268,8 +279,21 @@ pub fn build_patch(
             )?;
             let m = region_mask(shared, spec, r, fp.as_ref())?;
             let hu = hu.as_slice().ok_or_else(contiguous)?;
-            let (img, msk) = map.sample(spec.start_zyx, r, hu, &m);
-            write_patch(&img, &msk, &spec.augment, p, cfg.hu_window, images, masks);
+            let aug = &spec.augment;
+            let win = Window::new(cfg.hu_window, aug.hu_scale, aug.hu_shift);
+            // Sampled straight into the batch, through the window; mirrored as it is
+            // sampled (the mirror folded into the map) where mirroring is all that moves
+            // the voxels and no elastic field was drawn.
+            let fold = aug.quarter_turns.is_multiple_of(4);
+            let folded = if fold { map.mirrored(aug.flip_zyx) } else { None };
+            let n: usize = p.iter().product();
+            let start = images.len();
+            images.resize(start + n, 0.0);
+            masks.resize(start + n, 0.0);
+            let (image, mask) = (&mut images[start..], &mut masks[start..]);
+            let at = folded.as_ref().unwrap_or(&map);
+            at.sample_into(spec.start_zyx, r, hu, &m, Some(win), image, mask);
+            finish_patch(image, mask, aug, p, folded.is_some());
         }
     }
     Ok(())

@@ -83,7 +83,8 @@ pub(super) fn ln_parts(x: f32) -> (f32, f32) {
     let (m, e) = if big { (m * 0.5, e + 1) } else { (m, e) };
     let t = (m - 1.0) / (m + 1.0);
     let t2 = t * t;
-    let series = t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 / 9.0))));
+    let series =
+        t * (1.0 + t2 * (1.0 / 3.0 + t2 * (1.0 / 5.0 + t2 * (1.0 / 7.0 + t2 * (1.0 / 9.0)))));
     (e as f32, 2.0 * series)
 }
 
