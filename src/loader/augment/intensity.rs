@@ -230,14 +230,15 @@ impl Applied {
     /// Applies the transform to `x`, a patch of `shape` in C order.
     pub fn apply(&self, x: &mut [f32], shape: [usize; 3]) {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F (and so AVX2).
-            return unsafe { self.apply_avx512(x, shape) };
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2.
-            return unsafe { self.apply_avx2(x, shape) };
+        if std::arch::is_x86_feature_detected!("fma") {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F (and so AVX2) and FMA.
+                return unsafe { self.apply_avx512(x, shape) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2 and FMA.
+                return unsafe { self.apply_avx2(x, shape) };
+            }
         }
         self.apply_here(x, shape)
     }
@@ -248,22 +249,24 @@ impl Applied {
     /// bit (a unit test compares them on whichever path the CPU takes).
     ///
     /// # Safety
-    /// The CPU has AVX-512F.
+    /// The CPU has AVX-512F and FMA.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx2")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn apply_avx512(&self, x: &mut [f32], shape: [usize; 3]) {
         self.apply_here(x, shape)
     }
 
     /// [`Applied::apply`] compiled for AVX2: its loops run eight voxels at a time. The
     /// arithmetic is the same IEEE operations in the same order (Rust never fuses a
-    /// multiply and an add, nor reorders a float sum), so the values are those of the
-    /// plain build bit for bit.
+    /// multiply and an add unless told to, nor reorders a float sum), so the values are
+    /// those of the plain build bit for bit. The polynomials' fused multiply-adds
+    /// (`mul_add`) are one instruction here; the plain build calls libm's `fmaf`, which
+    /// rounds once too, so the same bits.
     ///
     /// # Safety
-    /// The CPU has AVX2.
+    /// The CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn apply_avx2(&self, x: &mut [f32], shape: [usize; 3]) {
         self.apply_here(x, shape)
     }
@@ -354,10 +357,13 @@ pub fn pow01(x: f32, g: f32) -> f32 {
     let t = y + ROUND;
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let f = (y - (t - ROUND)) * std::f32::consts::LN_2;
-    let p = 1.0
-        + f * (1.0
-            + f * (0.5
-                + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f * (1.0 / 720.0))))));
+    // Horner in fused multiply-adds (one rounding each, a quarter off the loop).
+    let p = f.mul_add(1.0 / 720.0, 1.0 / 120.0);
+    let p = p.mul_add(f, 1.0 / 24.0);
+    let p = p.mul_add(f, 1.0 / 6.0);
+    let p = p.mul_add(f, 0.5);
+    let p = p.mul_add(f, 1.0);
+    let p = p.mul_add(f, 1.0);
     let r = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
     if positive { r } else { 0.0 }
 }
@@ -549,7 +555,7 @@ fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel:
             o.fill(0.0);
             for (t, &w) in kernel.iter().enumerate() {
                 for (ov, &v) in o.iter_mut().zip(&padded[t..t + nx]) {
-                    *ov += w * v;
+                    *ov = w.mul_add(v, *ov);
                 }
             }
         }
@@ -566,7 +572,7 @@ fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel:
             for (k, &w) in kernel.iter().enumerate() {
                 let src = plane + reflect(pos as isize + k as isize - r, n as isize) * stride;
                 for (ov, &xv) in orow.iter_mut().zip(&x[src..src + stride]) {
-                    *ov += w * xv;
+                    *ov = w.mul_add(xv, *ov);
                 }
             }
         }
@@ -647,11 +653,7 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
     let mut out = scratch::take(to.iter().product());
     // out += w * src, row by row: contiguous runs the compiler vectorises. Taps are added
     // in order, so each value is the same sum as tap by tap.
-    let add = |dst: &mut [f32], src: &[f32], w: f32| {
-        for (o, &v) in dst.iter_mut().zip(src) {
-            *o += w * v;
-        }
-    };
+    let add = add_scaled;
     match axis {
         0 => {
             let plane = ny * nx;
@@ -693,13 +695,23 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
                 }
                 for (idx, wt) in it {
                     for ((o, &i), &w) in dst.iter_mut().zip(idx).zip(wt) {
-                        *o += w * unsafe { *row.get_unchecked(i) };
+                        *o = w.mul_add(unsafe { *row.get_unchecked(i) }, *o);
                     }
                 }
             }
         }
     }
     out
+}
+
+/// `dst += w src`, value by value, in fused multiply-adds. A function inlined always, not
+/// a closure: what is not inlined is compiled for the baseline CPU, where `mul_add` is a
+/// call into libm per value.
+#[inline(always)]
+fn add_scaled(dst: &mut [f32], src: &[f32], w: f32) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = w.mul_add(v, *o);
+    }
 }
 
 /// Keys' cubic convolution weights (a = -0.75, torch's) of the four voxels around a point
