@@ -38,9 +38,13 @@ pub struct Args {
     /// Largest shift Z,Y,X (voxels) of a positive patch's centre.
     #[arg(long, value_parser = crate::parse3::<usize>, default_value = "8,8,8")]
     jitter: [usize; 3],
-    /// lungs, random or candidates.
-    #[arg(long, default_value = "lungs", value_parser = ["lungs", "random", "candidates"])]
+    /// Where negatives come from, as `train --negatives` (`lungs`, `lungs=0.5,body=0.5`,
+    /// ...; sources lungs, body, candidates, random, hard).
+    #[arg(long, default_value = "lungs", value_name = "SOURCE[=SHARE],...")]
     negatives: String,
+    /// Findings to centre `hard` negatives on, as `train --hard-negatives`.
+    #[arg(long, value_name = "FINDINGS.csv")]
+    hard_negatives: Option<std::path::PathBuf>,
     /// Augmentations, as `train --augment` (`nnunet`, `flip,rotation:p=0.5`, ...).
     #[arg(long, default_value = "none")]
     augment: String,
@@ -86,6 +90,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         .positive_share(a.positive_share)
         .jitter(a.jitter)
         .negatives(negatives)
+        .hard_negatives(a.hard_negatives.clone())
         .augment(augment)
         .workers(a.workers)
         .batches_per_epoch(a.batches_per_epoch)

@@ -32,8 +32,9 @@ pub struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where negatives come from: lungs (the loader's default), random or candidates.
-    #[arg(long, default_value = "lungs", value_parser = ["lungs", "random", "candidates"])]
+    /// Where negatives come from, as `train --negatives` (sources lungs, body, candidates,
+    /// random; `lungs`, the loader's default, or shares: `lungs=0.5,body=0.5`).
+    #[arg(long, default_value = "lungs", value_name = "SOURCE[=SHARE],...")]
     negatives: String,
     /// Augmentation, as `train --augment` (`nnunet`, `flip,rotation:p=0.5`, ...; none by
     /// default).

@@ -7,10 +7,10 @@ use anyhow::{Context, anyhow};
 use burn::prelude::Backend;
 use burn::tensor::backend::AutodiffBackend;
 use ctstream::predict::SlidingWindow;
-use ctstream::predict::model::Trained;
 use ctstream::predict::run::{self, Looked, MapFormat, PredictConfig};
 use ctstream::train::DeviceChoice;
 use ctstream::train::device::{self, BackendChoice, Engine, OnBackend};
+use ctstream::train::trained::Trained;
 
 use crate::progress::Bars;
 use crate::{Exit, ExitError};
@@ -29,7 +29,8 @@ pub struct Args {
     /// The training run (its config.json and checkpoints).
     #[arg(long)]
     run: PathBuf,
-    /// Checkpoint step [default: the newest].
+    /// Checkpoint step [default: the best by validation CPM (checkpoints/best/) with its
+    /// operating point; the newest where the run has none].
     #[arg(long)]
     checkpoint: Option<usize>,
     /// Scans to predict.
@@ -44,9 +45,10 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// Overlap of neighbouring tiles (0 <= overlap < 1).
-    #[arg(long, default_value_t = 0.5)]
-    overlap: f64,
+    /// Overlap of neighbouring tiles (0 <= overlap < 1) [default: the operating point's,
+    /// else 0.5].
+    #[arg(long)]
+    overlap: Option<f64>,
     /// Test-time mirroring: also predict each tile mirrored along every combination of these
     /// axes and average, as nnU-Net does (zyx: 8 network calls per tile; yx: 4; none: 1).
     #[arg(long, default_value = "none", value_parser = ctstream::predict::window::parse_mirror)]
@@ -65,12 +67,18 @@ pub struct Args {
     /// the CPU, CubeCL on CUDA) or libtorch.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
-    /// Probability at which a voxel belongs to a nodule.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
-    /// Components smaller than this many voxels are dropped.
-    #[arg(long, default_value_t = 1)]
-    min_voxels: usize,
+    /// Probability at which a voxel belongs to a nodule [default: the operating point's,
+    /// else 0.5].
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Components smaller than this many voxels are dropped [default: the operating
+    /// point's, else 1].
+    #[arg(long)]
+    min_voxels: Option<usize>,
+    /// Findings within this distance (mm) of a more probable one are merged into it
+    /// [default: the operating point's, else 0: none].
+    #[arg(long)]
+    merge_mm: Option<f64>,
     /// Predict everywhere: by default, in a scan with a lung mask, tiles that hold none of
     /// the lung region (the lungs dilated by 10 mm) are not computed and findings outside
     /// it are dropped.
@@ -140,10 +148,18 @@ fn run_on<B: Backend>(
         ));
     };
     let cfg = &trained.config;
+    let op = trained.operating_point;
+    let base = op.map(|o| o.post).unwrap_or_default();
+    let post = ctstream::predict::operating::PostProcess {
+        threshold: a.threshold.unwrap_or(base.threshold),
+        min_voxels: a.min_voxels.unwrap_or(base.min_voxels),
+        merge_mm: a.merge_mm.unwrap_or(base.merge_mm),
+    };
+    let overlap = a.overlap.or(op.map(|o| o.overlap)).unwrap_or(0.5);
     let pc = PredictConfig {
         window: SlidingWindow {
             patch_zyx: cfg.loader.patch_zyx,
-            overlap: a.overlap,
+            overlap,
             batch_size: a.batch_size,
             hu_window: cfg.loader.hu_window,
             mirror_zyx: a.mirror,
@@ -154,8 +170,7 @@ fn run_on<B: Backend>(
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         }),
-        threshold: a.threshold,
-        min_voxels: a.min_voxels,
+        post,
         lung_roi: !a.no_lung_roi,
         map_format: a.format,
     };
@@ -174,6 +189,24 @@ fn run_on<B: Backend>(
         pc.window.overlap,
         engine
     );
+    let told = a.threshold.is_some() || a.min_voxels.is_some() || a.merge_mm.is_some();
+    match op {
+        Some(o) => println!(
+            "operating point{}: {} (chosen on {} held-out scans at step {}: CPM {:.3}, sensitivity {:.3} at {:.2} false positives per scan{})",
+            if told { " (changed by the flags given)" } else { "" },
+            pc.post,
+            o.scans,
+            o.step,
+            o.cpm,
+            o.sensitivity,
+            o.fps_per_scan,
+            if o.within_fp_bound { "" } else { "; no choice kept within 8 per scan" }
+        ),
+        None => println!(
+            "operating point: {} (the run chose none: it did not validate on whole scans)",
+            pc.post
+        ),
+    }
     let flips = ctstream::predict::window::mirrorings(a.mirror);
     if !flips.is_empty() {
         println!(
@@ -207,7 +240,7 @@ fn run_on<B: Backend>(
             p.tiles_computed,
             p.seconds,
             p.findings.len(),
-            pc.threshold
+            pc.post.threshold
         );
     })
     .context("predicting")?

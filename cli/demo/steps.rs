@@ -103,7 +103,7 @@ pub(super) fn train(
     let (steps, vf, every) = (
         a.train_steps.to_string(),
         val_fraction.to_string(),
-        (a.train_steps / 4).max(1).to_string(),
+        (a.train_steps / 2).max(1).to_string(),
     );
     let argv = [
         "train",

@@ -74,11 +74,18 @@ pub struct Args {
     /// Largest shift Z,Y,X (voxels) of a positive patch's centre from its nodule [default: 8,8,8].
     #[arg(long, value_parser = parse3::<usize>)]
     pub(super) jitter: Option<[usize; 3]>,
-    /// Negatives: lungs (centred on a voxel of the scan's lung mask; random positions in
-    /// scans without one), random positions, or candidates (LUNA16 class-0 candidates)
-    /// [default: lungs].
-    #[arg(long, value_parser = ["lungs", "random", "candidates"])]
+    /// Where negatives come from: one source, or several with shares
+    /// (`lungs=0.5,body=0.3,candidates=0.2`). lungs: a voxel of the lung mask; body: a
+    /// tissue voxel anywhere in the scan (body wall, mediastinum, vessels); candidates:
+    /// LUNA16 class-0 candidates; random: any position; hard: findings of an earlier
+    /// prediction that hit no nodule (--hard-negatives) [default: lungs=0.5,body=0.5].
+    #[arg(long, value_name = "SOURCE[=SHARE],...")]
     pub(super) negatives: Option<String>,
+    /// Findings to mine hard negatives from: a LUNA16 candidates.csv as `ctstream predict`
+    /// writes it (predict the training scans with `--split train`); findings within an
+    /// annotated nodule's radius are left out. Adds `hard` to the default negatives.
+    #[arg(long, value_name = "FINDINGS.csv")]
+    pub(super) hard_negatives: Option<PathBuf>,
     /// Masks from a label volume instead of the annotations' spheres: NAME, or NAME:V,V
     /// for some of its values (say `labels:2`). Without nodules in the index, positive
     /// patches are centred on the label's connected components.
@@ -109,6 +116,14 @@ pub struct Args {
     /// Batches per validation (always the same patches) [default: 4].
     #[arg(long)]
     pub(super) val_batches: Option<usize>,
+    /// Validate on patches only: without it, each validation also predicts the held-out
+    /// scans whole (in their lung region), records CPM and the chosen operating point in
+    /// val.csv, and keeps the best model by CPM as checkpoints/best/ (what predict uses).
+    #[arg(long)]
+    pub(super) no_val_scans: bool,
+    /// Tile overlap when the held-out scans are predicted [default: 0.25].
+    #[arg(long)]
+    pub(super) val_overlap: Option<f64>,
     /// Checkpoint every K steps (and after the last) [default: --val-every].
     #[arg(long)]
     pub(super) checkpoint_every: Option<usize>,
@@ -131,8 +146,10 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         jitter_zyx: a.jitter.unwrap_or(d.loader.jitter_zyx),
         negatives: match a.negatives.as_deref() {
             Some(n) => n.parse::<Negatives>().map_err(|e| usage(format!("--negatives: {e}")))?,
+            None if a.hard_negatives.is_some() => d.loader.negatives.with_hard(),
             None => d.loader.negatives,
         },
+        hard_negatives: a.hard_negatives.clone(),
         augment: match a.augment.as_deref() {
             Some(s) => Augment::parse(s, patch).map_err(|e| usage(format!("--augment: {e}")))?,
             None => d.loader.augment.clone(),
@@ -160,6 +177,8 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         val_fraction: a.val_fraction.unwrap_or(d.val_fraction),
         val_every: a.val_every.unwrap_or(d.val_every),
         val_batches: a.val_batches.unwrap_or(d.val_batches),
+        val_scans: d.val_scans && !a.no_val_scans,
+        val_overlap: a.val_overlap.unwrap_or(d.val_overlap),
         checkpoint_every: a.checkpoint_every.or(d.checkpoint_every),
         keep_checkpoints: a.keep_checkpoints.unwrap_or(d.keep_checkpoints),
         seed: a.seed.unwrap_or(d.seed),
@@ -182,12 +201,15 @@ pub(super) fn fixed_on_resume(a: &Args) -> Vec<&'static str> {
         (a.positive_share.is_some(), "--positive-share"),
         (a.jitter.is_some(), "--jitter"),
         (a.negatives.is_some(), "--negatives"),
+        (a.hard_negatives.is_some(), "--hard-negatives"),
         (a.mask_label.is_some(), "--mask-label"),
         (a.nodules.min_readers.is_some(), "--min-readers"),
         (a.nodules.min_malignancy.is_some(), "--min-malignancy"),
         (a.augment.is_some(), "--augment"),
         (a.val_fraction.is_some(), "--val-fraction"),
         (a.val_batches.is_some(), "--val-batches"),
+        (a.no_val_scans, "--no-val-scans"),
+        (a.val_overlap.is_some(), "--val-overlap"),
         (a.seed.is_some(), "--seed"),
     ];
     given.iter().filter(|(g, _)| *g).map(|(_, n)| *n).collect()

@@ -137,6 +137,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     bars.println(&format!("training on {engine}"));
     let done = opened
         .run(RunOn {
+            store: &store,
             run_dir: &run_dir,
             prepared: &mut prepared,
             resume: resume.as_ref(),
@@ -160,6 +161,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
 
 /// The prepared run, trained on the opened backend (`train::execute`).
 struct RunOn<'a, 'b> {
+    store: &'a ctstream::store::Store,
     run_dir: &'a Path,
     prepared: &'a mut Prepared,
     resume: Option<&'a Checkpoint>,
@@ -169,7 +171,15 @@ struct RunOn<'a, 'b> {
 impl OnBackend for RunOn<'_, '_> {
     type Output = Result<Executed, RunError>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        execute::<B>(&device, self.run_dir, self.prepared, self.resume, Some(&STOP), self.reporter)
+        execute::<B>(
+            &device,
+            self.store,
+            self.run_dir,
+            self.prepared,
+            self.resume,
+            Some(&STOP),
+            self.reporter,
+        )
     }
 }
 
@@ -198,6 +208,17 @@ impl Observer for Reporter<'_> {
             "step {:>6}/{}: validation loss {:.4}, Dice {:.3} on {} positive patches, {:.1} false-positive voxels per negative patch ({} negatives)",
             r.step, self.steps, r.loss, r.dice, r.positives, r.fp_voxels_per_negative, r.negatives
         ));
+        if let Some(o) = &r.scans {
+            self.bars.println(&format!(
+                "             held-out scans: CPM {:.3} ({} nodules), sensitivity {:.3} at {:.2} false positives per scan ({}; {:.1} s)",
+                o.cpm,
+                o.nodules,
+                o.sensitivity,
+                o.fps_per_scan,
+                o.post,
+                r.scan_seconds
+            ));
+        }
     }
 
     fn checkpointed(&mut self, dir: &Path, _p: &Position) {

@@ -261,7 +261,11 @@ class Loader:
 
     - ``patch`` (z, y, x) [32, 64, 64]; ``batch_size`` [8]; ``positive_share`` [0.8];
       ``jitter`` (z, y, x) voxels of a positive's centre [8, 8, 8];
-    - ``negatives``: ``"lungs"`` (a lung-mask voxel), ``"random"`` or ``"candidates"`` [lungs];
+    - ``negatives``: one source or several with shares, as ``ctstream train --negatives``:
+      ``"lungs"`` (a lung-mask voxel), ``"body"`` (a tissue voxel anywhere), ``"candidates"``
+      (LUNA16 class-0), ``"random"``, ``"hard"`` (findings of ``hard_negatives``), or
+      ``"lungs=0.5,body=0.5"`` [lungs]; ``hard_negatives``: a findings CSV (LUNA16
+      ``candidates.csv`` as ``ctstream predict`` writes it) for ``"hard"``;
       ``weighting``: ``"uniform"`` or ``"diameter"`` [uniform];
     - ``hu_window`` (lo, hi) HU mapped to 0..1 [-1000, 400] (``window`` is the same);
     - ``augment``: ``"flip,rot90,hu,noise"``, ``"all"``, ``"none"``, or a dict of
@@ -281,7 +285,8 @@ class Loader:
     Batch ``k`` of epoch ``e`` depends only on (seed, e, k), never on ``workers`` or timing.
     Each batch is a dict: ``image`` and ``mask`` float32 ``[B, 1, D, H, W]`` (arrays that own
     the Rust buffers: no copy), ``series_id`` (list of str), ``start_zyx`` int64 ``[B, 3]``,
-    ``positive`` bool ``[B]``, ``nodule_id`` int64 ``[B]`` (-1 for negatives), ``epoch``, ``index``.
+    ``positive`` bool ``[B]``, ``nodule_id`` int64 ``[B]`` (-1 for negatives), ``source`` (list of
+    str: ``"positive"`` or the negative's source), ``epoch``, ``index``.
     Bad options raise ``ValueError`` naming the option.
     """
 
@@ -313,6 +318,7 @@ class Loader:
         mask_label: Optional[str] = None,
         min_readers: Optional[int] = None,
         min_malignancy: Optional[float] = None,
+        hard_negatives: Optional[PathLike] = None,
     ):
         if not isinstance(store, Store):
             store = Store(store)
@@ -350,6 +356,7 @@ class Loader:
             mask_label=mask_label,
             min_readers=min_readers,
             min_malignancy=None if min_malignancy is None else float(min_malignancy),
+            hard_negatives=None if hard_negatives is None else os.fspath(hard_negatives),
         )
         self.config: Dict[str, Any] = json.loads(self._native.config_json())
 

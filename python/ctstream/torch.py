@@ -30,7 +30,7 @@ __all__ = ["PatchDataset", "to_torch"]
 def to_torch(batch: Dict[str, Any]) -> Dict[str, Any]:
     """A batch of :class:`ctstream.Loader` with its arrays as torch tensors that share their
     memory (``image``, ``mask``: float32 [B, 1, D, H, W]; ``start_zyx``, ``positive``,
-    ``nodule_id``); ``series_id``, ``epoch`` and ``index`` as they are."""
+    ``nodule_id``); ``series_id``, ``source``, ``epoch`` and ``index`` as they are."""
     out = dict(batch)
     for key in ("image", "mask", "start_zyx", "positive", "nodule_id"):
         out[key] = torch.from_numpy(batch[key])

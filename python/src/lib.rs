@@ -325,7 +325,7 @@ struct PyLoader {
 #[pymethods]
 impl PyLoader {
     #[new]
-    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None))]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None, hard_negatives=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -352,8 +352,9 @@ impl PyLoader {
         mask_label: Option<&str>,
         min_readers: Option<u8>,
         min_malignancy: Option<f64>,
+        hard_negatives: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
-        let mut c = LoaderConfig::default();
+        let mut c = LoaderConfig { hard_negatives, ..LoaderConfig::default() };
         if let Some(v) = patch {
             c.patch_zyx = v;
         }
@@ -490,7 +491,8 @@ struct PyEpoch {
 
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
 /// owning the Rust buffers), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
-/// `positive` (bool [B]), `nodule_id` (int64 [B], -1 for negatives), `epoch`, `index`.
+/// `positive` (bool [B]), `nodule_id` (int64 [B], -1 for negatives), `source` (list of
+/// str: `positive`, or the negative's source), `epoch`, `index`.
 fn batch_dict<'py>(
     py: Python<'py>,
     b: Batch,
@@ -524,6 +526,9 @@ fn batch_dict<'py>(
         .collect::<Vec<i64>>()
         .into_pyarray(py);
     out.set_item("nodule_id", nodule)?;
+    let source: Vec<&str> =
+        b.patches.iter().map(|p| p.negative_source.map_or("positive", |s| s.name())).collect();
+    out.set_item("source", source)?;
     out.set_item("epoch", b.epoch)?;
     out.set_item("index", b.index)?;
     Ok(out)
@@ -842,8 +847,8 @@ fn predict<'py>(
     w.overlap = overlap.unwrap_or(w.overlap);
     w.batch_size = batch_size.unwrap_or(w.batch_size);
     w.hu_window = hu_window.unwrap_or(w.hu_window);
-    cfg.threshold = threshold.unwrap_or(cfg.threshold);
-    cfg.min_voxels = min_voxels.unwrap_or(cfg.min_voxels);
+    cfg.post.threshold = threshold.unwrap_or(cfg.post.threshold);
+    cfg.post.min_voxels = min_voxels.unwrap_or(cfg.post.min_voxels);
     cfg.lung_roi = lung_roi.unwrap_or(cfg.lung_roi);
     if let Some(f) = map_format {
         cfg.map_format = parsed("map_format", &f)?;

@@ -115,7 +115,7 @@ def test_bad_options_raise_value_errors_naming_them(store):
         (dict(positive_share=1.5), "positive share must lie in"),
         (
             dict(negatives="everywhere"),
-            "negatives: `everywhere` is not random, candidates or lungs",
+            "negatives: `everywhere` is not a source of negatives",
         ),
         (dict(augment="flips"), "augment: `flips` is not one of"),
         (dict(augment={"flip": True}), r'augment\["flip"\]: not one of'),

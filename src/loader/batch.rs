@@ -16,6 +16,8 @@ pub struct PatchMeta {
     /// components ([`super::LoaderConfig::mask_label`]), the component's position in the
     /// record's list of that label volume's components.
     pub nodule_id: Option<i32>,
+    /// For negatives: the source it was drawn from ([`super::Negatives`]).
+    pub negative_source: Option<super::NegativeSource>,
     /// The augmentation applied.
     pub augment: AugmentParams,
 }

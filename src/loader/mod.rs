@@ -35,6 +35,8 @@ pub mod batch;
 pub mod bench;
 pub mod cache;
 pub mod filter;
+pub mod hard;
+pub mod negatives;
 pub mod patch;
 pub mod sampler;
 pub mod spheres;
@@ -50,6 +52,7 @@ pub use augment::Augment;
 pub use augment::custom::{PatchMut, Transform, TransformError};
 pub use batch::{Batch, PatchMeta};
 pub use filter::NoduleFilter;
+pub use negatives::{NegativeSource, Negatives};
 pub use stream::{Epoch, NotYet};
 
 /// Errors from building or running a loader.
@@ -86,34 +89,6 @@ pub enum LoaderError {
         #[source]
         source: TransformError,
     },
-}
-
-/// Where negative patches come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Negatives {
-    /// Uniformly random positions inside a uniformly chosen scan.
-    Random,
-    /// Centred on `candidates.csv` class-0 points (LUNA16's hard negatives), with jitter.
-    Candidates,
-    /// Centred on a voxel drawn uniformly from the lung mask (the label volume `lungs`)
-    /// of a uniformly chosen scan (the default); in a scan without lungs, a random
-    /// position as [`Negatives::Random`] ([`Loader::notes`] says which).
-    Lungs,
-}
-
-impl std::str::FromStr for Negatives {
-    type Err = String;
-
-    /// `random`, `candidates` or `lungs`.
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "random" => Ok(Negatives::Random),
-            "candidates" => Ok(Negatives::Candidates),
-            "lungs" => Ok(Negatives::Lungs),
-            _ => Err(format!("`{s}` is not random, candidates or lungs")),
-        }
-    }
 }
 
 /// Masks from a label volume instead of the nodule spheres: 1 where the label volume
@@ -229,8 +204,14 @@ pub struct LoaderConfig {
     pub positive_share: f64,
     /// Largest random shift of a positive patch's centre, voxels (z, y, x).
     pub jitter_zyx: [usize; 3],
-    /// Where negatives come from.
+    /// Where negatives come from: sources with shares ([`Negatives`]).
     pub negatives: Negatives,
+    /// Findings of an earlier prediction (a LUNA16 `candidates.csv` as `ctstream predict`
+    /// writes it: seriesuid, coordX, coordY, coordZ, probability) to centre the `hard`
+    /// negatives on; findings that hit an annotated nodule or excluded finding (within its
+    /// radius, as LUNA16 counts a hit) are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_negatives: Option<std::path::PathBuf>,
     /// How nodules are chosen.
     pub weighting: NoduleWeighting,
     /// HU mapped to 0 and 1 (values outside are clamped).
@@ -323,6 +304,22 @@ impl LoaderConfig {
             return bad("shard needs rank < world".to_string());
         }
         self.nodule_filter.validate().map_err(LoaderError::Config)?;
+        match (self.negatives.uses(NegativeSource::Hard), &self.hard_negatives) {
+            (true, None) => {
+                return bad(
+                    "negatives from `hard` asked for without a findings file (hard_negatives)"
+                        .to_string(),
+                );
+            }
+            (false, Some(f)) => {
+                return bad(format!(
+                    "hard_negatives {}: give `hard` a share of the negatives to use it (negatives {})",
+                    f.display(),
+                    self.negatives
+                ));
+            }
+            _ => {}
+        }
         Ok(())
     }
 }
@@ -334,7 +331,8 @@ impl Default for LoaderConfig {
             batch_size: 8,
             positive_share: 0.8,
             jitter_zyx: [8, 8, 8],
-            negatives: Negatives::Lungs,
+            negatives: Negatives::default(),
+            hard_negatives: None,
             weighting: NoduleWeighting::Uniform,
             hu_window: [-1000.0, 400.0],
             augment: Augment::default(),
@@ -381,8 +379,10 @@ impl<'s> LoaderBuilder<'s> {
         positive_share: f64 => positive_share,
         /// Largest shift of a positive patch's centre (z, y, x) voxels; default 8, 8, 8.
         jitter: [usize; 3] => jitter_zyx,
-        /// Source of negatives; default uniform inside the lung mask.
+        /// Sources of negatives with their shares; default uniform inside the lung mask.
         negatives: Negatives => negatives,
+        /// Findings to centre `hard` negatives on ([`LoaderConfig::hard_negatives`]).
+        hard_negatives: Option<std::path::PathBuf> => hard_negatives,
         /// Nodule choice; default uniform.
         weighting: NoduleWeighting => weighting,
         /// HU window mapped to 0..1; default -1000..400 (RadIO's `normalize_hu`).
@@ -475,7 +475,7 @@ pub struct ScanEntry {
     pub nodule_ids: Vec<i32>,
     /// `nodules` bucketed by position, so a patch's mask looks only at those near it.
     pub nodule_grid: spheres::SphereGrid,
-    /// Where its lung voxels are, for [`Negatives::Lungs`] (`None`: no lung mask, or an
+    /// Where its lung voxels are, for [`NegativeSource::Lungs`] (`None`: no lung mask, or an
     /// empty one).
     pub lungs: Option<LungIndex>,
     /// The label volume masks come from ([`LoaderConfig::mask_label`]).
@@ -555,13 +555,15 @@ pub struct Shared {
     pub positives: Vec<(usize, usize)>,
     /// Cumulative weights of `positives` (last = total).
     pub cumulative: Vec<f64>,
-    /// Hard negatives: (scan, centre (z, y, x)).
+    /// Class-0 candidates of the index in the selection: (scan, centre (z, y, x)).
+    pub candidates: Vec<(usize, [f64; 3])>,
+    /// Hard negatives from [`LoaderConfig::hard_negatives`]: (scan, centre (z, y, x)).
     pub hard_negatives: Vec<(usize, [f64; 3])>,
     /// The decoded-chunk cache (scan chunks, and label chunks under
     /// [`cache::label_key`]).
     pub cache: cache::ChunkCache,
     /// What the user should know about this selection (scans without lungs under
-    /// [`Negatives::Lungs`]), said once by whoever builds the loader.
+    /// [`NegativeSource::Lungs`]), said once by whoever builds the loader.
     pub notes: Vec<String>,
     /// The user's own transforms, in the order they run ([`LoaderBuilder::transform`]).
     pub transforms: Vec<Arc<dyn Transform>>,
@@ -697,7 +699,8 @@ impl Loader {
             });
         }
         let mut notes = Vec::new();
-        if cfg.negatives == Negatives::Lungs && cfg.positive_share < 1.0 {
+        let negatives_drawn = cfg.positive_share < 1.0;
+        if cfg.negatives.uses(NegativeSource::Lungs) && negatives_drawn {
             // Each scan's lung mask, counted per chunk once (in parallel over scans).
             use rayon::prelude::*;
             let indexes: Vec<Result<Option<LungIndex>, LoaderError>> = scans
@@ -725,20 +728,30 @@ impl Loader {
                 ));
             }
         }
-        let mut hard_negatives = Vec::new();
-        if cfg.negatives == Negatives::Candidates {
+        let mut candidates = Vec::new();
+        if cfg.negatives.uses(NegativeSource::Candidates) {
             for c in store.candidates()? {
                 if c.class == 0
                     && c.inside
                     && let Some(si) = scans.iter().position(|s| s.id == c.series_id)
                 {
-                    hard_negatives.push((si, c.voxel_zyx));
+                    candidates.push((si, c.voxel_zyx));
                 }
             }
-            if hard_negatives.is_empty() && cfg.positive_share < 1.0 {
+            if candidates.is_empty() && negatives_drawn {
                 return Err(LoaderError::Config(
                     "negatives from candidates asked for, but the index has no class-0 candidates in the selection".to_string(),
                 ));
+            }
+        }
+        let mut hard_negatives = Vec::new();
+        if let Some(path) = cfg.hard_negatives.as_deref() {
+            hard_negatives = hard::read(path, &scans, &nodule_rows)?;
+            if hard_negatives.is_empty() && negatives_drawn {
+                return Err(LoaderError::Config(format!(
+                    "{}: none of its findings lies in a selected scan away from every annotated nodule: no hard negatives to draw",
+                    path.display()
+                )));
             }
         }
         let cache = cache::ChunkCache::new(cfg.cache_bytes);
@@ -748,6 +761,7 @@ impl Loader {
                 scans,
                 positives,
                 cumulative,
+                candidates,
                 hard_negatives,
                 cache,
                 notes,
@@ -801,7 +815,7 @@ impl Loader {
     }
 
     /// What the user should know about this loader's selection (for example scans
-    /// without lungs under [`Negatives::Lungs`]); print each once.
+    /// without lungs under [`NegativeSource::Lungs`]); print each once.
     pub fn notes(&self) -> &[String] {
         &self.shared.notes
     }

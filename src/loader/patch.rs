@@ -8,6 +8,7 @@ use super::augment::footprint::Footprint;
 use super::augment::sample::SourceMap;
 use super::augment::window::Window;
 use super::batch::{Batch, PatchMeta};
+use super::negatives::{BODY_MIN_HU, BODY_TRIES};
 use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
 use super::{LoaderError, PatchMut, Shared, Sphere};
 use crate::store::{Region, VolumeFile};
@@ -326,10 +327,12 @@ pub fn warm(shared: &Shared, epoch: u64, batch: usize, item: usize) -> Result<()
 
 /// The patch for (seed, epoch, batch, item) with its position settled: a lung negative's
 /// centre is the lung voxel its pick names, found in the decoded label chunk (through the
-/// shared cache). Everything else is [`sample`]'s.
+/// shared cache); a body negative's is the first of [`BODY_TRIES`] uniform positions
+/// drawn from its seed whose voxel is tissue (at least [`BODY_MIN_HU`]), or the last
+/// tried. Everything else is [`sample`]'s.
 ///
 /// # Errors
-/// [`LoaderError::Store`] for a corrupt label chunk.
+/// [`LoaderError::Store`] for a corrupt chunk.
 pub fn resolve(
     shared: &Shared,
     epoch: u64,
@@ -366,7 +369,32 @@ pub fn resolve(
         let p = shared.cfg.patch_zyx;
         spec.start_zyx = std::array::from_fn(|a| centre[a] as i64 - (p[a] / 2) as i64);
     }
+    if let Some(seed) = spec.body_pick {
+        let centre = body_voxel(shared, spec.scan, seed)?;
+        let p = shared.cfg.patch_zyx;
+        spec.start_zyx = std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64);
+    }
     Ok(spec)
+}
+
+/// The first of [`BODY_TRIES`] uniform voxels of scan `scan` (drawn from `seed`) whose HU
+/// is at least [`BODY_MIN_HU`], read through the shared cache; the last one tried when
+/// none is.
+fn body_voxel(shared: &Shared, scan: usize, seed: u64) -> Result<[i64; 3], LoaderError> {
+    use rand::Rng;
+    let volume = &shared.scans[scan].volume;
+    let shape = volume.shape_zyx();
+    let mut rng = crate::seed::rng(&[seed]);
+    let mut at = [0i64; 3];
+    for _ in 0..BODY_TRIES {
+        at = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
+        let r = Region { start_zyx: at, shape_zyx: [1, 1, 1] };
+        let hu = shared.cache.read_region(scan as u32, volume, r)?;
+        if hu.iter().next().is_some_and(|&v| v >= BODY_MIN_HU) {
+            break;
+        }
+    }
+    Ok(at)
 }
 
 /// Builds batch `index` of epoch `epoch`.
@@ -411,6 +439,7 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
             start_zyx: spec.start_zyx,
             positive: spec.positive,
             nodule_id: spec.nodule.map(|k| scan.nodule_ids[k]),
+            negative_source: spec.source,
             augment: spec.augment.clone(),
         });
     }

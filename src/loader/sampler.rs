@@ -4,19 +4,22 @@
 //!   **positive**: a nodule is chosen (uniformly, or in proportion to diameter), its
 //!   centre is shifted by a uniform integer offset in `[-jitter, +jitter]` per axis, and
 //!   the patch is centred there (start = centre - patch / 2, rounded down).
-//! - Otherwise it is **negative**: a scan chosen uniformly and a uniform voxel inside it as
-//!   the centre ([`super::Negatives::Random`]), or a class-0 candidate with the same
-//!   jitter ([`super::Negatives::Candidates`]), or a voxel drawn uniformly from the lung
-//!   mask of a scan chosen uniformly ([`super::Negatives::Lungs`]: a chunk in proportion
-//!   to its lung voxels, then the k-th lung voxel in it, found when the patch is built,
-//!   [`super::patch::resolve`]). Random and lung negatives may contain a nodule by chance;
-//!   the mask says so.
+//! - Otherwise it is **negative**, from a source of [`super::Negatives`] (when several have
+//!   a share, one more uniform draw picks it, [`super::Negatives::pick`]): a voxel drawn
+//!   uniformly from the lung mask of a scan chosen uniformly (`lungs`: a chunk in
+//!   proportion to its lung voxels, then the k-th lung voxel in it, found when the patch is
+//!   built, [`super::patch::resolve`]); a tissue voxel of a scan chosen uniformly (`body`:
+//!   a seed drawn here, the positions tried found when the patch is built); a class-0
+//!   candidate (`candidates`) or a mined finding (`hard`), with the same jitter; or a
+//!   uniform voxel of a scan chosen uniformly (`random`, and `lungs` in a scan without a
+//!   lung mask). Negatives other than candidates and hard ones may contain a nodule by
+//!   chance; the mask says so.
 //! - The augmentation parameters are drawn from the same generator.
 
 use rand::Rng;
 
 use super::augment::AugmentParams;
-use super::{Negatives, Shared};
+use super::{NegativeSource, Shared};
 use crate::seed;
 
 /// One patch to build.
@@ -32,10 +35,16 @@ pub struct PatchSpec {
     pub nodule: Option<usize>,
     /// Augmentations for this patch.
     pub augment: AugmentParams,
+    /// For negatives: the source it was drawn from (`lungs` in a scan without a lung
+    /// mask is drawn as `random`, and says so).
+    pub source: Option<NegativeSource>,
     /// For lung negatives before [`super::patch::resolve`]: (position in the scan's
     /// [`super::LungIndex::chunks`], rank of the lung voxel in that chunk, C order);
     /// `start_zyx` is set from it.
     pub lung_pick: Option<(usize, u64)>,
+    /// For body negatives before [`super::patch::resolve`]: the seed of the positions it
+    /// tries; `start_zyx` is set from the first tissue voxel among them.
+    pub body_pick: Option<u64>,
 }
 
 /// Purpose tags, so streams for different uses never share draws: a patch's position and
@@ -59,7 +68,11 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
     let start =
         |centre: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64) };
     let positive = !shared.positives.is_empty() && rng.random::<f64>() < cfg.positive_share;
-    let mut lung_pick = None;
+    let (mut lung_pick, mut body_pick, mut source) = (None, None, None);
+    let uniform = |rng: &mut rand_chacha::ChaCha8Rng, scan: usize| -> [i64; 3] {
+        let shape = shared.scans[scan].volume.shape_zyx();
+        std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64)
+    };
     let (scan, start_zyx, nodule) = if positive {
         let total = *shared.cumulative.last().unwrap_or(&1.0);
         let t = rng.random::<f64>() * total;
@@ -68,27 +81,45 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
         let c = shared.scans[scan].nodules[n].centre_zyx;
         let j = jitter(&mut rng);
         (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), Some(n))
-    } else if cfg.negatives == Negatives::Candidates && !shared.hard_negatives.is_empty() {
-        let (scan, c) = shared.hard_negatives[rng.random_range(0..shared.hard_negatives.len())];
-        let j = jitter(&mut rng);
-        (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), None)
     } else {
-        let scan = rng.random_range(0..shared.scans.len());
-        match (&shared.scans[scan].lungs, cfg.negatives) {
-            (Some(ix), Negatives::Lungs) => {
-                let t = rng.random_range(0..ix.voxels());
-                let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
-                lung_pick = Some((k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] }));
-                (scan, [0; 3], None)
-            }
-            _ => {
-                let shape = shared.scans[scan].volume.shape_zyx();
-                let centre: [i64; 3] =
-                    std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
-                (scan, start(centre), None)
+        let negatives = &cfg.negatives;
+        let from = if negatives.is_mixture() {
+            negatives.pick(rng.random::<f64>())
+        } else {
+            negatives.pick(0.0)
+        };
+        let points = match from {
+            NegativeSource::Candidates => &shared.candidates,
+            NegativeSource::Hard => &shared.hard_negatives,
+            _ => &Vec::new(),
+        };
+        if !points.is_empty() {
+            source = Some(from);
+            let (scan, c) = points[rng.random_range(0..points.len())];
+            let j = jitter(&mut rng);
+            (scan, start(std::array::from_fn(|a| c[a].round() as i64 + j[a])), None)
+        } else {
+            let scan = rng.random_range(0..shared.scans.len());
+            match (&shared.scans[scan].lungs, from) {
+                (Some(ix), NegativeSource::Lungs) => {
+                    source = Some(NegativeSource::Lungs);
+                    let t = rng.random_range(0..ix.voxels());
+                    let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
+                    lung_pick = Some((k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] }));
+                    (scan, [0; 3], None)
+                }
+                (_, NegativeSource::Body) => {
+                    source = Some(NegativeSource::Body);
+                    body_pick = Some(rng.random::<u64>());
+                    (scan, [0; 3], None)
+                }
+                _ => {
+                    source = Some(NegativeSource::Random);
+                    (scan, start(uniform(&mut rng, scan)), None)
+                }
             }
         }
     };
     let augment = cfg.augment.draw(&mut rng);
-    PatchSpec { scan, start_zyx, positive, nodule, augment, lung_pick }
+    PatchSpec { scan, start_zyx, positive, nodule, augment, source, lung_pick, body_pick }
 }

@@ -4,7 +4,8 @@
 //!
 //! The network is any function from a batch of windowed tiles (`[B, 1, D, H, W]` f32, the
 //! loader's normalisation) to probabilities of the same shape, so this module needs no
-//! deep-learning library; [`model`] (feature `train`) adapts a trained Burn network.
+//! deep-learning library; `train::trained` (feature `train`) adapts a trained Burn
+//! network.
 //!
 //! [`run`] is the whole pipeline over scans of a store: lung region, window, findings, and
 //! the files `ctstream predict` and `ctstream.predict` write.
@@ -13,8 +14,7 @@
 //! a bounded cache of decoded chunks; the scan is never decoded whole.
 
 pub mod components;
-#[cfg(feature = "train")]
-pub mod model;
+pub mod operating;
 pub mod run;
 pub mod window;
 

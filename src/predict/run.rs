@@ -17,6 +17,7 @@ use std::time::Instant;
 use ndarray::Array3;
 
 use super::components::{self, Component};
+use super::operating::PostProcess;
 use super::{PredictError, Roi, SlidingWindow};
 use crate::annotations::Detection;
 use crate::geometry::Geometry;
@@ -67,10 +68,9 @@ pub struct PredictConfig {
     /// Batches predicted at once, one per thread (1 for a model that uses every core
     /// itself, or that must be called from one thread at a time).
     pub threads: usize,
-    /// Probability at which a voxel belongs to a finding: 0.5.
-    pub threshold: f32,
-    /// Components smaller than this many voxels are dropped: 1.
-    pub min_voxels: usize,
+    /// How the map becomes findings: threshold 0.5, every component, no merging (a run's
+    /// operating point, [`super::operating`], when `ctstream predict` has one).
+    pub post: PostProcess,
     /// Predict only in the lung region where the scan has a lung mask (tiles that hold
     /// none of it are not computed, findings outside it are dropped): on.
     pub lung_roi: bool,
@@ -83,8 +83,7 @@ impl Default for PredictConfig {
         PredictConfig {
             window: SlidingWindow::default(),
             threads: 1,
-            threshold: 0.5,
-            min_voxels: 1,
+            post: PostProcess::default(),
             lung_roi: true,
             map_format: MapFormat::Ctv,
         }
@@ -102,9 +101,7 @@ impl PredictConfig {
         if self.threads == 0 || self.threads > 1024 {
             return bad(format!("threads {}: give 1 to 1024", self.threads));
         }
-        if !(self.threshold.is_finite() && self.threshold > 0.0 && self.threshold <= 1.0) {
-            return bad(format!("threshold {}: give 0 < threshold <= 1", self.threshold));
-        }
+        self.post.validate().map_err(PredictError::Config)?;
         Ok(())
     }
 }
@@ -136,7 +133,10 @@ pub struct ScanPrediction {
     pub tiles_computed: usize,
     /// Where it looked.
     pub looked: Looked,
-    /// Findings: components at the threshold, of at least `min_voxels`, in the region.
+    /// The lung region it looked in (None: everywhere).
+    pub roi: Option<Roi>,
+    /// Findings: components at the threshold, of at least `min_voxels`, merged, in the
+    /// region ([`PostProcess::findings`]).
     pub findings: Vec<Component>,
     /// Components left out because their centre lies outside the region.
     pub outside_region: usize,
@@ -190,17 +190,13 @@ pub fn predict_scan(
     // A view of the map in C order: borrowed (no copy) as `predict_volume_in` returns it.
     let c_order = probabilities.as_standard_layout();
     let flat = c_order.as_slice().unwrap_or(&[]);
-    let found = components::components(flat, volume.shape_zyx(), cfg.threshold, &geometry);
-    let found: Vec<Component> = found.into_iter().filter(|c| c.voxels >= cfg.min_voxels).collect();
-    let before = found.len();
-    let findings: Vec<Component> = found
-        .into_iter()
-        .filter(|c| roi.as_ref().is_none_or(|r| r.contains(c.centre_zyx)))
-        .collect();
+    let (findings, outside_region) =
+        cfg.post.findings(flat, volume.shape_zyx(), &geometry, roi.as_ref());
     Ok(ScanPrediction {
         series_id: series_id.to_string(),
-        outside_region: before - findings.len(),
+        outside_region,
         probabilities,
+        roi,
         geometry,
         tiles: tiles_total,
         tiles_computed,

@@ -3,7 +3,7 @@
 //! `tools/bench/train_vs_pytorch.py` compares them with PyTorch's.
 //!
 //! A training step is [`fit::step`](super::fit::step), the step `ctstream train` runs;
-//! a prediction call is [`Network::predict_batch`](crate::predict::model::Network), the
+//! a prediction call is [`Network::predict_batch`](crate::train::trained::Network), the
 //! call `ctstream predict` makes per batch of tiles. The input is the same in both
 //! frameworks: images uniform in [0, 1) from the seed, masks a centred ball of radius a
 //! quarter of the patch's smallest side.

@@ -201,6 +201,69 @@ where
     Ok(dir)
 }
 
+/// The folder of a run's best checkpoint by validation CPM.
+pub fn best_folder(run_dir: &Path) -> PathBuf {
+    folder(run_dir).join("best")
+}
+
+/// Writes `model` as the run's best checkpoint (`checkpoints/best/`: the weights,
+/// `state.json` and the operating point chosen for it, without the optimizer: a run
+/// resumes from its newest checkpoint, not from this), replacing the previous best.
+///
+/// # Errors
+/// [`CheckpointError`] naming the file that could not be written.
+pub fn save_best<B: Backend, M: Module<B>>(
+    run_dir: &Path,
+    model: &M,
+    state: &State,
+    point: &crate::predict::operating::OperatingPoint,
+) -> Result<PathBuf, CheckpointError> {
+    let root = folder(run_dir);
+    std::fs::create_dir_all(&root).map_err(io(&root))?;
+    let dir = best_folder(run_dir);
+    let tmp = root.join(format!(".best.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let model_path = tmp.join("model.mpk");
+    model
+        .clone()
+        .save_file(model_path.clone(), &recorder())
+        .map_err(|e| CheckpointError::Record { path: model_path, message: e.to_string() })?;
+    let state_path = tmp.join("state.json");
+    let json = serde_json::to_vec_pretty(state)
+        .map_err(|e| CheckpointError::State { path: state_path.clone(), message: e.to_string() })?;
+    crate::fsutil::write_bytes_atomic(&state_path, &json).map_err(io(&state_path))?;
+    let op_path = tmp.join(crate::predict::operating::FILE);
+    point.write(&tmp).map_err(io(&op_path))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+/// The run's best checkpoint by validation CPM with its operating point, if it has one.
+///
+/// # Errors
+/// [`CheckpointError`] naming the file that cannot be read.
+pub fn best(
+    run_dir: &Path,
+) -> Result<Option<(Checkpoint, crate::predict::operating::OperatingPoint)>, CheckpointError> {
+    let dir = best_folder(run_dir);
+    if !dir.join("state.json").is_file() {
+        return Ok(None);
+    }
+    let ck = Checkpoint::open(&dir)?;
+    let path = dir.join(crate::predict::operating::FILE);
+    match crate::predict::operating::OperatingPoint::read(&dir) {
+        Ok(Some(op)) => Ok(Some((ck, op))),
+        Ok(None) => Err(CheckpointError::State { path, message: "missing".to_string() }),
+        Err(message) => Err(CheckpointError::State { path, message }),
+    }
+}
+
 /// The complete checkpoints of a run as (step, folder), oldest first. Temporary folders
 /// left by a crash are not listed.
 ///

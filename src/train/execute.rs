@@ -12,7 +12,13 @@ use burn::tensor::backend::AutodiffBackend;
 use super::checkpoint::Checkpoint;
 use super::fit::{self, Checkpoints, Observer, Plan, Validation};
 use super::run::{Prepared, RunError};
-use super::{CsvLog, ModelKind, Position, StepRecord, UNet3d, VNet, ValRecord};
+use super::{
+    CsvLog, ModelKind, Position, RunConfig, ScanValidation, StepRecord, UNet3d, VNet, ValRecord,
+};
+use crate::predict::SlidingWindow;
+use crate::predict::operating::OperatingPoint;
+use crate::predict::run::{MapFormat, PredictConfig};
+use crate::store::Store;
 
 /// How [`execute`] ended.
 #[derive(Debug)]
@@ -25,6 +31,8 @@ pub struct Executed {
     pub stopped: bool,
     /// The last validation run, if any.
     pub last_validation: Option<ValRecord>,
+    /// The best operating point on the held-out scans, if the run validated on them.
+    pub best: Option<OperatingPoint>,
 }
 
 /// Trains the run prepared in `run_dir` on backend `B` and `device`, from `resume` when
@@ -36,6 +44,7 @@ pub struct Executed {
 /// log that could not be written (the run goes on to its end, its checkpoints written).
 pub fn execute<B: AutodiffBackend>(
     device: &B::Device,
+    store: &Store,
     run_dir: &Path,
     prepared: &mut Prepared,
     resume: Option<&Checkpoint>,
@@ -43,16 +52,21 @@ pub fn execute<B: AutodiffBackend>(
     observer: &mut dyn Observer,
 ) -> Result<Executed, RunError> {
     let cfg = &prepared.config;
+    let scans = match (cfg.val_scans, cfg.val_series.is_empty()) {
+        (true, false) => Some(scan_validation(cfg, store)?),
+        _ => None,
+    };
     let plan = Plan {
         loader: &prepared.loader,
         steps: cfg.steps,
         lr: cfg.lr,
         schedule: cfg.schedule,
         loss: cfg.loss,
-        validation: prepared
-            .val_loader
-            .as_ref()
-            .map(|l| Validation { loader: l, every: cfg.val_every }),
+        validation: prepared.val_loader.as_ref().map(|l| Validation {
+            loader: l,
+            every: cfg.val_every,
+            scans,
+        }),
         checkpoints: Some(Checkpoints {
             run_dir,
             every: cfg.checkpoint_every,
@@ -84,7 +98,40 @@ pub fn execute<B: AutodiffBackend>(
         return Err(RunError::Run { path, message: format!("writing: {e}") });
     }
     let (records, position, stopped) = fitted?;
-    Ok(Executed { records, position, stopped, last_validation: logged.last_validation })
+    let best = super::checkpoint::best(run_dir)?.map(|(_, op)| op);
+    Ok(Executed { records, position, stopped, last_validation: logged.last_validation, best })
+}
+
+/// The whole-scan validation of a run: its held-out scans predicted with its patch shape
+/// as tiles, at its `val_overlap`, in the lung region, against the store's annotations.
+///
+/// # Errors
+/// [`RunError::Store`] when the store's nodule tables cannot be read.
+fn scan_validation<'a>(cfg: &RunConfig, store: &'a Store) -> Result<ScanValidation<'a>, RunError> {
+    let (annotations, excluded) = crate::evaluate::truth_from_store(store)
+        .map_err(|e| RunError::Store { store: cfg.store.clone(), message: e.to_string() })?;
+    let threads = if cfg.last_engine() == "flex" {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    };
+    Ok(ScanValidation {
+        store,
+        series: cfg.val_series.clone(),
+        predict: PredictConfig {
+            window: SlidingWindow {
+                patch_zyx: cfg.loader.patch_zyx,
+                overlap: cfg.val_overlap,
+                hu_window: cfg.loader.hu_window,
+                ..SlidingWindow::default()
+            },
+            threads,
+            map_format: MapFormat::None,
+            ..PredictConfig::default()
+        },
+        annotations,
+        excluded,
+    })
 }
 
 impl Executed {
@@ -113,6 +160,12 @@ impl Executed {
             s += &format!(
                 "validation at step {}: Dice {:.3}, {:.1} false-positive voxels per negative patch\n",
                 v.step, v.dice, v.fp_voxels_per_negative
+            );
+        }
+        if let Some(b) = &self.best {
+            s += &format!(
+                "best on the held-out scans: step {}, CPM {:.3} ({} nodules in {} scans); operating point {}: sensitivity {:.3} at {:.2} false positives per scan -> checkpoints/best/\n",
+                b.step, b.cpm, b.nodules, b.scans, b.post, b.sensitivity, b.fps_per_scan
             );
         }
         s +=

@@ -17,17 +17,20 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::checkpoint::{self, Checkpoint, Position, State};
-use super::validate::{ValRecord, validate};
+use super::validate::{ScanValidation, ValRecord, validate, validate_scans};
 use super::{LossKind, LrSchedule, Segmenter, StepRecord, TrainError, batch_tensors, loss};
 use crate::loader::{Batch, Loader, LoaderError};
 
 /// Validation during a run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Validation<'a> {
     /// The held-out patches (epoch 0 of this loader).
     pub loader: &'a Loader,
     /// Validate after every `every` steps (and after the last).
     pub every: usize,
+    /// Also on the whole held-out scans (CPM, operating point); with checkpoints, the
+    /// model of the best CPM so far is kept as `checkpoints/best/`.
+    pub scans: Option<ScanValidation<'a>>,
 }
 
 /// Checkpoints during a run.
@@ -133,9 +136,13 @@ pub fn fit<B, M>(
 where
     B: AutodiffBackend,
     M: Segmenter<B> + AutodiffModule<B>,
-    M::InnerModule: Segmenter<B::InnerBackend>,
+    M::InnerModule: Segmenter<B::InnerBackend> + Sync,
 {
     let mut model = model;
+    let mut best_cpm = match &plan.checkpoints {
+        Some(c) => checkpoint::best(c.run_dir)?.map_or(f64::NEG_INFINITY, |(_, op)| op.cpm),
+        None => f64::NEG_INFINITY,
+    };
     let mut optim = AdamConfig::new().init::<B, M>();
     let mut pos = Position { step: 0, epoch: 0, next_batch: 0 };
     if let Some(ck) = plan.resume {
@@ -208,7 +215,22 @@ where
             && !stop
             && (last || (v.every > 0 && pos.step.is_multiple_of(v.every)))
         {
-            let rec = validate(&out.model.valid(), v.loader, plan.loss, pos.step, device)?;
+            let inner = out.model.valid();
+            let mut rec = validate(&inner, v.loader, plan.loss, pos.step, device)?;
+            if let Some(sv) = &v.scans {
+                let r = validate_scans::<B::InnerBackend, _>(&inner, sv, pos.step, device)?;
+                rec.scans = Some(r.point);
+                rec.scan_seconds = r.seconds;
+                if let Some(c) = &plan.checkpoints
+                    && r.point.cpm > best_cpm
+                {
+                    best_cpm = r.point.cpm;
+                    let state = state(c, pos);
+                    checkpoint::save_best::<B::InnerBackend, _>(
+                        c.run_dir, &inner, &state, &r.point,
+                    )?;
+                }
+            }
             observer.validated(&rec);
             out.validations.push(rec);
         }
@@ -262,10 +284,13 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
-    let state = State {
+    Ok(checkpoint::save::<B, M, O>(c.run_dir, model, optim, &state(c, position), c.keep)?)
+}
+
+fn state(c: &Checkpoints<'_>, position: Position) -> State {
+    State {
         position,
         config: c.config.clone(),
         ctstream_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-    Ok(checkpoint::save::<B, M, O>(c.run_dir, model, optim, &state, c.keep)?)
+    }
 }

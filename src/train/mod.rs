@@ -35,6 +35,7 @@ pub mod loss;
 pub mod models;
 pub mod run;
 pub mod schedule;
+pub mod trained;
 pub mod validate;
 
 use burn::module::AutodiffModule;
@@ -52,7 +53,7 @@ pub use log::CsvLog;
 pub use loss::LossKind;
 pub use models::{UNet3d, VNet};
 pub use schedule::LrSchedule;
-pub use validate::ValRecord;
+pub use validate::{ScanValidation, ValRecord};
 
 /// The CPU backend with autodiff.
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
@@ -155,6 +156,9 @@ pub enum TrainError {
     /// A checkpoint could not be read or written.
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    /// Validation on whole scans failed (a scan unreadable, the model's output wrong).
+    #[error("validation on the held-out scans: {0}")]
+    ScanValidation(#[from] crate::predict::PredictError),
 }
 
 /// A batch as tensors on `device`: (images, masks).
@@ -179,7 +183,7 @@ pub fn train<B, M>(
 where
     B: AutodiffBackend,
     M: Segmenter<B> + AutodiffModule<B>,
-    M::InnerModule: Segmenter<B::InnerBackend>,
+    M::InnerModule: Segmenter<B::InnerBackend> + Sync,
 {
     struct OnStep<F>(F);
     impl<F: FnMut(&StepRecord)> Observer for OnStep<F> {

@@ -82,6 +82,12 @@ pub struct TrainSettings {
     pub val_every: usize,
     /// Batches per validation (always the same patches): 4.
     pub val_batches: usize,
+    /// Validate on the whole held-out scans too (predicted in their lung region; CPM and
+    /// the operating point in `val.csv`; the best model by CPM kept as
+    /// `checkpoints/best/`, which `predict` uses): on.
+    pub val_scans: bool,
+    /// Tile overlap of that prediction: [`super::config::VAL_OVERLAP`].
+    pub val_overlap: f64,
     /// Checkpoint every this many steps (None: `val_every`).
     pub checkpoint_every: Option<usize>,
     /// Checkpoints kept, newest first (0: all): 3.
@@ -107,12 +113,23 @@ impl Default for TrainSettings {
             val_fraction: 0.2,
             val_every: 50,
             val_batches: 4,
+            val_scans: true,
+            val_overlap: super::config::VAL_OVERLAP,
             checkpoint_every: None,
             keep_checkpoints: 3,
             seed: 0,
-            loader: LoaderConfig::default(),
+            loader: LoaderConfig { negatives: recipe_negatives(), ..LoaderConfig::default() },
         }
     }
+}
+
+/// The recipe's negatives: half inside the lungs, half on tissue anywhere in the scan, so
+/// the network sees the body wall, the mediastinum and the vessels as background (with
+/// lung negatives alone it paints them: the demo's picture before this recipe).
+pub fn recipe_negatives() -> crate::loader::Negatives {
+    use crate::loader::NegativeSource;
+    crate::loader::Negatives::mix(&[(NegativeSource::Lungs, 0.5), (NegativeSource::Body, 0.5)])
+        .unwrap_or_default()
 }
 
 /// The networks halve each side four times: a patch side must be a multiple of this.
@@ -161,6 +178,9 @@ impl TrainSettings {
         if self.loader.batch_size == 0 || self.loader.batch_size > MAX_BATCH {
             return bad(format!("batch size {}: give 1 to {MAX_BATCH}", self.loader.batch_size));
         }
+        if !(0.0..1.0).contains(&self.val_overlap) {
+            return bad(format!("val-overlap {}: give 0 <= overlap < 1", self.val_overlap));
+        }
         if self.val_batches == 0 || self.val_batches > MAX_STEPS {
             return bad(format!("val-batches {}: give 1 to {MAX_STEPS}", self.val_batches));
         }
@@ -201,6 +221,8 @@ impl TrainSettings {
             val_fraction: self.val_fraction,
             val_every: self.val_every,
             val_batches: self.val_batches,
+            val_scans: self.val_scans,
+            val_overlap: self.val_overlap,
             checkpoint_every: self.checkpoint_every.unwrap_or(self.val_every),
             keep_checkpoints: self.keep_checkpoints,
             device: device.to_string(),

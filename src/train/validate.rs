@@ -12,7 +12,13 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use super::{LossKind, Segmenter, batch_tensors, loss};
+use crate::annotations::Annotation;
 use crate::loader::{Loader, LoaderError};
+use crate::predict::PredictError;
+use crate::predict::operating::{self, OperatingPoint};
+use crate::predict::run::PredictConfig;
+use crate::store::Store;
+use burn::tensor::TensorData;
 
 /// One validation (a row of `val.csv`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -31,17 +37,35 @@ pub struct ValRecord {
     pub negatives: usize,
     /// Seconds it took.
     pub seconds: f64,
+    /// On whole held-out scans ([`validate_scans`]): the operating point chosen, with its
+    /// CPM, sensitivity and false positives per scan; None without scan validation.
+    pub scans: Option<OperatingPoint>,
+    /// Seconds the scan validation took.
+    pub scan_seconds: f64,
 }
 
 impl ValRecord {
     /// Header of `val.csv`.
-    pub const HEADER: &'static str =
-        "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds";
+    pub const HEADER: &'static str = "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds";
 
-    /// The record as a `val.csv` row.
+    /// The record as a `val.csv` row (the scan columns empty without scan validation).
     pub fn csv_row(&self) -> String {
+        let scans = match &self.scans {
+            Some(o) => format!(
+                "{},{},{},{},{},{},{},{}",
+                o.cpm,
+                o.sensitivity,
+                o.fps_per_scan,
+                o.post.threshold,
+                o.post.min_voxels,
+                o.post.merge_mm,
+                o.nodules,
+                self.scan_seconds
+            ),
+            None => ",,,,,,,".to_string(),
+        };
         format!(
-            "{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{scans}",
             self.step,
             self.loss,
             self.dice,
@@ -130,7 +154,80 @@ pub fn validate<B: Backend, M: Segmenter<B>>(
         positives: counts.positives,
         negatives: counts.negatives,
         seconds: t0.elapsed().as_secs_f64(),
+        scans: None,
+        scan_seconds: 0.0,
     })
+}
+
+/// Validation on whole held-out scans, as users judge a model: each scan predicted with
+/// the sliding window in its lung region, the findings of every post-processing
+/// ([`operating::grid`]) scored by the LUNA16 FROC, the operating point chosen
+/// ([`operating::choose`]).
+#[derive(Debug, Clone)]
+pub struct ScanValidation<'a> {
+    /// The store holding the scans.
+    pub store: &'a Store,
+    /// The held-out scans.
+    pub series: Vec<String>,
+    /// The sliding window (its `post` is not used: every combination is tried).
+    pub predict: PredictConfig,
+    /// Annotated nodules of the store (the truth; those of other scans are ignored).
+    pub annotations: Vec<Annotation>,
+    /// Excluded findings of the store.
+    pub excluded: Vec<Annotation>,
+}
+
+/// What [`validate_scans`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScanValResult {
+    /// The operating point chosen, with the CPM, sensitivity and false positives of its
+    /// findings.
+    pub point: OperatingPoint,
+    /// Seconds it took.
+    pub seconds: f64,
+}
+
+/// Predicts the held-out scans of `v` with `model` and chooses the operating point.
+///
+/// # Errors
+/// [`PredictError`] when a scan cannot be read or the model fails.
+pub fn validate_scans<B: Backend, M: Segmenter<B> + Sync>(
+    model: &M,
+    v: &ScanValidation<'_>,
+    step: usize,
+    device: &B::Device,
+) -> Result<ScanValResult, PredictError>
+where
+    B::Device: Sync,
+{
+    let t0 = Instant::now();
+    let net = |x: &[f32], shape: [usize; 5]| -> Result<Vec<f32>, String> {
+        let t = Tensor::<B, 5>::from_data(TensorData::new(x.to_vec(), shape), device);
+        model
+            .predict(t)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| format!("reading the prediction back: {e:?}"))
+    };
+    let mut per_scan = Vec::with_capacity(v.series.len());
+    for id in &v.series {
+        let p = crate::predict::run::predict_scan(v.store, id, &v.predict, net, &())?;
+        let c_order = p.probabilities.as_standard_layout();
+        let flat = c_order.as_slice().unwrap_or(&[]);
+        let d = p.probabilities.dim();
+        per_scan.push(operating::detections_per_combination(
+            id,
+            flat,
+            [d.0, d.1, d.2],
+            &p.geometry,
+            p.roi.as_ref(),
+        ));
+    }
+    let overlap = v.predict.window.overlap;
+    let (point, _) =
+        operating::choose(&v.series, &per_scan, &v.annotations, &v.excluded, step, overlap);
+    Ok(ScanValResult { point, seconds: t0.elapsed().as_secs_f64() })
 }
 
 #[cfg(test)]

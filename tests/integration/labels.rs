@@ -384,7 +384,8 @@ fn lung_negatives_lie_inside_the_lungs() {
             .unwrap()
     };
     let loader = build();
-    assert_eq!(loader.config().negatives, Negatives::Lungs, "the default");
+    assert_eq!(loader.config().negatives, Negatives::default(), "the default");
+    assert_eq!(loader.config().negatives.to_string(), "lungs");
     assert!(loader.notes().is_empty(), "{:?}", loader.notes());
     let mut per_scan = std::collections::BTreeMap::new();
     let mut fingerprints = Vec::new();

@@ -327,11 +327,163 @@ fn bench_reports_the_documented_keys() {
     assert!(j["peak_rss_bytes"].as_u64().unwrap() > 0);
 }
 
+/// A mixture of negative sources draws each at its share, counted over an epoch of 2,048
+/// negatives (within 4.5 binomial standard deviations: a false alarm about once in
+/// 150,000 runs), the same patches for 1 and 3 workers; each source's patches are where
+/// that source puts them: lung negatives centred on a voxel of the lung mask, body
+/// negatives on a voxel of at least -300 HU (both read from the stored volumes, not from
+/// the loader), candidate negatives on a class-0 candidate.
+#[test]
+fn a_negative_mixture_draws_each_source_at_its_share() {
+    use ctstream::loader::{NegativeSource, Negatives};
+    use ctstream::store::Region;
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 3);
+    let store = Store::open(&out).unwrap();
+    let cands =
+        ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
+    let mix: Negatives = "lungs=0.4,body=0.3,candidates=0.2,random=0.1".parse().unwrap();
+    let p = [16usize, 32, 32];
+    let build = |workers: usize| {
+        Loader::builder(&store)
+            .positive_share(0.0)
+            .negatives(mix)
+            .patch(p)
+            .jitter([0, 0, 0])
+            .batch_size(64)
+            .batches_per_epoch(Some(32))
+            .workers(workers)
+            .seed(11)
+            .build()
+            .unwrap()
+    };
+    let metas = |l: &Loader| -> Vec<ctstream::loader::PatchMeta> {
+        l.epoch(0).flat_map(|b| b.unwrap().patches).collect()
+    };
+    let patches = metas(&build(3));
+    assert_eq!(patches, metas(&build(1)), "the same patches for 1 and 3 workers");
+    let n = patches.len() as f64;
+    assert_eq!(n, 2048.0);
+    let voxel = |id: &str, label: Option<&str>, zyx: [i64; 3]| -> i16 {
+        let r = Region { start_zyx: zyx, shape_zyx: [1, 1, 1] };
+        match label {
+            None => store.volume(id).unwrap().read_region(r).unwrap()[[0, 0, 0]],
+            Some(l) => {
+                store.label(id, l).unwrap().read_region_as::<u8>(r).unwrap()[[0, 0, 0]] as i16
+            }
+        }
+    };
+    for (source, share) in mix.normalised() {
+        let drawn: Vec<_> = patches.iter().filter(|m| m.negative_source == Some(source)).collect();
+        let k = drawn.len() as f64;
+        let sd = (n * share * (1.0 - share)).sqrt();
+        assert!((k - n * share).abs() <= 4.5 * sd, "{source}: {k} of {n}, share {share}");
+        for m in drawn {
+            assert!(!m.positive && m.nodule_id.is_none());
+            let c: [i64; 3] = std::array::from_fn(|a| m.start_zyx[a] + (p[a] / 2) as i64);
+            match source {
+                NegativeSource::Lungs => {
+                    assert_ne!(voxel(&m.series_id, Some("lungs"), c), 0, "lung negative at {c:?}")
+                }
+                NegativeSource::Body => {
+                    assert!(voxel(&m.series_id, None, c) >= -300, "body negative at {c:?}")
+                }
+                NegativeSource::Candidates => assert!(
+                    cands.iter().any(|x| x.class == 0
+                        && x.series_id == m.series_id
+                        && (0..3).all(|a| x.voxel_zyx[a].round() as i64 == c[a])),
+                    "candidate negative at {c:?}"
+                ),
+                _ => {}
+            }
+        }
+    }
+    assert!(patches.iter().all(|m| m.negative_source.is_some()));
+}
+
+/// Hard negatives from a findings file land on the findings (jitter 0: the patch centre is
+/// the finding's voxel, rounded), never on a finding that hits an annotated nodule, and a
+/// file with nothing usable is refused, naming it.
+#[test]
+fn hard_negatives_land_on_the_findings_that_miss_every_nodule() {
+    use ctstream::loader::NegativeSource;
+    let dir = tempdir();
+    let (out, data) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let truth = annotations::read_annotations(&data.join("annotations.csv")).unwrap();
+    let id = store.series_ids().next().unwrap().to_string();
+    let g = store.volume(&id).unwrap().geometry();
+    let shape = store.volume(&id).unwrap().shape_zyx();
+    // Three findings away from the nodules, at voxel centres; one on a nodule's centre.
+    let away: Vec<[f64; 3]> = vec![
+        [10.0, 20.0, 30.0],
+        [(shape[0] / 2) as f64, 5.0, 7.0],
+        [(shape[0] - 3) as f64, (shape[1] - 4) as f64, (shape[2] - 5) as f64],
+    ];
+    let nodule = truth.iter().find(|a| a.series_id == id).unwrap();
+    let mut csv = "seriesuid,coordX,coordY,coordZ,probability\n".to_string();
+    for zyx in &away {
+        let w = g.index_to_world(*zyx);
+        csv += &format!("{id},{},{},{},0.9\n", w[0], w[1], w[2]);
+    }
+    let n = nodule.world_xyz;
+    csv += &format!("{id},{},{},{},0.99\n", n[0], n[1], n[2]);
+    csv += &format!("not.in.this.store,{},{},{},0.5\n", n[0], n[1], n[2]);
+    let findings = dir.path().join("findings.csv");
+    std::fs::write(&findings, csv).unwrap();
+    let p = [16usize, 32, 32];
+    let loader = Loader::builder(&store)
+        .positive_share(0.0)
+        .negatives(NegativeSource::Hard.into())
+        .hard_negatives(Some(findings.clone()))
+        .patch(p)
+        .jitter([0, 0, 0])
+        .batch_size(16)
+        .batches_per_epoch(Some(4))
+        .build()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for m in loader.epoch(0).flat_map(|b| b.unwrap().patches) {
+        assert_eq!((m.negative_source, m.series_id.as_str()), (Some(NegativeSource::Hard), &*id));
+        let c: [f64; 3] = std::array::from_fn(|a| (m.start_zyx[a] + (p[a] / 2) as i64) as f64);
+        let k = away.iter().position(|f| *f == c);
+        assert!(
+            k.is_some(),
+            "hard negative centred at {c:?}, not on a finding that misses the nodules"
+        );
+        seen.insert(k);
+    }
+    assert_eq!(seen.len(), 3, "every usable finding drawn in 64 patches");
+    // Only the finding on the nodule: nothing to draw.
+    let on_nodule = dir.path().join("on_nodule.csv");
+    std::fs::write(
+        &on_nodule,
+        format!(
+            "seriesuid,coordX,coordY,coordZ,probability\n{id},{},{},{},0.99\n",
+            n[0], n[1], n[2]
+        ),
+    )
+    .unwrap();
+    let err = Loader::builder(&store)
+        .positive_share(0.5)
+        .negatives(NegativeSource::Hard.into())
+        .hard_negatives(Some(on_nodule.clone()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("on_nodule.csv") && err.contains("no hard negatives"), "{err}");
+    // `hard` without a file, and a file without `hard`, are refused.
+    let err = Loader::builder(&store).negatives(NegativeSource::Hard.into()).build().unwrap_err();
+    assert!(err.to_string().contains("findings file"), "{err}");
+    let err = Loader::builder(&store).hard_negatives(Some(findings)).build().unwrap_err();
+    assert!(err.to_string().contains("hard_negatives"), "{err}");
+}
+
 /// Hard negatives sit on class-0 candidates (within the jitter); size weighting draws
 /// large nodules more often than uniform weighting does.
 #[test]
 fn candidate_negatives_and_size_weighting() {
-    use ctstream::loader::{Negatives, NoduleWeighting};
+    use ctstream::loader::{NegativeSource, NoduleWeighting};
     let dir = tempdir();
     let (out, _) = make_store(dir.path(), 3);
     let store = Store::open(&out).unwrap();
@@ -339,7 +491,7 @@ fn candidate_negatives_and_size_weighting() {
         ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
     let loader = Loader::builder(&store)
         .positive_share(0.0)
-        .negatives(Negatives::Candidates)
+        .negatives(NegativeSource::Candidates.into())
         .jitter([2, 2, 2])
         .batch_size(16)
         .batches_per_epoch(Some(3))

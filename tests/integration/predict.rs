@@ -12,10 +12,10 @@ use std::process::Command;
 
 use crate::common::*;
 use ctstream::ingest::{self, IngestConfig};
-use ctstream::predict::model::Trained;
 use ctstream::predict::{self, SlidingWindow, window};
 use ctstream::store::{Store, VolumeFile};
 use ctstream::synth::{self, SynthConfig};
+use ctstream::train::trained::Trained;
 use ndarray::Array3;
 
 type Cpu = burn::backend::Flex;
@@ -250,6 +250,10 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
         "3",
         "--threshold",
         "0.45",
+        "--min-voxels",
+        "1",
+        "--merge-mm",
+        "0",
         "--overlap",
         "0.25",
         "--backend",
@@ -269,6 +273,56 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
     .collect();
     let csv = std::fs::read_to_string(out.join("candidates.csv")).unwrap();
     assert_eq!(csv.lines().count() - 1, comps.len());
+}
+
+/// The run validated on its held-out scan: `checkpoints/best/operating_point.json` holds
+/// the operating point of the best validation (its CPM, false positives and
+/// post-processing equal to that row of `val.csv`); `predict` without flags takes the best
+/// checkpoint and that operating point, says so, and its findings scored by the LUNA16
+/// evaluation give the validation's CPM, sensitivity and false positives per scan.
+#[test]
+fn predict_reproduces_the_operating_point_chosen_on_validation() {
+    use ctstream::predict::operating::OperatingPoint;
+    let dir = tempdir();
+    let (store_path, run) = store_and_run(dir.path());
+    let best = run.join("checkpoints/best");
+    let op = OperatingPoint::read(&best).unwrap().expect("the run kept a best checkpoint");
+    let val = std::fs::read_to_string(run.join("val.csv")).unwrap();
+    let header: Vec<&str> = val.lines().next().unwrap().split(',').collect();
+    let col = |row: &str, name: &str| -> String {
+        let k = header.iter().position(|h| *h == name).unwrap();
+        row.split(',').nth(k).unwrap().to_string()
+    };
+    let row = val.lines().skip(1).find(|r| col(r, "step") == op.step.to_string()).unwrap();
+    assert_eq!(col(row, "cpm").parse::<f64>().unwrap(), op.cpm);
+    assert_eq!(col(row, "fps_per_scan").parse::<f64>().unwrap(), op.fps_per_scan);
+    assert_eq!(col(row, "threshold").parse::<f32>().unwrap(), op.post.threshold);
+    assert_eq!(col(row, "min_voxels").parse::<usize>().unwrap(), op.post.min_voxels);
+    let out = dir.path().join("pred-best");
+    let o = ctstream(&[
+        "predict",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "val",
+        "--out",
+        out.to_str().unwrap(),
+        "--backend",
+        "burn",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("checkpoints/best") && said.contains("operating point: p >= "), "{said}");
+    let store = Store::open(&store_path).unwrap();
+    let (truth, excluded) = ctstream::evaluate::truth_from_store(&store).unwrap();
+    let dets = ctstream::annotations::read_predictions(&out.join("candidates.csv")).unwrap();
+    let series = ctstream::annotations::read_series_list(&out.join("series.txt")).unwrap();
+    let f = ctstream::evaluate::froc(&series, &truth, &excluded, &dets, 0, 0);
+    assert_eq!(f.cpm, op.cpm);
+    assert_eq!(f.false_positives as f64 / series.len() as f64, op.fps_per_scan);
+    assert_eq!((f.nodules, series.len()), (op.nodules, op.scans));
 }
 
 /// The two-scan example worked by hand in `src/evaluate.rs` (CPM 11/21), through the CSV

@@ -376,12 +376,21 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     let rows: Vec<Vec<&str>> = val.lines().skip(1).map(|l| l.split(',').collect()).collect();
     assert_eq!(
         val.lines().next(),
-        Some("step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds")
+        Some(
+            "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds"
+        )
     );
     assert_eq!(
         rows.iter().map(|r| (r[0], r[4], r[5])).collect::<Vec<_>>(),
         [("2", "2", "2"), ("4", "2", "2")]
     );
+    // The held-out scan predicted whole at each validation: a CPM in [0, 1], the nodules
+    // of that scan counted, and the best model kept with its operating point.
+    for r in &rows {
+        let cpm: f64 = r[7].parse().unwrap();
+        assert!((0.0..=1.0).contains(&cpm) && r[13].parse::<usize>().unwrap() > 0, "{r:?}");
+    }
+    assert!(run.join("checkpoints/best/operating_point.json").is_file());
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"], "unet3d");

@@ -1,12 +1,13 @@
 //! A trained network, loaded from a run folder, as the function that
-//! [`super::predict_volume`] calls (feature `train`).
+//! [`crate::predict::predict_volume`] calls.
 
 use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
-use super::PredictError;
+use crate::predict::PredictError;
+use crate::predict::operating::OperatingPoint;
 use crate::train::checkpoint::{self, Checkpoint};
 use crate::train::{ModelKind, RunConfig, Segmenter, UNet3d, VNet};
 
@@ -29,10 +30,13 @@ pub struct Trained<B: Backend> {
     pub config: RunConfig,
     /// The checkpoint its weights came from.
     pub checkpoint: Checkpoint,
+    /// The operating point chosen for it on the held-out scans (the best checkpoint's).
+    pub operating_point: Option<OperatingPoint>,
 }
 
 impl<B: Backend> Trained<B> {
-    /// Loads the network of `run_dir` from checkpoint `step` (None: the newest).
+    /// Loads the network of `run_dir` from checkpoint `step` (None: the best by validation
+    /// CPM, `checkpoints/best/`, with its operating point; the newest without one).
     ///
     /// # Errors
     /// [`PredictError::Run`] naming the file that is missing or unreadable.
@@ -48,7 +52,18 @@ impl<B: Backend> Trained<B> {
             PredictError::Run(format!("{}: not a ctstream run configuration: {e}", path.display()))
         })?;
         let run = |e: checkpoint::CheckpointError| PredictError::Run(e.to_string());
+        let mut operating_point = None;
         let checkpoint = match step {
+            None if checkpoint::best_folder(run_dir).exists() => {
+                let (ck, op) = checkpoint::best(run_dir).map_err(run)?.ok_or_else(|| {
+                    PredictError::Run(format!(
+                        "{}: not a complete checkpoint",
+                        checkpoint::best_folder(run_dir).display()
+                    ))
+                })?;
+                operating_point = Some(op);
+                ck
+            }
             None => checkpoint::latest(run_dir).map_err(run)?.ok_or_else(|| {
                 PredictError::Run(format!(
                     "{}: no checkpoint",
@@ -82,7 +97,7 @@ impl<B: Backend> Trained<B> {
                 checkpoint.load_model(VNet::<B>::new(config.width, device), device).map_err(run)?,
             )),
         };
-        Ok(Trained { network, config, checkpoint })
+        Ok(Trained { network, config, checkpoint, operating_point })
     }
 }
 
