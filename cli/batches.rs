@@ -110,7 +110,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
             let patches: Vec<serde_json::Value> = batch
                 .patches
                 .iter()
-                .map(|p| serde_json::json!({"series_id": p.series_id, "start_zyx": p.start_zyx, "positive": p.positive, "nodule_id": p.nodule_id}))
+                .map(|p| serde_json::json!({"series_id": p.series_id, "start_zyx": p.start_zyx, "positive": p.positive, "nodule_id": p.nodule_id, "source": p.negative_source.map_or("positive", |s| s.name())}))
                 .collect();
             let line = serde_json::json!({"epoch": batch.epoch, "index": batch.index, "shape": batch.shape, "image_sha256": img, "mask_sha256": mask, "patches": patches});
             println!("{line}");
@@ -123,10 +123,10 @@ pub fn run(a: Args) -> Result<(), ExitError> {
                 &mask[..16]
             );
             for p in &batch.patches {
-                let kind = if p.positive {
-                    format!("nodule {}", p.nodule_id.unwrap_or(-1))
-                } else {
-                    "negative".to_string()
+                let kind = match (p.positive, p.negative_source) {
+                    (true, _) => format!("nodule {}", p.nodule_id.unwrap_or(-1)),
+                    (false, Some(s)) => format!("negative ({s})"),
+                    (false, None) => "negative".to_string(),
                 };
                 println!("    {} at {:?}  {kind}", p.series_id, p.start_zyx);
             }

@@ -33,8 +33,11 @@ def summary(b) -> dict:
                 "start_zyx": [int(v) for v in z],
                 "positive": bool(p),
                 "nodule_id": None if n < 0 else int(n),
+                "source": src,
             }
-            for s, z, p, n in zip(b["series_id"], b["start_zyx"], b["positive"], b["nodule_id"])
+            for s, z, p, n, src in zip(
+                b["series_id"], b["start_zyx"], b["positive"], b["nodule_id"], b["source"]
+            )
         ],
     }
 
@@ -54,6 +57,24 @@ def test_batches_equal_the_rust_loader_byte_for_byte(store, store_path):
             augment="flip,rot90",
         )
         assert got == want
+    # A mixture of negative sources: the same patches, each naming its source, as the
+    # command draws them.
+    mixed = dict(OPTIONS, negatives="lungs=0.5,body=0.5", positive_share=0.5)
+    got = [summary(b) for b in ctstream.Loader(store, workers=2, **mixed).epoch(0)]
+    want = rust_batches(
+        store_path,
+        epoch=0,
+        workers=1,
+        batch_size=4,
+        patch=(16, 32, 32),
+        seed=11,
+        augment="flip,rot90",
+        negatives="lungs=0.5,body=0.5",
+        positive_share=0.5,
+    )
+    assert got == want
+    sources = {p["source"] for b in got for p in b["patches"]}
+    assert sources <= {"positive", "lungs", "body"} and "body" in sources, sources
     # Some patches are positive and their masks are not empty; the images are windowed.
     b = next(iter(loader.epoch(0)))
     assert b["positive"].any() and b["mask"][b["positive"]].sum() > 0

@@ -26,17 +26,29 @@ KEYWORDS = {
 ALIASES = {"window": "hu_window", "cache_mb": "cache_bytes"}
 
 
-def library_fields(store) -> list:
-    # `mask_label` and `nodule_filter` are left out of the configuration while unset
-    # (config.json of older runs has neither): set them (masks from the lung masks every
-    # store of the fixture holds, whose components are the positives once the filter
-    # leaves no nodule).
-    loader = ctstream.Loader(store, batches_per_epoch=1, mask_label="lungs", min_readers=1)
+def library_fields(store, tmp_path) -> list:
+    # `mask_label`, `nodule_filter` and `hard_negatives` are left out of the configuration
+    # while unset (config.json of older runs has none of them): set them (masks from the
+    # lung masks every store of the fixture holds, whose components are the positives once
+    # the filter leaves no nodule; one finding at a corner of the first scan, far from its
+    # nodules, as the hard negatives).
+    sid = store.series_ids[0]
+    x, y, z = store.geometry(sid).index_to_world((2, 2, 2))
+    findings = tmp_path / "findings.csv"
+    findings.write_text(f"seriesuid,coordX,coordY,coordZ,probability\n{sid},{x},{y},{z},0.9\n")
+    loader = ctstream.Loader(
+        store,
+        batches_per_epoch=1,
+        mask_label="lungs",
+        min_readers=1,
+        negatives="lungs=0.5,hard=0.5",
+        hard_negatives=findings,
+    )
     return list(loader.config)
 
 
-def expected_keywords(store) -> set:
-    return {k for f in library_fields(store) for k in KEYWORDS.get(f, [f])}
+def expected_keywords(store, tmp_path) -> set:
+    return {k for f in library_fields(store, tmp_path) for k in KEYWORDS.get(f, [f])}
 
 
 def wrapper_keywords() -> set:
@@ -51,16 +63,16 @@ def stub_keywords() -> set:
     return {a.arg for a in new.args.kwonlyargs}
 
 
-def test_every_library_field_has_its_keyword_and_no_other(store):
-    want = expected_keywords(store)
+def test_every_library_field_has_its_keyword_and_no_other(store, tmp_path):
+    want = expected_keywords(store, tmp_path)
     assert wrapper_keywords() - set(ALIASES) == want
     assert set(ALIASES.values()) <= want
     assert stub_keywords() == want
 
 
-def test_the_native_constructor_takes_every_keyword(store):
+def test_the_native_constructor_takes_every_keyword(store, tmp_path):
     # None keeps the library's default: a keyword the native side lacks is a TypeError.
-    for k in expected_keywords(store):
+    for k in expected_keywords(store, tmp_path):
         _native.Loader(store._native, **{"batches_per_epoch": 1, k: None})
 
 

@@ -178,6 +178,17 @@ impl Negatives {
         Negatives { shares }
     }
 
+    /// This mixture without `hard` (the others keep their proportions); `lungs` alone when
+    /// `hard` was all of it. For loaders of scans the findings do not cover (validation).
+    pub fn without_hard(&self) -> Negatives {
+        let mut shares = self.shares;
+        shares[NegativeSource::Hard as usize] = 0.0;
+        if shares.iter().sum::<f64>() <= 0.0 {
+            return Negatives::default();
+        }
+        Negatives { shares }
+    }
+
     /// Whether more than one source is drawn (then each negative takes one more draw to
     /// choose its source; a single source draws exactly as before mixtures existed).
     pub fn is_mixture(&self) -> bool {
@@ -275,6 +286,10 @@ mod tests {
         assert_eq!(n.pick(0.75), NegativeSource::Body);
         assert_eq!(n.pick(0.999_999), NegativeSource::Body);
         assert!(n.is_mixture() && !Negatives::default().is_mixture());
+        let h = n.with_hard();
+        assert_eq!(h.to_string(), "lungs=0.375,body=0.125,hard=0.5");
+        assert_eq!(h.without_hard().normalised(), n.normalised());
+        assert_eq!(Negatives::only(NegativeSource::Hard).without_hard(), Negatives::default());
     }
 
     #[test]

@@ -90,9 +90,12 @@ impl RunConfig {
     }
 
     /// The validation loader's configuration: the held-out series, no augmentation, half
-    /// positives, `val_batches` batches, its own seed.
+    /// positives, `val_batches` batches, its own seed; no hard negatives (they were mined
+    /// on the training scans).
     pub fn val_loader(&self) -> LoaderConfig {
         let mut c = self.loader.clone();
+        c.negatives = c.negatives.without_hard();
+        c.hard_negatives = None;
         c.split = Some(Split::Val { val_fraction: self.val_fraction });
         c.augment = Default::default();
         c.positive_share = VAL_POSITIVE_SHARE;

@@ -323,6 +323,54 @@ fn predict_reproduces_the_operating_point_chosen_on_validation() {
     assert_eq!(f.cpm, op.cpm);
     assert_eq!(f.false_positives as f64 / series.len() as f64, op.fps_per_scan);
     assert_eq!((f.nodules, series.len()), (op.nodules, op.scans));
+    // Hard-negative mining: the training scans predicted (a low threshold, so this
+    // three-step network leaves findings), then a run that draws half its negatives there
+    // (and validates without them: they lie on the training scans).
+    let mined = dir.path().join("mined");
+    let o = ctstream(&[
+        "--quiet",
+        "predict",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--split",
+        "train",
+        "--out",
+        mined.to_str().unwrap(),
+        "--threshold",
+        "0.01",
+        "--format",
+        "none",
+        "--backend",
+        "burn",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hard = dir.path().join("hard");
+    let o = ctstream(&[
+        "--quiet",
+        "train",
+        "--store",
+        store_path.to_str().unwrap(),
+        "--out",
+        hard.to_str().unwrap(),
+        "--width",
+        "0.125",
+        "--patch",
+        "16,32,32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--val-fraction",
+        "0.3",
+        "--no-val-scans",
+        "--hard-negatives",
+        mined.join("candidates.csv").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = std::fs::read_to_string(hard.join("config.json")).unwrap();
+    assert!(cfg.contains("\"negatives\": \"lungs=0.25,body=0.25,hard=0.5\""), "{cfg}");
 }
 
 /// The two-scan example worked by hand in `src/evaluate.rs` (CPM 11/21), through the CSV
