@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     pub(super) small: bool,
     /// Training steps (0: no training).
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = 240)]
     pub(super) train_steps: usize,
     /// Device to train on: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]

@@ -12,7 +12,7 @@ use crate::ExitError;
 use crate::progress::Bars;
 
 /// Step 9: the pictures. The slice through the largest nodule of the held-out scan with
-/// the predicted and annotated masks, whole and as a 64 mm close-up (without a
+/// the predicted (at the operating point's threshold) and annotated masks, whole and as a 64 mm close-up (without a
 /// prediction: of the first scan, annotated only), the training curves, and the FROC
 /// curve `evaluate` drew.
 pub(super) fn pictures(
@@ -36,6 +36,13 @@ pub(super) fn pictures(
             .map(String::from)
             .ok_or_else(|| anyhow!("the store holds no scan"))?
     };
+    // The predicted mask at the operating point chosen on validation, as `predict` used it.
+    let operating = if predicted {
+        ctstream::predict::operating::OperatingPoint::read(&run_dir.join("checkpoints/best"))
+            .map_err(|e| anyhow!(e))?
+    } else {
+        None
+    };
     let mut out = Vec::new();
     for (name, what, crop_mm) in
         [("slice.png", "slice", None), ("nodule.png", "nodule close up", Some(64.0))]
@@ -44,6 +51,7 @@ pub(super) fn pictures(
         let req = SliceRequest {
             pred: predicted.then(|| pred.clone()),
             crop_mm,
+            threshold: operating.map_or(0.5, |o| o.post.threshold),
             ..SliceRequest::new(&series)
         };
         let drawn = scan_slice::draw(store, &req)?;
@@ -69,7 +77,9 @@ pub(super) fn pictures(
 
 /// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself. The scan
 /// whose id hashes lowest is held out for validation (the `--val-fraction` just above its
-/// hash), so even three scans give a validation set.
+/// hash), so even three scans give a validation set; it is validated once, after the last
+/// step (a whole-scan validation costs about a minute on two cores), which chooses the
+/// operating point `predict` then uses.
 #[cfg(feature = "train")]
 pub(super) fn train(
     a: &Args,
@@ -91,7 +101,7 @@ pub(super) fn train(
         store.series_ids().map(ctstream::loader::split_fraction).fold(f64::INFINITY, f64::min);
     let val_fraction = if store.scans().len() >= 2 { lowest + 1e-9 } else { 0.0 };
     println!(
-        "6. train a small 3D U-Net (width 0.25, 16x32x32 patches, batch 4, Dice + BCE) for {} steps on {}, one scan held out for validation -> {}",
+        "6. train a small 3D U-Net (width 0.25, 16x32x32 patches, batch 4, half of them negatives from the lungs and the body, Dice + BCE, cosine schedule) for {} steps on {}, one scan held out and predicted whole at the end to choose the operating point -> {}",
         a.train_steps,
         a.device,
         run_dir.display()
@@ -103,7 +113,7 @@ pub(super) fn train(
     let (steps, vf, every) = (
         a.train_steps.to_string(),
         val_fraction.to_string(),
-        (a.train_steps / 2).max(1).to_string(),
+        a.train_steps.to_string(),
     );
     let argv = [
         "train",
@@ -126,7 +136,9 @@ pub(super) fn train(
         "--loss",
         "dice-bce",
         "--positive-share",
-        "0.75",
+        "0.5",
+        "--lr-schedule",
+        "cosine",
         "--jitter",
         "3,3,3",
         "--val-fraction",
