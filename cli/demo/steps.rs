@@ -110,11 +110,8 @@ pub(super) fn train(
         std::fs::remove_dir_all(run_dir)
             .with_context(|| format!("removing the previous demo run {}", run_dir.display()))?;
     }
-    let (steps, vf, every) = (
-        a.train_steps.to_string(),
-        val_fraction.to_string(),
-        a.train_steps.to_string(),
-    );
+    let (steps, vf, every) =
+        (a.train_steps.to_string(), val_fraction.to_string(), a.train_steps.to_string());
     let argv = [
         "train",
         "--store",
