@@ -26,7 +26,9 @@ impl CsvLog {
 
     /// Opens the log of a run being resumed from step `through_step`: rows of later steps
     /// (written after that checkpoint, and to be run again) are dropped, the rest kept.
-    /// A missing file is created.
+    /// A missing file is created. A log written by an older version, whose header is the
+    /// start of `header` (columns were added at the end since), is given the new header
+    /// and its rows empty values in the new columns.
     ///
     /// # Errors
     /// The I/O error; [`io::ErrorKind::InvalidData`] when the file has another header.
@@ -37,17 +39,23 @@ impl CsvLog {
             Err(e) => return Err(e),
         };
         let mut lines = text.lines();
-        if lines.next() != Some(header) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{}: header is not `{header}`", path.display()),
-            ));
-        }
+        let first = lines.next().unwrap_or("");
+        let added = match header.strip_prefix(first) {
+            Some("") => 0,
+            Some(rest) if !first.is_empty() && rest.starts_with(',') => rest.matches(',').count(),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: header is not `{header}`", path.display()),
+                ));
+            }
+        };
         let mut kept = format!("{header}\n");
         for line in lines {
             let step = line.split(',').next().and_then(|s| s.parse::<usize>().ok());
             if step.is_some_and(|s| s <= through_step) {
                 kept.push_str(line);
+                kept.push_str(&",".repeat(added));
                 kept.push('\n');
             }
         }
@@ -90,5 +98,22 @@ mod tests {
         let err = CsvLog::resume(&p, "step,y", 3).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().contains("m.csv"));
+        // "step,xx" is not "step,x" with a column added: refused.
+        assert!(CsvLog::resume(&p, "step,xx", 3).is_err());
+    }
+
+    /// A log of an older version (fewer columns at the end) takes the new header; its rows
+    /// get empty values in the new columns.
+    #[test]
+    fn resume_widens_a_log_with_fewer_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.csv");
+        std::fs::write(&p, "step,loss\n1,0.5\n2,0.4\n3,0.3\n").unwrap();
+        let mut log = CsvLog::resume(&p, "step,loss,cpm,fps", 2).unwrap();
+        log.row("3,0.2,0.9,1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "step,loss,cpm,fps\n1,0.5,,\n2,0.4,,\n3,0.2,0.9,1\n"
+        );
     }
 }
