@@ -194,6 +194,18 @@ def test_a_corrupt_chunk_while_streaming_is_a_store_error(store_path, tmp_path):
         next(batches)
 
 
+def test_a_missing_nodules_table_is_a_store_error_not_an_empty_one(store_path, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(store_path, copy)
+    # A partial copy: the table is gone while index/checksums.json lists it. Read as an
+    # empty table it would make every patch a negative with an empty mask.
+    (copy / "index" / "nodules.parquet").unlink()
+    with pytest.raises(ctstream.StoreError, match=r"nodules\.parquet: corrupt: missing, but .*checksums\.json lists it"):
+        ctstream.Loader(copy, **OPTIONS)
+
+
 def test_shards_are_disjoint_and_cover_the_store(store):
     for world in (2, 3):
         shares = [set(ctstream.Loader(store, rank=r, world=world).series_ids) for r in range(world)]

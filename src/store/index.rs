@@ -554,6 +554,51 @@ pub fn read_table_bytes(path: &Path) -> Result<Vec<u8>, StoreError> {
     Ok(bytes)
 }
 
+/// Whether the checksums `sums` require table `path` to be there: they list it, and no
+/// rewrite that adds it is under way (an ingest writing a new table lists it in `tables`,
+/// and the tables it replaces in `replacing`, before the table itself is written).
+fn required(path: &Path, sums: Option<&Checksums>) -> Option<TableSum> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let s = sums?;
+    let t = s.tables.get(&name)?;
+    if !s.replacing.is_empty() && !s.replacing.contains_key(&name) {
+        return None;
+    }
+    Some(t.clone())
+}
+
+/// The error for table `path` that is not there although `checksums.json` lists it with
+/// `sum` (a partial copy or sync leaves a store so): reading it as an empty table would
+/// turn every nodule into a negative patch.
+fn missing_table(path: &Path, sum: &TableSum) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        chunk: None,
+        message: format!(
+            "missing, but {} lists it ({} rows, {} bytes): the store was copied or synced in part, or the file was removed; copy it again, or run `ctstream index STORE` with the CSVs (or `ctstream ingest --resume` with the same inputs and CSVs) to rewrite the index",
+            path.with_file_name(CHECKSUMS).display(),
+            sum.rows,
+            sum.bytes
+        ),
+    }
+}
+
+/// For a local table file `path` that was not there: `Ok(true)` when it is there now (an
+/// ingest wrote it meanwhile: read it), `Ok(false)` when the store has no such table.
+///
+/// # Errors
+/// [`StoreError::Corrupt`] naming the table when `checksums.json` lists it: a missing
+/// table is damage, not an empty one. Checksums that cannot be read are left to the
+/// tables that are there to report.
+pub fn absent_table(path: &Path) -> Result<bool, StoreError> {
+    let sums = read_checksums(path).ok().flatten();
+    match required(path, sums.as_ref()) {
+        _ if path.exists() => Ok(true),
+        Some(sum) => Err(missing_table(path, &sum)),
+        None => Ok(false),
+    }
+}
+
 /// The bytes of index table `name` of a store on object storage, checked against its
 /// `checksums.json` as [`read_table_bytes`] checks a local one (required from format 1.1,
 /// which `manifest` says whether the store has); None when there is no such table.
@@ -575,7 +620,18 @@ pub fn read_remote_table_bytes(
     };
     // As locally: the checksums before the table and after it.
     let before = read_sums().ok().flatten();
-    let Some(bytes) = remote.get(&rel, MAX_TABLE_BYTES)? else { return Ok(None) };
+    let bytes = match remote.get(&rel, MAX_TABLE_BYTES)? {
+        Some(b) => b,
+        // Not there: damage when the checksums (read after looking) list it, unless it
+        // is there by now.
+        None => match required(&path, read_sums().ok().flatten().as_ref()) {
+            None => return Ok(None),
+            Some(sum) => match remote.get(&rel, MAX_TABLE_BYTES)? {
+                Some(b) => b,
+                None => return Err(missing_table(&path, &sum)),
+            },
+        },
+    };
     check_table_against(&path, &bytes, before.as_ref(), read_sums)?;
     Ok(Some(bytes.to_vec()))
 }
@@ -605,6 +661,37 @@ mod tests {
     fn table(values: &[i32]) -> RecordBatch {
         RecordBatch::try_from_iter([("v", Arc::new(Int32Array::from(values.to_vec())) as ArrayRef)])
             .unwrap()
+    }
+
+    /// A table that is not there: damage when `checksums.json` lists it, absent when it
+    /// does not, or when a rewrite under way adds it (listed in `tables`, the rewrite's
+    /// `replacing` non-empty without it: the table is written after the checksums).
+    #[test]
+    fn a_missing_table_is_damage_only_when_the_checksums_require_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        assert!(!absent_table(&path).unwrap(), "no checksums: absent");
+        write_tables(dir.path(), &[("t.parquet", &table(&[1, 2, 3]))]).unwrap();
+        assert!(absent_table(&path).unwrap(), "there");
+        let sums = read_checksums(&path).unwrap().unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let e = absent_table(&path).unwrap_err().to_string();
+        assert!(e.contains("t.parquet: corrupt: missing, but") && e.contains("(3 rows"), "{e}");
+        let adding = Checksums {
+            tables: sums.tables.clone(),
+            replacing: BTreeMap::from([(
+                "other.parquet".to_string(),
+                sums.tables["t.parquet"].clone(),
+            )]),
+        };
+        std::fs::write(dir.path().join(CHECKSUMS), serde_json::to_vec(&adding).unwrap()).unwrap();
+        assert!(!absent_table(&path).unwrap(), "being added by a rewrite");
+        let replacing = Checksums { tables: sums.tables.clone(), replacing: sums.tables.clone() };
+        std::fs::write(dir.path().join(CHECKSUMS), serde_json::to_vec(&replacing).unwrap())
+            .unwrap();
+        assert!(absent_table(&path).is_err(), "being replaced: it was there and stays");
+        std::fs::write(dir.path().join(CHECKSUMS), b"{\"tables\": {}}").unwrap();
+        assert!(!absent_table(&path).unwrap(), "not listed: absent");
     }
 
     /// Every state a rewrite passes through, as a reader racing it sees them: each table

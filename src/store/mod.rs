@@ -760,15 +760,17 @@ impl Store {
     }
 
     /// The bytes of index table `name` (`index/<name>.parquet`), checked against
-    /// `index/checksums.json`; None when the store has no such table.
+    /// `index/checksums.json`; None when the store has no such table (and the checksums
+    /// do not list it).
     ///
     /// # Errors
-    /// [`StoreError::Corrupt`] when the checksums do not list these bytes; the read's errors.
+    /// [`StoreError::Corrupt`] when the checksums do not list these bytes, or list a table
+    /// that is not there; the read's errors.
     pub fn table_bytes(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match &self.location {
             Location::Local(root) => {
                 let path = root.join(INDEX).join(format!("{name}.parquet"));
-                if !path.exists() {
+                if !path.exists() && !index::absent_table(&path)? {
                     return Ok(None);
                 }
                 index::read_table_bytes(&path).map(Some)
@@ -777,7 +779,8 @@ impl Store {
         }
     }
 
-    /// The rows of `index/nodules.parquet` (none when the store has no such table).
+    /// The rows of `index/nodules.parquet` (none when the store has no such table; an
+    /// error when `checksums.json` lists one that is not there).
     ///
     /// # Errors
     /// As [`Store::table_bytes`], and [`StoreError::Parquet`] for a table that is not the

@@ -270,6 +270,27 @@ fn a_corrupted_object_is_caught_by_its_crc_and_named() {
     );
 }
 
+/// A nodules table missing from the bucket while `checksums.json` lists it (an upload or
+/// sync that stopped part way) is refused, naming the object, as locally.
+#[test]
+#[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
+fn a_missing_index_object_is_refused_not_read_as_empty() {
+    let s = server();
+    let dir = tempdir();
+    uploaded(&s, dir.path(), 1, "partial");
+    let r = remote(&s, "partial", RemoteOptions::default());
+    assert!(!open(remote(&s, "partial", RemoteOptions::default())).nodules().unwrap().is_empty());
+    r.delete("index/nodules.parquet").unwrap();
+    let store = open(r);
+    let e = store.nodules().unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("s3://{BUCKET}/partial/index/nodules.parquet"))
+            && e.contains("missing")
+            && e.contains("checksums.json"),
+        "{e}"
+    );
+}
+
 #[test]
 #[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
 fn a_server_stopped_mid_epoch_gives_an_error_within_the_timeout() {

@@ -380,6 +380,46 @@ fn a_damaged_index_is_refused_by_the_loader() {
     );
 }
 
+/// A table that `checksums.json` lists but that is not there (a partial copy or sync) is
+/// damage, not an empty table: the nodules and candidates are refused by the store, the
+/// loader and `inspect`, naming the file; a table the checksums do not list is simply
+/// absent (a store without candidates).
+#[test]
+fn a_missing_index_table_is_refused_not_read_as_empty() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 1, 5);
+    let out = dir.path().join("store");
+    ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    let store = Store::open(&out).unwrap();
+    assert!(!store.nodules().unwrap().is_empty());
+    assert!(!store.candidates().unwrap().is_empty());
+
+    fs::remove_file(out.join("index/nodules.parquet")).unwrap();
+    let store = Store::open(&out).unwrap();
+    let e = store.nodules().unwrap_err().to_string();
+    assert!(
+        e.contains("nodules.parquet") && e.contains("missing") && e.contains("checksums.json"),
+        "{e}"
+    );
+    let e = Loader::builder(&store).patch([16, 32, 32]).workers(1).build().unwrap_err();
+    assert!(e.to_string().contains("nodules.parquet"), "{e}");
+    let o = ctstream().args(["inspect"]).arg(&out).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("nodules.parquet") && err.contains("missing"), "{err}");
+
+    // Without its entry in checksums.json the table is simply not there: no rows.
+    fs::remove_file(out.join("index/candidates.parquet")).unwrap();
+    assert!(store.candidates().is_err());
+    let sums_path = out.join("index/checksums.json");
+    let mut sums: serde_json::Value =
+        serde_json::from_slice(&fs::read(&sums_path).unwrap()).unwrap();
+    sums["tables"].as_object_mut().unwrap().remove("candidates.parquet").unwrap();
+    fs::write(&sums_path, serde_json::to_vec(&sums).unwrap()).unwrap();
+    assert!(store.candidates().unwrap().is_empty());
+}
+
 /// Each cause of an error is printed once (no "os error 2: os error 2").
 #[test]
 fn each_error_cause_is_printed_once() {
