@@ -202,7 +202,10 @@ def test_a_missing_nodules_table_is_a_store_error_not_an_empty_one(store_path, t
     # A partial copy: the table is gone while index/checksums.json lists it. Read as an
     # empty table it would make every patch a negative with an empty mask.
     (copy / "index" / "nodules.parquet").unlink()
-    with pytest.raises(ctstream.StoreError, match=r"nodules\.parquet: corrupt: missing, but .*checksums\.json lists it"):
+    with pytest.raises(
+        ctstream.StoreError,
+        match=r"nodules\.parquet: corrupt: missing, but .*checksums\.json lists it",
+    ):
         ctstream.Loader(copy, **OPTIONS)
 
 
