@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long)]
     store: PathBuf,
     /// Seconds to measure, after a warm-up of a quarter of that (at most 5 s).
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
     seconds: f64,
     /// Loader worker threads.
     #[arg(long, default_value_t = 2)]
@@ -126,4 +126,17 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         mb(r.rss_end_bytes)
     );
     Ok(())
+}
+
+/// The longest measurement `--seconds` asks for: a day.
+const MAX_SECONDS: f64 = 86_400.0;
+
+/// `--seconds`: a finite number of seconds above 0, at most a day.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{s}: {e}"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!("{s}: give seconds above 0, at most {MAX_SECONDS}"))
+    }
 }

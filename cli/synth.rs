@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use ctstream::synth::{self, SynthConfig};
 
 use crate::ExitError;
@@ -51,8 +50,13 @@ impl Args {
 
 pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     let t = Instant::now();
-    let s = synth::generate(&a.out, &a.config(), bars)
-        .with_context(|| format!("writing a synthetic dataset to {}", a.out.display()))?;
+    let s = synth::generate(&a.out, &a.config(), bars).map_err(|e| match e {
+        // A value out of range is a usage error, as clap's own.
+        synth::SynthError::Config(_) => crate::ExitError(crate::Exit::Usage, e.into()),
+        e => anyhow::Error::from(e)
+            .context(format!("writing a synthetic dataset to {}", a.out.display()))
+            .into(),
+    })?;
     println!(
         "wrote {} scans with {} nodules to {} in {:.1} s",
         s.scans.len(),

@@ -794,13 +794,14 @@ fn synth(
     nnunet: bool,
     progress: bool,
 ) -> PyResult<(Vec<PathBuf>, PathBuf, PathBuf, usize)> {
-    if scans == 0 {
-        return Err(PyValueError::new_err("scans 0: must be at least 1"));
-    }
     let cfg = ctstream::synth::SynthConfig { scans, seed, small, dicom, labels, nnunet };
     let s = py
         .detach(|| ctstream::synth::generate(&out, &cfg, progress_for(progress).as_ref()))
-        .map_err(|e| Error::new_err(text(&e)))?;
+        .map_err(|e| match e {
+            // The library checks the values (scans 1 to MAX_SCANS, a non-empty out).
+            ctstream::synth::SynthError::Config(_) => PyValueError::new_err(text(&e)),
+            e => Error::new_err(text(&e)),
+        })?;
     Ok((s.scans, s.annotations, s.candidates, s.nodules))
 }
 

@@ -96,6 +96,18 @@ def test_bad_options_raise_value_error_naming_the_option(raw, tmp_path, kwargs, 
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.parametrize("scans", [0, 10**9])
+def test_synth_refuses_a_scan_count_out_of_range_and_writes_nothing(tmp_path, scans):
+    with pytest.raises(ValueError, match=rf"^scans {scans}: give 1 to 10000$"):
+        ctstream.synth(tmp_path / "never", scans=scans, small=True, progress=False)
+    assert not (tmp_path / "never").exists()
+
+
+def test_ingest_refuses_an_empty_out_instead_of_the_current_folder(raw):
+    with pytest.raises(ValueError, match=r"out: empty path"):
+        ctstream.ingest(raw, "", progress=False)
+
+
 def test_unreadable_csv_raises_naming_the_file_and_the_row(raw, tmp_path):
     bad = tmp_path / "annotations.csv"
     bad.write_text("seriesuid,coordX,coordY,coordZ,diameter_mm\nx,1,2,three,4\n")

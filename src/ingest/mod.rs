@@ -193,6 +193,10 @@ impl IngestConfig {
         if self.inputs.is_empty() {
             return Err(IngestError::Config("inputs: none given".into()));
         }
+        if self.out.as_os_str().is_empty() {
+            // An empty path would build the store in the current folder.
+            return Err(IngestError::Config("out: empty path; give the store's folder".into()));
+        }
         if let Some(s) = self.labels.iter().find(|s| self.lung_mask && s.name == labels::LUNGS) {
             return Err(IngestError::Config(format!(
                 "labels {}={}: `{}` is the lung mask ingest computes; store your own lung masks under that name with the lung mask off (lung_mask=False; CLI --no-lung-mask), or choose another name",

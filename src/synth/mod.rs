@@ -76,7 +76,13 @@ pub enum SynthError {
         /// The cause.
         message: String,
     },
+    /// A value of the configuration is out of range (the message names it).
+    #[error("{0}")]
+    Config(String),
 }
+
+/// The most scans one call generates (a full-size scan is about 120 MB of MetaImage).
+pub const MAX_SCANS: usize = 10_000;
 
 /// What to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -726,6 +732,12 @@ pub fn generate(
     cfg: &SynthConfig,
     progress: &dyn Progress,
 ) -> Result<SynthSummary, SynthError> {
+    if !(1..=MAX_SCANS).contains(&cfg.scans) {
+        return Err(SynthError::Config(format!("scans {}: give 1 to {MAX_SCANS}", cfg.scans)));
+    }
+    if out.as_os_str().is_empty() {
+        return Err(SynthError::Config("out: empty path; give the dataset's folder".into()));
+    }
     let subset = out.join("subset0");
     std::fs::create_dir_all(&subset).map_err(io_err(&subset))?;
     let mut all_nodules = Vec::new();

@@ -420,6 +420,48 @@ fn a_missing_index_table_is_refused_not_read_as_empty() {
     assert!(store.candidates().unwrap().is_empty());
 }
 
+/// Values that mean nothing are refused where they enter, naming the value, and nothing
+/// is written: no scans for `synth --scans 0` or a billion, no store in the current folder
+/// for `ingest --out ''`, no panic for `bench --seconds nan` or `1e300`.
+#[test]
+fn meaningless_values_are_refused_before_anything_is_written() {
+    let dir = tempdir();
+    for (n, want) in [("0", "scans 0: give 1 to 10000"), ("1000000000", "scans 1000000000")] {
+        let out = dir.path().join(format!("synth{n}"));
+        let o = ctstream().args(["synth", "--small", "--scans", n, "--out"]).arg(&out).output();
+        let o = o.unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(!out.join("subset0").exists());
+    }
+
+    let cwd = dir.path().join("cwd");
+    fs::create_dir(&cwd).unwrap();
+    let o = ctstream()
+        .current_dir(&cwd)
+        .args(["ingest", "--out", "", "--input"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("out: empty path"), "{err}");
+    assert_eq!(fs::read_dir(&cwd).unwrap().count(), 0, "nothing written in the current folder");
+
+    for s in ["nan", "1e300", "0", "-1", "inf"] {
+        let o = ctstream()
+            .args(["bench", "--store"])
+            .arg(dir.path().join("none"))
+            .arg(format!("--seconds={s}"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "--seconds {s}: {err}");
+        assert!(err.contains("--seconds") && err.contains("give seconds above 0"), "{err}");
+    }
+}
+
 /// Each cause of an error is printed once (no "os error 2: os error 2").
 #[test]
 fn each_error_cause_is_printed_once() {
