@@ -29,7 +29,7 @@ pub(crate) struct DiskCacheArgs {
     pub(crate) disk_cache: Option<std::path::PathBuf>,
     /// The most the --disk-cache folder may hold, in GB (10^9 bytes); the least recently
     /// used chunks go first.
-    #[arg(long, value_name = "N", default_value_t = DiskCacheConfig::DEFAULT_GB, requires = "disk_cache")]
+    #[arg(long, value_name = "N", default_value_t = DiskCacheConfig::DEFAULT_GB, requires = "disk_cache", allow_negative_numbers = true)]
     pub(crate) disk_cache_gb: f64,
 }
 

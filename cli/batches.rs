@@ -100,10 +100,13 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         None => b,
     }
     .build()
-    .map_err(|e| ExitError(Exit::Usage, e.into()))?;
+    .map_err(crate::loader_exit)?;
     let end = loader.batches_per_epoch();
     let count = a.count.unwrap_or(end.saturating_sub(a.first));
-    for batch in loader.batches(a.epoch, a.first, count) {
+    let batches = loader.batches(a.epoch, a.first, count).map_err(|e| {
+        ExitError(Exit::Usage, anyhow::anyhow!("--first {} --count {count}: {e}", a.first))
+    })?;
+    for batch in batches {
         let batch = batch?;
         let (img, mask) = (sha256_f32(&batch.images), sha256_f32(&batch.masks));
         if a.json {

@@ -67,14 +67,15 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         .workers(a.workers)
         .fetchers(a.fetchers)
         .batch_size(a.batch_size)
-        .cache_bytes(a.cache << 20)
+        .cache_bytes(a.cache.saturating_mul(1 << 20))
         .seed(a.seed)
         .negatives(negatives);
     let loader = match &a.mask_label {
         Some(m) => loader.mask_label(&m.name, &m.values),
         None => loader,
     }
-    .build()?;
+    .build()
+    .map_err(crate::loader_exit)?;
     let warm = Duration::from_secs_f64((a.seconds / 4.0).min(5.0));
     for n in loader.notes() {
         eprintln!("note: {n}");

@@ -38,7 +38,7 @@ pub struct Args {
     /// store (say --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT), then
     /// `ctstream index STORE` once they are done; docs/CLUSTER.md has a Slurm script and a
     /// Kubernetes Job.
-    #[arg(long, value_name = "K/N")]
+    #[arg(long, value_name = "K/N", allow_hyphen_values = true)]
     shard: Option<ctstream::ingest::shard::Shard>,
     /// Target spacing X,Y,Z in mm.
     #[arg(long, value_parser = parse3::<f64>, default_value = "1,1,1")]

@@ -100,6 +100,16 @@ enum Exit {
 #[derive(Debug)]
 struct ExitError(Exit, anyhow::Error);
 
+/// A loader error as the CLI's: options that make no sense or select nothing are usage
+/// errors (2); a store that cannot be read is a failure (1), as in every other command.
+fn loader_exit(e: ctstream::loader::LoaderError) -> ExitError {
+    use ctstream::loader::LoaderError;
+    match e {
+        LoaderError::Config(_) | LoaderError::Empty(_) => ExitError(Exit::Usage, e.into()),
+        other => other.into(),
+    }
+}
+
 impl<E: Into<anyhow::Error>> From<E> for ExitError {
     fn from(e: E) -> Self {
         ExitError(Exit::Failed, e.into())

@@ -71,8 +71,12 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         ..SliceRequest::new(&a.series)
     };
     let drawn = scan_slice::draw(&store, &req).map_err(|e| match e {
-        // The library names the setting first ("slice 7: ..."): the flag is --slice.
-        PictureError::Request(m) => ExitError(Exit::Usage, anyhow!("--{m}")),
+        // The library names the setting first ("slice 7: ...", "panel_width 0: ..."): the
+        // flag is --slice, --panel-width.
+        PictureError::Request(m) => {
+            let (name, rest) = m.split_at(m.find([' ', ':']).unwrap_or(m.len()));
+            ExitError(Exit::Usage, anyhow!("--{}{rest}", name.replace('_', "-")))
+        }
         other => other.into(),
     })?;
     drawn.picture.save(&a.out)?;

@@ -155,7 +155,7 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
             None => d.loader.augment.clone(),
         },
         workers: a.workers.unwrap_or(d.loader.workers),
-        cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c << 20),
+        cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c.saturating_mul(1 << 20)),
         mask_label: a.mask_label.clone(),
         nodule_filter: a.nodules.filter(),
         ..d.loader.clone()

@@ -29,6 +29,7 @@ pub(super) fn usage(msg: String) -> ExitError {
 fn run_err(e: RunError) -> ExitError {
     match e {
         RunError::Config(_) => ExitError(Exit::Usage, e.into()),
+        RunError::Loader(l) => crate::loader_exit(l),
         other => other.into(),
     }
 }
@@ -92,7 +93,7 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
                 epochs: a.epochs,
                 device: Some(a.device.to_string()),
                 workers: a.workers,
-                cache_bytes: a.cache.map(|c| c << 20),
+                cache_bytes: a.cache.map(|c| c.saturating_mul(1 << 20)),
                 val_every: a.val_every,
                 checkpoint_every: a.checkpoint_every,
                 keep_checkpoints: a.keep_checkpoints,

@@ -31,6 +31,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _native
+from ._keywords import integer, integers, names_keywords, number, numbers_, optional, paths, strings
+from ._keywords import path as _path
 from ._native import Error, IngestError, LoaderError, StoreError
 
 __all__ = [
@@ -72,18 +74,20 @@ class Geometry:
         self.spacing = tuple(spacing)
         self.direction = tuple(direction)
 
+    @names_keywords
     def index_to_world(self, index_zyx: Sequence[float]) -> Tuple[float, float, float]:
         """World position (x, y, z) mm of the voxel at ``index_zyx`` (continuous)."""
         x, y, z = _native.index_to_world(
-            self.origin, self.spacing, self.direction, tuple(float(v) for v in index_zyx)
+            self.origin, self.spacing, self.direction, numbers_("index_zyx", index_zyx, 3)
         )
         return (x, y, z)
 
+    @names_keywords
     def world_to_index(self, world_xyz: Sequence[float]) -> Tuple[float, float, float]:
         """Continuous voxel index (z, y, x) of the world position ``world_xyz`` (x, y, z) mm,
         as SimpleITK's ``TransformPhysicalPointToContinuousIndex`` (which gives x, y, z)."""
         z, y, x = _native.world_to_index(
-            self.origin, self.spacing, self.direction, tuple(float(v) for v in world_xyz)
+            self.origin, self.spacing, self.direction, numbers_("world_xyz", world_xyz, 3)
         )
         return (z, y, x)
 
@@ -108,6 +112,7 @@ class Store:
     local store reads its own files and uses none. Raises :class:`StoreError` naming the file
     when it cannot be opened, ``ValueError`` for a size out of range."""
 
+    @names_keywords
     def __init__(
         self,
         path: PathLike,
@@ -115,9 +120,9 @@ class Store:
         disk_cache_gb: Optional[float] = None,
     ):
         self._native = _native.Store(
-            os.fspath(path),
-            None if disk_cache is None else os.fspath(disk_cache),
-            None if disk_cache_gb is None else float(disk_cache_gb),
+            _path("path", path),
+            optional(_path, "disk_cache", disk_cache),
+            optional(number, "disk_cache_gb", disk_cache_gb),
         )
         self.manifest: Dict[str, Any] = json.loads(self._native.manifest_json())
 
@@ -184,6 +189,7 @@ class Store:
         """The stored grid of a scan."""
         return Geometry(*self._native.geometry(series_id))
 
+    @names_keywords
     def read_region(
         self, series_id: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
     ) -> np.ndarray:
@@ -191,7 +197,7 @@ class Store:
         stored grid; voxels outside the scan read as the manifest's fill value. Decodes only
         the chunks the box touches, each checked by its CRC."""
         return self._native.read_region(
-            series_id, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx)
+            series_id, integers("start_zyx", start_zyx, 3), integers("shape_zyx", shape_zyx, 3)
         )
 
     def volume(self, series_id: str) -> np.ndarray:
@@ -202,12 +208,16 @@ class Store:
         """The scan's whole label volume ``name`` (``lungs``: 0 outside, 1 right, 2 left), uint8 (z, y, x)."""
         return self._native.label_volume(series_id, name)
 
+    @names_keywords
     def read_label_region(
         self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
     ) -> np.ndarray:
         """A box of the scan's label volume ``name``, uint8; 0 outside the scan."""
         return self._native.read_label_region(
-            series_id, name, tuple(int(v) for v in start_zyx), tuple(int(v) for v in shape_zyx)
+            series_id,
+            name,
+            integers("start_zyx", start_zyx, 3),
+            integers("shape_zyx", shape_zyx, 3),
         )
 
     def __len__(self) -> int:
@@ -290,6 +300,7 @@ class Loader:
     Bad options raise ``ValueError`` naming the option.
     """
 
+    @names_keywords
     def __init__(
         self,
         store: Union[Store, PathLike],
@@ -327,36 +338,37 @@ class Loader:
         if cache_mb is not None and cache_bytes is not None:
             raise ValueError("cache_mb and cache_bytes are the same option: give one")
         if cache_mb is not None:
-            if int(cache_mb) < 0:
-                raise ValueError(f"cache_mb {cache_mb}: must be at least 0")
-            cache_bytes = int(cache_mb) << 20
+            cache_mb = integer("cache_mb", cache_mb)
+            if not 0 <= cache_mb <= 1 << 20:
+                raise ValueError(f"cache_mb {cache_mb}: give 0 to {1 << 20} (1 TiB)")
+            cache_bytes = cache_mb << 20
         hu_window = window if window is not None else hu_window
         self.store = store
         self._native = _native.Loader(
             store._native,
-            patch=None if patch is None else tuple(int(v) for v in patch),
-            batch_size=batch_size,
-            positive_share=positive_share,
-            jitter=None if jitter is None else tuple(int(v) for v in jitter),
+            patch=optional(integers, "patch", patch, 3),
+            batch_size=optional(integer, "batch_size", batch_size),
+            positive_share=optional(number, "positive_share", positive_share),
+            jitter=optional(integers, "jitter", jitter, 3),
             negatives=negatives,
             weighting=weighting,
-            hu_window=None if hu_window is None else tuple(float(v) for v in hu_window),
+            hu_window=optional(numbers_, "hu_window", hu_window, 2),
             augment=augment,
-            workers=workers,
-            prefetch=prefetch,
-            fetchers=fetchers,
-            cache_bytes=cache_bytes,
-            seed=seed,
-            series=None if series is None else list(series),
+            workers=optional(integer, "workers", workers),
+            prefetch=optional(integer, "prefetch", prefetch),
+            fetchers=optional(integer, "fetchers", fetchers),
+            cache_bytes=optional(integer, "cache_bytes", cache_bytes),
+            seed=optional(integer, "seed", seed),
+            series=optional(strings, "series", series),
             split=split,
-            val_fraction=val_fraction,
-            rank=rank,
-            world=world,
-            batches_per_epoch=batches_per_epoch,
+            val_fraction=optional(number, "val_fraction", val_fraction),
+            rank=optional(integer, "rank", rank),
+            world=optional(integer, "world", world),
+            batches_per_epoch=optional(integer, "batches_per_epoch", batches_per_epoch),
             mask_label=mask_label,
-            min_readers=min_readers,
-            min_malignancy=None if min_malignancy is None else float(min_malignancy),
-            hard_negatives=None if hard_negatives is None else os.fspath(hard_negatives),
+            min_readers=optional(integer, "min_readers", min_readers),
+            min_malignancy=optional(number, "min_malignancy", min_malignancy),
+            hard_negatives=optional(_path, "hard_negatives", hard_negatives),
         )
         self.config: Dict[str, Any] = json.loads(self._native.config_json())
 
@@ -391,21 +403,28 @@ class Loader:
         h, m, d, b = self._native.cache_stats()
         return {"hits": h, "misses": m, "decoded_bytes": d, "held_bytes": b}
 
+    @names_keywords
     def epoch(self, epoch: int) -> Epoch:
         """The batches of epoch ``epoch``, in order."""
-        return Epoch(self._native.batches(int(epoch)))
+        return Epoch(self._native.batches(integer("epoch", epoch)))
 
+    @names_keywords
     def batches(self, epoch: int, first: int = 0, count: Optional[int] = None) -> Epoch:
         """The batches ``first .. first + count`` of epoch ``epoch`` (to the end by default),
-        for resuming mid-epoch."""
+        for resuming mid-epoch; a range past the end of the epoch raises ``ValueError``."""
         return Epoch(
-            self._native.batches(int(epoch), int(first), None if count is None else int(count))
+            self._native.batches(
+                integer("epoch", epoch),
+                integer("first", first),
+                optional(integer, "count", count),
+            )
         )
 
     def __repr__(self) -> str:
         return repr(self._native)
 
 
+@names_keywords
 def ingest(
     inputs: Union[PathLike, Sequence[PathLike]],
     out: PathLike,
@@ -445,40 +464,34 @@ def ingest(
     stored; bad options raise ``ValueError`` naming the option; an ingest that cannot run
     (the store locked by another, an unreadable CSV) raises :class:`IngestError`.
     """
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    if isinstance(nnunet, (str, os.PathLike)):
-        nnunet = [nnunet]
-    if isinstance(lidc_xml, (str, os.PathLike)):
-        lidc_xml = [lidc_xml]
     if isinstance(labels, dict):
-        labels = [f"{name}={os.fspath(d)}" for name, d in labels.items()]
-    fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
+        labels = [f"{name}={_path('labels', d)}" for name, d in labels.items()]
     summary = _native.ingest(
-        [os.fspath(p) for p in inputs],
-        os.fspath(out),
-        annotations=fs(annotations),
-        excluded=fs(excluded),
-        candidates=fs(candidates),
-        spacing=None if spacing is None else tuple(float(v) for v in spacing),
-        chunk=None if chunk is None else tuple(int(v) for v in chunk),
-        level=level,
-        clip=None if clip is None else tuple(int(v) for v in clip),
-        jobs=jobs,
+        paths("inputs", inputs),
+        _path("out", out),
+        annotations=optional(_path, "annotations", annotations),
+        excluded=optional(_path, "excluded", excluded),
+        candidates=optional(_path, "candidates", candidates),
+        spacing=optional(numbers_, "spacing", spacing, 3),
+        chunk=optional(integers, "chunk", chunk, 3),
+        level=optional(integer, "level", level),
+        clip=optional(integers, "clip", clip, 2),
+        jobs=optional(integer, "jobs", jobs),
         resume=resume,
         resample_uneven=resample_uneven,
         allow_missing_slices=allow_missing_slices,
         lung_mask=lung_mask,
-        labels=None if labels is None else list(labels),
-        nnunet=None if nnunet is None else [os.fspath(p) for p in nnunet],
-        lidc_xml=None if lidc_xml is None else [os.fspath(p) for p in lidc_xml],
+        labels=optional(strings, "labels", labels),
+        nnunet=optional(paths, "nnunet", nnunet),
+        lidc_xml=optional(paths, "lidc_xml", lidc_xml),
         shard=shard,
-        stage=fs(stage),
+        stage=optional(_path, "stage", stage),
         progress=progress,
     )
     return json.loads(summary)
 
 
+@names_keywords
 def index(
     store: PathLike,
     *,
@@ -495,18 +508,18 @@ def index(
     Returns the summary (``scans_in_store``, ``nodules_indexed``, ``candidates_indexed``,
     ``damaged``, ...).
     """
-    fs = lambda p: None if p is None else os.fspath(p)  # noqa: E731
     return json.loads(
         _native.index(
-            os.fspath(store),
-            annotations=fs(annotations),
-            excluded=fs(excluded),
-            candidates=fs(candidates),
+            _path("store", store),
+            annotations=optional(_path, "annotations", annotations),
+            excluded=optional(_path, "excluded", excluded),
+            candidates=optional(_path, "candidates", candidates),
             drop_csv=drop_csv,
         )
     )
 
 
+@names_keywords
 def synth(
     out: PathLike,
     *,
@@ -528,9 +541,9 @@ def synth(
         ctstream.ingest(d["out"], "store", annotations=d["annotations"], candidates=d["candidates"])
     """
     files, annotations, candidates, nodules = _native.synth(
-        os.fspath(out),
-        scans=int(scans),
-        seed=int(seed),
+        _path("out", out),
+        scans=integer("scans", scans),
+        seed=integer("seed", seed),
         small=small,
         dicom=dicom,
         labels=labels,
@@ -611,6 +624,7 @@ class Predictions:
         return f"Predictions({len(self.series)} scans, {self.findings.num_rows} findings)"
 
 
+@names_keywords
 def predict(
     store: Union[Store, PathLike],
     series: Union[str, Sequence[str]],
@@ -652,19 +666,19 @@ def predict(
     ``ValueError`` for a bad setting and :class:`Error` when the model fails.
     """
     s = store if isinstance(store, Store) else Store(store)
-    ids = [series] if isinstance(series, str) else [str(x) for x in series]
+    ids = strings("series", series)
     scans, findings, files = _native.predict(
         s._native,
         ids,
         _as_model(model),
-        out=None if out is None else os.fspath(out),
-        keep_maps=out is None if keep_maps is None else bool(keep_maps),
-        patch=None if patch is None else [int(v) for v in patch],
-        overlap=None if overlap is None else float(overlap),
-        batch_size=None if batch_size is None else int(batch_size),
-        hu_window=None if hu_window is None else [float(v) for v in hu_window],
-        threshold=None if threshold is None else float(threshold),
-        min_voxels=None if min_voxels is None else int(min_voxels),
+        out=optional(_path, "out", out),
+        keep_maps=out is None if keep_maps is None else keep_maps,
+        patch=optional(integers, "patch", patch, 3),
+        overlap=optional(number, "overlap", overlap),
+        batch_size=optional(integer, "batch_size", batch_size),
+        hu_window=optional(numbers_, "hu_window", hu_window, 2),
+        threshold=optional(number, "threshold", threshold),
+        min_voxels=optional(integer, "min_voxels", min_voxels),
         lung_roi=lung_roi,
         map_format=map_format,
         mirror=mirror,
@@ -676,6 +690,7 @@ def predict(
     return Predictions(ids, list(scans), _parquet(findings), files_dict)
 
 
+@names_keywords
 def evaluate(
     predictions: Union[Predictions, PathLike, Any],
     store: Union[Store, PathLike],
@@ -717,10 +732,10 @@ def evaluate(
     result = _native.evaluate(
         s._native,
         [(str(a), float(x), float(y), float(z), float(p)) for a, x, y, z, p in detections],
-        [str(x) for x in series],
-        bootstrap=int(bootstrap),
-        seed=int(seed),
-        out=None if out is None else os.fspath(out),
+        strings("series", series),
+        bootstrap=integer("bootstrap", bootstrap),
+        seed=integer("seed", seed),
+        out=optional(_path, "out", out),
         title=title,
     )
     return json.loads(result)

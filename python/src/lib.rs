@@ -455,16 +455,11 @@ impl PyLoader {
     /// built ahead by the Rust worker threads; closing or dropping the iterator stops them.
     #[pyo3(signature = (epoch, first=0, count=None))]
     fn batches(&self, epoch: u64, first: usize, count: Option<usize>) -> PyResult<PyEpoch> {
-        let pid = std::process::id();
-        if pid != self.pid {
-            return Err(PyRuntimeError::new_err(format!(
-                "this ctstream Loader was built in process {} and cannot run in process {pid} (a fork, such as a torch DataLoader worker): its threads stay behind in the parent. The loader is already parallel in Rust: use DataLoader(dataset, batch_size=None, num_workers=0), or build the Loader in the process that iterates it",
-                self.pid
-            )));
-        }
+        same_process(self.pid, "Loader")?;
         let end = self.inner.batches_per_epoch();
         let count = count.unwrap_or(end.saturating_sub(first));
-        Ok(PyEpoch { inner: Some(self.inner.batches(epoch, first, count)), addresses: None })
+        let inner = self.inner.batches(epoch, first, count).map_err(loader_err)?;
+        Ok(PyEpoch { inner: Some(inner), addresses: None, pid: self.pid })
     }
 
     fn __repr__(&self) -> String {
@@ -480,6 +475,18 @@ impl PyLoader {
     }
 }
 
+/// `RuntimeError` unless this is the process (`built`) that built the object: after a
+/// fork the loader's threads stay behind in the parent, so a child would wait forever.
+fn same_process(built: u32, what: &str) -> PyResult<()> {
+    let pid = std::process::id();
+    if pid == built {
+        return Ok(());
+    }
+    Err(PyRuntimeError::new_err(format!(
+        "this ctstream {what} was built in process {built} and cannot run in process {pid} (a fork, such as a torch DataLoader worker): its threads stay behind in the parent. The loader is already parallel in Rust: use DataLoader(dataset, batch_size=None, num_workers=0), or build the Loader in the process that iterates it"
+    )))
+}
+
 /// The batches of one epoch (a Python iterator of dicts).
 #[pyclass(module = "ctstream._native", name = "Epoch")]
 struct PyEpoch {
@@ -487,6 +494,21 @@ struct PyEpoch {
     /// Where the last batch's image and mask buffers were allocated by Rust (for the test
     /// that shows the arrays are those buffers, not copies).
     addresses: Option<(usize, usize)>,
+    /// The process that started the worker threads.
+    pid: u32,
+}
+
+impl Drop for PyEpoch {
+    /// In a forked child the worker threads do not exist: joining them would wait
+    /// forever, so the child lets go of the epoch without stopping anything (the parent's
+    /// copy stops its own threads).
+    fn drop(&mut self) {
+        if std::process::id() != self.pid
+            && let Some(e) = self.inner.take()
+        {
+            std::mem::forget(e);
+        }
+    }
 }
 
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
@@ -541,6 +563,7 @@ impl PyEpoch {
     }
 
     fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        same_process(self.pid, "Epoch")?;
         loop {
             let Some(epoch) = self.inner.as_mut() else { return Ok(None) };
             // The GIL is released while the workers build the batch; every 50 ms the wait
@@ -574,7 +597,12 @@ impl PyEpoch {
 
     /// Stops the worker threads (after the batch each has in hand) and waits for them.
     fn close(&mut self, py: Python<'_>) {
-        if let Some(e) = self.inner.take() {
+        if std::process::id() != self.pid {
+            // A forked child: nothing of its own to stop (see `Drop`).
+            if let Some(e) = self.inner.take() {
+                std::mem::forget(e);
+            }
+        } else if let Some(e) = self.inner.take() {
             py.detach(move || drop(e));
         }
     }
@@ -699,7 +727,7 @@ fn ingest(
     }
     cfg.lidc_xml = lidc_xml.unwrap_or_default();
     for d in nnunet.unwrap_or_default() {
-        cfg.add_nnunet(&d).map_err(|e| PyValueError::new_err(format!("nnunet: {}", text(&e))))?;
+        cfg.add_nnunet(&d).map_err(|e| PyValueError::new_err(text(&e)))?;
     }
     cfg.dicom = DicomOptions {
         series: None,

@@ -133,7 +133,7 @@ def test_no_leak_over_1000_batches(store):
 
 def test_bad_options_raise_value_errors_naming_them(store):
     cases = [
-        (dict(positive_share=1.5), "positive share must lie in"),
+        (dict(positive_share=1.5), r"positive_share 1\.5: must lie in"),
         (
             dict(negatives="everywhere"),
             "negatives: `everywhere` is not a source of negatives",
@@ -148,10 +148,22 @@ def test_bad_options_raise_value_errors_naming_them(store):
         (dict(augment="gamma:p=-1"), "augment gamma probability -1"),
         (dict(hu_window=(float("nan"), 400)), r"hu_window \[NaN, 400\.0\]: must be finite"),
         (dict(split="val", val_fraction=1.0), r"val_fraction 1: must lie in \[0, 1\)"),
-        (dict(hu_window=(400, -1000)), "HU window must be LO < HI"),
-        (dict(workers=0), "workers"),
+        (dict(hu_window=(400, -1000)), "hu_window .*: must be LO < HI"),
+        (dict(workers=0), "workers 0: give 1 to 256"),
+        (dict(workers=100_000), "workers 100000: give 1 to 256"),
+        (dict(patch=(10**5,) * 3), r"patch \[100000, 100000, 100000\]: each side at least 1"),
+        (dict(patch=(2**63, 2**63, 4)), "patch .*: each side at least 1"),
+        (dict(batch_size=10**9), "batch_size 1000000000: give 1 to 4096 for patch"),
+        (dict(prefetch=10**12), "prefetch 1000000000000: give 1 to 1024"),
+        (
+            dict(prefetch=1000, batch_size=512),
+            "prefetch 1000 and workers 2 with batches of 512 MiB hold 513536 MiB at once: at most 16 GiB",
+        ),
+        (dict(jitter=(0, 10**9, 0)), r"jitter \[0, 1000000000, 0\]: at most 65536"),
+        (dict(fetchers=10**6), "fetchers 1000000: give 0 to 1024"),
+        (dict(batches_per_epoch=0), "batches_per_epoch 0"),
         (dict(rank=0), "rank and world: give both or neither"),
-        (dict(rank=3, world=3), "shard needs rank < world"),
+        (dict(rank=3, world=3), r"shard \(rank 3, world 3\): needs rank < world <= 65536"),
         (dict(split="test"), "split `test`"),
         (dict(mask_label="nodules"), "has no label volume `nodules`"),
         (dict(mask_label="Bad"), "mask_label: `Bad` is not a label volume name"),
@@ -306,3 +318,47 @@ def test_the_loader_refuses_to_run_in_a_forked_child(store):
     msg = os.read(r, 4096).decode()
     assert "cannot run in process" in msg and "num_workers=0" in msg, msg
     assert len(list(loader.epoch(0))) == len(loader)  # the parent's loader still works
+
+
+def test_an_epoch_started_before_a_fork_refuses_the_child_instead_of_hanging(store):
+    # The epoch's worker threads and its prefetched batches stay in the parent: a child
+    # that iterated it used to take the prefetched batches and then wait forever.
+    import os
+    import signal
+
+    loader = ctstream.Loader(store, **OPTIONS)
+    assert len(loader) >= 2, "the test needs an epoch of several batches"
+    ep = loader.epoch(0)
+    first = next(ep)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what happens, never run pytest's teardown
+        signal.alarm(60)  # a hang ends the child, and the parent sees no message
+        try:
+            next(ep)
+            msg = "no error"
+        except RuntimeError as e:
+            msg = str(e)
+        try:
+            ep.close()  # must not wait for the parent's threads either
+            del ep
+        except Exception as e:  # noqa: BLE001 - reported to the parent
+            msg += f" / close: {e!r}"
+        os.write(w, msg.encode())
+        os._exit(0)
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    msg = os.read(r, 4096).decode()
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"child status {status}: {msg}"
+    assert "ctstream Epoch was built in process" in msg and "num_workers=0" in msg, msg
+    rest = list(ep)  # the parent's epoch goes on from where it was
+    assert [first["index"]] + [b["index"] for b in rest] == list(range(len(loader)))
+
+
+def test_batches_past_the_end_of_the_epoch_are_refused(store):
+    loader = ctstream.Loader(store, **OPTIONS)
+    n = len(loader)
+    assert [b["index"] for b in loader.batches(0, first=n - 1, count=1)] == [n - 1]
+    for first, count in [(0, n + 5), (n, 1), (n + 1, None), (2**63, 2**63)]:
+        with pytest.raises(ValueError, match=f"an epoch has batches 0..{n}"):
+            loader.batches(0, first=first, count=count)

@@ -214,7 +214,7 @@ def test_written_files_and_the_froc_equal_the_clis(store, store_path, raw, scan,
 def test_bad_settings_and_models_are_named(store, scan):
     with pytest.raises(ValueError, match="overlap 1"):
         ctstream.predict(store, scan, model, overlap=1.0, progress=False)
-    with pytest.raises(ValueError, match="batch size 0"):
+    with pytest.raises(ValueError, match="batch_size 0"):
         ctstream.predict(store, scan, model, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="patch"):
         ctstream.predict(store, scan, model, patch=(10**5,) * 3, progress=False)

@@ -125,7 +125,7 @@ pub fn run(
     let cfg = &shared.cfg;
     let n_voxels: usize = cfg.patch_zyx.iter().product();
     // The loader, steady state.
-    let mut epoch = loader.batches(0, 0, usize::MAX / 2);
+    let mut epoch = loader.stream(0, 0, usize::MAX / 2);
     let t0 = Instant::now();
     while t0.elapsed() < warmup {
         epoch.next().transpose()?;

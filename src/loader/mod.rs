@@ -259,6 +259,28 @@ fn default_fetchers() -> usize {
     DEFAULT_FETCHERS
 }
 
+/// The most voxels of one patch (a 512-voxel cube): a larger patch is refused before
+/// anything is allocated.
+pub const MAX_PATCH_VOXELS: u64 = 1 << 27;
+/// The largest jitter of a patch centre per axis, voxels (a scan side is far smaller).
+pub const MAX_JITTER: usize = 1 << 16;
+/// The most bytes of one batch, its images and masks together (f32: 8 bytes a voxel).
+pub const MAX_BATCH_BYTES: u64 = 4 << 30;
+/// The most bytes of batches a loader holds at once: those prefetched, those its workers
+/// are building and the one delivered (`(prefetch + workers + 1) x` a batch).
+pub const MAX_IN_FLIGHT_BYTES: u64 = 16 << 30;
+/// The largest decoded-chunk cache budget, bytes (1 TiB: a budget beyond any memory means
+/// no budget).
+pub const MAX_CACHE_BYTES: usize = 1 << 40;
+/// The most ranks a selection is sharded over ([`LoaderConfig::shard`]).
+pub const MAX_WORLD: usize = 1 << 16;
+/// The most worker threads of a loader.
+pub const MAX_WORKERS: usize = 256;
+/// The most batches built ahead of the consumer.
+pub const MAX_PREFETCH: usize = 1024;
+/// The most threads fetching chunks from object storage ([`LoaderConfig::fetchers`]).
+pub const MAX_FETCHERS: usize = 1024;
+
 impl LoaderConfig {
     /// Checks every option on its own and against the others (not against a store: the
     /// series, labels and nodules are checked when the loader is built). The CLI and the
@@ -268,29 +290,66 @@ impl LoaderConfig {
     /// [`LoaderError::Config`] naming the option and its value.
     pub fn validate(&self) -> Result<(), LoaderError> {
         let bad = |m: String| Err(LoaderError::Config(m));
-        if self.patch_zyx.contains(&0)
-            || self.batch_size == 0
-            || self.workers == 0
-            || self.prefetch == 0
-        {
-            return bad(
-                "patch sides, batch size, workers and prefetch must be at least 1".to_string()
-            );
+        // Sizes first, each against its documented limit, before any of them is used to
+        // allocate or spawn anything.
+        let voxels = self.patch_zyx.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+        if self.patch_zyx.contains(&0) || voxels.is_none_or(|n| n > MAX_PATCH_VOXELS) {
+            return bad(format!(
+                "patch {:?}: each side at least 1, at most {MAX_PATCH_VOXELS} voxels a patch",
+                self.patch_zyx
+            ));
+        }
+        let voxels = voxels.unwrap_or(MAX_PATCH_VOXELS);
+        let batch_bytes = voxels.saturating_mul(8).saturating_mul(self.batch_size as u64);
+        if self.batch_size == 0 || batch_bytes > MAX_BATCH_BYTES {
+            return bad(format!(
+                "batch_size {}: give 1 to {} for patch {:?} (a batch of images and masks holds at most {} GiB)",
+                self.batch_size,
+                (MAX_BATCH_BYTES / (voxels * 8)).max(1),
+                self.patch_zyx,
+                MAX_BATCH_BYTES >> 30
+            ));
+        }
+        if self.workers == 0 || self.workers > MAX_WORKERS {
+            return bad(format!("workers {}: give 1 to {MAX_WORKERS}", self.workers));
+        }
+        if self.prefetch == 0 || self.prefetch > MAX_PREFETCH {
+            return bad(format!("prefetch {}: give 1 to {MAX_PREFETCH}", self.prefetch));
+        }
+        let held = (self.prefetch + self.workers + 1) as u64;
+        if held.saturating_mul(batch_bytes) > MAX_IN_FLIGHT_BYTES {
+            return bad(format!(
+                "prefetch {} and workers {} with batches of {} MiB hold {} MiB at once: at most {} GiB (lower prefetch, workers or batch_size)",
+                self.prefetch,
+                self.workers,
+                batch_bytes >> 20,
+                held.saturating_mul(batch_bytes) >> 20,
+                MAX_IN_FLIGHT_BYTES >> 30
+            ));
+        }
+        if self.fetchers > MAX_FETCHERS {
+            return bad(format!("fetchers {}: give 0 to {MAX_FETCHERS}", self.fetchers));
+        }
+        if self.cache_bytes > MAX_CACHE_BYTES {
+            return bad(format!(
+                "cache_bytes {}: give 0 to {MAX_CACHE_BYTES} (1 TiB)",
+                self.cache_bytes
+            ));
+        }
+        if self.jitter_zyx.iter().any(|&j| j > MAX_JITTER) {
+            return bad(format!("jitter {:?}: at most {MAX_JITTER} a side", self.jitter_zyx));
         }
         if self.batches_per_epoch == Some(0) {
-            return bad("an epoch needs at least 1 batch".to_string());
-        }
-        if self.fetchers > 1024 {
-            return bad("fetchers: at most 1024".to_string());
+            return bad("batches_per_epoch 0: an epoch needs at least 1 batch".to_string());
         }
         if !(0.0..=1.0).contains(&self.positive_share) {
-            return bad("positive share must lie in [0, 1]".to_string());
+            return bad(format!("positive_share {}: must lie in [0, 1]", self.positive_share));
         }
         if !self.hu_window.iter().all(|x| x.is_finite()) {
             return bad(format!("hu_window {:?}: must be finite", self.hu_window));
         }
         if self.hu_window[0] >= self.hu_window[1] {
-            return bad("the HU window must be LO < HI".to_string());
+            return bad(format!("hu_window {:?}: must be LO < HI", self.hu_window));
         }
         self.augment.validate(self.patch_zyx).map_err(LoaderError::Config)?;
         if let Some(Split::Train { val_fraction } | Split::Val { val_fraction }) = self.split
@@ -299,9 +358,11 @@ impl LoaderConfig {
             return bad(format!("val_fraction {val_fraction}: must lie in [0, 1)"));
         }
         if let Some((rank, world)) = self.shard
-            && (world == 0 || rank >= world)
+            && (world == 0 || world > MAX_WORLD || rank >= world)
         {
-            return bad("shard needs rank < world".to_string());
+            return bad(format!(
+                "shard (rank {rank}, world {world}): needs rank < world <= {MAX_WORLD}"
+            ));
         }
         self.nodule_filter.validate().map_err(LoaderError::Config)?;
         match (self.negatives.uses(NegativeSource::Hard), &self.hard_negatives) {
@@ -802,7 +863,25 @@ impl Loader {
     }
 
     /// The batches `first..first + count` of epoch `epoch` (for resuming mid-epoch).
-    pub fn batches(&self, epoch: u64, first: usize, count: usize) -> Epoch {
+    ///
+    /// # Errors
+    /// [`LoaderError::Config`] when the range runs past the epoch's
+    /// [`Loader::batches_per_epoch`] batches (the batches after it belong to no epoch).
+    pub fn batches(&self, epoch: u64, first: usize, count: usize) -> Result<Epoch, LoaderError> {
+        let n = self.batches_per_epoch();
+        match first.checked_add(count) {
+            Some(end) if end <= n => {
+                Ok(Epoch::start_range(self.shared.clone(), epoch, first, count))
+            }
+            _ => Err(LoaderError::Config(format!(
+                "batches from first {first}, count {count}: an epoch has batches 0..{n} (give first + count <= {n})"
+            ))),
+        }
+    }
+
+    /// Batches `first..first + count` of epoch `epoch`, past the epoch's end if asked (the
+    /// sampler is defined for any index): for benchmarks that stream for a time.
+    pub(crate) fn stream(&self, epoch: u64, first: usize, count: usize) -> Epoch {
         Epoch::start_range(self.shared.clone(), epoch, first, count)
     }
 

@@ -43,6 +43,37 @@ pub struct SliceRequest {
 }
 
 impl SliceRequest {
+    /// Checks the settings that do not depend on the scan: the panel width within
+    /// [`slice::MIN_PANEL_WIDTH`]..=[`slice::MAX_PANEL_WIDTH`], the threshold a
+    /// probability, the window finite with a positive width, the field of view positive.
+    ///
+    /// # Errors
+    /// [`PictureError::Request`] naming the setting and its value.
+    pub fn validate(&self) -> Result<(), PictureError> {
+        let (lo, hi) = (slice::MIN_PANEL_WIDTH, slice::MAX_PANEL_WIDTH);
+        if !(lo..=hi).contains(&self.panel_width) {
+            return Err(request(format!(
+                "panel_width {}: give {lo} to {hi} pixels",
+                self.panel_width
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(request(format!("threshold {}: a probability, 0 to 1", self.threshold)));
+        }
+        let Window { level, width } = self.window;
+        if !(level.is_finite() && width.is_finite() && width > 0.0) {
+            return Err(request(format!(
+                "window {level},{width}: LEVEL and WIDTH finite HU, WIDTH > 0"
+            )));
+        }
+        if let Some(c) = self.crop_mm
+            && !(c > 0.0 && c.is_finite())
+        {
+            return Err(request(format!("crop {c}: a field of view in mm, > 0")));
+        }
+        Ok(())
+    }
+
     /// The defaults of `ctstream render`: lung window, threshold 0.5, 400-pixel panels,
     /// the whole slice, the slice chosen as the module doc says.
     pub fn new(series: &str) -> SliceRequest {
@@ -83,13 +114,11 @@ fn request(message: String) -> PictureError {
 /// not have; [`PictureError::Store`] when the store cannot be read; [`PictureError::Input`]
 /// for a probability map that is missing or on another grid.
 pub fn draw(store: &Store, req: &SliceRequest) -> Result<DrawnSlice, PictureError> {
+    req.validate()?;
     let id = req.series.as_str();
     let rec = store.scan(id)?;
     let volume = store.volume(id)?;
     let [nz, ny, nx] = volume.shape_zyx();
-    if req.crop_mm.is_some_and(|c| !(c > 0.0 && c.is_finite())) {
-        return Err(request("crop: a field of view in mm, > 0".into()));
-    }
     let nodules: Vec<index::NoduleRow> = store.nodules()?;
     let annotated: Vec<&index::NoduleRow> =
         nodules.iter().filter(|n| n.series_id == id && !n.is_excluded()).collect();

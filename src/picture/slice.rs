@@ -120,12 +120,17 @@ impl Layout {
     }
 }
 
+/// The narrowest panel drawn, pixels.
+pub const MIN_PANEL_WIDTH: u32 = 16;
+/// The widest panel drawn, pixels (a picture of four panels stays under 300 MB of RGB).
+pub const MAX_PANEL_WIDTH: u32 = 4096;
+
 /// The layout of `view` drawn with panels `panel_width` pixels wide.
 pub fn layout(view: &SliceView, panel_width: u32) -> Layout {
     let (rows, cols) = view.hu.dim();
     let aspect = (rows as f64 * view.spacing_yx[0])
         / (cols as f64 * view.spacing_yx[1]).max(f64::MIN_POSITIVE);
-    let panel_w = panel_width.max(16);
+    let panel_w = panel_width.clamp(MIN_PANEL_WIDTH, MAX_PANEL_WIDTH);
     let panel_h = ((panel_w as f64 * aspect).round() as u32).clamp(16, 8 * panel_w);
     let n = 2 + u32::from(view.predicted.is_some()) + u32::from(view.readers.is_some());
     let top = TITLE_H + LABEL_H;

@@ -63,14 +63,14 @@ impl SlidingWindow {
             ));
         }
         if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return bad(format!("batch size {}: give 1 to {MAX_BATCH}", self.batch_size));
+            return bad(format!("batch_size {}: give 1 to {MAX_BATCH}", self.batch_size));
         }
         if !(0.0..1.0).contains(&self.overlap) {
             return bad(format!("overlap {}: give 0 <= overlap < 1", self.overlap));
         }
         let [lo, hi] = self.hu_window;
         if !(lo.is_finite() && hi.is_finite() && lo < hi) {
-            return bad(format!("HU window {:?}: give finite LO < HI", self.hu_window));
+            return bad(format!("hu_window {:?}: give finite LO < HI", self.hu_window));
         }
         Ok(())
     }

@@ -159,8 +159,8 @@ where
         stopped: false,
         last_checkpoint: None,
     };
-    let mut batches =
-        plan.loader.batches(pos.epoch, pos.next_batch, per_epoch.saturating_sub(pos.next_batch));
+    let first = pos.next_batch.min(per_epoch);
+    let mut batches = plan.loader.batches(pos.epoch, first, per_epoch - first)?;
     let mut fresh = false;
     while pos.step < plan.steps {
         let t0 = Instant::now();
@@ -175,8 +175,8 @@ where
             }
             None => {
                 // `pos` already points at the next epoch's first batch.
-                batches =
-                    plan.loader.batches(pos.epoch, pos.next_batch, per_epoch - pos.next_batch);
+                let first = pos.next_batch.min(per_epoch);
+                batches = plan.loader.batches(pos.epoch, first, per_epoch - first)?;
                 fresh = true;
                 continue;
             }

@@ -160,7 +160,7 @@ fn batches_are_identical_across_worker_counts_and_runs() {
     // Batches are in order and a range resumes mid-epoch with the same content.
     assert!(one.iter().enumerate().all(|(i, b)| b.index == i));
     let l = build(2, 5);
-    let tail: Vec<Batch> = l.batches(1, 4, 3).map(|b| b.unwrap()).collect();
+    let tail: Vec<Batch> = l.batches(1, 4, 3).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(tail, one[4..].to_vec());
 }
 
@@ -568,7 +568,7 @@ fn augmented_batches_are_identical_across_worker_counts_and_resume() {
     let one = collect(&build(1), 3);
     assert_eq!(one, collect(&build(2), 3));
     assert_eq!(one, collect(&build(3), 3));
-    let tail: Vec<Batch> = build(2).batches(3, 2, 4).map(|b| b.unwrap()).collect();
+    let tail: Vec<Batch> = build(2).batches(3, 2, 4).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(tail, one[2..].to_vec());
     let patches: Vec<_> = one.iter().flat_map(|b| &b.patches).collect();
     let spatial = patches.iter().filter(|p| p.augment.spatial.is_some()).count();
@@ -756,7 +756,7 @@ fn user_transforms_chain_after_the_built_in_ones_deterministically() {
         |workers: usize| base(workers).transform(AddDrawn).transform(Double(None)).build().unwrap();
     let chained = collect(&with(1), 1);
     assert_eq!(chained, collect(&with(3), 1));
-    let tail: Vec<Batch> = with(2).batches(1, 2, 2).map(|b| b.unwrap()).collect();
+    let tail: Vec<Batch> = with(2).batches(1, 2, 2).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(tail, chained[2..].to_vec());
     for (p, c) in plain.iter().zip(&chained) {
         assert_eq!(p.patches, c.patches, "the built-in draws do not change");

@@ -404,10 +404,15 @@ fn a_missing_index_table_is_refused_not_read_as_empty() {
     );
     let e = Loader::builder(&store).patch([16, 32, 32]).workers(1).build().unwrap_err();
     assert!(e.to_string().contains("nodules.parquet"), "{e}");
-    let o = ctstream().args(["inspect"]).arg(&out).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("nodules.parquet") && err.contains("missing"), "{err}");
+    // Damage is a failure (exit 1) in every command, the loader's included, not the usage
+    // code (2) its options get.
+    for cmd in [&["inspect"][..], &["batches", "--store"], &["bench", "--seconds", "1", "--store"]]
+    {
+        let o = ctstream().args(cmd).arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}: {err}");
+        assert!(err.contains("nodules.parquet") && err.contains("missing"), "{cmd:?}: {err}");
+    }
 
     // Without its entry in checksums.json the table is simply not there: no rows.
     fs::remove_file(out.join("index/candidates.parquet")).unwrap();
@@ -475,4 +480,91 @@ fn each_error_cause_is_printed_once() {
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert_eq!(err.matches("os error 2").count(), 1, "{args:?}: {err}");
     }
+}
+
+/// Every size a flag sets is checked against its documented limit before anything is
+/// allocated or spawned (class 2 of issue 32): patch voxels, batch bytes, bytes in flight,
+/// workers, prefetch, jitter, cache, panel width. Each is refused with the usage exit
+/// code and a message naming the flag and its value, where each once ended in "memory
+/// allocation of ... failed" (SIGABRT), "capacity overflow" or thousands of threads. The
+/// limits are the library's constants; the values just past them are refused and the
+/// values at them pass validation (the arithmetic of the batch and in-flight bytes shown).
+#[test]
+fn sizes_from_flags_are_bounded_before_anything_is_allocated() {
+    use ctstream::loader::{
+        LoaderConfig, MAX_BATCH_BYTES, MAX_IN_FLIGHT_BYTES, MAX_PATCH_VOXELS, MAX_PREFETCH,
+        MAX_WORKERS,
+    };
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 1, 6);
+    let out = dir.path().join("store");
+    ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    let sid = Store::open(&out).unwrap().series_ids().next().unwrap().to_string();
+
+    let refused = |args: &[&str], want: &[&str]| {
+        let o = ctstream().args(args).arg("--store").arg(&out).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        for w in want {
+            assert!(err.contains(w), "{args:?}: want {w:?} in {err}");
+        }
+        assert!(!err.contains("panicked") && !err.contains("memory allocation"), "{err}");
+    };
+    refused(&["batches", "--patch", "100000,100000,100000"], &["patch [100000, 100000, 100000]"]);
+    refused(&["batches", "--patch", "4294967296,4294967296,1"], &["patch"]);
+    // 32 x 64 x 64 voxels, 8 bytes each (image and mask): 1 MiB a patch, so 4096 a batch.
+    refused(&["batches", "--batch-size", "1000000000"], &["batch_size 1000000000: give 1 to 4096"]);
+    refused(&["bench", "--batch-size", "100000"], &["batch_size 100000: give 1 to 4096"]);
+    refused(&["batches", "--workers", "100000"], &["workers 100000: give 1 to 256"]);
+    refused(&["bench", "--workers", "0"], &["workers 0: give 1 to 256"]);
+    refused(&["batches", "--jitter", "0,1000000000,0"], &["jitter [0, 1000000000, 0]"]);
+    // 4096 patches (4 GiB) a batch with 2 workers: (4 + 2 + 1) x 4 GiB = 28 GiB in flight.
+    refused(
+        &["batches", "--batch-size", "4096"],
+        &["prefetch 4 and workers 2 with batches of 4096 MiB hold 28672 MiB at once"],
+    );
+    refused(&["batches", "--count", "1000000", "--batches-per-epoch", "3"], &["--count 1000000"]);
+    refused(
+        &["batches", "--first", "3", "--count", "1", "--batches-per-epoch", "3"],
+        &["--first 3"],
+    );
+
+    let png = dir.path().join("r.png");
+    let render = ["render", "--series", sid.as_str(), "--out", png.to_str().unwrap()];
+    for (w, want) in [
+        ("0", "--panel-width 0: give 16 to 4096"),
+        ("100000", "--panel-width 100000: give 16 to 4096"),
+        ("4294967295", "--panel-width 4294967295"),
+    ] {
+        refused(&[&render[..], &["--panel-width", w]].concat(), &[want]);
+    }
+    for t in ["nan", "-0.5", "1.5", "inf"] {
+        let flag = format!("--threshold={t}");
+        refused(&[&render[..], &[flag.as_str()]].concat(), &["--threshold", "a probability"]);
+    }
+    assert!(!dir.path().join("r.png").exists());
+    // The edges of the limits pass, with the arithmetic the messages use.
+    let ok = LoaderConfig {
+        patch_zyx: [512, 512, 512],
+        batch_size: (MAX_BATCH_BYTES / (MAX_PATCH_VOXELS * 8)) as usize,
+        prefetch: 1,
+        workers: 1,
+        ..LoaderConfig::default()
+    };
+    assert_eq!(ok.batch_size, 4, "512^3 voxels of 8 bytes: 1 GiB a patch, 4 a batch");
+    assert_eq!(
+        (ok.prefetch + ok.workers + 1) as u64 * 4 * (1 << 30),
+        MAX_IN_FLIGHT_BYTES - (4 << 30)
+    );
+    ok.validate().unwrap();
+    let past = |f: fn(&mut LoaderConfig)| {
+        let mut c = LoaderConfig::default();
+        f(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    assert!(past(|c| c.patch_zyx = [513, 512, 512]).contains("patch [513, 512, 512]"));
+    assert!(past(|c| c.workers = MAX_WORKERS + 1).contains("workers 257"));
+    assert!(past(|c| c.prefetch = MAX_PREFETCH + 1).contains("prefetch 1025"));
+    assert!(past(|c| c.batch_size = 4097).contains("batch_size 4097: give 1 to 4096"));
 }
