@@ -97,6 +97,9 @@ pub struct IngestConfig {
     /// Folders of LIDC-IDRI reader XML kept apart from the scans (`--lidc-xml DIR`); the
     /// XML files beside a DICOM series' slices are always read ([`crate::lidc::files`]).
     pub lidc_xml: Vec<PathBuf>,
+    /// The nnU-Net raw datasets added ([`IngestConfig::add_nnunet`]), case by case: a case
+    /// whose label map is missing fails alone.
+    pub nnunet: Vec<labels::nnunet::Cases>,
 }
 
 impl IngestConfig {
@@ -122,6 +125,7 @@ impl IngestConfig {
             lung_mask: true,
             labels: Vec::new(),
             lidc_xml: Vec::new(),
+            nnunet: Vec::new(),
         }
     }
 
@@ -167,19 +171,46 @@ impl IngestConfig {
         }
     }
 
-    /// Adds an nnU-Net raw dataset ([`labels::nnunet`]): its `imagesTr/` as an input and
-    /// its `labelsTr/` as the label volume `labels`, with `dataset.json`'s names.
+    /// Adds an nnU-Net raw dataset ([`labels::nnunet::cases`]): its `imagesTr/` as an
+    /// input and its `labelsTr/` as the label volume `labels`, with `dataset.json`'s names;
+    /// each case must have its label map (one without fails alone).
     ///
     /// # Errors
-    /// [`IngestError::Labels`] when `dir` is not such a dataset.
+    /// [`IngestError::Labels`] when `dir` is not such a dataset, holds a channel other
+    /// than `_0000` or a file without its `file_ending`.
     pub fn add_nnunet(&mut self, dir: &std::path::Path) -> Result<(), IngestError> {
-        let (images, labels_dir, _) = labels::nnunet::layout(dir)?;
-        self.inputs.push(images);
+        let cases = labels::nnunet::cases(dir)?;
+        self.inputs.push(cases.images.clone());
         self.labels.push(labels::files::LabelSource {
             name: labels::nnunet::LABEL_NAME.to_string(),
-            dir: labels_dir,
+            dir: cases.labels.clone(),
         });
+        self.nnunet.push(cases);
         Ok(())
+    }
+
+    /// Why the scan `series_id` read from `image` cannot be stored as its nnU-Net case
+    /// (its label map is missing or unusable), given the label files paired with it.
+    fn nnunet_case_fault(
+        &self,
+        series_id: &str,
+        image: &std::path::Path,
+        paired: &[&labels::files::LabelFile],
+    ) -> Option<String> {
+        self.nnunet.iter().find_map(|d| {
+            let c = d.case_of(series_id, image)?;
+            let has = paired.iter().any(|l| l.name == labels::nnunet::LABEL_NAME && l.path == c.label);
+            (!has).then(|| {
+                format!(
+                    "nnunet {}: case {} has no label map: {}; nnU-Net trains on every case of imagesTr with labelsTr/{}{} (add it, or move the case out of imagesTr)",
+                    d.dir.display(),
+                    c.case,
+                    c.label_missing.clone().unwrap_or_else(|| format!("{} was not found by the label search", c.label.display())),
+                    c.case,
+                    d.dataset.file_ending
+                )
+            })
+        })
     }
 
     /// Checks every option where it enters, naming the flag: inputs given, `jobs` in
@@ -1080,6 +1111,14 @@ pub fn ingest(cfg: &IngestConfig, progress: &dyn Progress) -> Result<IngestSumma
                 continue;
             }
         };
+        let file = match &e.source {
+            SeriesSource::MetaImage(p) | SeriesSource::Nifti(p) => Some(p.as_path()),
+            SeriesSource::Dicom { .. } => None,
+        };
+        if let Some(why) = file.and_then(|f| cfg.nnunet_case_fault(&e.id, f, &mine)) {
+            summary.failed.push(Failure { source: source_path(&e), reason: why });
+            continue;
+        }
         let readings = xml.for_series(&e.id).to_vec();
         let (fp, bytes) = fingerprint(&e, &manifest, cfg.lung_mask, &mine, &readings);
         if existing.get(&e.id).is_some_and(|r| r.fingerprint == fp) {

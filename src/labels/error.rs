@@ -18,6 +18,14 @@ pub enum LabelFileError {
         /// What went wrong.
         message: String,
     },
+    /// An nnU-Net raw dataset (`--nnunet DIR`) that cannot be read as one.
+    #[error("nnunet {path}: {message}")]
+    Nnunet {
+        /// The dataset folder (or its `dataset.json`).
+        path: PathBuf,
+        /// What is wrong, naming the file.
+        message: String,
+    },
     /// The file cannot be read as an image.
     #[error(transparent)]
     Read(#[from] io::ReadError),

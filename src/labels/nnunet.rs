@@ -9,6 +9,14 @@
 //! refused, naming the file and the key. The label maps become each case's label volume
 //! [`LABEL_NAME`], with `dataset.json`'s names as its classes; a value it does not name is
 //! refused ([`super::files`]).
+//!
+//! **Cases** ([`cases`]): every file of `imagesTr` ending in `file_ending` is a case's
+//! channel, `<case>_<XXXX><file_ending>`; since a store holds one CT volume per scan, a
+//! channel other than `_0000` is refused (naming the file), as is a file of `imagesTr` or
+//! `labelsTr` that does not end in `file_ending` (nnU-Net would not read it either) and a
+//! `file_ending` ctstream cannot read. Each case must have `labelsTr/<case><file_ending>`,
+//! a regular file: a case without it (missing, a FIFO, a broken or looping link) fails
+//! alone in the ingest summary, naming the file it needs, and the other cases are stored.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +48,175 @@ impl Dataset {
 }
 
 fn bad(path: &Path, message: String) -> LabelFileError {
-    LabelFileError::Dir { path: path.to_path_buf(), message }
+    LabelFileError::Nnunet { path: path.to_path_buf(), message }
+}
+
+/// The file endings of nnU-Net datasets ctstream reads (NIfTI and MetaImage).
+pub const READABLE_ENDINGS: [&str; 4] = [".nii.gz", ".nii", ".mha", ".mhd"];
+
+/// One case of an nnU-Net raw dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    /// The case identifier (the file name less `_0000` and `file_ending`).
+    pub case: String,
+    /// Its scan, `imagesTr/<case>_0000<file_ending>`.
+    pub image: PathBuf,
+    /// The series id ingest gives the scan (`<case>_0000`).
+    pub series_id: String,
+    /// Its label map, `labelsTr/<case><file_ending>`.
+    pub label: PathBuf,
+    /// Why the label map cannot be used (missing, not a regular file), when it cannot.
+    pub label_missing: Option<String>,
+}
+
+/// An nnU-Net raw dataset, case by case ([`cases`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cases {
+    /// The dataset folder (as given to `--nnunet`).
+    pub dir: PathBuf,
+    /// Its `imagesTr`.
+    pub images: PathBuf,
+    /// Its `labelsTr`.
+    pub labels: PathBuf,
+    /// Its `dataset.json`.
+    pub dataset: Dataset,
+    /// The cases, by name.
+    pub cases: Vec<Case>,
+}
+
+impl Cases {
+    /// The case whose scan ingest stores as `series_id` from the file `image`, if any.
+    pub fn case_of(&self, series_id: &str, image: &Path) -> Option<&Case> {
+        self.cases.iter().find(|c| c.series_id == series_id && c.image == image)
+    }
+}
+
+/// The names of the regular entries of `dir` (not dot files), sorted; a subfolder is
+/// refused, since nnU-Net's folders are flat.
+fn flat_files(root: &Path, dir: &Path) -> Result<Vec<String>, LabelFileError> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| bad(root, format!("{}: cannot be listed: {e}", dir.display())))?;
+    let mut names = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| bad(root, format!("{}: cannot be listed: {e}", dir.display())))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Why `path` cannot be read as a label map, if it cannot: missing, or not a regular
+/// file (a FIFO, a folder, a broken or looping symbolic link).
+fn unusable(path: &Path) -> Option<String> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => None,
+        Ok(m) if m.is_dir() => Some(format!("{} is a folder, not a label map", path.display())),
+        Ok(_) => Some(format!("{} is not a regular file (a FIFO or a device)", path.display())),
+        Err(e) if std::fs::symlink_metadata(path).is_ok() => {
+            Some(format!("{} is a symbolic link that leads nowhere: {e}", path.display()))
+        }
+        Err(_) => Some(format!("{} is missing", path.display())),
+    }
+}
+
+/// Reads an nnU-Net raw dataset's layout case by case (see the module docs).
+///
+/// # Errors
+/// [`LabelFileError::Nnunet`] naming the dataset folder and the file: not such a dataset,
+/// a `file_ending` ctstream cannot read, a file without it, a channel other than `_0000`.
+pub fn cases(dir: &Path) -> Result<Cases, LabelFileError> {
+    let (images, labels, dataset) = layout(dir)?;
+    let ending = dataset.file_ending.as_str();
+    if !READABLE_ENDINGS.contains(&ending.to_ascii_lowercase().as_str()) {
+        return Err(bad(
+            dir,
+            format!(
+                "{}: file_ending `{ending}`: ctstream reads {} datasets",
+                dataset.path.display(),
+                READABLE_ENDINGS.join(", ")
+            ),
+        ));
+    }
+    let cut = |name: &str| -> Option<String> {
+        (name.len() > ending.len()
+            && name.to_ascii_lowercase().ends_with(&ending.to_ascii_lowercase()))
+        .then(|| name[..name.len() - ending.len()].to_string())
+    };
+    let mut out = Vec::new();
+    for name in flat_files(dir, &images)? {
+        let path = images.join(&name);
+        if ending.eq_ignore_ascii_case(".mhd") && name.to_ascii_lowercase().ends_with(".raw")
+            || ending.eq_ignore_ascii_case(".mhd") && name.to_ascii_lowercase().ends_with(".zraw")
+        {
+            continue; // a MetaImage header's data file
+        }
+        let Some(stem) = cut(&name) else {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} does not end in file_ending `{ending}` of {}: nnU-Net would not read it; move it out of imagesTr",
+                    path.display(),
+                    dataset.path.display()
+                ),
+            ));
+        };
+        let channel = stem
+            .rsplit_once('_')
+            .filter(|(_, c)| c.len() == 4 && c.bytes().all(|b| b.is_ascii_digit()));
+        let Some((case, channel)) = channel else {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} is not named <case>_<channel>{ending} (say {stem}_0000{ending}), as nnU-Net names its images",
+                    path.display()
+                ),
+            ));
+        };
+        if channel != "0000" {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} is channel {channel} of case {case}; a store holds one CT volume per scan, so only single-channel datasets (_0000) are read: remove the other channels' files",
+                    path.display()
+                ),
+            ));
+        }
+        let label = labels.join(format!("{case}{ending}"));
+        let series_id = if crate::io::nifti::is_nifti(&path) {
+            crate::io::nifti::series_id(&path)
+        } else {
+            stem.clone()
+        };
+        out.push(Case {
+            case: case.to_string(),
+            image: path,
+            series_id,
+            label_missing: unusable(&label),
+            label,
+        });
+    }
+    for name in flat_files(dir, &labels)? {
+        if cut(&name).is_none()
+            && !(ending.eq_ignore_ascii_case(".mhd")
+                && [".raw", ".zraw"].iter().any(|r| name.to_ascii_lowercase().ends_with(r)))
+        {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} does not end in file_ending `{ending}` of {}: nnU-Net would not read it; move it out of labelsTr",
+                    labels.join(&name).display(),
+                    dataset.path.display()
+                ),
+            ));
+        }
+    }
+    if out.is_empty() {
+        return Err(bad(dir, format!("{} holds no case ending in `{ending}`", images.display())));
+    }
+    Ok(Cases { dir: dir.to_path_buf(), images, labels, dataset, cases: out })
 }
 
 /// Reads and checks a `dataset.json`.
@@ -56,7 +232,7 @@ fn bad(path: &Path, message: String) -> LabelFileError {
 /// ```
 ///
 /// # Errors
-/// [`LabelFileError::Dir`] naming the file and the key.
+/// [`LabelFileError::Nnunet`] naming the file and the key.
 pub fn read_dataset(path: &Path) -> Result<Dataset, LabelFileError> {
     let text = std::fs::read_to_string(path).map_err(|e| bad(path, format!("cannot read: {e}")))?;
     let v: serde_json::Value =
@@ -124,7 +300,7 @@ pub fn read_dataset(path: &Path) -> Result<Dataset, LabelFileError> {
 /// The parts of an nnU-Net raw dataset folder: `imagesTr`, `labelsTr` and its dataset.
 ///
 /// # Errors
-/// [`LabelFileError::Dir`] for a missing folder or a bad `dataset.json`.
+/// [`LabelFileError::Nnunet`] for a missing folder or a bad `dataset.json`.
 pub fn layout(dir: &Path) -> Result<(PathBuf, PathBuf, Dataset), LabelFileError> {
     let (images, labels, json) =
         (dir.join("imagesTr"), dir.join("labelsTr"), dir.join("dataset.json"));

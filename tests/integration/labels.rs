@@ -809,6 +809,102 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
     assert!(e.contains("imagesTr") && e.contains("not an nnU-Net raw dataset"), "{e}");
 }
 
+/// nnU-Net layouts that were stored silently wrong (issue 32, class 5): a case without
+/// its label map (missing, a FIFO, a looping link) fails alone, naming the file it needs,
+/// while the other cases are stored with theirs; a second channel (`_0001`), a file
+/// without the dataset's `file_ending`, and a `file_ending` ctstream cannot read are
+/// refused before anything is written, naming the file and `nnunet` (not `labels`).
+#[test]
+fn an_nnunet_case_without_its_label_fails_alone_and_odd_layouts_are_refused() {
+    use ctstream::ingest::{IngestConfig, ingest};
+    use ctstream::synth::{self, SynthConfig};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    synth::generate(
+        &data,
+        &SynthConfig { small: true, nnunet: true, labels: true, ..SynthConfig::new(4, 8) },
+        &(),
+    )
+    .unwrap();
+    let nn = data.join(synth::NNUNET_DATASET);
+    let label = |k: usize| nn.join(format!("labelsTr/lung_{k:03}.nii.gz"));
+    // Case 1: no label map; case 2: a FIFO in its place; case 3: a link to itself.
+    std::fs::remove_file(label(1)).unwrap();
+    std::fs::remove_file(label(2)).unwrap();
+    let fifo = std::ffi::CString::new(label(2).to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::fs::remove_file(label(3)).unwrap();
+    std::os::unix::fs::symlink(label(3), label(3)).unwrap();
+    let out = dir.path().join("store");
+    let mut cfg = IngestConfig::new(Vec::new(), out.clone());
+    cfg.add_nnunet(&nn).unwrap();
+    let sum = ingest(&cfg, &()).unwrap();
+    assert_eq!(sum.stored, ["lung_000_0000"], "{sum:?}");
+    assert_eq!(sum.failed.len(), 3, "{sum:?}");
+    for (k, why) in [(1, "is missing"), (2, "not a regular file"), (3, "symbolic link")] {
+        let f =
+            sum.failed.iter().find(|f| f.source.contains(&format!("lung_{k:03}_0000"))).unwrap();
+        assert!(
+            f.reason.contains(&format!("case lung_{k:03} has no label map"))
+                && f.reason.contains(&format!("lung_{k:03}.nii.gz"))
+                && f.reason.contains(why)
+                && f.reason.starts_with("nnunet "),
+            "{}",
+            f.reason
+        );
+    }
+    let store = ctstream::store::Store::open(&out).unwrap();
+    assert!(store.scans()["lung_000_0000"].label("labels").is_some());
+
+    // Refused before anything is written, naming the file and the option.
+    let refused = |what: &str| {
+        let e = IngestConfig::new(Vec::new(), dir.path().join("x")).add_nnunet(&nn).unwrap_err();
+        let e = e.to_string();
+        assert!(e.starts_with("nnunet ") && e.contains(what), "{e}");
+        assert!(!dir.path().join("x").exists());
+    };
+    for k in 1..4 {
+        let _ = std::fs::remove_file(label(k));
+        std::fs::copy(label(0), label(k)).unwrap();
+    }
+    let extra = nn.join("imagesTr/lung_000_0001.nii.gz");
+    std::fs::copy(nn.join("imagesTr/lung_000_0000.nii.gz"), &extra).unwrap();
+    refused("lung_000_0001.nii.gz is channel 0001 of case lung_000");
+    std::fs::remove_file(&extra).unwrap();
+    let stray = nn.join("imagesTr/lung_009_0000.mha");
+    std::fs::write(&stray, b"ObjectType = Image\n").unwrap();
+    refused("lung_009_0000.mha does not end in file_ending `.nii.gz`");
+    std::fs::remove_file(&stray).unwrap();
+    let json = nn.join("dataset.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["file_ending"] = ".nrrd".into();
+    std::fs::write(&json, v.to_string()).unwrap();
+    refused("file_ending `.nrrd`: ctstream reads .nii.gz, .nii, .mha, .mhd");
+    v["file_ending"] = ".mha".into();
+    std::fs::write(&json, v.to_string()).unwrap();
+    refused("lung_000_0000.nii.gz does not end in file_ending `.mha`");
+    std::fs::write(&json, text).unwrap();
+    IngestConfig::new(Vec::new(), dir.path().join("x")).add_nnunet(&nn).unwrap();
+
+    // The CLI names the flag, with the usage exit code.
+    std::fs::copy(nn.join("imagesTr/lung_000_0000.nii.gz"), &extra).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ctstream"))
+        .args(["ingest", "--nnunet"])
+        .arg(&nn)
+        .arg("--out")
+        .arg(dir.path().join("y"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("nnunet") && err.contains("channel 0001") && !err.contains("labels "),
+        "{err}"
+    );
+}
+
 /// The tests that need Python with the pinned packages (tools/goldens and tools/python requirements): ignored where it is missing (cargo test says
 /// so); tools/test.sh runs them with `--ignored with_python::` where it is installed.
 mod with_python {
