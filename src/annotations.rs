@@ -114,14 +114,16 @@ fn read_rows<T>(
         });
     }
     // `take`: a file that grows while it is read stops at the limit, and is found short.
+    // Fields are trimmed here rather than by the reader, so that a line break inside a
+    // quoted field (a row that spans lines: a broken export) is seen and refused.
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .trim(csv::Trim::All)
+        .trim(csv::Trim::None)
         .from_reader(std::io::Read::take(file, MAX_CSV_BYTES));
     let headers = rdr.headers().map_err(|e| csv_err(path, e))?.clone();
     let mut idx = [0usize; 5];
     for (i, c) in columns.iter().enumerate() {
-        idx[i] = headers.iter().position(|h| h.trim_start_matches('\u{feff}') == *c).ok_or(
+        idx[i] = headers.iter().position(|h| h.trim().trim_start_matches('\u{feff}') == *c).ok_or(
             AnnotationError::MissingColumn { path: path.to_path_buf(), column: c, expected },
         )?;
     }
@@ -134,12 +136,24 @@ fn read_rows<T>(
             Err(e) => return Err(csv_err(path, e)),
         }
         let line = rec.position().map_or(0, |p| p.line());
-        if rec.iter().all(str::is_empty) {
+        if rec.iter().all(|f| f.trim().is_empty()) {
             continue;
+        }
+        if let Some(k) = rec.iter().position(|f| f.contains(['\n', '\r'])) {
+            let name = headers
+                .get(k)
+                .map_or_else(|| format!("field {}", k + 1), |h| format!("column `{}`", h.trim()));
+            return Err(AnnotationError::Row {
+                path: path.to_path_buf(),
+                line,
+                message: format!(
+                    "{name} holds a line break inside quotes: the row spans lines (one row per line)"
+                ),
+            });
         }
         let mut fields = [""; 5];
         for (i, &j) in idx.iter().enumerate() {
-            fields[i] = rec.get(j).ok_or_else(|| AnnotationError::Row {
+            fields[i] = rec.get(j).map(str::trim).ok_or_else(|| AnnotationError::Row {
                 path: path.to_path_buf(),
                 line,
                 message: format!(

@@ -493,6 +493,9 @@ fn read_data_bytes(path: &Path, h: &Header) -> Result<(PathBuf, Vec<u8>)> {
                 path: data_path.clone(),
                 message: format!("data file named by {} does not exist", path.display()),
             }
+        } else if external {
+            // `ElementDataFile` named a folder, a FIFO or a device: name the header too.
+            data_err(e.to_string())
         } else {
             io_err(e)
         }

@@ -863,12 +863,25 @@ impl Store {
     /// The record of one scan.
     ///
     /// # Errors
-    /// [`StoreError::SeriesNotFound`].
+    /// [`StoreError::SeriesNotFound`]; [`StoreError::Corrupt`] for a scan whose record or
+    /// volume file is damaged ([`Store::damaged`]).
     pub fn scan(&self, id: &str) -> Result<&ScanRecord, StoreError> {
-        self.scans.get(id).ok_or_else(|| StoreError::SeriesNotFound {
-            store: self.root.clone(),
-            id: id.to_string(),
-        })
+        if let Some(rec) = self.scans.get(id) {
+            return Ok(rec);
+        }
+        // A scan whose record or volume file is damaged is in the store, but unusable:
+        // say so, naming the file and the damage, not that there is no such series.
+        if let Some(d) = self.damaged.iter().find(|d| d.series_id == id) {
+            return Err(StoreError::Corrupt {
+                path: d.path.clone(),
+                chunk: None,
+                message: format!(
+                    "series {id} is damaged: {}; `ctstream verify` lists the damage, `ctstream ingest --resume` stores the scan again",
+                    d.reason
+                ),
+            });
+        }
+        Err(StoreError::SeriesNotFound { store: self.root.clone(), id: id.to_string() })
     }
 
     /// The open volume file of a scan (opened and checked on first use, then shared).

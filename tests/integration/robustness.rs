@@ -568,3 +568,36 @@ fn sizes_from_flags_are_bounded_before_anything_is_allocated() {
     assert!(past(|c| c.prefetch = MAX_PREFETCH + 1).contains("prefetch 1025"));
     assert!(past(|c| c.batch_size = 4097).contains("batch_size 4097: give 1 to 4096"));
 }
+
+/// A scan whose volume file is truncated is damage, named as such by every command that
+/// asks for it (`export` said "no series ... in the store"); `--series` of a scan that was
+/// never stored still says there is no such series.
+#[test]
+fn a_damaged_scan_is_named_as_damaged_not_as_absent() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    dataset(&data, 1, 7);
+    let out = dir.path().join("store");
+    ingest::ingest(&ingest_config(&data, &out), &()).unwrap();
+    let id = Store::open(&out).unwrap().series_ids().next().unwrap().to_string();
+    let ctv = out.join("volumes").join(format!("{id}.ctv"));
+    let f = fs::OpenOptions::new().write(true).open(&ctv).unwrap();
+    f.set_len(1000).unwrap();
+    drop(f);
+    let store = Store::open(&out).unwrap();
+    let e = store.volume(&id).unwrap_err().to_string();
+    assert!(e.contains("corrupt") && e.contains(&format!("series {id} is damaged")), "{e}");
+    let e = store.scan("1.2.3").unwrap_err().to_string();
+    assert!(e.contains("no series 1.2.3"), "{e}");
+    let mhd = dir.path().join("x.mhd");
+    let o =
+        ctstream().args(["export"]).arg(&out).args(["--series", &id, "--out"]).arg(&mhd).output();
+    let o = o.unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is damaged") && err.contains("verify") && !err.contains("no series"),
+        "{err}"
+    );
+    assert!(!mhd.exists());
+}

@@ -181,6 +181,9 @@ def main():
     ]
     shorts = struct.pack("<32h", *range(-16, 16))
     mhd("missing_data", base + ["ElementDataFile = missing_data.raw"])
+    # Data files that are no files: a device and a folder (the header's own).
+    mhd("dev_zero", base + ["ElementDataFile = /dev/zero"])
+    mhd("folder_data", base + ["ElementDataFile = ."])
     mhd("truncated", base + ["ElementDataFile = truncated.raw"], "truncated.raw", shorts[:40])
     # A MET_SHORT file labelled MET_INT: the data is half the size the type needs.
     mhd(
@@ -361,6 +364,7 @@ def main():
     write("csv/empty_field.csv", h + "1.2.3,1,2,,4\n")
     write("csv/nan_diameter.csv", h + "1.2.3,1,2,3,NaN\n")
     write("csv/path_id.csv", h + "../../etc/passwd,1,2,3,4\n")
+    write("csv/quoted_newline.csv", h + '1.2.3,1,2,"3\n",4\n')
     write("csv/bad_class.csv", "seriesuid,coordX,coordY,coordZ,class\n1.2.3,1,2,3,2\n")
     write(
         "csv/bad_probability.csv", "seriesuid,coordX,coordY,coordZ,probability\n1.2.3,1,2,3,high\n"
