@@ -41,6 +41,14 @@ if [ ! -f "$data/README.md" ]; then
 fi
 export CTSTREAM_TEST_DATA="$(cd "$data" && pwd)"
 
+# Tests talk to loopback only. A cloud client without credentials asks the instance
+# metadata service (169.254.169.254) for them: point every such lookup at a closed
+# loopback port, so a test that forgot its credentials fails at once instead of reaching
+# out (tests/integration/robustness.rs checks the redirection works).
+export GCE_METADATA_HOST=127.0.0.1:9 GCE_METADATA_IP=127.0.0.1:9
+export AWS_METADATA_ENDPOINT=http://127.0.0.1:9 AWS_EC2_METADATA_DISABLED=true
+export AZURE_MSI_ENDPOINT=http://127.0.0.1:9/metadata/identity/oauth2/token
+
 # The default features (training with Burn on the CPU and CUDA) are always built and
 # tested; JPEG-LS where it can be built (tools/features.sh). One release build serves the
 # tests and the binary (Burn's numeric code is far too slow unoptimised).

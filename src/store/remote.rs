@@ -447,7 +447,11 @@ impl Remote {
         range: Option<&Range<u64>>,
         e: &object_store::Error,
     ) -> StoreError {
-        self.error(rel, range, crate::message::causes_once(crate::message::chain(e)))
+        let mut message = crate::message::causes_once(crate::message::chain(e));
+        if asked_metadata_service(&message) {
+            message.push_str(&format!("; {NO_CREDENTIALS_HINT}"));
+        }
+        self.error(rel, range, message)
     }
 
     /// Runs `fut` (a request of `object_store` for `rel`) to completion on the runtime,
@@ -727,4 +731,23 @@ impl Remote {
             }
         })
     }
+}
+
+/// What a user without credentials is told: the clients of object_store look for
+/// credentials in the environment, then ask the cloud's instance metadata service
+/// (169.254.169.254, or `GCE_METADATA_HOST` / `AWS_METADATA_ENDPOINT` where set), which
+/// answers only on a cloud VM.
+pub const NO_CREDENTIALS_HINT: &str = "no credentials were found in the environment (AWS_*, GOOGLE_*, AZURE_*), so the client asked the cloud's instance metadata service for them, which answers only on a cloud VM: give credentials, or for a public bucket set AWS_SKIP_SIGNATURE=true (s3) or GOOGLE_SKIP_SIGNATURE=true (gs)";
+
+/// Whether a failed request's message is the credential chain's request to an instance
+/// metadata service (GCE's token endpoint, EC2's IMDS token or role, Azure's IMDS).
+fn asked_metadata_service(message: &str) -> bool {
+    [
+        "/computeMetadata/v1/",
+        "/latest/api/token",
+        "/latest/meta-data/",
+        "/metadata/identity/oauth2/token",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }

@@ -601,3 +601,60 @@ fn a_damaged_scan_is_named_as_damaged_not_as_absent() {
     );
     assert!(!mhd.exists());
 }
+
+/// Without credentials, object_store's credential chain asks the cloud's instance metadata
+/// service: only the address the environment gives (`GCE_METADATA_HOST`,
+/// `AWS_METADATA_ENDPOINT`; tools/test.sh points them at a closed loopback port, so no test
+/// reaches 169.254.169.254), and the user is told why the request failed and what to give.
+#[test]
+fn without_credentials_the_metadata_lookup_goes_where_the_environment_says_and_is_explained() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let home = tempdir();
+    for (url, vars) in [
+        ("gs://bucket/store", ["GCE_METADATA_HOST", "GCE_METADATA_IP"]),
+        ("s3://bucket/store", ["AWS_METADATA_ENDPOINT", "AWS_REGION"]),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let asked = Arc::new(AtomicUsize::new(0));
+        let counter = asked.clone();
+        std::thread::spawn(move || {
+            for c in listener.incoming() {
+                let Ok(mut c) = c else { break };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = c.set_read_timeout(Some(Duration::from_millis(200)));
+                let _ = c.read(&mut buf); // then closed: no credentials here
+            }
+        });
+        let mut c = ctstream();
+        c.env_clear().env("PATH", "/usr/bin:/bin").env("HOME", home.path());
+        if let Some(v) = std::env::var_os("LD_LIBRARY_PATH") {
+            c.env("LD_LIBRARY_PATH", v); // LibTorch, in a build with `tch`
+        }
+        for v in vars {
+            c.env(
+                v,
+                match v {
+                    "AWS_METADATA_ENDPOINT" => format!("http://127.0.0.1:{port}"),
+                    "AWS_REGION" => "us-east-1".into(),
+                    _ => format!("127.0.0.1:{port}"),
+                },
+            );
+        }
+        let o = c.args(["inspect", url]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{url}: {err}");
+        assert!(
+            err.contains("no credentials were found") && err.contains("SKIP_SIGNATURE"),
+            "{url}: {err}"
+        );
+        assert!(
+            asked.load(Ordering::SeqCst) >= 1,
+            "{url}: the loopback metadata address was not asked"
+        );
+    }
+}
