@@ -125,3 +125,8 @@ fn ingest_metaimage() {
 fn ingest_nifti() {
     replay("ingest_nifti", harness::ingest_nifti);
 }
+
+#[test]
+fn loader_config() {
+    replay("loader_config", harness::loader_config);
+}

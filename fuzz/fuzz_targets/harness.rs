@@ -197,3 +197,57 @@ pub fn ingest_metaimage(dir: &Path, data: &[u8]) {
 pub fn ingest_nifti(dir: &Path, data: &[u8]) {
     ingest_files(dir, &[("scan.nii", data)]);
 }
+
+/// A small store (2 synthetic scans), made once per process, for the loader target.
+fn loader_store() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = scratch().join("loader-store");
+        let data = dir.join("data");
+        let out = dir.join("store");
+        if !out.join("manifest.json").exists() {
+            let cfg = ctstream::synth::SynthConfig {
+                small: true,
+                ..ctstream::synth::SynthConfig::new(2, 1)
+            };
+            ctstream::synth::generate(&data, &cfg, &()).expect("synthetic data");
+            let mut ic = ctstream::ingest::IngestConfig::new(vec![data.clone()], out.clone());
+            ic.annotations = Some(data.join("annotations.csv"));
+            ic.jobs = 1;
+            ctstream::ingest::ingest(&ic, &()).expect("the loader target's store");
+        }
+        out
+    })
+}
+
+/// The most bytes of batches a configuration may hold for the target to build a batch
+/// with it (the regressions' allocator refuses 256 MiB at once; larger configurations
+/// the library accepts are checked by their arithmetic only).
+const LOADER_BUILD_BYTES: u128 = 32 << 20;
+
+/// A loader configuration as JSON (what `train` records, and what a user's config file
+/// holds): validation must refuse, or accept only what fits the library's limits; an
+/// accepted configuration small enough to build here builds a loader on a small store
+/// and delivers its first batch, without a panic or a runaway allocation.
+pub fn loader_config(_dir: &Path, data: &[u8]) {
+    use ctstream::loader::{LoaderConfig, MAX_BATCH_BYTES, MAX_IN_FLIGHT_BYTES};
+    let Ok(cfg) = serde_json::from_slice::<LoaderConfig>(data) else { return };
+    if cfg.validate().is_err() {
+        return;
+    }
+    let voxels: u128 = cfg.patch_zyx.iter().map(|&s| s as u128).product();
+    let batch = voxels * cfg.batch_size as u128 * 8;
+    assert!(batch <= u128::from(MAX_BATCH_BYTES), "accepted a batch of {batch} bytes");
+    let held = (cfg.prefetch + cfg.workers + 1) as u128 * batch;
+    assert!(held <= u128::from(MAX_IN_FLIGHT_BYTES), "accepted {held} bytes in flight");
+    if held > LOADER_BUILD_BYTES || cfg.workers > 8 || cfg.hard_negatives.is_some() {
+        return;
+    }
+    let Ok(store) = ctstream::store::Store::open(loader_store()) else {
+        panic!("the loader target's store does not open")
+    };
+    let cfg = LoaderConfig { fetchers: 0, ..cfg };
+    if let Ok(loader) = ctstream::loader::Loader::builder(&store).config(cfg).build() {
+        let _ = loader.epoch(0).next();
+    }
+}

@@ -909,3 +909,66 @@ impl Loader {
         &self.shared
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// A size as a user types it: mostly a plain one (1..=64), else a hostile one: 0, a
+    /// power of two near a limit (either side), a large number, or the largest.
+    fn size(rng: &mut rand_chacha::ChaCha8Rng) -> usize {
+        if rng.random_bool(0.8) {
+            return rng.random_range(1..=64);
+        }
+        match rng.random_range(0..4) {
+            0 => 0,
+            1 => {
+                let p = 1usize << rng.random_range(0..40);
+                p + rng.random_range(0..3) - 1
+            }
+            2 => rng.random_range(0..usize::MAX),
+            _ => usize::MAX,
+        }
+    }
+
+    /// The rule of issue 32, as a property over 20,000 random configurations: validation
+    /// never panics (no overflow in its arithmetic), and whatever it accepts stays under the
+    /// memory cap: batches in flight at most MAX_IN_FLIGHT_BYTES, computed here the way the
+    /// stream holds them ((prefetch + workers + 1) batches of patch voxels x batch x 8 bytes),
+    /// threads at most MAX_WORKERS + MAX_FETCHERS, a jittered centre inside i64.
+    #[test]
+    fn whatever_validation_accepts_fits_the_memory_cap() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(32);
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let c = LoaderConfig {
+                patch_zyx: [size(&mut rng), size(&mut rng), size(&mut rng)],
+                batch_size: size(&mut rng),
+                workers: size(&mut rng),
+                prefetch: size(&mut rng),
+                fetchers: size(&mut rng),
+                jitter_zyx: [size(&mut rng), size(&mut rng), size(&mut rng)],
+                cache_bytes: size(&mut rng),
+                ..LoaderConfig::default()
+            };
+            let verdict = std::panic::catch_unwind(|| c.validate());
+            let Ok(verdict) = verdict else { panic!("validate panicked on {c:?}") };
+            if verdict.is_err() {
+                continue;
+            }
+            accepted += 1;
+            let voxels: u128 = c.patch_zyx.iter().map(|&s| s as u128).product();
+            let batch = voxels * c.batch_size as u128 * 8;
+            let held = (c.prefetch + c.workers + 1) as u128 * batch;
+            assert!(batch <= u128::from(MAX_BATCH_BYTES), "{c:?}");
+            assert!(held <= u128::from(MAX_IN_FLIGHT_BYTES), "{c:?}");
+            assert!(c.workers + c.fetchers <= MAX_WORKERS + MAX_FETCHERS, "{c:?}");
+            assert!(c.jitter_zyx.iter().all(|&j| (j as i64) >= 0), "{c:?}");
+            assert!(c.cache_bytes <= MAX_CACHE_BYTES, "{c:?}");
+        }
+        // Not a test that passes by refusing everything: small sizes are accepted.
+        assert!(accepted > 100, "{accepted} of 20000 accepted");
+    }
+}

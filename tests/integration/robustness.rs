@@ -414,6 +414,13 @@ fn a_missing_index_table_is_refused_not_read_as_empty() {
         assert!(err.contains("nodules.parquet") && err.contains("missing"), "{cmd:?}: {err}");
     }
 
+    // An emptied table (0 bytes, a failed copy) is damage too, not an empty table.
+    let candidates = fs::read(out.join("index/candidates.parquet")).unwrap();
+    fs::write(out.join("index/candidates.parquet"), b"").unwrap();
+    let e = store.candidates().unwrap_err().to_string();
+    assert!(e.contains("candidates.parquet") && e.contains("corrupt: 0 bytes"), "{e}");
+    fs::write(out.join("index/candidates.parquet"), candidates).unwrap();
+    assert!(!store.candidates().unwrap().is_empty());
     // Without its entry in checksums.json the table is simply not there: no rows.
     fs::remove_file(out.join("index/candidates.parquet")).unwrap();
     assert!(store.candidates().is_err());
