@@ -73,8 +73,18 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     if !(a.width.is_finite() && a.width > 0.0 && a.width <= 4.0) {
         return Err(usage(format!("--width {}: must lie in (0, 4]", a.width)));
     }
-    if a.batch_size == 0 || a.steps == 0 {
-        return Err(usage("--batch-size and --steps must be at least 1".into()));
+    ctstream::train::run::check_input(a.patch, a.batch_size)
+        .map_err(|e| usage(format!("--{e}")))?;
+    ctstream::train::run::check_input(a.patch, a.predict_batch).map_err(|e| {
+        usage(format!("--{}", e.to_string().replace("batch-size", "predict-batch")))
+    })?;
+    let most = ctstream::train::run::MAX_STEPS;
+    for (flag, n, least) in
+        [("steps", a.steps, 1), ("warmup", a.warmup, 0), ("predict-calls", a.predict_calls, 0)]
+    {
+        if n < least || n > most {
+            return Err(usage(format!("--{flag} {n}: give {least} to {most}")));
+        }
     }
     let engine: Engine = device::resolve(a.device, a.backend)
         .map_err(|e| usage(format!("--backend {} --device {}: {e}", a.backend, a.device)))?;

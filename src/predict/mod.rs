@@ -47,6 +47,9 @@ pub struct SlidingWindow {
 pub const MAX_BATCH: usize = 4096;
 /// The most voxels of one tile (a 256^3 tile).
 pub const MAX_TILE_VOXELS: usize = 1 << 24;
+/// The most voxels one network call takes (tiles per call x tile voxels): 64 Mi voxels,
+/// 256 MiB of f32 input and many times that of activations.
+pub const MAX_BATCH_VOXELS: u64 = 1 << 26;
 
 impl SlidingWindow {
     /// Checks every value; each message names the setting.
@@ -62,8 +65,15 @@ impl SlidingWindow {
                 self.patch_zyx
             ));
         }
-        if self.batch_size == 0 || self.batch_size > MAX_BATCH {
-            return bad(format!("batch_size {}: give 1 to {MAX_BATCH}", self.batch_size));
+        let per_call = voxels.unwrap_or(MAX_TILE_VOXELS) as u64 * self.batch_size as u64;
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH || per_call > MAX_BATCH_VOXELS {
+            return bad(format!(
+                "batch_size {}: give 1 to {} for patch {:?} (at most {MAX_BATCH_VOXELS} voxels a call)",
+                self.batch_size,
+                (MAX_BATCH_VOXELS / voxels.unwrap_or(MAX_TILE_VOXELS).max(1) as u64)
+                    .min(MAX_BATCH as u64),
+                self.patch_zyx
+            ));
         }
         if !(0.0..1.0).contains(&self.overlap) {
             return bad(format!("overlap {}: give 0 <= overlap < 1", self.overlap));

@@ -149,6 +149,32 @@ pub fn check_patch(patch_zyx: [usize; 3]) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Checks a network's input: `batch` patches of `patch_zyx` voxels, 1 to [`MAX_BATCH`]
+/// patches and at most [`crate::predict::MAX_BATCH_VOXELS`] voxels a step, so that a
+/// size typed by mistake is refused before the network allocates its activations.
+///
+/// # Errors
+/// [`RunError::Config`] naming `patch` or `batch_size`.
+pub fn check_input(patch_zyx: [usize; 3], batch: usize) -> Result<(), RunError> {
+    check_patch(patch_zyx)?;
+    let limit = crate::predict::MAX_BATCH_VOXELS;
+    let voxels = patch_zyx.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
+    let Some(voxels) = voxels.filter(|&v| v <= limit) else {
+        return Err(RunError::Config(format!(
+            "patch {}: at most {limit} voxels",
+            patch_zyx.map(|p| p.to_string()).join(",")
+        )));
+    };
+    let most = (limit / voxels).min(MAX_BATCH as u64);
+    if batch == 0 || batch as u64 > most {
+        return Err(RunError::Config(format!(
+            "batch-size {batch}: give 1 to {most} for patch {} (at most {limit} voxels a step)",
+            patch_zyx.map(|p| p.to_string()).join(",")
+        )));
+    }
+    Ok(())
+}
+
 impl TrainSettings {
     /// Checks every value; each message names the setting.
     ///
@@ -175,9 +201,7 @@ impl TrainSettings {
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad(format!("val-fraction {}: must lie in [0, 1)", self.val_fraction));
         }
-        if self.loader.batch_size == 0 || self.loader.batch_size > MAX_BATCH {
-            return bad(format!("batch size {}: give 1 to {MAX_BATCH}", self.loader.batch_size));
-        }
+        check_input(self.loader.patch_zyx, self.loader.batch_size)?;
         if !(0.0..1.0).contains(&self.val_overlap) {
             return bad(format!("val-overlap {}: give 0 <= overlap < 1", self.val_overlap));
         }

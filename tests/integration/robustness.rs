@@ -551,6 +551,28 @@ fn sizes_from_flags_are_bounded_before_anything_is_allocated() {
         refused(&[&render[..], &[flag.as_str()]].concat(), &["--threshold", "a probability"]);
     }
     assert!(!dir.path().join("r.png").exists());
+    // A network's input: at most 2^26 voxels a step (32 x 64 x 64 patches: 512 a step).
+    if cfg!(feature = "train") {
+        let run = dir.path().join("run");
+        let train = ["train", "--out", run.to_str().unwrap(), "--batch-size", "100000"];
+        refused(&train, &["batch-size 100000: give 1 to 512 for patch 32,64,64"]);
+        assert!(!run.exists());
+        let o = ctstream().args(["bench-net", "--patch", "16000,16000,16000"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--patch 16000,16000,16000: at most 67108864 voxels"), "{err}");
+        let o = ctstream().args(["bench-net", "--predict-batch", "100000"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains("--predict-batch 100000: give 1 to 512"), "{err}");
+    }
+    let sw = ctstream::predict::SlidingWindow {
+        patch_zyx: [256, 256, 256],
+        batch_size: 4096,
+        ..Default::default()
+    };
+    let e = sw.validate().unwrap_err().to_string();
+    assert!(e.contains("batch_size 4096: give 1 to 4 for patch [256, 256, 256]"), "{e}");
     // The edges of the limits pass, with the arithmetic the messages use.
     let ok = LoaderConfig {
         patch_zyx: [512, 512, 512],
