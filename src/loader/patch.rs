@@ -381,13 +381,12 @@ pub fn resolve(
 /// is at least [`BODY_MIN_HU`], read through the shared cache; the last one tried when
 /// none is.
 fn body_voxel(shared: &Shared, scan: usize, seed: u64) -> Result<[i64; 3], LoaderError> {
-    use rand::Rng;
     let volume = &shared.scans[scan].volume;
     let shape = volume.shape_zyx();
     let mut rng = crate::seed::rng(&[seed]);
     let mut at = [0i64; 3];
     for _ in 0..BODY_TRIES {
-        at = std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64);
+        at = super::sampler::uniform_voxel(&mut rng, shape);
         let r = Region { start_zyx: at, shape_zyx: [1, 1, 1] };
         let hu = shared.cache.read_region(scan as u32, volume, r)?;
         if hu.iter().next().is_some_and(|&v| v >= BODY_MIN_HU) {

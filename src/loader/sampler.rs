@@ -54,6 +54,12 @@ const PURPOSE_PATCH: u64 = 1;
 /// the transform's position.
 pub const PURPOSE_TRANSFORM: u64 = 2;
 
+/// A voxel of a volume of `shape` (z, y, x), each uniformly likely: one draw per axis,
+/// z first (what the random negatives and the body negatives' tries draw).
+pub fn uniform_voxel(rng: &mut impl Rng, shape: [usize; 3]) -> [i64; 3] {
+    std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64)
+}
+
 /// The patch for (seed, epoch, batch, item).
 pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSpec {
     let cfg = &shared.cfg;
@@ -70,8 +76,7 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
     let positive = !shared.positives.is_empty() && rng.random::<f64>() < cfg.positive_share;
     let (mut lung_pick, mut body_pick, mut source) = (None, None, None);
     let uniform = |rng: &mut rand_chacha::ChaCha8Rng, scan: usize| -> [i64; 3] {
-        let shape = shared.scans[scan].volume.shape_zyx();
-        std::array::from_fn(|a| rng.random_range(0..shape[a].max(1)) as i64)
+        uniform_voxel(rng, shared.scans[scan].volume.shape_zyx())
     };
     let (scan, start_zyx, nodule) = if positive {
         let total = *shared.cumulative.last().unwrap_or(&1.0);

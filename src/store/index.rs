@@ -591,11 +591,24 @@ fn missing_table(path: &Path, sum: &TableSum) -> StoreError {
 /// table is damage, not an empty one. Checksums that cannot be read are left to the
 /// tables that are there to report.
 pub fn absent_table(path: &Path) -> Result<bool, StoreError> {
+    if path.exists() {
+        return Ok(true);
+    }
     let sums = read_checksums(path).ok().flatten();
-    match required(path, sums.as_ref()) {
-        _ if path.exists() => Ok(true),
-        Some(sum) => Err(missing_table(path, &sum)),
-        None => Ok(false),
+    Ok(when_absent(path, sums.as_ref(), || Ok(path.exists().then_some(())))?.is_some())
+}
+
+/// The one rule for a table that was not there when looked for: `None` (simply absent)
+/// unless `sums` list it; then what a second look finds (a running ingest may just have
+/// added it), else [`StoreError::Corrupt`] naming it. Local and remote stores alike.
+fn when_absent<T>(
+    path: &Path,
+    sums: Option<&Checksums>,
+    look_again: impl FnOnce() -> Result<Option<T>, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    match required(path, sums) {
+        None => Ok(None),
+        Some(sum) => look_again()?.map(Some).ok_or_else(|| missing_table(path, &sum)),
     }
 }
 
@@ -624,13 +637,13 @@ pub fn read_remote_table_bytes(
         Some(b) => b,
         // Not there: damage when the checksums (read after looking) list it, unless it
         // is there by now.
-        None => match required(&path, read_sums().ok().flatten().as_ref()) {
-            None => return Ok(None),
-            Some(sum) => match remote.get(&rel, MAX_TABLE_BYTES)? {
+        None => {
+            let sums = read_sums().ok().flatten();
+            match when_absent(&path, sums.as_ref(), || remote.get(&rel, MAX_TABLE_BYTES))? {
                 Some(b) => b,
-                None => return Err(missing_table(&path, &sum)),
-            },
-        },
+                None => return Ok(None),
+            }
+        }
     };
     check_table_against(&path, &bytes, before.as_ref(), read_sums)?;
     Ok(Some(bytes.to_vec()))
