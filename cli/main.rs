@@ -116,6 +116,15 @@ impl<E: Into<anyhow::Error>> From<E> for ExitError {
     }
 }
 
+/// The command line, with a negative number after a flag taken as that flag's value
+/// (`--seed -1`), so the flag's own parser refuses it by name, instead of clap's
+/// "unexpected argument '-1' found".
+fn parse() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = Cli::command().mut_subcommands(|s| s.allow_negative_numbers(true));
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
     // A closed pipe (`ctstream inspect ... | head`) ends the process as it ends any Unix
     // tool, instead of a panic in println!.
@@ -124,7 +133,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = parse();
     let progress = progress::Bars::new(cli.quiet);
     let result = match cli.command {
         Command::Info(a) => info::run(a, &progress),

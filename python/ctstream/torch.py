@@ -23,6 +23,7 @@ import torch
 import torch.utils.data
 
 from . import Loader, PathLike, Store
+from ._keywords import integer
 
 __all__ = ["PatchDataset", "to_torch"]
 
@@ -91,9 +92,10 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Makes the next pass read epoch ``epoch`` from its first batch."""
-        if int(epoch) < 0:
-            raise ValueError(f"epoch {epoch}: must be at least 0")
-        self._epoch, self._next = int(epoch), 0
+        epoch = integer("epoch", epoch)
+        if not 0 <= epoch < 1 << 64:
+            raise ValueError(f"epoch {epoch}: give 0 to {(1 << 64) - 1}")
+        self._epoch, self._next = epoch, 0
 
     def __iter__(self) -> Iterator[Dict[str, Any]]:
         info = torch.utils.data.get_worker_info()

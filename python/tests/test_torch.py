@@ -3,6 +3,7 @@ exact resume from state_dict, ranks from torch.distributed, and a clear error in
 a hang in DataLoader worker processes."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -126,3 +127,17 @@ def test_rank_and_world_come_from_torch_distributed(store_path, tmp_path):
     a, b = (set(o["series"]) for o in outs)
     assert a and b and not a & b
     assert a | b == set(ctstream.Store(store_path).series_ids)
+
+
+def test_set_epoch_refuses_values_naming_the_epoch(store):
+    ds = ctt.PatchDataset(store, **OPTIONS)
+    for bad, kind in [
+        (-1, ValueError),
+        (2**64, ValueError),
+        (math.nan, TypeError),
+        ("1", TypeError),
+    ]:
+        with pytest.raises(kind, match="epoch"):
+            ds.set_epoch(bad)
+    ds.set_epoch(3)
+    assert (ds.epoch, ds.next_batch) == (3, 0)

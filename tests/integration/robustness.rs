@@ -531,6 +531,11 @@ fn sizes_from_flags_are_bounded_before_anything_is_allocated() {
         &["batches", "--batch-size", "4096"],
         &["prefetch 4 and workers 2 with batches of 4096 MiB hold 28672 MiB at once"],
     );
+    // A negative number is the flag's value, refused by the flag's parser by name (clap
+    // said "unexpected argument '-1' found").
+    for flag in ["--seed", "--batch-size", "--workers", "--count"] {
+        refused(&["batches", flag, "-1"], &[&format!("invalid value '-1' for '{flag}")]);
+    }
     refused(&["batches", "--count", "1000000", "--batches-per-epoch", "3"], &["--count 1000000"]);
     refused(
         &["batches", "--first", "3", "--count", "1", "--batches-per-epoch", "3"],
