@@ -73,11 +73,10 @@ pub fn run(a: Args) -> Result<(), ExitError> {
     if !(a.width.is_finite() && a.width > 0.0 && a.width <= 4.0) {
         return Err(usage(format!("--width {}: must lie in (0, 4]", a.width)));
     }
-    ctstream::train::run::check_input(a.patch, a.batch_size)
-        .map_err(|e| usage(format!("--{e}")))?;
-    ctstream::train::run::check_input(a.patch, a.predict_batch).map_err(|e| {
-        usage(format!("--{}", e.to_string().replace("batch-size", "predict-batch")))
-    })?;
+    for (flag, batch) in [("batch-size", a.batch_size), ("predict-batch", a.predict_batch)] {
+        ctstream::train::run::check_input(a.patch, batch, flag)
+            .map_err(|e| usage(format!("--{e}")))?;
+    }
     let most = ctstream::train::run::MAX_STEPS;
     for (flag, n, least) in
         [("steps", a.steps, 1), ("warmup", a.warmup, 0), ("predict-calls", a.predict_calls, 0)]

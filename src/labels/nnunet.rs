@@ -145,12 +145,15 @@ pub fn cases(dir: &Path) -> Result<Cases, LabelFileError> {
             && name.to_ascii_lowercase().ends_with(&ending.to_ascii_lowercase()))
         .then(|| name[..name.len() - ending.len()].to_string())
     };
+    // A `.mhd` header's data file (`.raw`, `.zraw`) sits beside it and is no case.
+    let data_file = |name: &str| {
+        ending.eq_ignore_ascii_case(".mhd")
+            && [".raw", ".zraw"].iter().any(|r| name.to_ascii_lowercase().ends_with(r))
+    };
     let mut out = Vec::new();
     for name in flat_files(dir, &images)? {
         let path = images.join(&name);
-        if ending.eq_ignore_ascii_case(".mhd") && name.to_ascii_lowercase().ends_with(".raw")
-            || ending.eq_ignore_ascii_case(".mhd") && name.to_ascii_lowercase().ends_with(".zraw")
-        {
+        if data_file(&name) {
             continue; // a MetaImage header's data file
         }
         let Some(stem) = cut(&name) else {
@@ -199,10 +202,7 @@ pub fn cases(dir: &Path) -> Result<Cases, LabelFileError> {
         });
     }
     for name in flat_files(dir, &labels)? {
-        if cut(&name).is_none()
-            && !(ending.eq_ignore_ascii_case(".mhd")
-                && [".raw", ".zraw"].iter().any(|r| name.to_ascii_lowercase().ends_with(r)))
-        {
+        if cut(&name).is_none() && !data_file(&name) {
             return Err(bad(
                 dir,
                 format!(

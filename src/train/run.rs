@@ -154,8 +154,8 @@ pub fn check_patch(patch_zyx: [usize; 3]) -> Result<(), RunError> {
 /// size typed by mistake is refused before the network allocates its activations.
 ///
 /// # Errors
-/// [`RunError::Config`] naming `patch` or `batch_size`.
-pub fn check_input(patch_zyx: [usize; 3], batch: usize) -> Result<(), RunError> {
+/// [`RunError::Config`] naming `patch`, or `flag` (the batch-size setting, as the caller names it).
+pub fn check_input(patch_zyx: [usize; 3], batch: usize, flag: &str) -> Result<(), RunError> {
     check_patch(patch_zyx)?;
     let limit = crate::predict::MAX_BATCH_VOXELS;
     let voxels = patch_zyx.iter().try_fold(1u64, |n, &s| n.checked_mul(s as u64));
@@ -168,7 +168,7 @@ pub fn check_input(patch_zyx: [usize; 3], batch: usize) -> Result<(), RunError> 
     let most = (limit / voxels).min(MAX_BATCH as u64);
     if batch == 0 || batch as u64 > most {
         return Err(RunError::Config(format!(
-            "batch-size {batch}: give 1 to {most} for patch {} (at most {limit} voxels a step)",
+            "{flag} {batch}: give 1 to {most} for patch {} (at most {limit} voxels a step)",
             patch_zyx.map(|p| p.to_string()).join(",")
         )));
     }
@@ -201,7 +201,7 @@ impl TrainSettings {
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad(format!("val-fraction {}: must lie in [0, 1)", self.val_fraction));
         }
-        check_input(self.loader.patch_zyx, self.loader.batch_size)?;
+        check_input(self.loader.patch_zyx, self.loader.batch_size, "batch-size")?;
         if !(0.0..1.0).contains(&self.val_overlap) {
             return bad(format!("val-overlap {}: give 0 <= overlap < 1", self.val_overlap));
         }
