@@ -46,7 +46,9 @@ pub struct Args {
     #[command(flatten)]
     disk_cache: crate::DiskCacheArgs,
     /// Print JSON (keys: patches_per_s, decode_bound_patches_per_s, copy_bound_patches_per_s,
-    /// read_amplification, cache_hit_rate, peak_rss_bytes, ...).
+    /// numpy_f32_bound_patches_per_s, int16_copy_bound_patches_per_s, compact (null, or
+    /// its patches_per_s, ratio_to_f32, ...), read_amplification, cache_hit_rate,
+    /// peak_rss_bytes, ...).
     #[arg(long)]
     json: bool,
 }
@@ -89,7 +91,15 @@ pub fn run(a: Args) -> Result<(), ExitError> {
             warm.as_secs_f64()
         );
     }
-    let r = bench::run(&loader, warm, Duration::from_secs_f64(a.seconds))?;
+    let seconds = Duration::from_secs_f64(a.seconds);
+    let mut r = bench::run(&loader, warm, seconds)?;
+    // The same configuration delivering compact batches, where its augmentation allows.
+    let compact = ctstream::loader::LoaderConfig { compact: true, ..loader.config().clone() };
+    drop(loader);
+    if compact.augment.needs_float().is_none() {
+        let loader = Loader::builder(&store).config(compact).build().map_err(crate::loader_exit)?;
+        bench::compact(&loader, warm, seconds, &mut r)?;
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r).context("writing JSON")?);
         return Ok(());
@@ -107,6 +117,26 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         "copy bound    {:8.0} patches/s  (window + mask + layout of decoded patches)        loader / bound = {:.2}",
         r.copy_bound_patches_per_s, r.ratio_to_copy_bound
     );
+    println!(
+        "NumPy f32     {:8.0} patches/s  (crop + cast to f32 of image and mask, whole scans in memory)  loader / bound = {:.2}",
+        r.numpy_f32_bound_patches_per_s, r.ratio_to_numpy_f32_bound
+    );
+    match &r.compact {
+        Some(c) => {
+            println!(
+                "compact       {:8.0} patches/s  ({:.0} MB/s of int16 image + uint8 mask; peak RSS {:.0} MiB)  compact / f32 = {:.2}",
+                c.patches_per_s,
+                c.mb_per_s,
+                mb(c.peak_rss_bytes),
+                c.ratio_to_f32
+            );
+            println!(
+                "NumPy int16   {:8.0} patches/s  (int16 crop copy of the image alone)            compact / bound = {:.2}",
+                r.int16_copy_bound_patches_per_s, c.ratio_to_int16_copy_bound
+            );
+        }
+        None => println!("compact       not measured: --augment {} needs f32 values", a.augment),
+    }
     println!(
         "cache         hit rate {:.3}, read amplification {:.2} (int16 decoded / delivered), budget {} MB",
         r.cache_hit_rate, r.read_amplification, a.cache

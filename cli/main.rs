@@ -59,7 +59,7 @@ enum Command {
     Verify(verify::Args),
     /// Write a stored volume back out as MetaImage or NIfTI.
     Export(export::Args),
-    /// Measure the loader (patches/s) against decode-only and copy-only bounds.
+    /// Measure the loader (patches/s) against decode-only, copy-only and NumPy bounds, with f32 and compact batches.
     Bench(bench::Args),
     /// List the loader's batches: patches and SHA-256 of the arrays, to compare runs.
     Batches(batches::Args),

@@ -290,13 +290,19 @@ class Loader:
       (masks from a label volume, not the annotated spheres: ``"nodules"`` for LIDC's
       consensus, ``"readers:2,3,4"`` for where at least 2 readers drew);
     - ``min_readers`` (1-4) and ``min_malignancy`` (1-5): positives only on LIDC nodules
-      that many readers annotated, whose median malignancy is that high [all nodules].
+      that many readers annotated, whose median malignancy is that high [all nodules];
+    - ``compact``: batches of int16 HU and uint8 masks, a third of the bytes, normalised by
+      the consumer (``ctstream.torch.normalise``, on the GPU) to exactly the float32 values
+      [False]; refused with augmentations that interpolate or act after the window.
 
     Batch ``k`` of epoch ``e`` depends only on (seed, e, k), never on ``workers`` or timing.
     Each batch is a dict: ``image`` and ``mask`` float32 ``[B, 1, D, H, W]`` (arrays that own
     the Rust buffers: no copy), ``series_id`` (list of str), ``start_zyx`` int64 ``[B, 3]``,
     ``positive`` bool ``[B]``, ``nodule_id`` int64 ``[B]`` (-1 for negatives), ``source`` (list of
-    str: ``"positive"`` or the negative's source), ``epoch``, ``index``.
+    str: ``"positive"`` or the negative's source), ``epoch``, ``index``. A compact batch has
+    ``image`` int16 and ``mask`` uint8 instead, with ``window`` (lo, hi) and ``hu_scale``,
+    ``hu_shift`` float32 ``[B]``: ``clip(((image * hu_scale + hu_shift) - lo) * (1 / (hi - lo)),
+    0, 1)`` in float32, operation by operation, is the float32 batch.
     Bad options raise ``ValueError`` naming the option.
     """
 
@@ -330,6 +336,7 @@ class Loader:
         min_readers: Optional[int] = None,
         min_malignancy: Optional[float] = None,
         hard_negatives: Optional[PathLike] = None,
+        compact: bool = False,
     ):
         if not isinstance(store, Store):
             store = Store(store)
@@ -369,6 +376,7 @@ class Loader:
             min_readers=optional(integer, "min_readers", min_readers),
             min_malignancy=optional(number, "min_malignancy", min_malignancy),
             hard_negatives=optional(_path, "hard_negatives", hard_negatives),
+            compact=compact,
         )
         self.config: Dict[str, Any] = json.loads(self._native.config_json())
 

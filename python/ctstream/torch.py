@@ -13,29 +13,79 @@ The dataset yields whole batches, so give the DataLoader ``batch_size=None``; th
 parallelism is in Rust, so ``num_workers=0`` (a DataLoader worker process cannot run it
 and says so, instead of hanging). Tensors share the Rust buffers (``torch.from_numpy``:
 no copy).
+
+With ``compact=True`` the batches hold int16 HU and uint8 masks (a third of the bytes to
+build and to copy to the GPU) and :func:`normalise` makes the float32 tensors on the
+device, the same values bit for bit as the loader's own float32 batches::
+
+    ds = ctstream.torch.PatchDataset("store", compact=True)
+    for batch in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0):
+        image, mask = ctstream.torch.normalise(batch, "cuda")   # float32 on the GPU
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Union
+from typing import Any, Dict, Iterator, Optional, Tuple, Union
 
+import numpy as np
 import torch
 import torch.utils.data
 
 from . import Loader, PathLike, Store
 from ._keywords import integer
 
-__all__ = ["PatchDataset", "to_torch"]
+__all__ = ["PatchDataset", "normalise", "to_torch"]
 
 
 def to_torch(batch: Dict[str, Any]) -> Dict[str, Any]:
     """A batch of :class:`ctstream.Loader` with its arrays as torch tensors that share their
-    memory (``image``, ``mask``: float32 [B, 1, D, H, W]; ``start_zyx``, ``positive``,
-    ``nodule_id``); ``series_id``, ``source``, ``epoch`` and ``index`` as they are."""
+    memory (``image``, ``mask``: float32 [B, 1, D, H, W], or int16 and uint8 in a compact
+    batch, with ``hu_scale`` and ``hu_shift``; ``start_zyx``, ``positive``, ``nodule_id``);
+    ``series_id``, ``source``, ``window``, ``epoch`` and ``index`` as they are."""
     out = dict(batch)
-    for key in ("image", "mask", "start_zyx", "positive", "nodule_id"):
-        out[key] = torch.from_numpy(batch[key])
+    for key in ("image", "mask", "start_zyx", "positive", "nodule_id", "hu_scale", "hu_shift"):
+        if key in batch:
+            out[key] = torch.from_numpy(batch[key])
     return out
+
+
+def normalise(
+    batch: Dict[str, Any], device: Union[str, torch.device, None] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(image, mask) of a batch as float32 tensors on ``device`` (default: where the batch
+    is). A compact batch (``Loader(compact=True)``) is copied to the device as int16 and
+    uint8 (through pinned memory for a CUDA device) and normalised there, operation by
+    operation as the loader's float32 path does, so the values are the same bit for bit:
+    ``clamp(((image * hu_scale + hu_shift) - lo) * inv, 0, 1)`` with ``inv = 1 / (hi - lo)``
+    in float32. A float32 batch is only moved."""
+    batch = to_torch(batch) if not isinstance(batch["image"], torch.Tensor) else batch
+    device = torch.device(device) if device is not None else batch["image"].device
+
+    def move(t: torch.Tensor) -> torch.Tensor:
+        if device.type == "cuda" and t.device.type == "cpu":
+            return t.pin_memory().to(device, non_blocking=True)
+        return t.to(device)
+
+    image, mask = move(batch["image"]), move(batch["mask"])
+    if image.dtype == torch.float32:
+        return image, mask
+    if image.dtype != torch.int16 or "window" not in batch:
+        raise ValueError(
+            f"normalise: image of {image.dtype} without a window: not a ctstream batch"
+        )
+    lo, hi = (np.float32(v) for v in batch["window"])
+    inv = np.float32(1.0) / (hi - lo)
+    n = image.shape[0]
+    scale = move(batch["hu_scale"]).to(torch.float32).view(n, 1, 1, 1, 1)
+    shift = move(batch["hu_shift"]).to(torch.float32).view(n, 1, 1, 1, 1)
+    scalar = lambda v: torch.tensor(float(v), dtype=torch.float32, device=device)  # noqa: E731
+    x = image.to(torch.float32)
+    x = x * scale
+    x = x + shift
+    x = x - scalar(lo)
+    x = x * scalar(inv)
+    x = x.clamp_(0.0, 1.0)
+    return x, mask.to(torch.float32)
 
 
 def _distributed() -> Optional[tuple]:

@@ -325,7 +325,7 @@ struct PyLoader {
 #[pymethods]
 impl PyLoader {
     #[new]
-    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None, hard_negatives=None))]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None, hard_negatives=None, compact=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -353,8 +353,9 @@ impl PyLoader {
         min_readers: Option<u8>,
         min_malignancy: Option<f64>,
         hard_negatives: Option<std::path::PathBuf>,
+        compact: bool,
     ) -> PyResult<Self> {
-        let mut c = LoaderConfig { hard_negatives, ..LoaderConfig::default() };
+        let mut c = LoaderConfig { hard_negatives, compact, ..LoaderConfig::default() };
         if let Some(v) = patch {
             c.patch_zyx = v;
         }
@@ -512,7 +513,8 @@ impl Drop for PyEpoch {
 }
 
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
-/// owning the Rust buffers), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
+/// owning the Rust buffers; for a compact loader int16 HU and uint8, with `window` (lo,
+/// hi), `hu_scale` and `hu_shift` (float32 [B]) to normalise them), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
 /// `positive` (bool [B]), `nodule_id` (int64 [B], -1 for negatives), `source` (list of
 /// str: `positive`, or the negative's source), `epoch`, `index`.
 fn batch_dict<'py>(
@@ -524,14 +526,30 @@ fn batch_dict<'py>(
     let shape_err = |e: ndarray::ShapeError| {
         LoaderError::new_err(format!("batch {} of epoch {}: {e}", b.index, b.epoch))
     };
-    let image = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.images).map_err(shape_err)?;
-    let mask = ndarray::Array5::from_shape_vec((n, c, d, h, w), b.masks).map_err(shape_err)?;
-    *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
     let out = PyDict::new(py);
-    let image: Bound<'py, PyArray5<f32>> = image.into_pyarray(py);
-    let mask: Bound<'py, PyArray5<f32>> = mask.into_pyarray(py);
-    out.set_item("image", image)?;
-    out.set_item("mask", mask)?;
+    let shape = (n, c, d, h, w);
+    if let Some(cb) = b.compact {
+        let image = ndarray::Array5::from_shape_vec(shape, cb.images).map_err(shape_err)?;
+        let mask = ndarray::Array5::from_shape_vec(shape, cb.masks).map_err(shape_err)?;
+        *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
+        let image: Bound<'py, PyArray5<i16>> = image.into_pyarray(py);
+        let mask: Bound<'py, PyArray5<u8>> = mask.into_pyarray(py);
+        out.set_item("image", image)?;
+        out.set_item("mask", mask)?;
+        out.set_item("window", (cb.window[0], cb.window[1]))?;
+        let scale: Bound<'py, PyArray1<f32>> = cb.hu_scale.into_pyarray(py);
+        let shift: Bound<'py, PyArray1<f32>> = cb.hu_shift.into_pyarray(py);
+        out.set_item("hu_scale", scale)?;
+        out.set_item("hu_shift", shift)?;
+    } else {
+        let image = ndarray::Array5::from_shape_vec(shape, b.images).map_err(shape_err)?;
+        let mask = ndarray::Array5::from_shape_vec(shape, b.masks).map_err(shape_err)?;
+        *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
+        let image: Bound<'py, PyArray5<f32>> = image.into_pyarray(py);
+        let mask: Bound<'py, PyArray5<f32>> = mask.into_pyarray(py);
+        out.set_item("image", image)?;
+        out.set_item("mask", mask)?;
+    }
     let ids: Vec<&str> = b.patches.iter().map(|p| p.series_id.as_str()).collect();
     out.set_item("series_id", ids)?;
     let starts =

@@ -141,3 +141,42 @@ def test_set_epoch_refuses_values_naming_the_epoch(store):
             ds.set_epoch(bad)
     ds.set_epoch(3)
     assert (ds.epoch, ds.next_batch) == (3, 0)
+
+
+def test_compact_batches_normalise_to_the_float32_batches_bit_for_bit(store):
+    # Mirroring, quarter turns and a HU factor and shift, each drawn per patch.
+    opts = {**OPTIONS, "augment": "flip,rot90,hu:shift=40:scale=0.1"}
+    floats = list(ctstream.Loader(store, **opts).epoch(0))
+    compact = list(
+        torch.utils.data.DataLoader(ctt.PatchDataset(store, compact=True, **opts), batch_size=None)
+    )
+    assert len(compact) == len(floats) > 0
+    for f, c in zip(floats, compact):
+        assert c["image"].dtype == torch.int16 and c["mask"].dtype == torch.uint8
+        assert c["image"].shape == f["image"].shape and tuple(c["window"]) == (-1000.0, 400.0)
+        image, mask = ctt.normalise(c, "cpu")
+        assert image.dtype == mask.dtype == torch.float32
+        # Bit for bit: the same float32 patterns, not merely close.
+        assert torch.equal(image.view(torch.int32), torch.from_numpy(f["image"]).view(torch.int32))
+        assert torch.equal(mask, torch.from_numpy(f["mask"]))
+        assert c["series_id"] == f["series_id"]
+    # A float32 batch passes through normalise unchanged.
+    image, _ = ctt.normalise(floats[0])
+    assert torch.equal(image, torch.from_numpy(floats[0]["image"]))
+
+
+def test_compact_int16_is_the_stored_hu(store):
+    loader = ctstream.Loader(store, compact=True, **{**OPTIONS, "augment": "none"})
+    b = next(iter(loader.epoch(0)))
+    d, h, w = b["image"].shape[2:]
+    for i, (sid, start) in enumerate(zip(b["series_id"], b["start_zyx"])):
+        want = store.read_region(sid, start_zyx=tuple(int(v) for v in start), shape_zyx=(d, h, w))
+        assert (b["image"][i, 0] == want).all()
+        assert b["hu_scale"][i] == 1.0 and b["hu_shift"][i] == 0.0
+
+
+def test_compact_refuses_augmentations_that_need_float32(store):
+    with pytest.raises(ValueError, match="compact.*rotation"):
+        ctstream.Loader(store, compact=True, augment="nnunet")
+    with pytest.raises(TypeError, match="compact"):
+        ctstream.Loader(store, compact="yes")

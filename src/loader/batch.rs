@@ -1,7 +1,9 @@
-//! What the loader hands out: a batch of patches as contiguous f32 arrays, and where each
-//! patch came from.
+//! What the loader hands out: a batch of patches as contiguous f32 arrays (or, compact,
+//! as stored int16 HU and uint8 masks with what normalises them), and where each patch
+//! came from.
 
 use super::augment::AugmentParams;
+use super::augment::window::Window;
 
 /// Where a patch came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,7 +25,8 @@ pub struct PatchMeta {
 }
 
 /// A batch, ready to hand to a tensor library: `images` and `masks` are contiguous f32
-/// in C order with shape `shape` = [B, 1, D, H, W].
+/// in C order with shape `shape` = [B, 1, D, H, W]; or, from a loader with
+/// [`super::LoaderConfig::compact`], empty, with the batch in [`Batch::compact`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     /// Epoch.
@@ -32,10 +35,58 @@ pub struct Batch {
     pub index: usize,
     /// [B, 1, D, H, W].
     pub shape: [usize; 5],
-    /// Windowed, augmented HU in 0..1 (plus noise, if asked for).
+    /// Windowed, augmented HU in 0..1 (plus noise, if asked for); empty in a compact batch.
     pub images: Vec<f32>,
-    /// 1 inside a nodule, 0 outside.
+    /// 1 inside a nodule, 0 outside; empty in a compact batch.
     pub masks: Vec<f32>,
+    /// The compact batch (None: the batch is in `images` and `masks`).
+    pub compact: Option<Compact>,
     /// One entry per patch.
     pub patches: Vec<PatchMeta>,
+}
+
+/// A compact batch: the stored HU as int16 and the masks as uint8 (a third of the bytes of
+/// f32 images and masks), with what maps each patch's HU to the values the f32 batch
+/// would hold: `((hu * hu_scale[i] + hu_shift[i] - window[0]) * inv)` clamped to 0..1,
+/// with `inv = 1 / (window[1] - window[0])` in f32, each operation rounded to f32 in this
+/// order ([`Compact::normalise`]; on the device: `ctstream.torch.normalise`, or the
+/// training loop). Only augmentations that move whole voxels or change HU by a factor
+/// and a shift can be delivered so.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compact {
+    /// HU as stored (mirrored and turned as drawn), [B, 1, D, H, W], C order.
+    pub images: Vec<i16>,
+    /// 1 inside a nodule, 0 outside, [B, 1, D, H, W], C order.
+    pub masks: Vec<u8>,
+    /// The loader's HU window, mapped to 0 and 1.
+    pub window: [f32; 2],
+    /// Each patch's drawn HU factor (1 without HU augmentation).
+    pub hu_scale: Vec<f32>,
+    /// Each patch's drawn HU shift (0 without HU augmentation).
+    pub hu_shift: Vec<f32>,
+}
+
+impl Compact {
+    /// The f32 images and masks the loader would have delivered without `compact`, bit
+    /// for bit: the reference for a normalisation done elsewhere (on a GPU).
+    pub fn normalise(&self) -> (Vec<f32>, Vec<f32>) {
+        let n = self.images.len() / self.hu_scale.len().max(1);
+        let mut images = Vec::with_capacity(self.images.len());
+        for (i, patch) in self.images.chunks(n.max(1)).enumerate() {
+            let w = Window::new(self.window, self.hu_scale[i], self.hu_shift[i]);
+            images.extend(patch.iter().map(|&v| w.apply(f32::from(v))));
+        }
+        (images, self.masks.iter().map(|&m| f32::from(m)).collect())
+    }
+}
+
+impl Batch {
+    /// This batch with its values as f32 in `images` and `masks`: a compact batch
+    /// normalised ([`Compact::normalise`]), any other unchanged.
+    pub fn into_float(mut self) -> Batch {
+        if let Some(c) = self.compact.take() {
+            (self.images, self.masks) = c.normalise();
+        }
+        self
+    }
 }

@@ -249,6 +249,13 @@ pub struct LoaderConfig {
     /// not an excluded finding).
     #[serde(default, skip_serializing_if = "NoduleFilter::is_none")]
     pub nodule_filter: NoduleFilter,
+    /// Deliver compact batches ([`Batch::compact`]: int16 HU and uint8 masks, a third of
+    /// the bytes) and leave the window to the consumer: on the device in the training
+    /// loop or `ctstream.torch.normalise`. Refused with augmentations that interpolate or
+    /// change values after the window (spatial, intensity, noise) and with transforms of
+    /// the user's own: those need f32.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compact: bool,
 }
 
 /// The default of [`LoaderConfig::fetchers`]: requests in flight at once while the
@@ -352,6 +359,13 @@ impl LoaderConfig {
             return bad(format!("hu_window {:?}: must be LO < HI", self.hu_window));
         }
         self.augment.validate(self.patch_zyx).map_err(LoaderError::Config)?;
+        if self.compact
+            && let Some(what) = self.augment.needs_float()
+        {
+            return bad(format!(
+                "compact batches hold the stored HU, and augment {what} needs f32 values: turn compact off or leave {what} out"
+            ));
+        }
         if let Some(Split::Train { val_fraction } | Split::Val { val_fraction }) = self.split
             && !(0.0..1.0).contains(&val_fraction)
         {
@@ -408,6 +422,7 @@ impl Default for LoaderConfig {
             batches_per_epoch: None,
             mask_label: None,
             nodule_filter: NoduleFilter::default(),
+            compact: false,
         }
     }
 }
@@ -467,6 +482,8 @@ impl<'s> LoaderBuilder<'s> {
         batches_per_epoch: Option<usize> => batches_per_epoch,
         /// Which nodules positives are centred on; default all.
         nodule_filter: NoduleFilter => nodule_filter,
+        /// Compact batches (int16 HU, uint8 masks; [`LoaderConfig::compact`]); default off.
+        compact: bool => compact,
     }
 
     /// Masks from label volume `name`, foreground where it holds one of `values` (every
@@ -653,6 +670,12 @@ impl Loader {
         transforms: Vec<Arc<dyn Transform>>,
     ) -> Result<Loader, LoaderError> {
         cfg.validate()?;
+        if cfg.compact && !transforms.is_empty() {
+            return Err(LoaderError::Config(format!(
+                "compact batches hold the stored HU, and transform `{}` works on f32 patches: turn compact off",
+                transforms[0].name()
+            )));
+        }
         // Selection.
         let mut ids: Vec<&str> = store.series_ids().collect();
         if let Some(list) = &cfg.series {

@@ -7,7 +7,7 @@ use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
 use super::augment::sample::SourceMap;
 use super::augment::window::Window;
-use super::batch::{Batch, PatchMeta};
+use super::batch::{Batch, Compact, PatchMeta};
 use super::negatives::{BODY_MIN_HU, BODY_TRIES};
 use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
 use super::{LoaderError, PatchMut, Shared, Sphere};
@@ -161,12 +161,12 @@ fn finish_patch(
 
 /// Appends `src`, a patch of `shape` (C order), to `dst` through `f`, mirrored along the
 /// axes of `flip` (as [`mirror_in_place`] would leave it).
-fn extend_mirrored<T: Copy>(
-    dst: &mut Vec<f32>,
+fn extend_mirrored<T: Copy, U>(
+    dst: &mut Vec<U>,
     src: &[T],
     shape: [usize; 3],
     flip: [bool; 3],
-    f: impl Fn(T) -> f32,
+    f: impl Fn(T) -> U,
 ) {
     let [nz, ny, nx] = shape;
     dst.reserve(src.len());
@@ -401,6 +401,9 @@ fn body_voxel(shared: &Shared, scan: usize, seed: u64) -> Result<[i64; 3], Loade
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt chunk (naming file and chunk).
 pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, LoaderError> {
+    if shared.cfg.compact {
+        return build_compact_batch(shared, epoch, index);
+    }
     let cfg = &shared.cfg;
     let p = cfg.patch_zyx;
     let n: usize = p.iter().product();
@@ -433,16 +436,79 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
                 LoaderError::Transform { name: t.name().to_string(), batch: index, item, source }
             })?;
         }
-        patches.push(PatchMeta {
-            series_id: scan.id.clone(),
-            start_zyx: spec.start_zyx,
-            positive: spec.positive,
-            nodule_id: spec.nodule.map(|k| scan.nodule_ids[k]),
-            negative_source: spec.source,
-            augment: spec.augment.clone(),
-        });
+        patches.push(meta(shared, spec));
     }
-    Ok(Batch { epoch, index, shape: [b, 1, p[0], p[1], p[2]], images, masks, patches })
+    let shape = [b, 1, p[0], p[1], p[2]];
+    Ok(Batch { epoch, index, shape, images, masks, compact: None, patches })
+}
+
+/// Where a patch came from, for its batch.
+fn meta(shared: &Shared, spec: PatchSpec) -> PatchMeta {
+    let scan = &shared.scans[spec.scan];
+    PatchMeta {
+        series_id: scan.id.clone(),
+        start_zyx: spec.start_zyx,
+        positive: spec.positive,
+        nodule_id: spec.nodule.map(|k| scan.nodule_ids[k]),
+        negative_source: spec.source,
+        augment: spec.augment,
+    }
+}
+
+/// Builds batch `index` of epoch `epoch` as a compact batch ([`Compact`]): each patch's
+/// stored HU and mask copied as they are read, mirrored and turned as drawn; its HU factor
+/// and shift recorded for the consumer's normalisation. The configuration allows no
+/// augmentation that needs f32 ([`LoaderConfig::compact`](super::LoaderConfig::compact)).
+///
+/// # Errors
+/// As [`build_batch`].
+fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, LoaderError> {
+    let cfg = &shared.cfg;
+    let p = cfg.patch_zyx;
+    let n: usize = p.iter().product();
+    let b = cfg.batch_size;
+    let mut c = Compact {
+        images: Vec::with_capacity(b * n),
+        masks: Vec::with_capacity(b * n),
+        window: cfg.hu_window,
+        hu_scale: Vec::with_capacity(b),
+        hu_shift: Vec::with_capacity(b),
+    };
+    let mut patches = Vec::with_capacity(b);
+    for item in 0..b {
+        let spec = resolve(shared, epoch, index, item)?;
+        let hu = read_patch(shared, &spec)?;
+        let m = patch_mask(shared, &spec)?;
+        let hu = hu
+            .as_slice()
+            .ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
+        extend_moved(&mut c.images, hu, &spec.augment, p);
+        extend_moved(&mut c.masks, &m, &spec.augment, p);
+        c.hu_scale.push(spec.augment.hu_scale);
+        c.hu_shift.push(spec.augment.hu_shift);
+        patches.push(meta(shared, spec));
+    }
+    let shape = [b, 1, p[0], p[1], p[2]];
+    Ok(Batch {
+        epoch,
+        index,
+        shape,
+        images: Vec::new(),
+        masks: Vec::new(),
+        compact: Some(c),
+        patches,
+    })
+}
+
+/// Appends `src`, a patch of `shape` (C order), to `dst` moved as `aug` mirrors and turns
+/// it (the values themselves unchanged).
+fn extend_moved<T: Copy>(dst: &mut Vec<T>, src: &[T], aug: &AugmentParams, shape: [usize; 3]) {
+    if aug.quarter_turns.is_multiple_of(4) {
+        extend_mirrored(dst, src, shape, aug.flip_zyx, |v| v);
+    } else {
+        dst.reserve(src.len());
+        for_each_moved(aug, shape, |_, s| dst.push(src[s]));
+    }
 }
 
 #[cfg(test)]

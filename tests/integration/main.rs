@@ -10,6 +10,7 @@ mod annotations;
 mod augment;
 mod broken;
 mod cli;
+mod compact;
 mod dicom;
 mod goldens;
 mod ingest;

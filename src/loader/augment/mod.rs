@@ -211,6 +211,25 @@ impl Augment {
         Ok(())
     }
 
+    /// The first augmentation that makes values a compact batch cannot hold (interpolated
+    /// or changed after the window), as `--augment` names it: `rotation`, `scaling`,
+    /// `elastic`, an intensity stage, `noise`; None where every augmentation moves whole voxels or changes HU by a
+    /// factor and a shift ([`crate::loader::LoaderConfig::compact`]).
+    pub fn needs_float(&self) -> Option<&'static str> {
+        let sp = &self.spatial;
+        let stage = self.intensity.first().map(intensity::Stage::name);
+        [
+            (sp.p_rotation > 0.0).then_some("rotation"),
+            (sp.p_scaling > 0.0).then_some("scaling"),
+            (sp.p_elastic > 0.0).then_some("elastic"),
+            stage,
+            (self.noise_sigma > 0.0).then_some("noise"),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
+
     /// Draws one patch's parameters. The flips, turns and HU draws come first, always the
     /// same number of them (as before the spatial and intensity transforms existed, so a
     /// seed draws the same patches as then); the spatial transform and each intensity
