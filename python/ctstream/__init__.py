@@ -428,6 +428,14 @@ class Loader:
             )
         )
 
+    @names_keywords
+    def epochs(self, epoch: int = 0, first: int = 0) -> Epoch:
+        """Every batch from batch ``first`` of epoch ``epoch`` on, through the epochs after
+        it, built by the same threads: where an epoch ends, the next one's first batches
+        are already built (each batch says its ``epoch`` and ``index``). It never ends:
+        close it, or leave its ``with`` block."""
+        return Epoch(self._native.epochs(integer("epoch", epoch), integer("first", first)))
+
     def __repr__(self) -> str:
         return repr(self._native)
 

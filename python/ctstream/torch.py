@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from . import Loader, PathLike, Store
+from . import Epoch, Loader, PathLike, Store
 from ._keywords import integer
 
 __all__ = ["PatchDataset", "normalise", "to_torch"]
@@ -107,7 +107,9 @@ class PatchDataset(torch.utils.data.IterableDataset):
     Each pass (``iter``) yields the rest of the current epoch and then moves to the next
     epoch; :meth:`set_epoch` chooses one. :meth:`state_dict` is (seed, epoch, next batch):
     saved with a checkpoint and given to :meth:`load_state_dict`, the next pass starts on
-    exactly the batch after the last one yielded.
+    exactly the batch after the last one yielded. The loader's threads persist from pass
+    to pass (one :meth:`ctstream.Loader.epochs` stream), building the next epoch's first
+    batches while a pass ends; :meth:`close` stops them.
     """
 
     def __init__(
@@ -125,6 +127,11 @@ class PatchDataset(torch.utils.data.IterableDataset):
         self.rank, self.world = rank, world
         self._epoch = 0
         self._next = 0
+        # One stream of batches through the epochs (Loader.epochs), kept between passes so
+        # that its threads persist and build the next epoch while this one is used; with
+        # the (epoch, batch) it delivers next.
+        self._stream: Optional[Epoch] = None
+        self._stream_at = (0, 0)
 
     def __len__(self) -> int:
         """Batches in one epoch."""
@@ -158,11 +165,26 @@ class PatchDataset(torch.utils.data.IterableDataset):
 
     def _batches(self) -> Iterator[Dict[str, Any]]:
         epoch, first = self._epoch, self._next
-        with self.loader.batches(epoch, first) as batches:
-            for batch in batches:
-                self._next = batch["index"] + 1
-                yield to_torch(batch)
+        n = len(self.loader)
+        if first >= n:  # the last pass stopped after the last batch of its epoch
+            epoch, first = epoch + 1, 0
+        if self._stream is None or self._stream_at != (epoch, first):
+            self.close()
+            self._stream = self.loader.epochs(epoch, first)
+        for batch in self._stream:
+            k = batch["index"] + 1
+            self._next = k
+            self._stream_at = (epoch, k) if k < n else (epoch + 1, 0)
+            yield to_torch(batch)
+            if k == n:
+                break
         self._epoch, self._next = epoch + 1, 0
+
+    def close(self) -> None:
+        """Stops the loader's threads (a later pass starts them again)."""
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def state_dict(self) -> Dict[str, int]:
         """Where the loader stands: ``seed``, ``epoch`` and ``next_batch`` (plus

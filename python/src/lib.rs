@@ -463,6 +463,16 @@ impl PyLoader {
         Ok(PyEpoch { inner: Some(inner), addresses: None, pid: self.pid })
     }
 
+    /// Every batch from batch `first` of epoch `epoch` on, through the epochs after it,
+    /// built by the same Rust threads (the next epoch's first batches are built while
+    /// this one's last are used); it never ends: close or drop it.
+    #[pyo3(signature = (epoch, first=0))]
+    fn epochs(&self, epoch: u64, first: usize) -> PyResult<PyEpoch> {
+        same_process(self.pid, "Loader")?;
+        let inner = self.inner.epochs(epoch, first).map_err(loader_err)?;
+        Ok(PyEpoch { inner: Some(inner), addresses: None, pid: self.pid })
+    }
+
     fn __repr__(&self) -> String {
         let c = self.inner.config();
         format!(

@@ -180,3 +180,31 @@ def test_compact_refuses_augmentations_that_need_float32(store):
         ctstream.Loader(store, compact=True, augment="nnunet")
     with pytest.raises(TypeError, match="compact"):
         ctstream.Loader(store, compact="yes")
+
+
+def test_passes_share_one_stream_whose_threads_persist(store):
+    from conftest import loader_threads
+
+    opts = {**OPTIONS, "batches_per_epoch": 2, "workers": 3}
+    before = loader_threads()
+    ds = ctt.PatchDataset(store, **opts)
+    dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
+    reference = ctstream.Loader(store, **opts)
+    threads = set()
+    for epoch in range(4):
+        got = [summary(as_numpy(b)) for b in dl]
+        assert got == [summary(b) for b in reference.epoch(epoch)], epoch
+        threads.add(loader_threads())
+    # The same 3 worker threads through every pass (not started afresh each epoch).
+    assert threads == {before + 3}, threads
+    # A pass cut short resumes on the same stream, at the next batch.
+    it = iter(dl)
+    first = next(it)
+    assert (first["epoch"], first["index"]) == (4, 0)
+    rest = [(b["epoch"], b["index"]) for b in dl]
+    assert rest == [(4, 1)] and loader_threads() == before + 3
+    # set_epoch moves elsewhere: a new stream; close stops the threads.
+    ds.set_epoch(9)
+    assert [b["epoch"] for b in dl] == [9, 9]
+    ds.close()
+    assert loader_threads() == before

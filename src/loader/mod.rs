@@ -894,7 +894,7 @@ impl Loader {
         let n = self.batches_per_epoch();
         match first.checked_add(count) {
             Some(end) if end <= n => {
-                Ok(Epoch::start_range(self.shared.clone(), epoch, first, count))
+                Ok(Epoch::start_range(self.shared.clone(), epoch, first, count, n))
             }
             _ => Err(LoaderError::Config(format!(
                 "batches from first {first}, count {count}: an epoch has batches 0..{n} (give first + count <= {n})"
@@ -902,10 +902,28 @@ impl Loader {
         }
     }
 
-    /// Batches `first..first + count` of epoch `epoch`, past the epoch's end if asked (the
-    /// sampler is defined for any index): for benchmarks that stream for a time.
+    /// Every batch from batch `first` of epoch `epoch` on, through the epochs after it,
+    /// built by the same threads: where an epoch ends, the workers are already building
+    /// the next one's first batches (each batch says its `epoch` and `index`). For a
+    /// consumer that reads epoch after epoch, an epoch of few batches then costs no
+    /// thread start and no empty pipeline.
+    ///
+    /// # Errors
+    /// [`LoaderError::Config`] when `first` is not a batch of an epoch.
+    pub fn epochs(&self, epoch: u64, first: usize) -> Result<Epoch, LoaderError> {
+        let n = self.batches_per_epoch();
+        if first >= n {
+            return Err(LoaderError::Config(format!(
+                "epochs from batch {first}: an epoch has batches 0..{n}"
+            )));
+        }
+        Ok(Epoch::start_range(self.shared.clone(), epoch, first, usize::MAX - first, n))
+    }
+
+    /// `count` batches from batch `first` of epoch `epoch` on, through the epochs after it
+    /// ([`Loader::epochs`]): for benchmarks that stream for a time.
     pub(crate) fn stream(&self, epoch: u64, first: usize, count: usize) -> Epoch {
-        Epoch::start_range(self.shared.clone(), epoch, first, count)
+        Epoch::start_range(self.shared.clone(), epoch, first, count, self.batches_per_epoch())
     }
 
     /// Builds one batch on the calling thread (what each worker does).

@@ -74,11 +74,17 @@ impl Ahead {
 }
 
 /// Starts the fetchers of an epoch of batches `first..end` (none for a local store).
+/// (epoch, batch) of position `g` of a stream that starts at epoch `epoch`.
+fn at(epoch: u64, g: usize, per_epoch: usize) -> (u64, usize) {
+    (epoch.saturating_add((g / per_epoch) as u64), g % per_epoch)
+}
+
 fn start_fetchers(
     shared: &Arc<Shared>,
     epoch: u64,
     first: usize,
     end: usize,
+    per_epoch: usize,
 ) -> Option<Arc<Ahead>> {
     let cfg = &shared.cfg;
     if cfg.fetchers == 0 || !shared.scans.iter().any(|s| s.volume.is_remote()) {
@@ -96,13 +102,14 @@ fn start_fetchers(
         let fetch = move || {
             loop {
                 let j = item.fetch_add(1, Ordering::Relaxed);
-                let (k, i) = (first + j / shared.cfg.batch_size, j % shared.cfg.batch_size);
-                if k >= end || !ahead.wait_for(k, depth) {
+                let (g, i) = (first + j / shared.cfg.batch_size, j % shared.cfg.batch_size);
+                if g >= end || !ahead.wait_for(g, depth) {
                     break;
                 }
+                let (e, k) = at(epoch, g, per_epoch);
                 // Errors (and panics) come to the worker that builds the batch.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    patch::warm(&shared, epoch, k, i)
+                    patch::warm(&shared, e, k, i)
                 }));
             }
         };
@@ -133,15 +140,20 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 impl Epoch {
     pub(super) fn start(shared: Arc<Shared>, epoch: u64, batches: usize) -> Epoch {
-        Self::start_range(shared, epoch, 0, batches)
+        Self::start_range(shared, epoch, 0, batches, batches)
     }
 
+    /// Positions `first..first + count` from the start of epoch `epoch`, position `g`
+    /// being batch `g % per_epoch` of epoch `epoch + g / per_epoch`: one range of an
+    /// epoch, or a stream on through the epochs after it with the same threads.
     pub(super) fn start_range(
         shared: Arc<Shared>,
         epoch: u64,
         first: usize,
         count: usize,
+        per_epoch: usize,
     ) -> Epoch {
+        let per_epoch = per_epoch.max(1);
         let prefetch = shared.cfg.prefetch;
         let (job_tx, job_rx) = unbounded::<usize>();
         let (res_tx, res_rx) = bounded::<Item>(prefetch);
@@ -150,9 +162,10 @@ impl Epoch {
             let (shared, job_rx, tx) = (shared.clone(), job_rx.clone(), res_tx.clone());
             let spawned =
                 std::thread::Builder::new().name(format!("ctstream.loader.{w}")).spawn(move || {
-                    while let Ok(k) = job_rx.recv() {
+                    while let Ok(g) = job_rx.recv() {
+                        let (e, k) = at(epoch, g, per_epoch);
                         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            patch::build_batch(&shared, epoch, k)
+                            patch::build_batch(&shared, e, k)
                         }))
                         .unwrap_or_else(|p| {
                             Err(LoaderError::WorkerPanic {
@@ -160,7 +173,7 @@ impl Epoch {
                                 message: panic_message(p.as_ref()),
                             })
                         });
-                        if tx.send((k, r)).is_err() {
+                        if tx.send((g, r)).is_err() {
                             break;
                         }
                     }
@@ -177,7 +190,7 @@ impl Epoch {
                 Err(_) => break,
             }
         }
-        let ahead = start_fetchers(&shared, epoch, first, first + count);
+        let ahead = start_fetchers(&shared, epoch, first, first.saturating_add(count), per_epoch);
         let mut e = Epoch {
             results: res_rx,
             jobs: Some(job_tx),
@@ -185,7 +198,7 @@ impl Epoch {
             pending: BTreeMap::new(),
             next: first,
             issued: first,
-            end: first + count,
+            end: first.saturating_add(count),
             prefetch,
             failed: false,
             ahead,
@@ -222,7 +235,9 @@ impl Epoch {
         self.take(Some(timeout))
     }
 
-    /// The index of the batch the next call delivers (the end of the range once done).
+    /// The index of the batch the next call delivers (the end of the range once done);
+    /// in a stream of epochs ([`super::Loader::epochs`]) its position from the start of
+    /// the first epoch (batch `i % n` of epoch `first + i / n`).
     pub fn next_index(&self) -> usize {
         self.next
     }

@@ -780,3 +780,34 @@ fn user_transforms_chain_after_the_built_in_ones_deterministically() {
         "{text}"
     );
 }
+
+#[test]
+fn a_stream_of_epochs_is_the_epochs_one_after_the_other() {
+    let dir = tempdir();
+    let (out, _) = make_store(dir.path(), 2);
+    let store = Store::open(&out).unwrap();
+    let loader = Loader::builder(&store)
+        .patch([16, 32, 32])
+        .batch_size(2)
+        .workers(3)
+        .seed(9)
+        .batches_per_epoch(Some(3))
+        .augment(Augment::parse("flip", [16, 32, 32]).unwrap())
+        .build()
+        .unwrap();
+    // From batch 1 of epoch 4: 4/1, 4/2, 5/0, 5/1, 5/2, 6/0, 6/1.
+    let mut want: Vec<Batch> = loader.batches(4, 1, 2).unwrap().map(Result::unwrap).collect();
+    want.extend(loader.epoch(5).map(Result::unwrap));
+    want.extend(loader.batches(6, 0, 2).unwrap().map(Result::unwrap));
+    let mut stream = loader.epochs(4, 1).unwrap();
+    let got: Vec<Batch> = stream.by_ref().take(want.len()).map(Result::unwrap).collect();
+    let at: Vec<_> = got.iter().map(|b| (b.epoch, b.index)).collect();
+    assert_eq!(at, [(4, 1), (4, 2), (5, 0), (5, 1), (5, 2), (6, 0), (6, 1)]);
+    assert_eq!(got, want);
+    // It goes on: position 7 from the start of epoch 4 is batch 1 of epoch 6 + 1.
+    assert_eq!(stream.next_index(), 8);
+    assert_eq!(stream.next().unwrap().unwrap().index, 2);
+    drop(stream);
+    let e = loader.epochs(0, 3).unwrap_err().to_string();
+    assert!(e.contains("batches 0..3"), "{e}");
+}
