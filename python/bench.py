@@ -58,18 +58,25 @@ def rust_round(binary, store, a):
 
 
 def python_round(store, a):
-    # One long stream, as `ctstream bench` reads (an epoch far longer than the run).
+    # Epoch after epoch, one pass of the DataLoader each, as a training script reads
+    # (by default one epoch far longer than the run; --batches-per-epoch 2 for a store
+    # of few batches).
     ds = ctstream.torch.PatchDataset(
         store,
         workers=a.workers,
         batch_size=a.batch_size,
         cache_mb=a.cache_mb,
         seed=a.seed,
-        batches_per_epoch=1 << 40,
+        batches_per_epoch=a.batches_per_epoch,
     )
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=0)
     warm = min(a.seconds / 4, 5.0)
-    it = iter(dl)
+
+    def passes():
+        while True:
+            yield from dl
+
+    it = passes()
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < warm:
         next(it)
@@ -79,7 +86,8 @@ def python_round(store, a):
         assert b["image"].dtype == torch.float32 and b["mask"].shape == b["image"].shape
         patches += b["image"].shape[0]
     elapsed = time.perf_counter() - t
-    del it  # stops the loader's threads
+    del it
+    ds.close()  # stops the loader's threads
     return {"patches_per_s": patches / elapsed, "patches": patches, "seconds": elapsed}
 
 
@@ -112,6 +120,12 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--cache-mb", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--batches-per-epoch",
+        type=int,
+        default=1 << 40,
+        help="batches in an epoch of the Python side (each epoch one DataLoader pass); default: one epoch longer than the run",
+    )
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if not os.path.exists(a.ctstream):

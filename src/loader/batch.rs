@@ -81,6 +81,14 @@ impl Compact {
 }
 
 impl Batch {
+    /// The masks as f32 (1 inside, 0 outside), from either kind of batch.
+    pub fn masks_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match &self.compact {
+            Some(c) => c.masks.iter().map(|&m| f32::from(m)).collect(),
+            None => std::borrow::Cow::Borrowed(&self.masks),
+        }
+    }
+
     /// This batch with its values as f32 in `images` and `masks`: a compact batch
     /// normalised ([`Compact::normalise`]), any other unchanged.
     pub fn into_float(mut self) -> Batch {

@@ -80,9 +80,11 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// The training loader's configuration.
+    /// The training loader's configuration: compact batches (normalised on the device,
+    /// [`super::batch_tensors`]) where the augmentation allows them.
     pub fn train_loader(&self) -> LoaderConfig {
         let mut c = self.loader.clone();
+        c.compact = c.augment.needs_float().is_none();
         if self.val_fraction > 0.0 {
             c.split = Some(Split::Train { val_fraction: self.val_fraction });
         }
@@ -98,6 +100,7 @@ impl RunConfig {
         c.hard_negatives = None;
         c.split = Some(Split::Val { val_fraction: self.val_fraction });
         c.augment = Default::default();
+        c.compact = true;
         c.positive_share = VAL_POSITIVE_SHARE;
         c.batches_per_epoch = Some(self.val_batches.max(1));
         c.workers = c.workers.clamp(1, 2);

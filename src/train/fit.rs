@@ -198,7 +198,7 @@ where
         let r = StepRecord {
             step: pos.step,
             loss: loss_value,
-            dice: loss::dice_metric(&probs, &batch.masks, 0.5),
+            dice: loss::dice_metric(&probs, &batch.masks_f32(), 0.5),
             patches_per_s: batch.patches.len() as f64 / step_s,
             loader_wait_s: wait,
             step_s,

@@ -161,11 +161,26 @@ pub enum TrainError {
     ScanValidation(#[from] crate::predict::PredictError),
 }
 
-/// A batch as tensors on `device`: (images, masks).
+/// A batch as tensors on `device`: (images, masks). A compact batch
+/// ([`crate::loader::Compact`]) goes to the device as integers and is normalised there,
+/// operation by operation as the loader's f32 path (the same values bit for bit).
 pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 5>, Tensor<B, 5>) {
-    let x = Tensor::from_data(TensorData::new(b.images.clone(), b.shape), device);
-    let y = Tensor::from_data(TensorData::new(b.masks.clone(), b.shape), device);
-    (x, y)
+    let Some(c) = &b.compact else {
+        let x = Tensor::from_data(TensorData::new(b.images.clone(), b.shape), device);
+        let y = Tensor::from_data(TensorData::new(b.masks.clone(), b.shape), device);
+        return (x, y);
+    };
+    let int = |d: TensorData| Tensor::<B, 5, Int>::from_data(d, device).float();
+    let hu = int(TensorData::new(c.images.clone(), b.shape));
+    let per_patch = |v: &Vec<f32>| {
+        Tensor::<B, 5>::from_data(TensorData::new(v.clone(), [v.len(), 1, 1, 1, 1]), device)
+    };
+    let inv = 1.0 / (c.window[1] - c.window[0]);
+    let x = (hu * per_patch(&c.hu_scale) + per_patch(&c.hu_shift))
+        .sub_scalar(c.window[0])
+        .mul_scalar(inv)
+        .clamp(0.0, 1.0);
+    (x, int(TensorData::new(c.masks.clone(), b.shape)))
 }
 
 /// Trains `model` for `opts.steps` steps on the loader's batches (epoch after epoch),

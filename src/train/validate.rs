@@ -139,10 +139,11 @@ pub fn validate<B: Backend, M: Segmenter<B>>(
         batches += 1;
         let probs: Vec<f32> = p.into_data().convert::<f32>().to_vec().unwrap_or_default();
         let n = batch.shape[2] * batch.shape[3] * batch.shape[4];
+        let masks = batch.masks_f32();
         for (i, meta) in batch.patches.iter().enumerate() {
             let r = i * n..(i + 1) * n;
-            if let Some(pp) = probs.get(r.clone()) {
-                counts.add(pp, &batch.masks[r], meta.positive, 0.5);
+            if let (Some(pp), Some(m)) = (probs.get(r.clone()), masks.get(r)) {
+                counts.add(pp, m, meta.positive, 0.5);
             }
         }
     }

@@ -690,3 +690,47 @@ fn train_help_states_the_library_defaults() {
         );
     }
 }
+
+/// The tensors of a compact batch, normalised on the device, equal those of the f32 batch
+/// bit for bit, on each CPU backend (flex; LibTorch where built).
+fn compact_tensors_equal<B: Backend>(device: &B::Device) {
+    let dir = tempdir();
+    let store = store(dir.path());
+    let build = |compact: bool| {
+        Loader::builder(&store)
+            .patch([16, 32, 32])
+            .batch_size(4)
+            .seed(3)
+            .batches_per_epoch(Some(3))
+            .augment(
+                ctstream::loader::Augment::parse("flip,rot90,hu:shift=40:scale=0.1", [16, 32, 32])
+                    .unwrap(),
+            )
+            .compact(compact)
+            .build()
+            .unwrap()
+    };
+    let (f, c) = (build(false), build(true));
+    for (a, b) in f.epoch(0).zip(c.epoch(0)) {
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(b.compact.is_some());
+        let (xa, ya) = train::batch_tensors::<B>(&a, device);
+        let (xb, yb) = train::batch_tensors::<B>(&b, device);
+        let v = |t: Tensor<B, 5>| t.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(v(xa)), bits(v(xb)), "images of batch {}", a.index);
+        assert_eq!(v(ya), v(yb), "masks of batch {}", a.index);
+        assert_eq!(*a.masks_f32(), *b.masks_f32());
+    }
+}
+
+#[test]
+fn compact_batches_make_the_same_tensors_on_flex() {
+    compact_tensors_equal::<burn::backend::Flex>(&Default::default());
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn compact_batches_make_the_same_tensors_on_libtorch() {
+    compact_tensors_equal::<burn::backend::LibTorch>(&Default::default());
+}
