@@ -8,7 +8,8 @@ them into a chunked store ([`store`]; on a local disk or on object storage,
 [`store::remote`]; by one process or by shards, [`ingest`]) with lung masks, label maps
 (NIfTI, MetaImage, DICOM SEG) and LIDC's consensus and readers' masks as label volumes
 ([`labels`]),
-streams patches from it ([`loader`]), trains (`train`, feature `train`: a run's settings,
+streams patches from it ([`loader`]: f32 batches, or compact int16/uint8 batches that the
+consumer normalises on its device), trains (`train`, feature `train`: a run's settings,
 its folder and its training on a backend), predicts with any model ([`predict`]), scores
 findings (LUNA16 FROC and CPM, [`evaluate`]), draws pictures a person looks at
 ([`picture`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).

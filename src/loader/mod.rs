@@ -27,7 +27,10 @@
 //! - [`patch`] reads the region through the shared [`cache::ChunkCache`], makes the mask
 //!   (the nodule spheres rasterised, or a label volume's chosen values:
 //!   [`LoaderBuilder::mask_label`]), augments, and normalises to f32.
-//! - [`stream`] runs the workers and delivers batches in order through bounded channels.
+//! - [`stream`] runs the workers and delivers batches in order through bounded channels:
+//!   one epoch, a range of it, or on through the epochs ([`Loader::epochs`]).
+//! - [`batch`]: f32 batches, or compact ones ([`LoaderConfig::compact`]: int16 HU, uint8
+//!   masks and what normalises them, a third of the bytes).
 //! - [`filter`] chooses the nodules positives are centred on (LIDC readers, malignancy).
 
 pub mod augment;

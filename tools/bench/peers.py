@@ -22,8 +22,13 @@ the store's index), with 2 threads:
 - **medrs** (Rust NIfTI reader): `medrs.load_cropped` of the image and the mask from
   uncompressed NIfTI files (crop-first loads), as float32.
 
-medkit-rs is not run yet: its patches are planned by its CLI (`medkit sample`), which its
-wheel does not ship; it has to be built from its source at the wheel's tag.
+- **medkit-rs** (Rust + PyO3), with `--medkit PATH` to its CLI (`medkit`, not in its wheel:
+  built from its source at the wheel's tag, `cargo build --release -p medkit-cli` at
+  v0.1.1): the NIfTI files in nnU-Net's layout, `medkit dataset validate`, `medkit
+  prepare` with a plan that windows to the same HU range and scales to 0..1 (its cache:
+  float32, uncompressed), `medkit sample --strategy foreground-balanced` (patches planned
+  ahead; its own share of foreground), then its native `DatasetHandle` with the volumes
+  resident in memory, each thread filling float32 batch buffers (`fill_batch_ptr`).
 
 Each loader runs in a process of its own (so its peak RSS is its own), rounds alternate
 between them; medians and the ratios the README reports are printed (``--json``: every
@@ -34,7 +39,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -48,6 +52,7 @@ BATCH = 8
 POSITIVE = 0.8
 JITTER = 8
 PEERS = ("numpy_f32", "numpy_int16", "blosc2", "medrs")
+WINDOW = (-1000.0, 400.0)
 
 
 def export(ctstream, store, work, scans):
@@ -114,6 +119,36 @@ def export(ctstream, store, work, scans):
             )
         cases.append({"id": sid, "shape": list(hu.shape), "centres": centres, "base": base})
     return cases
+
+
+def prepare_medkit(medkit, cases, work, seed):
+    """medkit-rs's cache and patch plan for the cases (see the module docs)."""
+    root = os.path.join(work, "medkit")
+    shutil.rmtree(root, ignore_errors=True)
+    for sub in ("imagesTr", "labelsTr"):
+        os.makedirs(os.path.join(root, "raw", sub))
+    for k, c in enumerate(cases):
+        name = f"case{k:03d}"
+        os.link(c["base"] + ".nii", os.path.join(root, "raw", "imagesTr", f"{name}_0000.nii"))
+        os.link(c["base"] + "_mask.nii", os.path.join(root, "raw", "labelsTr", f"{name}.nii"))
+    with open(os.path.join(root, "plan.toml"), "w") as f:
+        f.write(
+            'name = "ctstream-peers"\nimage_interpolation = "linear"\nlabel_interpolation = "nearest"\n'
+            '[[operations]]\nop = "resample"\nspacing = [1.0, 1.0, 1.0]\n'
+            f'[[operations]]\nop = "ct_window"\nmin = {WINDOW[0]}\nmax = {WINDOW[1]}\n'
+            '[[operations]]\nop = "min_max_normalize"\n'
+        )
+    steps = [
+        ["dataset", "validate", "raw", "--images", "imagesTr", "--labels", "labelsTr"],
+        ["prepare", ".", "--manifest", "manifest.json", "--plan", "plan.toml", "--cache", "cache"],
+        ["sample", "cache", "--patch", f"{PATCH[2]},{PATCH[1]},{PATCH[0]}"],
+    ]
+    steps[0] += ["--layout", "nnunet", "--out", "manifest.json", "--report", "report.txt"]
+    steps[2] += ["--strategy", "foreground-balanced", "--count", "4096", "--out", "patches.jsonl"]
+    steps[2] += ["--seed", str(seed)]
+    for step in steps:
+        subprocess.run([medkit, *step], cwd=root, check=True, stdout=subprocess.DEVNULL)
+    return root
 
 
 def plan(cases, seed, n):
@@ -199,13 +234,45 @@ def check_layout(cases):
             sys.exit(f"medrs reads another crop than NumPy at {start}: {b[0].shape}")
 
 
+def vm_hwm():
+    """Peak resident memory of this process (VmHWM), bytes."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_peer(name, cases, seconds, threads, seed):
     """Patches/s of `name` on `threads` threads for `seconds` after a warm-up."""
     import numpy as np
 
+    # A forked child starts with its parent's peak: reset it (Linux), so it is the peer's.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+    stop, counts = threading.Event(), [0] * threads
+    if name == "medkit":
+        from medkit_rs import _native
+
+        # Its cache names its files relative to the folder it was made in.
+        os.chdir(cases[0]["medkit"])
+        handle = _native.DatasetHandle("cache", "patches.jsonl", "resident")
+
+        def work(t):
+            shape = (BATCH, 1, *PATCH)
+            img, lbl = np.empty(shape, np.float32), np.empty(shape, np.float32)
+            i = t * BATCH
+            while not stop.is_set():
+                handle.fill_batch_ptr(
+                    i % (handle.records - BATCH), BATCH, img.ctypes.data, lbl.ctypes.data
+                )
+                counts[t] += BATCH
+                i += BATCH * threads
+
+        return timed(work, threads, seconds, stop, counts)
     read = reader(name, cases)
     starts = plan(cases, seed, 4096)
-    stop, counts = threading.Event(), [0] * threads
 
     def work(t):
         i = t
@@ -217,6 +284,11 @@ def run_peer(name, cases, seconds, threads, seed):
             counts[t] += BATCH
             i += BATCH * threads
 
+    return timed(work, threads, seconds, stop, counts)
+
+
+def timed(work, threads, seconds, stop, counts):
+    """Runs `work(t)` on `threads` threads; patches/s after a warm-up, and the peak RSS."""
     pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
     for p in pool:
         p.start()
@@ -229,7 +301,7 @@ def run_peer(name, cases, seconds, threads, seed):
         p.join()
     return {
         "patches_per_s": n / elapsed,
-        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "peak_rss_bytes": vm_hwm(),
     }
 
 
@@ -269,6 +341,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="folder for the peers' files (default: temporary)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--medkit", help="medkit-rs's CLI (built from its source): adds medkit-rs")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # a peer's own process
     ap.add_argument("--cases", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -282,13 +355,19 @@ def main():
     try:
         cases = export(a.ctstream, a.store, work, a.scans)
         check_layout(cases)
+        peers = PEERS
+        if a.medkit:
+            root = prepare_medkit(a.medkit, cases, work, a.seed)
+            for c in cases:
+                c["medkit"] = root
+            peers = (*PEERS, "medkit")
         cases_file = os.path.join(work, "cases.json")
         with open(cases_file, "w") as f:
             json.dump(cases, f)
         rounds = []
         for r in range(a.rounds):
             got = run_ctstream(a.ctstream, a.store, a.seconds, a.threads, a.cache_mb)
-            for name in PEERS:
+            for name in peers:
                 cmd = [sys.executable, __file__, "--one", name, "--cases", cases_file]
                 cmd += ["--store", a.store]
                 cmd += ["--seconds", str(a.seconds), "--threads", str(a.threads)]
@@ -312,6 +391,11 @@ def main():
             "blosc2": size_of([b + s for b in bases for s in (".b2nd", "_mask.b2nd")]),
             "medrs": size_of([b + s for b in bases for s in (".nii", "_mask.nii")]),
         }
+        if a.medkit:
+            cache = os.path.join(work, "medkit", "cache")
+            disk["medkit"] = sum(
+                os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(cache) for f in fs
+            )
         ratios = {
             "ctstream / numpy_f32": med["ctstream"] / med["numpy_f32"],
             "ctstream_compact / ctstream": med["ctstream_compact"] / med["ctstream"],
@@ -319,6 +403,9 @@ def main():
             "ctstream / blosc2": med["ctstream"] / med["blosc2"],
             "ctstream / medrs": med["ctstream"] / med["medrs"],
         }
+        if a.medkit:
+            ratios["ctstream / medkit"] = med["ctstream"] / med["medkit"]
+            ratios["ctstream_compact / medkit"] = med["ctstream_compact"] / med["medkit"]
         result = {"median_patches_per_s": med, "peak_rss_bytes": peak, "disk_bytes": disk}
         result.update({"ratios": ratios, "rounds": rounds, "scans": len(cases)})
         if a.json:
