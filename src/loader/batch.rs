@@ -68,12 +68,16 @@ pub struct Compact {
 
 impl Compact {
     /// The f32 images and masks the loader would have delivered without `compact`, bit
-    /// for bit: the reference for a normalisation done elsewhere (on a GPU).
+    /// for bit: the reference for a normalisation done elsewhere (on a GPU). The images
+    /// are as many equal patches as `hu_scale` has entries (a loader's batch always is);
+    /// voxels beyond the patches that `hu_scale` and `hu_shift` both cover are left out.
     pub fn normalise(&self) -> (Vec<f32>, Vec<f32>) {
-        let n = self.images.len() / self.hu_scale.len().max(1);
+        let patches = self.hu_scale.len().min(self.hu_shift.len());
+        let n = (self.images.len() / patches.max(1)).max(1);
         let mut images = Vec::with_capacity(self.images.len());
-        for (i, patch) in self.images.chunks(n.max(1)).enumerate() {
-            let w = Window::new(self.window, self.hu_scale[i], self.hu_shift[i]);
+        let per_patch = self.hu_scale.iter().zip(&self.hu_shift);
+        for (patch, (&scale, &shift)) in self.images.chunks(n).zip(per_patch) {
+            let w = Window::new(self.window, scale, shift);
             images.extend(patch.iter().map(|&v| w.apply(f32::from(v))));
         }
         (images, self.masks.iter().map(|&m| f32::from(m)).collect())
