@@ -7,9 +7,11 @@ loader alone), on the same store, in the same run, with the same loader settings
 The Python side is what a training script does: ctstream.torch.PatchDataset through a
 torch DataLoader(batch_size=None, num_workers=0), each batch's image and mask as
 float32 tensors [B, 1, D, H, W] (torch.from_numpy over the Rust buffers) and its other
-fields converted. Both sides measure one long stream of batches after the same warm-up
-(a quarter of --seconds, at most 5 s), in rounds that alternate Rust and Python; the
-medians and their ratio are printed (and with --json, every round).
+fields converted, epoch after epoch (one DataLoader pass each; by default one epoch
+longer than the run, `--batches-per-epoch 2` for a store of few batches). Rust streams
+`ctstream bench`'s f32 batches. Both sides measure after the same warm-up (a quarter of
+--seconds, at most 5 s), in rounds that alternate Rust and Python; the medians and their
+ratio are printed (and with --json, every round).
 """
 
 import argparse
