@@ -325,7 +325,7 @@ struct PyLoader {
 #[pymethods]
 impl PyLoader {
     #[new]
-    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None, hard_negatives=None, compact=false))]
+    #[pyo3(signature = (store, *, patch=None, batch_size=None, positive_share=None, jitter=None, negatives=None, weighting=None, hu_window=None, augment=None, workers=None, prefetch=None, fetchers=None, cache_bytes=None, seed=None, series=None, split=None, val_fraction=None, rank=None, world=None, batches_per_epoch=None, mask_label=None, min_readers=None, min_malignancy=None, hard_negatives=None, compact=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -353,8 +353,9 @@ impl PyLoader {
         min_readers: Option<u8>,
         min_malignancy: Option<f64>,
         hard_negatives: Option<std::path::PathBuf>,
-        compact: bool,
+        compact: Option<bool>,
     ) -> PyResult<Self> {
+        let compact = compact.unwrap_or_default();
         let mut c = LoaderConfig { hard_negatives, compact, ..LoaderConfig::default() };
         if let Some(v) = patch {
             c.patch_zyx = v;

@@ -27,8 +27,9 @@ ALIASES = {"window": "hu_window", "cache_mb": "cache_bytes"}
 
 
 def library_fields(store, tmp_path) -> list:
-    # `mask_label`, `nodule_filter` and `hard_negatives` are left out of the configuration
-    # while unset (config.json of older runs has none of them): set them (masks from the
+    # `mask_label`, `nodule_filter`, `hard_negatives` and `compact` are left out of the
+    # configuration while unset (config.json of older runs has none of them): set them
+    # (compact batches; masks from the
     # lung masks every store of the fixture holds, whose components are the positives once
     # the filter leaves no nodule; one finding at a corner of the first scan, far from its
     # nodules, as the hard negatives).
@@ -43,6 +44,7 @@ def library_fields(store, tmp_path) -> list:
         min_readers=1,
         negatives="lungs=0.5,hard=0.5",
         hard_negatives=findings,
+        compact=True,
     )
     return list(loader.config)
 
