@@ -22,6 +22,7 @@ mod synth;
 #[cfg(feature = "train")]
 mod train;
 mod verify;
+mod view;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,8 @@ enum Command {
     Plot(plot::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),
+    /// Look at a store, its predictions and a training run in the browser (a local web server).
+    View(view::Args),
 }
 
 /// Failure classes, each with its own exit code.
@@ -154,6 +157,7 @@ fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Render(a) => render::run(a),
         Command::Plot(a) => plot::run(a),
+        Command::View(a) => view::run(a),
         Command::Demo(a) => demo::run(a, &progress),
     };
     match result {

@@ -13,7 +13,8 @@ consumer normalises on its device), trains (`train`, feature `train`: a run's se
 its folder and its training on a backend), predicts with any model ([`predict`]), scores
 findings (LUNA16 FROC and CPM, [`evaluate`]), draws pictures a person looks at
 ([`picture`]), and generates synthetic LUNA-like datasets for tests and demos ([`synth`]).
-[`verify`] reads a whole store back and reports per scan.
+[`verify`] reads a whole store back and reports per scan; [`view`] serves a store, its
+predictions and a run to the browser (`ctstream view`).
 The modules import downward only (`docs/ARCHITECTURE.md`, "Layers"; `tests/integration/layers.rs`).
 The Python package (`python/`, PyO3) binds this crate and adds no logic of its own;
 [`message`] gives the CLI and the bindings one text for an error and its causes.
@@ -54,4 +55,5 @@ pub mod synth;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod verify;
+pub mod view;
 pub mod volume;

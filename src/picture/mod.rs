@@ -88,6 +88,20 @@ impl Picture {
         Picture { width, height, rgb: vec![255; width as usize * height as usize * 3] }
     }
 
+    /// A picture of these pixels (RGB, row-major).
+    ///
+    /// # Errors
+    /// [`PictureError::Draw`] when `rgb` is not `width * height * 3` bytes.
+    pub fn from_rgb(width: u32, height: u32, rgb: Vec<u8>) -> Result<Picture, PictureError> {
+        if rgb.len() != width as usize * height as usize * 3 {
+            return Err(PictureError::Draw(format!(
+                "{} bytes for a {width}x{height} RGB picture",
+                rgb.len()
+            )));
+        }
+        Ok(Picture { width, height, rgb })
+    }
+
     /// Width in pixels.
     pub fn width(&self) -> u32 {
         self.width

@@ -28,3 +28,4 @@ mod robustness;
 mod store;
 mod synth;
 mod train;
+mod view;
