@@ -19,7 +19,9 @@
 # script runs each group with `--ignored` where its packages are installed (the Python
 # cross-checks: `with_python::`; the PyTorch twins: `with_pytorch::`; tests/integration/remote.rs)
 # and says which groups it skipped.
-# CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH / _S3,
+# - With Chromium, chromedriver and Selenium (tools/view/requirements.txt), `ctstream view`
+#   is tested in a headless browser (tools/view/browser_test.py).
+# CI (.ci/run) installs all of them and sets CTSTREAM_REQUIRE_JPEGLS / _PYTHON / _LIBTORCH / _S3 / _BROWSER,
 # so nothing is skipped there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -138,5 +140,18 @@ elif [ -n "${CTSTREAM_REQUIRE_PYTHON:-}" ]; then
 else
     echo "note: the Python package (python/) is not built or tested: it needs an active virtual environment with"
     echo "      python3 -m pip install -r ${py_requirements[0]} -r ${py_requirements[1]} -r ${py_requirements[2]}"
+fi
+# `ctstream view` in a real browser: Chromium and chromedriver (Debian's chromium and
+# chromium-driver), Selenium (tools/view/requirements.txt). It makes its own small demo
+# (ctstream demo --small) and keeps a screenshot of each state in target/view-screenshots/.
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null &&
+    python3 tools/python/check_requirements.py tools/view/requirements.txt >/dev/null 2>&1; then
+    python3 tools/view/browser_test.py --bin target/release/ctstream --out target/view-screenshots || status=1
+    took "the browser test of ctstream view"
+elif [ -n "${CTSTREAM_REQUIRE_BROWSER:-}" ]; then
+    echo "error: CTSTREAM_REQUIRE_BROWSER is set but chromium, chromedriver or the packages of tools/view/requirements.txt are missing" >&2
+    exit 1
+else
+    echo "skipped: the browser test of ctstream view (needs apt-get install chromium chromium-driver and pip install -r tools/view/requirements.txt)"
 fi
 exit "$status"

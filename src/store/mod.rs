@@ -905,6 +905,19 @@ impl Store {
         Ok(v)
     }
 
+    /// Lets go of scan `id`'s open volume and label files (their memory maps end when the
+    /// last handle given out is dropped; the next use opens them again). For a long-lived
+    /// reader that walks through many scans (`ctstream view`), so that the pages of the
+    /// files it has left do not stay mapped into the process.
+    pub fn close(&self, id: &str) {
+        if let Ok(mut m) = self.open.lock() {
+            m.remove(id);
+        }
+        if let Ok(mut m) = self.open_labels.lock() {
+            m.retain(|(sid, _), _| sid != id);
+        }
+    }
+
     /// Reads a region of a scan (see [`VolumeFile::read_region`]).
     ///
     /// # Errors

@@ -115,6 +115,11 @@ pub struct Slice {
 /// The most thumbnails kept (PNGs of a few kB each).
 const MAX_THUMBNAILS: usize = 4096;
 
+/// The most scans whose files stay open (memory-mapped) at once: the least recently
+/// looked at is closed when another opens, so the pages of the files a user has scrolled
+/// past do not stay in the server's memory (its decoded chunks stay in the cache).
+pub const OPEN_SCANS: usize = 2;
+
 /// Width of a thumbnail, pixels.
 pub const THUMBNAIL_WIDTH: u32 = 160;
 
@@ -131,6 +136,7 @@ pub struct Viewer {
     location: String,
     cache: ChunkCache,
     keys: Mutex<HashMap<(String, String), u32>>,
+    recent: Mutex<std::collections::VecDeque<String>>,
     nodules: Vec<NoduleRow>,
     candidates: Vec<CandidateRow>,
     rows: Vec<ScanRow>,
@@ -206,6 +212,7 @@ impl Viewer {
             location: cfg.store.clone(),
             cache: ChunkCache::new(cfg.cache_bytes),
             keys: Mutex::new(HashMap::new()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             nodules,
             candidates,
             rows,
@@ -307,6 +314,7 @@ impl Viewer {
                 n - 1
             )));
         }
+        self.touch(id);
         let (r, rc) = plane.region(shape, index);
         let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
         match layer {
@@ -335,6 +343,24 @@ impl Viewer {
                 // Keys of maps apart from every label name (which start with a letter).
                 let a = self.cache.read_region(self.key(id, "0pred"), &v, r).map_err(failed)?;
                 Ok(Slice { shape: rc, dtype: "int16", bytes: i16_bytes(a.iter().copied()) })
+            }
+        }
+    }
+
+    /// Notes that scan `id` is being read; closes the files of the least recently read
+    /// scan beyond [`OPEN_SCANS`].
+    fn touch(&self, id: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.front().is_some_and(|f| f == id) {
+            return;
+        }
+        recent.retain(|r| r != id);
+        recent.push_front(id.to_string());
+        while recent.len() > OPEN_SCANS {
+            let Some(old) = recent.pop_back() else { break };
+            self.store.close(&old);
+            if let Some(p) = &self.pred {
+                p.maps.lock().unwrap_or_else(|e| e.into_inner()).remove(&old);
             }
         }
     }

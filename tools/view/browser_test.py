@@ -26,6 +26,7 @@ import time
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.actions.wheel_input import ScrollOrigin
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
@@ -52,8 +53,15 @@ def browser(chromedriver, chromium):
     opts = webdriver.ChromeOptions()
     if chromium:
         opts.binary_location = chromium
-    for a in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--window-size=1700,1000", "--no-first-run", "--disable-extensions"]:
+    for a in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1700,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ]:
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver: Selenium Manager never looks for one on the network.
@@ -72,7 +80,9 @@ def index(d, plane):
 def canvas_digest(d, plane):
     return d.execute_script(
         "const c = document.querySelector(`figure.view[data-plane='${arguments[0]}'] canvas`);"
-        "return c.toDataURL().length + ':' + c.toDataURL().slice(-64);", plane)
+        "return c.toDataURL().length + ':' + c.toDataURL().slice(-64);",
+        plane,
+    )
 
 
 def wait_drawn(d, plane, i):
@@ -87,12 +97,19 @@ def run(args):
     d = browser(args.chromedriver, args.chromium)
     try:
         d.get(url)
-        WebDriverWait(d, 60).until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1")
+        WebDriverWait(d, 60).until(
+            lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "1"
+        )
         store = json.loads(d.execute_script("return JSON.stringify(window.ctview.store)"))
         rows = d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")
-        check(len(rows) == store["scans"], f"scans table: {len(rows)} rows for {store['scans']} scans")
-        WebDriverWait(d, 60).until(lambda d: d.execute_script(
-            "return [...document.querySelectorAll('#scans img')].every(i => i.complete && i.naturalWidth > 0)"))
+        check(
+            len(rows) == store["scans"], f"scans table: {len(rows)} rows for {store['scans']} scans"
+        )
+        WebDriverWait(d, 60).until(
+            lambda d: d.execute_script(
+                "return [...document.querySelectorAll('#scans img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
+        )
         seen["scans"] = len(rows)
         d.save_screenshot(os.path.join(out, "1-scans.png"))
 
@@ -100,14 +117,24 @@ def run(args):
         th = d.find_element(By.CSS_SELECTOR, '#scans th[data-key="lung_ml"]')
         th.click()
         th.click()
-        values = [float(r.find_elements(By.TAG_NAME, "td")[4].text or "nan")
-                  for r in d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")]
+        values = [
+            float(r.find_elements(By.TAG_NAME, "td")[4].text or "nan")
+            for r in d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")
+        ]
         check(values == sorted(values, reverse=True), f"lung volumes sorted down: {values}")
         seen["sorted_lung_ml"] = values
 
-        # One scan: the three views draw.
-        series = d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")[0].get_attribute("data-series")
-        d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")[0].click()
+        # One scan (one with a probability map, as the demo's held-out scan): the three views draw.
+        series = d.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            (async () => {
+              for (const r of window.ctview.rows) {
+                const s = await (await fetch(`/api/scans/${encodeURIComponent(r.series_id)}`)).json();
+                if (s.probability) return r.series_id;
+              }
+              return window.ctview.rows[0].series_id;
+            })().then(done);""")
+        d.find_element(By.CSS_SELECTOR, f'#scans tbody tr[data-series="{series}"]').click()
         for plane in ["axial", "coronal", "sagittal"]:
             WebDriverWait(d, 30).until(lambda d, p=plane: index(d, p)[0] is not None)
         z0, nz = index(d, "axial")
@@ -118,8 +145,9 @@ def run(args):
         axial = d.find_element(By.CSS_SELECTOR, 'figure.view[data-plane="axial"] canvas')
         step = -1 if z0 + 3 > nz else 1
         for _ in range(3):
-            ActionChains(d).scroll_to_element(axial).scroll_from_origin(
-                webdriver.common.actions.wheel_input.ScrollOrigin.from_element(axial), 0, 100 * step).perform()
+            ActionChains(d).scroll_from_origin(
+                ScrollOrigin.from_element(axial), 0, 100 * step
+            ).perform()
             time.sleep(0.05)
         wait_drawn(d, "axial", z0 + 3 * step)
         ActionChains(d).move_to_element(axial).perform()
@@ -137,6 +165,14 @@ def run(args):
         box.click()
         WebDriverWait(d, 10).until(lambda d: canvas_digest(d, "coronal") == before)
         seen["overlays"] = d.execute_script("return [...window.ctview.overlays]")
+        # The probability map's overlay: there, on, and off when unticked.
+        prob = d.find_elements(By.CSS_SELECTOR, 'input[data-overlay="probability"]')
+        check(prob and prob[0].is_selected(), f"{series}: the probability overlay, on")
+        prob[0].click()
+        WebDriverWait(d, 10).until(
+            lambda d: "probability" not in d.execute_script("return [...window.ctview.overlays]")
+        )
+        prob[0].click()
 
         # The window presets change the picture.
         d.find_element(By.CSS_SELECTOR, 'button.preset[data-width="400"]').click()
@@ -156,7 +192,9 @@ def run(args):
         d.save_screenshot(os.path.join(out, "4-nodule.png"))
 
         # A click in the axial view moves the coronal and sagittal views to that point.
-        ActionChains(d).move_to_element_with_offset(axial, -axial.size["width"] // 4, 0).click().perform()
+        ActionChains(d).move_to_element_with_offset(
+            axial, -axial.size["width"] // 4, 0
+        ).click().perform()
         WebDriverWait(d, 10).until(lambda d: index(d, "sagittal")[0] != x)
         seen["click_point"] = d.execute_script("return window.ctview.point")
 
@@ -165,8 +203,13 @@ def run(args):
 
         # The run: its curves and the FROC.
         d.find_element(By.ID, "tab-run").click()
-        WebDriverWait(d, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#charts figure")) > 0)
-        charts = [f.get_attribute("data-chart") for f in d.find_elements(By.CSS_SELECTOR, "#charts figure")]
+        WebDriverWait(d, 10).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#charts figure")) > 0
+        )
+        charts = [
+            f.get_attribute("data-chart")
+            for f in d.find_elements(By.CSS_SELECTOR, "#charts figure")
+        ]
         check(any(c.startswith("FROC") for c in charts), f"a FROC chart among {charts}")
         check(any(c.startswith("train:") for c in charts), f"training curves among {charts}")
         seen["charts"] = charts
@@ -175,7 +218,9 @@ def run(args):
         # Back to the scans, filtered to the flagged ones.
         d.find_element(By.ID, "tab-scans").click()
         d.find_element(By.ID, "filter").send_keys(series[-6:])
-        WebDriverWait(d, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")) == 1)
+        WebDriverWait(d, 10).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")) == 1
+        )
 
         errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         check(not errors, f"console errors: {errors}")
@@ -189,7 +234,7 @@ def run(args):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
-            raise AssertionError("ctstream view did not stop on SIGINT")
+            raise AssertionError("ctstream view did not stop on SIGINT") from None
     check(proc.returncode == 0, f"ctstream view exited {proc.returncode}: {proc.stderr.read()}")
     return seen
 
@@ -197,9 +242,13 @@ def run(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bin", required=True, help="the ctstream binary")
-    ap.add_argument("--demo", help="a `ctstream demo` output folder [default: make one with --small]")
+    ap.add_argument(
+        "--demo", help="a `ctstream demo` output folder [default: make one with --small]"
+    )
     ap.add_argument("--out", required=True, help="folder for the screenshots")
-    ap.add_argument("--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+    ap.add_argument(
+        "--chromedriver", default=shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    )
     ap.add_argument("--chromium", default=shutil.which("chromium"))
     args = ap.parse_args()
     tmp = None
@@ -207,8 +256,11 @@ def main():
         tmp = tempfile.mkdtemp(prefix="ctstream-view-")
         args.demo = os.path.join(tmp, "demo")
         t = time.time()
-        subprocess.run([args.bin, "demo", "--small", "--train-steps", "20", "--quiet", "--out", args.demo],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [args.bin, "demo", "--small", "--train-steps", "20", "--quiet", "--out", args.demo],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         print(f"browser_test: ctstream demo --small in {time.time() - t:.0f} s", file=sys.stderr)
     try:
         seen = run(args)

@@ -7,7 +7,10 @@ const PLANES = ["axial", "coronal", "sagittal"];
 // The array axis (z 0, y 1, x 2) each plane's index runs along, and its rows and columns.
 const AXIS = { axial: 0, coronal: 1, sagittal: 2 };
 const ROWS_COLS = { axial: [1, 2], coronal: [0, 2], sagittal: [0, 1] };
-const LABEL_COLOURS = [[0, 190, 230], [230, 170, 0], [40, 210, 70], [200, 80, 220], [240, 240, 60], [90, 120, 255], [255, 120, 120], [120, 255, 200]];
+// Colours of label values (green is the annotated nodules' own, so none here): value v of
+// the i-th label volume takes colour i + v - 1.
+const LABEL_COLOURS = [[0, 190, 230], [230, 170, 0], [200, 80, 220], [240, 240, 60], [90, 120, 255], [255, 120, 120], [120, 255, 200], [255, 255, 255]];
+const LABEL_ALPHA = 0.3;
 const MAX_CACHED = 300;
 
 const state = {
@@ -219,7 +222,7 @@ async function drawView(plane) {
     if (scan.probability && state.overlays.has("probability")) want.push(getSlice(`/api/scans/${id}/probability/${plane}/${index}`));
     const got = await Promise.all(want);
     image = got[0];
-    labels = labelNames.map(([, i], k) => [got[1 + k], LABEL_COLOURS[i % LABEL_COLOURS.length]]);
+    labels = labelNames.map(([, i], k) => [got[1 + k], i]);
     if (scan.probability && state.overlays.has("probability")) prob = got[got.length - 1];
   } catch (e) { say(e.message); return; }
   if (gen !== state.generation[plane] || scan !== state.scan) return; // a newer request drew
@@ -234,11 +237,11 @@ async function drawView(plane) {
       let g = (image.data[i] - lo) * inv;
       g = g < 0 ? 0 : g > 255 ? 255 : g;
       let R = g, G = g, B = g;
-      for (const [l, colour] of labels) {
+      for (const [l, li] of labels) {
         const v = l.data[i];
         if (v) {
-          const k = v === 1 ? colour : LABEL_COLOURS[v % LABEL_COLOURS.length];
-          R = R * 0.6 + k[0] * 0.4; G = G * 0.6 + k[1] * 0.4; B = B * 0.6 + k[2] * 0.4;
+          const k = LABEL_COLOURS[(li + v - 1) % LABEL_COLOURS.length], a = LABEL_ALPHA;
+          R = R * (1 - a) + k[0] * a; G = G * (1 - a) + k[1] * a; B = B * (1 - a) + k[2] * a;
         }
       }
       if (prob) {
@@ -404,19 +407,48 @@ function chart(title, series, opts) {
   return fig;
 }
 
+// Columns of the logs that are bookkeeping, not measurements: not drawn.
+const NOT_DRAWN = new Set(["step", "epoch", "batch", "batch_fingerprint"]);
+// The measurements drawn first, in this order; the rest follow as the log has them.
+const FIRST = ["cpm", "loss", "dice", "sensitivity", "fps_per_scan"];
+
+// The mean of the last `n` values at each point (fewer at the start), skipping gaps.
+function runningMean(points, n) {
+  const out = [], win = [];
+  let sum = 0;
+  for (const [x, y] of points) {
+    if (y === null || !Number.isFinite(y)) continue;
+    win.push(y); sum += y;
+    if (win.length > n) sum -= win.shift();
+    out.push([x, sum / win.length]);
+  }
+  return out;
+}
+
 function logCharts(log, prefix) {
-  if (!log) return [];
+  if (!log || !log.values.length) return [];
   const step = log.columns.indexOf("step");
   const xs = step >= 0 ? log.values[step] : log.values[0].map((_, i) => i);
-  return log.columns.map((name, c) => [name, c]).filter(([name, c]) => c !== step && log.values[c].some((v) => v !== null))
-    .map(([name, c]) => chart(`${prefix} ${name}`, [{ name, colour: "#4cf", points: xs.map((x, i) => [x, log.values[c][i]]) }], { xName: "step" }));
+  const rank = (name) => (FIRST.includes(name) ? FIRST.indexOf(name) : FIRST.length);
+  return log.columns.map((name, c) => [name, c])
+    .filter(([name, c]) => !NOT_DRAWN.has(name) && log.values[c].some((v) => v !== null))
+    .sort((a, b) => rank(a[0]) - rank(b[0]))
+    .map(([name, c]) => {
+      const points = xs.map((x, i) => [x, log.values[c][i]]);
+      const series = [{ name, colour: "#4cf", points }];
+      // A noisy per-step curve gets its running mean over 20 steps beside it.
+      if (points.length > 50) series.push({ name: "mean of 20", colour: "#fc4", points: runningMean(points, 20) });
+      return chart(`${prefix} ${name}`, series, { xName: "step" });
+    });
 }
 
 function drawRun() {
   const run = state.run, box = $("#charts");
   if (!run) { box.replaceChildren(); return; }
   $("#run-title").textContent = run.folder ? `run ${run.folder}` : "evaluation";
-  const figs = [...logCharts(run.metrics, "train:"), ...logCharts(run.val, "validation:")];
+  const train = logCharts(run.metrics, "train:"), val = logCharts(run.val, "validation:");
+  // Validation's headline figures (CPM, loss, Dice) beside training's loss and Dice.
+  const figs = [...val.slice(0, 3), ...train.slice(0, 2), ...val.slice(3), ...train.slice(2)];
   if (run.froc) {
     const f = run.froc;
     figs.unshift(chart(`FROC: CPM ${fmt(f.cpm, 3)}, ${f.detected} of ${f.nodules} nodules on ${f.scans} scans`,
