@@ -589,3 +589,36 @@ fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
     let (again, fetched, _, wanted_all, _) = read(0);
     assert_eq!((again, fetched, wanted_all), (1, l0 + l1 + l2, l0 + l1 + l2));
 }
+
+#[test]
+#[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
+fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
+    use crate::view::{Running, config, cut, get};
+    let s = server();
+    let dir = tempdir();
+    let local_path = uploaded(&s, dir.path(), 1, "view");
+    let local = Store::open(&local_path).unwrap();
+    let id = local.series_ids().next().unwrap().to_string();
+    let hu = local.volume(&id).unwrap().read_all().unwrap();
+    // No coalescing: what is fetched is what the slice's chunks are.
+    let r = Arc::new(remote(&s, "view", RemoteOptions { coalesce_bytes: 0, ..Default::default() }));
+    let store = Store::open_location(Location::Remote(r.clone())).unwrap();
+    let cfg =
+        ctstream::view::ViewConfig { store: format!("s3://{BUCKET}/view"), ..config(&local_path) };
+    let running = Running::serve(store, cfg);
+    let before = r.stats();
+    let z = hu.shape()[0] / 2;
+    let g = get(running.addr, &format!("/api/scans/{id}/image/axial/{z}"));
+    assert_eq!(g.status, 200);
+    let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    assert_eq!(got, cut(&hu, 0, z).0);
+    // One slice needs one row of chunks, not the volume: far fewer bytes than its file.
+    let fetched = r.stats().bytes_fetched - before.bytes_fetched;
+    let file = local.scan(&id).unwrap().bytes_stored;
+    assert!(fetched > 0 && fetched * 2 < file, "{fetched} bytes fetched of a {file}-byte volume");
+    // The same slice again comes from the decoded-chunk cache: no request.
+    let requests = r.stats().requests;
+    assert_eq!(get(running.addr, &format!("/api/scans/{id}/image/axial/{z}")).body, g.body);
+    assert_eq!(r.stats().requests, requests);
+    running.stop().unwrap();
+}

@@ -14,10 +14,10 @@ use ndarray::{Array3, Axis};
 use crate::common::{dataset, ingest_config, tempdir};
 
 /// A reply: status, headers (lower-case names), body.
-struct Got {
-    status: u16,
+pub(crate) struct Got {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Got {
@@ -66,7 +66,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> Got {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Got {
     send(addr, &format!("GET {path}"), "127.0.0.1")
 }
 
@@ -81,15 +81,20 @@ fn store(dir: &Path) -> std::path::PathBuf {
 }
 
 /// A running server on a free loopback port, and what stops it.
-struct Running {
-    addr: SocketAddr,
+pub(crate) struct Running {
+    /// The address it listens on.
+    pub(crate) addr: SocketAddr,
     stop: Option<futures::channel::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ctstream::view::ViewError>>>,
 }
 
 impl Running {
     fn start(cfg: ViewConfig) -> Running {
-        let store = Store::open(Path::new(&cfg.store)).unwrap();
+        Running::serve(Store::open(Path::new(&cfg.store)).unwrap(), cfg)
+    }
+
+    /// Serves `store` (local or remote) as `cfg` says.
+    pub(crate) fn serve(store: Store, cfg: ViewConfig) -> Running {
         let server = Server::bind(store, &cfg).unwrap();
         let addr = server.addr();
         let (tx, rx) = futures::channel::oneshot::channel::<()>();
@@ -102,13 +107,13 @@ impl Running {
     }
 
     /// Stops it and waits for it to end; its result.
-    fn stop(mut self) -> Result<(), ctstream::view::ViewError> {
+    pub(crate) fn stop(mut self) -> Result<(), ctstream::view::ViewError> {
         let _ = self.stop.take().unwrap().send(());
         self.thread.take().unwrap().join().unwrap()
     }
 }
 
-fn config(store: &Path) -> ViewConfig {
+pub(crate) fn config(store: &Path) -> ViewConfig {
     ViewConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..ViewConfig::new(&store.display().to_string())
@@ -116,7 +121,7 @@ fn config(store: &Path) -> ViewConfig {
 }
 
 /// Slice `i` on the plane of `axis` of a whole volume read independently of the viewer.
-fn cut<T: Copy>(a: &Array3<T>, axis: usize, i: usize) -> (Vec<T>, [usize; 2]) {
+pub(crate) fn cut<T: Copy>(a: &Array3<T>, axis: usize, i: usize) -> (Vec<T>, [usize; 2]) {
     let s = a.index_axis(Axis(axis), i);
     (s.iter().copied().collect(), [s.shape()[0], s.shape()[1]])
 }

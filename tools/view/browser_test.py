@@ -85,6 +85,10 @@ def canvas_digest(d, plane):
     )
 
 
+def store_rows(d):
+    return json.loads(d.execute_script("return JSON.stringify(window.ctview.rows)"))
+
+
 def wait_drawn(d, plane, i):
     WebDriverWait(d, 30).until(lambda d: index(d, plane)[0] == i)
 
@@ -215,12 +219,21 @@ def run(args):
         seen["charts"] = charts
         d.save_screenshot(os.path.join(out, "5-run.png"))
 
-        # Back to the scans, filtered to the flagged ones.
+        # Back to the scans: filtered by a word, then by a numeric column.
         d.find_element(By.ID, "tab-scans").click()
-        d.find_element(By.ID, "filter").send_keys(series[-6:])
+        box = d.find_element(By.ID, "filter")
+        box.send_keys(series[-6:])
         WebDriverWait(d, 10).until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")) == 1
         )
+        box.clear()
+        cut = sorted(values)[1] - 0.5  # the lung volumes shown are rounded to ml
+        box.send_keys(f"lung_ml>={cut}")
+        want = sum(1 for r in store_rows(d) if r["lung_ml"] is not None and r["lung_ml"] >= cut)
+        WebDriverWait(d, 10).until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#scans tbody tr")) == want
+        )
+        seen["numeric_filter"] = [f"lung_ml>={cut}", want]
 
         errors = [e for e in d.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
         check(not errors, f"console errors: {errors}")

@@ -85,14 +85,28 @@ function rowValue(r, key) {
   }
 }
 
+// The filter box: words separated by spaces, all of which a row must match. A word
+// `COLUMN<N`, `COLUMN>N`, `COLUMN<=N`, `COLUMN>=N` or `COLUMN=N` compares a numeric column
+// (lung_ml, hu_min, hu_max, hu_mean, slices, nodules, excluded, candidates, findings,
+// flags: their count); any other word is looked for in the series id, flags, label
+// names and warnings.
+const NUMERIC = new Set(["lung_ml", "hu_min", "hu_max", "hu_mean", "slices", "nodules", "excluded", "candidates", "findings", "flags"]);
+const COMPARE = { "<": (a, b) => a < b, ">": (a, b) => a > b, "<=": (a, b) => a <= b, ">=": (a, b) => a >= b, "=": (a, b) => a === b };
+
+function matcher(word) {
+  const m = word.match(/^([a-z_]+)(<=|>=|<|>|=)(-?[0-9.]+)$/);
+  if (m && NUMERIC.has(m[1]) && Number.isFinite(Number(m[3]))) {
+    const [, key, op, n] = m;
+    return (r) => { const v = rowValue(r, key); return v !== null && v !== undefined && COMPARE[op](v, Number(n)); };
+  }
+  const w = word.toLowerCase();
+  return (r) => [r.series_id, ...r.flags, ...r.labels, ...r.warnings].some((s) => s.toLowerCase().includes(w));
+}
+
 function drawScans() {
-  const q = $("#filter").value.trim().toLowerCase();
+  const tests = $("#filter").value.trim().split(/\s+/).filter(Boolean).map(matcher);
   const flaggedOnly = $("#flagged-only").checked;
-  const rows = state.rows.filter((r) => {
-    if (flaggedOnly && r.flags.length === 0) return false;
-    if (!q) return true;
-    return [r.series_id, ...r.flags, ...r.labels, ...r.warnings].some((s) => s.toLowerCase().includes(q));
-  });
+  const rows = state.rows.filter((r) => (!flaggedOnly || r.flags.length > 0) && tests.every((t) => t(r)));
   const k = state.sortKey, d = state.sortDir;
   rows.sort((a, b) => {
     const x = rowValue(a, k), y = rowValue(b, k);
