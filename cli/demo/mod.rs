@@ -158,5 +158,13 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
     for (what, path) in &pictures {
         println!("  {:<19} {}", format!("{what}:"), path.display());
     }
+    let mut view = format!("ctstream view {}", store.display());
+    if cfg!(feature = "train") && a.train_steps > 0 {
+        view += &format!(" --run {}", run_dir.display());
+    }
+    if predicted {
+        view += &format!(" --pred {}", a.out.join("pred").display());
+    }
+    println!("  in the browser:     {view}");
     Ok(())
 }
