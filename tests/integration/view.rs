@@ -356,6 +356,18 @@ fn a_prediction_a_run_and_its_evaluation_are_served() {
     assert_eq!(g.status, 200);
     let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
     assert_eq!(got, cut(&map, 2, 30).0);
+    // A scan without a map, a slice past the map's end, a label name that climbs out.
+    let other = st.series_ids().find(|s| *s != id).unwrap();
+    for (path, status) in [
+        (format!("/api/scans/{other}/probability/axial/0"), 404),
+        (format!("/api/scans/{id}/probability/axial/{}", rec.shape_zyx[0]), 404),
+        (format!("/api/scans/{id}/probability/axial/99999999999"), 400),
+        (format!("/api/scans/{id}/label/..%2F..%2Fpred%2Fvolumes%2F{id}/axial/0"), 400),
+    ] {
+        let g = get(addr, &path);
+        assert_eq!(g.status, status, "{path}: {}", String::from_utf8_lossy(&g.body));
+    }
+    assert_eq!(get(addr, &format!("/api/scans/{other}")).json()["probability"], false);
     let d = get(addr, &format!("/api/scans/{id}")).json();
     assert_eq!(d["probability"], true);
     let f = &d["findings"][0];
