@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         addr: SocketAddr::new(a.host, a.port),
         cache_bytes: a.cache_mb.saturating_mul(1 << 20),
     };
-    let server = Server::bind(store, &cfg).map_err(|e| match e {
+    let server = Server::bind(std::sync::Arc::new(store), &cfg).map_err(|e| match e {
         view::ViewError::Config(_) => ExitError(crate::Exit::Usage, e.into()),
         other => other.into(),
     })?;

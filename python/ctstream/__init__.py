@@ -17,6 +17,11 @@ evaluate`` do with a trained run::
     pred.findings.to_pandas()                   # one row per finding (findings.parquet)
     ctstream.evaluate(pred, store)["cpm"]       # LUNA16 FROC and CPM
 
+The store in the browser (``ctstream view``'s server, on a thread of its own)::
+
+    with ctstream.Viewer(store, pred="pred") as v:
+        print(v.url)
+
 Everything is the Rust library's (``ctstream._native``); this module only turns index
 tables into ``pyarrow.Table`` objects and JSON into dicts. For PyTorch see
 ``ctstream.torch``.
@@ -39,6 +44,7 @@ __all__ = [
     "Store",
     "Loader",
     "Epoch",
+    "Viewer",
     "Geometry",
     "ingest",
     "index",
@@ -225,6 +231,78 @@ class Store:
 
     def __repr__(self) -> str:
         return repr(self._native)
+
+
+class Viewer:
+    """``ctstream view`` from Python (a notebook, a script): a local, read-only web server on
+    a thread of its own showing ``store`` in the browser at :attr:`url` (the scans table with
+    thumbnails and flags; a scan's axial, coronal and sagittal slices with its label volumes,
+    nodules, candidates and, with ``pred``, a ``ctstream predict`` folder's probability map
+    and findings), with ``run`` a training run's curves and with ``evaluation`` (else
+    ``eval/`` beside ``run`` or ``pred``) its FROC. It serves until :meth:`stop`, the end of a
+    ``with`` block, or the interpreter's exit. ``port`` 0 takes a free port; ``host`` is
+    127.0.0.1 unless told otherwise; ``cache_mb`` bounds the decoded chunks it keeps (16
+    MiB or more). Raises ``ValueError`` for a keyword out of range, :class:`Error` naming a
+    folder that is not there or an address that cannot be listened on::
+
+        with ctstream.Viewer(store, run="run", pred="pred") as v:
+            print(v.url)            # open it in a browser
+            input("Enter stops it")
+    """
+
+    @names_keywords
+    def __init__(
+        self,
+        store: "Store",
+        run: Optional[PathLike] = None,
+        pred: Optional[PathLike] = None,
+        evaluation: Optional[PathLike] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cache_mb: int = 512,
+    ):
+        if not isinstance(store, Store):
+            raise TypeError(f"store: a ctstream.Store, not {type(store).__name__}")
+        port = integer("port", port)
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port {port}: 0 to 65535 (0: any free port)")
+        cache_mb = integer("cache_mb", cache_mb)
+        if not 16 <= cache_mb <= 1 << 24:
+            raise ValueError(f"cache_mb {cache_mb}: 16 to {1 << 24} (MiB)")
+        if not isinstance(host, str):
+            raise TypeError(f"host: an IP address as a str, not {type(host).__name__}")
+        self._native = _native.Viewer(
+            store._native,
+            optional(_path, "run", run),
+            optional(_path, "pred", pred),
+            optional(_path, "evaluation", evaluation),
+            host,
+            port,
+            cache_mb,
+        )
+
+    @property
+    def url(self) -> str:
+        """The page's address (``http://127.0.0.1:PORT/``)."""
+        return self._native.url
+
+    @property
+    def running(self) -> bool:
+        """Whether it is still serving."""
+        return self._native.running
+
+    def stop(self) -> None:
+        """Stops serving (the requests in flight are answered first); again: nothing."""
+        self._native.stop()
+
+    def __enter__(self) -> "Viewer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"ctstream.Viewer({self.url}{'' if self.running else ', stopped'})"
 
 
 class Epoch:

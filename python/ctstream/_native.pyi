@@ -14,6 +14,7 @@ __all__ = [
     "Store",
     "Loader",
     "Epoch",
+    "Viewer",
     "ingest",
     "index",
     "synth",
@@ -76,6 +77,24 @@ class Store:
         self, series_id: str, name: str, start_zyx: Sequence[int], shape_zyx: Sequence[int]
     ) -> npt.NDArray[np.uint8]: ...
     def label_volume(self, series_id: str, name: str) -> npt.NDArray[np.uint8]: ...
+
+@final
+class Viewer:
+    def __new__(
+        cls,
+        store: Store,
+        run: Optional[Union[str, "os.PathLike[str]"]] = None,
+        pred: Optional[Union[str, "os.PathLike[str]"]] = None,
+        evaluation: Optional[Union[str, "os.PathLike[str]"]] = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        cache_mb: int = 512,
+    ) -> "Viewer": ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def running(self) -> bool: ...
+    def stop(self) -> None: ...
 
 @final
 class Loader:

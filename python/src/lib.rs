@@ -98,6 +98,77 @@ fn check_region(start_zyx: [i64; 3], shape_zyx: [usize; 3]) -> PyResult<Region> 
     Ok(Region::new(start_zyx, end))
 }
 
+/// `ctstream view` serving a store on a thread of its own (`ctstream.Viewer` wraps it).
+#[pyclass(module = "ctstream._native", name = "Viewer", frozen)]
+struct PyViewer {
+    url: String,
+    spawned: std::sync::Mutex<Option<ctstream::view::server::Spawned>>,
+}
+
+fn view_err(e: ctstream::view::ViewError) -> PyErr {
+    match e {
+        ctstream::view::ViewError::Config(_) => PyValueError::new_err(text(&e)),
+        ctstream::view::ViewError::Store { .. } => StoreError::new_err(text(&e)),
+        other => Error::new_err(text(&other)),
+    }
+}
+
+#[pymethods]
+impl PyViewer {
+    #[new]
+    #[pyo3(signature = (store, run=None, pred=None, evaluation=None, host="127.0.0.1", port=0, cache_mb=512))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        store: &PyStore,
+        run: Option<PathBuf>,
+        pred: Option<PathBuf>,
+        evaluation: Option<PathBuf>,
+        host: &str,
+        port: u16,
+        cache_mb: usize,
+    ) -> PyResult<Self> {
+        let ip: std::net::IpAddr = host.parse().map_err(|_| {
+            PyValueError::new_err(format!("host {host:?}: an IP address (127.0.0.1, ::1, 0.0.0.0)"))
+        })?;
+        let cfg = ctstream::view::ViewConfig {
+            store: store.inner.root().display().to_string(),
+            run,
+            pred,
+            eval: evaluation,
+            addr: std::net::SocketAddr::new(ip, port),
+            cache_bytes: cache_mb.saturating_mul(1 << 20),
+        };
+        let inner = store.inner.clone();
+        let spawned = py
+            .detach(|| ctstream::view::server::Server::bind(inner, &cfg).and_then(|s| s.spawn()))
+            .map_err(view_err)?;
+        let url = format!("http://{}/", spawned.addr());
+        Ok(PyViewer { url, spawned: std::sync::Mutex::new(Some(spawned)) })
+    }
+
+    /// The page's address.
+    #[getter]
+    fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// Whether it is still serving.
+    #[getter]
+    fn running(&self) -> bool {
+        self.spawned.lock().is_ok_and(|s| s.is_some())
+    }
+
+    /// Stops it (the requests in flight are answered first); again: nothing.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let spawned = self.spawned.lock().ok().and_then(|mut s| s.take());
+        match spawned {
+            Some(s) => py.detach(|| s.stop()).map_err(view_err),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A store opened from its folder (`ctstream.Store` wraps it).
 #[pyclass(module = "ctstream._native", name = "Store", frozen)]
 struct PyStore {
@@ -1064,6 +1135,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     m.add_class::<PyLoader>()?;
     m.add_class::<PyEpoch>()?;
+    m.add_class::<PyViewer>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(synth, m)?)?;
     m.add_function(wrap_pyfunction!(index, m)?)?;

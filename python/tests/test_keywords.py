@@ -72,6 +72,7 @@ def entry_points(store, store_path, raw, tmp_path):
         ),
         "predict": lambda **k: ctstream.predict(store, [sid], model, progress=False, **k),
         "evaluate": lambda **k: ctstream.evaluate([], store, series=[sid], bootstrap=0, **k),
+        "Viewer": lambda **k: ctstream.Viewer(store, **k).stop(),
     }
     functions = {
         "Store": ctstream.Store.__init__,
@@ -85,6 +86,7 @@ def entry_points(store, store_path, raw, tmp_path):
         "synth": ctstream.synth,
         "predict": ctstream.predict,
         "evaluate": ctstream.evaluate,
+        "Viewer": ctstream.Viewer.__init__,
     }
     fixed = {
         "Store": {"self", "path"},
@@ -98,6 +100,7 @@ def entry_points(store, store_path, raw, tmp_path):
         "synth": {"progress"},
         "predict": {"store", "series", "model", "progress"},
         "evaluate": {"predictions", "store"},
+        "Viewer": {"self", "store"},
     }
     out = {}
     for name, call in points.items():

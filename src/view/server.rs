@@ -34,7 +34,7 @@ impl Server {
     ///
     /// # Errors
     /// As [`Viewer::open`]; [`ViewError::Serve`] when the address cannot be listened on.
-    pub fn bind(store: crate::store::Store, cfg: &ViewConfig) -> Result<Server, ViewError> {
+    pub fn bind(store: Arc<crate::store::Store>, cfg: &ViewConfig) -> Result<Server, ViewError> {
         let viewer = Arc::new(Viewer::open(store, cfg)?);
         let serve = |source| ViewError::Serve { addr: cfg.addr, source };
         let listener = std::net::TcpListener::bind(cfg.addr).map_err(serve)?;
@@ -78,6 +78,68 @@ impl Server {
             axum::serve(listener, app).with_graceful_shutdown(stop).await
         })
         .map_err(serve)
+    }
+
+    /// Serves on a thread of its own until [`Spawned::stop`] (or until the handle is
+    /// dropped).
+    ///
+    /// # Errors
+    /// [`ViewError::Serve`] when the thread cannot be started.
+    pub fn spawn(self) -> Result<Spawned, ViewError> {
+        let addr = self.addr;
+        let (tx, rx) = futures::channel::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ctstream-view".into())
+            .spawn(move || {
+                self.run(async move {
+                    // A dropped sender stops the server as a sent stop does.
+                    let _ = rx.await;
+                })
+            })
+            .map_err(|source| ViewError::Serve { addr, source })?;
+        Ok(Spawned { addr, stop: Some(tx), thread: Some(thread) })
+    }
+}
+
+/// A viewer serving on its own thread ([`Server::spawn`]); dropping it stops it too.
+pub struct Spawned {
+    addr: SocketAddr,
+    stop: Option<futures::channel::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ViewError>>>,
+}
+
+impl Spawned {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops taking requests, answers those in flight, and waits for the thread to end.
+    ///
+    /// # Errors
+    /// What the server failed with, if it did.
+    pub fn stop(mut self) -> Result<(), ViewError> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<(), ViewError> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ViewError::Serve {
+                addr: self.addr,
+                source: std::io::Error::other("the server's thread panicked"),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.finish();
     }
 }
 

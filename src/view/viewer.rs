@@ -132,7 +132,7 @@ struct Prediction {
 
 /// The opened store, its tables, and the caches of the slices and thumbnails.
 pub struct Viewer {
-    store: Store,
+    store: Arc<Store>,
     location: String,
     cache: ChunkCache,
     keys: Mutex<HashMap<(String, String), u32>>,
@@ -154,7 +154,7 @@ impl Viewer {
     /// [`ViewError::Store`] for an index table that cannot be read; [`ViewError::Input`]
     /// naming a folder or file that is missing or unreadable; [`ViewError::Config`] for a
     /// cache of under 16 MiB.
-    pub fn open(store: Store, cfg: &ViewConfig) -> Result<Viewer, ViewError> {
+    pub fn open(store: Arc<Store>, cfg: &ViewConfig) -> Result<Viewer, ViewError> {
         if cfg.cache_bytes < 16 << 20 {
             return Err(ViewError::Config(format!(
                 "cache {} bytes: give at least 16 MiB",

@@ -593,7 +593,7 @@ fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
 #[test]
 #[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
 fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
-    use crate::view::{Running, config, cut, get};
+    use crate::view::{config, cut, get, serve};
     let s = server();
     let dir = tempdir();
     let local_path = uploaded(&s, dir.path(), 1, "view");
@@ -605,10 +605,10 @@ fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
     let store = Store::open_location(Location::Remote(r.clone())).unwrap();
     let cfg =
         ctstream::view::ViewConfig { store: format!("s3://{BUCKET}/view"), ..config(&local_path) };
-    let running = Running::serve(store, cfg);
+    let running = serve(store, cfg);
     let before = r.stats();
     let z = hu.shape()[0] / 2;
-    let g = get(running.addr, &format!("/api/scans/{id}/image/axial/{z}"));
+    let g = get(running.addr(), &format!("/api/scans/{id}/image/axial/{z}"));
     assert_eq!(g.status, 200);
     let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
     assert_eq!(got, cut(&hu, 0, z).0);
@@ -618,7 +618,7 @@ fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
     assert!(fetched > 0 && fetched * 2 < file, "{fetched} bytes fetched of a {file}-byte volume");
     // The same slice again comes from the decoded-chunk cache: no request.
     let requests = r.stats().requests;
-    assert_eq!(get(running.addr, &format!("/api/scans/{id}/image/axial/{z}")).body, g.body);
+    assert_eq!(get(running.addr(), &format!("/api/scans/{id}/image/axial/{z}")).body, g.body);
     assert_eq!(r.stats().requests, requests);
     running.stop().unwrap();
 }

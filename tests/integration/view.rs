@@ -6,9 +6,11 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
+use std::sync::Arc;
 
 use ctstream::store::Store;
-use ctstream::view::{ViewConfig, server::Server};
+use ctstream::view::ViewConfig;
+use ctstream::view::server::{Server, Spawned};
 use ndarray::{Array3, Axis};
 
 use crate::common::{dataset, ingest_config, tempdir};
@@ -80,37 +82,14 @@ fn store(dir: &Path) -> std::path::PathBuf {
     out
 }
 
-/// A running server on a free loopback port, and what stops it.
-pub(crate) struct Running {
-    /// The address it listens on.
-    pub(crate) addr: SocketAddr,
-    stop: Option<futures::channel::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<(), ctstream::view::ViewError>>>,
+/// Serves the local store `cfg` names on a free loopback port.
+fn start(cfg: ViewConfig) -> Spawned {
+    serve(Store::open(Path::new(&cfg.store)).unwrap(), cfg)
 }
 
-impl Running {
-    fn start(cfg: ViewConfig) -> Running {
-        Running::serve(Store::open(Path::new(&cfg.store)).unwrap(), cfg)
-    }
-
-    /// Serves `store` (local or remote) as `cfg` says.
-    pub(crate) fn serve(store: Store, cfg: ViewConfig) -> Running {
-        let server = Server::bind(store, &cfg).unwrap();
-        let addr = server.addr();
-        let (tx, rx) = futures::channel::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            server.run(async move {
-                let _ = rx.await;
-            })
-        });
-        Running { addr, stop: Some(tx), thread: Some(thread) }
-    }
-
-    /// Stops it and waits for it to end; its result.
-    pub(crate) fn stop(mut self) -> Result<(), ctstream::view::ViewError> {
-        let _ = self.stop.take().unwrap().send(());
-        self.thread.take().unwrap().join().unwrap()
-    }
+/// Serves `store` (local or remote) as `cfg` says, on its own thread.
+pub(crate) fn serve(store: Store, cfg: ViewConfig) -> Spawned {
+    Server::bind(Arc::new(store), &cfg).unwrap().spawn().unwrap()
 }
 
 pub(crate) fn config(store: &Path) -> ViewConfig {
@@ -133,8 +112,8 @@ fn every_route_answers_with_what_the_store_holds() {
     let st = Store::open(&out).unwrap();
     let ids: Vec<String> = st.series_ids().map(str::to_string).collect();
     let id = &ids[0];
-    let running = Running::start(config(&out));
-    let addr = running.addr;
+    let running = start(config(&out));
+    let addr = running.addr();
 
     let page = get(addr, "/");
     assert_eq!(page.status, 200);
@@ -223,8 +202,8 @@ fn hostile_requests_are_answered_with_an_error_and_the_server_goes_on() {
     let st = Store::open(&out).unwrap();
     let id = st.series_ids().next().unwrap().to_string();
     let nz = st.scan(&id).unwrap().shape_zyx[0];
-    let running = Running::start(config(&out));
-    let addr = running.addr;
+    let running = start(config(&out));
+    let addr = running.addr();
     let cases: Vec<(String, u16)> = vec![
         ("GET /../../etc/passwd".into(), 400),
         ("GET /api/scans/..%2F..%2F..%2Fetc%2Fpasswd".into(), 400),
@@ -282,8 +261,8 @@ fn many_clients_at_once_get_the_same_slices() {
     let st = Store::open(&out).unwrap();
     let id = st.series_ids().next().unwrap().to_string();
     let hu = st.volume(&id).unwrap().read_all().unwrap();
-    let running = Running::start(ViewConfig { cache_bytes: 16 << 20, ..config(&out) });
-    let addr = running.addr;
+    let running = start(ViewConfig { cache_bytes: 16 << 20, ..config(&out) });
+    let addr = running.addr();
     let nz = hu.shape()[0];
     std::thread::scope(|s| {
         for t in 0..32 {
@@ -346,12 +325,9 @@ fn a_prediction_a_run_and_its_evaluation_are_served() {
         r#"{"scans":1,"nodules":2,"detected":1,"cpm":0.5,"curve":[{"threshold":0.5,"fps_per_scan":1.0,"sensitivity":0.5}]}"#,
     )
     .unwrap();
-    let running = Running::start(ViewConfig {
-        pred: Some(pred.clone()),
-        run: Some(run.clone()),
-        ..config(&out)
-    });
-    let addr = running.addr;
+    let running =
+        start(ViewConfig { pred: Some(pred.clone()), run: Some(run.clone()), ..config(&out) });
+    let addr = running.addr();
     let g = get(addr, &format!("/api/scans/{id}/probability/sagittal/30"));
     assert_eq!(g.status, 200);
     let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
@@ -388,7 +364,7 @@ fn a_prediction_a_run_and_its_evaluation_are_served() {
 
     // A folder that is not there is named before the server starts.
     let bad = ViewConfig { run: Some(dir.path().join("no-run")), ..config(&out) };
-    let e = Server::bind(Store::open(&out).unwrap(), &bad).err().expect("refused");
+    let e = Server::bind(Arc::new(Store::open(&out).unwrap()), &bad).err().expect("refused");
     assert!(e.to_string().contains("no-run"), "{e}");
 }
 
