@@ -54,6 +54,16 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         view::ViewError::Config(_) => ExitError(crate::Exit::Usage, e.into()),
         other => other.into(),
     })?;
+    // Ctrl-C (SIGINT) is caught from here on, before the address is printed, so a caller
+    // that stops the server as soon as it reads the line stops it cleanly.
+    let (tx, rx) = futures::channel::oneshot::channel::<()>();
+    let tx = std::sync::Mutex::new(Some(tx));
+    ctrlc::set_handler(move || {
+        if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("catching Ctrl-C: {e}"))?;
     let addr = server.addr();
     if !addr.ip().is_loopback() {
         eprintln!("note: listening on {addr}: every machine that reaches it can read the store");
@@ -63,8 +73,8 @@ pub fn run(a: Args) -> Result<(), ExitError> {
         server.viewer().rows().len()
     );
     server.run(async {
-        // On Ctrl-C (or SIGINT), stop taking requests and end once those in flight are answered.
-        let _ = tokio::signal::ctrl_c().await;
+        // On Ctrl-C, stop taking requests and end once those in flight are answered.
+        let _ = rx.await;
     })?;
     println!("ctstream view: stopped");
     Ok(())

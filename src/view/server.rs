@@ -8,7 +8,7 @@
 //! loopback name (`localhost`, `127.0.0.1`, `[::1]`, with any port): a web page elsewhere
 //! cannot read the store through a DNS name that it points at 127.0.0.1.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -18,6 +18,9 @@ use axum::http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use super::routes::{self, Reply};
 use super::viewer::{Refusal, Viewer};
 use super::{ViewConfig, ViewError};
+
+/// How long a stopping server waits for the connections still open.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most requests answered at once (each on a blocking thread).
 pub const MAX_WORKERS: usize = 8;
@@ -53,7 +56,9 @@ impl Server {
         &self.viewer
     }
 
-    /// Serves until `stop` completes, then answers the requests in flight and returns.
+    /// Serves until `stop` completes, then answers the requests in flight and returns; a
+    /// connection still open [`SHUTDOWN_GRACE`] later (a browser tab's idle keep-alive
+    /// connection, a request half sent) is dropped rather than waited for.
     ///
     /// # Errors
     /// [`ViewError::Serve`] when the runtime cannot start or the listener fails.
@@ -75,9 +80,30 @@ impl Server {
                 let viewer = viewer.clone();
                 async move { handle(viewer, req, loopback).await }
             });
-            axum::serve(listener, app).with_graceful_shutdown(stop).await
+            let (stopping, stopped) = futures::channel::oneshot::channel::<()>();
+            let graceful = async move {
+                stop.await;
+                let _ = stopping.send(());
+            };
+            let server = std::pin::pin!(
+                axum::serve(listener, app).with_graceful_shutdown(graceful).into_future()
+            );
+            let deadline = std::pin::pin!(async move {
+                match stopped.await {
+                    Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+                    // The server ended on its own: it is the one that finishes.
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            });
+            match futures::future::select(server, deadline).await {
+                futures::future::Either::Left((done, _)) => done,
+                futures::future::Either::Right(_) => Ok(()),
+            }
         })
-        .map_err(serve)
+        .map_err(serve)?;
+        // Requests being answered on blocking threads get the same grace.
+        rt.shutdown_timeout(SHUTDOWN_GRACE);
+        Ok(())
     }
 
     /// Serves on a thread of its own until [`Spawned::stop`] (or until the handle is

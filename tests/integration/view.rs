@@ -386,9 +386,31 @@ fn the_cli_serves_until_ctrl_c_and_names_a_store_that_does_not_open() {
     let url = first.split_whitespace().find(|w| w.starts_with("http://")).expect(&first);
     let addr: SocketAddr = url.trim_start_matches("http://").trim_end_matches('/').parse().unwrap();
     assert_eq!(get(addr, "/api/store").status, 200);
+    // A browser tab's idle keep-alive connection and a request half sent stay open: the
+    // server stops anyway, after its grace for connections still open.
+    let mut idle = TcpStream::connect(addr).unwrap();
+    write!(idle, "GET /api/store HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut first = [0u8; 12];
+    idle.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let mut half = TcpStream::connect(addr).unwrap();
+    write!(half, "GET /api/scans HTTP/1.1\r\nHost: localhost\r\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
     // SAFETY: a plain kill(2) of our own child.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
-    let status = child.wait().unwrap();
+    // A hang is what is tested: the grace is 2 s, 60 s means it never stops.
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("ctstream view did not stop within 60 s of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    drop((idle, half));
     assert!(status.success(), "{status:?}");
     assert_eq!(lines.next().unwrap().unwrap(), "ctstream view: stopped");
 
