@@ -14,13 +14,25 @@
 //!   volume;
 //! - `N ingest warnings`: what the reader noticed and the user accepted (`warnings`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
 use crate::annotations::Detection;
 use crate::store::ScanRecord;
 use crate::store::index::{CandidateRow, NoduleRow};
+
+/// Rows of an index table (or a prediction's findings) by series id.
+pub type BySeries<T> = HashMap<String, Vec<T>>;
+
+/// `rows` grouped by the series id `id` gives each, in their order.
+pub fn by_series<T>(rows: Vec<T>, id: impl Fn(&T) -> &str) -> BySeries<T> {
+    let mut out: BySeries<T> = HashMap::new();
+    for r in rows {
+        out.entry(id(&r).to_string()).or_default().push(r);
+    }
+    out
+}
 
 /// The fewest non-empty lung masks the lung-volume flag compares against.
 pub const MIN_COHORT: usize = 3;
@@ -63,16 +75,16 @@ pub struct ScanRow {
 /// `findings` of a prediction folder where one was given.
 pub fn rows(
     scans: &BTreeMap<String, ScanRecord>,
-    nodules: &[NoduleRow],
-    candidates: &[CandidateRow],
-    findings: Option<&[Detection]>,
+    nodules: &BySeries<NoduleRow>,
+    candidates: &BySeries<CandidateRow>,
+    findings: Option<&BySeries<Detection>>,
 ) -> Vec<ScanRow> {
     let mut out: Vec<ScanRow> = scans
         .values()
         .map(|rec| {
             let id = rec.series_id.as_str();
-            let mine: Vec<&NoduleRow> = nodules.iter().filter(|n| n.series_id == id).collect();
-            let annotated: Vec<&&NoduleRow> = mine.iter().filter(|n| !n.is_excluded()).collect();
+            let mine = nodules.get(id).map_or(&[][..], Vec::as_slice);
+            let annotated: Vec<&NoduleRow> = mine.iter().filter(|n| !n.is_excluded()).collect();
             let voxel_ml = rec.spacing_xyz.iter().product::<f64>() / 1000.0;
             let lung_ml =
                 rec.label(crate::labels::LUNGS).map(|l| l.foreground_voxels() as f64 * voxel_ml);
@@ -103,8 +115,8 @@ pub fn rows(
                 lung_ml,
                 nodules: annotated.len(),
                 excluded: mine.len() - annotated.len(),
-                candidates: candidates.iter().filter(|c| c.series_id == id).count(),
-                findings: findings.map(|f| f.iter().filter(|d| d.series_id == id).count()),
+                candidates: candidates.get(id).map_or(0, Vec::len),
+                findings: findings.map(|f| f.get(id).map_or(0, Vec::len)),
                 labels: rec.labels.iter().map(|l| l.name.clone()).collect(),
                 warnings: rec.warnings.clone(),
                 flags,
@@ -195,7 +207,8 @@ mod tests {
             characteristics: [None; 9],
         };
         let nodules = vec![nodule("1.1", true, Some(false)), nodule("1.2", false, None)];
-        let rows = rows(&scans, &nodules, &[], None);
+        let nodules = by_series(nodules, |n| n.series_id.as_str());
+        let rows = rows(&scans, &nodules, &HashMap::new(), None);
         let flags: Vec<(&str, Vec<&str>)> = rows
             .iter()
             .map(|r| (r.series_id.as_str(), r.flags.iter().map(String::as_str).collect()))

@@ -218,6 +218,7 @@ fn scan(v: &Viewer, id: &str) -> Result<Reply, Refusal> {
         .collect();
     let findings: Vec<Value> = v
         .findings(id)
+        .iter()
         .map(|f| {
             let zyx = g.world_to_index(f.world_xyz);
             json!({ "world_xyz": f.world_xyz, "voxel_zyx": zyx, "probability": f.probability })
@@ -239,8 +240,8 @@ fn scan(v: &Viewer, id: &str) -> Result<Reply, Refusal> {
         "lung_ml": row.and_then(|r| r.lung_ml),
         "labels": labels,
         "readers": rec.lidc.as_ref().map(|l| l.readers.clone()),
-        "nodules": v.nodules(id).collect::<Vec<_>>(),
-        "candidates": v.candidates(id).collect::<Vec<_>>(),
+        "nodules": v.nodules(id),
+        "candidates": v.candidates(id),
         "findings": findings,
         "probability": v.has_map(id),
     })))

@@ -14,7 +14,7 @@ use crate::picture::slice::{LUNG_CONTOUR, Window};
 use crate::store::index::{CandidateRow, NoduleRow};
 use crate::store::{Region, ScanRecord, Store, VolumeFile};
 
-use super::cohort::{self, ScanRow};
+use super::cohort::{self, BySeries, ScanRow, by_series};
 use super::{ViewConfig, ViewError};
 
 /// Why a request is not answered with what it asked for; each maps to one HTTP status.
@@ -126,7 +126,7 @@ pub const THUMBNAIL_WIDTH: u32 = 160;
 /// A `ctstream predict` folder: its findings (`candidates.csv`) and probability maps.
 struct Prediction {
     dir: PathBuf,
-    findings: Vec<Detection>,
+    findings: BySeries<Detection>,
     maps: Mutex<HashMap<String, Arc<VolumeFile>>>,
 }
 
@@ -137,8 +137,8 @@ pub struct Viewer {
     cache: ChunkCache,
     keys: Mutex<HashMap<(String, String), u32>>,
     recent: Mutex<std::collections::VecDeque<String>>,
-    nodules: Vec<NoduleRow>,
-    candidates: Vec<CandidateRow>,
+    nodules: BySeries<NoduleRow>,
+    candidates: BySeries<CandidateRow>,
     rows: Vec<ScanRow>,
     pred: Option<Prediction>,
     run: Option<PathBuf>,
@@ -162,8 +162,9 @@ impl Viewer {
             )));
         }
         let store_err = |source| ViewError::Store { location: cfg.store.clone(), source };
-        let nodules = store.nodules().map_err(store_err)?;
-        let candidates = store.candidates().map_err(store_err)?;
+        let nodules = by_series(store.nodules().map_err(store_err)?, |n| n.series_id.as_str());
+        let candidates =
+            by_series(store.candidates().map_err(store_err)?, |c| c.series_id.as_str());
         let folder = |p: &Option<PathBuf>, what: &str| -> Result<Option<PathBuf>, ViewError> {
             match p {
                 Some(p) if !p.is_dir() => Err(ViewError::Input {
@@ -201,11 +202,12 @@ impl Viewer {
                 } else {
                     Vec::new()
                 };
+                let findings = by_series(findings, |f| f.series_id.as_str());
                 Some(Prediction { dir, findings, maps: Mutex::new(HashMap::new()) })
             }
             None => None,
         };
-        let findings = pred.as_ref().map(|p| p.findings.as_slice());
+        let findings = pred.as_ref().map(|p| &p.findings);
         let rows = cohort::rows(store.scans(), &nodules, &candidates, findings);
         Ok(Viewer {
             store,
@@ -264,18 +266,18 @@ impl Viewer {
     }
 
     /// Scan `id`'s annotated nodules and excluded findings (the index's rows).
-    pub fn nodules(&self, id: &str) -> impl Iterator<Item = &NoduleRow> {
-        self.nodules.iter().filter(move |n| n.series_id == id)
+    pub fn nodules(&self, id: &str) -> &[NoduleRow] {
+        self.nodules.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// Scan `id`'s candidates (the index's rows).
-    pub fn candidates(&self, id: &str) -> impl Iterator<Item = &CandidateRow> {
-        self.candidates.iter().filter(move |c| c.series_id == id)
+    pub fn candidates(&self, id: &str) -> &[CandidateRow] {
+        self.candidates.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// Scan `id`'s findings from `--pred` (none without it).
-    pub fn findings(&self, id: &str) -> impl Iterator<Item = &Detection> {
-        self.pred.iter().flat_map(|p| p.findings.iter()).filter(move |f| f.series_id == id)
+    pub fn findings(&self, id: &str) -> &[Detection] {
+        self.pred.as_ref().and_then(|p| p.findings.get(id)).map_or(&[], Vec::as_slice)
     }
 
     /// Whether scan `id` has a probability map in `--pred`.
@@ -290,7 +292,7 @@ impl Viewer {
         *keys.entry((id.to_string(), layer.to_string())).or_insert(next)
     }
 
-    /// Slice `index` on `plane` of `layer` of scan `id`.
+    /// Slice `index` on `plane` of `layer` of scan `id`, as the bytes a route sends.
     ///
     /// # Errors
     /// [`Refusal::NotFound`] for a scan, label volume, probability map or slice that does
@@ -303,8 +305,31 @@ impl Viewer {
         plane: Plane,
         index: usize,
     ) -> Result<Slice, Refusal> {
-        let rec = self.record(id)?;
-        let shape = rec.shape_zyx;
+        let int16 = |(v, shape): (Vec<i16>, [usize; 2])| Slice {
+            shape,
+            dtype: "int16",
+            bytes: v.into_iter().flat_map(i16::to_le_bytes).collect(),
+        };
+        match layer {
+            Layer::Image => self.hu(id, plane, index).map(int16),
+            Layer::Probability => self.probability(id, plane, index).map(int16),
+            Layer::Label(name) => self.label(id, name, plane, index).map(|(bytes, shape)| Slice {
+                shape,
+                dtype: "uint8",
+                bytes,
+            }),
+        }
+    }
+
+    /// The region of slice `index` on `plane` of scan `id` and its (rows, columns), once
+    /// the slice is known to exist; notes the scan as being read.
+    fn region(
+        &self,
+        id: &str,
+        plane: Plane,
+        index: usize,
+    ) -> Result<(Region, [usize; 2]), Refusal> {
+        let shape = self.record(id)?.shape_zyx;
         let n = shape[plane.axis()];
         if index >= n {
             return Err(Refusal::NotFound(format!(
@@ -315,36 +340,61 @@ impl Viewer {
             )));
         }
         self.touch(id);
-        let (r, rc) = plane.region(shape, index);
-        let failed = |e: crate::store::StoreError| Refusal::Failed(e.to_string());
-        match layer {
-            Layer::Image => {
-                let v = self.store.volume(id).map_err(failed)?;
-                let a = self.cache.read_region(self.key(id, ""), &v, r).map_err(failed)?;
-                Ok(Slice { shape: rc, dtype: "int16", bytes: i16_bytes(a.iter().copied()) })
-            }
-            Layer::Label(name) => {
-                if rec.label(name).is_none() {
-                    let names: Vec<&str> = rec.labels.iter().map(|l| l.name.as_str()).collect();
-                    return Err(Refusal::NotFound(format!(
-                        "label {name:?}: scan {id} has label volumes [{}]",
-                        names.join(", ")
-                    )));
-                }
-                let v = self.store.label(id, name).map_err(failed)?;
-                let a = self
-                    .cache
-                    .read_label_region(self.key(id, name), &v, r, |_| true)
-                    .map_err(failed)?;
-                Ok(Slice { shape: rc, dtype: "uint8", bytes: a.into_raw_vec_and_offset().0 })
-            }
-            Layer::Probability => {
-                let v = self.map(id, shape)?;
-                // Keys of maps apart from every label name (which start with a letter).
-                let a = self.cache.read_region(self.key(id, "0pred"), &v, r).map_err(failed)?;
-                Ok(Slice { shape: rc, dtype: "int16", bytes: i16_bytes(a.iter().copied()) })
-            }
+        Ok(plane.region(shape, index))
+    }
+
+    /// An int16 volume's slice through the cache under `key`.
+    fn int16(
+        &self,
+        id: &str,
+        key: &str,
+        v: &VolumeFile,
+        (r, rc): (Region, [usize; 2]),
+    ) -> Result<(Vec<i16>, [usize; 2]), Refusal> {
+        let a = self.cache.read_region(self.key(id, key), v, r).map_err(failed)?;
+        Ok((a.into_raw_vec_and_offset().0, rc))
+    }
+
+    /// The HU of slice `index` on `plane` of scan `id` (C order), with its rows and columns.
+    fn hu(&self, id: &str, plane: Plane, index: usize) -> Result<(Vec<i16>, [usize; 2]), Refusal> {
+        let at = self.region(id, plane, index)?;
+        self.int16(id, "", &*self.store.volume(id).map_err(failed)?, at)
+    }
+
+    /// The probability map's slice (per mille), as [`Viewer::hu`].
+    fn probability(
+        &self,
+        id: &str,
+        plane: Plane,
+        index: usize,
+    ) -> Result<(Vec<i16>, [usize; 2]), Refusal> {
+        let at = self.region(id, plane, index)?;
+        let map = self.map(id, self.record(id)?.shape_zyx)?;
+        // Keys of maps apart from every label name (which start with a letter).
+        self.int16(id, "0pred", &map, at)
+    }
+
+    /// Label volume `name`'s slice, as [`Viewer::hu`].
+    fn label(
+        &self,
+        id: &str,
+        name: &str,
+        plane: Plane,
+        index: usize,
+    ) -> Result<(Vec<u8>, [usize; 2]), Refusal> {
+        let rec = self.record(id)?;
+        if rec.label(name).is_none() {
+            let names: Vec<&str> = rec.labels.iter().map(|l| l.name.as_str()).collect();
+            return Err(Refusal::NotFound(format!(
+                "label {name:?}: scan {id} has label volumes [{}]",
+                names.join(", ")
+            )));
         }
+        let (r, rc) = self.region(id, plane, index)?;
+        let v = self.store.label(id, name).map_err(failed)?;
+        let a =
+            self.cache.read_label_region(self.key(id, name), &v, r, |_| true).map_err(failed)?;
+        Ok((a.into_raw_vec_and_offset().0, rc))
     }
 
     /// Notes that scan `id` is being read; closes the files of the least recently read
@@ -381,7 +431,7 @@ impl Viewer {
                 path.display()
             )));
         }
-        let v = VolumeFile::open(&path).map_err(|e| Refusal::Failed(e.to_string()))?;
+        let v = VolumeFile::open(&path).map_err(failed)?;
         if v.shape_zyx() != shape {
             return Err(Refusal::Failed(format!(
                 "{}: shape {:?} differs from the scan's {shape:?} (predicted on another store?)",
@@ -406,13 +456,9 @@ impl Viewer {
         index: usize,
         window: Window,
     ) -> Result<Vec<u8>, Refusal> {
-        let s = self.slice(id, &Layer::Image, plane, index)?;
-        let rgb: Vec<u8> = s
-            .bytes
-            .chunks_exact(2)
-            .flat_map(|b| [window.grey(i16::from_le_bytes([b[0], b[1]]) as f64); 3])
-            .collect();
-        png(s.shape[1] as u32, s.shape[0] as u32, rgb)
+        let (hu, [rows, cols]) = self.hu(id, plane, index)?;
+        let rgb: Vec<u8> = hu.iter().flat_map(|&v| [window.grey(f64::from(v)); 3]).collect();
+        png(cols as u32, rows as u32, rgb)
     }
 
     /// Scan `id`'s thumbnail: the coronal slice through the middle of its lungs (of the
@@ -429,14 +475,9 @@ impl Viewer {
         let [nz, ny, nx] = rec.shape_zyx;
         let lungs = rec.label(crate::labels::LUNGS);
         let y = lungs.and_then(|l| l.bbox_zyx).map_or(ny / 2, |b| (b[0][1] + b[1][1]) / 2);
-        let hu = self.slice(id, &Layer::Image, Plane::Coronal, y)?;
+        let (hu, _) = self.hu(id, Plane::Coronal, y)?;
         let mask = match lungs {
-            Some(_) => Some(self.slice(
-                id,
-                &Layer::Label(crate::labels::LUNGS.into()),
-                Plane::Coronal,
-                y,
-            )?),
+            Some(_) => Some(self.label(id, crate::labels::LUNGS, Plane::Coronal, y)?.0),
             None => None,
         };
         let [sx, _, sz] = rec.spacing_xyz;
@@ -447,13 +488,13 @@ impl Viewer {
         let row =
             |py: u32| nz - 1 - (((py as f64 + 0.5) * nz as f64 / h as f64) as usize).min(nz - 1);
         let lung_at = |px: u32, py: u32| {
-            mask.as_ref().is_some_and(|m| m.bytes[row(py) * nx + col(px).min(nx - 1)] != 0)
+            mask.as_ref().is_some_and(|m| m[row(py) * nx + col(px).min(nx - 1)] != 0)
         };
         let mut rgb = Vec::with_capacity((w * h * 3) as usize);
         for py in 0..h {
             for px in 0..w {
                 let i = row(py) * nx + col(px).min(nx - 1);
-                let v = i16::from_le_bytes([hu.bytes[2 * i], hu.bytes[2 * i + 1]]);
+                let v = hu[i];
                 let inside = lung_at(px, py);
                 let edge = inside
                     && ((px > 0 && !lung_at(px - 1, py))
@@ -481,8 +522,8 @@ fn map_path(dir: &Path, id: &str) -> PathBuf {
     dir.join("volumes").join(format!("{id}.ctv"))
 }
 
-fn i16_bytes(v: impl Iterator<Item = i16>) -> Vec<u8> {
-    v.flat_map(i16::to_le_bytes).collect()
+fn failed(e: crate::store::StoreError) -> Refusal {
+    Refusal::Failed(e.to_string())
 }
 
 fn png(width: u32, height: u32, rgb: Vec<u8>) -> Result<Vec<u8>, Refusal> {

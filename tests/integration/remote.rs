@@ -593,7 +593,7 @@ fn chunks_a_coalesced_request_brought_along_are_used_without_another() {
 #[test]
 #[ignore = "needs moto's S3 server (tools/s3/requirements.txt): tools/test.sh runs it where it is installed"]
 fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
-    use crate::view::{config, cut, get, serve};
+    use crate::view::{config, cut, get, int16s, serve};
     let s = server();
     let dir = tempdir();
     let local_path = uploaded(&s, dir.path(), 1, "view");
@@ -610,7 +610,7 @@ fn the_viewer_serves_a_remote_store_fetching_only_the_chunks_of_a_slice() {
     let z = hu.shape()[0] / 2;
     let g = get(running.addr(), &format!("/api/scans/{id}/image/axial/{z}"));
     assert_eq!(g.status, 200);
-    let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let got = int16s(&g.body);
     assert_eq!(got, cut(&hu, 0, z).0);
     // One slice needs one row of chunks, not the volume: far fewer bytes than its file.
     let fetched = r.stats().bytes_fetched - before.bytes_fetched;

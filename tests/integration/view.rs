@@ -68,6 +68,11 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A raw int16 slice's values (little-endian).
+pub(crate) fn int16s(body: &[u8]) -> Vec<i16> {
+    body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect()
+}
+
 pub(crate) fn get(addr: SocketAddr, path: &str) -> Got {
     send(addr, &format!("GET {path}"), "127.0.0.1")
 }
@@ -160,8 +165,7 @@ fn every_route_answers_with_what_the_store_holds() {
             let (want, shape) = cut(&hu, axis, i);
             assert_eq!(g.header("x-slice-shape").unwrap(), format!("{},{}", shape[0], shape[1]));
             assert_eq!(g.header("x-slice-dtype").unwrap(), "int16");
-            let got: Vec<i16> =
-                g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+            let got = int16s(&g.body);
             assert_eq!(got, want, "{plane} {i}");
             let l = get(addr, &format!("/api/scans/{id}/label/lungs/{plane}/{i}"));
             assert_eq!(l.header("x-slice-dtype").unwrap(), "uint8");
@@ -272,8 +276,7 @@ fn many_clients_at_once_get_the_same_slices() {
                     let z = (t * 7 + k * 3) % nz;
                     let g = get(addr, &format!("/api/scans/{id}/image/axial/{z}"));
                     assert_eq!(g.status, 200);
-                    let got: Vec<i16> =
-                        g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+                    let got = int16s(&g.body);
                     assert_eq!(got, cut(hu, 0, z).0, "client {t}, slice {z}");
                 }
             });
@@ -330,7 +333,7 @@ fn a_prediction_a_run_and_its_evaluation_are_served() {
     let addr = running.addr();
     let g = get(addr, &format!("/api/scans/{id}/probability/sagittal/30"));
     assert_eq!(g.status, 200);
-    let got: Vec<i16> = g.body.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]])).collect();
+    let got = int16s(&g.body);
     assert_eq!(got, cut(&map, 2, 30).0);
     // A scan without a map, a slice past the map's end, a label name that climbs out.
     let other = st.series_ids().find(|s| *s != id).unwrap();
