@@ -280,13 +280,12 @@ impl Applied {
                 }
             }
             Applied::Blur { sigma_zyx } => {
-                // z: x -> buf, y: buf -> x, x: x -> buf, then one copy back.
-                let mut buf = scratch::take(x.len());
+                // z: x -> buf, y: buf -> x, x: in place, a row at a time.
+                let mut buf = scratch::take_dirty(x.len());
                 let k = sigma_zyx.map(gaussian_kernel);
                 blur_axis(x, &mut buf, shape, 0, &k[0]);
                 blur_axis(&buf, x, shape, 1, &k[1]);
-                blur_axis(x, &mut buf, shape, 2, &k[2]);
-                x.copy_from_slice(&buf);
+                blur_rows(x, shape[2], &k[2]);
                 scratch::give(buf);
             }
             // Plain `for` loops throughout: an `iter_mut().for_each` was left out of line
@@ -529,52 +528,53 @@ fn reflect(i: isize, n: isize) -> usize {
     (if m < n { m } else { period - m }) as usize
 }
 
-/// `out` = `x` convolved along `axis` with the odd, centred `kernel`, edges mirrored.
-/// Along z and y whole rows (contiguous x) are weighted and summed, so the inner loop is
-/// a contiguous multiply-add the compiler vectorises; along x each row is padded once,
-/// then weighted and summed tap by tap likewise.
+/// Each row of `x` (rows of `nx` voxels, C order) convolved with the odd, centred
+/// `kernel` in place, edges mirrored: each row is copied once into a padded buffer, then
+/// weighted and summed tap by tap into the row.
+#[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
+fn blur_rows(x: &mut [f32], nx: usize, kernel: &[f32]) {
+    let r = kernel.len() / 2;
+    let mut padded = vec![0f32; nx + 2 * r];
+    // Where each padding voxel comes from (the middle is the row itself).
+    let edges: Vec<(usize, usize)> = (0..r)
+        .chain(nx + r..nx + 2 * r)
+        .map(|j| (j, reflect(j as isize - r as isize, nx as isize)))
+        .collect();
+    for row in x.chunks_exact_mut(nx) {
+        padded[r..r + nx].copy_from_slice(row);
+        for &(j, from) in &edges {
+            padded[j] = row[from];
+        }
+        // Tap by tap over the whole row (a contiguous multiply-add that vectorises),
+        // rather than voxel by voxel over the taps; the same sums in the same order (the
+        // first tap's product is its multiply-add onto 0).
+        weighted_sum(row, kernel, |t| &padded[t..t + nx]);
+    }
+}
+
+/// `out` = `x` convolved along `axis` (0: z, 1: y) with the odd, centred `kernel`, edges
+/// mirrored: whole rows (contiguous x) are weighted and summed, so the inner loop is a
+/// contiguous multiply-add the compiler vectorises.
 #[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
 fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel: &[f32]) {
     let [nz, ny, nx] = shape;
     let r = (kernel.len() / 2) as isize;
-    if axis == 2 {
-        let ru = r as usize;
-        let mut padded = vec![0f32; nx + 2 * ru];
-        // Where each padding voxel comes from (the middle is the row itself).
-        let edges: Vec<(usize, usize)> = (0..ru)
-            .chain(nx + ru..nx + 2 * ru)
-            .map(|j| (j, reflect(j as isize - r, nx as isize)))
-            .collect();
-        for (row, o) in x.chunks_exact(nx).zip(out.chunks_exact_mut(nx)) {
-            padded[ru..ru + nx].copy_from_slice(row);
-            for &(j, from) in &edges {
-                padded[j] = row[from];
-            }
-            // Tap by tap over the whole row (a contiguous multiply-add that vectorises),
-            // rather than voxel by voxel over the taps; the same sums in the same order.
-            o.fill(0.0);
-            for (t, &w) in kernel.iter().enumerate() {
-                for (ov, &v) in o.iter_mut().zip(&padded[t..t + nx]) {
-                    *ov = w.mul_add(v, *ov);
-                }
-            }
-        }
-        return;
-    }
     let (n, outer, stride) = if axis == 0 { (nz, 1, ny * nx) } else { (ny, nz, nx) };
+    // The source row of each (position, tap), mirrored at the edges, worked out once: a
+    // `reflect` per row and tap (an integer division) was most of the y pass.
+    let taps = kernel.len();
+    let from: Vec<usize> = (0..n * taps)
+        .map(|i| reflect((i / taps) as isize + (i % taps) as isize - r, n as isize))
+        .collect();
     for o_idx in 0..outer {
         // For axis 1 (y) the planes are independent: plane `o_idx`, rows along y.
         let plane = o_idx * ny * nx;
         for pos in 0..n {
             let dst = plane + pos * stride;
-            let orow = &mut out[dst..dst + stride];
-            orow.fill(0.0);
-            for (k, &w) in kernel.iter().enumerate() {
-                let src = plane + reflect(pos as isize + k as isize - r, n as isize) * stride;
-                for (ov, &xv) in orow.iter_mut().zip(&x[src..src + stride]) {
-                    *ov = w.mul_add(xv, *ov);
-                }
-            }
+            let from = &from[pos * taps..(pos + 1) * taps];
+            weighted_sum(&mut out[dst..dst + stride], kernel, |t| {
+                &x[plane + from[t] * stride..][..stride]
+            });
         }
     }
 }
@@ -584,94 +584,103 @@ fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel:
 fn low_resolution(x: &mut [f32], shape: [usize; 3], scale: f32, up: Upsample) {
     let small: [usize; 3] =
         shape.map(|n| (round_half_even(n as f32 * scale).max(1) as usize).min(n));
-    // Down: output voxel j reads floor((j + 0.5) * n / m), per axis.
-    let pick = |m: usize, n: usize| -> Vec<usize> {
+    // Down: output voxel j reads floor((j + 0.5) * n / m), per axis (as i32, below
+    // 2^31: a patch is far smaller, so the loop over x compiles to gathers).
+    let pick = |m: usize, n: usize| -> Vec<i32> {
         (0..m)
-            .map(|j| (((j as f64 + 0.5) * n as f64 / m as f64).floor() as usize).min(n - 1))
+            .map(|j| (((j as f64 + 0.5) * n as f64 / m as f64).floor() as usize).min(n - 1) as i32)
             .collect()
     };
     let (pz, py, px) =
         (pick(small[0], shape[0]), pick(small[1], shape[1]), pick(small[2], shape[2]));
-    let mut down = scratch::take(0);
-    down.reserve(small.iter().product());
+    let mut down = scratch::take_dirty(small.iter().product());
+    let mut rows = down.chunks_exact_mut(small[2].max(1));
     for &z in &pz {
         for &y in &py {
-            let row = &x[(z * shape[1] + y) * shape[2]..][..shape[2]];
-            // SAFETY: every pick is below shape[2] (clamped to n - 1), `row`'s length.
-            // Unchecked, so the loop compiles to gathers.
-            down.extend(px.iter().map(|&i| unsafe { *row.get_unchecked(i) }));
+            let row = &x[(z as usize * shape[1] + y as usize) * shape[2]..][..shape[2]];
+            let Some(out) = rows.next() else { break };
+            for (o, &i) in out.iter_mut().zip(&px) {
+                // SAFETY: every pick is in 0..shape[2] (clamped to n - 1), `row`'s
+                // length. Unchecked, so the loop compiles to gathers.
+                *o = unsafe { *row.get_unchecked(i as usize) };
+            }
         }
     }
     // Up, one axis at a time (linear and cubic interpolation are both separable): x
     // first, while the array is smallest, since x is the one axis whose taps are not
-    // whole contiguous rows.
-    let mut cur = down;
-    let mut cur_shape = small;
-    for axis in [2, 1, 0] {
-        let mut next_shape = cur_shape;
-        next_shape[axis] = shape[axis];
-        let next = resize_axis(&cur, cur_shape, next_shape, axis, up);
-        scratch::give(std::mem::replace(&mut cur, next));
-        cur_shape = next_shape;
-    }
-    x.copy_from_slice(&cur);
-    scratch::give(cur);
+    // whole contiguous rows; the last (z) straight into `x`.
+    let mid = [small[0], small[1], shape[2]];
+    let mut along_x = scratch::take_dirty(mid.iter().product());
+    resize_axis(&down, small, mid, 2, up, &mut along_x);
+    scratch::give(down);
+    let mid2 = [small[0], shape[1], shape[2]];
+    let mut along_y = scratch::take_dirty(mid2.iter().product());
+    resize_axis(&along_x, mid, mid2, 1, up, &mut along_y);
+    scratch::give(along_x);
+    resize_axis(&along_y, mid2, shape, 0, up, x);
+    scratch::give(along_y);
 }
 
-/// Resizes `x` (C order, `from`) along `axis` to `to[axis]` voxels, `align_corners=False`.
+/// `out` = `x` (C order, `from`) resized along `axis` to `to[axis]` voxels,
+/// `align_corners=False`; `out` holds `to`'s voxels (what it held is overwritten).
 #[inline(always)] // into `apply_avx2`, so its loops are compiled for AVX2 there
-fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Upsample) -> Vec<f32> {
+fn resize_axis(
+    x: &[f32],
+    from: [usize; 3],
+    to: [usize; 3],
+    axis: usize,
+    up: Upsample,
+    out: &mut [f32],
+) {
     let (n, m) = (from[axis], to[axis]);
     let ratio = n as f64 / m as f64;
-    // Per output position: (source index, weight) pairs.
-    let taps: Vec<Vec<(usize, f32)>> = (0..m)
-        .map(|j| {
-            let s = (j as f64 + 0.5) * ratio - 0.5;
-            match up {
-                Upsample::Linear => {
-                    let s = s.max(0.0);
-                    let i0 = (s.floor() as usize).min(n - 1);
-                    let i1 = (i0 + 1).min(n - 1);
-                    let l = (s - i0 as f64) as f32;
-                    vec![(i0, 1.0 - l), (i1, l)]
-                }
-                Upsample::Cubic => {
-                    let f = s.floor();
-                    let t = s - f;
-                    let w = cubic_weights(t as f32);
-                    (0..4)
-                        .map(|k| {
-                            let i = (f as isize - 1 + k as isize).clamp(0, n as isize - 1);
-                            (i as usize, w[k])
-                        })
-                        .collect()
+    // Per output position: its taps' source indices and weights (2 linear, 4 cubic).
+    let k = match up {
+        Upsample::Linear => 2,
+        Upsample::Cubic => 4,
+    };
+    let mut idx = vec![0usize; m * k];
+    let mut wt = vec![0f32; m * k];
+    for j in 0..m {
+        let s = (j as f64 + 0.5) * ratio - 0.5;
+        let (i, w) = (&mut idx[j * k..(j + 1) * k], &mut wt[j * k..(j + 1) * k]);
+        match up {
+            Upsample::Linear => {
+                let s = s.max(0.0);
+                let i0 = (s.floor() as usize).min(n - 1);
+                let l = (s - i0 as f64) as f32;
+                i.copy_from_slice(&[i0, (i0 + 1).min(n - 1)]);
+                w.copy_from_slice(&[1.0 - l, l]);
+            }
+            Upsample::Cubic => {
+                let f = s.floor();
+                w.copy_from_slice(&cubic_weights((s - f) as f32));
+                for (t, it) in i.iter_mut().enumerate() {
+                    *it = (f as isize - 1 + t as isize).clamp(0, n as isize - 1) as usize;
                 }
             }
-        })
-        .collect();
+        }
+    }
     let [_, ny, nx] = to;
-    let mut out = scratch::take(to.iter().product());
-    // out += w * src, row by row: contiguous runs the compiler vectorises. Taps are added
-    // in order, so each value is the same sum as tap by tap.
-    let add = add_scaled;
+    // out = w_0 src_0 + w_1 src_1 + ..., row by row: contiguous runs the compiler
+    // vectorises. Taps are added in order (the first's product is its multiply-add onto
+    // 0), so each value is the same sum as tap by tap.
     match axis {
         0 => {
             let plane = ny * nx;
-            for (j, t) in taps.iter().enumerate() {
-                let dst = &mut out[j * plane..(j + 1) * plane];
-                for &(s, w) in t {
-                    add(dst, &x[s * plane..(s + 1) * plane], w);
-                }
+            for j in 0..m {
+                let (i, w) = (&idx[j * k..(j + 1) * k], &wt[j * k..(j + 1) * k]);
+                weighted_sum(&mut out[j * plane..(j + 1) * plane], w, |t| {
+                    &x[i[t] * plane..(i[t] + 1) * plane]
+                });
             }
         }
         1 => {
             for z in 0..to[0] {
-                for (j, t) in taps.iter().enumerate() {
+                for j in 0..m {
                     let d = (z * ny + j) * nx;
-                    for &(s, w) in t {
-                        let src = (z * from[1] + s) * nx;
-                        add(&mut out[d..d + nx], &x[src..src + nx], w);
-                    }
+                    let (i, w) = (&idx[j * k..(j + 1) * k], &wt[j * k..(j + 1) * k]);
+                    weighted_sum(&mut out[d..d + nx], w, |t| &x[(z * from[1] + i[t]) * nx..][..nx]);
                 }
             }
         }
@@ -679,29 +688,71 @@ fn resize_axis(x: &[f32], from: [usize; 3], to: [usize; 3], axis: usize, up: Ups
             // Tap by tap over whole rows: out[j] = w_0[j] row[i_0[j]], then + w_t[j]
             // row[i_t[j]] for each further tap (the same sum in the same order as tap by
             // tap per voxel), each a loop over j that compiles to gathers with AVX2 or
-            // AVX-512 (a loop over a voxel's taps inside one over j stayed scalar and was a
-            // third of the stage).
-            let k = taps.first().map_or(0, Vec::len);
-            let tap = |t: usize| -> (Vec<usize>, Vec<f32>) { taps.iter().map(|v| v[t]).unzip() };
-            let per_tap: Vec<(Vec<usize>, Vec<f32>)> = (0..k).map(tap).collect();
-            // SAFETY (the reads): every tap's index is below n (clamped where the taps are
+            // AVX-512 (i32 indices; a loop over a voxel's taps inside one over j stayed
+            // scalar and was a third of the stage).
+            let per_tap: Vec<(Vec<i32>, Vec<f32>)> = (0..k)
+                .map(|t| (0..m).map(|j| (idx[j * k + t] as i32, wt[j * k + t])).unzip())
+                .collect();
+            // SAFETY (the reads): every tap's index is in 0..n (clamped where the taps are
             // made), and `row` holds n values.
             for (row, dst) in x.chunks_exact(n).zip(out.chunks_exact_mut(m)) {
-                let mut it = per_tap.iter();
-                if let Some((idx, wt)) = it.next() {
-                    for ((o, &i), &w) in dst.iter_mut().zip(idx).zip(wt) {
-                        *o = w * unsafe { *row.get_unchecked(i) };
-                    }
-                }
-                for (idx, wt) in it {
-                    for ((o, &i), &w) in dst.iter_mut().zip(idx).zip(wt) {
-                        *o = w.mul_add(unsafe { *row.get_unchecked(i) }, *o);
+                for (t, (idx, wt)) in per_tap.iter().enumerate() {
+                    if t == 0 {
+                        for ((o, &i), &w) in dst.iter_mut().zip(idx).zip(wt) {
+                            *o = w * unsafe { *row.get_unchecked(i as usize) };
+                        }
+                    } else {
+                        for ((o, &i), &w) in dst.iter_mut().zip(idx).zip(wt) {
+                            *o = w.mul_add(unsafe { *row.get_unchecked(i as usize) }, *o);
+                        }
                     }
                 }
             }
         }
     }
-    out
+}
+
+/// `dst[i] = w_0 src(0)[i] + w_1 src(1)[i] + ...` over the taps `w` in order (the first
+/// a product, the rest fused multiply-adds: the sum tap by tap, the same bits), in blocks
+/// of 64 values kept in registers across the taps, so each value is stored once rather
+/// than once per tap.
+#[inline(always)]
+fn weighted_sum<'a>(dst: &mut [f32], w: &[f32], src: impl Fn(usize) -> &'a [f32]) {
+    const B: usize = 64;
+    let n = dst.len();
+    let whole = n / B * B;
+    for (b, out) in dst[..whole].chunks_exact_mut(B).enumerate() {
+        let mut acc = [0f32; B];
+        for (t, &wt) in w.iter().enumerate() {
+            let s = &src(t)[b * B..(b + 1) * B];
+            if t == 0 {
+                for (a, &v) in acc.iter_mut().zip(s) {
+                    *a = wt * v;
+                }
+            } else {
+                for (a, &v) in acc.iter_mut().zip(s) {
+                    *a = wt.mul_add(v, *a);
+                }
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+    if whole < n {
+        let out = &mut dst[whole..];
+        for (t, &wt) in w.iter().enumerate() {
+            let s = &src(t)[whole..n];
+            if t == 0 { mul_into(out, s, wt) } else { add_scaled(out, s, wt) }
+        }
+    }
+}
+
+/// `dst = w src`, value by value: the first tap of a sum, the multiply-add onto 0 that
+/// it replaces (the same rounding, one pass fewer than zeroing first).
+#[inline(always)]
+fn mul_into(dst: &mut [f32], src: &[f32], w: f32) {
+    for (o, &v) in dst.iter_mut().zip(src) {
+        *o = w * v;
+    }
 }
 
 /// `dst += w src`, value by value, in fused multiply-adds. A function inlined always, not

@@ -19,6 +19,14 @@ pub fn take(n: usize) -> Vec<f32> {
     v
 }
 
+/// A buffer of `n` values for a caller that writes every one before reading it: what
+/// it held before is left (no pass to zero it).
+pub fn take_dirty(n: usize) -> Vec<f32> {
+    let mut v = FREE.with(|f| f.borrow_mut().pop()).unwrap_or_default();
+    v.resize(n, 0.0);
+    v
+}
+
 /// Hands `v` back for the next [`take`] on this thread.
 pub fn give(v: Vec<f32>) {
     FREE.with(|f| {
