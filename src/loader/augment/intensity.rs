@@ -311,22 +311,50 @@ impl Applied {
             Applied::Gamma { gamma, invert, retain_stats } => {
                 // On the negated image where inverted: its statistics are the image's
                 // negated (min and max swapped), exactly, so it is never written out; the
-                // negation is folded into the passes that read and write each voxel.
-                let sign = if invert { -1.0f32 } else { 1.0 };
+                // negation is folded into the passes that read and write each voxel, each
+                // pass written once per sign so that no voxel is multiplied by 1.
                 let (mean, std, lo, hi) = stats(x, retain_stats);
                 let (mean, lo, hi) = if invert { (-mean, -hi, -lo) } else { (mean, lo, hi) };
                 let range = hi - lo;
                 let inv = 1.0 / range.max(1e-7);
-                let out_sign = if retain_stats { 1.0 } else { sign };
-                for v in x.iter_mut() {
-                    *v = out_sign * (pow01((sign * *v - lo) * inv, gamma) * range + lo);
+                // The statistics of the powered values are gathered block by block as
+                // each is written, while it is in the cache (the blocks of `stats`).
+                let mut after: Option<Running> = None;
+                for block in x.chunks_mut(STATS_BLOCK) {
+                    match (invert, retain_stats) {
+                        (false, _) => {
+                            for v in block.iter_mut() {
+                                *v = pow01((*v - lo) * inv, gamma).mul_add(range, lo);
+                            }
+                        }
+                        (true, true) => {
+                            for v in block.iter_mut() {
+                                *v = pow01((-*v - lo) * inv, gamma).mul_add(range, lo);
+                            }
+                        }
+                        (true, false) => {
+                            for v in block.iter_mut() {
+                                *v = -pow01((-*v - lo) * inv, gamma).mul_add(range, lo);
+                            }
+                        }
+                    }
+                    if retain_stats {
+                        let first = block.first().copied().unwrap_or(0.0);
+                        after.get_or_insert_with(|| Running::new(first)).add(block);
+                    }
                 }
-                if retain_stats {
-                    let (m2, s2, _, _) = stats(x, true);
+                if let Some(after) = after {
+                    let (m2, s2, _, _) = after.finish(true);
                     let k = (std / s2.max(1e-7)) as f32;
                     let (m2, mean) = (m2 as f32, mean as f32);
-                    for v in x.iter_mut() {
-                        *v = sign * ((*v - m2) * k + mean);
+                    if invert {
+                        for v in x.iter_mut() {
+                            *v = -((*v - m2) * k + mean);
+                        }
+                    } else {
+                        for v in x.iter_mut() {
+                            *v = (*v - m2) * k + mean;
+                        }
                     }
                 }
             }
@@ -336,67 +364,137 @@ impl Applied {
 
 /// `x^g` for `x` in [0, 1] and `g` > 0, as `2^(g log2 x)` with polynomials (relative
 /// error below 1e-5 for `g` up to 3, most of it the rounding of `g log2 x` in f32; checked
-/// against `powf` in the tests): a libm `powf`
-/// per voxel would cost more than the rest of the augmentation of a patch.
+/// against `powf` in the tests): a libm `powf` per voxel would cost more than the rest of
+/// the augmentation of a patch.
 #[inline(always)]
 pub fn pow01(x: f32, g: f32) -> f32 {
     // Branch-free (a select at the end), so a loop over voxels vectorises.
     let positive = x > 0.0;
-    let (e, ln_m) = super::normal::ln_parts(x.max(f32::MIN_POSITIVE));
-    let y = (g * (e + ln_m * std::f32::consts::LOG2_E)).max(-126.0);
-    // 2^y = 2^n 2^f, n = round(y), f in [-0.5, 0.5]: Taylor of e^(f ln 2) to degree 6
-    // (|f ln 2| <= 0.347: the remainder is below 1.2e-7). Constants as multipliers, never
-    // divisors: a division by a constant stays a division (its reciprocal is not exact),
-    // and `f / 720` alone cost a sixth of the loop.
+    let y = (g * log2(x.max(f32::MIN_POSITIVE))).max(-126.0);
+    // 2^y = 2^n 2^f, n = round(y), f in [-0.5, 0.5]: Taylor of e^(f ln 2) to degree 6,
+    // its coefficients ln(2)^k / k! (|f ln 2| <= 0.347: the remainder is below 1.2e-7).
     // n by the 1.5 * 2^23 trick (y + M rounds y to an integer held in M's low bits), not
     // `as i32`: Rust's saturating float-to-integer cast is done one lane at a time and was
     // most of the loop's cost. y is in [-126, 1] here (or NaN, which comes out as garbage,
     // never undefined behaviour).
     const ROUND: f32 = 12_582_912.0;
+    const C: [f32; 7] = [
+        1.0,
+        std::f32::consts::LN_2,
+        0.240_226_5,
+        0.055_504_11,
+        0.009_618_129,
+        0.001_333_355_8,
+        0.000_154_035_3,
+    ];
     let t = y + ROUND;
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
-    let f = (y - (t - ROUND)) * std::f32::consts::LN_2;
-    // Horner in fused multiply-adds (one rounding each, a quarter off the loop).
-    let p = f.mul_add(1.0 / 720.0, 1.0 / 120.0);
-    let p = p.mul_add(f, 1.0 / 24.0);
-    let p = p.mul_add(f, 1.0 / 6.0);
-    let p = p.mul_add(f, 0.5);
-    let p = p.mul_add(f, 1.0);
-    let p = p.mul_add(f, 1.0);
+    let f = y - (t - ROUND);
+    // Horner in fused multiply-adds (one rounding each).
+    let p = f.mul_add(C[6], C[5]);
+    let p = p.mul_add(f, C[4]);
+    let p = p.mul_add(f, C[3]);
+    let p = p.mul_add(f, C[2]);
+    let p = p.mul_add(f, C[1]);
+    let p = p.mul_add(f, C[0]);
     let r = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
     if positive { r } else { 0.0 }
 }
 
+/// `log2 x` for a positive, normal `x`: `x = 2^e m` with `m` in [sqrt(1/2), sqrt(2)), and
+/// `log2 m = u P(u)`, `u = m - 1`, P of degree 7 fitted (least squares at Chebyshev
+/// nodes) to `log2(1 + u) / u` there: within 1.5e-7 of `log2 m`, and no division (one
+/// per sixteen voxels was a good part of gamma's loop). Selects, not branches.
+#[inline(always)]
+fn log2(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let e = ((bits >> 23) & 0xff) as i32 - 127;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > std::f32::consts::SQRT_2;
+    let (m, e) = if big { (m * 0.5, e + 1) } else { (m, e) };
+    let u = m - 1.0;
+    const P: [f32; 8] = [
+        1.442_694_9,
+        -0.721_352_76,
+        0.480_924_04,
+        -0.360_241_98,
+        0.287_075_6,
+        -0.248_821_81,
+        0.234_209_85,
+        -0.146_203_53,
+    ];
+    let p = u.mul_add(P[7], P[6]);
+    let p = p.mul_add(u, P[5]);
+    let p = p.mul_add(u, P[4]);
+    let p = p.mul_add(u, P[3]);
+    let p = p.mul_add(u, P[2]);
+    let p = p.mul_add(u, P[1]);
+    let p = p.mul_add(u, P[0]);
+    u.mul_add(p, e as f32)
+}
+
 /// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max, in
 /// one pass: sums of `v - pivot` and of its square in [`LANES`] f32 lanes over blocks of
-/// 1,024 voxels, each block's lanes added in f64 (the rounding stays that of sums of 32
-/// values; the pivot, the first value, keeps the squares from cancelling). With AVX2 the
-/// lanes are four registers each, written out (four, so that each add waits on the one
-/// four steps back rather than the one before: the sums were bound by the adds'
+/// [`STATS_BLOCK`] voxels, each block's lanes added in f64 (the rounding stays that of
+/// sums of 32 values; the pivot, the first value, keeps the squares from cancelling). With
+/// AVX2 the lanes are four registers each, written out (four, so that each add waits on
+/// the one four steps back rather than the one before: the sums were bound by the adds'
 /// latency); LLVM's vectoriser left the plain loop scalar. Both paths do the same IEEE
 /// operations in the same order, so they agree bit for bit.
 #[inline(always)]
 fn stats(x: &[f32], std: bool) -> (f64, f64, f32, f32) {
-    let pivot = x.first().copied().unwrap_or(0.0);
-    let mut lanes = Lanes {
-        lo: [f32::INFINITY; LANES],
-        hi: [f32::NEG_INFINITY; LANES],
-        d: [0.0; LANES],
-        d2: [0.0; LANES],
-    };
-    let (mut d, mut d2) = (0f64, 0f64);
-    for block in x.chunks(1024) {
-        lanes.d = [0.0; LANES];
-        lanes.d2 = [0.0; LANES];
-        lanes.add_block(block, pivot);
-        d += lanes.d.iter().map(|&v| v as f64).sum::<f64>();
-        d2 += lanes.d2.iter().map(|&v| v as f64).sum::<f64>();
+    let mut r = Running::new(x.first().copied().unwrap_or(0.0));
+    for block in x.chunks(STATS_BLOCK) {
+        r.add(block);
     }
-    let n = x.len().max(1) as f64;
-    let mean = d / n;
-    let sd = if std && x.len() > 1 { ((d2 - d * mean) / (n - 1.0)).max(0.0).sqrt() } else { 0.0 };
-    let fold = |a: [f32; LANES], f: fn(f32, f32) -> f32| a.into_iter().reduce(f).unwrap_or(0.0);
-    (pivot as f64 + mean, sd, fold(lanes.lo, f32::min), fold(lanes.hi, f32::max))
+    r.finish(std)
+}
+
+/// Voxels per block of [`stats`].
+const STATS_BLOCK: usize = 1024;
+
+/// [`stats`] under way: the blocks added so far.
+struct Running {
+    lanes: Lanes,
+    pivot: f32,
+    d: f64,
+    d2: f64,
+    n: usize,
+}
+
+impl Running {
+    /// Nothing added yet; `pivot` is the first value there will be.
+    fn new(pivot: f32) -> Running {
+        let lanes = Lanes {
+            lo: [f32::INFINITY; LANES],
+            hi: [f32::NEG_INFINITY; LANES],
+            d: [0.0; LANES],
+            d2: [0.0; LANES],
+        };
+        Running { lanes, pivot, d: 0.0, d2: 0.0, n: 0 }
+    }
+
+    /// Adds one block (at most [`STATS_BLOCK`] values).
+    #[inline(always)]
+    fn add(&mut self, block: &[f32]) {
+        self.lanes.d = [0.0; LANES];
+        self.lanes.d2 = [0.0; LANES];
+        self.lanes.add_block(block, self.pivot);
+        self.d += self.lanes.d.iter().map(|&v| v as f64).sum::<f64>();
+        self.d2 += self.lanes.d2.iter().map(|&v| v as f64).sum::<f64>();
+        self.n += block.len();
+    }
+
+    /// Mean, standard deviation (when `std`), min and max of the values added.
+    fn finish(self, std: bool) -> (f64, f64, f32, f32) {
+        let (d, d2) = (self.d, self.d2);
+        let n = self.n.max(1) as f64;
+        let mean = d / n;
+        let sd =
+            if std && self.n > 1 { ((d2 - d * mean) / (n - 1.0)).max(0.0).sqrt() } else { 0.0 };
+        let fold = |a: [f32; LANES], f: fn(f32, f32) -> f32| a.into_iter().reduce(f).unwrap_or(0.0);
+        (self.pivot as f64 + mean, sd, fold(self.lanes.lo, f32::min), fold(self.lanes.hi, f32::max))
+    }
 }
 
 /// Lanes of [`stats`]'s running sums.
