@@ -77,7 +77,7 @@ enum Command {
     Evaluate(evaluate::Args),
     /// Draw one slice of a stored scan with its predicted and annotated nodules (PNG).
     Render(render::Args),
-    /// Plot a training run's loss and Dice against step (PNG).
+    /// Plot a training run's loss, Dice and held-out CPM against step (PNG).
     Plot(plot::Args),
     /// Run the pipeline end to end on the embedded synthetic default.
     Demo(demo::Args),

@@ -1,4 +1,4 @@
-//! `ctstream plot`: a training run's loss and Dice against step, as PNG.
+//! `ctstream plot`: a training run's loss, Dice and held-out CPM against step, as PNG.
 
 use std::path::PathBuf;
 

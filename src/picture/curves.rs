@@ -1,5 +1,6 @@
 //! A training run's curves: loss and Dice against step, for training (each step, and
-//! its running mean) and validation, read from the run's `metrics.csv` and `val.csv`.
+//! its running mean) and validation, and the held-out scans' CPM where validation
+//! predicted them, read from the run's `metrics.csv` and `val.csv`.
 
 use std::path::Path;
 
@@ -18,6 +19,9 @@ pub struct Curves {
     pub val_loss: Vec<(f64, f64)>,
     /// Validation Dice at each validation.
     pub val_dice: Vec<(f64, f64)>,
+    /// The held-out scans' CPM at each validation that predicted them (`val.csv`'s `cpm`
+    /// column; empty where it has none or never filled it).
+    pub val_cpm: Vec<(f64, f64)>,
 }
 
 /// Reads the `step`, `loss` and `dice` columns of a CSV log (other columns ignored).
@@ -54,6 +58,40 @@ pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
     Ok(rows)
 }
 
+/// Reads the `step` column and the column `name` of a CSV log where it has one: the rows
+/// whose `name` cell is filled (empty where the log has no such column).
+///
+/// # Errors
+/// As [`read_log`].
+pub fn read_optional(path: &Path, name: &str) -> Result<Vec<(f64, f64)>, PictureError> {
+    let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
+    let file = crate::fsutil::open_regular(path)
+        .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
+    let mut r = csv::Reader::from_reader(file);
+    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let (Some(s), Some(c)) =
+        (headers.iter().position(|h| h == "step"), headers.iter().position(|h| h == name))
+    else {
+        return Ok(Vec::new());
+    };
+    let mut rows = Vec::new();
+    for (k, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let (step, v) = (rec.get(s).unwrap_or("").trim(), rec.get(c).unwrap_or("").trim());
+        if v.is_empty() {
+            continue;
+        }
+        let num = |v: &str, col: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(format!("line {}: {col} `{v}` is not a number", k + 2)))
+        };
+        rows.push((num(step, "step")?, num(v, name)?));
+    }
+    Ok(rows)
+}
+
 /// Reads a run folder's `metrics.csv` (required) and `val.csv` (if present).
 ///
 /// # Errors
@@ -68,7 +106,11 @@ pub fn read_run(run_dir: &Path) -> Result<Curves, PictureError> {
         });
     }
     let val_path = run_dir.join("val.csv");
-    let val = if val_path.exists() { read_log(&val_path)? } else { Vec::new() };
+    let (val, val_cpm) = if val_path.exists() {
+        (read_log(&val_path)?, read_optional(&val_path, "cpm")?)
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let loss = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.1)).collect();
     let dice = |rows: &[(f64, f64, f64)]| rows.iter().map(|r| (r.0, r.2)).collect();
     Ok(Curves {
@@ -76,6 +118,7 @@ pub fn read_run(run_dir: &Path) -> Result<Curves, PictureError> {
         train_dice: dice(&train),
         val_loss: loss(&val),
         val_dice: dice(&val),
+        val_cpm,
     })
 }
 
@@ -91,25 +134,33 @@ pub fn running_mean(points: &[(f64, f64)], k: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Plots loss (left) and Dice (right) against step: each training step faint, their
-/// running mean bold, validation as dots joined by lines.
+/// Plots loss (left) and Dice (middle) against step: each training step faint, their
+/// running mean bold, validation as dots joined by lines; and, where validation scored
+/// the held-out scans, their CPM (right).
 ///
 /// # Errors
 /// [`PictureError::Draw`] if drawing fails.
 pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
-    let mut pic = Picture::new(1200, 480);
+    let with_cpm = !c.val_cpm.is_empty();
+    let n_panels = if with_cpm { 3 } else { 2 };
+    let mut pic = Picture::new(600 * n_panels as u32, 480);
     let steps = c.train_loss.len();
     let k = (steps / 20).max(1) | 1;
     pic.draw(|root| {
         let root = root.titled(title, ("sans-serif", 20)).map_err(draw_err)?;
-        let halves = root.split_evenly((1, 2));
+        let areas = root.split_evenly((1, n_panels));
         let max_step = c.train_loss.iter().chain(&c.val_loss).map(|p| p.0).fold(1.0f64, f64::max);
-        let panels = [("loss", &c.train_loss, &c.val_loss), ("Dice", &c.train_dice, &c.val_dice)];
-        for (area, (name, train, val)) in halves.iter().zip(panels) {
+        let none = Vec::new();
+        let panels = [
+            ("loss", &c.train_loss, &c.val_loss),
+            ("Dice", &c.train_dice, &c.val_dice),
+            ("held-out CPM", &none, &c.val_cpm),
+        ];
+        for (area, (name, train, val)) in areas.iter().zip(panels) {
             let finite = train.iter().chain(val.iter()).map(|p| p.1).filter(|v| v.is_finite());
             let (lo, hi) =
                 finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
-            let (y0, y1) = if name == "Dice" {
+            let (y0, y1) = if name != "loss" {
                 (0.0, 1.0)
             } else if lo.is_finite() {
                 (lo.min(0.0), hi * 1.05 + 1e-9)
@@ -134,12 +185,14 @@ pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
             let blue = RGBColor(40, 90, 200);
             let faint =
                 if k > 1 { RGBColor(160, 185, 235).stroke_width(1) } else { blue.stroke_width(2) };
-            chart
-                .draw_series(LineSeries::new(train.iter().copied(), faint))
-                .map_err(draw_err)?
-                .label("training, each step")
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint));
-            if k > 1 {
+            if !train.is_empty() {
+                chart
+                    .draw_series(LineSeries::new(train.iter().copied(), faint))
+                    .map_err(draw_err)?
+                    .label("training, each step")
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], faint));
+            }
+            if k > 1 && !train.is_empty() {
                 chart
                     .draw_series(LineSeries::new(running_mean(train, k), blue.stroke_width(2)))
                     .map_err(draw_err)?
@@ -161,7 +214,7 @@ pub fn plot(c: &Curves, title: &str) -> Result<Picture, PictureError> {
                     .draw_series(val.iter().map(|&p| Circle::new(p, 4, orange.filled())))
                     .map_err(draw_err)?;
             }
-            let corner = if name == "Dice" {
+            let corner = if name != "loss" {
                 SeriesLabelPosition::UpperLeft
             } else {
                 SeriesLabelPosition::UpperRight

@@ -196,10 +196,19 @@ fn froc_and_curve_charts_draw_their_lines() {
         train_dice: train.iter().map(|&(s, l)| (s, 1.0 - l)).collect(),
         val_loss: vec![(50.0, 0.1), (100.0, 0.05)],
         val_dice: vec![(50.0, 0.8), (100.0, 0.9)],
+        val_cpm: Vec::new(),
     };
     let pic = curves::plot(&c, "test").unwrap();
+    assert_eq!(pic.width(), 1200, "two panels without a CPM");
     assert!(count(&pic, [40, 90, 200]) > 600, "two blue running means");
-    assert!(count(&pic, [230, 120, 20]) > 4 * 30, "validation dots");
+    let orange = count(&pic, [230, 120, 20]);
+    assert!(orange > 4 * 30, "validation dots");
+    // With the held-out CPM: a third panel, its two validations drawn in orange too.
+    let c = curves::Curves { val_cpm: vec![(50.0, 0.2), (100.0, 0.6)], ..c };
+    let pic = curves::plot(&c, "test").unwrap();
+    assert_eq!(pic.width(), 1800, "a third panel for the CPM");
+    assert!(count(&pic, [40, 90, 200]) > 600, "two blue running means");
+    assert!(count(&pic, [230, 120, 20]) > orange + 2 * 30, "the CPM's dots and line");
 }
 
 #[test]
@@ -227,6 +236,27 @@ fn run_logs_are_read_by_column_name_and_bad_rows_are_named() {
     assert_eq!(c.train_loss, vec![(1.0, 1.5), (2.0, 1.25)]);
     assert_eq!(c.train_dice, vec![(1.0, 0.1), (2.0, 0.2)]);
     assert_eq!((c.val_loss.clone(), c.val_dice.clone()), (vec![(2.0, 1.0)], vec![(2.0, 0.5)]));
+    assert!(c.val_cpm.is_empty(), "no cpm column, no CPM");
+    // The held-out CPM where validation filled it (empty cells: validations without the
+    // scans); a value that is not a number is named with its line.
+    std::fs::write(
+        run.join("val.csv"),
+        "step,loss,dice,cpm
+2,1.0,0.5,
+4,0.9,0.6,0.25
+",
+    )
+    .unwrap();
+    assert_eq!(curves::read_run(run).unwrap().val_cpm, vec![(4.0, 0.25)]);
+    std::fs::write(
+        run.join("val.csv"),
+        "step,loss,dice,cpm
+2,1.0,0.5,high
+",
+    )
+    .unwrap();
+    let e = curves::read_run(run).unwrap_err().to_string();
+    assert!(e.contains("val.csv") && e.contains("line 2") && e.contains("cpm `high`"), "{e}");
     std::fs::write(run.join("val.csv"), "step,loss,dice\n2,oops,0.5\n").unwrap();
     let e = curves::read_run(run).unwrap_err().to_string();
     assert!(e.contains("val.csv") && e.contains("line 2") && e.contains("oops"), "{e}");
