@@ -658,8 +658,8 @@ fn blur_axis(x: &[f32], out: &mut [f32], shape: [usize; 3], axis: usize, kernel:
     let [nz, ny, nx] = shape;
     let r = (kernel.len() / 2) as isize;
     let (n, outer, stride) = if axis == 0 { (nz, 1, ny * nx) } else { (ny, nz, nx) };
-    // The source row of each (position, tap), mirrored at the edges, worked out once: a
-    // `reflect` per row and tap (an integer division) was most of the y pass.
+    // The source row of each (position, tap), mirrored at the edges, worked out once per
+    // call rather than per row and tap (an integer division each).
     let taps = kernel.len();
     let from: Vec<usize> = (0..n * taps)
         .map(|i| reflect((i / taps) as isize + (i % taps) as isize - r, n as isize))

@@ -692,7 +692,8 @@ mod simd {
 /// once per row (one gather per point of the row rather than four), then along y, then
 /// along z. These are the general rows' interpolations in their order (x within each
 /// of the four corner pairs, then y, then z; no fused multiply-add), so the values are
-/// the same bit for bit; a scaled patch costs about a third of what it did.
+/// the same bit for bit; a scaled patch costs about two thirds of what it did (the
+/// augment bench: 0.39 -> 0.26 ms).
 mod separable {
     use super::super::scratch;
     use super::{Grid, Window, lerp};
