@@ -498,6 +498,10 @@ mod with_pytorch {
                 Applied::Gamma { gamma: 1.3, invert: false, retain_stats: false },
                 serde_json::json!({"kind": "gamma", "gamma": 1.3, "invert": false, "retain_stats": false}),
             ),
+            (
+                Applied::Gamma { gamma: 0.75, invert: true, retain_stats: false },
+                serde_json::json!({"kind": "gamma", "gamma": 0.75, "invert": true, "retain_stats": false}),
+            ),
         ];
         for (a, spec) in cases {
             let dir = tempdir();

@@ -893,6 +893,7 @@ mod tests {
             Applied::LowResolution { scale: 0.55, upsample: Upsample::Cubic },
             Applied::Gamma { gamma: 1.4, invert: true, retain_stats: true },
             Applied::Gamma { gamma: 0.7, invert: false, retain_stats: false },
+            Applied::Gamma { gamma: 1.2, invert: true, retain_stats: false },
         ] {
             let (mut fast, mut plain) = (base.clone(), base.clone());
             a.apply(&mut fast, shape);
