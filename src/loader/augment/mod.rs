@@ -4,7 +4,7 @@
 //! 1. **spatial** ([`spatial`]): rotation about each axis, scaling, elastic deformation,
 //!    all about the patch centre; the loader reads the region the moved patch covers and
 //!    interpolates the image trilinearly (or by cubic B-spline, [`bspline`]), the mask by
-//!    nearest neighbour ([`sample`]; a patch only scaled or mirrored one axis at a time);
+//!    nearest neighbour ([`sample`]; a patch only scaled, mirrored or not, one axis at a time);
 //! 2. HU shift and scale, then the window to 0..1 ([`window`]), with **mirroring** per
 //!    axis as the values are written (a moved patch is sampled mirrored: the mirror folded
 //!    into its map, [`sample::SourceMap::mirrored`]);
