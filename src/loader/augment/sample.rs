@@ -689,9 +689,8 @@ mod simd {
 
 /// Trilinear sampling where each axis moves on its own (a patch scaled, mirrored or not,
 /// and not rotated), one axis at a time: the pairs along x of every source row the
-/// points need, interpolated
-/// once per row (one gather per point of the row rather than four), then along y, then
-/// along z. These are the general rows' interpolations in their order (x within each
+/// points need, interpolated once per row (one gather per point of the row rather than
+/// four), then along y, then along z. These are the general rows' interpolations in their order (x within each
 /// of the four corner pairs, then y, then z; no fused multiply-add), so the values are
 /// the same bit for bit; a scaled patch costs about two thirds of what it did (the
 /// augment bench: 0.39 -> 0.26 ms).
