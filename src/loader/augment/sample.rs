@@ -461,7 +461,7 @@ mod simd {
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2")]
-    fn lerp(p: __m256, q: __m256, t: __m256) -> __m256 {
+    pub(super) fn lerp(p: __m256, q: __m256, t: __m256) -> __m256 {
         _mm256_add_ps(p, _mm256_mul_ps(_mm256_sub_ps(q, p), t))
     }
 
@@ -470,7 +470,7 @@ mod simd {
     /// # Safety
     /// Each `hu[o]` and `hu[o + 1]` exists.
     #[target_feature(enable = "avx2")]
-    unsafe fn pair(hu: &[i16], o: __m256i) -> (__m256, __m256) {
+    pub(super) unsafe fn pair(hu: &[i16], o: __m256i) -> (__m256, __m256) {
         // SAFETY: the caller's; the gather reads the 4 bytes of hu[o], hu[o + 1].
         let g = unsafe { _mm256_i32gather_epi32::<2>(hu.as_ptr() as *const i32, o) };
         let low = _mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(g));
@@ -584,7 +584,7 @@ mod simd {
     }
 
     #[target_feature(enable = "avx512f")]
-    fn lerp16(p: __m512, q: __m512, t: __m512) -> __m512 {
+    pub(super) fn lerp16(p: __m512, q: __m512, t: __m512) -> __m512 {
         _mm512_add_ps(p, _mm512_mul_ps(_mm512_sub_ps(q, p), t))
     }
 
@@ -593,7 +593,7 @@ mod simd {
     /// # Safety
     /// Each `hu[o]` and `hu[o + 1]` exists.
     #[target_feature(enable = "avx512f")]
-    unsafe fn pair16(hu: &[i16], o: __m512i) -> (__m512, __m512) {
+    pub(super) unsafe fn pair16(hu: &[i16], o: __m512i) -> (__m512, __m512) {
         // SAFETY: the caller's; the gather reads the 4 bytes of hu[o], hu[o + 1].
         let g = unsafe { _mm512_i32gather_epi32::<2>(o, hu.as_ptr() as *const i32) };
         let low = _mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(g));
@@ -763,11 +763,15 @@ mod separable {
         img: &mut [f32],
         m: &mut [M],
     ) {
-        sample_here(g, axes, shape, on, window, img, m, |row, lo, w, out| {
-            for ((o, &l), &w) in out.iter_mut().zip(lo).zip(w) {
-                *o = lerp(row[l as usize] as f32, row[l as usize + 1] as f32, w);
-            }
-        })
+        sample_here(g, axes, shape, on, window, img, m, pairs)
+    }
+
+    /// `out[j]` = `row[lo[j]]` to `row[lo[j] + 1]` by `w[j]`, one point at a time.
+    #[inline(always)]
+    fn pairs(row: &[i16], lo: &[i32], w: &[f32], out: &mut [f32]) {
+        for ((o, &l), &w) in out.iter_mut().zip(lo).zip(w) {
+            *o = lerp(row[l as usize] as f32, row[l as usize + 1] as f32, w);
+        }
     }
 
     /// [`sample`] compiled for AVX-512: sixteen pairs along x by one gather each.
@@ -785,28 +789,20 @@ mod separable {
         img: &mut [f32],
         m: &mut [M],
     ) {
+        use super::simd::{lerp16, pair16};
         use std::arch::x86_64::*;
         sample_here(g, axes, shape, on, window, img, m, |row, lo, w, out| {
-            let mut k = 0;
-            while k + 16 <= out.len() {
+            let whole = out.len() / 16 * 16;
+            for k in (0..whole).step_by(16) {
                 // SAFETY: `lo` and `w` hold `out.len()` values; every `lo + 1` is inside
-                // `row` (the points lie inside the region), so each gather reads the 4
-                // bytes of row[lo], row[lo + 1].
+                // `row` (the points lie inside the region), as `pair16` needs.
                 unsafe {
-                    let o = _mm512_loadu_si512(lo.as_ptr().add(k) as *const __m512i);
-                    let g = _mm512_i32gather_epi32::<2>(o, row.as_ptr() as *const i32);
-                    let a = _mm512_cvtepi32_ps(_mm512_srai_epi32::<16>(_mm512_slli_epi32::<16>(g)));
-                    let b = _mm512_cvtepi32_ps(_mm512_srai_epi32::<16>(g));
-                    let t = _mm512_loadu_ps(w.as_ptr().add(k));
-                    let v = _mm512_add_ps(a, _mm512_mul_ps(_mm512_sub_ps(b, a), t));
+                    let (a, b) = pair16(row, _mm512_loadu_si512(lo.as_ptr().add(k).cast()));
+                    let v = lerp16(a, b, _mm512_loadu_ps(w.as_ptr().add(k)));
                     _mm512_storeu_ps(out.as_mut_ptr().add(k), v);
                 }
-                k += 16;
             }
-            for j in k..out.len() {
-                let l = lo[j] as usize;
-                out[j] = lerp(row[l] as f32, row[l + 1] as f32, w[j]);
-            }
+            pairs(row, &lo[whole..], &w[whole..], &mut out[whole..]);
         })
     }
 
@@ -825,26 +821,19 @@ mod separable {
         img: &mut [f32],
         m: &mut [M],
     ) {
+        use super::simd::{lerp, pair};
         use std::arch::x86_64::*;
         sample_here(g, axes, shape, on, window, img, m, |row, lo, w, out| {
-            let mut k = 0;
-            while k + 8 <= out.len() {
+            let whole = out.len() / 8 * 8;
+            for k in (0..whole).step_by(8) {
                 // SAFETY: as in `sample_avx512`, eight lanes.
                 unsafe {
-                    let o = _mm256_loadu_si256(lo.as_ptr().add(k) as *const __m256i);
-                    let g = _mm256_i32gather_epi32::<2>(row.as_ptr() as *const i32, o);
-                    let a = _mm256_cvtepi32_ps(_mm256_srai_epi32::<16>(_mm256_slli_epi32::<16>(g)));
-                    let b = _mm256_cvtepi32_ps(_mm256_srai_epi32::<16>(g));
-                    let t = _mm256_loadu_ps(w.as_ptr().add(k));
-                    let v = _mm256_add_ps(a, _mm256_mul_ps(_mm256_sub_ps(b, a), t));
+                    let (a, b) = pair(row, _mm256_loadu_si256(lo.as_ptr().add(k).cast()));
+                    let v = lerp(a, b, _mm256_loadu_ps(w.as_ptr().add(k)));
                     _mm256_storeu_ps(out.as_mut_ptr().add(k), v);
                 }
-                k += 8;
             }
-            for j in k..out.len() {
-                let l = lo[j] as usize;
-                out[j] = lerp(row[l] as f32, row[l + 1] as f32, w[j]);
-            }
+            pairs(row, &lo[whole..], &w[whole..], &mut out[whole..]);
         })
     }
 
@@ -868,7 +857,7 @@ mod separable {
         let (ys, y_at) = ay.rows();
         let lo_x: Vec<i32> = ax.lo.iter().map(|&l| l as i32).collect();
         // Along x: every source row (z, y) the points need.
-        let mut xs = scratch::take(zs.len() * ys.len() * nx);
+        let mut xs = scratch::take_dirty(zs.len() * ys.len() * nx);
         for (i, &z) in zs.iter().enumerate() {
             for (j, &y) in ys.iter().enumerate() {
                 let row = &g.hu[z * g.sz + y * g.sy..][..g.sy];
@@ -877,7 +866,7 @@ mod separable {
             }
         }
         // Along y: each source plane's rows at the points' y.
-        let mut yz = scratch::take(zs.len() * ny * nx);
+        let mut yz = scratch::take_dirty(zs.len() * ny * nx);
         for i in 0..zs.len() {
             for y in 0..ny {
                 let a = &xs[(i * ys.len() + y_at[y]) * nx..][..2 * nx];
