@@ -17,6 +17,7 @@
 
 use rand::Rng;
 
+use super::normal::{exponent_mantissa, horner};
 use super::{Range, check_probability, scratch};
 
 /// Most intensity stages a loader takes.
@@ -390,14 +391,7 @@ pub fn pow01(x: f32, g: f32) -> f32 {
     let t = y + ROUND;
     let n = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let f = y - (t - ROUND);
-    // Horner in fused multiply-adds (one rounding each).
-    let p = f.mul_add(C[6], C[5]);
-    let p = p.mul_add(f, C[4]);
-    let p = p.mul_add(f, C[3]);
-    let p = p.mul_add(f, C[2]);
-    let p = p.mul_add(f, C[1]);
-    let p = p.mul_add(f, C[0]);
-    let r = p * f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    let r = horner(f, &C) * f32::from_bits((n.wrapping_add(127) as u32) << 23);
     if positive { r } else { 0.0 }
 }
 
@@ -407,11 +401,7 @@ pub fn pow01(x: f32, g: f32) -> f32 {
 /// per sixteen voxels was a good part of gamma's loop). Selects, not branches.
 #[inline(always)]
 fn log2(x: f32) -> f32 {
-    let bits = x.to_bits();
-    let e = ((bits >> 23) & 0xff) as i32 - 127;
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    let big = m > std::f32::consts::SQRT_2;
-    let (m, e) = if big { (m * 0.5, e + 1) } else { (m, e) };
+    let (e, m) = exponent_mantissa(x);
     let u = m - 1.0;
     const P: [f32; 8] = [
         1.442_694_9,
@@ -423,14 +413,7 @@ fn log2(x: f32) -> f32 {
         0.234_209_85,
         -0.146_203_53,
     ];
-    let p = u.mul_add(P[7], P[6]);
-    let p = p.mul_add(u, P[5]);
-    let p = p.mul_add(u, P[4]);
-    let p = p.mul_add(u, P[3]);
-    let p = p.mul_add(u, P[2]);
-    let p = p.mul_add(u, P[1]);
-    let p = p.mul_add(u, P[0]);
-    u.mul_add(p, e as f32)
+    u.mul_add(horner(u, &P), e as f32)
 }
 
 /// Mean, standard deviation (unbiased, when `std` is asked for; else 0), min and max, in

@@ -75,21 +75,30 @@ fn ln(x: f32) -> f32 {
 /// so five terms leave 1e-9; no cancellation near `x = 1`, where `e` is 0). Selects, not
 /// branches, so a loop over voxels vectorises.
 #[inline(always)]
-pub(super) fn ln_parts(x: f32) -> (f32, f32) {
+fn ln_parts(x: f32) -> (f32, f32) {
+    let (e, m) = exponent_mantissa(x);
+    let t = (m - 1.0) / (m + 1.0);
+    let series = t * horner(t * t, &[1.0, 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0]);
+    (e as f32, 2.0 * series)
+}
+
+/// `x = 2^e m` for a positive, normal `x`: `(e, m)` with `m` in [sqrt(1/2), sqrt(2)), so
+/// that a logarithm's polynomial in `m - 1` stays near 0. Bit operations and a select,
+/// so a loop over voxels vectorises.
+#[inline(always)]
+pub(super) fn exponent_mantissa(x: f32) -> (i32, f32) {
     let bits = x.to_bits();
     let e = ((bits >> 23) & 0xff) as i32 - 127;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    let big = m > std::f32::consts::SQRT_2;
-    let (m, e) = if big { (m * 0.5, e + 1) } else { (m, e) };
-    let t = (m - 1.0) / (m + 1.0);
-    let t2 = t * t;
-    // Horner in fused multiply-adds (one instruction each where the caller is compiled
-    // with FMA; libm's `fmaf`, rounded alike, in the plain build).
-    let series = t2.mul_add(1.0 / 9.0, 1.0 / 7.0);
-    let series = series.mul_add(t2, 1.0 / 5.0);
-    let series = series.mul_add(t2, 1.0 / 3.0);
-    let series = t * series.mul_add(t2, 1.0);
-    (e as f32, 2.0 * series)
+    if m > std::f32::consts::SQRT_2 { (e + 1, m * 0.5) } else { (e, m) }
+}
+
+/// `c[0] + c[1] x + ... + c[N-1] x^(N-1)` by Horner's rule in fused multiply-adds (one
+/// rounding each; one instruction each where the caller is compiled with FMA, libm's
+/// `fmaf`, rounded alike, in the plain build).
+#[inline(always)]
+pub(super) fn horner<const N: usize>(x: f32, c: &[f32; N]) -> f32 {
+    c[..N - 1].iter().rev().fold(c[N - 1], |p, &k| p.mul_add(x, k))
 }
 
 /// `(cos 2 pi u, sin 2 pi u)` for `u` in [0, 1): the quarter turn `q = round(4 u)`
