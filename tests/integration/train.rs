@@ -195,15 +195,12 @@ fn resume_is_exact<B: burn::tensor::backend::AutodiffBackend>(device: B::Device,
     // The uninterrupted and the stopped run start from one recorded network (see
     // `BURN_RNG`); the resumed run from a network of its own, so its weights can only come
     // from the checkpoint.
-    use burn::record::{FullPrecisionSettings, Recorder};
-    let recorder = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
     let record =
         |seed: u64| seeded_record::<B, _>(seed, &device, || UNet3d::<B>::new(0.125, &device));
     let (start, other) = (record(9), record(1234));
     assert_ne!(start, other, "two seeds gave one network");
     let run = |run_dir: &Path, resume: Option<&Checkpoint>, start: &Vec<u8>, stop_at: usize| {
-        let net = UNet3d::<B>::new(0.125, &device)
-            .load_record(recorder.load(start.clone(), &device).unwrap());
+        let net = loaded::<B, _>(start.clone(), &device, || UNet3d::<B>::new(0.125, &device));
         stop.store(false, Ordering::SeqCst);
         let mut plan = Plan::new(&loader, 2 * N, 2e-3, LossKind::DiceBce);
         plan.schedule = train::LrSchedule::Cosine { warmup: 2, min_factor: 0.1 };
@@ -281,11 +278,9 @@ fn resume_on_libtorch_trains_on_the_same_batches_to_the_same_weights() {
 #[test]
 fn flex_and_libtorch_compute_the_same_networks() {
     use burn::module::AutodiffModule;
-    use burn::record::{FullPrecisionSettings, Recorder};
     use ctstream::train::device::LibtorchBackend;
     type Tch = burn::backend::LibTorch<f32>;
     let (flex_dev, tch_dev) = (Default::default(), burn::backend::libtorch::LibTorchDevice::Cpu);
-    let recorder = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
     let (images, masks) = ctstream::train::bench::synthetic_batch(2, [16, 32, 32], 7);
     let shape = [2, 1, 16, 32, 32];
     let input = |d: &_| {
@@ -305,10 +300,8 @@ fn flex_and_libtorch_compute_the_same_networks() {
     let bytes = seeded_record::<CpuBackend, _>(5, &flex_dev, || {
         UNet3d::<CpuBackend>::new(0.125, &flex_dev)
     });
-    let unet = UNet3d::<CpuBackend>::new(0.125, &flex_dev)
-        .load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
-    let unet_tch = UNet3d::<LibtorchBackend>::new(0.125, &tch_dev)
-        .load_record(recorder.load(bytes, &tch_dev).unwrap());
+    let unet = loaded(bytes.clone(), &flex_dev, || UNet3d::<CpuBackend>::new(0.125, &flex_dev));
+    let unet_tch = loaded(bytes, &tch_dev, || UNet3d::<LibtorchBackend>::new(0.125, &tch_dev));
     fn probs<B: Backend>(t: Tensor<B, 5>) -> Vec<f32> {
         t.into_data().convert::<f32>().to_vec::<f32>().unwrap()
     }
@@ -319,10 +312,8 @@ fn flex_and_libtorch_compute_the_same_networks() {
     );
     let bytes =
         seeded_record::<CpuBackend, _>(6, &flex_dev, || VNet::<CpuBackend>::new(0.125, &flex_dev));
-    let vnet = VNet::<CpuBackend>::new(0.125, &flex_dev)
-        .load_record(recorder.load(bytes.clone(), &flex_dev).unwrap());
-    let vnet_tch = VNet::<LibtorchBackend>::new(0.125, &tch_dev)
-        .load_record(recorder.load(bytes, &tch_dev).unwrap());
+    let vnet = loaded(bytes.clone(), &flex_dev, || VNet::<CpuBackend>::new(0.125, &flex_dev));
+    let vnet_tch = loaded(bytes, &tch_dev, || VNet::<LibtorchBackend>::new(0.125, &tch_dev));
     compare(
         "vnet inference",
         probs(vnet.valid().forward(flex_in)),
