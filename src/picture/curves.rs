@@ -24,37 +24,136 @@ pub struct Curves {
     pub val_cpm: Vec<(f64, f64)>,
 }
 
+/// A CSV log opened for one pass: its header, then its rows as they are read (a long
+/// run's `metrics.csv` is never held whole).
+struct CsvLog<'a> {
+    path: &'a Path,
+    headers: csv::StringRecord,
+    reader: csv::Reader<std::fs::File>,
+}
+
+impl<'a> CsvLog<'a> {
+    /// Opens the log at `path` and reads its header.
+    fn open(path: &'a Path) -> Result<CsvLog<'a>, PictureError> {
+        let file = crate::fsutil::open_regular(path)
+            .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
+        let mut reader = csv::Reader::from_reader(file);
+        let headers = reader.headers().map_err(|e| bad(path, e.to_string()))?.clone();
+        Ok(CsvLog { path, headers, reader })
+    }
+
+    /// Where column `name` is.
+    fn column(&self, name: &str) -> Option<usize> {
+        self.headers.iter().position(|h| h == name)
+    }
+
+    /// Calls `row(k, record)` on each row in order (row k is line k + 2).
+    fn each(
+        mut self,
+        mut row: impl FnMut(usize, &csv::StringRecord) -> Result<(), PictureError>,
+    ) -> Result<(), PictureError> {
+        let mut rec = csv::StringRecord::new();
+        let mut k = 0;
+        while self.reader.read_record(&mut rec).map_err(|e| bad(self.path, e.to_string()))? {
+            row(k, &rec)?;
+            k += 1;
+        }
+        Ok(())
+    }
+}
+
+/// The input error for the log at `path`.
+fn bad(path: &Path, message: String) -> PictureError {
+    PictureError::Input { path: path.to_path_buf(), message }
+}
+
+/// Where a log's `step`, `loss` and `dice` columns are.
+struct StepLossDice([usize; 3]);
+
+impl StepLossDice {
+    /// The columns of `log`; an error naming a missing one and the header.
+    fn find(log: &CsvLog) -> Result<StepLossDice, PictureError> {
+        let col = |name: &str| {
+            log.column(name).ok_or_else(|| {
+                bad(
+                    log.path,
+                    format!(
+                        "no `{name}` column (header: {})",
+                        log.headers.iter().collect::<Vec<_>>().join(",")
+                    ),
+                )
+            })
+        };
+        Ok(StepLossDice([col("step")?, col("loss")?, col("dice")?]))
+    }
+
+    /// Row `k`'s values; an error naming the line for one that is not a number.
+    fn parse(
+        &self,
+        path: &Path,
+        k: usize,
+        rec: &csv::StringRecord,
+    ) -> Result<(f64, f64, f64), PictureError> {
+        let num = |c: usize, name: &str| -> Result<f64, PictureError> {
+            let v = rec.get(c).unwrap_or("");
+            v.trim()
+                .parse::<f64>()
+                .map_err(|_| bad(path, format!("line {}: {name} `{v}` is not a number", k + 2)))
+        };
+        let [s, l, d] = self.0;
+        Ok((num(s, "step")?, num(l, "loss")?, num(d, "dice")?))
+    }
+}
+
+/// Where a log's `step` column and an optional column are.
+struct Filled<'n> {
+    step: usize,
+    col: usize,
+    name: &'n str,
+}
+
+impl<'n> Filled<'n> {
+    /// The columns of `log`; None where it has no `name` (or no `step`).
+    fn find(log: &CsvLog, name: &'n str) -> Option<Filled<'n>> {
+        Some(Filled { step: log.column("step")?, col: log.column(name)?, name })
+    }
+
+    /// Row `k`'s step and value where the value is filled; an error naming the line for
+    /// one that is not a finite number.
+    fn parse(
+        &self,
+        path: &Path,
+        k: usize,
+        rec: &csv::StringRecord,
+    ) -> Result<Option<(f64, f64)>, PictureError> {
+        let field = |c: usize| rec.get(c).unwrap_or("").trim();
+        let (step, v) = (field(self.step), field(self.col));
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let num = |v: &str, col: &str| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| bad(path, format!("line {}: {col} `{v}` is not a number", k + 2)))
+        };
+        Ok(Some((num(step, "step")?, num(v, self.name)?)))
+    }
+}
+
 /// Reads the `step`, `loss` and `dice` columns of a CSV log (other columns ignored).
 ///
 /// # Errors
 /// [`PictureError::Io`] when it cannot be read; [`PictureError::Input`] naming the line
 /// for a missing column or a value that is not a number.
 pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
-    let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
-    let file = crate::fsutil::open_regular(path)
-        .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
-    let mut r = csv::Reader::from_reader(file);
-    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
-    let col = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            bad(format!(
-                "no `{name}` column (header: {})",
-                headers.iter().collect::<Vec<_>>().join(",")
-            ))
-        })
-    };
-    let (s, l, d) = (col("step")?, col("loss")?, col("dice")?);
+    let log = CsvLog::open(path)?;
+    let cols = StepLossDice::find(&log)?;
     let mut rows = Vec::new();
-    for (k, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| bad(e.to_string()))?;
-        let num = |c: usize, name: &str| -> Result<f64, PictureError> {
-            let v = rec.get(c).unwrap_or("");
-            v.trim()
-                .parse::<f64>()
-                .map_err(|_| bad(format!("line {}: {name} `{v}` is not a number", k + 2)))
-        };
-        rows.push((num(s, "step")?, num(l, "loss")?, num(d, "dice")?));
-    }
+    log.each(|k, rec| {
+        rows.push(cols.parse(path, k, rec)?);
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -64,31 +163,13 @@ pub fn read_log(path: &Path) -> Result<Vec<(f64, f64, f64)>, PictureError> {
 /// # Errors
 /// As [`read_log`].
 pub fn read_optional(path: &Path, name: &str) -> Result<Vec<(f64, f64)>, PictureError> {
-    let bad = |message: String| PictureError::Input { path: path.to_path_buf(), message };
-    let file = crate::fsutil::open_regular(path)
-        .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
-    let mut r = csv::Reader::from_reader(file);
-    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
-    let (Some(s), Some(c)) =
-        (headers.iter().position(|h| h == "step"), headers.iter().position(|h| h == name))
-    else {
-        return Ok(Vec::new());
-    };
+    let log = CsvLog::open(path)?;
+    let Some(cols) = Filled::find(&log, name) else { return Ok(Vec::new()) };
     let mut rows = Vec::new();
-    for (k, rec) in r.records().enumerate() {
-        let rec = rec.map_err(|e| bad(e.to_string()))?;
-        let (step, v) = (rec.get(s).unwrap_or("").trim(), rec.get(c).unwrap_or("").trim());
-        if v.is_empty() {
-            continue;
-        }
-        let num = |v: &str, col: &str| {
-            v.parse::<f64>()
-                .ok()
-                .filter(|x| x.is_finite())
-                .ok_or_else(|| bad(format!("line {}: {col} `{v}` is not a number", k + 2)))
-        };
-        rows.push((num(step, "step")?, num(v, name)?));
-    }
+    log.each(|k, rec| {
+        rows.extend(cols.parse(path, k, rec)?);
+        Ok(())
+    })?;
     Ok(rows)
 }
 
@@ -107,7 +188,18 @@ pub fn read_run(run_dir: &Path) -> Result<Curves, PictureError> {
     }
     let val_path = run_dir.join("val.csv");
     let (val, val_cpm) = if val_path.exists() {
-        (read_log(&val_path)?, read_optional(&val_path, "cpm")?)
+        // One pass over val.csv for both.
+        let log = CsvLog::open(&val_path)?;
+        let (losses, cpm) = (StepLossDice::find(&log)?, Filled::find(&log, "cpm"));
+        let (mut val, mut val_cpm) = (Vec::new(), Vec::new());
+        log.each(|k, rec| {
+            val.push(losses.parse(&val_path, k, rec)?);
+            if let Some(c) = &cpm {
+                val_cpm.extend(c.parse(&val_path, k, rec)?);
+            }
+            Ok(())
+        })?;
+        (val, val_cpm)
     } else {
         (Vec::new(), Vec::new())
     };
