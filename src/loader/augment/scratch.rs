@@ -13,8 +13,7 @@ thread_local! {
 
 /// A buffer of `n` zeros.
 pub fn take(n: usize) -> Vec<f32> {
-    let mut v = FREE.with(|f| f.borrow_mut().pop()).unwrap_or_default();
-    v.clear();
+    let mut v = take_dirty(0);
     v.resize(n, 0.0);
     v
 }
