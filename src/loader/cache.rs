@@ -151,13 +151,44 @@ impl ChunkCache {
         r: crate::store::Region,
         wanted: impl Fn([usize; 3]) -> bool,
     ) -> Result<ndarray::Array3<i16>, crate::store::StoreError> {
+        let mut out = Vec::new();
+        self.read_region_into::<i16>(volume_key, volume, r, wanted, &mut out)?;
+        ndarray::Array3::from_shape_vec(r.shape_zyx, out).map_err(|e| {
+            crate::store::StoreError::Invalid { message: format!("region {:?}: {e}", r.shape_zyx) }
+        })
+    }
+
+    /// [`ChunkCache::read_region_where`] into `out` (resized to the region, C order,
+    /// every value written: it may hold anything before), for a volume stored as `T`
+    /// (`u8` for a label volume, whose values are read widened, as the cache holds them).
+    ///
+    /// # Errors
+    /// As [`ChunkCache::read_region`]; the volume is not of type `T`.
+    pub fn read_region_into<T: crate::store::format::Voxel>(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+        wanted: impl Fn([usize; 3]) -> bool,
+        out: &mut Vec<i16>,
+    ) -> Result<(), crate::store::StoreError>
+    where
+        i16: From<T>,
+    {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
-        volume.read_region_where(r, &wanted, |c| {
-            self.get_or_decode(chunk_key(volume_key, grid, c), || {
-                volume.decode_chunk_fetched(c, &fetched)
-            })
-        })
+        volume.read_region_into::<T, i16, _>(
+            r,
+            &wanted,
+            |c| {
+                self.get_or_decode(chunk_key(volume_key, grid, c), || {
+                    volume
+                        .decode_chunk_fetched::<T>(c, &fetched)
+                        .map(|v| v.into_iter().map(i16::from).collect())
+                })
+            },
+            out,
+        )
     }
 
     /// Decodes into the cache the chunks of `r` that `wanted` keeps and it does not hold
@@ -222,16 +253,12 @@ impl ChunkCache {
         r: crate::store::Region,
         wanted: impl Fn([usize; 3]) -> bool,
     ) -> Result<ndarray::Array3<u8>, crate::store::StoreError> {
-        let grid = volume.header().grid();
-        let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
-        volume.read_region_where(r, &wanted, |c| {
-            let held = self.get_or_decode(chunk_key(volume_key, grid, c), || {
-                volume
-                    .decode_chunk_fetched::<u8>(c, &fetched)
-                    .map(|v| v.into_iter().map(i16::from).collect())
-            })?;
-            // Values were u8 when they went in.
-            Ok::<Vec<u8>, crate::store::StoreError>(held.iter().map(|&v| v as u8).collect())
+        let mut held = Vec::new();
+        self.read_region_into::<u8>(volume_key, volume, r, wanted, &mut held)?;
+        // Values were u8 when they went in.
+        let values = held.into_iter().map(|v| v as u8).collect();
+        ndarray::Array3::from_shape_vec(r.shape_zyx, values).map_err(|e| {
+            crate::store::StoreError::Invalid { message: format!("region {:?}: {e}", r.shape_zyx) }
         })
     }
 

@@ -619,9 +619,16 @@ impl ScanEntry {
     /// The mask of the patch of `shape` voxels at `start_zyx`: the nodules near it
     /// rasterised ([`patch::rasterize`]), at a cost independent of the nodules elsewhere.
     pub fn mask(&self, start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
+        let mut m = Vec::new();
+        self.mask_into(start_zyx, shape, &mut m);
+        m
+    }
+
+    /// [`ScanEntry::mask`] into `m` (resized to the patch; what it held is overwritten).
+    pub fn mask_into(&self, start_zyx: [i64; 3], shape: [usize; 3], m: &mut Vec<u8>) {
         let near: Vec<Sphere> =
             self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
-        patch::rasterize(&near, start_zyx, shape)
+        patch::rasterize_into(&near, start_zyx, shape, m)
     }
 }
 

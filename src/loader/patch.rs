@@ -6,6 +6,7 @@
 use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
 use super::augment::sample::SourceMap;
+use super::augment::scratch;
 use super::augment::window::Window;
 use super::batch::{Batch, Compact, PatchMeta};
 use super::negatives::{BODY_MIN_HU, BODY_TRIES};
@@ -16,7 +17,15 @@ use crate::store::{Region, VolumeFile};
 /// Rasterises `spheres` into a patch starting at `start_zyx` of `shape` voxels: 1 where
 /// `sum(((p - c) / r)^2) <= 1` for some sphere, voxel centres at integer indices.
 pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> Vec<u8> {
-    let mut m = vec![0u8; shape.iter().product()];
+    let mut m = Vec::new();
+    rasterize_into(spheres, start_zyx, shape, &mut m);
+    m
+}
+
+/// [`rasterize`] into `m` (resized to the patch; what it held before is overwritten).
+pub fn rasterize_into(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3], m: &mut Vec<u8>) {
+    m.clear();
+    m.resize(shape.iter().product(), 0);
     for s in spheres {
         let lo: [usize; 3] = std::array::from_fn(|a| {
             (s.centre_zyx[a] - s.radius_zyx[a] - start_zyx[a] as f64).ceil().max(0.0) as usize
@@ -42,7 +51,6 @@ pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> 
             }
         }
     }
-    m
 }
 
 /// The mask of region `r` of a patch's scan: the mask label's foreground where the loader
@@ -57,15 +65,38 @@ pub fn region_mask(
     r: Region,
     fp: Option<&Footprint>,
 ) -> Result<Vec<u8>, LoaderError> {
+    let mut m = Vec::new();
+    region_mask_into(shared, spec, r, fp, &mut m)?;
+    Ok(m)
+}
+
+/// [`region_mask`] into `m` (resized to the region; what it held before is overwritten).
+///
+/// # Errors
+/// As [`region_mask`].
+pub fn region_mask_into(
+    shared: &Shared,
+    spec: &PatchSpec,
+    r: Region,
+    fp: Option<&Footprint>,
+    m: &mut Vec<u8>,
+) -> Result<(), LoaderError> {
     let scan = &shared.scans[spec.scan];
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
             let key = super::cache::mask_key(spec.scan as u32);
-            let a = shared.cache.read_label_region(key, v, r, reads_chunk(fp, v))?;
-            Ok(a.iter().map(|&x| ml.is_foreground(x) as u8).collect())
+            let mut held = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
+            let read =
+                shared.cache.read_region_into::<u8>(key, v, r, reads_chunk(fp, v), &mut held);
+            // Values were u8 when they went in.
+            m.clear();
+            m.extend(held.iter().map(|&x| ml.is_foreground(x as u8) as u8));
+            scratch::give(held);
+            read?;
         }
-        _ => Ok(scan.mask(r.start_zyx, r.shape_zyx)),
+        _ => scan.mask_into(r.start_zyx, r.shape_zyx, m),
     }
+    Ok(())
 }
 
 /// The mask of a patch (its region as drawn, before any spatial transform).
@@ -236,6 +267,31 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
     Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
+/// Calls `f` with a patch's HU and mask as stored (C order), read into buffers this
+/// worker reuses from patch to patch: a fresh one is faulted in and filled every time.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt chunk; whatever `f` returns.
+fn with_patch<R>(
+    shared: &Shared,
+    spec: &PatchSpec,
+    f: impl FnOnce(&[i16], &[u8]) -> R,
+) -> Result<R, LoaderError> {
+    let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+    let volume = &shared.scans[spec.scan].volume;
+    let mut hu = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
+    let mut m = scratch::take_dirty::<u8>(0);
+    let read = shared
+        .cache
+        .read_region_into::<i16>(spec.scan as u32, volume, r, |_| true, &mut hu)
+        .map_err(LoaderError::from)
+        .and_then(|()| region_mask_into(shared, spec, r, None, &mut m))
+        .map(|()| f(&hu, &m));
+    scratch::give(hu);
+    scratch::give(m);
+    read
+}
+
 /// The region of the stored grid a patch reads: its own, or the larger one its spatial
 /// transform covers.
 pub fn source_region(shared: &Shared, spec: &PatchSpec) -> Region {
@@ -259,27 +315,36 @@ pub fn build_patch(
 ) -> Result<(), LoaderError> {
     let cfg = &shared.cfg;
     let p = cfg.patch_zyx;
-    let contiguous = || LoaderError::Config("patch array is not contiguous".into());
     match &spec.augment.spatial {
-        None => {
-            let hu = read_patch(shared, spec)?;
-            let m = patch_mask(shared, spec)?;
-            let hu = hu.as_slice().ok_or_else(contiguous)?;
-            write_patch(hu, &m, &spec.augment, p, cfg.hu_window, images, masks);
-        }
+        None => with_patch(shared, spec, |hu, m| {
+            write_patch(hu, m, &spec.augment, p, cfg.hu_window, images, masks)
+        })?,
         Some(sp) => {
             let map = SourceMap::new(sp, p);
             let r = map.region(spec.start_zyx);
             let volume = &shared.scans[spec.scan].volume;
             let fp = footprint(shared, spec);
-            let hu = shared.cache.read_region_where(
-                spec.scan as u32,
-                volume,
-                r,
-                reads_chunk(fp.as_ref(), volume),
-            )?;
-            let m = region_mask(shared, spec, r, fp.as_ref())?;
-            let hu = hu.as_slice().ok_or_else(contiguous)?;
+            // The region and its mask in buffers this worker reuses: each is larger
+            // than the patch, and a fresh one is faulted in and filled on every patch.
+            let n_region = r.shape_zyx.iter().product();
+            let (mut hu, mut m) =
+                (scratch::take_dirty::<i16>(n_region), scratch::take_dirty::<u8>(0));
+            let read = shared
+                .cache
+                .read_region_into::<i16>(
+                    spec.scan as u32,
+                    volume,
+                    r,
+                    reads_chunk(fp.as_ref(), volume),
+                    &mut hu,
+                )
+                .map_err(LoaderError::from)
+                .and_then(|()| region_mask_into(shared, spec, r, fp.as_ref(), &mut m));
+            if let Err(e) = read {
+                scratch::give(hu);
+                scratch::give(m);
+                return Err(e);
+            }
             let aug = &spec.augment;
             let win = Window::new(cfg.hu_window, aug.hu_scale, aug.hu_shift);
             // Sampled straight into the batch, through the window; mirrored as it is
@@ -293,7 +358,9 @@ pub fn build_patch(
             masks.resize(start + n, 0.0);
             let (image, mask) = (&mut images[start..], &mut masks[start..]);
             let at = folded.as_ref().unwrap_or(&map);
-            at.sample_into(spec.start_zyx, r, hu, &m, Some(win), image, mask);
+            at.sample_into(spec.start_zyx, r, &hu, &m, Some(win), image, mask);
+            scratch::give(hu);
+            scratch::give(m);
             finish_patch(image, mask, aug, p, folded.is_some());
         }
     }
@@ -477,13 +544,10 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
-        let hu = read_patch(shared, &spec)?;
-        let m = patch_mask(shared, &spec)?;
-        let hu = hu
-            .as_slice()
-            .ok_or_else(|| LoaderError::Config("patch array is not contiguous".into()))?;
-        extend_moved(&mut c.images, hu, &spec.augment, p);
-        extend_moved(&mut c.masks, &m, &spec.augment, p);
+        with_patch(shared, &spec, |hu, m| {
+            extend_moved(&mut c.images, hu, &spec.augment, p);
+            extend_moved(&mut c.masks, m, &spec.augment, p);
+        })?;
         c.hu_scale.push(spec.augment.hu_scale);
         c.hu_shift.push(spec.augment.hu_shift);
         patches.push(meta(shared, spec));

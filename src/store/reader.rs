@@ -365,25 +365,63 @@ impl VolumeFile {
         &self,
         r: Region,
         wanted: impl Fn([usize; 3]) -> bool,
-        mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+        chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
     ) -> Result<Array3<T>, StoreError> {
-        let h = &self.header;
-        self.check_dtype::<T>()?;
-        let fill = T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt {
-            path: self.path.clone(),
-            chunk: None,
-            message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
-        })?;
-        let mut out = vec![fill; r.shape_zyx.iter().product()];
-        for cz_cy_cx in self.chunks_touched(r).into_iter().filter(|&c| wanted(c)) {
-            let data = chunk(cz_cy_cx)?;
-            self.copy_chunk_into(r, cz_cy_cx, data.as_ref(), &mut out);
-        }
+        let mut out = Vec::new();
+        self.read_region_into::<T, T, C>(r, wanted, chunk, &mut out)?;
         Array3::from_shape_vec(r.shape_zyx, out).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
             chunk: None,
             message: format!("region {:?}: {e}", r.shape_zyx),
         })
+    }
+
+    /// [`VolumeFile::read_region_where`] into `out` (resized to the region, C order), as
+    /// values of `O` (the stored `T` widened: a cache that holds every chunk as `i16`
+    /// reads a `u8` label volume's region as `i16`). Each voxel is written once, copied
+    /// from its chunk or set to the fill value, so `out` may hold anything before: a
+    /// buffer reused from patch to patch is neither zeroed nor faulted in again.
+    ///
+    /// # Errors
+    /// The volume's dtype is not `T`, or its fill value not a `T`; whatever `chunk`
+    /// returns.
+    pub fn read_region_into<T: Voxel, O: Copy + From<T>, C: AsRef<[O]>>(
+        &self,
+        r: Region,
+        wanted: impl Fn([usize; 3]) -> bool,
+        mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+        out: &mut Vec<O>,
+    ) -> Result<(), StoreError> {
+        let h = &self.header;
+        self.check_dtype::<T>()?;
+        let fill = O::from(T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            chunk: None,
+            message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
+        })?);
+        out.resize(r.shape_zyx.iter().product(), fill);
+        // The region cut along chunk boundaries and the volume's edges: each cell is one
+        // chunk's part of the region (copied if wanted), or outside the volume (filled).
+        let cells: [Vec<(i64, i64, Option<usize>)>; 3] = std::array::from_fn(|a| {
+            cells_along(r.start_zyx[a], r.shape_zyx[a], h.shape_zyx[a], h.chunk_shape_zyx[a])
+        });
+        for &(z0, z1, cz) in &cells[0] {
+            for &(y0, y1, cy) in &cells[1] {
+                for &(x0, x1, cx) in &cells[2] {
+                    let copied = match (cz, cy, cx) {
+                        (Some(cz), Some(cy), Some(cx)) if wanted([cz, cy, cx]) => {
+                            let data = chunk([cz, cy, cx])?;
+                            self.copy_chunk_into(r, [cz, cy, cx], data.as_ref(), out)
+                        }
+                        _ => false,
+                    };
+                    if !copied {
+                        fill_box(r, [z0, y0, x0], [z1, y1, x1], fill, out);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The chunks (z, y, x) a region touches inside the volume, in C order.
@@ -412,13 +450,15 @@ impl VolumeFile {
 
     /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
     /// and the volume into `out` (the region's voxels, C order).
-    fn copy_chunk_into<T: Voxel>(
+    /// Whether it copied (false for a chunk shorter than the chunk shape, or one the
+    /// region misses).
+    fn copy_chunk_into<T: Copy>(
         &self,
         r: Region,
         cz_cy_cx: [usize; 3],
         data: &[T],
         out: &mut [T],
-    ) {
+    ) -> bool {
         let h = &self.header;
         let c = h.chunk_shape_zyx;
         let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
@@ -429,7 +469,7 @@ impl VolumeFile {
                 .min(origin[a] + c[a])
         });
         if (0..3).any(|a| a0[a] >= a1[a]) || data.len() < c.iter().product() {
-            return;
+            return false;
         }
         let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
         let (cy, cx) = (c[1], c[2]);
@@ -444,6 +484,7 @@ impl VolumeFile {
                 out[o..o + len].copy_from_slice(&data[src..src + len]);
             }
         }
+        true
     }
 
     /// Reads the whole volume.
@@ -460,6 +501,45 @@ impl VolumeFile {
     /// As [`VolumeFile::read_region_as`].
     pub fn read_all_as<T: Voxel>(&self) -> Result<Array3<T>, StoreError> {
         self.read_region_as(Region { start_zyx: [0; 3], shape_zyx: self.header.shape_zyx })
+    }
+}
+
+/// The cells of a region along one axis (`start`, `len` voxels) over a volume of `shape`
+/// voxels in chunks of `chunk`: (first, end, chunk index) in region order, the index
+/// None for a cell outside the volume.
+fn cells_along(
+    start: i64,
+    len: usize,
+    shape: usize,
+    chunk: usize,
+) -> Vec<(i64, i64, Option<usize>)> {
+    let (end, shape, step) = (start + len as i64, shape as i64, chunk.max(1) as i64);
+    let mut cells = Vec::new();
+    let mut at = start;
+    while at < end {
+        let (next, index) = if at < 0 {
+            (end.min(0), None)
+        } else if at >= shape {
+            (end, None)
+        } else {
+            (((at / step + 1) * step).min(shape).min(end), Some((at / step) as usize))
+        };
+        cells.push((at, next, index));
+        at = next;
+    }
+    cells
+}
+
+/// Sets the voxels of region `r` from `lo` to `hi` (volume coordinates, z, y, x) to `fill`.
+fn fill_box<T: Copy>(r: Region, lo: [i64; 3], hi: [i64; 3], fill: T, out: &mut [T]) {
+    let d: [usize; 3] = std::array::from_fn(|a| (lo[a] - r.start_zyx[a]) as usize);
+    let n: [usize; 3] = std::array::from_fn(|a| (hi[a] - lo[a]) as usize);
+    let [_, ry, rx] = r.shape_zyx;
+    for z in 0..n[0] {
+        for y in 0..n[1] {
+            let o = ((d[0] + z) * ry + d[1] + y) * rx + d[2];
+            out[o..o + n[2]].fill(fill);
+        }
     }
 }
 

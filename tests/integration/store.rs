@@ -75,6 +75,60 @@ fn regions_equal_array_slices_with_fill_outside() {
     );
 }
 
+/// A region read into a buffer that held something else (as a loader worker reuses one
+/// from patch to patch) is every voxel written: the volume where its chunk is read, the
+/// fill value outside the volume and in the chunks left out, whatever the buffer held and
+/// however long it was.
+#[test]
+fn a_region_read_into_a_used_buffer_is_written_whole() {
+    let dir = tempdir();
+    let (p, hu) = write(dir.path());
+    let v = VolumeFile::open(&p).unwrap();
+    let regions = [
+        Region::new([0, 0, 0], [37, 45, 51]),
+        Region::new([5, 7, 9], [21, 30, 40]),
+        Region::new([-8, -3, 40], [24, 61, 67]),
+        Region::new([15, 15, 15], [17, 17, 17]), // across a chunk corner
+        Region::new([100, 100, 100], [132, 164, 164]),
+        Region::new([-40, 0, 0], [-8, 64, 64]),
+    ];
+    // Chunks of 16: every other one in a checkerboard, or all.
+    let checkerboard = |c: [usize; 3]| (c[0] + c[1] + c[2]).is_multiple_of(2);
+    for r in regions {
+        for (name, wanted) in [
+            ("all", &(|_: [usize; 3]| true) as &dyn Fn([usize; 3]) -> bool),
+            ("checkerboard", &checkerboard),
+        ] {
+            let want = Array3::from_shape_fn(r.shape_zyx, |(z, y, x)| {
+                let q = [
+                    r.start_zyx[0] + z as i64,
+                    r.start_zyx[1] + y as i64,
+                    r.start_zyx[2] + x as i64,
+                ];
+                let inside = (0..3).all(|a| q[a] >= 0 && q[a] < hu.shape()[a] as i64);
+                if inside && wanted(q.map(|v| v as usize / 16)) {
+                    hu[[q[0] as usize, q[1] as usize, q[2] as usize]]
+                } else {
+                    -1024
+                }
+            });
+            let n: usize = r.shape_zyx.iter().product();
+            for held in [0, n / 2, n, 2 * n + 5] {
+                let mut out = vec![7777i16; held];
+                v.read_region_into::<i16, i16, _>(r, wanted, |c| v.decode_chunk(c), &mut out)
+                    .unwrap();
+                assert_eq!(out.len(), n, "{r:?}, {name}, held {held}");
+                assert!(
+                    out.iter().zip(want.iter()).all(|(a, b)| a == b),
+                    "{r:?}, {name}, held {held}"
+                );
+            }
+            let fresh = v.read_region_where(r, wanted, |c| v.decode_chunk(c)).unwrap();
+            assert_eq!(fresh, want, "{r:?}, {name}");
+        }
+    }
+}
+
 /// Any single flipped byte in the header, the chunk table or a chunk is detected; a
 /// flipped payload byte is reported with the file and the chunk's (z, y, x).
 #[test]

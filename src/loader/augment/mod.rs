@@ -33,7 +33,7 @@ pub mod intensity;
 mod normal;
 pub mod parse;
 pub mod sample;
-mod scratch;
+pub(crate) mod scratch;
 pub mod spatial;
 pub mod window;
 
