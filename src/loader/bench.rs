@@ -163,11 +163,11 @@ pub fn run(
     let n_voxels: usize = cfg.patch_zyx.iter().product();
     // The loader, steady state.
     let mut epoch = loader.stream(0, 0, usize::MAX / 2);
-    warm_up(&mut epoch, warmup)?;
+    warm_up(loader, &mut epoch, warmup)?;
     let remote = shared.scans.iter().find_map(|s| s.volume.remote().cloned());
     let r0 = remote.as_ref().map(|r| r.stats());
     let (c0, rss_start) = (loader.cache_stats(), proc_status_bytes("VmRSS:"));
-    let (patches, elapsed) = measure(&mut epoch, seconds)?;
+    let (patches, elapsed) = measure(loader, &mut epoch, seconds)?;
     let c1 = loader.cache_stats();
     let r1 = remote.as_ref().map(|r| r.stats());
     let rss_end = proc_status_bytes("VmRSS:");
@@ -265,22 +265,31 @@ pub fn run(
     })
 }
 
-/// Takes batches from `epoch` for `warmup`.
-fn warm_up(epoch: &mut super::Epoch, warmup: Duration) -> Result<(), LoaderError> {
+/// Takes batches from `epoch` of `loader` for `warmup`, handing each back.
+fn warm_up(loader: &Loader, epoch: &mut super::Epoch, warmup: Duration) -> Result<(), LoaderError> {
     let t0 = Instant::now();
     while t0.elapsed() < warmup {
-        epoch.next().transpose()?;
+        if let Some(b) = epoch.next().transpose()? {
+            loader.recycle(b);
+        }
     }
     Ok(())
 }
 
-/// Takes batches from `epoch` for `seconds`: the patches delivered and the seconds taken.
-fn measure(epoch: &mut super::Epoch, seconds: Duration) -> Result<(u64, f64), LoaderError> {
+/// Takes batches from `epoch` of `loader` for `seconds`, handing each back as a training
+/// loop does once it holds the values in a tensor ([`Loader::recycle`]): the patches
+/// delivered and the seconds taken.
+fn measure(
+    loader: &Loader,
+    epoch: &mut super::Epoch,
+    seconds: Duration,
+) -> Result<(u64, f64), LoaderError> {
     let t = Instant::now();
     let mut patches = 0u64;
     while t.elapsed() < seconds {
         if let Some(b) = epoch.next().transpose()? {
             patches += b.patches.len() as u64;
+            loader.recycle(b);
         }
     }
     Ok((patches, t.elapsed().as_secs_f64()))
@@ -306,8 +315,8 @@ pub fn compact(
     // The peak of this measurement alone: Linux resets VmHWM on writing 5 to clear_refs.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let mut epoch = loader.stream(0, 0, usize::MAX / 2);
-    warm_up(&mut epoch, warmup)?;
-    let (patches, elapsed) = measure(&mut epoch, seconds)?;
+    warm_up(loader, &mut epoch, warmup)?;
+    let (patches, elapsed) = measure(loader, &mut epoch, seconds)?;
     let peak_rss_bytes = proc_status_bytes("VmHWM:");
     drop(epoch);
     let patches_per_s = patches as f64 / elapsed;

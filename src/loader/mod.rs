@@ -42,6 +42,7 @@ pub mod hard;
 pub mod negatives;
 pub mod patch;
 pub mod sampler;
+pub mod spare;
 pub mod spheres;
 pub mod stream;
 
@@ -655,6 +656,8 @@ pub struct Shared {
     pub notes: Vec<String>,
     /// The user's own transforms, in the order they run ([`LoaderBuilder::transform`]).
     pub transforms: Vec<Arc<dyn Transform>>,
+    /// Batch buffers handed back by the consumer ([`Loader::recycle`]).
+    pub spare: spare::Spare,
 }
 
 /// The loader. Cheap to keep; each [`Loader::epoch`] starts its own workers.
@@ -849,6 +852,7 @@ impl Loader {
             }
         }
         let cache = cache::ChunkCache::new(cfg.cache_bytes);
+        let workers = cfg.workers;
         Ok(Loader {
             shared: Arc::new(Shared {
                 cfg,
@@ -860,6 +864,7 @@ impl Loader {
                 cache,
                 notes,
                 transforms,
+                spare: spare::Spare::new(2 * (workers + 1)),
             }),
         })
     }
@@ -953,6 +958,15 @@ impl Loader {
     /// Chunk cache counters.
     pub fn cache_stats(&self) -> cache::CacheStats {
         self.shared.cache.stats()
+    }
+
+    /// Hands `batch`'s buffers back to the loader, whose workers build later batches in
+    /// them rather than in fresh allocations (each of which the kernel maps and zeroes page
+    /// by page, and takes back when it is dropped): for a consumer done with a batch's
+    /// values, e.g. once they are copied into a tensor. Dropping a batch instead is
+    /// always correct.
+    pub fn recycle(&self, batch: Batch) {
+        self.shared.spare.give(batch);
     }
 
     /// The shared state (for benchmarks and tests).

@@ -475,8 +475,9 @@ pub fn build_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batch, L
     let p = cfg.patch_zyx;
     let n: usize = p.iter().product();
     let b = cfg.batch_size;
-    let mut images = Vec::with_capacity(b * n);
-    let mut masks = Vec::with_capacity(b * n);
+    // Buffers a consumer handed back where there are some (no page faults to fill them).
+    let mut images = shared.spare.f32s(b * n);
+    let mut masks = shared.spare.f32s(b * n);
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
@@ -535,8 +536,8 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     let n: usize = p.iter().product();
     let b = cfg.batch_size;
     let mut c = Compact {
-        images: Vec::with_capacity(b * n),
-        masks: Vec::with_capacity(b * n),
+        images: shared.spare.i16s(b * n),
+        masks: shared.spare.u8s(b * n),
         window: cfg.hu_window,
         hu_scale: Vec::with_capacity(b),
         hu_shift: Vec::with_capacity(b),

@@ -207,6 +207,8 @@ where
             lr,
             batch_fingerprint: batch_fingerprint(&batch),
         };
+        // Its values are in tensors now: the workers build later batches in its buffers.
+        plan.loader.recycle(batch);
         observer.step(&r);
         out.records.push(r);
         let stop = plan.stop.is_some_and(|s| s.load(Ordering::SeqCst));

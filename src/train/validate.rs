@@ -146,6 +146,8 @@ pub fn validate<B: Backend, M: Segmenter<B>>(
                 counts.add(pp, m, meta.positive, 0.5);
             }
         }
+        drop(masks);
+        loader.recycle(batch);
     }
     Ok(ValRecord {
         step,

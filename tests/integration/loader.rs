@@ -126,6 +126,18 @@ fn collect(loader: &Loader, epoch: u64) -> Vec<Batch> {
     loader.epoch(epoch).map(|b| b.unwrap()).collect()
 }
 
+/// [`collect`], each batch copied and its buffers handed back ([`Loader::recycle`]), so
+/// that the workers build the later batches in buffers that held earlier ones.
+fn collect_recycling(loader: &Loader, epoch: u64) -> Vec<Batch> {
+    let mut kept = Vec::new();
+    for b in loader.epoch(epoch) {
+        let b = b.unwrap();
+        kept.push(b.clone());
+        loader.recycle(b);
+    }
+    kept
+}
+
 #[test]
 fn batches_are_identical_across_worker_counts_and_runs() {
     let dir = tempdir();
@@ -155,6 +167,7 @@ fn batches_are_identical_across_worker_counts_and_runs() {
     assert_eq!(one, collect(&build(2, 5), 1));
     assert_eq!(one, collect(&build(4, 5), 1));
     assert_eq!(one, collect(&build(3, 5), 1), "another run");
+    assert_eq!(one, collect_recycling(&build(2, 5), 1), "in recycled buffers");
     assert_ne!(one, collect(&build(2, 6), 1), "another seed");
     assert_ne!(one, collect(&build(2, 5), 2), "another epoch");
     // Batches are in order and a range resumes mid-epoch with the same content.
@@ -568,6 +581,7 @@ fn augmented_batches_are_identical_across_worker_counts_and_resume() {
     let one = collect(&build(1), 3);
     assert_eq!(one, collect(&build(2), 3));
     assert_eq!(one, collect(&build(3), 3));
+    assert_eq!(one, collect_recycling(&build(2), 3), "in recycled buffers");
     let tail: Vec<Batch> = build(2).batches(3, 2, 4).unwrap().map(|b| b.unwrap()).collect();
     assert_eq!(tail, one[2..].to_vec());
     let patches: Vec<_> = one.iter().flat_map(|b| &b.patches).collect();
