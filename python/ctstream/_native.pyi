@@ -14,6 +14,7 @@ __all__ = [
     "Store",
     "Loader",
     "Epoch",
+    "BatchBuffer",
     "Viewer",
     "ingest",
     "index",
@@ -148,6 +149,11 @@ class Epoch:
     def __enter__(self) -> "Epoch": ...
     def __exit__(self, *_args: Any) -> bool: ...
     def _buffer_addresses(self) -> Optional[Tuple[int, int]]: ...
+
+@final
+class BatchBuffer:
+    """The owner of a batch array's memory (its ``base``): handed back to the loader for
+    later batches when the array, and every tensor sharing it, is freed."""
 
 def ingest(
     inputs: Sequence[Union[str, "os.PathLike[str]"]],

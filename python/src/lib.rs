@@ -17,6 +17,7 @@ use std::time::Duration;
 use ctstream::ingest::{IngestConfig, IngestError as LibIngestError};
 use ctstream::io::dicom::{DicomOptions, UnevenPolicy};
 use ctstream::labels::files::LabelSource;
+use ctstream::loader::spare::Spare;
 use ctstream::loader::{
     Augment, Batch, Epoch, Loader, LoaderConfig, LoaderError as LibLoaderError, MaskLabel,
     Negatives, NoduleWeighting, Split,
@@ -594,6 +595,96 @@ impl Drop for PyEpoch {
     }
 }
 
+/// A batch buffer lent to NumPy.
+enum Held {
+    F32(Vec<f32>),
+    I16(Vec<i16>),
+    U8(Vec<u8>),
+    Gone,
+}
+
+/// The owner of a batch's image or mask buffer under its NumPy array (the array's
+/// `base`): when NumPy, and every tensor sharing the memory (`torch.from_numpy`), lets
+/// go of it, the buffer goes back to the loader's spare ones, and the workers build a
+/// later batch in it rather than in memory the kernel maps and zeroes afresh.
+#[pyclass(module = "ctstream._native", name = "BatchBuffer", frozen)]
+struct BatchBuffer {
+    held: Held,
+    spare: Arc<Spare>,
+    /// The process that made it: a forked child frees its copy, never hands it back.
+    pid: u32,
+}
+
+impl Drop for BatchBuffer {
+    fn drop(&mut self) {
+        let held = std::mem::replace(&mut self.held, Held::Gone);
+        if std::process::id() != self.pid {
+            return;
+        }
+        match held {
+            Held::F32(v) => self.spare.give_f32(v),
+            Held::I16(v) => self.spare.give_i16(v),
+            Held::U8(v) => self.spare.give_u8(v),
+            Held::Gone => {}
+        }
+    }
+}
+
+/// A NumPy array of `shape` over `held`, without a copy, whose base hands the buffer back
+/// to `spare` when it is freed ([`BatchBuffer`]).
+fn lend<'py>(
+    py: Python<'py>,
+    held: Held,
+    shape: [usize; 5],
+    spare: &Arc<Spare>,
+    index: usize,
+    epoch: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let n: usize = shape.iter().product();
+    let len = match &held {
+        Held::F32(v) => v.len(),
+        Held::I16(v) => v.len(),
+        Held::U8(v) => v.len(),
+        Held::Gone => 0,
+    };
+    if len != n {
+        return Err(LoaderError::new_err(format!(
+            "batch {index} of epoch {epoch}: {len} values for shape {shape:?}"
+        )));
+    }
+    let owner =
+        Bound::new(py, BatchBuffer { held, spare: spare.clone(), pid: std::process::id() })?;
+    let view_err = |e: ndarray::ShapeError| {
+        LoaderError::new_err(format!("batch {index} of epoch {epoch}: {e}"))
+    };
+    let held = &owner.get().held;
+    let container = owner.clone().into_any();
+    // SAFETY: the array's memory is the Vec that `owner` holds, which is neither changed
+    // nor moved while `owner` lives (it is frozen; only its Drop takes the Vec), and
+    // `owner` is the array's base, so it lives as long as the array.
+    let array = unsafe {
+        match held {
+            Held::F32(v) => PyArray5::borrow_from_array(
+                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
+                container,
+            )
+            .into_any(),
+            Held::I16(v) => PyArray5::borrow_from_array(
+                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
+                container,
+            )
+            .into_any(),
+            Held::U8(v) => PyArray5::borrow_from_array(
+                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
+                container,
+            )
+            .into_any(),
+            Held::Gone => return Err(LoaderError::new_err("a batch buffer was handed back twice")),
+        }
+    };
+    Ok(array)
+}
+
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],
 /// owning the Rust buffers; for a compact loader int16 HU and uint8, with `window` (lo,
 /// hi), `hu_scale` and `hu_shift` (float32 [B]) to normalise them), `series_id` (list of str), `start_zyx` (int64 [B, 3]),
@@ -602,20 +693,16 @@ impl Drop for PyEpoch {
 fn batch_dict<'py>(
     py: Python<'py>,
     b: Batch,
+    spare: &Arc<Spare>,
     addresses: &mut Option<(usize, usize)>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let [n, c, d, h, w] = b.shape;
-    let shape_err = |e: ndarray::ShapeError| {
-        LoaderError::new_err(format!("batch {} of epoch {}: {e}", b.index, b.epoch))
-    };
     let out = PyDict::new(py);
-    let shape = (n, c, d, h, w);
+    let shape = [n, c, d, h, w];
     if let Some(cb) = b.compact {
-        let image = ndarray::Array5::from_shape_vec(shape, cb.images).map_err(shape_err)?;
-        let mask = ndarray::Array5::from_shape_vec(shape, cb.masks).map_err(shape_err)?;
-        *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
-        let image: Bound<'py, PyArray5<i16>> = image.into_pyarray(py);
-        let mask: Bound<'py, PyArray5<u8>> = mask.into_pyarray(py);
+        *addresses = Some((cb.images.as_ptr() as usize, cb.masks.as_ptr() as usize));
+        let image = lend(py, Held::I16(cb.images), shape, spare, b.index, b.epoch)?;
+        let mask = lend(py, Held::U8(cb.masks), shape, spare, b.index, b.epoch)?;
         out.set_item("image", image)?;
         out.set_item("mask", mask)?;
         out.set_item("window", (cb.window[0], cb.window[1]))?;
@@ -624,11 +711,9 @@ fn batch_dict<'py>(
         out.set_item("hu_scale", scale)?;
         out.set_item("hu_shift", shift)?;
     } else {
-        let image = ndarray::Array5::from_shape_vec(shape, b.images).map_err(shape_err)?;
-        let mask = ndarray::Array5::from_shape_vec(shape, b.masks).map_err(shape_err)?;
-        *addresses = Some((image.as_ptr() as usize, mask.as_ptr() as usize));
-        let image: Bound<'py, PyArray5<f32>> = image.into_pyarray(py);
-        let mask: Bound<'py, PyArray5<f32>> = mask.into_pyarray(py);
+        *addresses = Some((b.images.as_ptr() as usize, b.masks.as_ptr() as usize));
+        let image = lend(py, Held::F32(b.images), shape, spare, b.index, b.epoch)?;
+        let mask = lend(py, Held::F32(b.masks), shape, spare, b.index, b.epoch)?;
         out.set_item("image", image)?;
         out.set_item("mask", mask)?;
     }
@@ -678,7 +763,10 @@ impl PyEpoch {
                     self.close(py);
                     return Err(loader_err(e));
                 }
-                Ok(Some(Ok(b))) => return batch_dict(py, b, &mut self.addresses).map(Some),
+                Ok(Some(Ok(b))) => {
+                    let spare = epoch.spare();
+                    return batch_dict(py, b, &spare, &mut self.addresses).map(Some);
+                }
             }
         }
     }
@@ -1135,6 +1223,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyStore>()?;
     m.add_class::<PyLoader>()?;
     m.add_class::<PyEpoch>()?;
+    m.add_class::<BatchBuffer>()?;
     m.add_class::<PyViewer>()?;
     m.add_function(wrap_pyfunction!(ingest, m)?)?;
     m.add_function(wrap_pyfunction!(synth, m)?)?;

@@ -101,11 +101,32 @@ def test_arrays_are_the_rust_buffers_not_copies(store):
             for a, at in ((b["image"], image_at), (b["mask"], mask_at)):
                 assert a.dtype == np.float32 and a.shape == (4, 1, 16, 32, 32)
                 # The data pointer is where Rust allocated the batch, and the array's base
-                # is rust-numpy's owner of that Vec: no copy was made.
+                # is the owner of that Vec (which hands it back to the loader when freed):
+                # no copy was made.
                 assert a.ctypes.data == at
-                assert type(a.base).__name__ == "PySliceContainer"
+                assert type(a.base).__name__ == "BatchBuffer"
                 assert a.flags.c_contiguous and a.flags.writeable and not a.flags.owndata
             assert image_at != mask_at
+
+
+def test_batches_built_in_freed_buffers_are_the_same(store):
+    # Every batch held: no buffer is ever handed back, so each is fresh.
+    loader = ctstream.Loader(store, **OPTIONS, batches_per_epoch=12, workers=2)
+    held = list(loader.epoch(0))
+    # Each batch copied, then let go of (its arrays freed at once, as a training loop does
+    # once the values are on the GPU): later batches are built in the freed buffers.
+    copies, addresses = [], []
+    with loader.epoch(0) as batches:
+        for b in batches:
+            addresses.append(b["image"].ctypes.data)
+            copies.append((b["image"].copy(), b["mask"].copy()))
+            del b
+    assert len(copies) == len(held) == 12
+    for h, (image, mask) in zip(held, copies):
+        np.testing.assert_array_equal(h["image"], image)
+        np.testing.assert_array_equal(h["mask"], mask)
+    # Some buffer served more than one batch.
+    assert len(set(addresses)) < len(addresses), addresses
 
 
 def rss_bytes() -> int:

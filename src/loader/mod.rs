@@ -657,7 +657,7 @@ pub struct Shared {
     /// The user's own transforms, in the order they run ([`LoaderBuilder::transform`]).
     pub transforms: Vec<Arc<dyn Transform>>,
     /// Batch buffers handed back by the consumer ([`Loader::recycle`]).
-    pub spare: spare::Spare,
+    pub spare: Arc<spare::Spare>,
 }
 
 /// The loader. Cheap to keep; each [`Loader::epoch`] starts its own workers.
@@ -864,7 +864,7 @@ impl Loader {
                 cache,
                 notes,
                 transforms,
-                spare: spare::Spare::new(2 * (workers + 1)),
+                spare: Arc::new(spare::Spare::new(2 * (workers + 1))),
             }),
         })
     }

@@ -33,12 +33,14 @@ impl<T> Shelf<T> {
         }
     }
 
-    /// Keeps `v` unless `most` are kept already (or it holds nothing).
+    /// Keeps `v` unless `most` are kept already (or it holds nothing, or another thread
+    /// holds the shelf just now: then `v` is freed, which is always correct, and no
+    /// thread ever waits here, not even in a forked child whose parent held the lock).
     fn give(&self, v: Vec<T>, most: usize) {
         if v.capacity() == 0 {
             return;
         }
-        if let Ok(mut k) = self.kept.lock()
+        if let Ok(mut k) = self.kept.try_lock()
             && k.len() < most
         {
             k.push(v);
@@ -74,6 +76,21 @@ impl Spare {
     /// An empty u8 buffer with room for `capacity` values.
     pub fn u8s(&self, capacity: usize) -> Vec<u8> {
         self.u8s.take(capacity)
+    }
+
+    /// Keeps an f32 buffer (a batch's images or masks) for later batches.
+    pub fn give_f32(&self, v: Vec<f32>) {
+        self.f32s.give(v, self.most);
+    }
+
+    /// Keeps an i16 buffer (a compact batch's images) for later batches.
+    pub fn give_i16(&self, v: Vec<i16>) {
+        self.i16s.give(v, self.most);
+    }
+
+    /// Keeps a u8 buffer (a compact batch's masks) for later batches.
+    pub fn give_u8(&self, v: Vec<u8>) {
+        self.u8s.give(v, self.most);
     }
 
     /// Keeps the buffers of `batch` for later batches.

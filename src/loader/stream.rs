@@ -40,6 +40,8 @@ pub struct Epoch {
     prefetch: usize,
     failed: bool,
     ahead: Option<Arc<Ahead>>,
+    /// The loader's spare batch buffers ([`super::Loader::recycle`]).
+    spare: Arc<super::spare::Spare>,
 }
 
 /// What the fetchers share with the consumer: the batch it takes next, and whether the
@@ -202,6 +204,7 @@ impl Epoch {
             prefetch,
             failed: false,
             ahead,
+            spare: shared.spare.clone(),
         };
         e.issue();
         e
@@ -233,6 +236,13 @@ impl Epoch {
         timeout: Duration,
     ) -> Result<Option<Result<Batch, LoaderError>>, NotYet> {
         self.take(Some(timeout))
+    }
+
+    /// The loader's spare batch buffers, which its workers build later batches in: for a
+    /// consumer that lends a batch's buffers on (to NumPy, say) and hands each back when
+    /// it is let go of ([`super::Loader::recycle`] hands back a whole batch).
+    pub fn spare(&self) -> Arc<super::spare::Spare> {
+        self.spare.clone()
     }
 
     /// The index of the batch the next call delivers (the end of the range once done);
