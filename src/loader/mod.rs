@@ -17,6 +17,8 @@
 //!     let batch = batch?;
 //!     // batch.images and batch.masks: [16, 1, 32, 64, 64] f32, C order.
 //!     assert_eq!(batch.images.len(), 16 * 32 * 64 * 64);
+//!     // Once the values are in a tensor, the buffers serve a later batch.
+//!     loader.recycle(batch);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -31,6 +33,8 @@
 //!   one epoch, a range of it, or on through the epochs ([`Loader::epochs`]).
 //! - [`batch`]: f32 batches, or compact ones ([`LoaderConfig::compact`]: int16 HU, uint8
 //!   masks and what normalises them, a third of the bytes).
+//! - [`spare`] keeps the buffers of batches handed back ([`Loader::recycle`]) for the
+//!   workers' next batches.
 //! - [`filter`] chooses the nodules positives are centred on (LIDC readers, malignancy).
 
 pub mod augment;

@@ -1,6 +1,6 @@
 //! Batch buffers the consumer has handed back ([`super::Loader::recycle`]), for the
 //! workers' next batches: a fresh batch-sized allocation is a fresh mapping of the
-//! allocator's, zeroed by the kernel one page fault at a time (a fifth of the
+//! allocator's, zeroed by the kernel one page fault at a time (about a sixth of the
 //! unaugmented loader's time here), and freed back to the kernel when dropped.
 
 use std::sync::Mutex;
