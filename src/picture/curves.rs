@@ -25,21 +25,31 @@ pub struct Curves {
 }
 
 /// A CSV log opened for one pass: its header, then its rows as they are read (a long
-/// run's `metrics.csv` is never held whole).
-struct CsvLog<'a> {
+/// run's `metrics.csv` is never held whole). The one reader of a run's logs, for the
+/// pictures and for `ctstream view` (`view::run`).
+pub struct CsvLog<'a> {
     path: &'a Path,
     headers: csv::StringRecord,
     reader: csv::Reader<std::fs::File>,
 }
 
 impl<'a> CsvLog<'a> {
-    /// Opens the log at `path` and reads its header.
-    fn open(path: &'a Path) -> Result<CsvLog<'a>, PictureError> {
+    /// Opens the log at `path` (a regular file) and reads its header.
+    ///
+    /// # Errors
+    /// [`PictureError::Io`] for a file that cannot be opened, [`PictureError::Input`] for
+    /// a header that is not CSV.
+    pub fn open(path: &'a Path) -> Result<CsvLog<'a>, PictureError> {
         let file = crate::fsutil::open_regular(path)
             .map_err(|source| PictureError::Io { path: path.to_path_buf(), source })?;
         let mut reader = csv::Reader::from_reader(file);
         let headers = reader.headers().map_err(|e| bad(path, e.to_string()))?.clone();
         Ok(CsvLog { path, headers, reader })
+    }
+
+    /// The column names, as the header has them.
+    pub fn headers(&self) -> &csv::StringRecord {
+        &self.headers
     }
 
     /// Where column `name` is.
@@ -48,13 +58,19 @@ impl<'a> CsvLog<'a> {
     }
 
     /// Calls `row(k, record)` on each row in order (row k is line k + 2).
-    fn each(
+    ///
+    /// # Errors
+    /// [`PictureError::Input`] naming the line of a row that is not CSV or of another
+    /// width than the header; whatever `row` returns.
+    pub fn each(
         mut self,
         mut row: impl FnMut(usize, &csv::StringRecord) -> Result<(), PictureError>,
     ) -> Result<(), PictureError> {
         let mut rec = csv::StringRecord::new();
         let mut k = 0;
-        while self.reader.read_record(&mut rec).map_err(|e| bad(self.path, e.to_string()))? {
+        let path = self.path;
+        let unreadable = |k: usize, e: csv::Error| bad(path, format!("line {}: {e}", k + 2));
+        while self.reader.read_record(&mut rec).map_err(|e| unreadable(k, e))? {
             row(k, &rec)?;
             k += 1;
         }

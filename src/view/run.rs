@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::viewer::Refusal;
+use crate::picture::curves::CsvLog;
 
 /// The largest log read (bytes); a run of a million steps writes about 100 MB.
 pub const MAX_LOG_BYTES: u64 = 256 << 20;
@@ -37,19 +38,17 @@ pub fn read_log(path: &Path) -> Result<Option<Log>, Refusal> {
     if meta.len() > MAX_LOG_BYTES {
         return Err(failed(format!("{} bytes: larger than {MAX_LOG_BYTES}", meta.len())));
     }
-    let mut r = csv::ReaderBuilder::new().from_path(path).map_err(|e| failed(e.to_string()))?;
-    let columns: Vec<String> =
-        r.headers().map_err(|e| failed(e.to_string()))?.iter().map(str::to_string).collect();
+    let failed_read = |e: crate::picture::PictureError| Refusal::Failed(e.to_string());
+    let log = CsvLog::open(path).map_err(failed_read)?;
+    let columns: Vec<String> = log.headers().iter().map(str::to_string).collect();
     let mut values = vec![Vec::new(); columns.len()];
-    for (i, rec) in r.records().enumerate() {
-        let rec = match rec {
-            Ok(rec) => rec,
-            Err(e) => return Err(failed(format!("line {}: {e}", i + 2))),
-        };
+    log.each(|_, rec| {
         for (col, field) in values.iter_mut().zip(rec.iter()) {
             col.push(field.trim().parse::<f64>().ok().filter(|v| v.is_finite()));
         }
-    }
+        Ok(())
+    })
+    .map_err(failed_read)?;
     Ok(Some(Log { columns, values }))
 }
 
