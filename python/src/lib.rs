@@ -640,49 +640,33 @@ fn lend<'py>(
     index: usize,
     epoch: u64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let n: usize = shape.iter().product();
-    let len = match &held {
-        Held::F32(v) => v.len(),
-        Held::I16(v) => v.len(),
-        Held::U8(v) => v.len(),
-        Held::Gone => 0,
-    };
-    if len != n {
-        return Err(LoaderError::new_err(format!(
-            "batch {index} of epoch {epoch}: {len} values for shape {shape:?}"
-        )));
-    }
     let owner =
         Bound::new(py, BatchBuffer { held, spare: spare.clone(), pid: std::process::id() })?;
-    let view_err = |e: ndarray::ShapeError| {
-        LoaderError::new_err(format!("batch {index} of epoch {epoch}: {e}"))
-    };
-    let held = &owner.get().held;
     let container = owner.clone().into_any();
-    // SAFETY: the array's memory is the Vec that `owner` holds, which is neither changed
-    // nor moved while `owner` lives (it is frozen; only its Drop takes the Vec), and
-    // `owner` is the array's base, so it lives as long as the array.
-    let array = unsafe {
-        match held {
-            Held::F32(v) => PyArray5::borrow_from_array(
-                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
-                container,
-            )
-            .into_any(),
-            Held::I16(v) => PyArray5::borrow_from_array(
-                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
-                container,
-            )
-            .into_any(),
-            Held::U8(v) => PyArray5::borrow_from_array(
-                &ndarray::ArrayView5::from_shape(shape, v.as_slice()).map_err(view_err)?,
-                container,
-            )
-            .into_any(),
-            Held::Gone => return Err(LoaderError::new_err("a batch buffer was handed back twice")),
-        }
+    // SAFETY (each arm): the array's memory is the Vec that `owner` holds, which is neither
+    // changed nor moved while `owner` lives (it is frozen; only its Drop takes the Vec),
+    // and `owner` is the array's base, so it lives as long as the array.
+    let array = match &owner.get().held {
+        Held::F32(v) => unsafe { borrow(v, shape, container) },
+        Held::I16(v) => unsafe { borrow(v, shape, container) },
+        Held::U8(v) => unsafe { borrow(v, shape, container) },
+        Held::Gone => return Err(LoaderError::new_err("a batch buffer was handed back twice")),
     };
-    Ok(array)
+    array.map_err(|e| LoaderError::new_err(format!("batch {index} of epoch {epoch}: {e}")))
+}
+
+/// A NumPy array of `shape` over `values`, with `container` as its base.
+///
+/// # Safety
+/// `values` stay where they are, unchanged, as long as `container` lives.
+unsafe fn borrow<'py, T: numpy::Element>(
+    values: &[T],
+    shape: [usize; 5],
+    container: Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyAny>, ndarray::ShapeError> {
+    let view = ndarray::ArrayView5::from_shape(shape, values)?;
+    // SAFETY: the caller's.
+    Ok(unsafe { PyArray5::borrow_from_array(&view, container) }.into_any())
 }
 
 /// A batch as the dict ctstream.Loader yields: `image`, `mask` (float32 [B, 1, D, H, W],

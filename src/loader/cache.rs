@@ -29,6 +29,19 @@ fn chunk_key(volume_key: u32, grid: [usize; 3], c: [usize; 3]) -> ChunkKey {
     (volume_key, ((c[0] * grid[1] + c[1]) * grid[2] + c[2]) as u32)
 }
 
+/// Chunk `c` of `volume`, stored as `T`, decoded (from `fetched` where object storage
+/// brought it) and widened to `i16`, as the cache holds every chunk.
+fn decode_widened<T: crate::store::format::Voxel>(
+    volume: &crate::store::VolumeFile,
+    c: [usize; 3],
+    fetched: &crate::store::reader::Fetched,
+) -> Result<Vec<i16>, crate::store::StoreError>
+where
+    i16: From<T>,
+{
+    volume.decode_chunk_fetched::<T>(c, fetched).map(|v| v.into_iter().map(i16::from).collect())
+}
+
 #[derive(Default)]
 struct Shard {
     map: HashMap<ChunkKey, (Arc<[i16]>, u64)>,
@@ -182,9 +195,7 @@ impl ChunkCache {
             &wanted,
             |c| {
                 self.get_or_decode(chunk_key(volume_key, grid, c), || {
-                    volume
-                        .decode_chunk_fetched::<T>(c, &fetched)
-                        .map(|v| v.into_iter().map(i16::from).collect())
+                    decode_widened::<T>(volume, c, &fetched)
                 })
             },
             out,
@@ -197,23 +208,22 @@ impl ChunkCache {
     ///
     /// # Errors
     /// As [`ChunkCache::read_region`].
-    pub fn warm_region<T: crate::store::format::Voxel + Into<i16>>(
+    pub fn warm_region<T: crate::store::format::Voxel>(
         &self,
         volume_key: u32,
         volume: &crate::store::VolumeFile,
         r: crate::store::Region,
         wanted: impl Fn([usize; 3]) -> bool,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), crate::store::StoreError>
+    where
+        i16: From<T>,
+    {
         let grid = volume.header().grid();
         let key = |c| chunk_key(volume_key, grid, c);
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
         for c in volume.chunks_touched(r).into_iter().filter(|&c| wanted(c)) {
             if !self.holds(key(c)) {
-                self.get_or_decode(key(c), || {
-                    volume
-                        .decode_chunk_fetched::<T>(c, &fetched)
-                        .map(|v| v.into_iter().map(Into::into).collect())
-                })?;
+                self.get_or_decode(key(c), || decode_widened::<T>(volume, c, &fetched))?;
             }
         }
         Ok(())

@@ -267,29 +267,41 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
     Ok(shared.cache.read_region(spec.scan as u32, &shared.scans[spec.scan].volume, r)?)
 }
 
-/// Calls `f` with a patch's HU and mask as stored (C order), read into buffers this
-/// worker reuses from patch to patch: a fresh one is faulted in and filled every time.
+/// Calls `f` with the HU and mask (C order) of region `r` of a patch's scan (the chunks
+/// footprint `fp` meets, where there is one), read into buffers this worker reuses from
+/// patch to patch: a fresh one is faulted in and filled every time.
 ///
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt chunk; whatever `f` returns.
+fn with_region<R>(
+    shared: &Shared,
+    spec: &PatchSpec,
+    r: Region,
+    fp: Option<&Footprint>,
+    f: impl FnOnce(&[i16], &[u8]) -> R,
+) -> Result<R, LoaderError> {
+    let volume = &shared.scans[spec.scan].volume;
+    let mut hu = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
+    let mut m = scratch::take_dirty::<u8>(0);
+    let read = shared
+        .cache
+        .read_region_into::<i16>(spec.scan as u32, volume, r, reads_chunk(fp, volume), &mut hu)
+        .map_err(LoaderError::from)
+        .and_then(|()| region_mask_into(shared, spec, r, fp, &mut m))
+        .map(|()| f(&hu, &m));
+    scratch::give(hu);
+    scratch::give(m);
+    read
+}
+
+/// [`with_region`] of the patch as stored (its own region, every chunk).
 fn with_patch<R>(
     shared: &Shared,
     spec: &PatchSpec,
     f: impl FnOnce(&[i16], &[u8]) -> R,
 ) -> Result<R, LoaderError> {
     let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
-    let volume = &shared.scans[spec.scan].volume;
-    let mut hu = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
-    let mut m = scratch::take_dirty::<u8>(0);
-    let read = shared
-        .cache
-        .read_region_into::<i16>(spec.scan as u32, volume, r, |_| true, &mut hu)
-        .map_err(LoaderError::from)
-        .and_then(|()| region_mask_into(shared, spec, r, None, &mut m))
-        .map(|()| f(&hu, &m));
-    scratch::give(hu);
-    scratch::give(m);
-    read
+    with_region(shared, spec, r, None, f)
 }
 
 /// The region of the stored grid a patch reads: its own, or the larger one its spatial
@@ -322,46 +334,24 @@ pub fn build_patch(
         Some(sp) => {
             let map = SourceMap::new(sp, p);
             let r = map.region(spec.start_zyx);
-            let volume = &shared.scans[spec.scan].volume;
             let fp = footprint(shared, spec);
-            // The region and its mask in buffers this worker reuses: each is larger
-            // than the patch, and a fresh one is faulted in and filled on every patch.
-            let n_region = r.shape_zyx.iter().product();
-            let (mut hu, mut m) =
-                (scratch::take_dirty::<i16>(n_region), scratch::take_dirty::<u8>(0));
-            let read = shared
-                .cache
-                .read_region_into::<i16>(
-                    spec.scan as u32,
-                    volume,
-                    r,
-                    reads_chunk(fp.as_ref(), volume),
-                    &mut hu,
-                )
-                .map_err(LoaderError::from)
-                .and_then(|()| region_mask_into(shared, spec, r, fp.as_ref(), &mut m));
-            if let Err(e) = read {
-                scratch::give(hu);
-                scratch::give(m);
-                return Err(e);
-            }
-            let aug = &spec.augment;
-            let win = Window::new(cfg.hu_window, aug.hu_scale, aug.hu_shift);
-            // Sampled straight into the batch, through the window; mirrored as it is
-            // sampled (the mirror folded into the map) where mirroring is all that moves
-            // the voxels and no elastic field was drawn.
-            let fold = aug.quarter_turns.is_multiple_of(4);
-            let folded = if fold { map.mirrored(aug.flip_zyx) } else { None };
-            let n: usize = p.iter().product();
-            let start = images.len();
-            images.resize(start + n, 0.0);
-            masks.resize(start + n, 0.0);
-            let (image, mask) = (&mut images[start..], &mut masks[start..]);
-            let at = folded.as_ref().unwrap_or(&map);
-            at.sample_into(spec.start_zyx, r, &hu, &m, Some(win), image, mask);
-            scratch::give(hu);
-            scratch::give(m);
-            finish_patch(image, mask, aug, p, folded.is_some());
+            with_region(shared, spec, r, fp.as_ref(), |hu, m| {
+                let aug = &spec.augment;
+                let win = Window::new(cfg.hu_window, aug.hu_scale, aug.hu_shift);
+                // Sampled straight into the batch, through the window; mirrored as it is
+                // sampled (the mirror folded into the map) where mirroring is all that
+                // moves the voxels and no elastic field was drawn.
+                let fold = aug.quarter_turns.is_multiple_of(4);
+                let folded = if fold { map.mirrored(aug.flip_zyx) } else { None };
+                let n: usize = p.iter().product();
+                let start = images.len();
+                images.resize(start + n, 0.0);
+                masks.resize(start + n, 0.0);
+                let (image, mask) = (&mut images[start..], &mut masks[start..]);
+                let at = folded.as_ref().unwrap_or(&map);
+                at.sample_into(spec.start_zyx, r, hu, m, Some(win), image, mask);
+                finish_patch(image, mask, aug, p, folded.is_some());
+            })?;
         }
     }
     Ok(())

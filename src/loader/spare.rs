@@ -95,11 +95,11 @@ impl Spare {
 
     /// Keeps the buffers of `batch` for later batches.
     pub fn give(&self, batch: Batch) {
-        self.f32s.give(batch.images, self.most);
-        self.f32s.give(batch.masks, self.most);
+        self.give_f32(batch.images);
+        self.give_f32(batch.masks);
         if let Some(c) = batch.compact {
-            self.i16s.give(c.images, self.most);
-            self.u8s.give(c.masks, self.most);
+            self.give_i16(c.images);
+            self.give_u8(c.masks);
         }
     }
 }

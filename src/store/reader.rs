@@ -378,9 +378,10 @@ impl VolumeFile {
 
     /// [`VolumeFile::read_region_where`] into `out` (resized to the region, C order), as
     /// values of `O` (the stored `T` widened: a cache that holds every chunk as `i16`
-    /// reads a `u8` label volume's region as `i16`). Each voxel is written once, copied
-    /// from its chunk or set to the fill value, so `out` may hold anything before: a
-    /// buffer reused from patch to patch is neither zeroed nor faulted in again.
+    /// reads a `u8` label volume's region as `i16`). Every voxel is set, copied from its
+    /// chunk or to the fill value, so `out` may hold anything before (resizing writes only
+    /// what it grows by): a buffer reused from patch to patch is neither zeroed nor faulted
+    /// in again.
     ///
     /// # Errors
     /// The volume's dtype is not `T`, or its fill value not a `T`; whatever `chunk`
@@ -411,7 +412,8 @@ impl VolumeFile {
                     let copied = match (cz, cy, cx) {
                         (Some(cz), Some(cy), Some(cx)) if wanted([cz, cy, cx]) => {
                             let data = chunk([cz, cy, cx])?;
-                            self.copy_chunk_into(r, [cz, cy, cx], data.as_ref(), out)
+                            let cell = [[z0, y0, x0], [z1, y1, x1]];
+                            self.copy_chunk_into(r, cell, [cz, cy, cx], data.as_ref(), out)
                         }
                         _ => false,
                     };
@@ -448,30 +450,25 @@ impl VolumeFile {
         v
     }
 
-    /// Copies the part of chunk `cz_cy_cx` (decoded, C order) that lies in both the region
-    /// and the volume into `out` (the region's voxels, C order).
-    /// Whether it copied (false for a chunk shorter than the chunk shape, or one the
-    /// region misses).
+    /// Copies the voxels from `lo` to `hi` (volume coordinates, z, y, x: a cell of region
+    /// `r` inside the volume and inside chunk `cz_cy_cx`) from the chunk (decoded, C order)
+    /// into `out` (the region's voxels, C order). Whether it copied (false for a chunk
+    /// shorter than the chunk shape).
     fn copy_chunk_into<T: Copy>(
         &self,
         r: Region,
+        [lo, hi]: [[i64; 3]; 2],
         cz_cy_cx: [usize; 3],
         data: &[T],
         out: &mut [T],
     ) -> bool {
-        let h = &self.header;
-        let c = h.chunk_shape_zyx;
-        let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
-        let a0: [usize; 3] =
-            std::array::from_fn(|a| (r.start_zyx[a].max(0) as usize).max(origin[a]));
-        let a1: [usize; 3] = std::array::from_fn(|a| {
-            ((r.start_zyx[a] + r.shape_zyx[a] as i64).min(h.shape_zyx[a] as i64) as usize)
-                .min(origin[a] + c[a])
-        });
-        if (0..3).any(|a| a0[a] >= a1[a]) || data.len() < c.iter().product() {
+        let c = self.header.chunk_shape_zyx;
+        if data.len() < c.iter().product() {
             return false;
         }
-        let d: [usize; 3] = std::array::from_fn(|a| (a0[a] as i64 - r.start_zyx[a]) as usize);
+        let origin: [usize; 3] = std::array::from_fn(|a| cz_cy_cx[a] * c[a]);
+        let (a0, a1) = (lo.map(|v| v as usize), hi.map(|v| v as usize));
+        let d: [usize; 3] = std::array::from_fn(|a| (lo[a] - r.start_zyx[a]) as usize);
         let (cy, cx) = (c[1], c[2]);
         let len = a1[2] - a0[2];
         let [_, ry, rx] = r.shape_zyx;
