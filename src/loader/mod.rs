@@ -630,7 +630,13 @@ impl ScanEntry {
     }
 
     /// [`ScanEntry::mask`] into `m` (resized to the patch; what it held is overwritten).
-    pub fn mask_into(&self, start_zyx: [i64; 3], shape: [usize; 3], m: &mut Vec<u8>) {
+    /// Returns the box of its voxels that are on.
+    pub fn mask_into(
+        &self,
+        start_zyx: [i64; 3],
+        shape: [usize; 3],
+        m: &mut Vec<u8>,
+    ) -> Option<augment::sample::OnBox> {
         let near: Vec<Sphere> =
             self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
         patch::rasterize_into(&near, start_zyx, shape, m)

@@ -5,7 +5,7 @@
 
 use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
-use super::augment::sample::SourceMap;
+use super::augment::sample::{OnBox, SourceMap, grow, on_box};
 use super::augment::scratch;
 use super::augment::window::Window;
 use super::batch::{Batch, Compact, PatchMeta};
@@ -23,9 +23,17 @@ pub fn rasterize(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]) -> 
 }
 
 /// [`rasterize`] into `m` (resized to the patch; what it held before is overwritten).
-pub fn rasterize_into(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3], m: &mut Vec<u8>) {
+/// Returns the box of the voxels set ([`OnBox`]), so that a sampler need not search the
+/// patch for them (a search of a moved patch's region cost as much as sampling it).
+pub fn rasterize_into(
+    spheres: &[Sphere],
+    start_zyx: [i64; 3],
+    shape: [usize; 3],
+    m: &mut Vec<u8>,
+) -> Option<OnBox> {
     m.clear();
     m.resize(shape.iter().product(), 0);
+    let mut on: Option<OnBox> = None;
     for s in spheres {
         let lo: [usize; 3] = std::array::from_fn(|a| {
             (s.centre_zyx[a] - s.radius_zyx[a] - start_zyx[a] as f64).ceil().max(0.0) as usize
@@ -42,15 +50,21 @@ pub fn rasterize_into(spheres: &[Sphere], start_zyx: [i64; 3], shape: [usize; 3]
             for y in lo[1]..=hi[1] as usize {
                 let dy = ((start_zyx[1] + y as i64) as f64 - s.centre_zyx[1]) / s.radius_zyx[1];
                 let row = (z * shape[1] + y) * shape[2];
+                let mut set: Option<(usize, usize)> = None;
                 for x in lo[2]..=hi[2] as usize {
                     let dx = ((start_zyx[2] + x as i64) as f64 - s.centre_zyx[2]) / s.radius_zyx[2];
                     if dz * dz + dy * dy + dx * dx <= 1.0 {
                         m[row + x] = 1;
+                        set = Some((set.map_or(x, |s| s.0), x));
                     }
+                }
+                if let Some((first, last)) = set {
+                    grow(&mut on, [z, y, first], [z, y, last]);
                 }
             }
         }
     }
+    on
 }
 
 /// The mask of region `r` of a patch's scan: the mask label's foreground where the loader
@@ -71,6 +85,7 @@ pub fn region_mask(
 }
 
 /// [`region_mask`] into `m` (resized to the region; what it held before is overwritten).
+/// Returns the box of its voxels that are on ([`OnBox`]).
 ///
 /// # Errors
 /// As [`region_mask`].
@@ -80,7 +95,7 @@ pub fn region_mask_into(
     r: Region,
     fp: Option<&Footprint>,
     m: &mut Vec<u8>,
-) -> Result<(), LoaderError> {
+) -> Result<Option<OnBox>, LoaderError> {
     let scan = &shared.scans[spec.scan];
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
@@ -93,10 +108,10 @@ pub fn region_mask_into(
             m.extend(held.iter().map(|&x| ml.is_foreground(x as u8) as u8));
             scratch::give(held);
             read?;
+            Ok(on_box(m, r.shape_zyx))
         }
-        _ => scan.mask_into(r.start_zyx, r.shape_zyx, m),
+        _ => Ok(scan.mask_into(r.start_zyx, r.shape_zyx, m)),
     }
-    Ok(())
 }
 
 /// The mask of a patch (its region as drawn, before any spatial transform).
@@ -269,7 +284,8 @@ pub fn read_patch(shared: &Shared, spec: &PatchSpec) -> Result<ndarray::Array3<i
 
 /// Calls `f` with the HU and mask (C order) of region `r` of a patch's scan (the chunks
 /// footprint `fp` meets, where there is one), read into buffers this worker reuses from
-/// patch to patch: a fresh one is faulted in and filled every time.
+/// patch to patch (a fresh one is faulted in and filled every time), and the box of the
+/// mask's voxels that are on.
 ///
 /// # Errors
 /// [`LoaderError::Store`] for a corrupt chunk; whatever `f` returns.
@@ -278,7 +294,7 @@ fn with_region<R>(
     spec: &PatchSpec,
     r: Region,
     fp: Option<&Footprint>,
-    f: impl FnOnce(&[i16], &[u8]) -> R,
+    f: impl FnOnce(&[i16], &[u8], Option<OnBox>) -> R,
 ) -> Result<R, LoaderError> {
     let volume = &shared.scans[spec.scan].volume;
     let mut hu = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
@@ -288,7 +304,7 @@ fn with_region<R>(
         .read_region_into::<i16>(spec.scan as u32, volume, r, reads_chunk(fp, volume), &mut hu)
         .map_err(LoaderError::from)
         .and_then(|()| region_mask_into(shared, spec, r, fp, &mut m))
-        .map(|()| f(&hu, &m));
+        .map(|on| f(&hu, &m, on));
     scratch::give(hu);
     scratch::give(m);
     read
@@ -298,7 +314,7 @@ fn with_region<R>(
 fn with_patch<R>(
     shared: &Shared,
     spec: &PatchSpec,
-    f: impl FnOnce(&[i16], &[u8]) -> R,
+    f: impl FnOnce(&[i16], &[u8], Option<OnBox>) -> R,
 ) -> Result<R, LoaderError> {
     let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
     with_region(shared, spec, r, None, f)
@@ -328,14 +344,14 @@ pub fn build_patch(
     let cfg = &shared.cfg;
     let p = cfg.patch_zyx;
     match &spec.augment.spatial {
-        None => with_patch(shared, spec, |hu, m| {
+        None => with_patch(shared, spec, |hu, m, _| {
             write_patch(hu, m, &spec.augment, p, cfg.hu_window, images, masks)
         })?,
         Some(sp) => {
             let map = SourceMap::new(sp, p);
             let r = map.region(spec.start_zyx);
             let fp = footprint(shared, spec);
-            with_region(shared, spec, r, fp.as_ref(), |hu, m| {
+            with_region(shared, spec, r, fp.as_ref(), |hu, m, on| {
                 let aug = &spec.augment;
                 let win = Window::new(cfg.hu_window, aug.hu_scale, aug.hu_shift);
                 // Sampled straight into the batch, through the window; mirrored as it is
@@ -349,7 +365,7 @@ pub fn build_patch(
                 masks.resize(start + n, 0.0);
                 let (image, mask) = (&mut images[start..], &mut masks[start..]);
                 let at = folded.as_ref().unwrap_or(&map);
-                at.sample_into(spec.start_zyx, r, hu, m, Some(win), image, mask);
+                at.sample_into_within(spec.start_zyx, r, hu, m, on, Some(win), image, mask);
                 finish_patch(image, mask, aug, p, folded.is_some());
             })?;
         }
@@ -535,7 +551,7 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
-        with_patch(shared, &spec, |hu, m| {
+        with_patch(shared, &spec, |hu, m, _| {
             extend_moved(&mut c.images, hu, &spec.augment, p);
             extend_moved(&mut c.masks, m, &spec.augment, p);
         })?;
@@ -569,6 +585,30 @@ fn extend_moved<T: Copy>(dst: &mut Vec<T>, src: &[T], aug: &AugmentParams, shape
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The box rasterising returns is the box a search of the mask finds ([`on_box`]):
+    /// spheres inside, across the edges, outside, two at once, and none.
+    #[test]
+    fn rasterising_returns_the_box_of_the_voxels_set() {
+        let s = |c: [f64; 3], r: [f64; 3]| Sphere { centre_zyx: c, radius_zyx: r };
+        let shape = [9usize, 14, 11];
+        let start = [100i64, 200, 300];
+        let cases: Vec<Vec<Sphere>> = vec![
+            vec![],
+            vec![s([104.0, 206.5, 305.2], [2.0, 3.1, 2.5])],
+            vec![s([99.0, 201.0, 310.6], [3.0, 2.0, 4.0])],
+            vec![s([90.0, 190.0, 290.0], [2.0; 3])],
+            vec![s([101.5, 203.0, 302.0], [1.0; 3]), s([107.0, 212.0, 309.0], [1.5, 1.0, 2.0])],
+            vec![s([104.0, 207.0, 305.0], [0.4; 3])],
+        ];
+        let mut m = vec![7u8; 3];
+        for spheres in &cases {
+            let on = rasterize_into(spheres, start, shape, &mut m);
+            assert_eq!(on, on_box(&m, shape), "{spheres:?}");
+        }
+        assert!(rasterize_into(&cases[4], start, shape, &mut m).is_some());
+        assert!(rasterize_into(&cases[3], start, shape, &mut m).is_none());
+    }
 
     /// Appending mirrored equals appending, then mirroring in place.
     #[test]

@@ -11,6 +11,7 @@ use super::spatial::{Interpolation, SpatialParams};
 use super::window::Window;
 use super::{bspline, elastic};
 use crate::store::Region;
+use std::ops::Range;
 
 /// Where each voxel of a transformed patch reads from.
 #[derive(Debug, Clone)]
@@ -117,6 +118,30 @@ impl SourceMap {
         img: &mut [f32],
         m: &mut [M],
     ) {
+        let on = on_box(mask, region.shape_zyx);
+        self.sample_into_within(start_zyx, region, hu, mask, on, window, img, m);
+    }
+
+    /// [`SourceMap::sample_into`] given `on`, the box of the region's mask voxels that
+    /// are on ([`on_box`] of `mask`, or None where none is), which the caller knows
+    /// without searching the region: the loader's rasterised spheres say where they are,
+    /// and a search of a moved patch's region (several times the patch) cost as much as
+    /// sampling it. Mask voxels on outside `on` may be missed.
+    ///
+    /// # Panics
+    /// As [`SourceMap::sample_into`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn sample_into_within<M: Copy + From<u8>>(
+        &self,
+        start_zyx: [i64; 3],
+        region: Region,
+        hu: &[i16],
+        mask: &[u8],
+        on: Option<OnBox>,
+        window: Option<Window>,
+        img: &mut [f32],
+        m: &mut [M],
+    ) {
         let r = region.shape_zyx;
         let off: [f32; 3] = std::array::from_fn(|a| (start_zyx[a] - region.start_zyx[a]) as f32);
         let n: usize = self.shape.iter().product();
@@ -127,9 +152,8 @@ impl SourceMap {
             img.len(),
             m.len()
         );
-        // The box of the region's mask voxels that are on: a row of points that stays
-        // off it (most rows: a nodule is small; a negative has none) samples no mask.
-        let on = on_box(mask, r);
+        // A row of points that stays off the box of the mask voxels that are on (most
+        // rows: a nodule is small; a negative has none) samples no mask.
         let any_mask = on.is_some();
         // The SIMD rows rely on it (their gathers are unchecked).
         let voxels: usize = r.iter().product();
@@ -159,7 +183,7 @@ impl SourceMap {
         grid: &Grid,
         off: [f32; 3],
         r: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -173,6 +197,7 @@ impl SourceMap {
         // A point is inside when its lower voxel is at most len - 2 on every axis, so all
         // eight voxels of its cube are in the region with no clamping.
         let inside = r.map(|v| v as f32 - 1.0);
+        let inv = step.map(|s| if s == 0.0 { 0.0 } else { 1.0 / s });
         let nx = self.shape[2];
         let mut i = 0;
         for z in 0..self.shape[0] {
@@ -187,16 +212,11 @@ impl SourceMap {
                 let last: [f32; 3] = std::array::from_fn(|k| point(q[k], step[k], nx - 1));
                 let ends_inside =
                     (0..3).all(|k| q[k].min(last[k]) >= 0.0 && q[k].max(last[k]) < inside[k]);
-                // Nearest neighbours of the segment's points lie within a voxel of its box.
-                let meets = |(lo, hi): ([usize; 3], [usize; 3])| {
-                    (0..3).all(|k| {
-                        let (a, b) = (q[k].min(last[k]).floor(), q[k].max(last[k]).floor() + 1.0);
-                        a <= hi[k] as f32 && b >= lo[k] as f32
-                    })
-                };
-                match (&self.field, ends_inside, on.is_some_and(meets)) {
-                    (None, true, true) => grid.row_inside::<true, M>(q, step, window, out, out_m),
-                    (None, true, false) => grid.row_inside::<false, M>(q, step, window, out, out_m),
+                match (&self.field, ends_inside) {
+                    (None, true) => {
+                        let span = on.and_then(|b| near_box(q, inv, nx, b));
+                        grid.row_inside(q, step, window, out, span.map(|s| (out_m, s)))
+                    }
                     _ => {
                         let field = self.field.as_deref().map(|f| &f[i..i + nx]);
                         let row = Row { q, step, a: &a, field, r, mask: any_mask, window };
@@ -287,6 +307,32 @@ fn clamp_to(v: f32, top: f32) -> f32 {
     if v < top { v } else { top }
 }
 
+/// The points `j` of a row (`q + j step`, j < `n`; `inv` is `1 / step`, 0 where the step
+/// is) whose nearest voxel may lie in box `b`, as a span that holds them all (it may hold
+/// more): a point's nearest voxel is within half a voxel of it, so the span is where the
+/// row runs within one voxel of the box on every axis, widened by a point at each end
+/// for rounding. None where the row never comes that near. Casts, not `floor` (a libm
+/// call in the plain build, twice per axis of every row).
+#[inline(always)]
+fn near_box(q: [f32; 3], inv: [f32; 3], n: usize, (lo, hi): OnBox) -> Option<Range<usize>> {
+    let (mut first, mut end) = (0f32, n as f32);
+    for k in 0..3 {
+        let (a, b) = (lo[k] as f32 - 1.0 - q[k], hi[k] as f32 + 1.0 - q[k]);
+        if inv[k] == 0.0 {
+            if a > 0.0 || b < 0.0 {
+                return None;
+            }
+            continue;
+        }
+        let (t0, t1) = (a * inv[k], b * inv[k]);
+        first = first.max(t0.min(t1) - 1.0);
+        end = end.min(t0.max(t1) + 2.0);
+    }
+    // first >= 0, and the cast truncates toward zero: a floor; end's truncation stays
+    // above the last point within reach (the + 2).
+    (first < end).then_some(first as usize..end as usize)
+}
+
 /// Point `j` of a row that starts at `q` and moves `step` per voxel (one axis).
 #[inline(always)]
 fn point(q: f32, step: f32, j: usize) -> f32 {
@@ -305,10 +351,21 @@ fn lerp(p: f32, q: f32, t: f32) -> f32 {
     p + (q - p) * t
 }
 
-/// The smallest box (first and last voxel, z, y, x) holding every voxel of `mask` (C order,
-/// shape `r`) that is not 0; None when all are 0.
-fn on_box(mask: &[u8], r: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
-    let mut b: Option<([usize; 3], [usize; 3])> = None;
+/// A box of voxels: the first and the last (inclusive), z, y, x.
+pub type OnBox = ([usize; 3], [usize; 3]);
+
+/// Grows `b` (None: empty) to hold the box from `lo` to `hi`.
+#[inline]
+pub fn grow(b: &mut Option<OnBox>, lo: [usize; 3], hi: [usize; 3]) {
+    let (l, h) = b.get_or_insert((lo, hi));
+    *l = std::array::from_fn(|k| l[k].min(lo[k]));
+    *h = std::array::from_fn(|k| h[k].max(hi[k]));
+}
+
+/// The smallest box holding every voxel of `mask` (C order, shape `r`) that is not 0;
+/// None when all are 0.
+pub fn on_box(mask: &[u8], r: [usize; 3]) -> Option<OnBox> {
+    let mut b: Option<OnBox> = None;
     for (row_index, row) in mask.chunks_exact(r[2].max(1)).enumerate() {
         // Most rows are all 0: an OR over the row (vectorised, no early exit) says so far
         // faster than a search for the first voxel on, which goes byte by byte.
@@ -318,9 +375,7 @@ fn on_box(mask: &[u8], r: [usize; 3]) -> Option<([usize; 3], [usize; 3])> {
         let Some(first) = row.iter().position(|&v| v != 0) else { continue };
         let last = row.iter().rposition(|&v| v != 0).unwrap_or(first);
         let (z, y) = (row_index / r[1].max(1), row_index % r[1].max(1));
-        let (lo, hi) = b.get_or_insert(([z, y, first], [z, y, last]));
-        *lo = [lo[0].min(z), lo[1].min(y), lo[2].min(first)];
-        *hi = [hi[0].max(z), hi[1].max(y), hi[2].max(last)];
+        grow(&mut b, [z, y, first], [z, y, last]);
     }
     b
 }
@@ -349,15 +404,17 @@ impl Grid<'_> {
     }
 
     /// One output row whose points all lie inside (no clamping needed): point j is
-    /// `q + j step`, its value through `window` where given. With `MASK`, the mask by
-    /// nearest neighbour (round half up) too; without, the mask row is not written.
-    fn row_inside<const MASK: bool, M: Copy + From<u8>>(
+    /// `q + j step`, its value through `window` where given. Where `mask` is given (the
+    /// row's mask and a span of its points), the mask by nearest neighbour (round half
+    /// up) at the points of the span at least (SIMD writes whole lanes around it); the
+    /// rest of the mask row is not written.
+    fn row_inside<M: Copy + From<u8>>(
         &self,
         q: [f32; 3],
         step: [f32; 3],
         window: Option<Window>,
         out: &mut [f32],
-        out_m: &mut [M],
+        mut mask: Option<(&mut [M], Range<usize>)>,
     ) {
         #[cfg(target_arch = "x86_64")]
         if self.hu.len() < 1 << 30 {
@@ -366,21 +423,21 @@ impl Grid<'_> {
             // voxel `b` has `b + sz + sy + 1 < hu.len()`; `hu.len() < 2^30` keeps the byte
             // offsets of the gathers within i32.
             if std::arch::is_x86_feature_detected!("avx512f") {
-                unsafe {
-                    simd::trilinear_row_avx512(self, q, step, window, out, MASK.then_some(out_m))
-                };
+                unsafe { simd::trilinear_row_avx512(self, q, step, window, out, mask) };
                 return;
             }
             if std::arch::is_x86_feature_detected!("avx2") {
-                unsafe { simd::trilinear_row(self, q, step, window, out, MASK.then_some(out_m)) };
+                unsafe { simd::trilinear_row(self, q, step, window, out, mask) };
                 return;
             }
         }
-        for (j, (o, om)) in out.iter_mut().zip(out_m).enumerate() {
+        for (j, o) in out.iter_mut().enumerate() {
             let p = std::array::from_fn(|k| point(q[k], step[k], j));
             *o = windowed(self.trilinear_at(p), window);
-            if MASK {
-                *om = M::from(self.mask[self.nearest(p)]);
+            if let Some((m, span)) = mask.as_mut()
+                && span.contains(&j)
+            {
+                m[j] = M::from(self.mask[self.nearest(p)]);
             }
         }
     }
@@ -459,6 +516,7 @@ struct Row<'a> {
 mod simd {
     use super::Window;
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     #[target_feature(enable = "avx2")]
     pub(super) fn lerp(p: __m256, q: __m256, t: __m256) -> __m256 {
@@ -486,8 +544,9 @@ mod simd {
     }
 
     /// Trilinear values of the points `q + j step`, j = 0..out.len(), into `out` (through
-    /// `window` where given), and where `nearest` is given, the mask's value at each
-    /// point's nearest voxel into it.
+    /// `window` where given), and where `nearest` is given (the row's mask and a span of
+    /// its points), the mask's value at each point's nearest voxel into it, for the lanes
+    /// that meet the span.
     ///
     /// # Safety
     /// The CPU has AVX2; every point's lower voxel `b` (z, y, x) has
@@ -499,7 +558,7 @@ mod simd {
         step: [f32; 3],
         window: Option<Window>,
         out: &mut [f32],
-        mut nearest: Option<&mut [M]>,
+        mut nearest: Option<(&mut [M], Range<usize>)>,
     ) {
         let (hu, sy, sz) = (g.hu, g.sy, g.sz);
         let lane = _mm256_setr_ps(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0);
@@ -540,7 +599,10 @@ mod simd {
             };
             // SAFETY: `o` holds 8 f32.
             unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) };
-            if let Some(m) = nearest.as_deref_mut() {
+            if let Some((m, span)) = nearest.as_mut()
+                && c * 8 < span.end
+                && c * 8 + 8 > span.start
+            {
                 // The lower voxel, one further on each axis whose weight is at least 1/2.
                 let half = _mm256_set1_ps(0.5);
                 let up = w.map(|v| _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GE_OQ>(v, half)));
@@ -572,12 +634,14 @@ mod simd {
         window: Option<Window>,
         done: usize,
         out: &mut [f32],
-        mut nearest: Option<&mut [M]>,
+        mut nearest: Option<(&mut [M], Range<usize>)>,
     ) {
         for (j, o) in out.iter_mut().enumerate() {
             let p = std::array::from_fn(|k| super::point(q[k], step[k], done + j));
             *o = super::windowed(g.trilinear_at(p), window);
-            if let Some(m) = nearest.as_deref_mut() {
+            if let Some((m, span)) = nearest.as_mut()
+                && span.contains(&(done + j))
+            {
                 m[done + j] = M::from(g.mask[g.nearest(p)]);
             }
         }
@@ -619,7 +683,7 @@ mod simd {
         step: [f32; 3],
         window: Option<Window>,
         out: &mut [f32],
-        mut nearest: Option<&mut [M]>,
+        mut nearest: Option<(&mut [M], Range<usize>)>,
     ) {
         const L: usize = 16;
         let (hu, sy, sz) = (g.hu, g.sy, g.sz);
@@ -664,7 +728,10 @@ mod simd {
             };
             // SAFETY: `o` holds 16 f32.
             unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-            if let Some(m) = nearest.as_deref_mut() {
+            if let Some((m, span)) = nearest.as_mut()
+                && c * L < span.end
+                && c * L + L > span.start
+            {
                 // The lower voxel, one further on each axis whose weight is at least 1/2.
                 let half = _mm512_set1_ps(0.5);
                 let up = w.map(|v| _mm512_cmp_ps_mask::<_CMP_GE_OQ>(v, half));
@@ -696,7 +763,7 @@ mod simd {
 /// augment bench: 0.39 -> 0.26 ms).
 mod separable {
     use super::super::scratch;
-    use super::{Grid, Window, lerp};
+    use super::{Grid, OnBox, Window, lerp};
 
     /// One axis's points: the lower voxel, the weight past it, the nearest voxel.
     #[derive(Debug)]
@@ -734,7 +801,7 @@ mod separable {
         g: &Grid,
         axes: &[Axis; 3],
         shape: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -758,7 +825,7 @@ mod separable {
         g: &Grid,
         axes: &[Axis; 3],
         shape: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -784,7 +851,7 @@ mod separable {
         g: &Grid,
         axes: &[Axis; 3],
         shape: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -816,7 +883,7 @@ mod separable {
         g: &Grid,
         axes: &[Axis; 3],
         shape: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -845,7 +912,7 @@ mod separable {
         g: &Grid,
         axes: &[Axis; 3],
         shape: [usize; 3],
-        on: Option<([usize; 3], [usize; 3])>,
+        on: Option<OnBox>,
         window: Option<Window>,
         img: &mut [f32],
         m: &mut [M],
@@ -963,6 +1030,7 @@ pub fn region(p: &SpatialParams, shape: [usize; 3], start_zyx: [i64; 3]) -> Regi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::loader::augment::spatial;
 
     /// The row of points that lie inside gives what the general row gives (the clamp and
     /// the edge weight do nothing there), voxel for voxel, image and mask.
@@ -981,14 +1049,14 @@ mod tests {
         ] {
             let (mut a_img, mut a_m) = (vec![0f32; 11], vec![0u8; 11]);
             let (mut b_img, mut b_m) = (vec![0f32; 11], vec![0u8; 11]);
-            grid.row_inside::<true, u8>(q, step, None, &mut a_img, &mut a_m);
+            grid.row_inside(q, step, None, &mut a_img, Some((&mut a_m, 0..11)));
             let row = Row { q, step, a: &a, field: None, r, mask: true, window: None };
             grid.row_clamped(&row, &mut b_img, &mut b_m);
             assert_eq!((&a_img, &a_m), (&b_img, &b_m));
             // Through a window (the loader's path): each value is the window of the HU.
             let w = Window::new([-600.0, 200.0], 1.05, -12.0);
             let (mut c_img, mut c_m) = (vec![0f32; 11], vec![0f32; 11]);
-            grid.row_inside::<true, f32>(q, step, Some(w), &mut c_img, &mut c_m);
+            grid.row_inside(q, step, Some(w), &mut c_img, Some((&mut c_m, 0..11)));
             let want: Vec<f32> = a_img.iter().map(|&v| w.apply(v)).collect();
             assert_eq!(c_img, want);
             assert_eq!(c_m, a_m.iter().map(|&v| f32::from(v)).collect::<Vec<_>>());
@@ -1113,6 +1181,67 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The mask of a rotated (and scaled) patch sampled with the box of the voxels on
+    /// (each row's mask only near the box) is, voxel for voxel, the region's mask at each
+    /// output voxel's nearest source voxel, found here one voxel at a time from
+    /// [`SourceMap::at`] (rounding half up; points within 1e-3 of a tie are left out, as
+    /// the rows' and `at`'s arithmetic may round them apart). A span cut too short loses
+    /// voxels of the ball and fails.
+    #[test]
+    fn masks_sampled_near_their_box_are_every_nearest_voxel() {
+        let shape = [12usize, 20, 24];
+        let start = [30i64, 40, 50];
+        let mut checked_on = 0;
+        for (angles, scale) in [
+            ([0.45f32, -0.3, 0.2], 1.0f32),
+            ([0.0, 0.0, 0.52], 1.25),
+            ([-0.5, 0.1, -0.35], 0.8),
+            ([0.2, 0.4, 0.0], 1.0),
+        ] {
+            let p = SpatialParams {
+                angles_zyx: angles,
+                scales_zyx: [scale; 3],
+                matrix: spatial::matrix(angles, [scale; 3]),
+                elastic: None,
+                interpolation: Interpolation::Linear,
+            };
+            let map = SourceMap::new(&p, shape);
+            let r = map.region(start);
+            let rs = r.shape_zyx;
+            let n: usize = rs.iter().product();
+            let hu: Vec<i16> = (0..n).map(|i| ((i * 7919) % 1400) as i16 - 1000).collect();
+            // A ball of radius 3.5 voxels at the patch's centre, in region coordinates.
+            let c: [f32; 3] = std::array::from_fn(|k| {
+                (start[k] - r.start_zyx[k]) as f32 + (shape[k] as f32 - 1.0) / 2.0
+            });
+            let mut mask = vec![0u8; n];
+            for (i, v) in mask.iter_mut().enumerate() {
+                let x = [i / (rs[1] * rs[2]), (i / rs[2]) % rs[1], i % rs[2]];
+                let d2: f32 = (0..3).map(|k| (x[k] as f32 - c[k]).powi(2)).sum();
+                *v = u8::from(d2 <= 12.25);
+            }
+            let on = on_box(&mask, rs);
+            assert!(on.is_some());
+            let v: usize = shape.iter().product();
+            let (mut img, mut m) = (vec![0f32; v], vec![0u8; v]);
+            map.sample_into_within(start, r, &hu, &mask, on, None, &mut img, &mut m);
+            let off: [f32; 3] = std::array::from_fn(|k| (start[k] - r.start_zyx[k]) as f32);
+            for (i, &got) in m.iter().enumerate() {
+                let o = [i / (shape[1] * shape[2]), (i / shape[2]) % shape[1], i % shape[2]];
+                let q = map.at(o, [0.0; 3]);
+                let pt: [f32; 3] = std::array::from_fn(|k| q[k] + off[k]);
+                if pt.iter().any(|&x| (x - x.floor() - 0.5).abs() < 1e-3) {
+                    continue;
+                }
+                let k: [usize; 3] = std::array::from_fn(|k| (pt[k] + 0.5).floor() as usize);
+                let want = mask[(k[0] * rs[1] + k[1]) * rs[2] + k[2]];
+                assert_eq!(got, want, "{angles:?} x{scale}: output voxel {o:?} (source {pt:?})");
+                checked_on += usize::from(want == 1);
+            }
+        }
+        assert!(checked_on > 500, "the ball was sampled at only {checked_on} voxels");
     }
 
     #[test]
