@@ -188,9 +188,29 @@ impl ChunkCache {
     where
         i16: From<T>,
     {
+        out.resize(r.shape_zyx.iter().product(), 0);
+        self.read_region_into_slice::<T>(volume_key, volume, r, wanted, out)
+    }
+
+    /// [`ChunkCache::read_region_into`] into `out`, which holds exactly the region's
+    /// voxels (a patch's part of a batch, written in place).
+    ///
+    /// # Errors
+    /// As [`ChunkCache::read_region_into`]; `out` is not the region's size.
+    pub fn read_region_into_slice<T: crate::store::format::Voxel>(
+        &self,
+        volume_key: u32,
+        volume: &crate::store::VolumeFile,
+        r: crate::store::Region,
+        wanted: impl Fn([usize; 3]) -> bool,
+        out: &mut [i16],
+    ) -> Result<(), crate::store::StoreError>
+    where
+        i16: From<T>,
+    {
         let grid = volume.header().grid();
         let fetched = self.fetch_missing(volume_key, volume, r, &wanted)?;
-        volume.read_region_into::<T, i16, _>(
+        volume.read_region_into_slice::<T, i16, _>(
             r,
             &wanted,
             |c| {

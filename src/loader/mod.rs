@@ -637,9 +637,23 @@ impl ScanEntry {
         shape: [usize; 3],
         m: &mut Vec<u8>,
     ) -> Option<augment::sample::OnBox> {
+        m.resize(shape.iter().product(), 0);
+        m.truncate(shape.iter().product());
+        self.mask_onto(start_zyx, shape, m)
+    }
+
+    /// [`ScanEntry::mask`] into `m`, which holds exactly the patch's voxels (what it held
+    /// is overwritten). Returns the box of its voxels that are on.
+    pub fn mask_onto(
+        &self,
+        start_zyx: [i64; 3],
+        shape: [usize; 3],
+        m: &mut [u8],
+    ) -> Option<augment::sample::OnBox> {
         let near: Vec<Sphere> =
             self.nodule_grid.near(start_zyx, shape).into_iter().map(|i| self.nodules[i]).collect();
-        patch::rasterize_into(&near, start_zyx, shape, m)
+        m.fill(0);
+        patch::rasterize_onto(&near, start_zyx, shape, m)
     }
 }
 

@@ -2,6 +2,8 @@
 //! region a spatial transform covers, only the chunks its footprint meets, then sampled
 //! straight into the batch through the window), rasterise the nodule spheres into the
 //! mask, augment, write normalised f32 into the batch, then run the user's own transforms.
+//! A compact batch's patches are read (HU and mask) straight into their parts of the
+//! batch, with no buffer between, then mirrored or turned there.
 
 use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
@@ -33,6 +35,20 @@ pub fn rasterize_into(
 ) -> Option<OnBox> {
     m.clear();
     m.resize(shape.iter().product(), 0);
+    rasterize_onto(spheres, start_zyx, shape, m)
+}
+
+/// Sets to 1 the voxels of `m` (a patch of `shape` at `start_zyx`, zeroed by the caller)
+/// that [`rasterize`] sets; returns their box.
+///
+/// # Panics
+/// Where `m` holds fewer than the patch's voxels.
+pub fn rasterize_onto(
+    spheres: &[Sphere],
+    start_zyx: [i64; 3],
+    shape: [usize; 3],
+    m: &mut [u8],
+) -> Option<OnBox> {
     let mut on: Option<OnBox> = None;
     for s in spheres {
         let lo: [usize; 3] = std::array::from_fn(|a| {
@@ -541,9 +557,11 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     let p = cfg.patch_zyx;
     let n: usize = p.iter().product();
     let b = cfg.batch_size;
+    // Each patch is read straight into its part of the batch (every value written), so
+    // the buffers are taken whole: a kept one is neither cleared nor zeroed.
     let mut c = Compact {
-        images: shared.spare.i16s(b * n),
-        masks: shared.spare.u8s(b * n),
+        images: shared.spare.i16s_whole(b * n),
+        masks: shared.spare.u8s_whole(b * n),
         window: cfg.hu_window,
         hu_scale: Vec::with_capacity(b),
         hu_shift: Vec::with_capacity(b),
@@ -551,10 +569,19 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     let mut patches = Vec::with_capacity(b);
     for item in 0..b {
         let spec = resolve(shared, epoch, index, item)?;
-        with_patch(shared, &spec, |hu, m, _| {
-            extend_moved(&mut c.images, hu, &spec.augment, p);
-            extend_moved(&mut c.masks, m, &spec.augment, p);
-        })?;
+        let (image, mask) = (&mut c.images[item * n..][..n], &mut c.masks[item * n..][..n]);
+        read_patch_into(shared, &spec, image, mask)?;
+        let aug = &spec.augment;
+        if aug.quarter_turns.is_multiple_of(4) {
+            mirror_in_place(image, p, aug.flip_zyx);
+            mirror_in_place(mask, p, aug.flip_zyx);
+        } else {
+            let (img, msk) = (image.to_vec(), mask.to_vec());
+            for_each_moved(aug, p, |i, s| {
+                image[i] = img[s];
+                mask[i] = msk[s];
+            });
+        }
         c.hu_scale.push(spec.augment.hu_scale);
         c.hu_shift.push(spec.augment.hu_shift);
         patches.push(meta(shared, spec));
@@ -571,15 +598,31 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
     })
 }
 
-/// Appends `src`, a patch of `shape` (C order), to `dst` moved as `aug` mirrors and turns
-/// it (the values themselves unchanged).
-fn extend_moved<T: Copy>(dst: &mut Vec<T>, src: &[T], aug: &AugmentParams, shape: [usize; 3]) {
-    if aug.quarter_turns.is_multiple_of(4) {
-        extend_mirrored(dst, src, shape, aug.flip_zyx, |v| v);
+/// A patch as stored (its own region, every chunk) read straight into `image` and `mask`
+/// (each exactly the patch's voxels: its part of a compact batch), with no buffer between.
+///
+/// # Errors
+/// [`LoaderError::Store`] for a corrupt chunk.
+fn read_patch_into(
+    shared: &Shared,
+    spec: &PatchSpec,
+    image: &mut [i16],
+    mask: &mut [u8],
+) -> Result<(), LoaderError> {
+    let r = Region { start_zyx: spec.start_zyx, shape_zyx: shared.cfg.patch_zyx };
+    let scan = &shared.scans[spec.scan];
+    let key = spec.scan as u32;
+    shared.cache.read_region_into_slice::<i16>(key, &scan.volume, r, |_| true, image)?;
+    if let (Some(_), Some(_)) = (&scan.mask_label, &shared.cfg.mask_label) {
+        let mut m = scratch::take_dirty::<u8>(0);
+        let read =
+            region_mask_into(shared, spec, r, None, &mut m).map(|_| mask.copy_from_slice(&m));
+        scratch::give(m);
+        read?;
     } else {
-        dst.reserve(src.len());
-        for_each_moved(aug, shape, |_, s| dst.push(src[s]));
+        scan.mask_onto(r.start_zyx, r.shape_zyx, mask);
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -18,19 +18,35 @@ impl<T> Shelf<T> {
         Shelf { kept: Mutex::new(Vec::new()) }
     }
 
-    /// An empty vector with room for `capacity` values: a kept one if one is as large.
-    fn take(&self, capacity: usize) -> Vec<T> {
-        let kept = self.kept.lock().ok().and_then(|mut k| {
+    /// A kept vector with room for `capacity` values, if there is one.
+    fn kept(&self, capacity: usize) -> Option<Vec<T>> {
+        self.kept.lock().ok().and_then(|mut k| {
             let i = k.iter().position(|v| v.capacity() >= capacity)?;
             Some(k.swap_remove(i))
-        });
-        match kept {
+        })
+    }
+
+    /// An empty vector with room for `capacity` values: a kept one if one is as large.
+    fn take(&self, capacity: usize) -> Vec<T> {
+        match self.kept(capacity) {
             Some(mut v) => {
                 v.clear();
                 v
             }
             None => Vec::with_capacity(capacity),
         }
+    }
+
+    /// A vector of `len` values: a kept one with the values it held (and zeros where it
+    /// held fewer), else a fresh one of zeros. For a builder that writes every value, so
+    /// that a kept buffer is neither cleared nor zeroed again.
+    fn take_whole(&self, len: usize) -> Vec<T>
+    where
+        T: Copy + Default,
+    {
+        let mut v = self.kept(len).unwrap_or_default();
+        v.resize(len, T::default());
+        v
     }
 
     /// Keeps `v` unless `most` are kept already (or it holds nothing, or another thread
@@ -76,6 +92,18 @@ impl Spare {
     /// An empty u8 buffer with room for `capacity` values.
     pub fn u8s(&self, capacity: usize) -> Vec<u8> {
         self.u8s.take(capacity)
+    }
+
+    /// An i16 buffer of `len` values, what a kept one held still in it: every value is
+    /// to be written.
+    pub fn i16s_whole(&self, len: usize) -> Vec<i16> {
+        self.i16s.take_whole(len)
+    }
+
+    /// A u8 buffer of `len` values, what a kept one held still in it: every value is to
+    /// be written.
+    pub fn u8s_whole(&self, len: usize) -> Vec<u8> {
+        self.u8s.take_whole(len)
     }
 
     /// Keeps an f32 buffer (a batch's images or masks) for later batches.
@@ -126,5 +154,24 @@ mod tests {
             s.f32s.give(Vec::with_capacity(10), 2);
         }
         assert_eq!(s.f32s.kept.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_whole_buffer_is_the_kept_one_at_its_length_or_fresh_zeros() {
+        let s = Spare::new(2);
+        assert_eq!(s.i16s_whole(4), vec![0; 4]);
+        let v: Vec<i16> = (1..=6).collect();
+        let ptr = v.as_ptr();
+        s.give_i16(v);
+        let again = s.i16s_whole(4);
+        assert_eq!(again, vec![1, 2, 3, 4], "cut to the length asked, values kept");
+        assert_eq!(again.as_ptr(), ptr);
+        s.give_i16(again);
+        // Longer than it held (its room allowing): zeros after its values.
+        let mut w = Vec::with_capacity(8);
+        w.extend([5i16, 6]);
+        s.i16s.kept.lock().unwrap().clear();
+        s.give_i16(w);
+        assert_eq!(s.i16s_whole(5), vec![5, 6, 0, 0, 0]);
     }
 }

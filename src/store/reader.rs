@@ -390,17 +390,49 @@ impl VolumeFile {
         &self,
         r: Region,
         wanted: impl Fn([usize; 3]) -> bool,
-        mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+        chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
         out: &mut Vec<O>,
     ) -> Result<(), StoreError> {
+        let fill = self.fill_as::<T, O>()?;
+        out.resize(r.shape_zyx.iter().product(), fill);
+        self.read_region_into_slice::<T, O, C>(r, wanted, chunk, out)
+    }
+
+    /// The fill value as a `T`, widened to `O`.
+    fn fill_as<T: Voxel, O: From<T>>(&self) -> Result<O, StoreError> {
         let h = &self.header;
         self.check_dtype::<T>()?;
-        let fill = O::from(T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt {
+        Ok(O::from(T::from_fill(h.fill_value).ok_or_else(|| StoreError::Corrupt {
             path: self.path.clone(),
             chunk: None,
             message: format!("fill_value {} is not a value of dtype {}", h.fill_value, h.dtype),
-        })?);
-        out.resize(r.shape_zyx.iter().product(), fill);
+        })?))
+    }
+
+    /// [`VolumeFile::read_region_into`] into `out`, which holds exactly the region's
+    /// voxels (a patch's part of a batch, written in place): every one is set.
+    ///
+    /// # Errors
+    /// As [`VolumeFile::read_region_into`]; `out` is not the region's size.
+    pub fn read_region_into_slice<T: Voxel, O: Copy + From<T>, C: AsRef<[O]>>(
+        &self,
+        r: Region,
+        wanted: impl Fn([usize; 3]) -> bool,
+        mut chunk: impl FnMut([usize; 3]) -> Result<C, StoreError>,
+        out: &mut [O],
+    ) -> Result<(), StoreError> {
+        let h = &self.header;
+        let fill = self.fill_as::<T, O>()?;
+        let voxels: usize = r.shape_zyx.iter().product();
+        if out.len() != voxels {
+            return Err(StoreError::Invalid {
+                message: format!(
+                    "region {:?} has {voxels} voxels; the buffer holds {}",
+                    r.shape_zyx,
+                    out.len()
+                ),
+            });
+        }
         // The region cut along chunk boundaries and the volume's edges: each cell is one
         // chunk's part of the region (copied if wanted), or outside the volume (filled).
         let cells: [Vec<(i64, i64, Option<usize>)>; 3] = std::array::from_fn(|a| {
