@@ -820,6 +820,21 @@ impl Loader {
             });
         }
         let mut notes = Vec::new();
+        // A scan whose record is damaged is not in `store.scans()`: say so, or a run on
+        // the store quietly trains or measures on fewer scans than the user stored.
+        if let Some(first) = store.damaged().first() {
+            let n = store.damaged().len();
+            notes.push(format!(
+                "{n} scan{} of the store left out, {} record damaged ({}: {}{}); `ctstream inspect` lists {}, `ctstream ingest --resume` with the inputs stores {} again",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "its" } else { "their" },
+                first.path.display(),
+                first.reason,
+                if n > 1 { ", and more" } else { "" },
+                if n == 1 { "it" } else { "them" },
+                if n == 1 { "it" } else { "them" },
+            ));
+        }
         let negatives_drawn = cfg.positive_share < 1.0;
         if cfg.negatives.uses(NegativeSource::Lungs) && negatives_drawn {
             // Each scan's lung mask, counted per chunk once (in parallel over scans).

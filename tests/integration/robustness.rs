@@ -131,7 +131,22 @@ fn a_damaged_record_leaves_the_others_usable_and_resume_restores_it() {
     assert_eq!(store.damaged().len(), 1);
     assert_eq!(store.damaged()[0].path, rec);
     assert!(store.damaged()[0].reason.contains("not a scan record"), "{:?}", store.damaged());
-    assert!(Loader::builder(&store).patch([16, 32, 32]).batch_size(2).workers(1).build().is_ok());
+    let loader = Loader::builder(&store).patch([16, 32, 32]).batch_size(2).workers(1).build();
+    let notes = loader.expect("a loader on the other scans").notes().to_vec();
+    assert!(
+        notes.iter().any(|n| n.starts_with("1 scan of the store left out")
+            && n.contains(&format!("{id}.json"))
+            && n.contains("not a scan record")),
+        "{notes:?}"
+    );
+    // `bench` says so too (a loader's notes go to stderr).
+    let o = ctstream()
+        .args(["bench", "--quiet", "--seconds", "0.2", "--cache", "16", "--store"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.contains("note: 1 scan of the store left out"), "{err}");
     let o = ctstream().arg("inspect").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
