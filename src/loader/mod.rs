@@ -638,7 +638,6 @@ impl ScanEntry {
         m: &mut Vec<u8>,
     ) -> Option<augment::sample::OnBox> {
         m.resize(shape.iter().product(), 0);
-        m.truncate(shape.iter().product());
         self.mask_onto(start_zyx, shape, m)
     }
 
@@ -824,15 +823,12 @@ impl Loader {
         // the store quietly trains or measures on fewer scans than the user stored.
         if let Some(first) = store.damaged().first() {
             let n = store.damaged().len();
+            let (s, its, it, more) =
+                if n == 1 { ("", "its", "it", "") } else { ("s", "their", "them", ", and more") };
             notes.push(format!(
-                "{n} scan{} of the store left out, {} record damaged ({}: {}{}); `ctstream inspect` lists {}, `ctstream ingest --resume` with the inputs stores {} again",
-                if n == 1 { "" } else { "s" },
-                if n == 1 { "its" } else { "their" },
+                "{n} scan{s} of the store left out, {its} record damaged ({}: {}{more}); `ctstream inspect` lists {it}, `ctstream ingest --resume` with the inputs stores {it} again",
                 first.path.display(),
                 first.reason,
-                if n > 1 { ", and more" } else { "" },
-                if n == 1 { "it" } else { "them" },
-                if n == 1 { "it" } else { "them" },
             ));
         }
         let negatives_drawn = cfg.positive_share < 1.0;

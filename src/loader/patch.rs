@@ -112,21 +112,39 @@ pub fn region_mask_into(
     fp: Option<&Footprint>,
     m: &mut Vec<u8>,
 ) -> Result<Option<OnBox>, LoaderError> {
+    m.resize(r.shape_zyx.iter().product(), 0);
+    region_mask_onto(shared, spec, r, fp, m)
+}
+
+/// [`region_mask`] into `m`, which holds exactly the region's voxels (what it held is
+/// overwritten: a patch's part of a compact batch, or a reused buffer). Returns the box
+/// of its voxels that are on ([`OnBox`]).
+///
+/// # Errors
+/// As [`region_mask`].
+pub fn region_mask_onto(
+    shared: &Shared,
+    spec: &PatchSpec,
+    r: Region,
+    fp: Option<&Footprint>,
+    m: &mut [u8],
+) -> Result<Option<OnBox>, LoaderError> {
     let scan = &shared.scans[spec.scan];
     match (&scan.mask_label, &shared.cfg.mask_label) {
         (Some(v), Some(ml)) => {
             let key = super::cache::mask_key(spec.scan as u32);
-            let mut held = scratch::take_dirty::<i16>(r.shape_zyx.iter().product());
+            let mut held = scratch::take_dirty::<i16>(m.len());
             let read =
                 shared.cache.read_region_into::<u8>(key, v, r, reads_chunk(fp, v), &mut held);
             // Values were u8 when they went in.
-            m.clear();
-            m.extend(held.iter().map(|&x| ml.is_foreground(x as u8) as u8));
+            for (o, &x) in m.iter_mut().zip(held.iter()) {
+                *o = u8::from(ml.is_foreground(x as u8));
+            }
             scratch::give(held);
             read?;
             Ok(on_box(m, r.shape_zyx))
         }
-        _ => Ok(scan.mask_into(r.start_zyx, r.shape_zyx, m)),
+        _ => Ok(scan.mask_onto(r.start_zyx, r.shape_zyx, m)),
     }
 }
 
@@ -202,22 +220,34 @@ fn finish_patch(
     for (_, stage) in &aug.intensity {
         stage.apply(image, shape);
     }
+    if !(mirrored && aug.quarter_turns.is_multiple_of(4)) {
+        move_in_place(image, mask, aug, shape);
+    }
+    // Noise of a fixed sigma, after everything else (as before the stages existed).
+    let noise = aug.noise(image.len());
+    for (o, n) in image.iter_mut().zip(noise) {
+        *o += n;
+    }
+}
+
+/// Mirrors and turns a patch's `image` and `mask` (each of `shape`, C order) in place as
+/// `aug` says: mirroring alone as a swap of whole rows ([`mirror_in_place`]), quarter
+/// turns voxel by voxel from a copy ([`for_each_moved`]).
+fn move_in_place<A: Copy, B: Copy>(
+    image: &mut [A],
+    mask: &mut [B],
+    aug: &AugmentParams,
+    shape: [usize; 3],
+) {
     if aug.quarter_turns.is_multiple_of(4) {
-        if !mirrored {
-            mirror_in_place(image, shape, aug.flip_zyx);
-            mirror_in_place(mask, shape, aug.flip_zyx);
-        }
+        mirror_in_place(image, shape, aug.flip_zyx);
+        mirror_in_place(mask, shape, aug.flip_zyx);
     } else {
         let (img, msk) = (image.to_vec(), mask.to_vec());
         for_each_moved(aug, shape, |i, s| {
             image[i] = img[s];
             mask[i] = msk[s];
         });
-    }
-    // Noise of a fixed sigma, after everything else (as before the stages existed).
-    let noise = aug.noise(image.len());
-    for (o, n) in image.iter_mut().zip(noise) {
-        *o += n;
     }
 }
 
@@ -571,17 +601,7 @@ fn build_compact_batch(shared: &Shared, epoch: u64, index: usize) -> Result<Batc
         let spec = resolve(shared, epoch, index, item)?;
         let (image, mask) = (&mut c.images[item * n..][..n], &mut c.masks[item * n..][..n]);
         read_patch_into(shared, &spec, image, mask)?;
-        let aug = &spec.augment;
-        if aug.quarter_turns.is_multiple_of(4) {
-            mirror_in_place(image, p, aug.flip_zyx);
-            mirror_in_place(mask, p, aug.flip_zyx);
-        } else {
-            let (img, msk) = (image.to_vec(), mask.to_vec());
-            for_each_moved(aug, p, |i, s| {
-                image[i] = img[s];
-                mask[i] = msk[s];
-            });
-        }
+        move_in_place(image, mask, &spec.augment, p);
         c.hu_scale.push(spec.augment.hu_scale);
         c.hu_shift.push(spec.augment.hu_shift);
         patches.push(meta(shared, spec));
@@ -613,15 +633,7 @@ fn read_patch_into(
     let scan = &shared.scans[spec.scan];
     let key = spec.scan as u32;
     shared.cache.read_region_into_slice::<i16>(key, &scan.volume, r, |_| true, image)?;
-    if let (Some(_), Some(_)) = (&scan.mask_label, &shared.cfg.mask_label) {
-        let mut m = scratch::take_dirty::<u8>(0);
-        let read =
-            region_mask_into(shared, spec, r, None, &mut m).map(|_| mask.copy_from_slice(&m));
-        scratch::give(m);
-        read?;
-    } else {
-        scan.mask_onto(r.start_zyx, r.shape_zyx, mask);
-    }
+    region_mask_onto(shared, spec, r, None, mask)?;
     Ok(())
 }
 

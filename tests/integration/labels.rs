@@ -786,6 +786,20 @@ fn an_nnunet_dataset_ingests_and_its_masks_reach_the_batches() {
         positives > 0 && foreground > 0.0,
         "positives centred on nodule components hold nodule voxels"
     );
+    // Compact batches read the label volume straight into their masks: the masks above.
+    let compact = Loader::builder(&store)
+        .mask_label("labels", &[2])
+        .positive_share(0.5)
+        .batch_size(4)
+        .seed(3)
+        .compact(true)
+        .build()
+        .unwrap();
+    for (f, c) in loader.epoch(0).zip(compact.epoch(0)) {
+        let (f, c) = (f.unwrap(), c.unwrap());
+        let masks = &c.compact.as_ref().expect("a compact batch").masks;
+        assert_eq!(masks.iter().map(|&v| f32::from(v)).collect::<Vec<_>>(), f.masks);
+    }
 
     // A value dataset.json does not name is refused, naming the file and dataset.json.
     let bad = nn.join("labelsTr/lung_001.nii.gz");
