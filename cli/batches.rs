@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_parser = crate::parse3::<usize>, default_value = "8,8,8")]
     jitter: [usize; 3],
     /// Where negatives come from, as `train --negatives` (`lungs`, `lungs=0.5,body=0.5`,
-    /// ...; sources lungs, body, candidates, random, hard).
+    /// ...; sources lungs, body, dense, candidates, random, hard).
     #[arg(long, default_value = "lungs", value_name = "SOURCE[=SHARE],...")]
     negatives: String,
     /// Findings to centre `hard` negatives on, as `train --hard-negatives`.

@@ -32,7 +32,7 @@ pub struct Args {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where negatives come from, as `train --negatives` (sources lungs, body, candidates,
+    /// Where negatives come from, as `train --negatives` (sources lungs, body, dense, candidates,
     /// random; `lungs`, the loader's default, or shares: `lungs=0.5,body=0.5`).
     #[arg(long, default_value = "lungs", value_name = "SOURCE[=SHARE],...")]
     negatives: String,

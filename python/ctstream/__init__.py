@@ -350,8 +350,8 @@ class Loader:
     - ``patch`` (z, y, x) [32, 64, 64]; ``batch_size`` [8]; ``positive_share`` [0.8];
       ``jitter`` (z, y, x) voxels of a positive's centre [8, 8, 8];
     - ``negatives``: one source or several with shares, as ``ctstream train --negatives``:
-      ``"lungs"`` (a lung-mask voxel), ``"body"`` (a tissue voxel anywhere), ``"candidates"``
-      (LUNA16 class-0), ``"random"``, ``"hard"`` (findings of ``hard_negatives``), or
+      ``"lungs"`` (a lung-mask voxel), ``"body"`` (a tissue voxel anywhere), ``"dense"`` (a
+      tissue voxel in or within 10 mm of the lungs), ``"candidates"`` (LUNA16 class-0), ``"random"``, ``"hard"`` (findings of ``hard_negatives``), or
       ``"lungs=0.5,body=0.5"`` [lungs]; ``hard_negatives``: a findings CSV (LUNA16
       ``candidates.csv`` as ``ctstream predict`` writes it) for ``"hard"``;
       ``weighting``: ``"uniform"`` or ``"diameter"`` [uniform];

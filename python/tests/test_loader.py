@@ -59,7 +59,7 @@ def test_batches_equal_the_rust_loader_byte_for_byte(store, store_path):
         assert got == want
     # A mixture of negative sources: the same patches, each naming its source, as the
     # command draws them.
-    mixed = dict(OPTIONS, negatives="lungs=0.5,body=0.5", positive_share=0.5)
+    mixed = dict(OPTIONS, negatives="lungs=0.3,body=0.3,dense=0.4", positive_share=0.5)
     got = [summary(b) for b in ctstream.Loader(store, workers=2, **mixed).epoch(0)]
     want = rust_batches(
         store_path,
@@ -69,12 +69,13 @@ def test_batches_equal_the_rust_loader_byte_for_byte(store, store_path):
         patch=(16, 32, 32),
         seed=11,
         augment="flip,rot90",
-        negatives="lungs=0.5,body=0.5",
+        negatives="lungs=0.3,body=0.3,dense=0.4",
         positive_share=0.5,
     )
     assert got == want
     sources = {p["source"] for b in got for p in b["patches"]}
-    assert sources <= {"positive", "lungs", "body"} and "body" in sources, sources
+    assert sources <= {"positive", "lungs", "body", "dense"}, sources
+    assert {"body", "dense"} <= sources, sources
     # Some patches are positive and their masks are not empty; the images are windowed.
     b = next(iter(loader.epoch(0)))
     assert b["positive"].any() and b["mask"][b["positive"]].sum() > 0

@@ -832,7 +832,9 @@ impl Loader {
             ));
         }
         let negatives_drawn = cfg.positive_share < 1.0;
-        if cfg.negatives.uses(NegativeSource::Lungs) && negatives_drawn {
+        if (cfg.negatives.uses(NegativeSource::Lungs) || cfg.negatives.uses(NegativeSource::Dense))
+            && negatives_drawn
+        {
             // Each scan's lung mask, counted per chunk once (in parallel over scans).
             use rayon::prelude::*;
             let indexes: Vec<Result<Option<LungIndex>, LoaderError>> = scans
@@ -852,7 +854,7 @@ impl Loader {
             if !without.is_empty() {
                 let shown: Vec<&str> = without.iter().take(5).copied().collect();
                 notes.push(format!(
-                    "{} of {} scans have no lung mask (or an empty one): their negatives are drawn at random positions ({}{}); `ctstream ingest` computes lung masks unless --no-lung-mask",
+                    "{} of {} scans have no lung mask (or an empty one): their lung negatives are drawn at random positions, their dense ones on tissue anywhere ({}{}); `ctstream ingest` computes lung masks unless --no-lung-mask",
                     without.len(),
                     scans.len(),
                     shown.join(", "),

@@ -10,6 +10,12 @@
 //! - `body`: centred on a tissue voxel (at least [`BODY_MIN_HU`]) drawn uniformly from the
 //!   scan: body wall, mediastinum, vessels, bone (the first of up to [`BODY_TRIES`] uniform
 //!   positions whose voxel is tissue);
+//! - `dense`: centred on a voxel of at least [`BODY_MIN_HU`] in or near the lungs: vessels,
+//!   airway walls, the pleura, the ribs and the mediastinum where they meet the lungs,
+//!   what a detector that looks in the lung region mistakes for nodules (the first of up
+//!   to [`DENSE_TRIES`] positions, each a lung voxel drawn uniformly and moved by up to
+//!   [`DENSE_REACH_MM`] along each axis, whose voxel is that dense; a `body` negative in a
+//!   scan without a lung mask);
 //! - `candidates`: centred on a class-0 candidate of the index (LUNA16's
 //!   `candidates.csv`), with the positives' jitter;
 //! - `random`: centred on a uniform position in the scan;
@@ -29,6 +35,8 @@ pub enum NegativeSource {
     Lungs,
     /// A tissue voxel anywhere in the scan.
     Body,
+    /// A tissue voxel in or near the lungs.
+    Dense,
     /// A class-0 candidate of the index.
     Candidates,
     /// A uniform position.
@@ -39,9 +47,10 @@ pub enum NegativeSource {
 
 impl NegativeSource {
     /// Every source, in the order shares are written.
-    pub const ALL: [NegativeSource; 5] = [
+    pub const ALL: [NegativeSource; 6] = [
         NegativeSource::Lungs,
         NegativeSource::Body,
+        NegativeSource::Dense,
         NegativeSource::Candidates,
         NegativeSource::Random,
         NegativeSource::Hard,
@@ -52,6 +61,7 @@ impl NegativeSource {
         match self {
             NegativeSource::Lungs => "lungs",
             NegativeSource::Body => "body",
+            NegativeSource::Dense => "dense",
             NegativeSource::Candidates => "candidates",
             NegativeSource::Random => "random",
             NegativeSource::Hard => "hard",
@@ -68,10 +78,12 @@ impl std::fmt::Display for NegativeSource {
 impl std::str::FromStr for NegativeSource {
     type Err = String;
 
-    /// `lungs`, `body`, `candidates`, `random` or `hard`.
+    /// `lungs`, `body`, `dense`, `candidates`, `random` or `hard`.
     fn from_str(s: &str) -> Result<Self, String> {
         NegativeSource::ALL.into_iter().find(|n| n.name() == s).ok_or_else(|| {
-            format!("`{s}` is not a source of negatives (lungs, body, candidates, random, hard)")
+            format!(
+                "`{s}` is not a source of negatives (lungs, body, dense, candidates, random, hard)"
+            )
         })
     }
 }
@@ -82,6 +94,14 @@ pub const BODY_MIN_HU: i16 = -300;
 
 /// Uniform positions a `body` negative tries before it takes the last one.
 pub const BODY_TRIES: usize = 32;
+
+/// Positions a `dense` negative tries before it takes the last one (in a lung region about
+/// a tenth of the positions tried are that dense).
+pub const DENSE_TRIES: usize = 64;
+
+/// How far (mm, along each axis) a `dense` negative's tries reach from the lung voxel drawn:
+/// the margin of the lung region `predict` looks in ([`crate::labels::LUNG_REGION_MARGIN_MM`]).
+pub const DENSE_REACH_MM: f64 = crate::labels::LUNG_REGION_MARGIN_MM;
 
 /// The share of hard negatives [`Negatives::with_hard`] adds: half the negatives, as
 /// mining rounds commonly use (the rest keep the network's view of ordinary background).
@@ -103,13 +123,13 @@ pub const HARD_SHARE: f64 = 0.5;
 pub struct Negatives {
     /// Share of each source, in the order of [`NegativeSource::ALL`]; at least one is
     /// positive, none negative.
-    shares: [f64; 5],
+    shares: [f64; 6],
 }
 
 impl Negatives {
     /// Every negative from one source.
     pub const fn only(source: NegativeSource) -> Negatives {
-        let mut shares = [0.0; 5];
+        let mut shares = [0.0; 6];
         shares[source as usize] = 1.0;
         Negatives { shares }
     }
@@ -119,7 +139,7 @@ impl Negatives {
     /// # Errors
     /// A share that is not finite and at least 0, or no positive share, naming it.
     pub fn mix(parts: &[(NegativeSource, f64)]) -> Result<Negatives, String> {
-        let mut shares = [0.0; 5];
+        let mut shares = [0.0; 6];
         for &(s, v) in parts {
             if !(v.is_finite() && v >= 0.0) {
                 return Err(format!("share of `{s}` {v}: give a number at least 0"));

@@ -5,15 +5,17 @@
 //! A compact batch's patches are read (HU and mask) straight into their parts of the
 //! batch, with no buffer between, then mirrored or turned there.
 
+use rand::Rng;
+
 use super::augment::AugmentParams;
 use super::augment::footprint::Footprint;
 use super::augment::sample::{OnBox, SourceMap, grow, on_box};
 use super::augment::scratch;
 use super::augment::window::Window;
 use super::batch::{Batch, Compact, PatchMeta};
-use super::negatives::{BODY_MIN_HU, BODY_TRIES};
+use super::negatives::{BODY_MIN_HU, BODY_TRIES, DENSE_REACH_MM, DENSE_TRIES};
 use super::sampler::{PURPOSE_TRANSFORM, PatchSpec, sample};
-use super::{LoaderError, PatchMut, Shared, Sphere};
+use super::{LoaderError, NegativeSource, PatchMut, Shared, Sphere};
 use crate::store::{Region, VolumeFile};
 
 /// Rasterises `spheres` into a patch starting at `start_zyx` of `shape` voxels: 1 where
@@ -459,60 +461,111 @@ pub fn resolve(
     item: usize,
 ) -> Result<PatchSpec, LoaderError> {
     let mut spec = sample(shared, epoch, batch, item);
+    let p = shared.cfg.patch_zyx;
+    let centred = |c: [i64; 3]| -> [i64; 3] { std::array::from_fn(|a| c[a] - (p[a] / 2) as i64) };
     if let (Some((k, rank)), Some(ix)) = (spec.lung_pick, shared.scans[spec.scan].lungs.as_ref()) {
-        let h = ix.label.header();
-        let (grid, c) = (h.grid(), h.chunk_shape_zyx);
-        let n = ix.chunks[k] as usize;
-        let chunk = [n / (grid[1] * grid[2]), (n / grid[2]) % grid[1], n % grid[2]];
-        let data = shared.cache.get_or_decode(
-            (super::cache::label_key(spec.scan as u32), n as u32),
-            || {
-                ix.label
-                    .decode_chunk_as::<u8>(chunk)
-                    .map(|v| v.into_iter().map(i16::from).collect())
-            },
-        )?;
-        let local =
-            data.iter().enumerate().filter(|(_, v)| **v != 0).nth(rank as usize).map(|(i, _)| i);
-        let Some(i) = local else {
-            return Err(LoaderError::Config(format!(
-                "{}: chunk {chunk:?} holds fewer lung voxels than counted when the loader was built",
-                ix.label.path().display()
-            )));
-        };
-        let centre = [
-            chunk[0] * c[0] + i / (c[1] * c[2]),
-            chunk[1] * c[1] + (i / c[2]) % c[1],
-            chunk[2] * c[2] + i % c[2],
-        ];
-        let p = shared.cfg.patch_zyx;
-        spec.start_zyx = std::array::from_fn(|a| centre[a] as i64 - (p[a] / 2) as i64);
+        spec.start_zyx = centred(lung_voxel(shared, spec.scan, ix, k, rank)?);
     }
     if let Some(seed) = spec.body_pick {
-        let centre = body_voxel(shared, spec.scan, seed)?;
-        let p = shared.cfg.patch_zyx;
-        spec.start_zyx = std::array::from_fn(|a| centre[a] - (p[a] / 2) as i64);
+        let centre = match (spec.source, shared.scans[spec.scan].lungs.as_ref()) {
+            (Some(NegativeSource::Dense), Some(ix)) => dense_voxel(shared, spec.scan, ix, seed)?,
+            _ => body_voxel(shared, spec.scan, seed)?,
+        };
+        spec.start_zyx = centred(centre);
     }
     Ok(spec)
+}
+
+/// The lung voxel (z, y, x) of rank `rank` (C order) in chunk `ix.chunks[k]` of scan
+/// `scan`'s lung mask, found in the decoded label chunk (through the shared cache).
+fn lung_voxel(
+    shared: &Shared,
+    scan: usize,
+    ix: &super::LungIndex,
+    k: usize,
+    rank: u64,
+) -> Result<[i64; 3], LoaderError> {
+    let h = ix.label.header();
+    let (grid, c) = (h.grid(), h.chunk_shape_zyx);
+    let n = ix.chunks[k] as usize;
+    let chunk = [n / (grid[1] * grid[2]), (n / grid[2]) % grid[1], n % grid[2]];
+    let data =
+        shared.cache.get_or_decode((super::cache::label_key(scan as u32), n as u32), || {
+            ix.label.decode_chunk_as::<u8>(chunk).map(|v| v.into_iter().map(i16::from).collect())
+        })?;
+    let local =
+        data.iter().enumerate().filter(|(_, v)| **v != 0).nth(rank as usize).map(|(i, _)| i);
+    let Some(i) = local else {
+        return Err(LoaderError::Config(format!(
+            "{}: chunk {chunk:?} holds fewer lung voxels than counted when the loader was built",
+            ix.label.path().display()
+        )));
+    };
+    Ok([
+        (chunk[0] * c[0] + i / (c[1] * c[2])) as i64,
+        (chunk[1] * c[1] + (i / c[2]) % c[1]) as i64,
+        (chunk[2] * c[2] + i % c[2]) as i64,
+    ])
+}
+
+/// Whether voxel `at` of scan `scan` lies inside it and is at least [`BODY_MIN_HU`],
+/// read through the shared cache.
+fn is_tissue(shared: &Shared, scan: usize, at: [i64; 3]) -> Result<bool, LoaderError> {
+    let volume = &shared.scans[scan].volume;
+    let shape = volume.shape_zyx();
+    if (0..3).any(|a| at[a] < 0 || at[a] >= shape[a] as i64) {
+        return Ok(false);
+    }
+    let r = Region { start_zyx: at, shape_zyx: [1, 1, 1] };
+    let hu = shared.cache.read_region(scan as u32, volume, r)?;
+    Ok(hu.iter().next().is_some_and(|&v| v >= BODY_MIN_HU))
 }
 
 /// The first of [`BODY_TRIES`] uniform voxels of scan `scan` (drawn from `seed`) whose HU
 /// is at least [`BODY_MIN_HU`], read through the shared cache; the last one tried when
 /// none is.
 fn body_voxel(shared: &Shared, scan: usize, seed: u64) -> Result<[i64; 3], LoaderError> {
-    let volume = &shared.scans[scan].volume;
-    let shape = volume.shape_zyx();
+    let shape = shared.scans[scan].volume.shape_zyx();
     let mut rng = crate::seed::rng(&[seed]);
     let mut at = [0i64; 3];
     for _ in 0..BODY_TRIES {
         at = super::sampler::uniform_voxel(&mut rng, shape);
-        let r = Region { start_zyx: at, shape_zyx: [1, 1, 1] };
-        let hu = shared.cache.read_region(scan as u32, volume, r)?;
-        if hu.iter().next().is_some_and(|&v| v >= BODY_MIN_HU) {
+        if is_tissue(shared, scan, at)? {
             break;
         }
     }
     Ok(at)
+}
+
+/// The first of [`DENSE_TRIES`] positions of scan `scan` (drawn from `seed`) whose HU is
+/// at least [`BODY_MIN_HU`]: each a lung voxel drawn uniformly from `ix` and moved by a
+/// uniform integer offset of up to [`DENSE_REACH_MM`] along each axis (over the stored
+/// spacing, at least one voxel); the last one tried, moved back inside the scan, when none
+/// is.
+fn dense_voxel(
+    shared: &Shared,
+    scan: usize,
+    ix: &super::LungIndex,
+    seed: u64,
+) -> Result<[i64; 3], LoaderError> {
+    let volume = &shared.scans[scan].volume;
+    let shape = volume.shape_zyx();
+    let spacing = volume.header().spacing_xyz;
+    let reach: [i64; 3] =
+        std::array::from_fn(|a| ((DENSE_REACH_MM / spacing[2 - a]).round() as i64).max(1));
+    let mut rng = crate::seed::rng(&[seed]);
+    let mut at = [0i64; 3];
+    for _ in 0..DENSE_TRIES {
+        let t = rng.random_range(0..ix.voxels());
+        let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
+        let lung =
+            lung_voxel(shared, scan, ix, k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] })?;
+        at = std::array::from_fn(|a| lung[a] + rng.random_range(-reach[a]..=reach[a]));
+        if is_tissue(shared, scan, at)? {
+            return Ok(at);
+        }
+    }
+    Ok(std::array::from_fn(|a| at[a].clamp(0, shape[a] as i64 - 1)))
 }
 
 /// Builds batch `index` of epoch `epoch`.

@@ -9,7 +9,9 @@
 //!   uniformly from the lung mask of a scan chosen uniformly (`lungs`: a chunk in
 //!   proportion to its lung voxels, then the k-th lung voxel in it, found when the patch is
 //!   built, [`super::patch::resolve`]); a tissue voxel of a scan chosen uniformly (`body`:
-//!   a seed drawn here, the positions tried found when the patch is built); a class-0
+//!   a seed drawn here, the positions tried found when the patch is built); a tissue voxel
+//!   in or near the lungs of a scan chosen uniformly (`dense`: likewise a seed, its tries
+//!   lung voxels moved by a bounded offset; `body` in a scan without a lung mask); a class-0
 //!   candidate (`candidates`) or a mined finding (`hard`), with the same jitter; or a
 //!   uniform voxel of a scan chosen uniformly (`random`, and `lungs` in a scan without a
 //!   lung mask). Negatives other than candidates and hard ones may contain a nodule by
@@ -42,8 +44,8 @@ pub struct PatchSpec {
     /// [`super::LungIndex::chunks`], rank of the lung voxel in that chunk, C order);
     /// `start_zyx` is set from it.
     pub lung_pick: Option<(usize, u64)>,
-    /// For body negatives before [`super::patch::resolve`]: the seed of the positions it
-    /// tries; `start_zyx` is set from the first tissue voxel among them.
+    /// For body and dense negatives before [`super::patch::resolve`]: the seed of the
+    /// positions it tries; `start_zyx` is set from the first tissue voxel among them.
     pub body_pick: Option<u64>,
 }
 
@@ -113,7 +115,12 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
                     lung_pick = Some((k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] }));
                     (scan, [0; 3], None)
                 }
-                (_, NegativeSource::Body) => {
+                (Some(_), NegativeSource::Dense) => {
+                    source = Some(NegativeSource::Dense);
+                    body_pick = Some(rng.random::<u64>());
+                    (scan, [0; 3], None)
+                }
+                (_, NegativeSource::Body | NegativeSource::Dense) => {
                     source = Some(NegativeSource::Body);
                     body_pick = Some(rng.random::<u64>());
                     (scan, [0; 3], None)

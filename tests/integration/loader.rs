@@ -344,8 +344,10 @@ fn bench_reports_the_documented_keys() {
 /// negatives (within 4.5 binomial standard deviations: a false alarm about once in
 /// 150,000 runs), the same patches for 1 and 3 workers; each source's patches are where
 /// that source puts them: lung negatives centred on a voxel of the lung mask, body
-/// negatives on a voxel of at least -300 HU (both read from the stored volumes, not from
-/// the loader), candidate negatives on a class-0 candidate.
+/// negatives on a voxel of at least -300 HU, dense negatives on a voxel of at least -300 HU
+/// with a lung voxel within 10 voxels along each axis (10 mm at the store's 1 mm; all read
+/// from the stored volumes, not from the loader), candidate negatives on a class-0
+/// candidate.
 #[test]
 fn a_negative_mixture_draws_each_source_at_its_share() {
     use ctstream::loader::{NegativeSource, Negatives};
@@ -355,7 +357,7 @@ fn a_negative_mixture_draws_each_source_at_its_share() {
     let store = Store::open(&out).unwrap();
     let cands =
         ctstream::store::index::read_candidates(&out.join("index/candidates.parquet")).unwrap();
-    let mix: Negatives = "lungs=0.4,body=0.3,candidates=0.2,random=0.1".parse().unwrap();
+    let mix: Negatives = "lungs=0.3,body=0.2,dense=0.2,candidates=0.2,random=0.1".parse().unwrap();
     let p = [16usize, 32, 32];
     let build = |workers: usize| {
         Loader::builder(&store)
@@ -400,6 +402,16 @@ fn a_negative_mixture_draws_each_source_at_its_share() {
                 }
                 NegativeSource::Body => {
                     assert!(voxel(&m.series_id, None, c) >= -300, "body negative at {c:?}")
+                }
+                NegativeSource::Dense => {
+                    assert!(voxel(&m.series_id, None, c) >= -300, "dense negative at {c:?}");
+                    let near = Region { start_zyx: c.map(|v| v - 10), shape_zyx: [21; 3] };
+                    let lungs = store.label(&m.series_id, "lungs").unwrap();
+                    let lungs = lungs.read_region_as::<u8>(near).unwrap();
+                    assert!(
+                        lungs.iter().any(|&v| v != 0),
+                        "dense negative at {c:?}, far from the lungs"
+                    );
                 }
                 NegativeSource::Candidates => assert!(
                     cands.iter().any(|x| x.class == 0
