@@ -76,9 +76,10 @@ pub struct Args {
     pub(super) jitter: Option<[usize; 3]>,
     /// Where negatives come from: one source, or several with shares
     /// (`lungs=0.5,body=0.3,candidates=0.2`). lungs: a voxel of the lung mask; body: a
-    /// tissue voxel anywhere in the scan (body wall, mediastinum, vessels); candidates:
+    /// tissue voxel anywhere in the scan (body wall, mediastinum, vessels); dense: a tissue
+    /// voxel in or within 10 mm of the lungs (vessels, the pleura, ribs); candidates:
     /// LUNA16 class-0 candidates; random: any position; hard: findings of an earlier
-    /// prediction that hit no nodule (--hard-negatives) [default: lungs=0.5,body=0.5].
+    /// prediction that hit no nodule (--hard-negatives) [default: lungs=0.25,body=0.25,dense=0.5].
     #[arg(long, value_name = "SOURCE[=SHARE],...")]
     pub(super) negatives: Option<String>,
     /// Findings to mine hard negatives from: a LUNA16 candidates.csv as `ctstream predict`
@@ -107,6 +108,10 @@ pub struct Args {
     /// Decoded-chunk cache budget, MB [default: 256].
     #[arg(long)]
     pub(super) cache: Option<usize>,
+    /// Train and validate on these scans only (series ids; the split by --val-fraction is
+    /// made among them), leaving the store's others for a test [default: every scan].
+    #[arg(long, num_args = 1.., value_name = "SERIES")]
+    pub(super) series: Option<Vec<String>>,
     /// Fraction of series held out for validation, by hash of the series id [default: 0.2].
     #[arg(long)]
     pub(super) val_fraction: Option<f64>,
@@ -158,6 +163,7 @@ pub(super) fn settings(a: &Args) -> Result<TrainSettings, ExitError> {
         cache_bytes: a.cache.map_or(d.loader.cache_bytes, |c| c.saturating_mul(1 << 20)),
         mask_label: a.mask_label.clone(),
         nodule_filter: a.nodules.filter(),
+        series: a.series.clone().or(d.loader.series.clone()),
         ..d.loader.clone()
     };
     Ok(TrainSettings {
@@ -206,6 +212,7 @@ pub(super) fn fixed_on_resume(a: &Args) -> Vec<&'static str> {
         (a.nodules.min_readers.is_some(), "--min-readers"),
         (a.nodules.min_malignancy.is_some(), "--min-malignancy"),
         (a.augment.is_some(), "--augment"),
+        (a.series.is_some(), "--series"),
         (a.val_fraction.is_some(), "--val-fraction"),
         (a.val_batches.is_some(), "--val-batches"),
         (a.no_val_scans, "--no-val-scans"),

@@ -123,13 +123,20 @@ impl Default for TrainSettings {
     }
 }
 
-/// The recipe's negatives: half inside the lungs, half on tissue anywhere in the scan, so
-/// the network sees the body wall, the mediastinum and the vessels as background (with
-/// lung negatives alone it paints them: the demo's picture before this recipe).
+/// The recipe's negatives: a quarter inside the lungs, a quarter on tissue anywhere in the
+/// scan, half on tissue in and within 10 mm of the lungs (`dense`), so the network sees the
+/// body wall, the mediastinum, the pleura, the ribs and the vessels as background, most of
+/// all those in the region `predict` looks in (with lung negatives alone it paints the
+/// body wall; with lung and body negatives it marked vessels, ribs and the pleura on the
+/// demo's validation scan).
 pub fn recipe_negatives() -> crate::loader::Negatives {
     use crate::loader::NegativeSource;
-    crate::loader::Negatives::mix(&[(NegativeSource::Lungs, 0.5), (NegativeSource::Body, 0.5)])
-        .unwrap_or_default()
+    crate::loader::Negatives::mix(&[
+        (NegativeSource::Lungs, 0.25),
+        (NegativeSource::Body, 0.25),
+        (NegativeSource::Dense, 0.5),
+    ])
+    .unwrap_or_default()
 }
 
 /// The networks halve each side four times: a patch side must be a multiple of this.
