@@ -5,8 +5,9 @@
 //! geometry and that every annotation lies inside its scan; ingest the MetaImage scans
 //! into a store; show what the store holds; stream patches from it for a few seconds;
 //! train a small 3D U-Net on the CPU (or `--device cuda`) with one scan held out for
-//! validation; predict the held-out scan whole (sliding window) and score the nodules
-//! found against its annotations (LUNA16 FROC); draw the pictures: the held-out scan's
+//! validation (it chooses the operating point) and one for the test; predict the test scan
+//! whole (sliding window) and score the nodules found against its annotations (LUNA16
+//! FROC); draw the pictures: the test scan's
 //! slice through a nodule with the predicted and annotated masks, the training curves
 //! and the FROC curve.
 
@@ -31,7 +32,7 @@ pub struct Args {
     #[arg(long, default_value = "ctstream-demo")]
     pub(super) out: PathBuf,
     /// Number of synthetic scans.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     pub(super) scans: usize,
     /// Seed.
     #[arg(long, default_value_t = 7)]
@@ -40,7 +41,7 @@ pub struct Args {
     #[arg(long)]
     pub(super) small: bool,
     /// Training steps (0: no training).
-    #[arg(long, default_value_t = 240)]
+    #[arg(long, default_value_t = 480)]
     pub(super) train_steps: usize,
     /// Device to train on: cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
@@ -128,8 +129,13 @@ pub fn run(a: Args, bars: &Bars) -> Result<(), ExitError> {
         r.cache_hit_rate
     );
     let run_dir = a.out.join("run");
-    let predicted = steps::train(&a, &opened, &store, &run_dir, bars)?
-        && steps::predict(&a, &store, &run_dir, &s.annotations, bars).map(|()| true)?;
+    let predicted = match steps::train(&a, &opened, &store, &run_dir, bars)? {
+        Some(split) => {
+            steps::predict(&a, &store, &run_dir, &s.annotations, &split, bars)?;
+            true
+        }
+        None => false,
+    };
     let pictures = steps::pictures(&a, &opened, &run_dir, predicted)?;
     println!();
     println!("done in {:.1} s", t0.elapsed().as_secs_f64());

@@ -11,7 +11,7 @@ use super::Args;
 use crate::ExitError;
 use crate::progress::Bars;
 
-/// Step 9: the pictures. The slice through the largest nodule of the held-out scan with
+/// Step 9: the pictures. The slice through the largest nodule of the test scan with
 /// the predicted (at the operating point's threshold) and annotated masks, whole and as a 64 mm close-up (without a
 /// prediction: of the first scan, annotated only), the training curves, and the FROC
 /// curve `evaluate` drew.
@@ -75,11 +75,58 @@ pub(super) fn pictures(
     Ok(out)
 }
 
-/// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself. The scan
-/// whose id hashes lowest is held out for validation (the `--val-fraction` just above its
-/// hash), so even three scans give a validation set; it is validated once, after the last
-/// step (a whole-scan validation costs about a minute on two cores), which chooses the
-/// operating point `predict` then uses.
+/// The demo's split of the store's scans by the hash `train --val-fraction` uses: the
+/// lowest is validated on (its whole-scan CPM chooses the checkpoint and the operating
+/// point), the highest is the test scan that step 7 predicts and step 8 scores, the rest
+/// are trained on. With two scans the one held out is both (and the demo says so).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(not(feature = "train"), allow(dead_code))]
+pub(super) struct DemoSplit {
+    /// The scans `train` sees (training and validation).
+    pub train_and_val: Vec<String>,
+    /// The `--val-fraction` that holds out exactly the validation scan.
+    pub val_fraction: f64,
+    /// The test scans.
+    pub test: Vec<String>,
+    /// Whether the test scan is also the validation scan.
+    pub test_is_val: bool,
+}
+
+#[cfg_attr(not(feature = "train"), allow(dead_code))]
+impl DemoSplit {
+    /// The split of `ids`; None for fewer than two scans.
+    pub fn of(ids: &[&str]) -> Option<DemoSplit> {
+        let mut by_hash: Vec<(f64, &str)> =
+            ids.iter().map(|id| (ctstream::loader::split_fraction(id), *id)).collect();
+        by_hash.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(b.1)));
+        let (lowest, val) = *by_hash.first()?;
+        if by_hash.len() < 2 {
+            return None;
+        }
+        let val_fraction = lowest + 1e-9;
+        if by_hash.len() == 2 {
+            let all = by_hash.iter().map(|(_, id)| id.to_string()).collect();
+            return Some(DemoSplit {
+                train_and_val: all,
+                val_fraction,
+                test: vec![val.to_string()],
+                test_is_val: true,
+            });
+        }
+        let (_, test) = by_hash.pop()?;
+        Some(DemoSplit {
+            train_and_val: by_hash.iter().map(|(_, id)| id.to_string()).collect(),
+            val_fraction,
+            test: vec![test.to_string()],
+            test_is_val: false,
+        })
+    }
+}
+
+/// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself, on the
+/// demo's split ([`DemoSplit`]); validated once, after the last step (a whole-scan
+/// validation costs most of a minute on two cores), which chooses the operating point
+/// `predict` then uses. Returns the test scans (None: nothing trained).
 #[cfg(feature = "train")]
 pub(super) fn train(
     a: &Args,
@@ -87,7 +134,7 @@ pub(super) fn train(
     store_path: &Path,
     run_dir: &Path,
     bars: &Bars,
-) -> Result<bool, ExitError> {
+) -> Result<Option<DemoSplit>, ExitError> {
     use clap::Parser;
     #[derive(Parser)]
     struct Train {
@@ -95,15 +142,18 @@ pub(super) fn train(
         args: crate::train::Args,
     }
     if a.train_steps == 0 {
-        return Ok(false);
+        return Ok(None);
     }
-    let lowest =
-        store.series_ids().map(ctstream::loader::split_fraction).fold(f64::INFINITY, f64::min);
-    let val_fraction = if store.scans().len() >= 2 { lowest + 1e-9 } else { 0.0 };
+    let ids: Vec<&str> = store.series_ids().collect();
+    let Some(split) = DemoSplit::of(&ids) else {
+        println!("6. train: skipped (one scan: nothing to hold out; give --scans 3 or more)");
+        return Ok(None);
+    };
     println!(
-        "6. train a small 3D U-Net (width 0.25, 16x32x32 patches, batch 4, half of them negatives from the lungs and the body, Dice + BCE, cosine schedule) for {} steps on {}, one scan held out and predicted whole at the end to choose the operating point -> {}",
+        "6. train a small 3D U-Net (width {DEMO_WIDTH}, 16x32x32 patches, batch 4, half of them negatives (train's default: from the lungs, the tissue in and near them, the body), Dice + BCE, cosine schedule) for {} steps on {}, on {} scans; one of them held out and predicted whole at the end to choose the operating point -> {}",
         a.train_steps,
         a.device,
+        split.train_and_val.len(),
         run_dir.display()
     );
     if run_dir.exists() {
@@ -111,8 +161,8 @@ pub(super) fn train(
             .with_context(|| format!("removing the previous demo run {}", run_dir.display()))?;
     }
     let (steps, vf, every) =
-        (a.train_steps.to_string(), val_fraction.to_string(), a.train_steps.to_string());
-    let argv = [
+        (a.train_steps.to_string(), split.val_fraction.to_string(), a.train_steps.to_string());
+    let mut argv: Vec<String> = [
         "train",
         "--store",
         &store_path.to_string_lossy(),
@@ -121,7 +171,7 @@ pub(super) fn train(
         "--model",
         "unet3d",
         "--width",
-        "0.25",
+        DEMO_WIDTH,
         "--patch",
         "16,32,32",
         "--batch-size",
@@ -150,20 +200,35 @@ pub(super) fn train(
         &a.device,
         "--backend",
         &a.backend,
-    ];
+        "--series",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(split.train_and_val.iter().cloned());
     let t = Train::try_parse_from(argv)
         .map_err(|e| crate::ExitError(crate::Exit::Usage, anyhow!("demo training options: {e}")))?;
     crate::train::run(t.args, bars)?;
-    Ok(store.scans().len() >= 2)
+    Ok(Some(split))
 }
+
+/// The demo network's channel width multiplier.
+#[cfg(feature = "train")]
+const DEMO_WIDTH: &str = "0.125";
 
 #[cfg(not(feature = "train"))]
-pub(super) fn train(_: &Args, _: &Store, _: &Path, _: &Path, _: &Bars) -> Result<bool, ExitError> {
+pub(super) fn train(
+    _: &Args,
+    _: &Store,
+    _: &Path,
+    _: &Path,
+    _: &Bars,
+) -> Result<Option<DemoSplit>, ExitError> {
     println!("6. train: skipped (this ctstream was built without the `train` feature)");
-    Ok(false)
+    Ok(None)
 }
 
-/// Steps 7 and 8: predict the held-out scan whole with the trained network (tiles
+/// Steps 7 and 8: predict the test scans of `split` whole with the trained network (tiles
 /// overlapping by a quarter, to keep the demo short on two cores; `ctstream predict`
 /// defaults to a half), then score the findings against the annotations.
 #[cfg(feature = "train")]
@@ -172,6 +237,7 @@ pub(super) fn predict(
     store_path: &Path,
     run_dir: &Path,
     annotations: &Path,
+    split: &DemoSplit,
     bars: &Bars,
 ) -> Result<(), ExitError> {
     use clap::Parser;
@@ -188,19 +254,23 @@ pub(super) fn predict(
     let usage = |e: clap::Error| crate::ExitError(crate::Exit::Usage, anyhow!("demo options: {e}"));
     let pred = a.out.join("pred");
     println!(
-        "7. predict the held-out scan whole: sliding window of 16x32x32 tiles, overlap 0.25, Gaussian blending -> {}",
+        "7. predict the test scan{} whole ({}): sliding window of 16x32x32 tiles, overlap 0.25, Gaussian blending -> {}",
+        if split.test.len() == 1 { "" } else { "s" },
+        if split.test_is_val {
+            "the validation scan: with two scans there is no other, so its CPM is optimistic"
+        } else {
+            "neither trained nor validated on"
+        },
         pred.display()
     );
     let (st, rd, pd) =
         (store_path.to_string_lossy(), run_dir.to_string_lossy(), pred.to_string_lossy());
-    let argv = [
+    let mut argv: Vec<String> = [
         "predict",
         "--store",
         &st,
         "--run",
         &rd,
-        "--split",
-        "val",
         "--out",
         &pd,
         "--overlap",
@@ -209,7 +279,12 @@ pub(super) fn predict(
         &a.device,
         "--backend",
         &a.backend,
-    ];
+        "--series",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    argv.extend(split.test.iter().cloned());
     crate::predict::run(Predict::try_parse_from(argv).map_err(usage)?.args, bars)?;
     let eval = a.out.join("eval");
     println!(
@@ -240,6 +315,46 @@ pub(super) fn predict(
 }
 
 #[cfg(not(feature = "train"))]
-pub(super) fn predict(_: &Args, _: &Path, _: &Path, _: &Path, _: &Bars) -> Result<(), ExitError> {
+pub(super) fn predict(
+    _: &Args,
+    _: &Path,
+    _: &Path,
+    _: &Path,
+    _: &DemoSplit,
+    _: &Bars,
+) -> Result<(), ExitError> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DemoSplit;
+    use ctstream::loader::split_fraction;
+
+    /// Validation on the lowest hash, test on the highest, the rest trained on; with two
+    /// scans the held-out one is both; one scan gives no split. The hashes are
+    /// `split_fraction`'s, ordered here by hand.
+    #[test]
+    fn the_lowest_hash_validates_and_the_highest_tests() {
+        let ids = ["a.1", "b.2", "c.3", "d.4"];
+        let mut by: Vec<&str> = ids.to_vec();
+        by.sort_by(|a, b| split_fraction(a).total_cmp(&split_fraction(b)));
+        let s = DemoSplit::of(&ids).unwrap();
+        assert_eq!(s.test, vec![by[3].to_string()]);
+        assert!(!s.test_is_val);
+        let mut kept = s.train_and_val.clone();
+        kept.sort();
+        let mut want: Vec<String> = by[..3].iter().map(|v| v.to_string()).collect();
+        want.sort();
+        assert_eq!(kept, want);
+        // Exactly the lowest falls below the fraction.
+        let below: Vec<&&str> =
+            ids.iter().filter(|id| split_fraction(id) < s.val_fraction).collect();
+        assert_eq!(below, vec![&by[0]]);
+        let two = DemoSplit::of(&ids[..2]).unwrap();
+        assert!(two.test_is_val && two.train_and_val.len() == 2);
+        assert_eq!(two.test.len(), 1);
+        assert!(split_fraction(&two.test[0]) < two.val_fraction);
+        assert_eq!(DemoSplit::of(&ids[..1]), None);
+    }
 }

@@ -210,7 +210,17 @@ fn demo_runs_end_to_end() {
         let froc: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("eval/froc.json")).unwrap())
                 .unwrap();
-        assert_eq!(froc["scans"], 1, "the held-out scan");
+        assert_eq!(froc["scans"], 1, "the test scan");
+        // The test scan is neither trained nor validated on; one scan is validated on.
+        let run: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("run/config.json")).unwrap())
+                .unwrap();
+        let tested = std::fs::read_to_string(out.join("pred/series.txt")).unwrap();
+        let tested = tested.lines().next().unwrap();
+        let (trained, validated) =
+            (run["train_series"].as_array().unwrap(), run["val_series"].as_array().unwrap());
+        assert_eq!((trained.len(), validated.len()), (1, 1), "{run}");
+        assert!(trained.iter().chain(validated).all(|s| s.as_str() != Some(tested)), "{run}");
         assert!(froc["cpm"].as_f64().is_some_and(|c| (0.0..=1.0).contains(&c)));
         // The pictures exist and show something: many colours, and the masks' outlines.
         for png in
