@@ -179,6 +179,13 @@ fn sliding_window_equals_the_naive_reference_and_predict_writes_it() {
         "--overlap",
         "0.25",
         "--no-lung-roi",
+        // The reference's post-processing, not the operating point the run chose.
+        "--threshold",
+        "0.5",
+        "--min-voxels",
+        "1",
+        "--merge-mm",
+        "0",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let map = VolumeFile::open(&out.join("volumes").join(format!("{id}.ctv")))
@@ -370,7 +377,7 @@ fn predict_reproduces_the_operating_point_chosen_on_validation() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg = std::fs::read_to_string(hard.join("config.json")).unwrap();
-    assert!(cfg.contains("\"negatives\": \"lungs=0.25,body=0.25,hard=0.5\""), "{cfg}");
+    assert!(cfg.contains("\"negatives\": \"lungs=0.125,body=0.125,dense=0.25,hard=0.5\""), "{cfg}");
 }
 
 /// The two-scan example worked by hand in `src/evaluate.rs` (CPM 11/21), through the CSV
