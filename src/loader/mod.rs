@@ -618,6 +618,14 @@ impl LungIndex {
     pub fn voxels(&self) -> u64 {
         self.cumulative.last().copied().unwrap_or(0)
     }
+
+    /// A lung voxel drawn uniformly: (position in [`LungIndex::chunks`], rank of the voxel
+    /// in that chunk, C order), one draw from `rng`.
+    pub fn draw(&self, rng: &mut impl rand::Rng) -> (usize, u64) {
+        let t = rng.random_range(0..self.voxels());
+        let k = self.cumulative.partition_point(|&c| c <= t).min(self.chunks.len() - 1);
+        (k, t - if k == 0 { 0 } else { self.cumulative[k - 1] })
+    }
 }
 
 impl ScanEntry {

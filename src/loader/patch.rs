@@ -556,10 +556,8 @@ fn dense_voxel(
     let mut rng = crate::seed::rng(&[seed]);
     let mut at = [0i64; 3];
     for _ in 0..DENSE_TRIES {
-        let t = rng.random_range(0..ix.voxels());
-        let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
-        let lung =
-            lung_voxel(shared, scan, ix, k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] })?;
+        let (k, rank) = ix.draw(&mut rng);
+        let lung = lung_voxel(shared, scan, ix, k, rank)?;
         at = std::array::from_fn(|a| lung[a] + rng.random_range(-reach[a]..=reach[a]));
         if is_tissue(shared, scan, at)? {
             return Ok(at);

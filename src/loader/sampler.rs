@@ -110,9 +110,7 @@ pub fn sample(shared: &Shared, epoch: u64, batch: usize, item: usize) -> PatchSp
             match (&shared.scans[scan].lungs, from) {
                 (Some(ix), NegativeSource::Lungs) => {
                     source = Some(NegativeSource::Lungs);
-                    let t = rng.random_range(0..ix.voxels());
-                    let k = ix.cumulative.partition_point(|&c| c <= t).min(ix.chunks.len() - 1);
-                    lung_pick = Some((k, t - if k == 0 { 0 } else { ix.cumulative[k - 1] }));
+                    lung_pick = Some(ix.draw(&mut rng));
                     (scan, [0; 3], None)
                 }
                 (Some(_), NegativeSource::Dense) => {
