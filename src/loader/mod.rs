@@ -620,7 +620,9 @@ impl LungIndex {
     }
 
     /// A lung voxel drawn uniformly: (position in [`LungIndex::chunks`], rank of the voxel
-    /// in that chunk, C order), one draw from `rng`.
+    /// in that chunk, C order), one draw from `rng`. Every index the loader builds holds
+    /// at least one lung voxel (a scan without any gets none); an empty one, made by hand
+    /// from the public fields, panics here.
     pub fn draw(&self, rng: &mut impl rand::Rng) -> (usize, u64) {
         let t = rng.random_range(0..self.voxels());
         let k = self.cumulative.partition_point(|&c| c <= t).min(self.chunks.len() - 1);
