@@ -79,9 +79,9 @@ pub struct Args {
     /// [default: the operating point's, else 0: none].
     #[arg(long)]
     merge_mm: Option<f64>,
-    /// Predict everywhere: by default, in a scan with a lung mask, tiles that hold none of
-    /// the lung region (the lungs dilated by 10 mm) are not computed and findings outside
-    /// it are dropped.
+    /// Predict everywhere: by default, in a scan with a lung mask, only the tiles that are
+    /// the nearest tile (by centre) of some voxel of the lung region (the lungs dilated by
+    /// 10 mm) are computed and findings outside it are dropped.
     #[arg(long)]
     no_lung_roi: bool,
     /// Format of the probability maps: ctv (store volume, per-mille), mhd (float32), none.

@@ -132,13 +132,32 @@ pub enum PredictError {
 }
 
 /// The tiles that are computed: every tile start of [`tiles`], or with `roi` only those
-/// whose patch touches the region (the others are left at probability 0).
+/// that are the nearest tile of some voxel of the region ([`window::nearest_cells`]: the
+/// tile whose centre is closest, axis by axis). Every voxel of the region is then
+/// predicted by the tile it lies most centrally in, where the network sees it with the
+/// most context; a tile left out would reach the region only with its outer part, where
+/// its Gaussian weight is at most e^-2 along some axis at overlap 0.5. Tiles left out are
+/// not computed; voxels no computed tile covers have probability 0.
 pub fn tiles_in(shape_zyx: [usize; 3], sw: &SlidingWindow, roi: Option<&Roi>) -> Vec<[usize; 3]> {
-    let mut all = tiles(shape_zyx, sw);
-    if let Some(r) = roi {
-        all.retain(|t| r.touches(*t, sw.patch_zyx));
+    let starts: [Vec<usize>; 3] =
+        std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
+    let Some(r) = roi else {
+        return tiles(shape_zyx, sw);
+    };
+    let cells: [Vec<std::ops::Range<usize>>; 3] =
+        std::array::from_fn(|a| window::nearest_cells(&starts[a], sw.patch_zyx[a], shape_zyx[a]));
+    let mut out = Vec::new();
+    for (z, cz) in starts[0].iter().zip(&cells[0]) {
+        for (y, cy) in starts[1].iter().zip(&cells[1]) {
+            for (x, cx) in starts[2].iter().zip(&cells[2]) {
+                let (lo, hi) = ([cz.start, cy.start, cx.start], [cz.end, cy.end, cx.end]);
+                if r.touches(lo, std::array::from_fn(|a| hi[a] - lo[a])) {
+                    out.push([*z, *y, *x]);
+                }
+            }
+        }
     }
-    all
+    out
 }
 
 /// Every tile start (z, y, x) of a volume of shape `shape`, z-major (so consecutive tiles
@@ -261,9 +280,9 @@ pub fn predict_volume(
     predict_volume_in(volume, sw, threads, None, model, progress)
 }
 
-/// [`predict_volume`] within a region of interest: tiles that hold no voxel of `roi` are
-/// not computed, and voxels no computed tile covers have probability 0. With `roi`
-/// `None`, every tile is computed.
+/// [`predict_volume`] within a region of interest: only the tiles [`tiles_in`] chooses
+/// are computed (those that are the nearest tile of a voxel of `roi`), and voxels no
+/// computed tile covers have probability 0. With `roi` `None`, every tile is computed.
 ///
 /// # Errors
 /// As [`predict_volume`]; [`PredictError::Config`] for a region of another shape.

@@ -5,7 +5,7 @@
 //!
 //! Per scan ([`predict_scan`]): the lung region from its `lungs` label volume (unless
 //! [`PredictConfig::lung_roi`] is off, or the scan has no lung mask), the sliding window over
-//! the tiles that touch it, the connected components of the map at the threshold, and of
+//! the tiles that are the nearest tile of some voxel of it ([`super::tiles_in`]), the connected components of the map at the threshold, and of
 //! those the ones whose centre lies in the region. A run ([`run`]) writes, in its folder:
 //! `candidates.csv` (a LUNA16 submission), `findings.parquet` ([`super::components::findings_batch`]),
 //! `series.txt` (the scans predicted, for `evaluate`'s series list) and each scan's map
@@ -71,8 +71,9 @@ pub struct PredictConfig {
     /// How the map becomes findings: threshold 0.5, every component, no merging (a run's
     /// operating point, [`super::operating`], when `ctstream predict` has one).
     pub post: PostProcess,
-    /// Predict only in the lung region where the scan has a lung mask (tiles that hold
-    /// none of it are not computed, findings outside it are dropped): on.
+    /// Predict only in the lung region where the scan has a lung mask (only the tiles
+    /// that are the nearest tile of some voxel of it are computed, [`super::tiles_in`];
+    /// findings outside it are dropped): on.
     pub lung_roi: bool,
     /// How [`run`] writes each scan's probability map.
     pub map_format: MapFormat,
@@ -129,7 +130,7 @@ pub struct ScanPrediction {
     pub geometry: Geometry,
     /// Tiles of the whole scan.
     pub tiles: usize,
-    /// Tiles computed (those touching the region).
+    /// Tiles computed (the nearest tile of some voxel of the region, [`super::tiles_in`]).
     pub tiles_computed: usize,
     /// Where it looked.
     pub looked: Looked,

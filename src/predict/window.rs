@@ -24,6 +24,32 @@ pub fn tile_starts(n: usize, p: usize, overlap: f64) -> Vec<usize> {
     (0..steps).map(|i| (i as f64 * actual).round_ties_even() as usize).collect()
 }
 
+/// The voxels along one axis of length `n` whose nearest tile is each of the tiles at
+/// `starts` (of length `p`): the voxel whose centre `v + 0.5` is closest to the tile's
+/// centre `start + p / 2`, the earlier tile on a tie. The cells are consecutive, cover
+/// `0..n` and each holds its tile's centre (a side shorter than the tile: one cell).
+///
+/// ```
+/// use ctstream::predict::window::{nearest_cells, tile_starts};
+/// // Tiles of 32 at 0, 16, 32 (centres 16, 32, 48): voxel 23 (centre 23.5) is nearer
+/// // 16, voxel 24 (24.5) nearer 32; voxel 39 (39.5) nearer 32, voxel 40 (40.5) nearer 48.
+/// assert_eq!(nearest_cells(&tile_starts(64, 32, 0.5), 32, 64), [0..24, 24..40, 40..64]);
+/// // Tiles of 3 at 0 and 2 (centres 1.5, 3.5): voxel 2 (2.5) is a tie, to the earlier.
+/// assert_eq!(nearest_cells(&[0, 2], 3, 5), [0..3, 3..5]);
+/// assert_eq!(nearest_cells(&[0], 32, 20), [0..20]);
+/// ```
+pub fn nearest_cells(starts: &[usize], p: usize, n: usize) -> Vec<std::ops::Range<usize>> {
+    // In units of half a voxel: a tile's centre is 2 start + p, a voxel's 2 v + 1. Voxel v
+    // goes to the next tile when 2 v + 1 - c0 > c1 - (2 v + 1), i.e. 4 v + 2 > c0 + c1.
+    let mut bounds = vec![0];
+    for w in starts.windows(2) {
+        let sum = (2 * w[0] + p) + (2 * w[1] + p);
+        bounds.push(((sum.saturating_sub(2)) / 4 + 1).min(n));
+    }
+    bounds.push(n);
+    bounds.windows(2).map(|b| b[0]..b[1].max(b[0])).collect()
+}
+
 /// Gaussian importance of each voxel of a tile of shape `p` (C order): `exp(-sum((i -
 /// c)^2 / (2 sigma^2)))` with `c = (p - 1) / 2` and `sigma = p / 8` per axis, as nnU-Net
 /// blends tiles, so voxels near a tile's edge, where the network sees little context,
