@@ -125,7 +125,7 @@ impl DemoSplit {
 
 /// Step 6: a small U-Net on 16x32x32 patches, through `ctstream train` itself, on the
 /// demo's split ([`DemoSplit`]); validated once, after the last step (a whole-scan
-/// validation costs most of a minute on two cores), which chooses the operating point
+/// validation costs a minute and a half on two cores), which chooses the operating point
 /// `predict` then uses. Returns the test scans (None: nothing trained).
 #[cfg(feature = "train")]
 pub(super) fn train(
@@ -229,8 +229,8 @@ pub(super) fn train(
 }
 
 /// Steps 7 and 8: predict the test scans of `split` whole with the trained network (tiles
-/// overlapping by a quarter, to keep the demo short on two cores; `ctstream predict`
-/// defaults to a half), then score the findings against the annotations.
+/// overlapping as on validation, where the operating point was chosen: `predict` takes
+/// the operating point's overlap), then score the findings against the annotations.
 #[cfg(feature = "train")]
 pub(super) fn predict(
     a: &Args,
@@ -254,13 +254,14 @@ pub(super) fn predict(
     let usage = |e: clap::Error| crate::ExitError(crate::Exit::Usage, anyhow!("demo options: {e}"));
     let pred = a.out.join("pred");
     println!(
-        "7. predict the test scan{} whole ({}): sliding window of 16x32x32 tiles, overlap 0.25, Gaussian blending -> {}",
+        "7. predict the test scan{} whole ({}): sliding window of 16x32x32 tiles, overlap {} as on validation, Gaussian blending -> {}",
         if split.test.len() == 1 { "" } else { "s" },
         if split.test_is_val {
             "the validation scan: with two scans there is no other, so its CPM is optimistic"
         } else {
             "neither trained nor validated on"
         },
+        ctstream::train::config::VAL_OVERLAP,
         pred.display()
     );
     let (st, rd, pd) =
@@ -273,8 +274,6 @@ pub(super) fn predict(
         &rd,
         "--out",
         &pd,
-        "--overlap",
-        "0.25",
         "--device",
         &a.device,
         "--backend",

@@ -126,7 +126,7 @@ pub struct Args {
     /// val.csv, and keeps the best model by CPM as checkpoints/best/ (what predict uses).
     #[arg(long)]
     pub(super) no_val_scans: bool,
-    /// Tile overlap when the held-out scans are predicted [default: 0.25].
+    /// Tile overlap when the held-out scans are predicted [default: 0.5, as predict's].
     #[arg(long)]
     pub(super) val_overlap: Option<f64>,
     /// Checkpoint every K steps (and after the last) [default: --val-every].
