@@ -741,8 +741,9 @@ def predict(
     trained run: tiles of ``patch`` voxels (z, y, x) overlapping by ``overlap``, read from
     the store as needed and windowed to 0..1 over ``hu_window`` (HU), ``batch_size`` tiles
     per call, blended with Gaussian weights; with ``lung_roi`` only the tiles that are the
-    nearest tile (by centre) of some voxel of the scan's lung region are computed and findings outside it are dropped. Findings are
-    the 6-connected components of the map at ``threshold`` of at least ``min_voxels``.
+    nearest tile (by centre) of some voxel of the scan's lung region are computed and
+    findings outside it are dropped. Findings are the 6-connected components of the map
+    at ``threshold`` of at least ``min_voxels``.
     Settings left None take the library's defaults: patch (32, 64, 64), overlap 0.5,
     batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, lung_roi on, no mirroring.
     ``mirror`` (``"zyx"``, ``"yx"``, ... or ``"none"``) is test-time mirroring as nnU-Net

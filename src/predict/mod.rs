@@ -139,11 +139,11 @@ pub enum PredictError {
 /// its Gaussian weight is at most e^-2 along some axis at overlap 0.5. Tiles left out are
 /// not computed; voxels no computed tile covers have probability 0.
 pub fn tiles_in(shape_zyx: [usize; 3], sw: &SlidingWindow, roi: Option<&Roi>) -> Vec<[usize; 3]> {
-    let starts: [Vec<usize>; 3] =
-        std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
     let Some(r) = roi else {
         return tiles(shape_zyx, sw);
     };
+    let starts: [Vec<usize>; 3] =
+        std::array::from_fn(|a| window::tile_starts(shape_zyx[a], sw.patch_zyx[a], sw.overlap));
     let cells: [Vec<std::ops::Range<usize>>; 3] =
         std::array::from_fn(|a| window::nearest_cells(&starts[a], sw.patch_zyx[a], shape_zyx[a]));
     let mut out = Vec::new();

@@ -5,8 +5,9 @@
 //!
 //! Per scan ([`predict_scan`]): the lung region from its `lungs` label volume (unless
 //! [`PredictConfig::lung_roi`] is off, or the scan has no lung mask), the sliding window over
-//! the tiles that are the nearest tile of some voxel of it ([`super::tiles_in`]), the connected components of the map at the threshold, and of
-//! those the ones whose centre lies in the region. A run ([`run`]) writes, in its folder:
+//! the tiles that are the nearest tile of some voxel of it ([`super::tiles_in`]), the
+//! connected components of the map at the threshold, and of those the ones whose centre
+//! lies in the region. A run ([`run`]) writes, in its folder:
 //! `candidates.csv` (a LUNA16 submission), `findings.parquet` ([`super::components::findings_batch`]),
 //! `series.txt` (the scans predicted, for `evaluate`'s series list) and each scan's map
 //! ([`MapFormat`]), one scan at a time, so memory holds one scan's map.
