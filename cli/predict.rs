@@ -79,6 +79,11 @@ pub struct Args {
     /// [default: the operating point's, else 0: none].
     #[arg(long)]
     merge_mm: Option<f64>,
+    /// The score findings are ranked and merged by, written as candidates.csv's
+    /// probability: max (the component's largest probability) or mean (its mean)
+    /// [default: the operating point's, else max].
+    #[arg(long)]
+    score: Option<ctstream::predict::operating::Score>,
     /// Predict everywhere: by default, in a scan with a lung mask, only the tiles that are
     /// the nearest tile (by centre) of some voxel of the lung region (the lungs dilated by
     /// 10 mm) are computed and findings outside it are dropped.
@@ -154,6 +159,7 @@ fn run_on<B: Backend>(
         threshold: a.threshold.unwrap_or(base.threshold),
         min_voxels: a.min_voxels.unwrap_or(base.min_voxels),
         merge_mm: a.merge_mm.unwrap_or(base.merge_mm),
+        score: a.score.unwrap_or(base.score),
     };
     let overlap = a.overlap.or(op.map(|o| o.overlap)).unwrap_or(0.5);
     let pc = PredictConfig {
@@ -189,7 +195,10 @@ fn run_on<B: Backend>(
         pc.window.overlap,
         engine
     );
-    let told = a.threshold.is_some() || a.min_voxels.is_some() || a.merge_mm.is_some();
+    let told = a.threshold.is_some()
+        || a.min_voxels.is_some()
+        || a.merge_mm.is_some()
+        || a.score.is_some();
     match op {
         Some(o) => println!(
             "operating point{}: {} (chosen on {} held-out scans at step {}: CPM {:.3}, sensitivity {:.3} at {:.2} false positives per scan{})",

@@ -689,20 +689,27 @@ class Predictions:
     dict per scan: ``series_id``, ``tiles``, ``tiles_computed``, ``looked``, ``findings``,
     ``outside_region``, ``seconds``, and ``probabilities``, the float32 map (z, y, x) on
     the stored grid, or None when not kept), ``findings`` (a ``pyarrow.Table`` with the
-    columns of ``findings.parquet``), and ``files`` (the paths of ``candidates.csv``,
-    ``findings.parquet`` and ``series.txt`` when written, else None)."""
+    columns of ``findings.parquet``), ``files`` (the paths of ``candidates.csv``,
+    ``findings.parquet`` and ``series.txt`` when written, else None) and ``score``
+    (``"max"`` or ``"mean"``: the probability column the findings are ranked by)."""
 
-    __slots__ = ("series", "scans", "findings", "files")
+    __slots__ = ("series", "scans", "findings", "files", "score")
 
-    def __init__(self, series: List[str], scans: List[Dict[str, Any]], findings, files):
+    def __init__(
+        self, series: List[str], scans: List[Dict[str, Any]], findings, files, score: str = "max"
+    ):
+        if score not in ("max", "mean"):
+            raise ValueError(f"score: {score!r}: give 'max' or 'mean'")
         self.series = series
         self.scans = scans
         self.findings = findings
         self.files = files
+        self.score = score
 
     def detections(self) -> List[Tuple[str, float, float, float, float]]:
         """The findings as LUNA16 detections: (series id, x, y, z, probability), the centre
-        in world mm and the finding's maximum probability, as ``candidates.csv`` has them."""
+        in world mm and the finding's score (its maximum or mean probability, as ``score``
+        says), as ``candidates.csv`` has them."""
         t = self.findings.to_pydict()
         return list(
             zip(
@@ -710,7 +717,7 @@ class Predictions:
                 t["world_x"],
                 t["world_y"],
                 t["world_z"],
-                t["max_probability"],
+                t[f"{self.score}_probability"],
             )
         )
 
@@ -732,6 +739,8 @@ def predict(
     hu_window: Optional[Sequence[float]] = None,
     threshold: Optional[float] = None,
     min_voxels: Optional[int] = None,
+    merge_mm: Optional[float] = None,
+    score: Optional[str] = None,
     lung_roi: Optional[bool] = None,
     map_format: Optional[str] = None,
     mirror: Optional[str] = None,
@@ -743,9 +752,12 @@ def predict(
     per call, blended with Gaussian weights; with ``lung_roi`` only the tiles that are the
     nearest tile (by centre) of some voxel of the scan's lung region are computed and
     findings outside it are dropped. Findings are the 6-connected components of the map
-    at ``threshold`` of at least ``min_voxels``.
+    at ``threshold`` of at least ``min_voxels``; a finding within ``merge_mm`` of one with
+    a higher score is merged into it; ``score`` (``"max"`` or ``"mean"``) is the
+    probability of a finding that ranks it, as ``ctstream predict --score``.
     Settings left None take the library's defaults: patch (32, 64, 64), overlap 0.5,
-    batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, lung_roi on, no mirroring.
+    batch 8, HU window (-1000, 400), threshold 0.5, min_voxels 1, merge_mm 0 (none),
+    score max, lung_roi on, no mirroring.
     ``mirror`` (``"zyx"``, ``"yx"``, ... or ``"none"``) is test-time mirroring as nnU-Net
     does it: each batch is also predicted mirrored along every combination of those axes,
     mirrored back, and the predictions averaged.
@@ -774,6 +786,8 @@ def predict(
         hu_window=optional(numbers_, "hu_window", hu_window, 2),
         threshold=optional(number, "threshold", threshold),
         min_voxels=optional(integer, "min_voxels", min_voxels),
+        merge_mm=optional(number, "merge_mm", merge_mm),
+        score=score,
         lung_roi=lung_roi,
         map_format=map_format,
         mirror=mirror,
@@ -782,7 +796,7 @@ def predict(
     files_dict = None
     if files is not None:
         files_dict = dict(zip(("candidates", "findings", "series"), map(os.fspath, files)))
-    return Predictions(ids, list(scans), _parquet(findings), files_dict)
+    return Predictions(ids, list(scans), _parquet(findings), files_dict, score or "max")
 
 
 @names_keywords

@@ -210,6 +210,8 @@ def predict(
     hu_window: Optional[Sequence[float]] = None,
     threshold: Optional[float] = None,
     min_voxels: Optional[int] = None,
+    merge_mm: Optional[float] = None,
+    score: Optional[str] = None,
     lung_roi: Optional[bool] = None,
     map_format: Optional[str] = None,
     mirror: Optional[str] = None,

@@ -1021,7 +1021,7 @@ type DetectionRow = (String, f64, f64, f64, f64);
 /// Returns (one dict per scan, the findings as the bytes of a `findings.parquet`, the
 /// paths written or None); a scan's `probabilities` is kept only with `keep_maps`.
 #[pyfunction]
-#[pyo3(signature = (store, series, model, *, out=None, keep_maps=true, patch=None, overlap=None, batch_size=None, hu_window=None, threshold=None, min_voxels=None, lung_roi=None, map_format=None, mirror=None, progress=false))]
+#[pyo3(signature = (store, series, model, *, out=None, keep_maps=true, patch=None, overlap=None, batch_size=None, hu_window=None, threshold=None, min_voxels=None, merge_mm=None, score=None, lung_roi=None, map_format=None, mirror=None, progress=false))]
 #[allow(clippy::too_many_arguments)]
 fn predict<'py>(
     py: Python<'py>,
@@ -1036,6 +1036,8 @@ fn predict<'py>(
     hu_window: Option<[f32; 2]>,
     threshold: Option<f32>,
     min_voxels: Option<usize>,
+    merge_mm: Option<f64>,
+    score: Option<String>,
     lung_roi: Option<bool>,
     map_format: Option<String>,
     mirror: Option<String>,
@@ -1050,6 +1052,10 @@ fn predict<'py>(
     w.hu_window = hu_window.unwrap_or(w.hu_window);
     cfg.post.threshold = threshold.unwrap_or(cfg.post.threshold);
     cfg.post.min_voxels = min_voxels.unwrap_or(cfg.post.min_voxels);
+    cfg.post.merge_mm = merge_mm.unwrap_or(cfg.post.merge_mm);
+    if let Some(k) = score {
+        cfg.post.score = parsed("score", &k)?;
+    }
     cfg.lung_roi = lung_roi.unwrap_or(cfg.lung_roi);
     if let Some(f) = map_format {
         cfg.map_format = parsed("map_format", &f)?;

@@ -53,7 +53,7 @@ def naive_map(hu: np.ndarray, overlap: float) -> np.ndarray:
 
 
 def components(prob: np.ndarray, threshold: float):
-    """6-connected components of prob >= threshold: (voxels, centroid z, y, x, max)."""
+    """6-connected components of prob >= threshold: (voxels, centroid z, y, x, max, mean)."""
     on = prob >= threshold
     seen = np.zeros(prob.shape, bool)
     out = []
@@ -74,7 +74,8 @@ def components(prob: np.ndarray, threshold: float):
                         seen[u] = True
                         stack.append(u)
         m = np.array(members)
-        out.append((len(m), *m.mean(axis=0), float(prob[tuple(m.T)].max())))
+        p = prob[tuple(m.T)].astype(np.float64)
+        out.append((len(m), *m.mean(axis=0), float(p.max()), float(p.mean())))
     return sorted(out)
 
 
@@ -116,12 +117,29 @@ def test_the_map_equals_a_naive_sliding_window(store, scan):
     assert len(mine) == len(theirs) > 0
     for a, b in zip(mine, theirs):
         assert a[0] == b[0]
-        np.testing.assert_allclose(a[1:], b[1:], atol=1e-5)
+        np.testing.assert_allclose(a[1:5], b[1:], atol=1e-5)
     g = store.geometry(scan)
     for z, y, x, wx in zip(
         got_rows["voxel_z"], got_rows["voxel_y"], got_rows["voxel_x"], got_rows["world_x"]
     ):
         assert abs(g.index_to_world((z, y, x))[0] - wx) < 1e-6
+
+
+def test_findings_ranked_by_their_mean_probability(store, scan):
+    """score="mean": each finding's probability (the detections, as candidates.csv) is
+    the mean of the map over its component, computed here from the naive map, and the
+    findings come highest mean first."""
+    pred = ctstream.predict(
+        store, scan, model, patch=PATCH, overlap=0.5, lung_roi=False, score="mean", progress=False
+    )
+    assert pred.score == "mean"
+    mine = components(naive_map(store.volume(scan), 0.5), 0.5)
+    dets = pred.detections()
+    assert len(dets) == len(mine) > 0
+    assert [d[4] for d in dets] == sorted((d[4] for d in dets), reverse=True)
+    np.testing.assert_allclose(
+        sorted(d[4] for d in dets), sorted(m[5] for m in mine), rtol=0, atol=1e-5
+    )
 
 
 def test_test_time_mirroring_averages_the_mirrored_predictions(store, scan):
@@ -218,6 +236,12 @@ def test_bad_settings_and_models_are_named(store, scan):
         ctstream.predict(store, scan, model, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="patch"):
         ctstream.predict(store, scan, model, patch=(10**5,) * 3, progress=False)
+    with pytest.raises(ValueError, match="score: score `median`"):
+        ctstream.predict(store, scan, model, score="median", progress=False)
+    with pytest.raises(ValueError, match="merge distance -1"):
+        ctstream.predict(store, scan, model, merge_mm=-1.0, progress=False)
+    with pytest.raises(ValueError, match="score"):
+        ctstream.Predictions([], [], None, None, score="median")
     with pytest.raises(ValueError, match="map_format"):
         ctstream.predict(store, scan, model, map_format="png", progress=False)
     with pytest.raises(ctstream.StoreError, match="no-such-scan"):

@@ -18,7 +18,7 @@ use std::time::Instant;
 use ndarray::Array3;
 
 use super::components::{self, Component};
-use super::operating::PostProcess;
+use super::operating::{PostProcess, Score};
 use super::{PredictError, Roi, SlidingWindow};
 use crate::annotations::Detection;
 use crate::geometry::Geometry;
@@ -138,8 +138,10 @@ pub struct ScanPrediction {
     /// The lung region it looked in (None: everywhere).
     pub roi: Option<Roi>,
     /// Findings: components at the threshold, of at least `min_voxels`, merged, in the
-    /// region ([`PostProcess::findings`]).
+    /// region, highest score first ([`PostProcess::findings`]).
     pub findings: Vec<Component>,
+    /// The score the findings are ranked by ([`PostProcess::score`]).
+    pub score: Score,
     /// Components left out because their centre lies outside the region.
     pub outside_region: usize,
     /// Wall time of the scan, seconds.
@@ -147,13 +149,9 @@ pub struct ScanPrediction {
 }
 
 impl ScanPrediction {
-    /// The findings as LUNA16 detections (centre, maximum probability).
-    pub fn detections(&self) -> impl Iterator<Item = Detection> + '_ {
-        self.findings.iter().map(|c| Detection {
-            series_id: self.series_id.clone(),
-            world_xyz: c.centre_world_xyz,
-            probability: c.max_probability,
-        })
+    /// The findings as LUNA16 detections (centre, score).
+    pub fn detections(&self) -> Vec<Detection> {
+        super::operating::detections(&self.series_id, &self.findings, self.score)
     }
 }
 
@@ -204,6 +202,7 @@ pub fn predict_scan(
         tiles_computed,
         looked,
         findings,
+        score: cfg.post.score,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }

@@ -46,13 +46,13 @@ pub struct ValRecord {
 
 impl ValRecord {
     /// Header of `val.csv`.
-    pub const HEADER: &'static str = "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds";
+    pub const HEADER: &'static str = "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds,score";
 
     /// The record as a `val.csv` row (the scan columns empty without scan validation).
     pub fn csv_row(&self) -> String {
         let scans = match &self.scans {
             Some(o) => format!(
-                "{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{}",
                 o.cpm,
                 o.sensitivity,
                 o.fps_per_scan,
@@ -60,9 +60,10 @@ impl ValRecord {
                 o.post.min_voxels,
                 o.post.merge_mm,
                 o.nodules,
-                self.scan_seconds
+                self.scan_seconds,
+                o.post.score
             ),
-            None => ",,,,,,,".to_string(),
+            None => ",,,,,,,,".to_string(),
         };
         format!(
             "{},{},{},{},{},{},{},{scans}",

@@ -406,7 +406,7 @@ fn train_command_writes_metrics_and_refuses_cuda_clearly() {
     assert_eq!(
         val.lines().next(),
         Some(
-            "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds"
+            "step,loss,dice,fp_voxels_per_negative,positives,negatives,seconds,cpm,sensitivity,fps_per_scan,threshold,min_voxels,merge_mm,nodules,scan_seconds,score"
         )
     );
     assert_eq!(
