@@ -238,7 +238,7 @@ def test_bad_settings_and_models_are_named(store, scan):
         ctstream.predict(store, scan, model, patch=(10**5,) * 3, progress=False)
     with pytest.raises(ValueError, match="score: score `median`"):
         ctstream.predict(store, scan, model, score="median", progress=False)
-    with pytest.raises(ValueError, match="merge distance -1"):
+    with pytest.raises(ValueError, match="merge_mm -1"):
         ctstream.predict(store, scan, model, merge_mm=-1.0, progress=False)
     with pytest.raises(ValueError, match="score"):
         ctstream.Predictions([], [], None, None, score="median")

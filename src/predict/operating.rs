@@ -138,7 +138,7 @@ impl PostProcess {
             return Err(format!("threshold {}: give 0 < threshold <= 1", self.threshold));
         }
         if !(self.merge_mm.is_finite() && (0.0..=1000.0).contains(&self.merge_mm)) {
-            return Err(format!("merge distance {} mm: give 0 to 1000", self.merge_mm));
+            return Err(format!("merge_mm {} (mm): give 0 to 1000", self.merge_mm));
         }
         Ok(())
     }
